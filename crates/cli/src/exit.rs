@@ -1,0 +1,43 @@
+//! Exit codes: distinct and documented, so orchestrators can branch on them.
+
+use std::process::ExitCode;
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything done.
+    Success = 0,
+    /// A bug in pipeline: please report it.
+    Internal = 1,
+    /// Bad arguments or pipeline file (YAML, SQL, mapping, sources, key): fix and rerun.
+    Config = 2,
+    /// An export has more contacts than its cap and `on_cap_exceeded: fail`: nothing sent.
+    CapExceeded = 3,
+    /// The run failed while selecting or sending (data, disk, SendGrid).
+    RunFailed = 4,
+    /// Finished, but more contacts were rejected than `allowed_rejects`.
+    Rejects = 5,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn status(self) -> &'static str {
+        match self {
+            Exit::Success => "success",
+            Exit::Internal => "internal_error",
+            Exit::Config => "config_error",
+            Exit::CapExceeded => "cap_exceeded",
+            Exit::RunFailed => "run_failed",
+            Exit::Rejects => "finished_with_rejects",
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e.code())
+    }
+}

@@ -1,0 +1,320 @@
+//! The `pipeline` command line: `run`, `validate`, `plan` and `schema`.
+//!
+//! All logic lives in the library crates; this crate parses arguments, prints summaries
+//! and maps every outcome to an [`Exit`] code.
+
+mod exit;
+mod output;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use pipeline_engine::{Engine, EngineError, ExportSummary, RunOptions};
+use pipeline_sink::dry_run::DryRunSink;
+use pipeline_spec::{Pipeline, SpecError};
+
+pub use exit::Exit;
+
+/// Export customer segments from Parquet profile tables into SendGrid Marketing lists.
+#[derive(Debug, Parser)]
+#[command(name = "pipeline", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log detail (-v debug, -vv trace); logs never show full emails below debug.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A readable table.
+    Table,
+    /// One JSON document on stdout, for orchestrators and notebooks.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the exports: select, validate, dedupe, cap, and send (or write) the contacts.
+    Run {
+        /// The pipeline file.
+        file: PathBuf,
+        /// Write the exact SendGrid request bodies into DIR instead of sending them.
+        #[arg(long, value_name = "DIR")]
+        dry_run: Option<PathBuf>,
+        /// Run only this export.
+        #[arg(long, value_name = "NAME")]
+        export: Option<String>,
+        /// Where rejects files go (default: the dry-run folder, else `rejects/` beside the file).
+        #[arg(long, value_name = "DIR")]
+        rejects_dir: Option<PathBuf>,
+        /// Summary format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Check the file without touching the network: schema, references, SQL, mapping types.
+    Validate {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Show what a run would do: counts per segment, rejects, the cap verdict, sample contacts.
+    Plan {
+        file: PathBuf,
+        /// Plan only this export.
+        #[arg(long, value_name = "NAME")]
+        export: Option<String>,
+        /// How many sample contacts to show.
+        #[arg(long, default_value_t = 10)]
+        rows: usize,
+        /// Show sample emails in full instead of masked.
+        #[arg(long)]
+        show_emails: bool,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Print the JSON Schema of the pipeline file, for editors.
+    Schema,
+}
+
+/// Parses the process arguments, runs, and returns the exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { Exit::Config } else { Exit::Success }.into();
+        }
+    };
+    init_logging(cli.log_format, cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Exit::Internal.into();
+        }
+    };
+    runtime.block_on(execute(cli.command)).into()
+}
+
+fn init_logging(format: LogFormat, verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PIPELINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,pipeline={default}")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs one command and reports its outcome on stdout/stderr.
+pub async fn execute(command: Command) -> Exit {
+    match command {
+        Command::Schema => {
+            println!("{:#}", pipeline_spec::json_schema());
+            Exit::Success
+        }
+        Command::Validate { file, output } => {
+            let result = validate(&file).await;
+            finish(output, result, |report| output::validation(report))
+        }
+        Command::Plan {
+            file,
+            export,
+            rows,
+            show_emails,
+            output,
+        } => {
+            let result = plan(&file, export.as_deref(), rows).await;
+            finish(output, result, |plans| output::plans(plans, show_emails))
+        }
+        Command::Run {
+            file,
+            dry_run,
+            export,
+            rejects_dir,
+            output,
+        } => {
+            let result = run(&file, dry_run.as_deref(), export.as_deref(), rejects_dir).await;
+            finish(output, result, |summaries| output::summaries(summaries))
+        }
+    }
+}
+
+/// A command's failure: what to print and which exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: Exit,
+    pub message: String,
+}
+
+impl From<SpecError> for Failure {
+    fn from(e: SpecError) -> Self {
+        let exit = match e {
+            SpecError::Read { .. } | SpecError::Invalid { .. } => Exit::Config,
+        };
+        Self {
+            exit,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Self {
+        let exit = match &e {
+            EngineError::Config(_) => Exit::Config,
+            EngineError::Execution { .. } | EngineError::Io { .. } => Exit::RunFailed,
+            EngineError::Sink { source, .. } => match source {
+                pipeline_sink::SinkError::Internal(_) => Exit::Internal,
+                _ => Exit::RunFailed,
+            },
+        };
+        Self {
+            exit,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Prints a command's result and picks the exit code.
+fn finish<T: output::Outcome>(
+    format: OutputFormat,
+    result: Result<T, Failure>,
+    render: impl FnOnce(&T) -> String,
+) -> Exit {
+    match result {
+        Ok(value) => {
+            let exit = value.exit();
+            match format {
+                OutputFormat::Table => print!("{}", render(&value)),
+                OutputFormat::Json => println!("{:#}", value.to_json(exit)),
+            }
+            if let Some(message) = value.problem(exit) {
+                eprintln!("error: {message}");
+            }
+            exit
+        }
+        Err(failure) => {
+            if format == OutputFormat::Json {
+                let doc = serde_json::json!({
+                    "status": failure.exit.status(),
+                    "exit_code": failure.exit.code(),
+                    "error": failure.message,
+                });
+                println!("{doc:#}");
+            }
+            eprintln!("error: {}", failure.message);
+            failure.exit
+        }
+    }
+}
+
+fn progress(message: &str) {
+    if std::io::stderr().is_terminal() {
+        eprintln!("{message}");
+    }
+}
+
+async fn open(file: &Path) -> Result<(Pipeline, Engine), Failure> {
+    let pipeline = pipeline_spec::load(file)?;
+    let engine = Engine::open(&pipeline).await?;
+    Ok((pipeline, engine))
+}
+
+async fn validate(file: &Path) -> Result<output::Validation, Failure> {
+    let (pipeline, engine) = open(file).await?;
+    engine.plan_exports(None).await?;
+    let key_notes = pipeline
+        .file
+        .connections
+        .iter()
+        .map(|(name, c)| {
+            let found = pipeline_spec::resolve_api_key(name, c, pipeline.base_dir(), &|v| std::env::var(v).ok());
+            (name.clone(), found.err())
+        })
+        .collect();
+    Ok(output::Validation { pipeline, key_notes })
+}
+
+async fn plan(file: &Path, only: Option<&str>, rows: usize) -> Result<Vec<output::Plan>, Failure> {
+    let (_, engine) = open(file).await?;
+    let queries = engine.plan_exports(only).await?;
+    let mut plans = Vec::new();
+    for query in &queries {
+        progress(&format!("Planning export {}…", query.export));
+        let selection = engine
+            .select(query, &RunOptions { rejects_dir: None, sample: Some(rows) })
+            .await?;
+        plans.push(output::Plan {
+            summary: selection.summary,
+            sample: selection.contacts,
+        });
+    }
+    Ok(plans)
+}
+
+async fn run(
+    file: &Path,
+    dry_run: Option<&Path>,
+    only: Option<&str>,
+    rejects_dir: Option<PathBuf>,
+) -> Result<Vec<ExportSummary>, Failure> {
+    let (pipeline, engine) = open(file).await?;
+    let Some(dir) = dry_run else {
+        return Err(Failure {
+            exit: Exit::Config,
+            message: "uploading to SendGrid is not available in this version; run with --dry-run DIR to write \
+                      the exact request bodies instead"
+                .into(),
+        });
+    };
+    let queries = engine.plan_exports(only).await?;
+    let rejects_dir = rejects_dir.unwrap_or_else(|| dir.to_path_buf());
+    let mut summaries = Vec::new();
+    let mut sink = DryRunSink::new(dir);
+    for query in &queries {
+        progress(&format!("Running export {}…", query.export));
+        tracing::info!(export = %query.export, "Selecting contacts");
+        let summary = engine
+            .run_export(
+                query,
+                &mut sink,
+                &RunOptions {
+                    rejects_dir: Some(rejects_dir.clone()),
+                    sample: None,
+                },
+            )
+            .await?;
+        tracing::info!(
+            export = %summary.export,
+            contacts = summary.contacts,
+            sent = summary.sent,
+            rejected = summary.rejected,
+            duplicates = summary.duplicates,
+            "Export finished"
+        );
+        summaries.push(summary);
+    }
+    let _ = pipeline;
+    Ok(summaries)
+}

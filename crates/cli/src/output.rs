@@ -1,0 +1,353 @@
+//! What commands print: readable tables on a terminal, one JSON document with `--output json`.
+
+use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use pipeline_engine::ExportSummary;
+use pipeline_spec::Pipeline;
+use serde_json::{Value, json};
+
+use crate::Exit;
+
+/// A command's successful result.
+pub trait Outcome {
+    /// The exit code the result calls for.
+    fn exit(&self) -> Exit;
+    /// The result as JSON, with the status and exit code.
+    fn to_json(&self, exit: Exit) -> Value;
+    /// What to say on stderr when the exit is not success.
+    fn problem(&self, _exit: Exit) -> Option<String> {
+        None
+    }
+}
+
+/// `pipeline validate`'s result.
+pub struct Validation {
+    pub pipeline: Pipeline,
+    /// Per connection, why its API key is not available now (a run will need it).
+    pub key_notes: Vec<(String, Option<String>)>,
+}
+
+impl Outcome for Validation {
+    fn exit(&self) -> Exit {
+        Exit::Success
+    }
+
+    fn to_json(&self, exit: Exit) -> Value {
+        let f = &self.pipeline.file;
+        json!({
+            "status": exit.status(),
+            "exit_code": exit.code(),
+            "file": self.pipeline.path,
+            "connections": f.connections.keys().collect::<Vec<_>>(),
+            "sources": f.sources.keys().collect::<Vec<_>>(),
+            "segments": f.segments.keys().collect::<Vec<_>>(),
+            "exports": f.exports.iter().map(|e| &e.name).collect::<Vec<_>>(),
+            "notes": self.key_notes.iter().filter_map(|(_, n)| n.clone()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+pub fn validation(v: &Validation) -> String {
+    let f = &v.pipeline.file;
+    let mut out = format!(
+        "{} is valid: {} connection(s), {} source(s), {} segment(s), {} export(s)\n",
+        v.pipeline.path.display(),
+        f.connections.len(),
+        f.sources.len(),
+        f.segments.len(),
+        f.exports.len()
+    );
+    for (_, note) in &v.key_notes {
+        if let Some(note) = note {
+            out.push_str(&format!("note: {note} (a dry run does not need it)\n"));
+        }
+    }
+    out
+}
+
+/// One export's plan: its counts and the first contacts.
+pub struct Plan {
+    pub summary: ExportSummary,
+    pub sample: Vec<RecordBatch>,
+}
+
+impl Outcome for Vec<Plan> {
+    fn exit(&self) -> Exit {
+        if self.iter().any(|p| p.summary.cap.exceeded()) {
+            Exit::CapExceeded
+        } else {
+            Exit::Success
+        }
+    }
+
+    fn to_json(&self, exit: Exit) -> Value {
+        json!({
+            "status": exit.status(),
+            "exit_code": exit.code(),
+            "exports": self.iter().map(|p| {
+                let mut v = serde_json::to_value(&p.summary).unwrap_or(Value::Null);
+                v["sample"] = Value::Array(sample_rows(&p.sample, false).into_iter().map(|(h, r)| {
+                    Value::Object(h.into_iter().zip(r).map(|(k, v)| (k, Value::String(v))).collect())
+                }).collect());
+                v
+            }).collect::<Vec<_>>(),
+        })
+    }
+
+    fn problem(&self, exit: Exit) -> Option<String> {
+        (exit == Exit::CapExceeded).then(|| cap_problems(self.iter().map(|p| &p.summary)))
+    }
+}
+
+pub fn plans(plans: &Vec<Plan>, show_emails: bool) -> String {
+    let mut out = String::new();
+    for p in plans {
+        out.push_str(&summary_table(&p.summary, false));
+        let rows = sample_rows(&p.sample, !show_emails);
+        if let Some((headers, _)) = rows.first() {
+            out.push_str(&format!("  first {} contact(s):\n", rows.len()));
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            let body: Vec<Vec<String>> = rows.iter().map(|(_, r)| r.clone()).collect();
+            out.push_str(&indent(&table(&headers, &body, &[]), "    "));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+impl Outcome for Vec<ExportSummary> {
+    fn exit(&self) -> Exit {
+        if self.iter().any(|s| s.cap.exceeded()) {
+            Exit::CapExceeded
+        } else if self.iter().any(ExportSummary::rejects_over_threshold) {
+            Exit::Rejects
+        } else {
+            Exit::Success
+        }
+    }
+
+    fn to_json(&self, exit: Exit) -> Value {
+        json!({
+            "status": exit.status(),
+            "exit_code": exit.code(),
+            "exports": self,
+        })
+    }
+
+    fn problem(&self, exit: Exit) -> Option<String> {
+        match exit {
+            Exit::CapExceeded => Some(cap_problems(self.iter())),
+            Exit::Rejects => Some(
+                self.iter()
+                    .filter(|s| s.rejects_over_threshold())
+                    .map(|s| {
+                        format!(
+                            "export `{}`: {} contact(s) rejected, {} allowed (allowed_rejects); reasons and rows are in {}",
+                            s.export,
+                            s.rejected,
+                            s.allowed_rejects,
+                            s.rejects_file.as_ref().map_or("the rejects file".into(), |p| p.display().to_string())
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            _ => None,
+        }
+    }
+}
+
+pub fn summaries(summaries: &Vec<ExportSummary>) -> String {
+    summaries.iter().map(|s| summary_table(s, true) + "\n").collect()
+}
+
+fn cap_problems<'a>(summaries: impl Iterator<Item = &'a ExportSummary>) -> String {
+    summaries
+        .filter(|s| s.cap.exceeded())
+        .map(|s| {
+            format!(
+                "export `{}` has {} contacts after dedupe and validation, {} over its cap of {}; nothing was written or sent. \
+                 Narrow the segments, raise max_profiles, or set on_cap_exceeded: truncate",
+                s.export, s.contacts, s.cap.over_by, s.cap.max_profiles
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn summary_table(s: &ExportSummary, ran: bool) -> String {
+    let mut out = format!("export {} → {} list(s)\n", s.export, s.list_ids.len());
+    let mut rows: Vec<Vec<String>> = s
+        .segments
+        .iter()
+        .map(|g| {
+            vec![
+                g.segment.clone(),
+                g.rows.to_string(),
+                g.rejected.to_string(),
+                g.duplicates.to_string(),
+                g.contacts.to_string(),
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        "total".into(),
+        s.rows.to_string(),
+        s.rejected.to_string(),
+        s.duplicates.to_string(),
+        s.contacts.to_string(),
+    ]);
+    out.push_str(&indent(
+        &table(&["segment", "rows", "rejected", "duplicates", "contacts"], &rows, &[1, 2, 3, 4]),
+        "  ",
+    ));
+    if s.rejected > 0 {
+        let reasons: Vec<String> = s.rejected_by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        out.push_str(&format!("  rejected: {}", reasons.join(", ")));
+        if let Some(file) = &s.rejects_file {
+            out.push_str(&format!(" (rows in {})", file.display()));
+        }
+        out.push('\n');
+    }
+    if s.truncated_contacts > 0 {
+        out.push_str(&format!(
+            "  truncated: {} contact(s) had a field cut to SendGrid's length limit\n",
+            s.truncated_contacts
+        ));
+    }
+    let cap = &s.cap;
+    out.push_str(&match cap.status {
+        "within" => format!("  cap: {} of {} (within)\n", s.contacts, cap.max_profiles),
+        "truncated" => format!(
+            "  cap: {} over the cap of {}; kept the first {} by order_by, dropped {}\n",
+            cap.over_by, cap.max_profiles, cap.max_profiles, cap.over_by
+        ),
+        _ => format!(
+            "  cap: EXCEEDED by {} ({} contacts, cap {}); nothing {}\n",
+            cap.over_by,
+            s.contacts,
+            cap.max_profiles,
+            if ran { "was written or sent" } else { "would be sent" }
+        ),
+    });
+    if let Some(sink) = &s.sink {
+        let folder = sink
+            .outputs
+            .first()
+            .and_then(|p| p.parent())
+            .map_or(String::new(), |p| format!(" in {}", p.display()));
+        out.push_str(&format!(
+            "  wrote: {} contact(s) in {} request bod{} ({} bytes){folder}\n",
+            sink.contacts,
+            sink.requests,
+            if sink.requests == 1 { "y" } else { "ies" },
+            sink.bytes
+        ));
+    }
+    out
+}
+
+/// Header and cell text of the sample contacts; emails masked when asked.
+fn sample_rows(batches: &[RecordBatch], mask: bool) -> Vec<(Vec<String>, Vec<String>)> {
+    let options = FormatOptions::default().with_null("");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let headers: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<_, _>>()
+            .unwrap_or_default();
+        if formatters.len() != headers.len() {
+            continue;
+        }
+        for row in 0..batch.num_rows() {
+            let cells = formatters
+                .iter()
+                .zip(&headers)
+                .map(|(f, h)| {
+                    let text = f.value(row).to_string();
+                    if mask && (h == "email" || h == "alternate_emails") {
+                        mask_emails(&text)
+                    } else {
+                        text
+                    }
+                })
+                .collect();
+            rows.push((headers.clone(), cells));
+        }
+    }
+    rows
+}
+
+/// `ada@example.com` → `a***@example.com`, for every address in the text.
+pub fn mask_emails(text: &str) -> String {
+    text.split_inclusive([',', ' ', '[', ']'])
+        .map(|part| match part.split_once('@') {
+            Some((local, domain)) => {
+                let (prefix, local) = local.split_at(local.len() - local.trim_start_matches(['[', ' ']).len());
+                let first: String = local.chars().take(1).collect();
+                format!("{prefix}{first}***@{domain}")
+            }
+            None => part.to_owned(),
+        })
+        .collect()
+}
+
+fn indent(text: &str, by: &str) -> String {
+    text.lines().map(|l| format!("{by}{l}\n")).collect()
+}
+
+/// A plain text table; columns listed in `right` are right-aligned.
+fn table(headers: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i] - cell.chars().count();
+            if i > 0 {
+                s.push_str("  ");
+            }
+            if right.contains(&i) {
+                s.push_str(&" ".repeat(pad));
+                s.push_str(cell);
+            } else {
+                s.push_str(cell);
+                if i + 1 < cells.len() {
+                    s.push_str(&" ".repeat(pad));
+                }
+            }
+        }
+        s.push('\n');
+        s
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_every_address() {
+        assert_eq!(mask_emails("ada@example.com"), "a***@example.com");
+        assert_eq!(mask_emails("[x@a.io, yz@b.io]"), "[x***@a.io, y***@b.io]");
+        assert_eq!(mask_emails("no email here"), "no email here");
+    }
+
+    #[test]
+    fn aligns_columns() {
+        let t = table(&["name", "n"], &[vec!["vip".into(), "12".into()], vec!["all".into(), "3".into()]], &[1]);
+        assert_eq!(t, "name   n\nvip   12\nall    3\n");
+    }
+}

@@ -1,0 +1,31 @@
+//! Engine errors, split by whose they are: the user's pipeline or data, the outside
+//! world (disk, sink), or ours.
+
+use pipeline_sink::SinkError;
+
+/// Why the engine stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Problems in the pipeline that the user must fix: sources, SQL, mapping.
+    /// Every problem found is listed.
+    #[error("{}", .0.join("\n"))]
+    Config(Vec<String>),
+    /// The query failed while running (data that cannot be read or cast, resources).
+    #[error("export `{export}`: selecting contacts failed: {message}")]
+    Execution { export: String, message: String },
+    /// Writing the rejects file failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    /// The sink failed.
+    #[error("export `{export}`: {source}")]
+    Sink { export: String, source: SinkError },
+}
+
+impl EngineError {
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Self::Config(vec![message.into()])
+    }
+}

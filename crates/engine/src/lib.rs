@@ -1,0 +1,115 @@
+//! The engine: a DataFusion session over the pipeline's Parquet sources, its segments as
+//! views, and each export as one query whose contacts stream into a sink.
+
+mod error;
+mod plan;
+pub mod rules;
+mod run;
+mod segments;
+mod sources;
+mod udf;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use pipeline_spec::Pipeline;
+
+pub use error::EngineError;
+pub use plan::{ExportQuery, META_COLUMNS};
+pub use run::{CapVerdict, ExportSummary, RunOptions, SegmentSummary, Selection};
+
+/// A pipeline opened for querying: sources registered, segments planned.
+pub struct Engine {
+    ctx: SessionContext,
+    pipeline: Pipeline,
+    segment_schemas: BTreeMap<String, SchemaRef>,
+}
+
+impl Engine {
+    /// Builds the session, registers sources and segments. Reads Parquet footers, never
+    /// the data; every problem found is reported at once.
+    pub async fn open(pipeline: &Pipeline) -> Result<Self, EngineError> {
+        let settings = &pipeline.file.engine;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit((settings.memory_limit_mib as usize) << 20, 1.0)
+            .build_arc()
+            .map_err(|e| EngineError::config(format!("cannot start the query engine: {e}")))?;
+        let config = SessionConfig::new()
+            .with_batch_size(settings.batch_size)
+            .with_information_schema(false);
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        udf::register(&ctx);
+
+        let mut problems = sources::register_all(&ctx, pipeline);
+        let (segment_schemas, segment_problems) = if problems.is_empty() {
+            segments::register_all(&ctx, pipeline).await
+        } else {
+            // Segments cannot be planned against sources that failed to register.
+            (BTreeMap::new(), Vec::new())
+        };
+        problems.extend(segment_problems);
+        if !problems.is_empty() {
+            return Err(EngineError::Config(problems));
+        }
+        Ok(Self {
+            ctx,
+            pipeline: pipeline.clone(),
+            segment_schemas,
+        })
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// The columns of a segment.
+    pub fn segment_schema(&self, name: &str) -> Option<&SchemaRef> {
+        self.segment_schemas.get(name)
+    }
+
+    /// Plans every export (or only `only`), checking mapping types; lists every problem.
+    pub async fn plan_exports(&self, only: Option<&str>) -> Result<Vec<ExportQuery>, EngineError> {
+        let exports = &self.pipeline.file.exports;
+        if let Some(name) = only {
+            if !exports.iter().any(|e| e.name == name) {
+                let names: Vec<&str> = exports.iter().map(|e| e.name.as_str()).collect();
+                return Err(EngineError::config(format!(
+                    "no export named `{name}`; the file declares: {}",
+                    names.join(", ")
+                )));
+            }
+        }
+        let mut planned = Vec::new();
+        let mut problems = Vec::new();
+        for (i, export) in exports.iter().enumerate() {
+            if only.is_some_and(|n| n != export.name) {
+                continue;
+            }
+            match plan::plan_export(&self.ctx, i, export, &self.segment_schemas).await {
+                Ok(q) => planned.push(q),
+                Err(p) => problems.extend(p),
+            }
+        }
+        if problems.is_empty() {
+            Ok(planned)
+        } else {
+            Err(EngineError::Config(problems))
+        }
+    }
+
+    pub(crate) fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    pub(crate) fn export_by_name(&self, name: &str) -> Arc<pipeline_spec::Export> {
+        Arc::new(
+            self.pipeline
+                .export(name)
+                .expect("planned exports come from the pipeline")
+                .clone(),
+        )
+    }
+}

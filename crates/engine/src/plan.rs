@@ -1,0 +1,379 @@
+//! One export as one DataFusion query: the segments' members projected onto SendGrid
+//! fields, normalised, checked against SendGrid's rules, ranked for dedupe and ordered.
+//!
+//! The query's columns are the [`META_COLUMNS`] followed by one column per mapped field.
+
+use std::collections::BTreeMap;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::prelude::SessionContext;
+use pipeline_sink::{ContactField, FieldKind};
+use pipeline_spec::{Export, FieldLengthPolicy};
+
+use crate::rules::{MAX_ALTERNATE_EMAILS, field_max_chars};
+use crate::segments::{clean_sql_error, query_only};
+
+/// Columns before the contact fields: segment index, rejects-file key, email as written,
+/// reject reason, reject detail, truncated flag, dedupe rank.
+pub const META_COLUMNS: usize = 7;
+
+/// A planned export.
+#[derive(Debug, Clone)]
+pub struct ExportQuery {
+    /// The export's name.
+    pub export: String,
+    /// The SQL that selects, checks, ranks and orders the members.
+    pub sql: String,
+    /// The contact fields, in column order after the meta columns; `email` first.
+    pub fields: Vec<ContactField>,
+    /// The export's segments, by index.
+    pub segments: Vec<String>,
+}
+
+/// How a mapped value is made into a SendGrid value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Email,
+    Text,
+    EmailList,
+    Integer,
+    Float,
+    Date,
+}
+
+struct Mapped {
+    field: ContactField,
+    written: String,
+    shape: Shape,
+}
+
+/// Plans export `index` of the file against the segments' schemas; lists every problem.
+pub(crate) async fn plan_export(
+    ctx: &SessionContext,
+    index: usize,
+    export: &Export,
+    schemas: &BTreeMap<String, SchemaRef>,
+) -> Result<ExportQuery, Vec<String>> {
+    let at = |what: &str| format!("exports[{index}] (`{}`) {what}", export.name);
+    let mut problems = Vec::new();
+    let mut mapped: Vec<Mapped> = export
+        .mapping
+        .reserved()
+        .into_iter()
+        .map(|(name, written)| Mapped {
+            field: ContactField { name: name.into(), kind: FieldKind::Reserved },
+            written: written.to_owned(),
+            shape: Shape::Text,
+        })
+        .chain(export.mapping.custom_fields.iter().map(|(name, written)| Mapped {
+            field: ContactField { name: name.clone(), kind: FieldKind::Custom },
+            written: written.clone(),
+            shape: Shape::Text,
+        }))
+        .collect();
+
+    // The shape of each field follows its type; the type must agree with the field in
+    // every segment.
+    let mut shapes: Vec<Option<Shape>> = vec![None; mapped.len()];
+    let mut order: Vec<(String, bool)> = Vec::new();
+    let mut selects = Vec::new();
+    for (seg_index, segment) in export.segments.iter().enumerate() {
+        let Some(schema) = schemas.get(segment) else {
+            continue; // The segment failed to plan; that problem is already reported.
+        };
+        let mut exprs = Vec::with_capacity(mapped.len());
+        for (i, m) in mapped.iter().enumerate() {
+            let what = format!("mapping.{}", display_name(&m.field));
+            let expr = resolve(&m.written, schema);
+            match expression_type(ctx, segment, &expr).await {
+                Ok(data_type) => match shape_of(&m.field, &data_type) {
+                    Ok(shape) => {
+                        if shapes[i].is_none() {
+                            shapes[i] = Some(shape);
+                        }
+                        exprs.push(expr);
+                    }
+                    Err(message) => problems.push(format!(
+                        "{}: in segment `{segment}`, `{}` is {data_type}; {message}",
+                        at(&what),
+                        m.written
+                    )),
+                },
+                Err(message) => problems.push(format!(
+                    "{}: {}",
+                    at(&what),
+                    explain_expression_error(&m.written, segment, schema, &message)
+                )),
+            }
+        }
+        let mut order_exprs = Vec::new();
+        for (j, written) in export.order_by.iter().enumerate() {
+            let (expr_text, descending) = split_direction(written);
+            let expr = resolve(expr_text, schema);
+            match expression_type(ctx, segment, &expr).await {
+                Ok(_) => order_exprs.push(expr),
+                Err(message) => problems.push(format!(
+                    "{}: {}",
+                    at(&format!("order_by[{j}]")),
+                    explain_expression_error(expr_text, segment, schema, &message)
+                )),
+            }
+            if seg_index == 0 {
+                order.push((format!("__o{j}"), descending));
+            }
+        }
+        selects.push((seg_index, segment.clone(), exprs, order_exprs));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    for (m, shape) in mapped.iter_mut().zip(&shapes) {
+        m.shape = shape.unwrap_or(Shape::Text);
+    }
+    Ok(build_sql(export, &mapped, &order, selects))
+}
+
+fn display_name(field: &ContactField) -> String {
+    match field.kind {
+        FieldKind::Reserved => field.name.clone(),
+        FieldKind::Custom => format!("custom_fields.{}", field.name),
+    }
+}
+
+/// A value that names a column is that column, exactly as written; anything else is SQL.
+fn resolve(written: &str, schema: &SchemaRef) -> String {
+    if schema.fields().iter().any(|f| f.name() == written) {
+        quote_ident(written)
+    } else {
+        written.to_owned()
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn quote_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn split_direction(written: &str) -> (&str, bool) {
+    let trimmed = written.trim();
+    let lower = trimmed.to_ascii_lowercase();
+    if lower.ends_with(" desc") {
+        (trimmed[..trimmed.len() - 5].trim_end(), true)
+    } else if lower.ends_with(" asc") {
+        (trimmed[..trimmed.len() - 4].trim_end(), false)
+    } else {
+        (trimmed, false)
+    }
+}
+
+async fn expression_type(ctx: &SessionContext, segment: &str, expr: &str) -> Result<DataType, String> {
+    let sql = format!("SELECT {expr} AS v FROM {}", quote_ident(segment));
+    let df = ctx
+        .sql_with_options(&sql, query_only())
+        .await
+        .map_err(|e| clean_sql_error(&e.to_string()))?;
+    if df.schema().fields().len() != 1 {
+        return Err("must be one expression".into());
+    }
+    Ok(df.schema().field(0).data_type().clone())
+}
+
+fn explain_expression_error(written: &str, segment: &str, schema: &SchemaRef, message: &str) -> String {
+    let is_name = !written.is_empty() && written.chars().all(|c| c.is_alphanumeric() || c == '_');
+    if is_name {
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        format!(
+            "column `{written}` is not in segment `{segment}`; its columns are: {}",
+            columns.join(", ")
+        )
+    } else {
+        format!("`{written}` is not a valid expression over segment `{segment}`: {message}")
+    }
+}
+
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+/// How a value of `data_type` fills `field`, or why it cannot.
+fn shape_of(field: &ContactField, data_type: &DataType) -> Result<Shape, String> {
+    use DataType::*;
+    let scalar_text = |t: &DataType| {
+        is_string(t)
+            || t.is_numeric()
+            || matches!(t, Boolean | Date32 | Date64 | Timestamp(..) | Null)
+    };
+    match (field.kind, field.name.as_str()) {
+        (FieldKind::Reserved, "email") if is_string(data_type) || *data_type == Null => Ok(Shape::Email),
+        (FieldKind::Reserved, "email") => Err(
+            "the email must be text: map the email column, or convert with CAST(... AS VARCHAR)".into(),
+        ),
+        (FieldKind::Reserved, "alternate_emails") => match data_type {
+            List(f) | LargeList(f) if is_string(f.data_type()) || *f.data_type() == Null => {
+                Ok(Shape::EmailList)
+            }
+            _ => Err("alternate_emails must be a list of text values".into()),
+        },
+        (FieldKind::Reserved, _) if scalar_text(data_type) => Ok(Shape::Text),
+        (FieldKind::Reserved, name) => Err(format!("{name} must be text, a number or a date")),
+        (FieldKind::Custom, _) => match data_type {
+            Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => Ok(Shape::Integer),
+            Float16 | Float32 | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..) | Decimal256(..) => {
+                Ok(Shape::Float)
+            }
+            Date32 | Date64 | Timestamp(..) => Ok(Shape::Date),
+            t if is_string(t) || matches!(t, Boolean | Null) => Ok(Shape::Text),
+            _ => Err("a custom field takes text, a number or a date".into()),
+        },
+    }
+}
+
+/// The SendGrid value of a mapped expression, before length rules.
+fn value_sql(expr: &str, shape: Shape) -> String {
+    match shape {
+        Shape::Email => format!("sg_email({expr})"),
+        Shape::Text => format!("CAST({expr} AS VARCHAR)"),
+        Shape::EmailList => format!("{expr}"),
+        Shape::Integer => format!("CAST({expr} AS BIGINT)"),
+        Shape::Float => format!("CAST({expr} AS DOUBLE)"),
+        // SendGrid's date custom fields take MM/DD/YYYY.
+        Shape::Date => format!("to_char({expr}, '%m/%d/%Y')"),
+    }
+}
+
+fn build_sql(
+    export: &Export,
+    mapped: &[Mapped],
+    order: &[(String, bool)],
+    selects: Vec<(usize, String, Vec<String>, Vec<String>)>,
+) -> ExportQuery {
+    let email_expr_index = 0;
+    let mut members = Vec::new();
+    for (seg_index, segment, exprs, order_exprs) in &selects {
+        let key = if order_exprs.is_empty() {
+            format!("CAST({} AS VARCHAR)", exprs[email_expr_index])
+        } else {
+            let parts: Vec<String> =
+                order_exprs.iter().map(|e| format!("CAST({e} AS VARCHAR)")).collect();
+            format!("concat_ws('|', {})", parts.join(", "))
+        };
+        let mut cols = vec![
+            format!("CAST({seg_index} AS BIGINT) AS __seg"),
+            format!("{key} AS __key"),
+            format!("CAST({} AS VARCHAR) AS __raw_email", exprs[email_expr_index]),
+        ];
+        for (j, e) in order_exprs.iter().enumerate() {
+            cols.push(format!("{e} AS __o{j}"));
+        }
+        for (i, (m, e)) in mapped.iter().zip(exprs).enumerate() {
+            cols.push(format!("{} AS __f{i}", value_sql(e, m.shape)));
+        }
+        members.push(format!("SELECT {} FROM {}", cols.join(", "), quote_ident(segment)));
+    }
+
+    // Length rules per field: (condition for "too long", the truncated value).
+    let mut too_long: Vec<(String, String)> = Vec::new(); // (condition, field name)
+    let mut finals: Vec<String> = Vec::new();
+    for (i, m) in mapped.iter().enumerate() {
+        let col = format!("__f{i}");
+        let limit = match (m.field.kind, m.shape) {
+            (FieldKind::Reserved, Shape::Text) => field_max_chars(&m.field.name),
+            _ => None,
+        };
+        match (m.shape, limit) {
+            (Shape::EmailList, _) => {
+                too_long.push((
+                    format!("sg_alternate_email_count({col}) > {MAX_ALTERNATE_EMAILS}"),
+                    m.field.name.clone(),
+                ));
+                finals.push(format!("sg_alternate_emails({col}) AS {col}"));
+            }
+            (_, Some(limit)) => {
+                too_long.push((format!("character_length({col}) > {limit}"), m.field.name.clone()));
+                finals.push(match export.field_length_policy {
+                    FieldLengthPolicy::Truncate => format!("left({col}, {limit}) AS {col}"),
+                    FieldLengthPolicy::Reject => col.clone(),
+                });
+            }
+            _ => finals.push(col.clone()),
+        }
+    }
+
+    let any_too_long = if too_long.is_empty() {
+        "false".to_owned()
+    } else {
+        too_long
+            .iter()
+            .map(|(c, _)| format!("COALESCE({c}, false)"))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    };
+    let detail = if too_long.is_empty() {
+        "CAST(NULL AS VARCHAR)".to_owned()
+    } else {
+        let parts: Vec<String> = too_long
+            .iter()
+            .map(|(c, name)| format!("CASE WHEN {c} THEN {} END", quote_str(name)))
+            .collect();
+        format!("NULLIF(concat_ws(',', {}), '')", parts.join(", "))
+    };
+    let list_too_long = too_long
+        .iter()
+        .filter(|(c, _)| c.starts_with("sg_alternate_email_count"))
+        .map(|(c, _)| format!("COALESCE({c}, false)"))
+        .collect::<Vec<_>>();
+    let (reason, reason_detail, truncated) = match export.field_length_policy {
+        FieldLengthPolicy::Reject => {
+            let list_clause = if list_too_long.is_empty() {
+                String::new()
+            } else {
+                format!("WHEN {} THEN 'too_many_alternate_emails' ", list_too_long.join(" OR "))
+            };
+            (
+                format!(
+                    "COALESCE(sg_email_problem(__f0), CASE {list_clause}WHEN {any_too_long} THEN 'field_too_long' END)"
+                ),
+                format!("CASE WHEN sg_email_problem(__f0) IS NULL THEN {detail} END"),
+                "false".to_owned(),
+            )
+        }
+        FieldLengthPolicy::Truncate => (
+            "sg_email_problem(__f0)".to_owned(),
+            "CAST(NULL AS VARCHAR)".to_owned(),
+            format!("({any_too_long})"),
+        ),
+    };
+
+    // Orderable tie-breakers after the user's order make the order total, so the output
+    // never depends on how DataFusion split the work.
+    let mut order_by: Vec<String> = order
+        .iter()
+        .map(|(c, desc)| format!("{c} {} NULLS LAST", if *desc { "DESC" } else { "ASC" }))
+        .collect();
+    order_by.push("__seg ASC".into());
+    for (i, m) in mapped.iter().enumerate() {
+        if m.shape != Shape::EmailList {
+            order_by.push(format!("__f{i} ASC NULLS LAST"));
+        }
+    }
+    order_by.push("__raw_email ASC NULLS LAST".into());
+    let order_by = order_by.join(", ");
+
+    let sql = format!(
+        "WITH __members AS ({members}), \
+         __checked AS (SELECT *, {reason} AS __reason, {reason_detail} AS __detail, {truncated} AS __truncated FROM __members), \
+         __ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY __f0, __reason ORDER BY {order_by}) AS __rank FROM __checked) \
+         SELECT __seg, __key, __raw_email, __reason, __detail, __truncated, __rank, {finals} FROM __ranked ORDER BY {order_by}",
+        members = members.join(" UNION ALL "),
+        finals = finals.join(", "),
+    );
+    ExportQuery {
+        export: export.name.clone(),
+        sql,
+        fields: mapped.iter().map(|m| m.field.clone()).collect(),
+        segments: selects.into_iter().map(|(_, s, _, _)| s).collect(),
+    }
+}

@@ -1,0 +1,182 @@
+//! SendGrid's contact rules: email normalisation and validation, field length limits,
+//! and the reasons a contact is rejected.
+
+use serde::Serialize;
+
+/// Longest email SendGrid accepts, in characters.
+pub const EMAIL_MAX_CHARS: usize = 254;
+/// Most alternate emails per contact.
+pub const MAX_ALTERNATE_EMAILS: usize = 5;
+
+/// Character limits of SendGrid's reserved text fields (from the contacts API spec).
+pub fn field_max_chars(field: &str) -> Option<usize> {
+    match field {
+        "first_name" | "last_name" | "state_province_region" | "country" => Some(50),
+        "city" => Some(60),
+        "address_line_1" | "address_line_2" => Some(100),
+        "email" | "external_id" | "anonymous_id" => Some(254),
+        _ => None,
+    }
+}
+
+/// Why a row did not become a contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// No email, or only blanks.
+    MissingEmail,
+    /// Not a deliverable address form.
+    InvalidEmail,
+    /// Longer than 254 characters.
+    EmailTooLong,
+    /// A field is longer than SendGrid allows and the policy is `reject`.
+    FieldTooLong,
+    /// More than 5 alternate emails and the policy is `reject`.
+    TooManyAlternateEmails,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 5] = [
+        Self::MissingEmail,
+        Self::InvalidEmail,
+        Self::EmailTooLong,
+        Self::FieldTooLong,
+        Self::TooManyAlternateEmails,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::MissingEmail => "missing_email",
+            Self::InvalidEmail => "invalid_email",
+            Self::EmailTooLong => "email_too_long",
+            Self::FieldTooLong => "field_too_long",
+            Self::TooManyAlternateEmails => "too_many_alternate_emails",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.code() == code)
+    }
+}
+
+/// Trims and lower-cases `raw` into `out` (cleared first). SendGrid stores emails
+/// lower-case, so two spellings of one address must dedupe to one contact.
+pub fn normalize_email_into(raw: &str, out: &mut String) {
+    out.clear();
+    let trimmed = raw.trim();
+    if trimmed.is_ascii() {
+        out.push_str(trimmed);
+        out.make_ascii_lowercase();
+    } else {
+        out.extend(trimmed.chars().flat_map(char::to_lowercase));
+    }
+}
+
+/// What is wrong with a normalised email, if anything.
+pub fn email_problem(email: &str) -> Option<RejectReason> {
+    if email.is_empty() {
+        return Some(RejectReason::MissingEmail);
+    }
+    if email.len() > EMAIL_MAX_CHARS && email.chars().count() > EMAIL_MAX_CHARS {
+        return Some(RejectReason::EmailTooLong);
+    }
+    (!is_valid_email(email)).then_some(RejectReason::InvalidEmail)
+}
+
+/// A practical address check: one `@`, a dot-atom local part of at most 64 characters,
+/// and a domain of at least two DNS labels with an alphabetic top-level label.
+/// Quoted local parts, IP-literal domains and non-ASCII addresses are refused.
+pub fn is_valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    if local.is_empty() || local.len() > 64 || domain.is_empty() || domain.len() > 253 {
+        return false;
+    }
+    let local_ok = local.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b)
+    }) && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..");
+    if !local_ok {
+        return false;
+    }
+    let mut labels = 0;
+    let mut last = "";
+    for label in domain.split('.') {
+        let bytes = label.as_bytes();
+        let ok = !bytes.is_empty()
+            && bytes.len() <= 63
+            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            && bytes[0] != b'-'
+            && bytes[bytes.len() - 1] != b'-';
+        if !ok {
+            return false;
+        }
+        labels += 1;
+        last = label;
+    }
+    labels >= 2
+        && last.len() >= 2
+        && (last.bytes().all(|b| b.is_ascii_alphabetic()) || last.starts_with("xn--"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(raw: &str) -> String {
+        let mut out = String::new();
+        normalize_email_into(raw, &mut out);
+        out
+    }
+
+    #[test]
+    fn normalises_case_and_padding() {
+        assert_eq!(norm("  Ada.Lovelace@Example.COM \t"), "ada.lovelace@example.com");
+        assert_eq!(norm("ÉLODIE@EXAMPLE.FR"), "élodie@example.fr");
+    }
+
+    #[test]
+    fn valid_addresses() {
+        for e in [
+            "a@b.co",
+            "first.last+tag@sub.example.org",
+            "o'brien@example.ie",
+            "x_y-z@xn--bcher-kva.example",
+        ] {
+            assert_eq!(email_problem(e), None, "{e}");
+        }
+    }
+
+    #[test]
+    fn invalid_addresses_and_reasons() {
+        assert_eq!(email_problem(""), Some(RejectReason::MissingEmail));
+        for e in [
+            "plainaddress",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a@@b.com",
+            "a b@example.com",
+            ".a@example.com",
+            "a..b@example.com",
+            "a@-example.com",
+            "a@example.c",
+            "a@example.123",
+            "a@exa_mple.com",
+            "élodie@example.fr",
+        ] {
+            assert_eq!(email_problem(e), Some(RejectReason::InvalidEmail), "{e}");
+        }
+        let long = format!("{}@{}.com", "a".repeat(64), "b".repeat(200));
+        assert_eq!(email_problem(&long), Some(RejectReason::EmailTooLong));
+    }
+
+    #[test]
+    fn reason_codes_round_trip() {
+        for r in RejectReason::ALL {
+            assert_eq!(RejectReason::from_code(r.code()), Some(r));
+        }
+    }
+}

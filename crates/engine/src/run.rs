@@ -1,0 +1,395 @@
+//! Running an export: stream the ranked members, split rejects, duplicates and contacts,
+//! apply the profile cap, and hand the contacts to a sink.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder};
+use arrow::compute::{cast, filter};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
+use arrow::record_batch::RecordBatch;
+use futures::StreamExt;
+use pipeline_sink::private_fs::create_private_file;
+use pipeline_sink::{ExportTarget, FieldKind, Sink, SinkReport};
+use pipeline_spec::{Export, OnCapExceeded};
+use serde::Serialize;
+
+use crate::error::EngineError;
+use crate::plan::{ExportQuery, META_COLUMNS};
+use crate::rules::RejectReason;
+use crate::segments::query_only;
+use crate::Engine;
+
+/// What a selection keeps and writes.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Folder for the rejects file (`<export>.rejects.jsonl`); `None` writes no file.
+    pub rejects_dir: Option<PathBuf>,
+    /// Keep only this many contacts (a preview) instead of every contact within the cap.
+    pub sample: Option<usize>,
+}
+
+/// Counts for one segment of an export.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SegmentSummary {
+    pub segment: String,
+    /// Rows the segment's query returned.
+    pub rows: u64,
+    pub rejected: u64,
+    /// Rows whose email an earlier row (by `order_by`) already supplied.
+    pub duplicates: u64,
+    /// Contacts this segment supplied after dedupe, before the cap.
+    pub contacts: u64,
+}
+
+/// The profile cap's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CapVerdict {
+    pub max_profiles: u64,
+    pub on_cap_exceeded: &'static str,
+    /// `within`, `exceeded` (nothing sent) or `truncated`.
+    pub status: &'static str,
+    /// Contacts over the cap: dropped when truncated, the excess when exceeded.
+    pub over_by: u64,
+}
+
+impl CapVerdict {
+    pub fn exceeded(&self) -> bool {
+        self.status == "exceeded"
+    }
+}
+
+/// What happened to one export.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportSummary {
+    pub export: String,
+    pub list_ids: Vec<String>,
+    /// Member rows over all segments, before dedupe.
+    pub rows: u64,
+    pub segments: Vec<SegmentSummary>,
+    pub rejected: u64,
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
+    pub duplicates: u64,
+    /// Contacts with at least one field cut to SendGrid's limit.
+    pub truncated_contacts: u64,
+    /// Valid, distinct contacts before the cap.
+    pub contacts: u64,
+    pub cap: CapVerdict,
+    /// Contacts handed to the sink.
+    pub sent: u64,
+    pub sink: Option<SinkReport>,
+    pub rejects_file: Option<PathBuf>,
+    pub allowed_rejects: u64,
+}
+
+impl ExportSummary {
+    /// More rejects than the export tolerates.
+    pub fn rejects_over_threshold(&self) -> bool {
+        self.rejected > self.allowed_rejects
+    }
+}
+
+/// The outcome of selecting an export's contacts.
+pub struct Selection {
+    pub summary: ExportSummary,
+    /// Contact batches (columns named by SendGrid field), within the cap or the sample.
+    pub contacts: Vec<RecordBatch>,
+}
+
+impl Engine {
+    /// Runs the export's query to the end, counting and keeping contacts as options say.
+    /// Memory: DataFusion's limit plus the contacts kept (at most the cap).
+    pub async fn select(&self, query: &ExportQuery, options: &RunOptions) -> Result<Selection, EngineError> {
+        let export = self.export_by_name(&query.export);
+        let exec = |e: &dyn std::fmt::Display| EngineError::Execution {
+            export: query.export.clone(),
+            message: crate::segments::clean_sql_error(&e.to_string()),
+        };
+        let df = self
+            .context()
+            .sql_with_options(&query.sql, query_only())
+            .await
+            .map_err(|e| exec(&e))?;
+        let mut stream = df.execute_stream().await.map_err(|e| exec(&e))?;
+
+        let mut rejects = match &options.rejects_dir {
+            Some(dir) => Some(RejectsWriter::create(dir, &query.export)?),
+            None => None,
+        };
+        let limit = options.sample.map_or(export.max_profiles, |s| (s as u64).min(export.max_profiles));
+        let mut counts = Counts::new(&query.segments);
+        let mut contacts = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| exec(&e))?;
+            let kept = counts.absorb(&batch, &query.segments, &mut rejects, limit)?;
+            if kept.true_count() > 0 {
+                contacts.push(contact_batch(&batch, query, &kept).map_err(|e| exec(&e))?);
+            }
+        }
+
+        let total = counts.kept + counts.over_cap;
+        let cap = CapVerdict {
+            max_profiles: export.max_profiles,
+            on_cap_exceeded: match export.on_cap_exceeded {
+                OnCapExceeded::Fail => "fail",
+                OnCapExceeded::Truncate => "truncate",
+            },
+            status: if total <= export.max_profiles {
+                "within"
+            } else if export.on_cap_exceeded == OnCapExceeded::Fail {
+                "exceeded"
+            } else {
+                "truncated"
+            },
+            over_by: total.saturating_sub(export.max_profiles),
+        };
+        let rejects_file = match rejects {
+            // Over the cap with `fail`, nothing is written.
+            Some(writer) if cap.exceeded() => {
+                writer.discard();
+                None
+            }
+            Some(writer) => writer.finish()?,
+            None => None,
+        };
+        if cap.exceeded() {
+            contacts.clear();
+        }
+        let summary = ExportSummary {
+            export: query.export.clone(),
+            list_ids: export.list_ids.clone(),
+            rows: counts.segments.iter().map(|s| s.rows).sum(),
+            rejected: counts.by_reason.values().sum(),
+            rejected_by_reason: counts.by_reason,
+            duplicates: counts.segments.iter().map(|s| s.duplicates).sum(),
+            segments: counts.segments,
+            truncated_contacts: counts.truncated,
+            contacts: total,
+            cap,
+            sent: 0,
+            sink: None,
+            rejects_file,
+            allowed_rejects: export.allowed_rejects,
+        };
+        Ok(Selection { summary, contacts })
+    }
+
+    /// Selects the export's contacts and, unless the cap forbids it, streams them through
+    /// `sink`.
+    pub async fn run_export(
+        &self,
+        query: &ExportQuery,
+        sink: &mut dyn Sink,
+        options: &RunOptions,
+    ) -> Result<ExportSummary, EngineError> {
+        let export: Arc<Export> = self.export_by_name(&query.export);
+        let Selection { mut summary, contacts } = self.select(query, options).await?;
+        if summary.cap.exceeded() {
+            return Ok(summary);
+        }
+        let target = ExportTarget {
+            export: query.export.clone(),
+            list_ids: export.list_ids.clone(),
+            fields: query.fields.clone(),
+        };
+        let stream = futures::stream::iter(contacts.into_iter().map(Ok)).boxed();
+        let report = sink
+            .write_all(&target, stream)
+            .await
+            .map_err(|source| EngineError::Sink {
+                export: query.export.clone(),
+                source,
+            })?;
+        summary.sent = report.contacts;
+        summary.sink = Some(report);
+        Ok(summary)
+    }
+}
+
+struct Counts {
+    segments: Vec<SegmentSummary>,
+    by_reason: BTreeMap<&'static str, u64>,
+    truncated: u64,
+    kept: u64,
+    over_cap: u64,
+}
+
+impl Counts {
+    fn new(segments: &[String]) -> Self {
+        Self {
+            segments: segments
+                .iter()
+                .map(|s| SegmentSummary {
+                    segment: s.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            by_reason: BTreeMap::new(),
+            truncated: 0,
+            kept: 0,
+            over_cap: 0,
+        }
+    }
+
+    /// Counts one batch of ranked members and returns which rows are kept as contacts.
+    fn absorb(
+        &mut self,
+        batch: &RecordBatch,
+        segment_names: &[String],
+        rejects: &mut Option<RejectsWriter>,
+        limit: u64,
+    ) -> Result<arrow::array::BooleanArray, EngineError> {
+        let internal = |what: &str| EngineError::Execution {
+            export: String::new(),
+            message: format!("internal error: the export query returned {what}"),
+        };
+        let as_utf8 = |i: usize| -> Result<ArrayRef, EngineError> {
+            cast(batch.column(i), &DataType::Utf8).map_err(|_| internal("a non-text meta column"))
+        };
+        let seg = batch.column(0).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("no segment index"))?;
+        let key = as_utf8(1)?;
+        let raw = as_utf8(2)?;
+        let reason = as_utf8(3)?;
+        let detail = as_utf8(4)?;
+        let (key, raw, reason, detail) = (
+            key.as_string::<i32>(),
+            raw.as_string::<i32>(),
+            reason.as_string::<i32>(),
+            detail.as_string::<i32>(),
+        );
+        let truncated = batch.column(5).as_boolean_opt().ok_or_else(|| internal("no truncated flag"))?;
+        let rank = batch.column(6).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("no rank"))?;
+
+        let mut keep = BooleanBuilder::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let s = &mut self.segments[seg.value(row) as usize];
+            s.rows += 1;
+            if reason.is_valid(row) {
+                let code = RejectReason::from_code(reason.value(row))
+                    .ok_or_else(|| internal("an unknown reject reason"))?;
+                *self.by_reason.entry(code.code()).or_default() += 1;
+                s.rejected += 1;
+                if let Some(writer) = rejects.as_mut() {
+                    writer.write(&Reject {
+                        segment: &segment_names[seg.value(row) as usize],
+                        key: key.is_valid(row).then(|| key.value(row)),
+                        email: raw.is_valid(row).then(|| raw.value(row)),
+                        reason: code.code(),
+                        detail: detail.is_valid(row).then(|| detail.value(row)),
+                    })?;
+                }
+                keep.append_value(false);
+            } else if rank.value(row) > 1 {
+                s.duplicates += 1;
+                keep.append_value(false);
+            } else {
+                s.contacts += 1;
+                if self.kept < limit {
+                    self.kept += 1;
+                    if truncated.is_valid(row) && truncated.value(row) {
+                        self.truncated += 1;
+                    }
+                    keep.append_value(true);
+                } else {
+                    self.over_cap += 1;
+                    keep.append_value(false);
+                }
+            }
+        }
+        Ok(keep.finish())
+    }
+}
+
+/// The kept rows' contact columns, named by SendGrid field.
+fn contact_batch(
+    batch: &RecordBatch,
+    query: &ExportQuery,
+    keep: &arrow::array::BooleanArray,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let mut fields = Vec::with_capacity(query.fields.len());
+    let mut columns = Vec::with_capacity(query.fields.len());
+    for (i, f) in query.fields.iter().enumerate() {
+        let column = filter(batch.column(META_COLUMNS + i), keep)?;
+        let name = match f.kind {
+            FieldKind::Reserved => f.name.clone(),
+            FieldKind::Custom => format!("custom_fields.{}", f.name),
+        };
+        fields.push(Field::new(name, column.data_type().clone(), true));
+        columns.push(column);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+#[derive(Serialize)]
+struct Reject<'a> {
+    segment: &'a str,
+    key: Option<&'a str>,
+    email: Option<&'a str>,
+    reason: &'static str,
+    detail: Option<&'a str>,
+}
+
+/// Rejected rows as JSON lines in an owner-only file, written beside the final name and
+/// renamed at the end so a failed run leaves no half file.
+struct RejectsWriter {
+    partial: PathBuf,
+    path: PathBuf,
+    out: BufWriter<std::fs::File>,
+    count: u64,
+}
+
+impl RejectsWriter {
+    fn create(dir: &Path, export: &str) -> Result<Self, EngineError> {
+        pipeline_sink::private_fs::create_private_dir(dir).map_err(|source| EngineError::Io {
+            context: format!("cannot create the rejects folder {}", dir.display()),
+            source,
+        })?;
+        let path = dir.join(format!("{export}.rejects.jsonl"));
+        let partial = dir.join(format!(".{export}.rejects.jsonl.partial"));
+        let file = create_private_file(&partial).map_err(|source| EngineError::Io {
+            context: format!("cannot create {}", partial.display()),
+            source,
+        })?;
+        Ok(Self {
+            partial,
+            path,
+            out: BufWriter::new(file),
+            count: 0,
+        })
+    }
+
+    fn write(&mut self, reject: &Reject<'_>) -> Result<(), EngineError> {
+        serde_json::to_writer(&mut self.out, reject)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .map_err(|source| EngineError::Io {
+                context: format!("cannot write {}", self.partial.display()),
+                source,
+            })?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Keeps the file if it holds any reject; an old file from an earlier run is removed.
+    fn finish(mut self) -> Result<Option<PathBuf>, EngineError> {
+        let io = |context: String| move |source| EngineError::Io { context, source };
+        self.out
+            .flush()
+            .map_err(io(format!("cannot write {}", self.partial.display())))?;
+        if self.count == 0 {
+            let _ = std::fs::remove_file(&self.partial);
+            let _ = std::fs::remove_file(&self.path);
+            return Ok(None);
+        }
+        std::fs::rename(&self.partial, &self.path)
+            .map_err(io(format!("cannot move the rejects file to {}", self.path.display())))?;
+        Ok(Some(self.path))
+    }
+
+    fn discard(self) {
+        drop(self.out);
+        let _ = std::fs::remove_file(&self.partial);
+    }
+}

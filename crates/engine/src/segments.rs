@@ -1,0 +1,139 @@
+//! Segments: named SQL queries, checked to be queries only, planned against the sources
+//! and registered as views so exports and other segments can select from them.
+
+use std::collections::BTreeMap;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::Statement;
+use pipeline_spec::Pipeline;
+
+/// Only queries: no DDL, DML, COPY, SET or other statements.
+pub(crate) fn query_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// Plans and registers every segment; returns their schemas and one message per problem.
+pub(crate) async fn register_all(
+    ctx: &SessionContext,
+    pipeline: &Pipeline,
+) -> (BTreeMap<String, SchemaRef>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut pending: BTreeMap<&String, String> = BTreeMap::new();
+    for (name, sql) in &pipeline.file.segments {
+        match check_query_only(sql) {
+            Ok(()) => {
+                pending.insert(name, String::new());
+            }
+            Err(message) => problems.push(format!("segment `{name}`: {message}")),
+        }
+    }
+    let mut schemas = BTreeMap::new();
+    // A segment may select from another; register in passes until no more succeed.
+    loop {
+        let mut progressed = false;
+        for (name, last_error) in pending.iter_mut() {
+            if schemas.contains_key(*name) {
+                continue;
+            }
+            let sql = &pipeline.file.segments[*name];
+            match ctx.sql_with_options(sql, query_only()).await {
+                Ok(df) => {
+                    let schema = SchemaRef::new(df.schema().as_arrow().clone());
+                    if let Err(e) = ctx.register_table(name.as_str(), df.into_view()) {
+                        *last_error = e.to_string();
+                        continue;
+                    }
+                    schemas.insert((*name).clone(), schema);
+                    progressed = true;
+                }
+                Err(e) => *last_error = e.to_string(),
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    for (name, error) in pending {
+        if !schemas.contains_key(name) {
+            problems.push(format!("segment `{name}`: {}", clean_sql_error(&error)));
+        }
+    }
+    (schemas, problems)
+}
+
+/// Refuses anything but one query, naming what was found.
+pub(crate) fn check_query_only(sql: &str) -> Result<(), String> {
+    let statements = DFParser::parse_sql(sql).map_err(|e| format!("SQL syntax error: {}", clean_sql_error(&e.to_string())))?;
+    if statements.len() != 1 {
+        return Err(format!(
+            "must be exactly one SELECT query, found {} statements",
+            statements.len()
+        ));
+    }
+    match &statements[0] {
+        DFStatement::Statement(s) if matches!(**s, Statement::Query(_)) => Ok(()),
+        _ => Err(format!(
+            "only a SELECT query may define a segment, found {}; segments read data and never change it",
+            leading_keywords(sql)
+        )),
+    }
+}
+
+fn leading_keywords(sql: &str) -> String {
+    let words: Vec<String> = sql
+        .split_whitespace()
+        .take_while(|w| w.chars().all(|c| c.is_ascii_alphabetic()))
+        .take(3)
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    if words.is_empty() {
+        "a statement that is not a query".into()
+    } else {
+        format!("`{}`", words.join(" "))
+    }
+}
+
+/// DataFusion prefixes errors with their kind; users need the message.
+pub(crate) fn clean_sql_error(message: &str) -> String {
+    let mut m = message.trim();
+    for prefix in ["Error during planning: ", "SQL error: ", "Schema error: ", "ParserError(\"", "Optimizer rule"] {
+        if let Some(rest) = m.strip_prefix(prefix) {
+            m = rest;
+        }
+    }
+    m.trim_end_matches("\")").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_queries() {
+        assert!(check_query_only("SELECT * FROM t WHERE a > 1").is_ok());
+        assert!(check_query_only("WITH x AS (SELECT 1) SELECT * FROM x").is_ok());
+    }
+
+    #[test]
+    fn refuses_everything_else() {
+        for (sql, found) in [
+            ("CREATE TABLE t AS SELECT 1", "`CREATE TABLE T`"),
+            ("DROP TABLE profiles", "`DROP TABLE PROFILES`"),
+            ("INSERT INTO t VALUES (1)", "`INSERT INTO T`"),
+            ("COPY profiles TO 'x.csv'", "`COPY PROFILES TO`"),
+            ("SET datafusion.execution.batch_size = 1", "`SET`"),
+            ("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'x'", "`CREATE EXTERNAL TABLE`"),
+        ] {
+            let err = check_query_only(sql).unwrap_err();
+            assert!(err.contains("only a SELECT query") && err.contains(found), "{sql}: {err}");
+        }
+        assert!(check_query_only("SELECT 1; SELECT 2").unwrap_err().contains("2 statements"));
+        assert!(check_query_only("SELEC 1").unwrap_err().contains("syntax error"));
+    }
+}

@@ -1,0 +1,112 @@
+//! Parquet sources: a file, a folder or a glob, checked file by file and registered as
+//! SQL tables.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::Schema;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::parquet::arrow::parquet_to_arrow_schema;
+use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+use datafusion::prelude::SessionContext;
+use pipeline_spec::{Pipeline, Source};
+
+/// Registers every source; returns one message per problem.
+pub(crate) fn register_all(ctx: &SessionContext, pipeline: &Pipeline) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, source) in &pipeline.file.sources {
+        if let Err(message) = register(ctx, pipeline, name, source) {
+            problems.push(format!("source `{name}` ({}): {message}", source.path));
+        }
+    }
+    problems
+}
+
+fn register(ctx: &SessionContext, pipeline: &Pipeline, name: &str, source: &Source) -> Result<(), String> {
+    let files = list_files(&pipeline.resolve_path(&source.path))?;
+    let mut schemas = Vec::with_capacity(files.len());
+    for file in &files {
+        schemas.push(read_schema(file).map_err(|e| format!("{}: {e}", file.display()))?);
+    }
+    let schema = Schema::try_merge(schemas)
+        .map_err(|e| format!("its files have incompatible schemas: {e}"))?;
+    let urls = files
+        .iter()
+        .map(|f| ListingTableUrl::parse(f.to_string_lossy()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(Arc::new(schema));
+    let table = ListingTable::try_new(config).map_err(|e| e.to_string())?;
+    ctx.register_table(name, Arc::new(table)).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The Parquet files a source path names, sorted.
+fn list_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let text = path.to_string_lossy();
+    let mut files = if text.contains(['*', '?', '[']) {
+        let paths = glob::glob(&text).map_err(|e| format!("is not a valid glob: {e}"))?;
+        let mut files = Vec::new();
+        for entry in paths {
+            let p = entry.map_err(|e| format!("cannot read {}: {}", e.path().display(), e.error()))?;
+            if p.is_file() {
+                files.push(absolute(&p)?);
+            }
+        }
+        if files.is_empty() {
+            return Err(format!("the glob {} matches no file", path.display()));
+        }
+        files
+    } else if path.is_dir() {
+        let mut files = Vec::new();
+        walk(path, &mut files).map_err(|e| format!("cannot list {}: {e}", path.display()))?;
+        if files.is_empty() {
+            return Err(format!("the folder {} holds no .parquet file", path.display()));
+        }
+        files
+    } else if path.is_file() {
+        vec![absolute(path)?]
+    } else {
+        return Err(format!(
+            "{} does not exist; check the path (relative paths start at the pipeline file's folder)",
+            path.display()
+        ));
+    };
+    files.sort();
+    Ok(files)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // Spark and friends leave `_SUCCESS`, `.crc` and similar beside the data.
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if name.ends_with(".parquet") {
+            out.push(std::path::absolute(&path)?);
+        }
+    }
+    Ok(())
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, String> {
+    std::path::absolute(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))
+}
+
+/// Reads a file's footer: a corrupt or non-Parquet file fails here, named.
+fn read_schema(path: &Path) -> Result<Schema, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| format!("is not a readable Parquet file ({e})"))?;
+    let meta = reader.metadata().file_metadata();
+    parquet_to_arrow_schema(meta.schema_descr(), meta.key_value_metadata())
+        .map_err(|e| format!("has a schema Arrow cannot read ({e})"))
+}

@@ -1,0 +1,89 @@
+//! Sinks consume the stream of contact record batches of one export and report what they did.
+//!
+//! A sink is chosen by the connection's `type`. The [`dry_run`] sink writes the exact
+//! SendGrid request bodies to a folder; the HTTP sink plugs in through the same trait.
+
+pub mod dry_run;
+pub mod encoder;
+pub mod private_fs;
+
+use std::path::PathBuf;
+
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use serde::Serialize;
+
+/// The contacts of one export: record batches whose columns are [`ExportTarget::fields`].
+pub type ContactStream = BoxStream<'static, Result<RecordBatch, ArrowError>>;
+
+/// Whether a column fills a reserved SendGrid field or a custom field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldKind {
+    Reserved,
+    Custom,
+}
+
+/// One column of the contact batches and the SendGrid field it fills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactField {
+    /// The reserved field's name, or the custom field's name.
+    pub name: String,
+    pub kind: FieldKind,
+}
+
+/// Where one export's contacts go.
+#[derive(Debug, Clone)]
+pub struct ExportTarget {
+    /// The export's name.
+    pub export: String,
+    /// SendGrid list ids the contacts are added to.
+    pub list_ids: Vec<String>,
+    /// Column `i` of every batch fills `fields[i]`; column 0 is `email`.
+    pub fields: Vec<ContactField>,
+}
+
+/// What a sink did with one export's contacts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SinkReport {
+    /// Requests made (or, for a dry run, request bodies written).
+    pub requests: u64,
+    /// Contacts in those requests.
+    pub contacts: u64,
+    /// Bytes of request bodies.
+    pub bytes: u64,
+    /// Where the bodies went: files for a dry run.
+    pub outputs: Vec<PathBuf>,
+}
+
+/// Why a sink stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The contact stream failed upstream (selection, reading data).
+    #[error("{0}")]
+    Upstream(ArrowError),
+    /// The batches do not have the columns the export declared: a bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A single contact cannot fit in one request.
+    #[error("{0}")]
+    Data(String),
+    /// Writing output failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+/// Consumes an export's contact stream.
+pub trait Sink: Send {
+    /// Sends (or writes) every contact of the stream; returns what was done.
+    fn write_all<'a>(
+        &'a mut self,
+        target: &'a ExportTarget,
+        contacts: ContactStream,
+    ) -> BoxFuture<'a, Result<SinkReport, SinkError>>;
+}

@@ -1,0 +1,135 @@
+//! `${VAR}` references in string values, read from the environment.
+//!
+//! `$${` writes a literal `${`. The API key is deliberately not interpolated here: it
+//! stays a reference until [`crate::resolve_api_key`] reads it, so it never sits in the
+//! parsed pipeline.
+
+use crate::error::Diagnostic;
+use crate::model::PipelineFile;
+
+/// Replaces `${VAR}` references in every string value that may hold one.
+pub(crate) fn interpolate(
+    file: &mut PipelineFile,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
+    let mut apply = |path: String, value: &mut String| match expand(value, env) {
+        Ok(expanded) => *value = expanded,
+        Err(message) => diagnostics.push(Diagnostic::new(path, message)),
+    };
+    for (name, connection) in &mut file.connections {
+        for (field, value) in [
+            ("display_name", &mut connection.display_name),
+            ("endpoint", &mut connection.endpoint),
+            ("api_key_file", &mut connection.api_key_file),
+        ] {
+            if let Some(v) = value.as_mut() {
+                apply(format!("connections.{name}.{field}"), v);
+            }
+        }
+    }
+    for (name, source) in &mut file.sources {
+        apply(format!("sources.{name}.path"), &mut source.path);
+    }
+    for (name, sql) in &mut file.segments {
+        apply(format!("segments.{name}"), sql);
+    }
+    for (i, export) in file.exports.iter_mut().enumerate() {
+        for (j, id) in export.list_ids.iter_mut().enumerate() {
+            apply(format!("exports[{i}].list_ids[{j}]"), id);
+        }
+        for (j, expr) in export.order_by.iter_mut().enumerate() {
+            apply(format!("exports[{i}].order_by[{j}]"), expr);
+        }
+        for (field, expr) in export.mapping.expressions_mut() {
+            apply(format!("exports[{i}].mapping.{field}"), expr);
+        }
+    }
+    diagnostics
+}
+
+/// Expands `${NAME}` references in `text`.
+pub(crate) fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    if !text.contains('$') {
+        return Ok(text.to_owned());
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        if let Some(stripped) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix("${") {
+            let Some(end) = body.find('}') else {
+                return Err("`${` without a closing `}`; write `$${` for a literal `${`".into());
+            };
+            let name = &body[..end];
+            if !is_var_name(name) {
+                return Err(format!(
+                    "`${{{name}}}` is not a variable reference: names are letters, digits and `_`, not starting with a digit"
+                ));
+            }
+            match env(name) {
+                Some(value) => out.push_str(&value),
+                None => {
+                    return Err(format!(
+                        "environment variable {name} is not set; export it before running, or write the value in the file"
+                    ));
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The variable named by a value written exactly `${NAME}`.
+pub(crate) fn sole_reference(text: &str) -> Option<&str> {
+    let name = text.trim().strip_prefix("${")?.strip_suffix('}')?;
+    is_var_name(name).then_some(name)
+}
+
+fn is_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "LIST").then(|| "abc".to_owned())
+    }
+
+    #[test]
+    fn expands_references_and_escapes() {
+        assert_eq!(expand("x-${LIST}-y", &env).unwrap(), "x-abc-y");
+        assert_eq!(expand("$${LIST} costs $5", &env).unwrap(), "${LIST} costs $5");
+    }
+
+    #[test]
+    fn missing_variable_is_named() {
+        let err = expand("${NOPE}", &env).unwrap_err();
+        assert!(err.contains("environment variable NOPE is not set"), "{err}");
+    }
+
+    #[test]
+    fn unclosed_reference_is_an_error() {
+        assert!(expand("${LIST", &env).unwrap_err().contains("without a closing"));
+    }
+
+    #[test]
+    fn sole_reference_only_accepts_a_whole_reference() {
+        assert_eq!(sole_reference("${SENDGRID_API_KEY}"), Some("SENDGRID_API_KEY"));
+        assert_eq!(sole_reference("SG.abc"), None);
+        assert_eq!(sole_reference("x${A}"), None);
+    }
+}

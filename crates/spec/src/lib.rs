@@ -1,0 +1,90 @@
+//! The pipeline file: YAML types, parsing, `${VAR}` interpolation and pure validation.
+//!
+//! Nothing here touches a data file, the network or a credential: [`load`] reads the
+//! pipeline file itself and the environment, and [`Pipeline::validate`] is pure. Reading
+//! the API key is a separate, explicit step ([`resolve_api_key`]).
+
+mod error;
+mod interpolate;
+mod model;
+mod secret;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{Diagnostic, Location, SpecError};
+pub use model::*;
+pub use secret::{ApiKey, resolve_api_key};
+
+/// A parsed, interpolated and validated pipeline file.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The pipeline file as written, after `${VAR}` interpolation.
+    pub file: PipelineFile,
+    /// Where the pipeline file is; relative paths in it are resolved against its folder.
+    pub path: PathBuf,
+}
+
+impl Pipeline {
+    /// The folder relative paths in the file are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
+    }
+
+    /// Resolves a path written in the file against the file's folder.
+    pub fn resolve_path(&self, written: &str) -> PathBuf {
+        let p = Path::new(written);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir().join(p)
+        }
+    }
+
+    /// The export called `name`.
+    pub fn export(&self, name: &str) -> Option<&Export> {
+        self.file.exports.iter().find(|e| e.name == name)
+    }
+}
+
+/// Reads, parses, interpolates and validates a pipeline file, reporting every problem found.
+pub fn load(path: &Path) -> Result<Pipeline, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path, &|name| std::env::var(name).ok())
+}
+
+/// Parses pipeline text; `env` looks up `${VAR}` references.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Pipeline, SpecError> {
+    let invalid = |diagnostics| SpecError::Invalid {
+        path: path.to_path_buf(),
+        diagnostics,
+    };
+    let mut file: PipelineFile = serde_yaml::from_str(text)
+        .map_err(|e| invalid(vec![Diagnostic::from_yaml(&e)]))?;
+    let mut diagnostics = interpolate::interpolate(&mut file, env);
+    diagnostics.extend(validate::validate(&file));
+    if diagnostics.is_empty() {
+        Ok(Pipeline {
+            file,
+            path: path.to_path_buf(),
+        })
+    } else {
+        Err(invalid(diagnostics))
+    }
+}
+
+/// The JSON Schema of the pipeline file, for editors.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(PipelineFile);
+    serde_json::to_value(schema).expect("a JSON schema always serialises")
+}

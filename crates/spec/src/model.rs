@@ -1,0 +1,312 @@
+//! The pipeline file as typed structs: what a user may write, and nothing else.
+//!
+//! Every struct denies unknown keys so a typo is an error, not a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// Default profile cap per export.
+pub const DEFAULT_MAX_PROFILES: u64 = 100_000;
+/// Default DataFusion memory limit in MiB.
+pub const DEFAULT_MEMORY_LIMIT_MIB: u64 = 256;
+/// Default Arrow batch size.
+pub const DEFAULT_BATCH_SIZE: usize = 8192;
+
+/// A pipeline file: SendGrid connections, Parquet sources, SQL segments and exports.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// Version of the file format; only `1` exists.
+    pub version: u32,
+    /// Settings of the query engine.
+    #[serde(default)]
+    pub engine: EngineSettings,
+    /// Named SendGrid connections.
+    pub connections: BTreeMap<String, Connection>,
+    /// Named Parquet sources, registered as SQL tables under their names.
+    pub sources: BTreeMap<String, Source>,
+    /// Named segments: DataFusion SQL queries (SELECT only) whose rows are the members.
+    pub segments: BTreeMap<String, String>,
+    /// Exports: which segments go to which SendGrid lists, and how fields are filled.
+    pub exports: Vec<Export>,
+}
+
+/// Query engine settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Memory the query engine may use, in MiB; sorts spill to disk beyond it.
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit_mib: u64,
+    /// Rows per Arrow record batch.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            memory_limit_mib: DEFAULT_MEMORY_LIMIT_MIB,
+            batch_size: DEFAULT_BATCH_SIZE,
+        }
+    }
+}
+
+fn default_memory_limit() -> u64 {
+    DEFAULT_MEMORY_LIMIT_MIB
+}
+
+fn default_batch_size() -> usize {
+    DEFAULT_BATCH_SIZE
+}
+
+/// Kind of connection; selects the sink that uploads the contacts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionType {
+    /// SendGrid Marketing contacts API.
+    Sendgrid,
+}
+
+/// A SendGrid connection.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Connection {
+    /// Kind of connection: `sendgrid`.
+    #[serde(rename = "type")]
+    pub kind: ConnectionType,
+    /// A human name for summaries and messages.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// The API key as a reference to an environment variable, written `${NAME}`.
+    /// A literal key is refused.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// A file holding the API key (for example a mounted secret), relative to the pipeline file.
+    #[serde(default)]
+    pub api_key_file: Option<String>,
+    /// `global` (https://api.sendgrid.com, the default), `eu` (https://api.eu.sendgrid.com),
+    /// or a base URL; plain http is allowed only to a loopback address.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Must be `true`: an export sends personal data to SendGrid, outside your
+    /// organisation's compliance boundary, and you accept that.
+    #[serde(default)]
+    pub data_privacy_consent: bool,
+}
+
+/// Format of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceFormat {
+    /// Apache Parquet.
+    Parquet,
+}
+
+/// A Parquet source: a file, a folder of files, or a glob.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// File format: `parquet`.
+    pub format: SourceFormat,
+    /// A file, a folder, or a glob such as `data/profiles/*.parquet`, relative to the pipeline file.
+    pub path: String,
+}
+
+/// What happens when an export has more contacts than its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCapExceeded {
+    /// Send nothing and exit with the cap-exceeded code.
+    #[default]
+    Fail,
+    /// Keep the first `max_profiles` contacts by `order_by` and say how many were dropped.
+    Truncate,
+}
+
+/// What happens to a value longer than SendGrid's limit for its field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldLengthPolicy {
+    /// Cut the value at the limit, on a character boundary.
+    #[default]
+    Truncate,
+    /// Reject the whole contact into the rejects file.
+    Reject,
+}
+
+/// How an export treats the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportMode {
+    /// Add or update the segment members on the lists.
+    #[default]
+    Upsert,
+}
+
+/// An export: segments to SendGrid lists.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Export {
+    /// Unique name of the export (letters, digits, `_` and `-`).
+    pub name: String,
+    /// Name of the connection to upload through.
+    pub connection: String,
+    /// SendGrid list ids (UUIDs) the contacts are added to.
+    pub list_ids: Vec<String>,
+    /// Names of the segments whose members are sent.
+    pub segments: Vec<String>,
+    /// Which column or SQL expression fills each SendGrid field.
+    pub mapping: Mapping,
+    /// Most contacts sent per run, counted after dedupe and validation.
+    #[serde(default = "default_max_profiles")]
+    pub max_profiles: u64,
+    /// `fail` (default) or `truncate` when the cap is exceeded.
+    #[serde(default)]
+    pub on_cap_exceeded: OnCapExceeded,
+    /// Column names or SQL expressions, each optionally followed by `ASC` or `DESC`,
+    /// that order the contacts: the first row of an email wins the dedupe and the first
+    /// `max_profiles` survive a truncation. Defaults to the email and then every mapped field.
+    #[serde(default, deserialize_with = "one_or_many")]
+    #[schemars(with = "Option<OneOrMany>")]
+    pub order_by: Vec<String>,
+    /// `truncate` (default) or `reject` a contact whose field is longer than SendGrid allows.
+    #[serde(default)]
+    pub field_length_policy: FieldLengthPolicy,
+    /// Rejected contacts tolerated before the run exits with the rejects code.
+    #[serde(default)]
+    pub allowed_rejects: u64,
+    /// `upsert` (default).
+    #[serde(default)]
+    pub mode: ExportMode,
+}
+
+fn default_max_profiles() -> u64 {
+    DEFAULT_MAX_PROFILES
+}
+
+/// One string or a list of strings.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct OneOrManyVisitor;
+    impl<'de> Visitor<'de> for OneOrManyVisitor {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(vec![v.to_owned()])
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_any(OneOrManyVisitor)
+}
+
+/// Which column or SQL expression fills each SendGrid contact field.
+///
+/// A value that names a column of the segment is that column (case as written);
+/// anything else is read as a DataFusion SQL expression over the segment's columns.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    /// The contact's email (required).
+    pub email: String,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub address_line_1: Option<String>,
+    #[serde(default)]
+    pub address_line_2: Option<String>,
+    /// A list of strings, at most 5 addresses.
+    #[serde(default)]
+    pub alternate_emails: Option<String>,
+    #[serde(default)]
+    pub city: Option<String>,
+    #[serde(default)]
+    pub state_province_region: Option<String>,
+    #[serde(default)]
+    pub postal_code: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+    #[serde(default)]
+    pub phone_number_id: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub anonymous_id: Option<String>,
+    /// Custom fields by their SendGrid name.
+    #[serde(default)]
+    pub custom_fields: BTreeMap<String, String>,
+}
+
+impl Mapping {
+    /// The reserved fields that are mapped, in SendGrid's field order, `email` first.
+    pub fn reserved(&self) -> Vec<(&'static str, &str)> {
+        let fields: [(&'static str, &Option<String>); 12] = [
+            ("first_name", &self.first_name),
+            ("last_name", &self.last_name),
+            ("address_line_1", &self.address_line_1),
+            ("address_line_2", &self.address_line_2),
+            ("alternate_emails", &self.alternate_emails),
+            ("city", &self.city),
+            ("state_province_region", &self.state_province_region),
+            ("postal_code", &self.postal_code),
+            ("country", &self.country),
+            ("phone_number_id", &self.phone_number_id),
+            ("external_id", &self.external_id),
+            ("anonymous_id", &self.anonymous_id),
+        ];
+        std::iter::once(("email", self.email.as_str()))
+            .chain(
+                fields
+                    .into_iter()
+                    .filter_map(|(name, value)| value.as_deref().map(|v| (name, v))),
+            )
+            .collect()
+    }
+
+    pub(crate) fn expressions_mut(&mut self) -> Vec<(String, &mut String)> {
+        let mut out: Vec<(String, &mut String)> = vec![("email".to_owned(), &mut self.email)];
+        for (name, value) in [
+            ("first_name", &mut self.first_name),
+            ("last_name", &mut self.last_name),
+            ("address_line_1", &mut self.address_line_1),
+            ("address_line_2", &mut self.address_line_2),
+            ("alternate_emails", &mut self.alternate_emails),
+            ("city", &mut self.city),
+            ("state_province_region", &mut self.state_province_region),
+            ("postal_code", &mut self.postal_code),
+            ("country", &mut self.country),
+            ("phone_number_id", &mut self.phone_number_id),
+            ("external_id", &mut self.external_id),
+            ("anonymous_id", &mut self.anonymous_id),
+        ] {
+            if let Some(v) = value.as_mut() {
+                out.push((name.to_owned(), v));
+            }
+        }
+        for (name, value) in self.custom_fields.iter_mut() {
+            out.push((format!("custom_fields.{name}"), value));
+        }
+        out
+    }
+}

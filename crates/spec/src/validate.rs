@@ -1,0 +1,265 @@
+//! Pure checks of a parsed pipeline file: references, names, ids, limits.
+//!
+//! No file, network or credential is touched; SQL is checked later against the sources.
+
+use std::collections::BTreeSet;
+
+use crate::error::Diagnostic;
+use crate::interpolate::sole_reference;
+use crate::model::PipelineFile;
+
+/// Every problem found, in file order.
+pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut err = |path: String, message: String| out.push(Diagnostic::new(path, message));
+
+    if file.version != 1 {
+        err(
+            "version".into(),
+            format!("version {} is not supported; write `version: 1`", file.version),
+        );
+    }
+    if file.engine.memory_limit_mib < 16 {
+        err(
+            "engine.memory_limit_mib".into(),
+            "must be at least 16 (MiB)".into(),
+        );
+    }
+    if !(1..=1_048_576).contains(&file.engine.batch_size) {
+        err(
+            "engine.batch_size".into(),
+            "must be between 1 and 1048576 rows".into(),
+        );
+    }
+
+    if file.connections.is_empty() {
+        err("connections".into(), "declare at least one connection".into());
+    }
+    for (name, c) in &file.connections {
+        let at = |field: &str| format!("connections.{name}.{field}");
+        match (&c.api_key, &c.api_key_file) {
+            (Some(_), Some(_)) => err(
+                at("api_key"),
+                "set either api_key or api_key_file, not both".into(),
+            ),
+            (None, None) => err(
+                format!("connections.{name}"),
+                "no API key: write `api_key: ${SENDGRID_API_KEY}` (an environment variable) or `api_key_file: path/to/secret`".into(),
+            ),
+            (Some(key), None) if sole_reference(key).is_none() => err(
+                at("api_key"),
+                "a literal API key in the pipeline file is refused: the file ends up in version control and logs. \
+                 Put the key in an environment variable and write `api_key: ${SENDGRID_API_KEY}`, or use `api_key_file`"
+                    .into(),
+            ),
+            _ => {}
+        }
+        if !c.data_privacy_consent {
+            err(
+                at("data_privacy_consent"),
+                "must be `true`: an export sends personal data (emails, names, addresses) to SendGrid, outside your \
+                 organisation's compliance boundary. Set `data_privacy_consent: true` once you have confirmed that this is allowed"
+                    .into(),
+            );
+        }
+        if let Some(endpoint) = &c.endpoint {
+            if let Err(message) = check_endpoint(endpoint) {
+                err(at("endpoint"), message);
+            }
+        }
+    }
+
+    if file.sources.is_empty() {
+        err("sources".into(), "declare at least one source".into());
+    }
+    for (name, source) in &file.sources {
+        if let Err(m) = check_identifier(name) {
+            err(format!("sources.{name}"), format!("source name {m}"));
+        }
+        if source.path.trim().is_empty() {
+            err(format!("sources.{name}.path"), "is empty; give a Parquet file, folder or glob".into());
+        }
+    }
+
+    for (name, sql) in &file.segments {
+        if let Err(m) = check_identifier(name) {
+            err(format!("segments.{name}"), format!("segment name {m}"));
+        }
+        if file.sources.contains_key(name) {
+            err(
+                format!("segments.{name}"),
+                "has the name of a source; give the segment another name".into(),
+            );
+        }
+        if sql.trim().is_empty() {
+            err(format!("segments.{name}"), "is empty; write a SELECT query".into());
+        }
+    }
+
+    if file.exports.is_empty() {
+        err("exports".into(), "declare at least one export".into());
+    }
+    let mut export_names = BTreeSet::new();
+    for (i, e) in file.exports.iter().enumerate() {
+        let at = |field: &str| format!("exports[{i}].{field}");
+        if e.name.is_empty()
+            || !e
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            err(
+                at("name"),
+                format!("`{}` is not a valid export name: use letters, digits, `_` and `-`", e.name),
+            );
+        } else if !export_names.insert(e.name.as_str()) {
+            err(at("name"), format!("export `{}` is declared twice", e.name));
+        }
+        if !file.connections.contains_key(&e.connection) {
+            err(
+                at("connection"),
+                format!("no connection named `{}`; declared: {}", e.connection, names(file.connections.keys())),
+            );
+        }
+        if e.list_ids.is_empty() {
+            err(at("list_ids"), "give at least one SendGrid list id".into());
+        }
+        let mut seen = BTreeSet::new();
+        for (j, id) in e.list_ids.iter().enumerate() {
+            if !is_uuid(id) {
+                err(
+                    format!("exports[{i}].list_ids[{j}]"),
+                    format!("`{id}` is not a SendGrid list id: expected a UUID such as 0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11"),
+                );
+            } else if !seen.insert(id.to_ascii_lowercase()) {
+                err(format!("exports[{i}].list_ids[{j}]"), format!("list id {id} is given twice"));
+            }
+        }
+        if e.segments.is_empty() {
+            err(at("segments"), "name at least one segment".into());
+        }
+        let mut seen = BTreeSet::new();
+        for (j, s) in e.segments.iter().enumerate() {
+            if !file.segments.contains_key(s) {
+                err(
+                    format!("exports[{i}].segments[{j}]"),
+                    format!("no segment named `{s}`; declared: {}", names(file.segments.keys())),
+                );
+            } else if !seen.insert(s.as_str()) {
+                err(format!("exports[{i}].segments[{j}]"), format!("segment `{s}` is listed twice"));
+            }
+        }
+        for (field, expr) in e
+            .mapping
+            .reserved()
+            .into_iter()
+            .map(|(f, x)| (f.to_owned(), x))
+            .chain(e.mapping.custom_fields.iter().map(|(f, x)| (format!("custom_fields.{f}"), x.as_str())))
+        {
+            if expr.trim().is_empty() {
+                err(
+                    format!("exports[{i}].mapping.{field}"),
+                    "is empty; give a column name or an SQL expression".into(),
+                );
+            }
+        }
+        for name in e.mapping.custom_fields.keys() {
+            if name.trim().is_empty() {
+                err(at("mapping.custom_fields"), "a custom field name is empty".into());
+            }
+        }
+        if e.max_profiles == 0 {
+            err(at("max_profiles"), "must be at least 1".into());
+        }
+        for (j, o) in e.order_by.iter().enumerate() {
+            if o.trim().is_empty() {
+                err(format!("exports[{i}].order_by[{j}]"), "is empty".into());
+            }
+        }
+    }
+    out
+}
+
+fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
+    let list: Vec<&str> = keys.map(String::as_str).collect();
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// Names become SQL identifiers, so they must need no quoting.
+fn check_identifier(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a plain SQL name: use lower-case letters, digits and `_`, not starting with a digit"
+        ))
+    }
+}
+
+/// A UUID in its 8-4-4-4-12 hex form.
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// `global`, `eu`, an https URL, or an http URL to a loopback address.
+pub(crate) fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    if matches!(endpoint, "global" | "eu") || endpoint.starts_with("https://") {
+        return Ok(());
+    }
+    if let Some(rest) = endpoint.strip_prefix("http://") {
+        let host_port = rest.split('/').next().unwrap_or("");
+        let host = if let Some(v6) = host_port.strip_prefix('[') {
+            v6.split(']').next().unwrap_or("")
+        } else {
+            host_port.split(':').next().unwrap_or("")
+        };
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if loopback {
+            return Ok(());
+        }
+        return Err(format!(
+            "`{endpoint}` uses plain http to a non-loopback host: the API key would cross the network unencrypted; use https"
+        ));
+    }
+    Err(format!(
+        "`{endpoint}` is not an endpoint: use `global`, `eu`, or a base URL such as https://api.sendgrid.com"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_shape() {
+        assert!(is_uuid("0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11"));
+        assert!(!is_uuid("0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a1"));
+        assert!(!is_uuid("0b7c2a53x0a0f-4c35-9a3e-0f6f1d8f3a11"));
+    }
+
+    #[test]
+    fn endpoints() {
+        assert!(check_endpoint("eu").is_ok());
+        assert!(check_endpoint("https://api.sendgrid.com").is_ok());
+        assert!(check_endpoint("http://127.0.0.1:8080").is_ok());
+        assert!(check_endpoint("http://[::1]:9000/").is_ok());
+        assert!(check_endpoint("http://localhost:1").is_ok());
+        assert!(check_endpoint("http://api.sendgrid.com").unwrap_err().contains("unencrypted"));
+        assert!(check_endpoint("ftp://x").is_err());
+    }
+}

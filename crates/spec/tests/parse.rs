@@ -1,0 +1,152 @@
+//! Parsing and validating pipeline files: what is accepted and the exact problems reported.
+
+use std::path::Path;
+
+use pipeline_spec::{Diagnostic, OnCapExceeded, SpecError, parse};
+
+const GOOD: &str = r#"
+version: 1
+connections:
+  marketing:
+    type: sendgrid
+    display_name: Marketing SendGrid
+    api_key: ${SENDGRID_API_KEY}
+    data_privacy_consent: true
+sources:
+  profiles: { format: parquet, path: data/profiles/ }
+segments:
+  vip: SELECT * FROM profiles WHERE tier = '${TIER}'
+exports:
+  - name: newsletter
+    connection: marketing
+    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]
+    segments: [vip]
+    mapping:
+      email: email
+      first_name: first_name
+      custom_fields: { lifetime_value: lifetime_value }
+    order_by: customer_id
+    on_cap_exceeded: truncate
+"#;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "TIER" => Some("gold".into()),
+        "LIST" => Some("0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11".into()),
+        _ => None,
+    }
+}
+
+fn problems(text: &str) -> Vec<Diagnostic> {
+    match parse(text, Path::new("p.yaml"), &env) {
+        Err(SpecError::Invalid { diagnostics, .. }) => diagnostics,
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn good_file_parses_with_defaults_and_interpolation() {
+    let p = parse(GOOD, Path::new("dir/p.yaml"), &env).unwrap();
+    let e = p.export("newsletter").unwrap();
+    assert_eq!(e.max_profiles, 100_000);
+    assert_eq!(e.on_cap_exceeded, OnCapExceeded::Truncate);
+    assert_eq!(e.order_by, vec!["customer_id".to_string()]);
+    assert_eq!(p.file.segments["vip"], "SELECT * FROM profiles WHERE tier = 'gold'");
+    assert_eq!(p.resolve_path("data"), Path::new("dir/data"));
+    // The key stays a reference until it is resolved explicitly.
+    assert_eq!(
+        p.file.connections["marketing"].api_key.as_deref(),
+        Some("${SENDGRID_API_KEY}")
+    );
+}
+
+#[test]
+fn unknown_key_is_reported_with_line_column_and_path() {
+    let text = GOOD.replace("      first_name: first_name", "      frist_name: first_name");
+    let d = problems(&text);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].path, "exports[0].mapping");
+    assert!(d[0].message.contains("unknown field `frist_name`"), "{}", d[0].message);
+    assert!(d[0].message.contains("first_name"), "lists valid fields: {}", d[0].message);
+    let loc = d[0].location.expect("location");
+    assert_eq!(loc.line, 20);
+}
+
+#[test]
+fn literal_api_key_is_refused_without_echoing_it() {
+    let text = GOOD.replace("${SENDGRID_API_KEY}", "SG.abcdef123456");
+    let d = problems(&text);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].path, "connections.marketing.api_key");
+    assert!(d[0].message.contains("literal API key"), "{}", d[0].message);
+    let rendered = SpecError::Invalid { path: "p.yaml".into(), diagnostics: d }.to_string();
+    assert!(!rendered.contains("SG.abcdef123456"), "{rendered}");
+}
+
+#[test]
+fn missing_consent_is_refused_with_the_reason() {
+    let text = GOOD.replace("    data_privacy_consent: true\n", "");
+    let d = problems(&text);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].path, "connections.marketing.data_privacy_consent");
+    assert!(d[0].message.contains("personal data"), "{}", d[0].message);
+}
+
+#[test]
+fn missing_variable_is_named() {
+    let text = GOOD.replace("${TIER}", "${NO_SUCH_VAR}");
+    let d = problems(&text);
+    assert_eq!(d[0].path, "segments.vip");
+    assert!(d[0].message.contains("NO_SUCH_VAR is not set"), "{}", d[0].message);
+}
+
+#[test]
+fn every_reference_problem_is_reported_at_once() {
+    let text = GOOD
+        .replace("connection: marketing", "connection: sales")
+        .replace("segments: [vip]", "segments: [vip, churned]")
+        .replace("[0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]", "[not-a-uuid, '${LIST}']");
+    let d = problems(&text);
+    let paths: Vec<&str> = d.iter().map(|d| d.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["exports[0].connection", "exports[0].list_ids[0]", "exports[0].segments[1]"]
+    );
+    assert!(d[0].message.contains("no connection named `sales`; declared: marketing"));
+    assert!(d[1].message.contains("expected a UUID"));
+    assert!(d[2].message.contains("no segment named `churned`"));
+}
+
+#[test]
+fn wrong_version_and_missing_email_mapping() {
+    let d = problems(&GOOD.replace("version: 1", "version: 2"));
+    assert_eq!(d[0].path, "version");
+    let d = problems(&GOOD.replace("      email: email\n", ""));
+    assert!(d[0].message.contains("missing field `email`"), "{}", d[0].message);
+}
+
+#[test]
+fn mirror_mode_is_not_accepted_yet() {
+    let text = GOOD.replace("on_cap_exceeded: truncate", "mode: mirror");
+    let d = problems(&text);
+    assert!(d[0].message.contains("unknown variant `mirror`"), "{}", d[0].message);
+}
+
+#[test]
+fn plain_http_to_a_remote_host_is_refused() {
+    let text = GOOD.replace(
+        "    data_privacy_consent: true",
+        "    data_privacy_consent: true\n    endpoint: http://example.com",
+    );
+    let d = problems(&text);
+    assert_eq!(d[0].path, "connections.marketing.endpoint");
+}
+
+#[test]
+fn schema_describes_the_file() {
+    let schema = pipeline_spec::json_schema();
+    let text = schema.to_string();
+    assert!(text.contains("data_privacy_consent"));
+    assert!(text.contains("on_cap_exceeded"));
+    assert_eq!(schema["title"], "PipelineFile");
+}
