@@ -117,7 +117,7 @@ pub fn write_parquet(path: &Path, schema: SchemaRef, batches: impl IntoIterator<
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
-        .set_max_row_group_size(BATCH_ROWS as usize)
+        .set_max_row_group_row_count(Some(BATCH_ROWS as usize))
         .build();
     let mut writer = ArrowWriter::try_new(file, schema, Some(props))?;
     for batch in batches {

@@ -1,0 +1,221 @@
+//! `pipeline run --dry-run` on real Parquet files: the bodies, the rejects, the summary.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+#[test]
+fn quickstart_dry_run_writes_the_expected_contacts() {
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().to_str().unwrap();
+    let run = pipeline(
+        &repo(),
+        &["run", "pipelines/quickstart.yaml", "--dry-run", out_dir, "--output", "json"],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    let contacts = contacts(&out.path().join("newsletter"));
+    // Members of vip or high_value, first row by customer_id per email, bad emails out.
+    assert_eq!(
+        emails(&contacts),
+        [
+            "ada.lovelace@example.com",
+            "grace.hopper@example.com",
+            "zoe.muller@example.de",
+            "ivan.petrov@example.ru",
+            "misaki@example.jp",
+            "giorgos@example.gr",
+            "mohammed@example.com",
+            "aoife@example.ie",
+            "nguyen.tran@example.vn",
+            "soren@example.dk",
+            "lucja@example.pl",
+            "hubert@example.com",
+            "ren@example.jp",
+        ]
+    );
+    // Grace's first row (customer 2, padded and capitalised) wins over customer 3.
+    assert_eq!(contacts[1]["first_name"], "Grace");
+    // Aoife's customer 14 wins over customer 15's capitalised duplicate.
+    assert_eq!(contacts[7]["last_name"], "O'Brien");
+    // Over-long fields are cut to 50 characters on a character boundary.
+    let hubert = &contacts[11];
+    assert_eq!(hubert["first_name"].as_str().unwrap().chars().count(), 50);
+    assert_eq!(hubert["last_name"].as_str().unwrap(), "Ñandú-".repeat(10).chars().take(50).collect::<String>());
+    assert_eq!(contacts[12]["city"].as_str().unwrap().chars().count(), 60);
+    // Nulls are omitted; custom fields by name with SendGrid's value forms.
+    assert!(contacts[10].get("last_name").is_none(), "{}", contacts[10]);
+    assert_eq!(contacts[0]["custom_fields"], json!({"lifetime_value": 12500.0, "signup_date": "01/09/2022"}));
+
+    let body = &bodies(&out.path().join("newsletter"))[0];
+    assert_eq!(body["list_ids"], json!([LIST]));
+
+    let summary = &run.json()["exports"][0];
+    assert_eq!(summary["rows"], 27);
+    assert_eq!(summary["rejected"], 7);
+    assert_eq!(summary["rejected_by_reason"], json!({"invalid_email": 4, "missing_email": 3}));
+    assert_eq!(summary["duplicates"], 7);
+    assert_eq!(summary["contacts"], 13);
+    assert_eq!(summary["sent"], 13);
+    assert_eq!(summary["truncated_contacts"], 2);
+    assert_eq!(summary["cap"]["status"], "within");
+    let segments: Vec<(String, u64, u64, u64, u64)> = summary["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["segment"].as_str().unwrap().to_owned(),
+                s["rows"].as_u64().unwrap(),
+                s["rejected"].as_u64().unwrap(),
+                s["duplicates"].as_u64().unwrap(),
+                s["contacts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        segments,
+        [("vip".into(), 10, 2, 3, 5), ("high_value".into(), 17, 5, 4, 8)]
+    );
+
+    // The exact bodies and rejects, byte for byte.
+    let body_text = std::fs::read_to_string(out.path().join("newsletter/request-000001.json")).unwrap();
+    assert_golden("quickstart/newsletter/request-000001.json", &body_text);
+    let rejects = std::fs::read_to_string(out.path().join("newsletter.rejects.jsonl")).unwrap();
+    assert_golden("quickstart/newsletter.rejects.jsonl", &rejects);
+}
+
+#[cfg(unix)]
+#[test]
+fn files_holding_contacts_are_owner_only() {
+    let dir = sample_dir();
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(mode(&dir.path().join("out/newsletter")), 0o700);
+    assert_eq!(mode(&dir.path().join("out/newsletter/request-000001.json")), 0o600);
+    assert_eq!(mode(&dir.path().join("out/newsletter.rejects.jsonl")), 0o600);
+}
+
+#[test]
+fn rejects_file_names_segment_key_and_reason() {
+    let dir = sample_dir();
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = std::fs::read_to_string(dir.path().join("out/newsletter.rejects.jsonl")).unwrap();
+    let rejects: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rejects.len(), 7);
+    assert!(rejects.contains(&json!({
+        "segment": "high_value", "key": "17", "email": "two@@example.com",
+        "reason": "invalid_email", "detail": null
+    })));
+    assert!(rejects.contains(&json!({
+        "segment": "vip", "key": "4", "email": null, "reason": "missing_email", "detail": null
+    })));
+}
+
+#[test]
+fn reject_policy_rejects_over_long_contacts_and_names_the_fields() {
+    let dir = sample_dir();
+    let export = format!(
+        "{EXPORT}\n    field_length_policy: reject\n"
+    )
+    .replace("      first_name: first_name", "      first_name: first_name\n      last_name: last_name\n      city: city");
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, &export));
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out", "--output", "json"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let summary = &run.json()["exports"][0];
+    assert_eq!(summary["rejected_by_reason"]["field_too_long"], 2);
+    assert_eq!(summary["contacts"], 11);
+    let text = std::fs::read_to_string(dir.path().join("out/newsletter.rejects.jsonl")).unwrap();
+    let hubert: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["key"] == "21")
+        .unwrap();
+    assert_eq!(hubert["reason"], "field_too_long");
+    assert_eq!(hubert["detail"], "first_name,last_name");
+    let emails = emails(&contacts(&dir.path().join("out/newsletter")));
+    assert!(!emails.contains(&"hubert@example.com".to_string()));
+}
+
+#[test]
+fn cap_exceeded_fails_and_writes_nothing() {
+    let dir = sample_dir();
+    let export = format!("{EXPORT}\n    max_profiles: 10\n");
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, &export));
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("export `newsletter` has 13 contacts after dedupe and validation, 3 over its cap of 10; nothing was written or sent"),
+        "{}",
+        run.stderr
+    );
+    assert!(bodies(&dir.path().join("out/newsletter")).is_empty());
+    assert!(!dir.path().join("out/newsletter.rejects.jsonl").exists());
+}
+
+#[test]
+fn cap_truncate_keeps_the_first_by_order_and_says_how_many_dropped() {
+    let dir = sample_dir();
+    let export = format!("{EXPORT}\n    max_profiles: 4\n    on_cap_exceeded: truncate\n")
+        .replace("order_by: customer_id", "order_by: customer_id DESC");
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, &export));
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("dropped 9"), "{}", run.stdout);
+    assert_eq!(
+        emails(&contacts(&dir.path().join("out/newsletter"))),
+        ["ren@example.jp", "hubert@example.com", "lucja@example.pl", "soren@example.dk"]
+    );
+}
+
+#[test]
+fn too_many_rejects_finish_with_their_own_exit_code() {
+    let dir = sample_dir();
+    let export = EXPORT.replace("allowed_rejects: 100", "allowed_rejects: 6");
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, &export));
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 5, "{}", run.stderr);
+    assert!(run.stderr.contains("7 contact(s) rejected, 6 allowed"), "{}", run.stderr);
+    assert_eq!(contacts(&dir.path().join("out/newsletter")).len(), 13);
+}
+
+#[test]
+fn expressions_fill_fields_and_custom_fields_keep_their_types() {
+    let dir = sample_dir();
+    let export = "    segments: [high_value]
+    mapping:
+      email: email
+      first_name: upper(first_name)
+      external_id: customer_id
+      custom_fields:
+        ltv_cents: CAST(lifetime_value * 100 AS BIGINT)
+        tier: CASE WHEN lifetime_value > 10000 THEN 'gold' ELSE 'silver' END
+    order_by: customer_id
+    allowed_rejects: 100";
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, export));
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let contacts = contacts(&dir.path().join("out/newsletter"));
+    assert_eq!(
+        contacts[0],
+        json!({"email": "ada.lovelace@example.com", "first_name": "ADA", "external_id": "1",
+               "custom_fields": {"ltv_cents": 1250000, "tier": "gold"}})
+    );
+}
+
+#[test]
+fn a_rerun_replaces_the_bodies_of_the_previous_run() {
+    let dir = sample_dir();
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));
+    std::fs::create_dir_all(dir.path().join("out/newsletter")).unwrap();
+    std::fs::write(dir.path().join("out/newsletter/request-000007.json"), "{}").unwrap();
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!dir.path().join("out/newsletter/request-000007.json").exists());
+    assert_eq!(bodies(&dir.path().join("out/newsletter")).len(), 1);
+}
