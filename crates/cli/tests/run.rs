@@ -47,7 +47,7 @@ fn quickstart_dry_run_writes_the_expected_contacts() {
     assert_eq!(contacts[12]["city"].as_str().unwrap().chars().count(), 60);
     // Nulls are omitted; custom fields by name with SendGrid's value forms.
     assert!(contacts[10].get("last_name").is_none(), "{}", contacts[10]);
-    assert_eq!(contacts[0]["custom_fields"], json!({"lifetime_value": 12500.0, "signup_date": "01/09/2022"}));
+    assert_eq!(contacts[0]["custom_fields"], json!({"lifetime_value": 12500, "signup_date": "01/09/2022"}));
 
     let body = &bodies(&out.path().join("newsletter"))[0];
     assert_eq!(body["list_ids"], json!([LIST]));
