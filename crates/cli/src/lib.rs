@@ -94,11 +94,19 @@ pub fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { Exit::Config } else { Exit::Success }.into();
+            return if e.use_stderr() {
+                Exit::Config
+            } else {
+                Exit::Success
+            }
+            .into();
         }
     };
     init_logging(cli.log_format, cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -121,7 +129,9 @@ fn init_logging(format: LogFormat, verbose: u8) {
         .with_writer(std::io::stderr)
         .with_target(false);
     let _ = match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
 }
@@ -135,7 +145,7 @@ pub async fn execute(command: Command) -> Exit {
         }
         Command::Validate { file, output } => {
             let result = validate(&file).await;
-            finish(output, result, |report| output::validation(report))
+            finish(output, result, output::validation)
         }
         Command::Plan {
             file,
@@ -155,7 +165,7 @@ pub async fn execute(command: Command) -> Exit {
             output,
         } => {
             let result = run(&file, dry_run.as_deref(), export.as_deref(), rejects_dir).await;
-            finish(output, result, |summaries| output::summaries(summaries))
+            finish(output, result, |s| output::summaries(s))
         }
     }
 }
@@ -249,11 +259,16 @@ async fn validate(file: &Path) -> Result<output::Validation, Failure> {
         .connections
         .iter()
         .map(|(name, c)| {
-            let found = pipeline_spec::resolve_api_key(name, c, pipeline.base_dir(), &|v| std::env::var(v).ok());
+            let found = pipeline_spec::resolve_api_key(name, c, pipeline.base_dir(), &|v| {
+                std::env::var(v).ok()
+            });
             (name.clone(), found.err())
         })
         .collect();
-    Ok(output::Validation { pipeline, key_notes })
+    Ok(output::Validation {
+        pipeline,
+        key_notes,
+    })
 }
 
 async fn plan(file: &Path, only: Option<&str>, rows: usize) -> Result<Vec<output::Plan>, Failure> {
@@ -263,7 +278,13 @@ async fn plan(file: &Path, only: Option<&str>, rows: usize) -> Result<Vec<output
     for query in &queries {
         progress(&format!("Planning export {}…", query.export));
         let selection = engine
-            .select(query, &RunOptions { rejects_dir: None, sample: Some(rows) })
+            .select(
+                query,
+                &RunOptions {
+                    rejects_dir: None,
+                    sample: Some(rows),
+                },
+            )
             .await?;
         plans.push(output::Plan {
             summary: selection.summary,

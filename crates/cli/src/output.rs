@@ -99,7 +99,7 @@ impl Outcome for Vec<Plan> {
     }
 }
 
-pub fn plans(plans: &Vec<Plan>, show_emails: bool) -> String {
+pub fn plans(plans: &[Plan], show_emails: bool) -> String {
     let mut out = String::new();
     for p in plans {
         out.push_str(&summary_table(&p.summary, false));
@@ -157,8 +157,11 @@ impl Outcome for Vec<ExportSummary> {
     }
 }
 
-pub fn summaries(summaries: &Vec<ExportSummary>) -> String {
-    summaries.iter().map(|s| summary_table(s, true) + "\n").collect()
+pub fn summaries(summaries: &[ExportSummary]) -> String {
+    summaries
+        .iter()
+        .map(|s| summary_table(s, true) + "\n")
+        .collect()
 }
 
 fn cap_problems<'a>(summaries: impl Iterator<Item = &'a ExportSummary>) -> String {
@@ -198,11 +201,19 @@ fn summary_table(s: &ExportSummary, ran: bool) -> String {
         s.contacts.to_string(),
     ]);
     out.push_str(&indent(
-        &table(&["segment", "rows", "rejected", "duplicates", "contacts"], &rows, &[1, 2, 3, 4]),
+        &table(
+            &["segment", "rows", "rejected", "duplicates", "contacts"],
+            &rows,
+            &[1, 2, 3, 4],
+        ),
         "  ",
     ));
     if s.rejected > 0 {
-        let reasons: Vec<String> = s.rejected_by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let reasons: Vec<String> = s
+            .rejected_by_reason
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
         out.push_str(&format!("  rejected: {}", reasons.join(", ")));
         if let Some(file) = &s.rejects_file {
             out.push_str(&format!(" (rows in {})", file.display()));
@@ -227,7 +238,11 @@ fn summary_table(s: &ExportSummary, ran: bool) -> String {
             cap.over_by,
             s.contacts,
             cap.max_profiles,
-            if ran { "was written or sent" } else { "would be sent" }
+            if ran {
+                "was written or sent"
+            } else {
+                "would be sent"
+            }
         ),
     });
     if let Some(sink) = &s.sink {
@@ -252,7 +267,12 @@ fn sample_rows(batches: &[RecordBatch], mask: bool) -> Vec<(Vec<String>, Vec<Str
     let options = FormatOptions::default().with_null("");
     let mut rows = Vec::new();
     for batch in batches {
-        let headers: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let headers: Vec<String> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         let formatters: Vec<_> = batch
             .columns()
             .iter()
@@ -286,7 +306,8 @@ pub fn mask_emails(text: &str) -> String {
     text.split_inclusive([',', ' ', '[', ']'])
         .map(|part| match part.split_once('@') {
             Some((local, domain)) => {
-                let (prefix, local) = local.split_at(local.len() - local.trim_start_matches(['[', ' ']).len());
+                let (prefix, local) =
+                    local.split_at(local.len() - local.trim_start_matches(['[', ' ']).len());
                 let first: String = local.chars().take(1).collect();
                 format!("{prefix}{first}***@{domain}")
             }
@@ -347,7 +368,14 @@ mod tests {
 
     #[test]
     fn aligns_columns() {
-        let t = table(&["name", "n"], &[vec!["vip".into(), "12".into()], vec!["all".into(), "3".into()]], &[1]);
+        let t = table(
+            &["name", "n"],
+            &[
+                vec!["vip".into(), "12".into()],
+                vec!["all".into(), "3".into()],
+            ],
+            &[1],
+        );
         assert_eq!(t, "name   n\nvip   12\nall    3\n");
     }
 }

@@ -20,9 +20,18 @@ fn assert_config_error(run: &Run, needles: &[&str]) {
 
 #[test]
 fn unknown_key_gives_file_line_column_and_valid_keys() {
-    let text = pipeline_yaml(SEGMENTS, &EXPORT.replace("first_name: first_name", "frist_name: first_name"));
+    let text = pipeline_yaml(
+        SEGMENTS,
+        &EXPORT.replace("first_name: first_name", "frist_name: first_name"),
+    );
     let (_d, run) = run_file(&text);
-    assert_config_error(&run, &["p.yaml:20:7: exports[0].mapping: unknown field `frist_name`", "first_name"]);
+    assert_config_error(
+        &run,
+        &[
+            "p.yaml:20:7: exports[0].mapping: unknown field `frist_name`",
+            "first_name",
+        ],
+    );
 }
 
 #[test]
@@ -33,24 +42,40 @@ fn yaml_syntax_error_gives_its_location() {
 
 #[test]
 fn literal_api_key_is_refused_and_never_printed() {
-    let text = pipeline_yaml(SEGMENTS, EXPORT).replace("${SENDGRID_API_KEY}", "SG.literal-secret-key");
+    let text =
+        pipeline_yaml(SEGMENTS, EXPORT).replace("${SENDGRID_API_KEY}", "SG.literal-secret-key");
     let (_d, run) = run_file(&text);
-    assert_config_error(&run, &["connections.marketing.api_key: a literal API key in the pipeline file is refused"]);
-    assert!(!run.stderr.contains("SG.literal-secret-key") && !run.stdout.contains("SG.literal-secret-key"));
+    assert_config_error(
+        &run,
+        &["connections.marketing.api_key: a literal API key in the pipeline file is refused"],
+    );
+    assert!(
+        !run.stderr.contains("SG.literal-secret-key")
+            && !run.stdout.contains("SG.literal-secret-key")
+    );
 }
 
 #[test]
 fn missing_consent_is_refused_with_the_reason() {
     let text = pipeline_yaml(SEGMENTS, EXPORT).replace("    data_privacy_consent: true\n", "");
     let (_d, run) = run_file(&text);
-    assert_config_error(&run, &["connections.marketing.data_privacy_consent: must be `true`", "personal data"]);
+    assert_config_error(
+        &run,
+        &[
+            "connections.marketing.data_privacy_consent: must be `true`",
+            "personal data",
+        ],
+    );
 }
 
 #[test]
 fn missing_environment_variable_is_named() {
     let text = pipeline_yaml(SEGMENTS, EXPORT).replace("'vip'", "'${SEGMENT_NAME}'");
     let (_d, run) = run_file(&text);
-    assert_config_error(&run, &["segments.vip: environment variable SEGMENT_NAME is not set"]);
+    assert_config_error(
+        &run,
+        &["segments.vip: environment variable SEGMENT_NAME is not set"],
+    );
 }
 
 #[test]
@@ -71,9 +96,16 @@ fn several_problems_are_reported_at_once() {
 
 #[test]
 fn missing_source_file_names_source_and_path() {
-    let text = pipeline_yaml(SEGMENTS, EXPORT).replace("data/profiles.parquet", "data/nope.parquet");
+    let text =
+        pipeline_yaml(SEGMENTS, EXPORT).replace("data/profiles.parquet", "data/nope.parquet");
     let (_d, run) = run_file(&text);
-    assert_config_error(&run, &["source `profiles` (data/nope.parquet):", "nope.parquet does not exist"]);
+    assert_config_error(
+        &run,
+        &[
+            "source `profiles` (data/nope.parquet):",
+            "nope.parquet does not exist",
+        ],
+    );
 }
 
 #[test]
@@ -91,24 +123,49 @@ fn empty_folder_and_unmatched_glob_are_errors() {
 #[test]
 fn corrupt_parquet_file_names_source_and_file() {
     let dir = sample_dir();
-    std::fs::write(dir.path().join("data/profiles.parquet"), b"this is not parquet at all").unwrap();
+    std::fs::write(
+        dir.path().join("data/profiles.parquet"),
+        b"this is not parquet at all",
+    )
+    .unwrap();
     let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));
     let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
-    assert_config_error(&run, &["source `profiles` (data/profiles.parquet):", "profiles.parquet: is not a readable Parquet file"]);
+    assert_config_error(
+        &run,
+        &[
+            "source `profiles` (data/profiles.parquet):",
+            "profiles.parquet: is not a readable Parquet file",
+        ],
+    );
 }
 
 #[test]
 fn statements_other_than_queries_are_refused() {
     for (sql, found) in [
-        ("CREATE TABLE x AS SELECT * FROM profiles", "`CREATE TABLE X`"),
+        (
+            "CREATE TABLE x AS SELECT * FROM profiles",
+            "`CREATE TABLE X`",
+        ),
         ("COPY profiles TO 'stolen.csv'", "`COPY PROFILES TO`"),
         ("SET datafusion.execution.batch_size = 1", "`SET`"),
-        ("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'x'", "`CREATE EXTERNAL TABLE`"),
-        ("INSERT INTO profiles SELECT * FROM profiles", "`INSERT INTO PROFILES`"),
+        (
+            "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'x'",
+            "`CREATE EXTERNAL TABLE`",
+        ),
+        (
+            "INSERT INTO profiles SELECT * FROM profiles",
+            "`INSERT INTO PROFILES`",
+        ),
     ] {
         let segments = format!("  vip: \"{sql}\"\n  high_value: SELECT * FROM profiles");
         let (_d, run) = run_file(&pipeline_yaml(&segments, EXPORT));
-        assert_config_error(&run, &["segment `vip`: only a SELECT query may define a segment", found]);
+        assert_config_error(
+            &run,
+            &[
+                "segment `vip`: only a SELECT query may define a segment",
+                found,
+            ],
+        );
     }
 }
 
@@ -125,7 +182,9 @@ fn mapping_a_missing_column_lists_the_columns() {
     let (_d, run) = run_file(&pipeline_yaml(SEGMENTS, &export));
     assert_config_error(
         &run,
-        &["exports[0] (`newsletter`) mapping.first_name: column `given_name` is not in segment `vip`; its columns are: customer_id, email"],
+        &[
+            "exports[0] (`newsletter`) mapping.first_name: column `given_name` is not in segment `vip`; its columns are: customer_id, email",
+        ],
     );
 }
 
@@ -137,23 +196,38 @@ fn email_that_is_not_text_is_caught_by_validate() {
     let run = pipeline(dir.path(), &["validate", file], &[]);
     assert_config_error(
         &run,
-        &["exports[0] (`newsletter`) mapping.email: in segment `vip`, `customer_id` is Int64; the email must be text"],
+        &[
+            "exports[0] (`newsletter`) mapping.email: in segment `vip`, `customer_id` is Int64; the email must be text",
+        ],
     );
 }
 
 #[test]
 fn bad_order_by_names_the_export() {
-    let export = EXPORT.replace("order_by: customer_id", "order_by: [signup, customer_id DESC]");
+    let export = EXPORT.replace(
+        "order_by: customer_id",
+        "order_by: [signup, customer_id DESC]",
+    );
     let (_d, run) = run_file(&pipeline_yaml(SEGMENTS, &export));
-    assert_config_error(&run, &["exports[0] (`newsletter`) order_by[0]: column `signup` is not in segment `vip`"]);
+    assert_config_error(
+        &run,
+        &["exports[0] (`newsletter`) order_by[0]: column `signup` is not in segment `vip`"],
+    );
 }
 
 #[test]
 fn unknown_export_is_a_usage_error() {
     let dir = sample_dir();
     let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));
-    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out", "--export", "weekly"], &[]);
-    assert_config_error(&run, &["no export named `weekly`; the file declares: newsletter"]);
+    let run = pipeline(
+        dir.path(),
+        &["run", file, "--dry-run", "out", "--export", "weekly"],
+        &[],
+    );
+    assert_config_error(
+        &run,
+        &["no export named `weekly`; the file declares: newsletter"],
+    );
 }
 
 #[test]
@@ -175,10 +249,18 @@ fn missing_pipeline_file_and_bad_arguments() {
 
 #[test]
 fn data_that_cannot_be_cast_fails_the_run_with_its_code() {
-    let export = EXPORT.replace("first_name: first_name", "first_name: first_name\n      custom_fields: { n: \"CAST(first_name AS INT)\" }");
+    let export = EXPORT.replace(
+        "first_name: first_name",
+        "first_name: first_name\n      custom_fields: { n: \"CAST(first_name AS INT)\" }",
+    );
     let (_d, run) = run_file(&pipeline_yaml(SEGMENTS, &export));
     assert_eq!(run.code, 4, "{}", run.stderr);
-    assert!(run.stderr.contains("export `newsletter`: selecting contacts failed"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("export `newsletter`: selecting contacts failed"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -186,10 +268,19 @@ fn json_output_reports_errors_for_orchestrators() {
     let dir = sample_dir();
     let text = pipeline_yaml(SEGMENTS, EXPORT).replace("    data_privacy_consent: true\n", "");
     let file = write(dir.path(), &text);
-    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out", "--output", "json"], &[]);
+    let run = pipeline(
+        dir.path(),
+        &["run", file, "--dry-run", "out", "--output", "json"],
+        &[],
+    );
     assert_eq!(run.code, 2);
     let doc = run.json();
     assert_eq!(doc["status"], "config_error");
     assert_eq!(doc["exit_code"], 2);
-    assert!(doc["error"].as_str().unwrap().contains("data_privacy_consent"));
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("data_privacy_consent")
+    );
 }

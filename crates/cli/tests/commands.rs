@@ -14,8 +14,17 @@ fn validate_accepts_the_quickstart_and_notes_a_missing_key() {
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("environment variable SENDGRID_API_KEY is not set"), "{}", run.stdout);
-    let run = pipeline(&repo(), &["validate", "pipelines/quickstart.yaml"], &[("SENDGRID_API_KEY", "SG.k")]);
+    assert!(
+        run.stdout
+            .contains("environment variable SENDGRID_API_KEY is not set"),
+        "{}",
+        run.stdout
+    );
+    let run = pipeline(
+        &repo(),
+        &["validate", "pipelines/quickstart.yaml"],
+        &[("SENDGRID_API_KEY", "SG.k")],
+    );
     assert!(!run.stdout.contains("note:"), "{}", run.stdout);
 }
 
@@ -31,30 +40,72 @@ fn plan_shows_counts_verdict_and_masked_sample_and_writes_nothing() {
   total         27         7           7        13
 ";
     assert!(run.stdout.contains(expected_counts), "{}", run.stdout);
-    assert!(run.stdout.contains("rejected: invalid_email 4, missing_email 3"), "{}", run.stdout);
-    assert!(run.stdout.contains("cap: 13 of 100000 (within)"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("rejected: invalid_email 4, missing_email 3"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("cap: 13 of 100000 (within)"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("first 3 contact(s)"), "{}", run.stdout);
     assert!(run.stdout.contains("a***@example.com"), "{}", run.stdout);
-    assert!(!run.stdout.contains("ada.lovelace@"), "emails are masked: {}", run.stdout);
+    assert!(
+        !run.stdout.contains("ada.lovelace@"),
+        "emails are masked: {}",
+        run.stdout
+    );
     assert!(!dir.path().join("out").exists());
-    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains("rejects")));
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("rejects"))
+    );
 
-    let run = pipeline(dir.path(), &["plan", file, "--rows", "2", "--show-emails", "--output", "json"], &[]);
+    let run = pipeline(
+        dir.path(),
+        &[
+            "plan",
+            file,
+            "--rows",
+            "2",
+            "--show-emails",
+            "--output",
+            "json",
+        ],
+        &[],
+    );
     let plan = &run.json()["exports"][0];
     assert_eq!(plan["contacts"], 13);
-    assert_eq!(plan["sample"], json!([
-        {"email": "ada.lovelace@example.com", "first_name": "Ada"},
-        {"email": "grace.hopper@example.com", "first_name": "Grace"},
-    ]));
+    assert_eq!(
+        plan["sample"],
+        json!([
+            {"email": "ada.lovelace@example.com", "first_name": "Ada"},
+            {"email": "grace.hopper@example.com", "first_name": "Grace"},
+        ])
+    );
 }
 
 #[test]
 fn plan_exits_with_the_cap_code_when_a_run_would_fail() {
     let dir = sample_dir();
-    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, &format!("{EXPORT}\n    max_profiles: 12\n")));
+    let file = write(
+        dir.path(),
+        &pipeline_yaml(SEGMENTS, &format!("{EXPORT}\n    max_profiles: 12\n")),
+    );
     let run = pipeline(dir.path(), &["plan", file], &[]);
     assert_eq!(run.code, 3, "{}", run.stderr);
-    assert!(run.stdout.contains("cap: EXCEEDED by 1 (13 contacts, cap 12); nothing would be sent"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("cap: EXCEEDED by 1 (13 contacts, cap 12); nothing would be sent"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -62,7 +113,10 @@ fn schema_is_a_json_schema_of_the_file() {
     let run = pipeline(&repo(), &["schema"], &[]);
     assert_eq!(run.code, 0);
     let schema: Value = run.json();
-    assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
     assert_eq!(
         schema["required"],
         json!(["version", "connections", "sources", "segments", "exports"])
@@ -94,9 +148,14 @@ fn generated_table_dry_run_matches_golden_and_reference() {
     allowed_rejects: 1000")
     .replace("data/profiles.parquet", "data/profiles/");
     let file = write(dir.path(), &text);
-    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out", "--output", "json"], &[]);
+    let run = pipeline(
+        dir.path(),
+        &["run", file, "--dry-run", "out", "--output", "json"],
+        &[],
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let body = std::fs::read_to_string(dir.path().join("out/newsletter/request-000001.json")).unwrap();
+    let body =
+        std::fs::read_to_string(dir.path().join("out/newsletter/request-000001.json")).unwrap();
     assert_golden("generated-3000/newsletter/request-000001.json", &body);
 
     // Reference: members by id, first row per lower-cased trimmed email, valid only.
@@ -113,12 +172,17 @@ fn generated_table_dry_run_matches_golden_and_reference() {
         let p = pipeline_datagen::generated_profile(11, id as u64 - 1);
         let Some(email) = p.email else { continue };
         let email = email.trim().to_lowercase();
-        let valid = email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !l.contains(' ') && d.contains('.') && !d.contains('@'));
+        let valid = email.split_once('@').is_some_and(|(l, d)| {
+            !l.is_empty() && !l.contains(' ') && d.contains('.') && !d.contains('@')
+        });
         if valid && seen.insert(email.clone()) {
             expected.push(email);
         }
     }
-    assert_eq!(emails(&contacts(&dir.path().join("out/newsletter"))), expected);
+    assert_eq!(
+        emails(&contacts(&dir.path().join("out/newsletter"))),
+        expected
+    );
     assert_eq!(run.json()["exports"][0]["contacts"], expected.len());
 }
 
@@ -127,7 +191,8 @@ fn read_memberships(path: &std::path::Path) -> Vec<(i64, String)> {
     use arrow::array::AsArray;
     use arrow::datatypes::Int64Type;
     let file = std::fs::File::open(path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap();
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch.unwrap();

@@ -11,7 +11,14 @@ fn quickstart_dry_run_writes_the_expected_contacts() {
     let out_dir = out.path().to_str().unwrap();
     let run = pipeline(
         &repo(),
-        &["run", "pipelines/quickstart.yaml", "--dry-run", out_dir, "--output", "json"],
+        &[
+            "run",
+            "pipelines/quickstart.yaml",
+            "--dry-run",
+            out_dir,
+            "--output",
+            "json",
+        ],
         &[],
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -43,11 +50,17 @@ fn quickstart_dry_run_writes_the_expected_contacts() {
     // Over-long fields are cut to 50 characters on a character boundary.
     let hubert = &contacts[11];
     assert_eq!(hubert["first_name"].as_str().unwrap().chars().count(), 50);
-    assert_eq!(hubert["last_name"].as_str().unwrap(), "Ñandú-".repeat(10).chars().take(50).collect::<String>());
+    assert_eq!(
+        hubert["last_name"].as_str().unwrap(),
+        "Ñandú-".repeat(10).chars().take(50).collect::<String>()
+    );
     assert_eq!(contacts[12]["city"].as_str().unwrap().chars().count(), 60);
     // Nulls are omitted; custom fields by name with SendGrid's value forms.
     assert!(contacts[10].get("last_name").is_none(), "{}", contacts[10]);
-    assert_eq!(contacts[0]["custom_fields"], json!({"lifetime_value": 12500, "signup_date": "01/09/2022"}));
+    assert_eq!(
+        contacts[0]["custom_fields"],
+        json!({"lifetime_value": 12500, "signup_date": "01/09/2022"})
+    );
 
     let body = &bodies(&out.path().join("newsletter"))[0];
     assert_eq!(body["list_ids"], json!([LIST]));
@@ -55,7 +68,10 @@ fn quickstart_dry_run_writes_the_expected_contacts() {
     let summary = &run.json()["exports"][0];
     assert_eq!(summary["rows"], 27);
     assert_eq!(summary["rejected"], 7);
-    assert_eq!(summary["rejected_by_reason"], json!({"invalid_email": 4, "missing_email": 3}));
+    assert_eq!(
+        summary["rejected_by_reason"],
+        json!({"invalid_email": 4, "missing_email": 3})
+    );
     assert_eq!(summary["duplicates"], 7);
     assert_eq!(summary["contacts"], 13);
     assert_eq!(summary["sent"], 13);
@@ -77,11 +93,15 @@ fn quickstart_dry_run_writes_the_expected_contacts() {
         .collect();
     assert_eq!(
         segments,
-        [("vip".into(), 10, 2, 3, 5), ("high_value".into(), 17, 5, 4, 8)]
+        [
+            ("vip".into(), 10, 2, 3, 5),
+            ("high_value".into(), 17, 5, 4, 8)
+        ]
     );
 
     // The exact bodies and rejects, byte for byte.
-    let body_text = std::fs::read_to_string(out.path().join("newsletter/request-000001.json")).unwrap();
+    let body_text =
+        std::fs::read_to_string(out.path().join("newsletter/request-000001.json")).unwrap();
     assert_golden("quickstart/newsletter/request-000001.json", &body_text);
     let rejects = std::fs::read_to_string(out.path().join("newsletter.rejects.jsonl")).unwrap();
     assert_golden("quickstart/newsletter.rejects.jsonl", &rejects);
@@ -95,8 +115,14 @@ fn files_holding_contacts_are_owner_only() {
     let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(mode(&dir.path().join("out/newsletter")), 0o700);
-    assert_eq!(mode(&dir.path().join("out/newsletter/request-000001.json")), 0o600);
-    assert_eq!(mode(&dir.path().join("out/newsletter.rejects.jsonl")), 0o600);
+    assert_eq!(
+        mode(&dir.path().join("out/newsletter/request-000001.json")),
+        0o600
+    );
+    assert_eq!(
+        mode(&dir.path().join("out/newsletter.rejects.jsonl")),
+        0o600
+    );
 }
 
 #[test]
@@ -106,7 +132,10 @@ fn rejects_file_names_segment_key_and_reason() {
     let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let text = std::fs::read_to_string(dir.path().join("out/newsletter.rejects.jsonl")).unwrap();
-    let rejects: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rejects: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rejects.len(), 7);
     assert!(rejects.contains(&json!({
         "segment": "high_value", "key": "17", "email": "two@@example.com",
@@ -120,12 +149,16 @@ fn rejects_file_names_segment_key_and_reason() {
 #[test]
 fn reject_policy_rejects_over_long_contacts_and_names_the_fields() {
     let dir = sample_dir();
-    let export = format!(
-        "{EXPORT}\n    field_length_policy: reject\n"
-    )
-    .replace("      first_name: first_name", "      first_name: first_name\n      last_name: last_name\n      city: city");
+    let export = format!("{EXPORT}\n    field_length_policy: reject\n").replace(
+        "      first_name: first_name",
+        "      first_name: first_name\n      last_name: last_name\n      city: city",
+    );
     let file = write(dir.path(), &pipeline_yaml(SEGMENTS, &export));
-    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out", "--output", "json"], &[]);
+    let run = pipeline(
+        dir.path(),
+        &["run", file, "--dry-run", "out", "--output", "json"],
+        &[],
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
     let summary = &run.json()["exports"][0];
     assert_eq!(summary["rejected_by_reason"]["field_too_long"], 2);
@@ -169,7 +202,12 @@ fn cap_truncate_keeps_the_first_by_order_and_says_how_many_dropped() {
     assert!(run.stdout.contains("dropped 9"), "{}", run.stdout);
     assert_eq!(
         emails(&contacts(&dir.path().join("out/newsletter"))),
-        ["ren@example.jp", "hubert@example.com", "lucja@example.pl", "soren@example.dk"]
+        [
+            "ren@example.jp",
+            "hubert@example.com",
+            "lucja@example.pl",
+            "soren@example.dk"
+        ]
     );
 }
 
@@ -180,7 +218,11 @@ fn too_many_rejects_finish_with_their_own_exit_code() {
     let file = write(dir.path(), &pipeline_yaml(SEGMENTS, &export));
     let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
     assert_eq!(run.code, 5, "{}", run.stderr);
-    assert!(run.stderr.contains("7 contact(s) rejected, 6 allowed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("7 contact(s) rejected, 6 allowed"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(contacts(&dir.path().join("out/newsletter")).len(), 13);
 }
 
@@ -216,6 +258,10 @@ fn a_rerun_replaces_the_bodies_of_the_previous_run() {
     std::fs::write(dir.path().join("out/newsletter/request-000007.json"), "{}").unwrap();
     let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(!dir.path().join("out/newsletter/request-000007.json").exists());
+    assert!(
+        !dir.path()
+            .join("out/newsletter/request-000007.json")
+            .exists()
+    );
     assert_eq!(bodies(&dir.path().join("out/newsletter")).len(), 1);
 }

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use arrow::array::{ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -68,7 +70,9 @@ pub struct Profile {
 pub fn profile_batch(rows: &[Profile]) -> RecordBatch {
     let n = rows.len();
     let mut id = Int64Builder::with_capacity(n);
-    let mut strings: Vec<StringBuilder> = (0..7).map(|_| StringBuilder::with_capacity(n, n * 12)).collect();
+    let mut strings: Vec<StringBuilder> = (0..7)
+        .map(|_| StringBuilder::with_capacity(n, n * 12))
+        .collect();
     let mut ltv = Float64Builder::with_capacity(n);
     let mut subscribed = BooleanBuilder::with_capacity(n);
     let mut signup = Date32Builder::with_capacity(n);
@@ -105,12 +109,19 @@ pub fn membership_batch(rows: &[(i64, &str)]) -> RecordBatch {
         id.append_value(*c);
         seg.append_value(s);
     }
-    RecordBatch::try_new(membership_schema(), vec![Arc::new(id.finish()), Arc::new(seg.finish())])
-        .expect("columns match the schema")
+    RecordBatch::try_new(
+        membership_schema(),
+        vec![Arc::new(id.finish()), Arc::new(seg.finish())],
+    )
+    .expect("columns match the schema")
 }
 
 /// Writes batches to a Parquet file, one row group per batch.
-pub fn write_parquet(path: &Path, schema: SchemaRef, batches: impl IntoIterator<Item = RecordBatch>) -> anyhow::Result<()> {
+pub fn write_parquet(
+    path: &Path,
+    schema: SchemaRef,
+    batches: impl IntoIterator<Item = RecordBatch>,
+) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -146,12 +157,36 @@ fn mix(seed: u64, n: u64) -> u64 {
 }
 
 const FIRST: [&str; 16] = [
-    "Ada", "Grace", "Linus", "Zoë", "José", "Björn", "Łucja", "Søren", "Иван", "Мария", "Γιώργος",
-    "美咲", "太郎", "محمد", "Nguyễn", "Aoife",
+    "Ada",
+    "Grace",
+    "Linus",
+    "Zoë",
+    "José",
+    "Björn",
+    "Łucja",
+    "Søren",
+    "Иван",
+    "Мария",
+    "Γιώργος",
+    "美咲",
+    "太郎",
+    "محمد",
+    "Nguyễn",
+    "Aoife",
 ];
 const LAST: [&str; 12] = [
-    "Lovelace", "Hopper", "Torvalds", "Müller", "García", "Øster", "Петров", "Παπαδόπουλος", "山田",
-    "العلي", "Trần", "O'Brien",
+    "Lovelace",
+    "Hopper",
+    "Torvalds",
+    "Müller",
+    "García",
+    "Øster",
+    "Петров",
+    "Παπαδόπουλος",
+    "山田",
+    "العلي",
+    "Trần",
+    "O'Brien",
 ];
 const PLACES: [(&str, &str, &str); 8] = [
     ("US", "CA", "San Francisco"),
@@ -182,18 +217,27 @@ pub fn generated_profile(seed: u64, i: u64) -> Profile {
         70..=89 => Some(format!("CUSTOMER{}@example.com", id - 1)),
         _ => Some(format!("customer{id}@example.com")),
     };
-    let long = (r >> 34) % 200 == 0;
+    let long = (r >> 34).is_multiple_of(200);
     Profile {
         customer_id: id,
         email,
-        first_name: Some(if long { first.repeat(12) } else { first.to_owned() }),
-        last_name: ((r >> 40) % 20 != 0).then(|| last.to_owned()),
+        first_name: Some(if long {
+            first.repeat(12)
+        } else {
+            first.to_owned()
+        }),
+        last_name: (!(r >> 40).is_multiple_of(20)).then(|| last.to_owned()),
         country: Some(country.to_owned()),
         state: Some(state.to_owned()),
-        city: Some(if (r >> 44) % 300 == 0 { format!("{city} ").repeat(8) } else { city.to_owned() }),
+        city: Some(if (r >> 44).is_multiple_of(300) {
+            format!("{city} ").repeat(8)
+        } else {
+            city.to_owned()
+        }),
         postal_code: Some(format!("{:05}", (r >> 20) % 100_000)),
-        lifetime_value: ((r >> 50) % 50 != 0).then(|| ((r >> 12) % 2_000_000) as f64 / 100.0),
-        is_subscribed: (r >> 60) % 4 != 0,
+        lifetime_value: (!(r >> 50).is_multiple_of(50))
+            .then(|| ((r >> 12) % 2_000_000) as f64 / 100.0),
+        is_subscribed: !(r >> 60).is_multiple_of(4),
         signup_date: Some(17_000 + ((r >> 28) % 3000) as i32),
     }
 }
@@ -209,7 +253,7 @@ fn generated_memberships(seed: u64, i: u64, share: f64, out: &mut Vec<(i64, &'st
     for (bit, segment) in SEGMENTS.iter().enumerate() {
         if picks & (1 << bit) != 0 {
             out.push((id, segment));
-            if (r >> 40) % 10 == 0 {
+            if (r >> 40).is_multiple_of(10) {
                 out.push((id, segment));
             }
         }
@@ -242,12 +286,22 @@ pub fn write_profiles(p: &Profiles) -> anyhow::Result<()> {
         .chunks(BATCH_ROWS as usize)
         .map(membership_batch)
         .collect();
-    write_parquet(&p.out.join("segment_memberships.parquet"), membership_schema(), batches)
+    write_parquet(
+        &p.out.join("segment_memberships.parquet"),
+        membership_schema(),
+        batches,
+    )
 }
 
 /// The quickstart's hand-written profiles: every kind of mess, in a few rows.
 pub fn sample_profiles() -> Vec<Profile> {
-    let p = |id: i64, email: Option<&str>, first: &str, last: &str, place: usize, ltv: f64, sub: bool| {
+    let p = |id: i64,
+             email: Option<&str>,
+             first: &str,
+             last: &str,
+             place: usize,
+             ltv: f64,
+             sub: bool| {
         let (country, state, city) = PLACES[place];
         Profile {
             customer_id: id,
@@ -264,25 +318,145 @@ pub fn sample_profiles() -> Vec<Profile> {
         }
     };
     let mut rows = vec![
-        p(1, Some("ada.lovelace@example.com"), "Ada", "Lovelace", 0, 12_500.0, true),
-        p(2, Some("  Grace.Hopper@Example.COM "), "Grace", "Hopper", 1, 8_200.5, true),
-        p(3, Some("grace.hopper@example.com"), "Grace M.", "Hopper", 1, 310.0, true),
+        p(
+            1,
+            Some("ada.lovelace@example.com"),
+            "Ada",
+            "Lovelace",
+            0,
+            12_500.0,
+            true,
+        ),
+        p(
+            2,
+            Some("  Grace.Hopper@Example.COM "),
+            "Grace",
+            "Hopper",
+            1,
+            8_200.5,
+            true,
+        ),
+        p(
+            3,
+            Some("grace.hopper@example.com"),
+            "Grace M.",
+            "Hopper",
+            1,
+            310.0,
+            true,
+        ),
         p(4, None, "Nobody", "Known", 2, 9_000.0, true),
         p(5, Some("   "), "Blank", "Email", 2, 7_000.0, true),
         p(6, Some("not-an-email"), "Bad", "Address", 3, 6_500.0, true),
         p(7, Some("missing@tld"), "No", "Tld", 3, 5_500.0, true),
-        p(8, Some("zoe.muller@example.de"), "Zoë", "Müller", 2, 15_000.0, true),
-        p(9, Some("ivan.petrov@example.ru"), "Иван", "Петров", 2, 5_200.0, true),
-        p(10, Some("misaki@example.jp"), "美咲", "山田", 4, 22_000.0, true),
-        p(11, Some("giorgos@example.gr"), "Γιώργος", "Παπαδόπουλος", 5, 5_001.0, true),
-        p(12, Some("mohammed@example.com"), "محمد", "العلي", 0, 700.0, true),
-        p(13, Some("joao.silva@example.br"), "João", "Silva", 6, 5_400.0, false),
-        p(14, Some("aoife@example.ie"), "Aoife", "O'Brien", 7, 18_000.0, true),
-        p(15, Some("AOIFE@EXAMPLE.IE"), "Aoife", "O'Brien-Kelly", 7, 18_100.0, true),
-        p(16, Some("linus@example.org"), "Linus", "Torvalds", 0, 4_999.99, true),
-        p(17, Some("two@@example.com"), "Double", "At", 1, 9_999.0, true),
-        p(18, Some("nguyen.tran@example.vn"), "Nguyễn", "Trần", 0, 6_100.0, true),
-        p(19, Some("soren@example.dk"), "Søren", "Øster", 2, 300.0, true),
+        p(
+            8,
+            Some("zoe.muller@example.de"),
+            "Zoë",
+            "Müller",
+            2,
+            15_000.0,
+            true,
+        ),
+        p(
+            9,
+            Some("ivan.petrov@example.ru"),
+            "Иван",
+            "Петров",
+            2,
+            5_200.0,
+            true,
+        ),
+        p(
+            10,
+            Some("misaki@example.jp"),
+            "美咲",
+            "山田",
+            4,
+            22_000.0,
+            true,
+        ),
+        p(
+            11,
+            Some("giorgos@example.gr"),
+            "Γιώργος",
+            "Παπαδόπουλος",
+            5,
+            5_001.0,
+            true,
+        ),
+        p(
+            12,
+            Some("mohammed@example.com"),
+            "محمد",
+            "العلي",
+            0,
+            700.0,
+            true,
+        ),
+        p(
+            13,
+            Some("joao.silva@example.br"),
+            "João",
+            "Silva",
+            6,
+            5_400.0,
+            false,
+        ),
+        p(
+            14,
+            Some("aoife@example.ie"),
+            "Aoife",
+            "O'Brien",
+            7,
+            18_000.0,
+            true,
+        ),
+        p(
+            15,
+            Some("AOIFE@EXAMPLE.IE"),
+            "Aoife",
+            "O'Brien-Kelly",
+            7,
+            18_100.0,
+            true,
+        ),
+        p(
+            16,
+            Some("linus@example.org"),
+            "Linus",
+            "Torvalds",
+            0,
+            4_999.99,
+            true,
+        ),
+        p(
+            17,
+            Some("two@@example.com"),
+            "Double",
+            "At",
+            1,
+            9_999.0,
+            true,
+        ),
+        p(
+            18,
+            Some("nguyen.tran@example.vn"),
+            "Nguyễn",
+            "Trần",
+            0,
+            6_100.0,
+            true,
+        ),
+        p(
+            19,
+            Some("soren@example.dk"),
+            "Søren",
+            "Øster",
+            2,
+            300.0,
+            true,
+        ),
         p(20, Some("lucja@example.pl"), "Łucja", "", 2, 5_050.0, true),
     ];
     // Over-long fields: truncated on a character boundary (or rejected, by policy).
@@ -291,7 +465,8 @@ pub fn sample_profiles() -> Vec<Profile> {
     long.last_name = Some("Ñandú-".repeat(10));
     rows.push(long);
     let mut long_city = p(22, Some("ren@example.jp"), "蓮", "", 4, 7_300.0, true);
-    long_city.city = Some("Llanfairpwllgwyngyllgogerychwyrndrobwllllantysiliogogogoch-by-the-sea".to_owned());
+    long_city.city =
+        Some("Llanfairpwllgwyngyllgogerychwyrndrobwllllantysiliogogogoch-by-the-sea".to_owned());
     rows.push(long_city);
     rows
 }
@@ -316,7 +491,11 @@ pub fn sample_memberships() -> Vec<(i64, &'static str)> {
 
 /// Writes the quickstart sample to `out/profiles.parquet` and `out/segment_memberships.parquet`.
 pub fn write_sample(out: &Path) -> anyhow::Result<()> {
-    write_parquet(&out.join("profiles.parquet"), profile_schema(), [profile_batch(&sample_profiles())])?;
+    write_parquet(
+        &out.join("profiles.parquet"),
+        profile_schema(),
+        [profile_batch(&sample_profiles())],
+    )?;
     write_parquet(
         &out.join("segment_memberships.parquet"),
         membership_schema(),
@@ -334,8 +513,15 @@ mod tests {
         let b: Vec<_> = (0..2000).map(|i| generated_profile(7, i)).collect();
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
         assert!(a.iter().any(|p| p.email.is_none()));
-        assert!(a.iter().any(|p| p.email.as_deref().is_some_and(|e| e.starts_with("  "))));
-        assert!(a.iter().any(|p| p.first_name.as_deref().is_some_and(|n| n.chars().count() > 50)));
+        assert!(
+            a.iter()
+                .any(|p| p.email.as_deref().is_some_and(|e| e.starts_with("  ")))
+        );
+        assert!(a.iter().any(|p| {
+            p.first_name
+                .as_deref()
+                .is_some_and(|n| n.chars().count() > 50)
+        }));
     }
 
     #[test]
@@ -345,8 +531,15 @@ mod tests {
             generated_memberships(3, i, 0.05, &mut m);
         }
         let members: std::collections::BTreeSet<i64> = m.iter().map(|(c, _)| *c).collect();
-        assert!(members.len() > 500 && members.len() < 1500, "{}", members.len());
-        assert!(m.len() > members.len(), "some customers are in several segments");
+        assert!(
+            members.len() > 500 && members.len() < 1500,
+            "{}",
+            members.len()
+        );
+        assert!(
+            m.len() > members.len(),
+            "some customers are in several segments"
+        );
         let mut sorted = m.clone();
         sorted.sort();
         sorted.dedup();

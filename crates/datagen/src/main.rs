@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "pipeline-datagen", about = "Write messy customer-profile Parquet tables")]
+#[command(
+    name = "pipeline-datagen",
+    about = "Write messy customer-profile Parquet tables"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,

@@ -61,15 +61,27 @@ pub(crate) async fn plan_export(
         .reserved()
         .into_iter()
         .map(|(name, written)| Mapped {
-            field: ContactField { name: name.into(), kind: FieldKind::Reserved },
+            field: ContactField {
+                name: name.into(),
+                kind: FieldKind::Reserved,
+            },
             written: written.to_owned(),
             shape: Shape::Text,
         })
-        .chain(export.mapping.custom_fields.iter().map(|(name, written)| Mapped {
-            field: ContactField { name: name.clone(), kind: FieldKind::Custom },
-            written: written.clone(),
-            shape: Shape::Text,
-        }))
+        .chain(
+            export
+                .mapping
+                .custom_fields
+                .iter()
+                .map(|(name, written)| Mapped {
+                    field: ContactField {
+                        name: name.clone(),
+                        kind: FieldKind::Custom,
+                    },
+                    written: written.clone(),
+                    shape: Shape::Text,
+                }),
+        )
         .collect();
 
     // The shape of each field follows its type; the type must agree with the field in
@@ -169,7 +181,11 @@ fn split_direction(written: &str) -> (&str, bool) {
     }
 }
 
-async fn expression_type(ctx: &SessionContext, segment: &str, expr: &str) -> Result<DataType, String> {
+async fn expression_type(
+    ctx: &SessionContext,
+    segment: &str,
+    expr: &str,
+) -> Result<DataType, String> {
     let sql = format!("SELECT {expr} AS v FROM {}", quote_ident(segment));
     let df = ctx
         .sql_with_options(&sql, query_only())
@@ -181,7 +197,12 @@ async fn expression_type(ctx: &SessionContext, segment: &str, expr: &str) -> Res
     Ok(df.schema().field(0).data_type().clone())
 }
 
-fn explain_expression_error(written: &str, segment: &str, schema: &SchemaRef, message: &str) -> String {
+fn explain_expression_error(
+    written: &str,
+    segment: &str,
+    schema: &SchemaRef,
+    message: &str,
+) -> String {
     let is_name = !written.is_empty() && written.chars().all(|c| c.is_alphanumeric() || c == '_');
     if is_name {
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -207,9 +228,12 @@ fn shape_of(field: &ContactField, data_type: &DataType) -> Result<Shape, String>
             || matches!(t, Boolean | Date32 | Date64 | Timestamp(..) | Null)
     };
     match (field.kind, field.name.as_str()) {
-        (FieldKind::Reserved, "email") if is_string(data_type) || *data_type == Null => Ok(Shape::Email),
+        (FieldKind::Reserved, "email") if is_string(data_type) || *data_type == Null => {
+            Ok(Shape::Email)
+        }
         (FieldKind::Reserved, "email") => Err(
-            "the email must be text: map the email column, or convert with CAST(... AS VARCHAR)".into(),
+            "the email must be text: map the email column, or convert with CAST(... AS VARCHAR)"
+                .into(),
         ),
         (FieldKind::Reserved, "alternate_emails") => match data_type {
             List(f) | LargeList(f) if is_string(f.data_type()) || *f.data_type() == Null => {
@@ -221,9 +245,8 @@ fn shape_of(field: &ContactField, data_type: &DataType) -> Result<Shape, String>
         (FieldKind::Reserved, name) => Err(format!("{name} must be text, a number or a date")),
         (FieldKind::Custom, _) => match data_type {
             Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => Ok(Shape::Integer),
-            Float16 | Float32 | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..) | Decimal256(..) => {
-                Ok(Shape::Float)
-            }
+            Float16 | Float32 | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..)
+            | Decimal256(..) => Ok(Shape::Float),
             Date32 | Date64 | Timestamp(..) => Ok(Shape::Date),
             t if is_string(t) || matches!(t, Boolean | Null) => Ok(Shape::Text),
             _ => Err("a custom field takes text, a number or a date".into()),
@@ -236,7 +259,7 @@ fn value_sql(expr: &str, shape: Shape) -> String {
     match shape {
         Shape::Email => format!("sg_email({expr})"),
         Shape::Text => format!("CAST({expr} AS VARCHAR)"),
-        Shape::EmailList => format!("{expr}"),
+        Shape::EmailList => expr.to_string(),
         Shape::Integer => format!("CAST({expr} AS BIGINT)"),
         Shape::Float => format!("CAST({expr} AS DOUBLE)"),
         // SendGrid's date custom fields take MM/DD/YYYY.
@@ -256,14 +279,19 @@ fn build_sql(
         let key = if order_exprs.is_empty() {
             format!("CAST({} AS VARCHAR)", exprs[email_expr_index])
         } else {
-            let parts: Vec<String> =
-                order_exprs.iter().map(|e| format!("CAST({e} AS VARCHAR)")).collect();
+            let parts: Vec<String> = order_exprs
+                .iter()
+                .map(|e| format!("CAST({e} AS VARCHAR)"))
+                .collect();
             format!("concat_ws('|', {})", parts.join(", "))
         };
         let mut cols = vec![
             format!("CAST({seg_index} AS BIGINT) AS __seg"),
             format!("{key} AS __key"),
-            format!("CAST({} AS VARCHAR) AS __raw_email", exprs[email_expr_index]),
+            format!(
+                "CAST({} AS VARCHAR) AS __raw_email",
+                exprs[email_expr_index]
+            ),
         ];
         for (j, e) in order_exprs.iter().enumerate() {
             cols.push(format!("{e} AS __o{j}"));
@@ -271,7 +299,11 @@ fn build_sql(
         for (i, (m, e)) in mapped.iter().zip(exprs).enumerate() {
             cols.push(format!("{} AS __f{i}", value_sql(e, m.shape)));
         }
-        members.push(format!("SELECT {} FROM {}", cols.join(", "), quote_ident(segment)));
+        members.push(format!(
+            "SELECT {} FROM {}",
+            cols.join(", "),
+            quote_ident(segment)
+        ));
     }
 
     // Length rules per field: (condition for "too long", the truncated value).
@@ -292,7 +324,10 @@ fn build_sql(
                 finals.push(format!("sg_alternate_emails({col}) AS {col}"));
             }
             (_, Some(limit)) => {
-                too_long.push((format!("character_length({col}) > {limit}"), m.field.name.clone()));
+                too_long.push((
+                    format!("character_length({col}) > {limit}"),
+                    m.field.name.clone(),
+                ));
                 finals.push(match export.field_length_policy {
                     FieldLengthPolicy::Truncate => format!("left({col}, {limit}) AS {col}"),
                     FieldLengthPolicy::Reject => col.clone(),
@@ -330,7 +365,10 @@ fn build_sql(
             let list_clause = if list_too_long.is_empty() {
                 String::new()
             } else {
-                format!("WHEN {} THEN 'too_many_alternate_emails' ", list_too_long.join(" OR "))
+                format!(
+                    "WHEN {} THEN 'too_many_alternate_emails' ",
+                    list_too_long.join(" OR ")
+                )
             };
             (
                 format!(

@@ -93,9 +93,10 @@ pub fn is_valid_email(email: &str) -> bool {
     if local.is_empty() || local.len() > 64 || domain.is_empty() || domain.len() > 253 {
         return false;
     }
-    let local_ok = local.bytes().all(|b| {
-        b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b)
-    }) && !local.starts_with('.')
+    let local_ok = local
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b))
+        && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..");
     if !local_ok {
@@ -107,7 +108,9 @@ pub fn is_valid_email(email: &str) -> bool {
         let bytes = label.as_bytes();
         let ok = !bytes.is_empty()
             && bytes.len() <= 63
-            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
             && bytes[0] != b'-'
             && bytes[bytes.len() - 1] != b'-';
         if !ok {
@@ -133,7 +136,10 @@ mod tests {
 
     #[test]
     fn normalises_case_and_padding() {
-        assert_eq!(norm("  Ada.Lovelace@Example.COM \t"), "ada.lovelace@example.com");
+        assert_eq!(
+            norm("  Ada.Lovelace@Example.COM \t"),
+            "ada.lovelace@example.com"
+        );
         assert_eq!(norm("ÉLODIE@EXAMPLE.FR"), "élodie@example.fr");
     }
 

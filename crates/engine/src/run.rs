@@ -16,11 +16,11 @@ use pipeline_sink::{ExportTarget, FieldKind, Sink, SinkReport};
 use pipeline_spec::{Export, OnCapExceeded};
 use serde::Serialize;
 
+use crate::Engine;
 use crate::error::EngineError;
 use crate::plan::{ExportQuery, META_COLUMNS};
 use crate::rules::RejectReason;
 use crate::segments::query_only;
-use crate::Engine;
 
 /// What a selection keeps and writes.
 #[derive(Debug, Clone, Default)]
@@ -101,7 +101,11 @@ pub struct Selection {
 impl Engine {
     /// Runs the export's query to the end, counting and keeping contacts as options say.
     /// Memory: DataFusion's limit plus the contacts kept (at most the cap).
-    pub async fn select(&self, query: &ExportQuery, options: &RunOptions) -> Result<Selection, EngineError> {
+    pub async fn select(
+        &self,
+        query: &ExportQuery,
+        options: &RunOptions,
+    ) -> Result<Selection, EngineError> {
         let export = self.export_by_name(&query.export);
         let exec = |e: &dyn std::fmt::Display| EngineError::Execution {
             export: query.export.clone(),
@@ -118,7 +122,9 @@ impl Engine {
             Some(dir) => Some(RejectsWriter::create(dir, &query.export)?),
             None => None,
         };
-        let limit = options.sample.map_or(export.max_profiles, |s| (s as u64).min(export.max_profiles));
+        let limit = options
+            .sample
+            .map_or(export.max_profiles, |s| (s as u64).min(export.max_profiles));
         let mut counts = Counts::new(&query.segments);
         let mut contacts = Vec::new();
         while let Some(batch) = stream.next().await {
@@ -185,7 +191,10 @@ impl Engine {
         options: &RunOptions,
     ) -> Result<ExportSummary, EngineError> {
         let export: Arc<Export> = self.export_by_name(&query.export);
-        let Selection { mut summary, contacts } = self.select(query, options).await?;
+        let Selection {
+            mut summary,
+            contacts,
+        } = self.select(query, options).await?;
         if summary.cap.exceeded() {
             return Ok(summary);
         }
@@ -248,7 +257,10 @@ impl Counts {
         let as_utf8 = |i: usize| -> Result<ArrayRef, EngineError> {
             cast(batch.column(i), &DataType::Utf8).map_err(|_| internal("a non-text meta column"))
         };
-        let seg = batch.column(0).as_primitive_opt::<Int64Type>().ok_or_else(|| internal("no segment index"))?;
+        let seg = batch
+            .column(0)
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| internal("no segment index"))?;
         let key = as_utf8(1)?;
         let raw = as_utf8(2)?;
         let reason = as_utf8(3)?;
@@ -259,8 +271,14 @@ impl Counts {
             reason.as_string::<i32>(),
             detail.as_string::<i32>(),
         );
-        let truncated = batch.column(5).as_boolean_opt().ok_or_else(|| internal("no truncated flag"))?;
-        let rank = batch.column(6).as_primitive_opt::<UInt64Type>().ok_or_else(|| internal("no rank"))?;
+        let truncated = batch
+            .column(5)
+            .as_boolean_opt()
+            .ok_or_else(|| internal("no truncated flag"))?;
+        let rank = batch
+            .column(6)
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| internal("no rank"))?;
 
         let mut keep = BooleanBuilder::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
@@ -383,8 +401,10 @@ impl RejectsWriter {
             let _ = std::fs::remove_file(&self.path);
             return Ok(None);
         }
-        std::fs::rename(&self.partial, &self.path)
-            .map_err(io(format!("cannot move the rejects file to {}", self.path.display())))?;
+        std::fs::rename(&self.partial, &self.path).map_err(io(format!(
+            "cannot move the rejects file to {}",
+            self.path.display()
+        )))?;
         Ok(Some(self.path))
     }
 

@@ -69,7 +69,8 @@ pub(crate) async fn register_all(
 
 /// Refuses anything but one query, naming what was found.
 pub(crate) fn check_query_only(sql: &str) -> Result<(), String> {
-    let statements = DFParser::parse_sql(sql).map_err(|e| format!("SQL syntax error: {}", clean_sql_error(&e.to_string())))?;
+    let statements = DFParser::parse_sql(sql)
+        .map_err(|e| format!("SQL syntax error: {}", clean_sql_error(&e.to_string())))?;
     if statements.len() != 1 {
         return Err(format!(
             "must be exactly one SELECT query, found {} statements",
@@ -102,7 +103,13 @@ fn leading_keywords(sql: &str) -> String {
 /// DataFusion prefixes errors with their kind; users need the message.
 pub(crate) fn clean_sql_error(message: &str) -> String {
     let mut m = message.trim();
-    for prefix in ["Error during planning: ", "SQL error: ", "Schema error: ", "ParserError(\"", "Optimizer rule"] {
+    for prefix in [
+        "Error during planning: ",
+        "SQL error: ",
+        "Schema error: ",
+        "ParserError(\"",
+        "Optimizer rule",
+    ] {
         if let Some(rest) = m.strip_prefix(prefix) {
             m = rest;
         }
@@ -128,12 +135,26 @@ mod tests {
             ("INSERT INTO t VALUES (1)", "`INSERT INTO T`"),
             ("COPY profiles TO 'x.csv'", "`COPY PROFILES TO`"),
             ("SET datafusion.execution.batch_size = 1", "`SET`"),
-            ("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'x'", "`CREATE EXTERNAL TABLE`"),
+            (
+                "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'x'",
+                "`CREATE EXTERNAL TABLE`",
+            ),
         ] {
             let err = check_query_only(sql).unwrap_err();
-            assert!(err.contains("only a SELECT query") && err.contains(found), "{sql}: {err}");
+            assert!(
+                err.contains("only a SELECT query") && err.contains(found),
+                "{sql}: {err}"
+            );
         }
-        assert!(check_query_only("SELECT 1; SELECT 2").unwrap_err().contains("2 statements"));
-        assert!(check_query_only("SELEC 1").unwrap_err().contains("syntax error"));
+        assert!(
+            check_query_only("SELECT 1; SELECT 2")
+                .unwrap_err()
+                .contains("2 statements")
+        );
+        assert!(
+            check_query_only("SELEC 1")
+                .unwrap_err()
+                .contains("syntax error")
+        );
     }
 }

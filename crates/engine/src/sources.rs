@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use arrow::datatypes::Schema;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::parquet::arrow::parquet_to_arrow_schema;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use datafusion::prelude::SessionContext;
@@ -23,7 +25,12 @@ pub(crate) fn register_all(ctx: &SessionContext, pipeline: &Pipeline) -> Vec<Str
     problems
 }
 
-fn register(ctx: &SessionContext, pipeline: &Pipeline, name: &str, source: &Source) -> Result<(), String> {
+fn register(
+    ctx: &SessionContext,
+    pipeline: &Pipeline,
+    name: &str,
+    source: &Source,
+) -> Result<(), String> {
     let files = list_files(&pipeline.resolve_path(&source.path))?;
     let mut schemas = Vec::with_capacity(files.len());
     for file in &files {
@@ -41,7 +48,8 @@ fn register(ctx: &SessionContext, pipeline: &Pipeline, name: &str, source: &Sour
         .with_listing_options(options)
         .with_schema(Arc::new(schema));
     let table = ListingTable::try_new(config).map_err(|e| e.to_string())?;
-    ctx.register_table(name, Arc::new(table)).map_err(|e| e.to_string())?;
+    ctx.register_table(name, Arc::new(table))
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -52,7 +60,8 @@ fn list_files(path: &Path) -> Result<Vec<PathBuf>, String> {
         let paths = glob::glob(&text).map_err(|e| format!("is not a valid glob: {e}"))?;
         let mut files = Vec::new();
         for entry in paths {
-            let p = entry.map_err(|e| format!("cannot read {}: {}", e.path().display(), e.error()))?;
+            let p =
+                entry.map_err(|e| format!("cannot read {}: {}", e.path().display(), e.error()))?;
             if p.is_file() {
                 files.push(absolute(&p)?);
             }
@@ -65,7 +74,10 @@ fn list_files(path: &Path) -> Result<Vec<PathBuf>, String> {
         let mut files = Vec::new();
         walk(path, &mut files).map_err(|e| format!("cannot list {}: {e}", path.display()))?;
         if files.is_empty() {
-            return Err(format!("the folder {} holds no .parquet file", path.display()));
+            return Err(format!(
+                "the folder {} holds no .parquet file",
+                path.display()
+            ));
         }
         files
     } else if path.is_file() {
@@ -83,7 +95,10 @@ fn list_files(path: &Path) -> Result<Vec<PathBuf>, String> {
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         // Spark and friends leave `_SUCCESS`, `.crc` and similar beside the data.
         if name.starts_with('.') || name.starts_with('_') {
             continue;

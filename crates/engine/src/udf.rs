@@ -17,7 +17,12 @@ use crate::rules::{MAX_ALTERNATE_EMAILS, email_problem, normalize_email_into};
 /// Registers `sg_email`, `sg_email_problem`, `sg_alternate_emails` and
 /// `sg_alternate_email_count`.
 pub fn register(ctx: &SessionContext) {
-    for f in [Function::Email, Function::EmailProblem, Function::Alternates, Function::AlternateCount] {
+    for f in [
+        Function::Email,
+        Function::EmailProblem,
+        Function::Alternates,
+        Function::AlternateCount,
+    ] {
         ctx.register_udf(ScalarUDF::from(ContactRule::new(f)));
     }
 }
@@ -78,7 +83,10 @@ impl ScalarUDFImpl for ContactRule {
             Function::Email | Function::EmailProblem => Ok(DataType::Utf8),
             Function::Alternates | Function::AlternateCount => match &args[0] {
                 DataType::List(f) | DataType::LargeList(f)
-                    if matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null) =>
+                    if matches!(
+                        f.data_type(),
+                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
+                    ) =>
                 {
                     Ok(if self.function == Function::Alternates {
                         utf8_list()
@@ -97,7 +105,8 @@ impl ScalarUDFImpl for ContactRule {
             Function::Email => {
                 let strings = cast(&input, &DataType::Utf8)?;
                 let strings = strings.as_string::<i32>();
-                let mut out = StringBuilder::with_capacity(strings.len(), strings.value_data().len());
+                let mut out =
+                    StringBuilder::with_capacity(strings.len(), strings.value_data().len());
                 let mut buf = String::new();
                 for v in strings.iter() {
                     match v {
@@ -115,7 +124,10 @@ impl ScalarUDFImpl for ContactRule {
                 let strings = strings.as_string::<i32>();
                 let mut out = StringBuilder::with_capacity(strings.len(), 0);
                 for v in strings.iter() {
-                    match v.map_or(Some(crate::rules::RejectReason::MissingEmail), email_problem) {
+                    match v.map_or(
+                        Some(crate::rules::RejectReason::MissingEmail),
+                        email_problem,
+                    ) {
                         Some(reason) => out.append_value(reason.code()),
                         None => out.append_null(),
                     }

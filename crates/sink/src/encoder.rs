@@ -79,7 +79,11 @@ impl BodyEncoder {
             .iter()
             .position(|f| f.kind == FieldKind::Custom)
             .unwrap_or(fields.len());
-        debug_assert!(fields[first_custom..].iter().all(|f| f.kind == FieldKind::Custom));
+        debug_assert!(
+            fields[first_custom..]
+                .iter()
+                .all(|f| f.kind == FieldKind::Custom)
+        );
         Self {
             fields,
             keys,
@@ -331,7 +335,9 @@ mod tests {
         let mut alternates = ListBuilder::new(StringBuilder::new());
         for i in 0..n {
             if i % 3 == 0 {
-                alternates.values().append_value(format!("alt{i}@example.com"));
+                alternates
+                    .values()
+                    .append_value(format!("alt{i}@example.com"));
                 alternates.append(true);
             } else {
                 alternates.append(false);
@@ -427,7 +433,13 @@ mod tests {
 
     #[test]
     fn string_escaping_matches_serde_json() {
-        for s in ["plain", "quote\" back\\slash", "ctl\u{1}\u{1f}\t\r\n", "日本語 Ωμέγα", ""] {
+        for s in [
+            "plain",
+            "quote\" back\\slash",
+            "ctl\u{1}\u{1f}\t\r\n",
+            "日本語 Ωμέγα",
+            "",
+        ] {
             let mut out = Vec::new();
             write_json_string(&mut out, s);
             assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), s);
@@ -438,6 +450,9 @@ mod tests {
     fn wrong_column_count_is_an_internal_error() {
         let mut encoder = BodyEncoder::new(&[], fields()[..2].to_vec());
         let err = encoder.push_batch(&batch(1), |_| Ok(())).unwrap_err();
-        assert!(err.to_string().contains("5 columns, the export maps 2"), "{err}");
+        assert!(
+            err.to_string().contains("5 columns, the export maps 2"),
+            "{err}"
+        );
     }
 }

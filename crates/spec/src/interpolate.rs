@@ -112,23 +112,36 @@ mod tests {
     #[test]
     fn expands_references_and_escapes() {
         assert_eq!(expand("x-${LIST}-y", &env).unwrap(), "x-abc-y");
-        assert_eq!(expand("$${LIST} costs $5", &env).unwrap(), "${LIST} costs $5");
+        assert_eq!(
+            expand("$${LIST} costs $5", &env).unwrap(),
+            "${LIST} costs $5"
+        );
     }
 
     #[test]
     fn missing_variable_is_named() {
         let err = expand("${NOPE}", &env).unwrap_err();
-        assert!(err.contains("environment variable NOPE is not set"), "{err}");
+        assert!(
+            err.contains("environment variable NOPE is not set"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unclosed_reference_is_an_error() {
-        assert!(expand("${LIST", &env).unwrap_err().contains("without a closing"));
+        assert!(
+            expand("${LIST", &env)
+                .unwrap_err()
+                .contains("without a closing")
+        );
     }
 
     #[test]
     fn sole_reference_only_accepts_a_whole_reference() {
-        assert_eq!(sole_reference("${SENDGRID_API_KEY}"), Some("SENDGRID_API_KEY"));
+        assert_eq!(
+            sole_reference("${SENDGRID_API_KEY}"),
+            Some("SENDGRID_API_KEY")
+        );
         assert_eq!(sole_reference("SG.abc"), None);
         assert_eq!(sole_reference("x${A}"), None);
     }

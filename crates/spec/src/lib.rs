@@ -69,8 +69,8 @@ pub fn parse(
         path: path.to_path_buf(),
         diagnostics,
     };
-    let mut file: PipelineFile = serde_yaml::from_str(text)
-        .map_err(|e| invalid(vec![Diagnostic::from_yaml(&e)]))?;
+    let mut file: PipelineFile =
+        serde_yaml::from_str(text).map_err(|e| invalid(vec![Diagnostic::from_yaml(&e)]))?;
     let mut diagnostics = interpolate::interpolate(&mut file, env);
     diagnostics.extend(validate::validate(&file));
     if diagnostics.is_empty() {

@@ -41,15 +41,16 @@ pub fn resolve_api_key(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ApiKey, String> {
     if let Some(reference) = &connection.api_key {
-        let var = sole_reference(reference).ok_or_else(|| {
-            format!("connections.{name}.api_key must be written `${{VARIABLE}}`")
-        })?;
+        let var = sole_reference(reference)
+            .ok_or_else(|| format!("connections.{name}.api_key must be written `${{VARIABLE}}`"))?;
         let key = env(var).ok_or_else(|| {
             format!(
                 "connections.{name}.api_key: environment variable {var} is not set; export it with the SendGrid API key"
             )
         })?;
-        return non_empty(key.trim(), || format!("environment variable {var} is empty"));
+        return non_empty(key.trim(), || {
+            format!("environment variable {var} is empty")
+        });
     }
     if let Some(file) = &connection.api_key_file {
         let path = base_dir.join(file);
@@ -93,24 +94,38 @@ mod tests {
     #[test]
     fn reads_key_from_environment_and_hides_it() {
         let env = |n: &str| (n == "SG_KEY").then(|| "SG.secret-value\n".to_owned());
-        let key = resolve_api_key("m", &connection(Some("${SG_KEY}"), None), Path::new("."), &env)
-            .unwrap();
+        let key = resolve_api_key(
+            "m",
+            &connection(Some("${SG_KEY}"), None),
+            Path::new("."),
+            &env,
+        )
+        .unwrap();
         assert_eq!(key.expose(), "SG.secret-value");
         assert_eq!(format!("{key} {key:?}"), "*** ApiKey(***)");
     }
 
     #[test]
     fn missing_variable_names_it() {
-        let err = resolve_api_key("m", &connection(Some("${SG_KEY}"), None), Path::new("."), &|_| None)
-            .unwrap_err();
-        assert!(err.contains("environment variable SG_KEY is not set"), "{err}");
+        let err = resolve_api_key(
+            "m",
+            &connection(Some("${SG_KEY}"), None),
+            Path::new("."),
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("environment variable SG_KEY is not set"),
+            "{err}"
+        );
     }
 
     #[test]
     fn reads_key_from_secret_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("key"), "SG.from-file\n").unwrap();
-        let key = resolve_api_key("m", &connection(None, Some("key")), dir.path(), &|_| None).unwrap();
+        let key =
+            resolve_api_key("m", &connection(None, Some("key")), dir.path(), &|_| None).unwrap();
         assert_eq!(key.expose(), "SG.from-file");
     }
 }

@@ -16,7 +16,10 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
     if file.version != 1 {
         err(
             "version".into(),
-            format!("version {} is not supported; write `version: 1`", file.version),
+            format!(
+                "version {} is not supported; write `version: 1`",
+                file.version
+            ),
         );
     }
     if file.engine.memory_limit_mib < 16 {
@@ -33,7 +36,10 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
     }
 
     if file.connections.is_empty() {
-        err("connections".into(), "declare at least one connection".into());
+        err(
+            "connections".into(),
+            "declare at least one connection".into(),
+        );
     }
     for (name, c) in &file.connections {
         let at = |field: &str| format!("connections.{name}.{field}");
@@ -62,10 +68,8 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
                     .into(),
             );
         }
-        if let Some(endpoint) = &c.endpoint {
-            if let Err(message) = check_endpoint(endpoint) {
-                err(at("endpoint"), message);
-            }
+        if let Some(Err(message)) = c.endpoint.as_deref().map(check_endpoint) {
+            err(at("endpoint"), message);
         }
     }
 
@@ -77,7 +81,10 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
             err(format!("sources.{name}"), format!("source name {m}"));
         }
         if source.path.trim().is_empty() {
-            err(format!("sources.{name}.path"), "is empty; give a Parquet file, folder or glob".into());
+            err(
+                format!("sources.{name}.path"),
+                "is empty; give a Parquet file, folder or glob".into(),
+            );
         }
     }
 
@@ -92,7 +99,10 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
             );
         }
         if sql.trim().is_empty() {
-            err(format!("segments.{name}"), "is empty; write a SELECT query".into());
+            err(
+                format!("segments.{name}"),
+                "is empty; write a SELECT query".into(),
+            );
         }
     }
 
@@ -110,7 +120,10 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
         {
             err(
                 at("name"),
-                format!("`{}` is not a valid export name: use letters, digits, `_` and `-`", e.name),
+                format!(
+                    "`{}` is not a valid export name: use letters, digits, `_` and `-`",
+                    e.name
+                ),
             );
         } else if !export_names.insert(e.name.as_str()) {
             err(at("name"), format!("export `{}` is declared twice", e.name));
@@ -118,7 +131,11 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
         if !file.connections.contains_key(&e.connection) {
             err(
                 at("connection"),
-                format!("no connection named `{}`; declared: {}", e.connection, names(file.connections.keys())),
+                format!(
+                    "no connection named `{}`; declared: {}",
+                    e.connection,
+                    names(file.connections.keys())
+                ),
             );
         }
         if e.list_ids.is_empty() {
@@ -129,10 +146,15 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
             if !is_uuid(id) {
                 err(
                     format!("exports[{i}].list_ids[{j}]"),
-                    format!("`{id}` is not a SendGrid list id: expected a UUID such as 0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11"),
+                    format!(
+                        "`{id}` is not a SendGrid list id: expected a UUID such as 0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11"
+                    ),
                 );
             } else if !seen.insert(id.to_ascii_lowercase()) {
-                err(format!("exports[{i}].list_ids[{j}]"), format!("list id {id} is given twice"));
+                err(
+                    format!("exports[{i}].list_ids[{j}]"),
+                    format!("list id {id} is given twice"),
+                );
             }
         }
         if e.segments.is_empty() {
@@ -143,10 +165,16 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
             if !file.segments.contains_key(s) {
                 err(
                     format!("exports[{i}].segments[{j}]"),
-                    format!("no segment named `{s}`; declared: {}", names(file.segments.keys())),
+                    format!(
+                        "no segment named `{s}`; declared: {}",
+                        names(file.segments.keys())
+                    ),
                 );
             } else if !seen.insert(s.as_str()) {
-                err(format!("exports[{i}].segments[{j}]"), format!("segment `{s}` is listed twice"));
+                err(
+                    format!("exports[{i}].segments[{j}]"),
+                    format!("segment `{s}` is listed twice"),
+                );
             }
         }
         for (field, expr) in e
@@ -154,7 +182,12 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
             .reserved()
             .into_iter()
             .map(|(f, x)| (f.to_owned(), x))
-            .chain(e.mapping.custom_fields.iter().map(|(f, x)| (format!("custom_fields.{f}"), x.as_str())))
+            .chain(
+                e.mapping
+                    .custom_fields
+                    .iter()
+                    .map(|(f, x)| (format!("custom_fields.{f}"), x.as_str())),
+            )
         {
             if expr.trim().is_empty() {
                 err(
@@ -165,7 +198,10 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
         }
         for name in e.mapping.custom_fields.keys() {
             if name.trim().is_empty() {
-                err(at("mapping.custom_fields"), "a custom field name is empty".into());
+                err(
+                    at("mapping.custom_fields"),
+                    "a custom field name is empty".into(),
+                );
             }
         }
         if e.max_profiles == 0 {
@@ -259,7 +295,11 @@ mod tests {
         assert!(check_endpoint("http://127.0.0.1:8080").is_ok());
         assert!(check_endpoint("http://[::1]:9000/").is_ok());
         assert!(check_endpoint("http://localhost:1").is_ok());
-        assert!(check_endpoint("http://api.sendgrid.com").unwrap_err().contains("unencrypted"));
+        assert!(
+            check_endpoint("http://api.sendgrid.com")
+                .unwrap_err()
+                .contains("unencrypted")
+        );
         assert!(check_endpoint("ftp://x").is_err());
     }
 }

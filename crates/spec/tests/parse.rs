@@ -51,7 +51,10 @@ fn good_file_parses_with_defaults_and_interpolation() {
     assert_eq!(e.max_profiles, 100_000);
     assert_eq!(e.on_cap_exceeded, OnCapExceeded::Truncate);
     assert_eq!(e.order_by, vec!["customer_id".to_string()]);
-    assert_eq!(p.file.segments["vip"], "SELECT * FROM profiles WHERE tier = 'gold'");
+    assert_eq!(
+        p.file.segments["vip"],
+        "SELECT * FROM profiles WHERE tier = 'gold'"
+    );
     assert_eq!(p.resolve_path("data"), Path::new("dir/data"));
     // The key stays a reference until it is resolved explicitly.
     assert_eq!(
@@ -62,12 +65,23 @@ fn good_file_parses_with_defaults_and_interpolation() {
 
 #[test]
 fn unknown_key_is_reported_with_line_column_and_path() {
-    let text = GOOD.replace("      first_name: first_name", "      frist_name: first_name");
+    let text = GOOD.replace(
+        "      first_name: first_name",
+        "      frist_name: first_name",
+    );
     let d = problems(&text);
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].path, "exports[0].mapping");
-    assert!(d[0].message.contains("unknown field `frist_name`"), "{}", d[0].message);
-    assert!(d[0].message.contains("first_name"), "lists valid fields: {}", d[0].message);
+    assert!(
+        d[0].message.contains("unknown field `frist_name`"),
+        "{}",
+        d[0].message
+    );
+    assert!(
+        d[0].message.contains("first_name"),
+        "lists valid fields: {}",
+        d[0].message
+    );
     let loc = d[0].location.expect("location");
     assert_eq!(loc.line, 20);
 }
@@ -79,7 +93,11 @@ fn literal_api_key_is_refused_without_echoing_it() {
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].path, "connections.marketing.api_key");
     assert!(d[0].message.contains("literal API key"), "{}", d[0].message);
-    let rendered = SpecError::Invalid { path: "p.yaml".into(), diagnostics: d }.to_string();
+    let rendered = SpecError::Invalid {
+        path: "p.yaml".into(),
+        diagnostics: d,
+    }
+    .to_string();
     assert!(!rendered.contains("SG.abcdef123456"), "{rendered}");
 }
 
@@ -97,7 +115,11 @@ fn missing_variable_is_named() {
     let text = GOOD.replace("${TIER}", "${NO_SUCH_VAR}");
     let d = problems(&text);
     assert_eq!(d[0].path, "segments.vip");
-    assert!(d[0].message.contains("NO_SUCH_VAR is not set"), "{}", d[0].message);
+    assert!(
+        d[0].message.contains("NO_SUCH_VAR is not set"),
+        "{}",
+        d[0].message
+    );
 }
 
 #[test]
@@ -105,14 +127,24 @@ fn every_reference_problem_is_reported_at_once() {
     let text = GOOD
         .replace("connection: marketing", "connection: sales")
         .replace("segments: [vip]", "segments: [vip, churned]")
-        .replace("[0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]", "[not-a-uuid, '${LIST}']");
+        .replace(
+            "[0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]",
+            "[not-a-uuid, '${LIST}']",
+        );
     let d = problems(&text);
     let paths: Vec<&str> = d.iter().map(|d| d.path.as_str()).collect();
     assert_eq!(
         paths,
-        ["exports[0].connection", "exports[0].list_ids[0]", "exports[0].segments[1]"]
+        [
+            "exports[0].connection",
+            "exports[0].list_ids[0]",
+            "exports[0].segments[1]"
+        ]
     );
-    assert!(d[0].message.contains("no connection named `sales`; declared: marketing"));
+    assert!(
+        d[0].message
+            .contains("no connection named `sales`; declared: marketing")
+    );
     assert!(d[1].message.contains("expected a UUID"));
     assert!(d[2].message.contains("no segment named `churned`"));
 }
@@ -122,14 +154,22 @@ fn wrong_version_and_missing_email_mapping() {
     let d = problems(&GOOD.replace("version: 1", "version: 2"));
     assert_eq!(d[0].path, "version");
     let d = problems(&GOOD.replace("      email: email\n", ""));
-    assert!(d[0].message.contains("missing field `email`"), "{}", d[0].message);
+    assert!(
+        d[0].message.contains("missing field `email`"),
+        "{}",
+        d[0].message
+    );
 }
 
 #[test]
 fn mirror_mode_is_not_accepted_yet() {
     let text = GOOD.replace("on_cap_exceeded: truncate", "mode: mirror");
     let d = problems(&text);
-    assert!(d[0].message.contains("unknown variant `mirror`"), "{}", d[0].message);
+    assert!(
+        d[0].message.contains("unknown variant `mirror`"),
+        "{}",
+        d[0].message
+    );
 }
 
 #[test]

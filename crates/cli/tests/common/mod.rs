@@ -11,7 +11,10 @@ pub const LIST: &str = "0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11";
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// What a run of the binary did.
@@ -23,7 +26,8 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
     }
 }
 
@@ -40,7 +44,10 @@ impl From<Output> for Run {
 /// Runs `pipeline ARGS` in `dir` with a clean environment plus `env`.
 pub fn pipeline(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeline"));
-    cmd.args(args).current_dir(dir).env_remove("SENDGRID_API_KEY").env_remove("PIPELINE_LOG");
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("SENDGRID_API_KEY")
+        .env_remove("PIPELINE_LOG");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -94,7 +101,10 @@ pub fn write(dir: &Path, text: &str) -> &'static str {
 
 /// Every contact in the request bodies under `dir`, in order.
 pub fn contacts(dir: &Path) -> Vec<Value> {
-    bodies(dir).into_iter().flat_map(|b| b["contacts"].as_array().unwrap().clone()).collect()
+    bodies(dir)
+        .into_iter()
+        .flat_map(|b| b["contacts"].as_array().unwrap().clone())
+        .collect()
 }
 
 /// The request bodies under `dir`, parsed, in file order.
@@ -112,7 +122,10 @@ pub fn bodies(dir: &Path) -> Vec<Value> {
 
 /// The emails of `contacts`.
 pub fn emails(contacts: &[Value]) -> Vec<String> {
-    contacts.iter().map(|c| c["email"].as_str().unwrap().to_owned()).collect()
+    contacts
+        .iter()
+        .map(|c| c["email"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// Compares `actual` with the golden file, or rewrites it when UPDATE_GOLDEN is set.
@@ -123,8 +136,12 @@ pub fn assert_golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1 to create it", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
     assert_eq!(actual, expected, "output differs from {}", path.display());
 }
 
