@@ -88,8 +88,8 @@ fn several_problems_are_reported_at_once() {
         &run,
         &[
             "has 2 problems",
-            "exports[0].connection: no connection named `sales`; declared: marketing",
-            "exports[0].segments[1]: no segment named `lapsed`; declared: high_value, vip",
+            "p.yaml:15:5: exports[0].connection: no connection named `sales`; declared: marketing",
+            "p.yaml:17:21: exports[0].segments[1]: no segment named `lapsed`; declared: high_value, vip",
         ],
     );
 }

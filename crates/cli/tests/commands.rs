@@ -204,3 +204,72 @@ fn read_memberships(path: &std::path::Path) -> Vec<(i64, String)> {
     }
     out
 }
+
+/// Every command with a known key: the key is in no output and no written file.
+#[test]
+fn the_api_key_never_appears_anywhere() {
+    let key = "SG.known-test-key-5f2d9c1b7e";
+    let dir = sample_dir();
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));
+    let env = [("SENDGRID_API_KEY", key)];
+    let mut outputs = Vec::new();
+    for args in [
+        vec!["validate", file, "-vv"],
+        vec!["plan", file, "--show-emails", "--log-format", "json", "-vv"],
+        vec!["run", file, "--dry-run", "out", "--output", "json", "-vv"],
+        vec!["run", file, "--output", "json"],
+        vec!["schema"],
+    ] {
+        let run = pipeline(dir.path(), &args, &env);
+        outputs.push(run.stdout);
+        outputs.push(run.stderr);
+    }
+    let mut files = vec![dir.path().to_path_buf()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            outputs.push(String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned());
+        }
+    }
+    assert!(outputs.len() > 12);
+    for text in outputs {
+        assert!(!text.contains(key), "the key leaked into:\n{text}");
+    }
+}
+
+#[test]
+fn logs_are_json_on_stderr_without_emails_and_progress_stays_off_a_pipe() {
+    let dir = sample_dir();
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));
+    let run = pipeline(
+        dir.path(),
+        &["run", file, "--dry-run", "out", "--log-format", "json"],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<Value> = run
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "Export finished" && l["fields"]["contacts"] == 13)
+    );
+    assert!(
+        !run.stderr.contains('@'),
+        "no email at info level: {}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("Running export"),
+        "progress only on a terminal"
+    );
+    assert!(
+        run.stdout.starts_with("export newsletter"),
+        "{}",
+        run.stdout
+    );
+}

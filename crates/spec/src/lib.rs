@@ -6,6 +6,7 @@
 
 mod error;
 mod interpolate;
+mod locate;
 mod model;
 mod secret;
 mod validate;
@@ -73,6 +74,11 @@ pub fn parse(
         serde_yaml::from_str(text).map_err(|e| invalid(vec![Diagnostic::from_yaml(&e)]))?;
     let mut diagnostics = interpolate::interpolate(&mut file, env);
     diagnostics.extend(validate::validate(&file));
+    for d in &mut diagnostics {
+        if d.location.is_none() && !d.path.is_empty() {
+            d.location = locate::locate(text, &d.path);
+        }
+    }
     if diagnostics.is_empty() {
         Ok(Pipeline {
             file,
