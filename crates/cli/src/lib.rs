@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pipeline_engine::{Engine, EngineError, ExportSummary, RunOptions};
+use pipeline_sink::Sink;
 use pipeline_sink::dry_run::DryRunSink;
-use pipeline_spec::{Pipeline, SpecError};
+use pipeline_spec::{ConnectionType, Pipeline, SpecError};
 
 pub use exit::Exit;
 
@@ -301,25 +302,23 @@ async fn run(
     rejects_dir: Option<PathBuf>,
 ) -> Result<Vec<ExportSummary>, Failure> {
     let (pipeline, engine) = open(file).await?;
-    let Some(dir) = dry_run else {
-        return Err(Failure {
-            exit: Exit::Config,
-            message: "uploading to SendGrid is not available in this version; run with --dry-run DIR to write \
-                      the exact request bodies instead"
-                .into(),
-        });
-    };
     let queries = engine.plan_exports(only).await?;
-    let rejects_dir = rejects_dir.unwrap_or_else(|| dir.to_path_buf());
+    let rejects_dir = rejects_dir
+        .or_else(|| dry_run.map(Path::to_path_buf))
+        .unwrap_or_else(|| pipeline.base_dir().join("rejects"));
     let mut summaries = Vec::new();
-    let mut sink = DryRunSink::new(dir);
     for query in &queries {
+        let export = pipeline
+            .export(&query.export)
+            .expect("planned from the pipeline");
+        let connection = &pipeline.file.connections[&export.connection];
+        let mut sink = sink_for(connection.kind, dry_run)?;
         progress(&format!("Running export {}…", query.export));
         tracing::info!(export = %query.export, "Selecting contacts");
         let summary = engine
             .run_export(
                 query,
-                &mut sink,
+                sink.as_mut(),
                 &RunOptions {
                     rejects_dir: Some(rejects_dir.clone()),
                     sample: None,
@@ -336,6 +335,20 @@ async fn run(
         );
         summaries.push(summary);
     }
-    let _ = pipeline;
     Ok(summaries)
+}
+
+/// The sink of an export: the dry-run sink when asked, else the connection type's own.
+fn sink_for(kind: ConnectionType, dry_run: Option<&Path>) -> Result<Box<dyn Sink>, Failure> {
+    if let Some(dir) = dry_run {
+        return Ok(Box::new(DryRunSink::new(dir)));
+    }
+    match kind {
+        ConnectionType::Sendgrid => Err(Failure {
+            exit: Exit::Config,
+            message: "uploading to SendGrid is not available in this version; run with --dry-run DIR to write \
+                      the exact request bodies instead"
+                .into(),
+        }),
+    }
 }

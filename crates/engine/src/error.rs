@@ -8,7 +8,7 @@ use pipeline_sink::SinkError;
 pub enum EngineError {
     /// Problems in the pipeline that the user must fix: sources, SQL, mapping.
     /// Every problem found is listed.
-    #[error("{}", .0.join("\n"))]
+    #[error("{}", render_problems(.0))]
     Config(Vec<String>),
     /// The query failed while running (data that cannot be read or cast, resources).
     #[error("export `{export}`: selecting contacts failed: {message}")]
@@ -27,5 +27,19 @@ pub enum EngineError {
 impl EngineError {
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Self::Config(vec![message.into()])
+    }
+}
+
+fn render_problems(problems: &[String]) -> String {
+    match problems {
+        [one] => one.clone(),
+        many => {
+            let mut out = format!("{} problems:", many.len());
+            for p in many {
+                out.push_str("\n  ");
+                out.push_str(p);
+            }
+            out
+        }
     }
 }
