@@ -155,8 +155,8 @@ pub async fn execute(command: Command) -> Exit {
             show_emails,
             output,
         } => {
-            let result = plan(&file, export.as_deref(), rows).await;
-            finish(output, result, |plans| output::plans(plans, show_emails))
+            let result = plan(&file, export.as_deref(), rows, show_emails).await;
+            finish(output, result, |plans| output::plans(plans))
         }
         Command::Run {
             file,
@@ -272,7 +272,12 @@ async fn validate(file: &Path) -> Result<output::Validation, Failure> {
     })
 }
 
-async fn plan(file: &Path, only: Option<&str>, rows: usize) -> Result<Vec<output::Plan>, Failure> {
+async fn plan(
+    file: &Path,
+    only: Option<&str>,
+    rows: usize,
+    show_emails: bool,
+) -> Result<Vec<output::Plan>, Failure> {
     let (_, engine) = open(file).await?;
     let queries = engine.plan_exports(only).await?;
     let mut plans = Vec::new();
@@ -290,6 +295,7 @@ async fn plan(file: &Path, only: Option<&str>, rows: usize) -> Result<Vec<output
         plans.push(output::Plan {
             summary: selection.summary,
             sample: selection.contacts,
+            mask_emails: !show_emails,
         });
     }
     Ok(plans)

@@ -69,6 +69,8 @@ pub fn validation(v: &Validation) -> String {
 pub struct Plan {
     pub summary: ExportSummary,
     pub sample: Vec<RecordBatch>,
+    /// Show sample emails masked (`a***@example.com`).
+    pub mask_emails: bool,
 }
 
 impl Outcome for Vec<Plan> {
@@ -86,7 +88,7 @@ impl Outcome for Vec<Plan> {
             "exit_code": exit.code(),
             "exports": self.iter().map(|p| {
                 let mut v = serde_json::to_value(&p.summary).unwrap_or(Value::Null);
-                v["sample"] = Value::Array(sample_rows(&p.sample, false).into_iter().map(|(h, r)| {
+                v["sample"] = Value::Array(sample_rows(&p.sample, p.mask_emails).into_iter().map(|(h, r)| {
                     Value::Object(h.into_iter().zip(r).map(|(k, v)| (k, Value::String(v))).collect())
                 }).collect());
                 v
@@ -99,11 +101,11 @@ impl Outcome for Vec<Plan> {
     }
 }
 
-pub fn plans(plans: &[Plan], show_emails: bool) -> String {
+pub fn plans(plans: &[Plan]) -> String {
     let mut out = String::new();
     for p in plans {
         out.push_str(&summary_table(&p.summary, false));
-        let rows = sample_rows(&p.sample, !show_emails);
+        let rows = sample_rows(&p.sample, p.mask_emails);
         if let Some((headers, _)) = rows.first() {
             out.push_str(&format!("  first {} contact(s):\n", rows.len()));
             let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
