@@ -10,9 +10,11 @@ mod sources;
 mod udf;
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use pipeline_spec::Pipeline;
@@ -33,11 +35,24 @@ impl Engine {
     /// the data; every problem found is reported at once.
     pub async fn open(pipeline: &Pipeline) -> Result<Self, EngineError> {
         let settings = &pipeline.file.engine;
+        let limit = (settings.memory_limit_mib as usize) << 20;
+        // A fair pool shares the limit among the sorts so one cannot starve another;
+        // each spills to disk when it reaches its share.
+        let pool = TrackConsumersPool::new(
+            FairSpillPool::new(limit),
+            NonZeroUsize::new(3).expect("non-zero"),
+        );
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit((settings.memory_limit_mib as usize) << 20, 1.0)
+            .with_memory_pool(Arc::new(pool))
             .build_arc()
             .map_err(|e| EngineError::config(format!("cannot start the query engine: {e}")))?;
+        // Each sort keeps this much back for merging its spills; DataFusion's 10 MiB
+        // default starves many sorts under a small limit.
         let config = SessionConfig::new()
+            .set_usize(
+                "datafusion.execution.sort_spill_reservation_bytes",
+                (limit / 32).min(10 << 20),
+            )
             .with_batch_size(settings.batch_size)
             .with_information_schema(false);
         let ctx = SessionContext::new_with_config_rt(config, runtime);

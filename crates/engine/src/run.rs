@@ -107,9 +107,19 @@ impl Engine {
         options: &RunOptions,
     ) -> Result<Selection, EngineError> {
         let export = self.export_by_name(&query.export);
-        let exec = |e: &dyn std::fmt::Display| EngineError::Execution {
-            export: query.export.clone(),
-            message: crate::segments::clean_sql_error(&e.to_string()),
+        let memory_limit = self.pipeline().file.engine.memory_limit_mib;
+        let exec = |e: &dyn std::fmt::Display| {
+            let mut message = crate::segments::clean_sql_error(&e.to_string());
+            if message.contains("Not enough memory") || message.contains("Resources exhausted") {
+                message = format!(
+                    "the query needs more memory than engine.memory_limit_mib ({memory_limit} MiB) allows; \
+                     raise it in the pipeline file. DataFusion said: {message}"
+                );
+            }
+            EngineError::Execution {
+                export: query.export.clone(),
+                message,
+            }
         };
         let df = self
             .context()
