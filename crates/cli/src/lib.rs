@@ -195,6 +195,7 @@ impl From<EngineError> for Failure {
         let exit = match &e {
             EngineError::Config(_) => Exit::Config,
             EngineError::Execution { .. } | EngineError::Io { .. } => Exit::RunFailed,
+            EngineError::Internal(_) => Exit::Internal,
             EngineError::Sink { source, .. } => match source {
                 pipeline_sink::SinkError::Internal(_) => Exit::Internal,
                 _ => Exit::RunFailed,

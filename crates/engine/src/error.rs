@@ -19,6 +19,9 @@ pub enum EngineError {
         context: String,
         source: std::io::Error,
     },
+    /// A bug in pipeline.
+    #[error("internal error: {0}; please report it")]
+    Internal(String),
     /// The sink failed.
     #[error("export `{export}`: {source}")]
     Sink { export: String, source: SinkError },

@@ -260,10 +260,8 @@ impl Counts {
         rejects: &mut Option<RejectsWriter>,
         limit: u64,
     ) -> Result<arrow::array::BooleanArray, EngineError> {
-        let internal = |what: &str| EngineError::Execution {
-            export: String::new(),
-            message: format!("internal error: the export query returned {what}"),
-        };
+        let internal =
+            |what: &str| EngineError::Internal(format!("the export query returned {what}"));
         let as_utf8 = |i: usize| -> Result<ArrayRef, EngineError> {
             cast(batch.column(i), &DataType::Utf8).map_err(|_| internal("a non-text meta column"))
         };
