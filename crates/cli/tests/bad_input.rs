@@ -284,3 +284,20 @@ fn json_output_reports_errors_for_orchestrators() {
             .contains("data_privacy_consent")
     );
 }
+
+#[test]
+fn a_field_of_different_kinds_across_segments_is_refused() {
+    let export = EXPORT.replace(
+        "first_name: first_name",
+        "first_name: first_name\n      custom_fields: { score: lifetime_value }",
+    );
+    let segments = "  vip: SELECT p.customer_id, p.email, p.first_name, 'high' AS lifetime_value FROM profiles p
+  high_value: SELECT * FROM profiles WHERE lifetime_value > 5000";
+    let (_d, run) = run_file(&pipeline_yaml(segments, &export));
+    assert_config_error(
+        &run,
+        &[
+            "mapping.custom_fields.score: `lifetime_value` is Float64 in segment `high_value` but of another kind in segment `vip`",
+        ],
+    );
+}

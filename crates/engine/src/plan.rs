@@ -86,7 +86,7 @@ pub(crate) async fn plan_export(
 
     // The shape of each field follows its type; the type must agree with the field in
     // every segment.
-    let mut shapes: Vec<Option<Shape>> = vec![None; mapped.len()];
+    let mut shapes: Vec<Option<(Shape, String)>> = vec![None; mapped.len()];
     let mut order: Vec<(String, bool)> = Vec::new();
     let mut selects = Vec::new();
     for (seg_index, segment) in export.segments.iter().enumerate() {
@@ -99,10 +99,17 @@ pub(crate) async fn plan_export(
             let expr = resolve(&m.written, schema);
             match expression_type(ctx, segment, &expr).await {
                 Ok(data_type) => match shape_of(&m.field, &data_type) {
+                    Ok(shape) if shapes[i].as_ref().is_some_and(|(first, _)| *first != shape) => {
+                        let (_, first_segment) = &shapes[i].as_ref().expect("checked");
+                        problems.push(format!(
+                            "{}: `{}` is {data_type} in segment `{segment}` but of another kind in segment \
+                             `{first_segment}`; map values of one type in every segment of the export",
+                            at(&what),
+                            m.written
+                        ));
+                    }
                     Ok(shape) => {
-                        if shapes[i].is_none() {
-                            shapes[i] = Some(shape);
-                        }
+                        shapes[i].get_or_insert((shape, segment.clone()));
                         exprs.push(expr);
                     }
                     Err(message) => problems.push(format!(
@@ -140,7 +147,7 @@ pub(crate) async fn plan_export(
         return Err(problems);
     }
     for (m, shape) in mapped.iter_mut().zip(&shapes) {
-        m.shape = shape.unwrap_or(Shape::Text);
+        m.shape = shape.as_ref().map_or(Shape::Text, |(s, _)| *s);
     }
     Ok(build_sql(export, &mapped, &order, selects))
 }
@@ -273,11 +280,10 @@ fn build_sql(
     order: &[(String, bool)],
     selects: Vec<(usize, String, Vec<String>, Vec<String>)>,
 ) -> ExportQuery {
-    let email_expr_index = 0;
     let mut members = Vec::new();
     for (seg_index, segment, exprs, order_exprs) in &selects {
         let key = if order_exprs.is_empty() {
-            format!("CAST({} AS VARCHAR)", exprs[email_expr_index])
+            format!("CAST({} AS VARCHAR)", exprs[0])
         } else {
             let parts: Vec<String> = order_exprs
                 .iter()
@@ -288,10 +294,7 @@ fn build_sql(
         let mut cols = vec![
             format!("CAST({seg_index} AS BIGINT) AS __seg"),
             format!("{key} AS __key"),
-            format!(
-                "CAST({} AS VARCHAR) AS __raw_email",
-                exprs[email_expr_index]
-            ),
+            format!("CAST({} AS VARCHAR) AS __raw_email", exprs[0]),
         ];
         for (j, e) in order_exprs.iter().enumerate() {
             cols.push(format!("{e} AS __o{j}"));
