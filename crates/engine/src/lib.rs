@@ -119,12 +119,9 @@ impl Engine {
         &self.ctx
     }
 
-    pub(crate) fn export_by_name(&self, name: &str) -> Arc<pipeline_spec::Export> {
-        Arc::new(
-            self.pipeline
-                .export(name)
-                .expect("planned exports come from the pipeline")
-                .clone(),
-        )
+    pub(crate) fn export_by_name(&self, name: &str) -> &pipeline_spec::Export {
+        self.pipeline
+            .export(name)
+            .expect("planned exports come from the pipeline")
     }
 }

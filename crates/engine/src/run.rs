@@ -13,7 +13,7 @@ use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use pipeline_sink::private_fs::create_private_file;
 use pipeline_sink::{ExportTarget, FieldKind, Sink, SinkReport};
-use pipeline_spec::{Export, OnCapExceeded};
+use pipeline_spec::OnCapExceeded;
 use serde::Serialize;
 
 use crate::Engine;
@@ -200,7 +200,7 @@ impl Engine {
         sink: &mut dyn Sink,
         options: &RunOptions,
     ) -> Result<ExportSummary, EngineError> {
-        let export: Arc<Export> = self.export_by_name(&query.export);
+        let export = self.export_by_name(&query.export);
         let Selection {
             mut summary,
             contacts,
