@@ -5,15 +5,16 @@
 
 mod exit;
 mod output;
+mod remote;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pipeline_engine::{Engine, EngineError, ExportSummary, RunOptions};
+use pipeline_engine::{Engine, EngineError, RunOptions};
 use pipeline_sink::Sink;
 use pipeline_sink::dry_run::DryRunSink;
-use pipeline_spec::{ConnectionType, Pipeline, SpecError};
+use pipeline_spec::{Pipeline, SpecError};
 
 pub use exit::Exit;
 
@@ -63,6 +64,19 @@ pub enum Command {
         /// Summary format.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
+        /// Send to a SendGrid emulator started in this process (no key needed), and show
+        /// what landed on the lists.
+        #[arg(long, conflicts_with = "dry_run")]
+        local_emulator: bool,
+    },
+    /// Check each connection and export against SendGrid: key, permissions, lists, custom fields.
+    Check {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+        /// Check against a SendGrid emulator started in this process.
+        #[arg(long)]
+        local_emulator: bool,
     },
     /// Check the file without touching the network: schema, references, SQL, mapping types.
     Validate {
@@ -164,9 +178,18 @@ pub async fn execute(command: Command) -> Exit {
             export,
             rejects_dir,
             output,
+            local_emulator,
         } => {
-            let result = run(&file, dry_run.as_deref(), export.as_deref(), rejects_dir).await;
-            finish(output, result, |s| output::summaries(s))
+            let result = run(&file, dry_run.as_deref(), export.as_deref(), rejects_dir, local_emulator).await;
+            finish(output, result, output::run)
+        }
+        Command::Check {
+            file,
+            output,
+            local_emulator,
+        } => {
+            let result = check(&file, local_emulator).await;
+            finish(output, result, output::checks)
         }
     }
 }
@@ -198,6 +221,14 @@ impl From<EngineError> for Failure {
             EngineError::Internal(_) => Exit::Internal,
             EngineError::Sink { source, .. } => match source {
                 pipeline_sink::SinkError::Internal(_) => Exit::Internal,
+                pipeline_sink::SinkError::Config(_) => Exit::Config,
+                pipeline_sink::SinkError::Sendgrid(e) => match e {
+                    sendgrid_client::ClientError::Unauthorized
+                    | sendgrid_client::ClientError::Forbidden
+                    | sendgrid_client::ClientError::NotFound { .. }
+                    | sendgrid_client::ClientError::Config(_) => Exit::Config,
+                    _ => Exit::RunFailed,
+                },
                 _ => Exit::RunFailed,
             },
         };
@@ -307,19 +338,29 @@ async fn run(
     dry_run: Option<&Path>,
     only: Option<&str>,
     rejects_dir: Option<PathBuf>,
-) -> Result<Vec<ExportSummary>, Failure> {
+    local_emulator: bool,
+) -> Result<output::RunOutcome, Failure> {
     let (pipeline, engine) = open(file).await?;
     let queries = engine.plan_exports(only).await?;
+    let local = if local_emulator {
+        Some(remote::LocalEmulator::start(&pipeline, &queries).await?)
+    } else {
+        None
+    };
     let rejects_dir = rejects_dir
         .or_else(|| dry_run.map(Path::to_path_buf))
         .unwrap_or_else(|| pipeline.base_dir().join("rejects"));
     let mut summaries = Vec::new();
     for query in &queries {
-        let export = pipeline
-            .export(&query.export)
-            .expect("planned from the pipeline");
-        let connection = &pipeline.file.connections[&export.connection];
-        let mut sink = sink_for(connection.kind, dry_run)?;
+        let export = pipeline.export(&query.export).expect("planned from the pipeline");
+        let mut sink: Box<dyn Sink> = match dry_run {
+            Some(dir) => Box::new(DryRunSink::new(dir)),
+            None => {
+                let client = remote::client_for(&pipeline, &export.connection, local.as_ref())?;
+                let concurrency = pipeline.file.connections[&export.connection].concurrency;
+                remote::sendgrid_sink(client, concurrency, export, query)
+            }
+        };
         progress(&format!("Running export {}…", query.export));
         tracing::info!(export = %query.export, "Selecting contacts");
         let summary = engine
@@ -342,20 +383,17 @@ async fn run(
         );
         summaries.push(summary);
     }
-    Ok(summaries)
+    let landed = local.map(|l| l.landed(&summaries));
+    Ok(output::RunOutcome { summaries, landed })
 }
 
-/// The sink of an export: the dry-run sink when asked, else the connection type's own.
-fn sink_for(kind: ConnectionType, dry_run: Option<&Path>) -> Result<Box<dyn Sink>, Failure> {
-    if let Some(dir) = dry_run {
-        return Ok(Box::new(DryRunSink::new(dir)));
-    }
-    match kind {
-        ConnectionType::Sendgrid => Err(Failure {
-            exit: Exit::Config,
-            message: "uploading to SendGrid is not available in this version; run with --dry-run DIR to write \
-                      the exact request bodies instead"
-                .into(),
-        }),
-    }
+async fn check(file: &Path, local_emulator: bool) -> Result<Vec<output::Verdict>, Failure> {
+    let (pipeline, engine) = open(file).await?;
+    let queries = engine.plan_exports(None).await?;
+    let local = if local_emulator {
+        Some(remote::LocalEmulator::start(&pipeline, &queries).await?)
+    } else {
+        None
+    };
+    Ok(remote::check(&pipeline, &queries, local.as_ref()).await)
 }

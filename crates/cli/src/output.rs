@@ -1,5 +1,7 @@
 //! What commands print: readable tables on a terminal, one JSON document with `--output json`.
 
+use std::collections::BTreeMap;
+
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use pipeline_engine::ExportSummary;
@@ -117,11 +119,30 @@ pub fn plans(plans: &[Plan]) -> String {
     out
 }
 
-impl Outcome for Vec<ExportSummary> {
+/// `pipeline run`'s result.
+pub struct RunOutcome {
+    pub summaries: Vec<ExportSummary>,
+    /// With `--local-emulator`: the emails on each list afterwards.
+    pub landed: Option<BTreeMap<String, Vec<String>>>,
+}
+
+/// Import jobs that failed or had not ended at the timeout.
+fn unfinished_jobs(s: &ExportSummary) -> Vec<String> {
+    s.sink
+        .iter()
+        .flat_map(|r| &r.jobs)
+        .filter(|j| matches!(j.status.as_str(), "failed" | "pending"))
+        .map(|j| format!("{} ({}, {} contacts)", j.job_id, j.status, j.requested))
+        .collect()
+}
+
+impl Outcome for RunOutcome {
     fn exit(&self) -> Exit {
-        if self.iter().any(|s| s.cap.exceeded()) {
+        if self.summaries.iter().any(|s| s.cap.exceeded()) {
             Exit::CapExceeded
-        } else if self.iter().any(ExportSummary::rejects_over_threshold) {
+        } else if self.summaries.iter().any(|s| !unfinished_jobs(s).is_empty()) {
+            Exit::RunFailed
+        } else if self.summaries.iter().any(ExportSummary::rejects_over_threshold) {
             Exit::Rejects
         } else {
             Exit::Success
@@ -129,18 +150,39 @@ impl Outcome for Vec<ExportSummary> {
     }
 
     fn to_json(&self, exit: Exit) -> Value {
-        json!({
+        let mut doc = json!({
             "status": exit.status(),
             "exit_code": exit.code(),
-            "exports": self,
-        })
+            "exports": self.summaries,
+        });
+        if let Some(landed) = &self.landed {
+            doc["landed"] = json!(landed);
+        }
+        doc
     }
 
     fn problem(&self, exit: Exit) -> Option<String> {
         match exit {
-            Exit::CapExceeded => Some(cap_problems(self.iter())),
+            Exit::CapExceeded => Some(cap_problems(self.summaries.iter())),
+            Exit::RunFailed => Some(
+                self.summaries
+                    .iter()
+                    .filter_map(|s| {
+                        let jobs = unfinished_jobs(s);
+                        (!jobs.is_empty()).then(|| {
+                            format!(
+                                "export `{}`: import jobs did not complete: {}. Upserts are idempotent: rerun the export",
+                                s.export,
+                                jobs.join(", ")
+                            )
+                        })
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
             Exit::Rejects => Some(
-                self.iter()
+                self.summaries
+                    .iter()
                     .filter(|s| s.rejects_over_threshold())
                     .map(|s| {
                         format!(
@@ -159,10 +201,58 @@ impl Outcome for Vec<ExportSummary> {
     }
 }
 
-pub fn summaries(summaries: &[ExportSummary]) -> String {
-    summaries
+pub fn run(outcome: &RunOutcome) -> String {
+    let mut out: String = outcome.summaries.iter().map(|s| summary_table(s, true) + "\n").collect();
+    if let Some(landed) = &outcome.landed {
+        for (list, emails) in landed {
+            out.push_str(&format!("list {list} now holds {} contact(s):\n", emails.len()));
+            for e in emails {
+                out.push_str(&format!("  {}\n", mask_emails(e)));
+            }
+        }
+    }
+    out
+}
+
+/// One verdict of `pipeline check`.
+pub struct Verdict {
+    pub subject: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl Verdict {
+    pub fn pass(subject: String, detail: String) -> Self {
+        Self { subject, ok: true, detail }
+    }
+
+    pub fn fail(subject: String, detail: String) -> Self {
+        Self { subject, ok: false, detail }
+    }
+}
+
+impl Outcome for Vec<Verdict> {
+    fn exit(&self) -> Exit {
+        if self.iter().all(|v| v.ok) { Exit::Success } else { Exit::RunFailed }
+    }
+
+    fn to_json(&self, exit: Exit) -> Value {
+        json!({
+            "status": exit.status(),
+            "exit_code": exit.code(),
+            "checks": self.iter().map(|v| json!({"subject": v.subject, "ok": v.ok, "detail": v.detail})).collect::<Vec<_>>(),
+        })
+    }
+
+    fn problem(&self, exit: Exit) -> Option<String> {
+        (exit != Exit::Success).then(|| format!("{} check(s) failed", self.iter().filter(|v| !v.ok).count()))
+    }
+}
+
+pub fn checks(verdicts: &Vec<Verdict>) -> String {
+    verdicts
         .iter()
-        .map(|s| summary_table(s, true) + "\n")
+        .map(|v| format!("{} {}: {}\n", if v.ok { "ok  " } else { "FAIL" }, v.subject, v.detail))
         .collect()
 }
 
@@ -247,7 +337,27 @@ fn summary_table(s: &ExportSummary, ran: bool) -> String {
             }
         ),
     });
-    if let Some(sink) = &s.sink {
+    if let Some(sink) = s.sink.as_ref().filter(|r| !r.jobs.is_empty()) {
+        let sum = |f: fn(&pipeline_sink::JobReport) -> u64| sink.jobs.iter().map(f).sum::<u64>();
+        out.push_str(&format!(
+            "  sent: {} contact(s) in {} request(s), {} import job(s); {} retried, {} rate-limited\n",
+            sink.contacts,
+            sink.requests,
+            sink.jobs.len(),
+            sink.retries,
+            sink.rate_limited
+        ));
+        out.push_str(&format!(
+            "  imported: {} requested, {} created, {} updated, {} errored\n",
+            sum(|j| j.requested),
+            sum(|j| j.created),
+            sum(|j| j.updated),
+            sum(|j| j.errored)
+        ));
+        for j in &sink.jobs {
+            out.push_str(&format!("    job {}: {}\n", j.job_id, j.status));
+        }
+    } else if let Some(sink) = &s.sink {
         let folder = sink
             .outputs
             .first()

@@ -231,11 +231,14 @@ fn unknown_export_is_a_usage_error() {
 }
 
 #[test]
-fn run_without_dry_run_says_uploading_is_not_available() {
+fn a_real_run_without_the_key_names_the_variable_and_sends_nothing() {
     let dir = sample_dir();
     let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));
-    let run = pipeline(dir.path(), &["run", file], &[("SENDGRID_API_KEY", "SG.x")]);
-    assert_config_error(&run, &["--dry-run DIR"]);
+    let run = pipeline(dir.path(), &["run", file], &[]);
+    assert_config_error(
+        &run,
+        &["connections.marketing.api_key: environment variable SENDGRID_API_KEY is not set"],
+    );
 }
 
 #[test]

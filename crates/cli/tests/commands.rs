@@ -217,7 +217,6 @@ fn the_api_key_never_appears_anywhere() {
         vec!["validate", file, "-vv"],
         vec!["plan", file, "--show-emails", "--log-format", "json", "-vv"],
         vec!["run", file, "--dry-run", "out", "--output", "json", "-vv"],
-        vec!["run", file, "--output", "json"],
         vec!["schema"],
     ] {
         let run = pipeline(dir.path(), &args, &env);

@@ -28,6 +28,8 @@ pub struct ExportQuery {
     pub fields: Vec<ContactField>,
     /// The export's segments, by index.
     pub segments: Vec<String>,
+    /// SendGrid's type for each custom field: `Number`, `Date` or `Text`.
+    pub custom_field_types: BTreeMap<String, &'static str>,
 }
 
 /// How a mapped value is made into a SendGrid value.
@@ -416,5 +418,17 @@ fn build_sql(
         sql,
         fields: mapped.iter().map(|m| m.field.clone()).collect(),
         segments: selects.into_iter().map(|(_, s, _, _)| s).collect(),
+        custom_field_types: mapped
+            .iter()
+            .filter(|m| m.field.kind == FieldKind::Custom)
+            .map(|m| {
+                let t = match m.shape {
+                    Shape::Integer | Shape::Float => "Number",
+                    Shape::Date => "Date",
+                    _ => "Text",
+                };
+                (m.field.name.clone(), t)
+            })
+            .collect(),
     }
 }

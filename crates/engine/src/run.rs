@@ -70,7 +70,7 @@ pub struct ExportSummary {
     pub rows: u64,
     pub segments: Vec<SegmentSummary>,
     pub rejected: u64,
-    pub rejected_by_reason: BTreeMap<&'static str, u64>,
+    pub rejected_by_reason: BTreeMap<String, u64>,
     pub duplicates: u64,
     /// Contacts with at least one field cut to SendGrid's limit.
     pub truncated_contacts: u64,
@@ -96,6 +96,8 @@ pub struct Selection {
     pub summary: ExportSummary,
     /// Contact batches (columns named by SendGrid field), within the cap or the sample.
     pub contacts: Vec<RecordBatch>,
+    /// The rejects file, still open for the sink's rejects.
+    rejects: Option<RejectsWriter>,
 }
 
 impl Engine {
@@ -161,16 +163,11 @@ impl Engine {
             },
             over_by: total.saturating_sub(export.max_profiles),
         };
-        let rejects_file = match rejects {
-            // Over the cap with `fail`, nothing is written.
-            Some(writer) if cap.exceeded() => {
-                writer.discard();
-                None
-            }
-            Some(writer) => writer.finish()?,
-            None => None,
-        };
         if cap.exceeded() {
+            // Over the cap with `fail`, nothing is written.
+            if let Some(writer) = rejects.take() {
+                writer.discard();
+            }
             contacts.clear();
         }
         let summary = ExportSummary {
@@ -178,7 +175,7 @@ impl Engine {
             list_ids: export.list_ids.clone(),
             rows: counts.segments.iter().map(|s| s.rows).sum(),
             rejected: counts.by_reason.values().sum(),
-            rejected_by_reason: counts.by_reason,
+            rejected_by_reason: counts.by_reason.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             duplicates: counts.segments.iter().map(|s| s.duplicates).sum(),
             segments: counts.segments,
             truncated_contacts: counts.truncated,
@@ -186,10 +183,14 @@ impl Engine {
             cap,
             sent: 0,
             sink: None,
-            rejects_file,
+            rejects_file: None,
             allowed_rejects: export.allowed_rejects,
         };
-        Ok(Selection { summary, contacts })
+        Ok(Selection {
+            summary,
+            contacts,
+            rejects,
+        })
     }
 
     /// Selects the export's contacts and, unless the cap forbids it, streams them through
@@ -204,6 +205,7 @@ impl Engine {
         let Selection {
             mut summary,
             contacts,
+            mut rejects,
         } = self.select(query, options).await?;
         if summary.cap.exceeded() {
             return Ok(summary);
@@ -214,13 +216,30 @@ impl Engine {
             fields: query.fields.clone(),
         };
         let stream = futures::stream::iter(contacts.into_iter().map(Ok)).boxed();
-        let report = sink
-            .write_all(&target, stream)
-            .await
-            .map_err(|source| EngineError::Sink {
-                export: query.export.clone(),
-                source,
-            })?;
+        let result = sink.write_all(&target, stream).await;
+        // The rejects found so far are kept even when the sink fails.
+        if let Ok(report) = &result {
+            for r in &report.rejects {
+                if let Some(writer) = rejects.as_mut() {
+                    writer.write(&Reject {
+                        segment: None,
+                        key: None,
+                        email: Some(&r.email),
+                        reason: r.reason,
+                        detail: Some(&r.message),
+                    })?;
+                }
+                summary.rejected += 1;
+                *summary.rejected_by_reason.entry(r.reason.to_owned()).or_default() += 1;
+            }
+        }
+        if let Some(writer) = rejects {
+            summary.rejects_file = writer.finish()?;
+        }
+        let report = result.map_err(|source| EngineError::Sink {
+            export: query.export.clone(),
+            source,
+        })?;
         summary.sent = report.contacts;
         summary.sink = Some(report);
         Ok(summary)
@@ -299,7 +318,7 @@ impl Counts {
                 s.rejected += 1;
                 if let Some(writer) = rejects.as_mut() {
                     writer.write(&Reject {
-                        segment: &segment_names[seg.value(row) as usize],
+                        segment: Some(&segment_names[seg.value(row) as usize]),
                         key: key.is_valid(row).then(|| key.value(row)),
                         email: raw.is_valid(row).then(|| raw.value(row)),
                         reason: code.code(),
@@ -350,7 +369,7 @@ fn contact_batch(
 
 #[derive(Serialize)]
 struct Reject<'a> {
-    segment: &'a str,
+    segment: Option<&'a str>,
     key: Option<&'a str>,
     email: Option<&'a str>,
     reason: &'static str,

@@ -6,6 +6,7 @@
 pub mod dry_run;
 pub mod encoder;
 pub mod private_fs;
+pub mod sendgrid;
 
 use std::path::PathBuf;
 
@@ -56,6 +57,36 @@ pub struct SinkReport {
     pub bytes: u64,
     /// Where the bodies went: files for a dry run.
     pub outputs: Vec<PathBuf>,
+    /// SendGrid import jobs, in upload order.
+    pub jobs: Vec<JobReport>,
+    /// Contacts SendGrid refused, with its message.
+    pub rejects: Vec<SinkReject>,
+    /// Requests retried after a transient failure.
+    pub retries: u64,
+    /// 429 answers waited out.
+    pub rate_limited: u64,
+}
+
+/// What happened to one import job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct JobReport {
+    pub job_id: String,
+    /// `accepted` (not followed), `pending` (still running at the timeout),
+    /// `completed`, `errored` or `failed`.
+    pub status: String,
+    pub requested: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub errored: u64,
+}
+
+/// A contact SendGrid refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SinkReject {
+    pub email: String,
+    /// `sendgrid_rejected` (a 400 on upload) or `import_errored` (the import job's errors).
+    pub reason: &'static str,
+    pub message: String,
 }
 
 /// Why a sink stopped.
@@ -70,6 +101,12 @@ pub enum SinkError {
     /// A single contact cannot fit in one request.
     #[error("{0}")]
     Data(String),
+    /// SendGrid refused the work or could not be reached.
+    #[error("{0}")]
+    Sendgrid(#[from] sendgrid_client::ClientError),
+    /// The export cannot run as configured (a missing list or custom field).
+    #[error("{0}")]
+    Config(String),
     /// Writing output failed.
     #[error("{context}: {source}")]
     Io {

@@ -97,6 +97,27 @@ pub struct Connection {
     /// organisation's compliance boundary, and you accept that.
     #[serde(default)]
     pub data_privacy_consent: bool,
+    /// Upload requests in flight at once (1 to 16).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Seconds before one request times out.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Attempts per request on 5xx, 408, timeouts and dropped connections.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_concurrency() -> usize {
+    2
+}
+
+fn default_request_timeout() -> u64 {
+    60
+}
+
+fn default_max_attempts() -> u32 {
+    6
 }
 
 /// Format of a source.
@@ -183,6 +204,23 @@ pub struct Export {
     /// `upsert` (default).
     #[serde(default)]
     pub mode: ExportMode,
+    /// Follow SendGrid's import jobs until they end (default `true`).
+    #[serde(default = "default_true")]
+    pub wait_for_import: bool,
+    /// Longest wait for the import jobs, in seconds.
+    #[serde(default = "default_import_timeout")]
+    pub import_timeout_secs: u64,
+    /// Create mapped custom fields that do not exist in the account (default `false`).
+    #[serde(default)]
+    pub create_missing_fields: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_import_timeout() -> u64 {
+    900
 }
 
 fn default_max_profiles() -> u64 {

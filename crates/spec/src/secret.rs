@@ -88,6 +88,9 @@ mod tests {
             api_key_file: api_key_file.map(str::to_owned),
             endpoint: None,
             data_privacy_consent: true,
+            concurrency: 2,
+            request_timeout_secs: 60,
+            max_attempts: 6,
         }
     }
 

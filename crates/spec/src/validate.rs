@@ -68,6 +68,15 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
                     .into(),
             );
         }
+        if !(1..=16).contains(&c.concurrency) {
+            err(at("concurrency"), "must be between 1 and 16".into());
+        }
+        if c.request_timeout_secs == 0 {
+            err(at("request_timeout_secs"), "must be at least 1".into());
+        }
+        if c.max_attempts == 0 {
+            err(at("max_attempts"), "must be at least 1".into());
+        }
         if let Some(Err(message)) = c.endpoint.as_deref().map(check_endpoint) {
             err(at("endpoint"), message);
         }

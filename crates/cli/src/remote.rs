@@ -1,0 +1,176 @@
+//! Talking to SendGrid: clients per connection, the SendGrid sink, `pipeline check`, and
+//! the in-process emulator behind `--local-emulator`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use pipeline_engine::{ExportQuery, ExportSummary};
+use pipeline_sink::Sink;
+use pipeline_sink::sendgrid::{SendgridSettings, SendgridSink};
+use pipeline_spec::{ApiKey, Export, Pipeline};
+use sendgrid_client::{Client, ClientError, FieldType, RetryPolicy, has_marketing_access};
+use sendgrid_emulator::{Config, Emulator, KeyConfig, marketing_scopes};
+
+use crate::output::Verdict;
+use crate::{Exit, Failure};
+
+/// A SendGrid emulator in this process, standing in for every connection.
+pub struct LocalEmulator {
+    emulator: Emulator,
+    key: ApiKey,
+}
+
+impl LocalEmulator {
+    /// Starts an emulator on loopback that holds the exports' lists and custom fields.
+    pub async fn start(pipeline: &Pipeline, queries: &[ExportQuery]) -> Result<Self, Failure> {
+        let key = format!("SG.local-emulator.{}", std::process::id());
+        let mut lists = Vec::new();
+        for export in &pipeline.file.exports {
+            for id in &export.list_ids {
+                lists.push((id.clone(), format!("{} list", export.name)));
+            }
+        }
+        let mut custom_fields: BTreeMap<String, String> = BTreeMap::new();
+        for q in queries {
+            for (name, t) in &q.custom_field_types {
+                custom_fields.insert(name.clone(), (*t).to_owned());
+            }
+        }
+        let config = Config {
+            keys: vec![KeyConfig { key: key.clone(), scopes: marketing_scopes() }],
+            import_delay_ms: 200,
+            lists,
+            custom_fields: custom_fields.into_iter().collect(),
+            ..Config::default()
+        };
+        let emulator = Emulator::start(config).await.map_err(|e| Failure {
+            exit: Exit::RunFailed,
+            message: format!("cannot start the local SendGrid emulator: {e}"),
+        })?;
+        tracing::info!(url = %emulator.url(), "Started the local SendGrid emulator");
+        Ok(Self { emulator, key: ApiKey::new(key) })
+    }
+
+    /// The emails that landed on each export's lists.
+    pub fn landed(&self, summaries: &[ExportSummary]) -> BTreeMap<String, Vec<String>> {
+        let mut out = BTreeMap::new();
+        for s in summaries {
+            for id in &s.list_ids {
+                out.insert(id.clone(), self.emulator.list_emails(id));
+            }
+        }
+        out
+    }
+}
+
+/// A client for connection `name`: its endpoint and key, or the local emulator's.
+pub fn client_for(pipeline: &Pipeline, name: &str, local: Option<&LocalEmulator>) -> Result<Client, Failure> {
+    let connection = &pipeline.file.connections[name];
+    let (endpoint, key) = match local {
+        Some(l) => (l.emulator.url(), l.key.clone()),
+        None => {
+            let key = pipeline_spec::resolve_api_key(name, connection, pipeline.base_dir(), &|v| std::env::var(v).ok())
+                .map_err(|message| Failure { exit: Exit::Config, message })?;
+            (connection.endpoint.clone().unwrap_or_else(|| "global".into()), key)
+        }
+    };
+    let policy = RetryPolicy {
+        max_attempts: connection.max_attempts,
+        ..RetryPolicy::default()
+    };
+    Client::new(&endpoint, key, Duration::from_secs(connection.request_timeout_secs), policy).map_err(|e| Failure {
+        exit: Exit::Config,
+        message: format!("connections.{name}: {e}"),
+    })
+}
+
+/// The SendGrid sink for an export.
+pub fn sendgrid_sink(client: Client, concurrency: usize, export: &Export, query: &ExportQuery) -> Box<dyn Sink> {
+    let settings = SendgridSettings {
+        concurrency,
+        wait_for_import: export.wait_for_import,
+        import_timeout: Duration::from_secs(export.import_timeout_secs),
+        create_missing_fields: export.create_missing_fields,
+    };
+    let types = query
+        .custom_field_types
+        .iter()
+        .map(|(name, t)| {
+            let t = match *t {
+                "Number" => FieldType::Number,
+                "Date" => FieldType::Date,
+                _ => FieldType::Text,
+            };
+            (name.clone(), t)
+        })
+        .collect();
+    Box::new(SendgridSink::new(client, settings).with_custom_types(types))
+}
+
+/// `pipeline check`: one verdict per connection and per list and custom field of each export.
+pub async fn check(pipeline: &Pipeline, queries: &[ExportQuery], local: Option<&LocalEmulator>) -> Vec<Verdict> {
+    let mut verdicts = Vec::new();
+    let mut usable: BTreeMap<String, Client> = BTreeMap::new();
+    for name in pipeline.file.connections.keys() {
+        let subject = format!("connection {name}");
+        let client = match client_for(pipeline, name, local) {
+            Ok(c) => c,
+            Err(f) => {
+                verdicts.push(Verdict::fail(subject, f.message));
+                continue;
+            }
+        };
+        match client.scopes().await {
+            Ok(scopes) if has_marketing_access(&scopes) => {
+                verdicts.push(Verdict::pass(subject.clone(), "API key accepted".into()));
+                verdicts.push(Verdict::pass(subject, "Marketing read and write permissions present".into()));
+                usable.insert(name.clone(), client);
+            }
+            Ok(_) => {
+                verdicts.push(Verdict::pass(subject.clone(), "API key accepted".into()));
+                verdicts.push(Verdict::fail(subject, ClientError::Forbidden.to_string()));
+            }
+            Err(e) => verdicts.push(Verdict::fail(subject, e.to_string())),
+        }
+    }
+    for query in queries {
+        let export = pipeline.export(&query.export).expect("planned from the pipeline");
+        let Some(client) = usable.get(&export.connection) else {
+            verdicts.push(Verdict::fail(
+                format!("export {}", export.name),
+                format!("not checked: connection {} failed", export.connection),
+            ));
+            continue;
+        };
+        for id in &export.list_ids {
+            let subject = format!("export {} list {id}", export.name);
+            verdicts.push(match client.get_list(id).await {
+                Ok(Some(list)) => Verdict::pass(subject, format!("exists ({}, {} contacts)", list.name, list.contact_count)),
+                Ok(None) => Verdict::fail(subject, "does not exist: create it or fix list_ids".into()),
+                Err(e) => Verdict::fail(subject, e.to_string()),
+            });
+        }
+        if query.custom_field_types.is_empty() {
+            continue;
+        }
+        match client.field_definitions().await {
+            Ok(defs) => {
+                for name in query.custom_field_types.keys() {
+                    let subject = format!("export {} custom field {name}", export.name);
+                    verdicts.push(match defs.custom_fields.iter().find(|d| &d.name == name) {
+                        Some(d) => Verdict::pass(subject, format!("exists (id {}, {:?})", d.id, d.field_type)),
+                        None if export.create_missing_fields => {
+                            Verdict::pass(subject, "missing; the run creates it (create_missing_fields)".into())
+                        }
+                        None => Verdict::fail(
+                            subject,
+                            "does not exist: create it in SendGrid, or set create_missing_fields: true".into(),
+                        ),
+                    });
+                }
+            }
+            Err(e) => verdicts.push(Verdict::fail(format!("export {} custom fields", export.name), e.to_string())),
+        }
+    }
+    verdicts
+}

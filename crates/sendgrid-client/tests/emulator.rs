@@ -1,0 +1,158 @@
+//! The client against the emulator over HTTP on loopback: each endpoint, SendGrid's
+//! error answers, and the retry loop.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use pipeline_spec::ApiKey;
+use sendgrid_client::{Client, ClientError, FieldType, RetryPolicy, has_marketing_access};
+use sendgrid_emulator::{Config, Emulator, Fault, Faults, KeyConfig, marketing_scopes};
+
+const LIST: &str = "0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11";
+
+fn fast() -> RetryPolicy {
+    RetryPolicy {
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        ..RetryPolicy::default()
+    }
+}
+
+async fn emulator(import_delay_ms: u64) -> Emulator {
+    Emulator::start(Config {
+        keys: vec![
+            KeyConfig { key: "good".into(), scopes: marketing_scopes() },
+            KeyConfig { key: "mail-only".into(), scopes: vec!["mail.send".into()] },
+        ],
+        import_delay_ms,
+        lists: vec![(LIST.into(), "news".into())],
+        custom_fields: vec![("ltv".into(), "Number".into())],
+        ..Config::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn client(e: &Emulator, key: &str) -> Client {
+    Client::new(&e.url(), ApiKey::new(key), Duration::from_secs(2), fast()).unwrap()
+}
+
+fn body(contacts: &str) -> Bytes {
+    Bytes::from(format!(r#"{{"list_ids":["{LIST}"],"contacts":[{contacts}]}}"#))
+}
+
+#[tokio::test]
+async fn upsert_then_follow_the_job_to_completion() {
+    let e = emulator(300).await;
+    let c = client(&e, "good");
+    let ltv_id = c.field_definitions().await.unwrap().custom_fields[0].id.clone();
+    let job = c
+        .upsert_contacts(body(&format!(
+            r#"{{"email":"Ada@Example.com","first_name":"Ada","custom_fields":{{"{ltv_id}":12.5}}}},{{"email":"b@example.com"}}"#
+        )))
+        .await
+        .unwrap();
+    let first = c.import_status(&job).await.unwrap();
+    assert_eq!(first.status, "pending");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let done = c.import_status(&job).await.unwrap();
+    assert_eq!(done.status, "completed");
+    assert_eq!(done.results.created_count, 2.0);
+    assert_eq!(e.list_emails(LIST), ["ada@example.com", "b@example.com"]);
+    let state = e.inspect();
+    assert_eq!(state["lists"][LIST]["contacts"][0]["custom_fields"]["ltv"], 12.5);
+    assert_eq!(c.get_list(LIST).await.unwrap().unwrap().contact_count, 2);
+}
+
+#[tokio::test]
+async fn bad_key_and_missing_permissions() {
+    let e = emulator(0).await;
+    assert!(matches!(client(&e, "wrong").upsert_contacts(body(r#"{"email":"a@b.co"}"#)).await, Err(ClientError::Unauthorized)));
+    let restricted = client(&e, "mail-only");
+    assert!(matches!(restricted.upsert_contacts(body(r#"{"email":"a@b.co"}"#)).await, Err(ClientError::Forbidden)));
+    let scopes = restricted.scopes().await.unwrap();
+    assert!(!has_marketing_access(&scopes));
+    assert!(has_marketing_access(&client(&e, "good").scopes().await.unwrap()));
+    assert!(e.list_emails(LIST).is_empty());
+}
+
+#[tokio::test]
+async fn validation_errors_name_the_contact_and_field() {
+    let e = emulator(0).await;
+    let c = client(&e, "good");
+    let long = "x".repeat(51);
+    let err = c
+        .upsert_contacts(body(&format!(r#"{{"email":"a@b.co"}},{{"email":"c@d.co","first_name":"{long}"}},{{"email":"e@f.co","custom_fields":{{"w9":1}}}}"#)))
+        .await
+        .unwrap_err();
+    let ClientError::Rejected { status, errors } = err else { panic!("{err}") };
+    assert_eq!(status, 400);
+    let named: Vec<(Option<usize>, String)> = errors.iter().map(|e| (e.contact_index(), e.field.clone().unwrap())).collect();
+    assert_eq!(
+        named,
+        [(Some(1), "contacts[1].first_name".to_string()), (Some(2), "contacts[2].custom_fields.w9".to_string())]
+    );
+    let too_big = format!(r#"{{"email":"a@b.co","address_line_1":"{}"}}"#, "y".repeat(6_000_000));
+    assert!(matches!(c.upsert_contacts(body(&too_big)).await, Err(ClientError::Rejected { status: 413, .. })));
+    let bad_list = Bytes::from(r#"{"list_ids":["nope"],"contacts":[{"email":"a@b.co"}]}"#);
+    assert!(matches!(c.upsert_contacts(bad_list).await, Err(ClientError::Rejected { status: 400, .. })));
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_429_waits_for_the_reset() {
+    let e = emulator(0).await;
+    e.script(Faults {
+        upserts: vec![
+            Fault::Status { status: 503 },
+            Fault::Drop,
+            Fault::Status { status: 429 },
+            Fault::Status { status: 500 },
+        ]
+        .into(),
+        ..Faults::default()
+    });
+    let c = client(&e, "good");
+    c.upsert_contacts(body(r#"{"email":"a@b.co"}"#)).await.unwrap();
+    let stats = c.stats();
+    assert_eq!(stats.retries, 3);
+    assert_eq!(stats.rate_limited, 1);
+    let statuses: Vec<u16> = e.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [503, 0, 429, 500, 202]);
+}
+
+#[tokio::test]
+async fn retries_are_bounded() {
+    let e = emulator(0).await;
+    e.script(Faults { upserts: vec![Fault::Status { status: 502 }; 10].into(), ..Faults::default() });
+    let c = Client::new(&e.url(), ApiKey::new("good"), Duration::from_secs(2), RetryPolicy { max_attempts: 3, ..fast() }).unwrap();
+    let err = c.upsert_contacts(body(r#"{"email":"a@b.co"}"#)).await.unwrap_err();
+    assert!(err.to_string().contains("failed after 3 attempts: HTTP 502"), "{err}");
+}
+
+#[tokio::test]
+async fn timeouts_are_retried() {
+    let e = emulator(0).await;
+    e.script(Faults { upserts: vec![Fault::Delay { ms: 1500 }].into(), ..Faults::default() });
+    let c = Client::new(&e.url(), ApiKey::new("good"), Duration::from_millis(500), fast()).unwrap();
+    c.upsert_contacts(body(r#"{"email":"a@b.co"}"#)).await.unwrap();
+    assert_eq!(c.stats().retries, 1);
+}
+
+#[tokio::test]
+async fn lists_fields_search_and_membership_removal() {
+    let e = emulator(0).await;
+    let c = client(&e, "good");
+    assert!(c.get_list("11111111-2222-3333-4444-555555555555").await.unwrap().is_none());
+    let created = c.create_list("weekly").await.unwrap();
+    assert_eq!(created.id.len(), 36);
+    let field = c.create_field("tier", FieldType::Text).await.unwrap();
+    assert_eq!(field.field_type, FieldType::Text);
+    c.upsert_contacts(body(r#"{"email":"a@b.co"},{"email":"c@d.co"}"#)).await.unwrap();
+    let found = c.search_emails(&["a@b.co".into(), "zz@y.co".into()]).await.unwrap();
+    assert!(found[0].1.is_some());
+    assert_eq!(found[1].1, None);
+    c.remove_list_contacts(LIST, &[found[0].1.clone().unwrap()]).await.unwrap();
+    assert_eq!(e.list_emails(LIST), ["c@d.co"]);
+    // Membership only: the contact still exists.
+    assert_eq!(e.inspect()["contacts"], 2);
+}

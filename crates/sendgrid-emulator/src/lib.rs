@@ -1,0 +1,131 @@
+//! A local SendGrid Marketing API emulator, built from SendGrid's OpenAPI files.
+//!
+//! It serves the contacts, import-status, lists, field-definitions, scopes, search and
+//! list-membership endpoints over HTTP on loopback, with SendGrid's auth, validation,
+//! asynchronous import jobs, rate-limit headers and error bodies, plus scripted faults
+//! (status codes, delays, dropped connections, failing jobs, poisoned contacts) and an
+//! inspection endpoint. Tests start it in-process with [`Emulator::start`]; the
+//! `sendgrid-emulator` binary runs it standalone.
+
+mod api;
+mod state;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+pub use state::{Config, Fault, Faults, KeyConfig, LoggedRequest, RateLimit, Upserted, marketing_scopes};
+
+/// A running emulator. Dropping it stops the server.
+pub struct Emulator {
+    addr: SocketAddr,
+    state: Arc<Mutex<state::State>>,
+    stop: watch::Sender<bool>,
+}
+
+/// Closes the connection of the request that carries it, without an answer.
+#[derive(Clone)]
+pub(crate) struct DropConnection(pub(crate) Arc<Notify>);
+
+impl Emulator {
+    /// Starts on 127.0.0.1 on a port the system picks.
+    pub async fn start(config: Config) -> io::Result<Self> {
+        Self::bind(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts on `addr`.
+    pub async fn bind(config: Config, addr: SocketAddr) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(state::State::new(config)));
+        let app = api::router(state.clone(), addr);
+        let (stop, mut stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        if let Ok((stream, _)) = accepted {
+                            serve_connection(app.clone(), stream);
+                        }
+                    }
+                    _ = stopped.changed() => break,
+                }
+            }
+        });
+        Ok(Self { addr, state, stop })
+    }
+
+    /// The base URL, such as `http://127.0.0.1:40123`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Adds scripted faults.
+    pub fn script(&self, faults: Faults) {
+        let mut s = self.state.lock().expect("emulator state");
+        s.faults.upserts.extend(faults.upserts);
+        s.faults.jobs.extend(faults.jobs);
+        s.faults.poisoned.extend(faults.poisoned);
+        s.faults.poisoned_without_index |= faults.poisoned_without_index;
+    }
+
+    /// The emails on a list, sorted.
+    pub fn list_emails(&self, list_id: &str) -> Vec<String> {
+        let mut s = self.state.lock().expect("emulator state");
+        s.settle();
+        s.contacts
+            .iter()
+            .filter(|(_, c)| c.list_ids.contains(list_id))
+            .map(|(e, _)| e.clone())
+            .collect()
+    }
+
+    /// Everything the inspection endpoint shows: lists with their contacts, and the log.
+    pub fn inspect(&self) -> serde_json::Value {
+        api::inspection(&mut self.state.lock().expect("emulator state"))
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.state.lock().expect("emulator state").log.clone()
+    }
+
+    /// Stops accepting connections.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve_connection(app: axum::Router, stream: tokio::net::TcpStream) {
+    use tower::ServiceExt;
+    let drop_signal = Arc::new(Notify::new());
+    let signal = drop_signal.clone();
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request
+            .extensions_mut()
+            .insert(DropConnection(signal.clone()));
+        app.clone().oneshot(request)
+    });
+    tokio::spawn(async move {
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        tokio::select! {
+            _ = connection => {}
+            // Dropping the connection future closes the socket with no answer.
+            _ = drop_signal.notified() => {}
+        }
+    });
+}

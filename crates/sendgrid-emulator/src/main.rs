@@ -1,0 +1,86 @@
+//! `sendgrid-emulator`: the local SendGrid Marketing API emulator, standalone on loopback.
+
+use std::net::{IpAddr, SocketAddr};
+
+use clap::Parser;
+use sendgrid_emulator::{Config, Emulator, Faults, KeyConfig, RateLimit, marketing_scopes};
+
+/// Serve a local SendGrid Marketing API emulator on a loopback address.
+#[derive(Parser)]
+#[command(name = "sendgrid-emulator")]
+struct Args {
+    /// Address to listen on; only loopback addresses are accepted.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// An API key with full Marketing permissions (repeatable).
+    #[arg(long = "key")]
+    keys: Vec<String>,
+    /// An API key without Marketing permissions (answers 403 on Marketing endpoints).
+    #[arg(long = "key-without-marketing")]
+    restricted_keys: Vec<String>,
+    /// How long import jobs stay pending, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    import_delay_ms: u64,
+    /// Requests allowed per rate-limit window.
+    #[arg(long, default_value_t = 10_000)]
+    rate_limit: u32,
+    /// Length of the rate-limit window, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    rate_window_ms: u64,
+    /// A list that exists from the start: ID or ID=NAME (repeatable).
+    #[arg(long = "list")]
+    lists: Vec<String>,
+    /// A custom field that exists from the start: NAME=Text|Number|Date (repeatable).
+    #[arg(long = "field")]
+    fields: Vec<String>,
+    /// Scripted faults as JSON, e.g. '{"upserts":[{"kind":"status","status":500}]}'.
+    #[arg(long)]
+    faults: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(args.host.is_loopback(), "the emulator listens on loopback addresses only");
+    let mut keys: Vec<KeyConfig> = args
+        .keys
+        .into_iter()
+        .map(|key| KeyConfig { key, scopes: marketing_scopes() })
+        .collect();
+    keys.extend(args.restricted_keys.into_iter().map(|key| KeyConfig {
+        key,
+        scopes: vec!["mail.send".into()],
+    }));
+    let config = Config {
+        keys,
+        import_delay_ms: args.import_delay_ms,
+        rate_limit: Some(RateLimit { limit: args.rate_limit, window_ms: args.rate_window_ms }),
+        lists: args
+            .lists
+            .into_iter()
+            .map(|l| match l.split_once('=') {
+                Some((id, name)) => (id.to_owned(), name.to_owned()),
+                None => (l.clone(), l),
+            })
+            .collect(),
+        custom_fields: args
+            .fields
+            .into_iter()
+            .map(|f| match f.split_once('=') {
+                Some((name, kind)) => (name.to_owned(), kind.to_owned()),
+                None => (f, "Text".to_owned()),
+            })
+            .collect(),
+    };
+    let emulator = Emulator::bind(config, SocketAddr::new(args.host, args.port)).await?;
+    if let Some(faults) = args.faults {
+        let faults: Faults = serde_json::from_str(&faults)?;
+        emulator.script(faults);
+    }
+    println!("{}", emulator.url());
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
