@@ -180,7 +180,14 @@ pub async fn execute(command: Command) -> Exit {
             output,
             local_emulator,
         } => {
-            let result = run(&file, dry_run.as_deref(), export.as_deref(), rejects_dir, local_emulator).await;
+            let result = run(
+                &file,
+                dry_run.as_deref(),
+                export.as_deref(),
+                rejects_dir,
+                local_emulator,
+            )
+            .await;
             finish(output, result, output::run)
         }
         Command::Check {
@@ -189,7 +196,7 @@ pub async fn execute(command: Command) -> Exit {
             local_emulator,
         } => {
             let result = check(&file, local_emulator).await;
-            finish(output, result, output::checks)
+            finish(output, result, |v| output::checks(v))
         }
     }
 }
@@ -222,13 +229,12 @@ impl From<EngineError> for Failure {
             EngineError::Sink { source, .. } => match source {
                 pipeline_sink::SinkError::Internal(_) => Exit::Internal,
                 pipeline_sink::SinkError::Config(_) => Exit::Config,
-                pipeline_sink::SinkError::Sendgrid(e) => match e {
+                pipeline_sink::SinkError::Sendgrid(
                     sendgrid_client::ClientError::Unauthorized
                     | sendgrid_client::ClientError::Forbidden
                     | sendgrid_client::ClientError::NotFound { .. }
-                    | sendgrid_client::ClientError::Config(_) => Exit::Config,
-                    _ => Exit::RunFailed,
-                },
+                    | sendgrid_client::ClientError::Config(_),
+                ) => Exit::Config,
                 _ => Exit::RunFailed,
             },
         };
@@ -352,7 +358,9 @@ async fn run(
         .unwrap_or_else(|| pipeline.base_dir().join("rejects"));
     let mut summaries = Vec::new();
     for query in &queries {
-        let export = pipeline.export(&query.export).expect("planned from the pipeline");
+        let export = pipeline
+            .export(&query.export)
+            .expect("planned from the pipeline");
         let mut sink: Box<dyn Sink> = match dry_run {
             Some(dir) => Box::new(DryRunSink::new(dir)),
             None => {

@@ -140,9 +140,17 @@ impl Outcome for RunOutcome {
     fn exit(&self) -> Exit {
         if self.summaries.iter().any(|s| s.cap.exceeded()) {
             Exit::CapExceeded
-        } else if self.summaries.iter().any(|s| !unfinished_jobs(s).is_empty()) {
+        } else if self
+            .summaries
+            .iter()
+            .any(|s| !unfinished_jobs(s).is_empty())
+        {
             Exit::RunFailed
-        } else if self.summaries.iter().any(ExportSummary::rejects_over_threshold) {
+        } else if self
+            .summaries
+            .iter()
+            .any(ExportSummary::rejects_over_threshold)
+        {
             Exit::Rejects
         } else {
             Exit::Success
@@ -202,10 +210,17 @@ impl Outcome for RunOutcome {
 }
 
 pub fn run(outcome: &RunOutcome) -> String {
-    let mut out: String = outcome.summaries.iter().map(|s| summary_table(s, true) + "\n").collect();
+    let mut out: String = outcome
+        .summaries
+        .iter()
+        .map(|s| summary_table(s, true) + "\n")
+        .collect();
     if let Some(landed) = &outcome.landed {
         for (list, emails) in landed {
-            out.push_str(&format!("list {list} now holds {} contact(s):\n", emails.len()));
+            out.push_str(&format!(
+                "list {list} now holds {} contact(s):\n",
+                emails.len()
+            ));
             for e in emails {
                 out.push_str(&format!("  {}\n", mask_emails(e)));
             }
@@ -223,17 +238,29 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn pass(subject: String, detail: String) -> Self {
-        Self { subject, ok: true, detail }
+        Self {
+            subject,
+            ok: true,
+            detail,
+        }
     }
 
     pub fn fail(subject: String, detail: String) -> Self {
-        Self { subject, ok: false, detail }
+        Self {
+            subject,
+            ok: false,
+            detail,
+        }
     }
 }
 
 impl Outcome for Vec<Verdict> {
     fn exit(&self) -> Exit {
-        if self.iter().all(|v| v.ok) { Exit::Success } else { Exit::RunFailed }
+        if self.iter().all(|v| v.ok) {
+            Exit::Success
+        } else {
+            Exit::RunFailed
+        }
     }
 
     fn to_json(&self, exit: Exit) -> Value {
@@ -245,14 +272,22 @@ impl Outcome for Vec<Verdict> {
     }
 
     fn problem(&self, exit: Exit) -> Option<String> {
-        (exit != Exit::Success).then(|| format!("{} check(s) failed", self.iter().filter(|v| !v.ok).count()))
+        (exit != Exit::Success)
+            .then(|| format!("{} check(s) failed", self.iter().filter(|v| !v.ok).count()))
     }
 }
 
-pub fn checks(verdicts: &Vec<Verdict>) -> String {
+pub fn checks(verdicts: &[Verdict]) -> String {
     verdicts
         .iter()
-        .map(|v| format!("{} {}: {}\n", if v.ok { "ok  " } else { "FAIL" }, v.subject, v.detail))
+        .map(|v| {
+            format!(
+                "{} {}: {}\n",
+                if v.ok { "ok  " } else { "FAIL" },
+                v.subject,
+                v.detail
+            )
+        })
         .collect()
 }
 

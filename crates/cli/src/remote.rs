@@ -37,7 +37,10 @@ impl LocalEmulator {
             }
         }
         let config = Config {
-            keys: vec![KeyConfig { key: key.clone(), scopes: marketing_scopes() }],
+            keys: vec![KeyConfig {
+                key: key.clone(),
+                scopes: marketing_scopes(),
+            }],
             import_delay_ms: 200,
             lists,
             custom_fields: custom_fields.into_iter().collect(),
@@ -48,7 +51,10 @@ impl LocalEmulator {
             message: format!("cannot start the local SendGrid emulator: {e}"),
         })?;
         tracing::info!(url = %emulator.url(), "Started the local SendGrid emulator");
-        Ok(Self { emulator, key: ApiKey::new(key) })
+        Ok(Self {
+            emulator,
+            key: ApiKey::new(key),
+        })
     }
 
     /// The emails that landed on each export's lists.
@@ -64,28 +70,54 @@ impl LocalEmulator {
 }
 
 /// A client for connection `name`: its endpoint and key, or the local emulator's.
-pub fn client_for(pipeline: &Pipeline, name: &str, local: Option<&LocalEmulator>) -> Result<Client, Failure> {
+pub fn client_for(
+    pipeline: &Pipeline,
+    name: &str,
+    local: Option<&LocalEmulator>,
+) -> Result<Client, Failure> {
     let connection = &pipeline.file.connections[name];
     let (endpoint, key) = match local {
         Some(l) => (l.emulator.url(), l.key.clone()),
         None => {
-            let key = pipeline_spec::resolve_api_key(name, connection, pipeline.base_dir(), &|v| std::env::var(v).ok())
-                .map_err(|message| Failure { exit: Exit::Config, message })?;
-            (connection.endpoint.clone().unwrap_or_else(|| "global".into()), key)
+            let key = pipeline_spec::resolve_api_key(name, connection, pipeline.base_dir(), &|v| {
+                std::env::var(v).ok()
+            })
+            .map_err(|message| Failure {
+                exit: Exit::Config,
+                message,
+            })?;
+            (
+                connection
+                    .endpoint
+                    .clone()
+                    .unwrap_or_else(|| "global".into()),
+                key,
+            )
         }
     };
     let policy = RetryPolicy {
         max_attempts: connection.max_attempts,
         ..RetryPolicy::default()
     };
-    Client::new(&endpoint, key, Duration::from_secs(connection.request_timeout_secs), policy).map_err(|e| Failure {
+    Client::new(
+        &endpoint,
+        key,
+        Duration::from_secs(connection.request_timeout_secs),
+        policy,
+    )
+    .map_err(|e| Failure {
         exit: Exit::Config,
         message: format!("connections.{name}: {e}"),
     })
 }
 
 /// The SendGrid sink for an export.
-pub fn sendgrid_sink(client: Client, concurrency: usize, export: &Export, query: &ExportQuery) -> Box<dyn Sink> {
+pub fn sendgrid_sink(
+    client: Client,
+    concurrency: usize,
+    export: &Export,
+    query: &ExportQuery,
+) -> Box<dyn Sink> {
     let settings = SendgridSettings {
         concurrency,
         wait_for_import: export.wait_for_import,
@@ -108,7 +140,11 @@ pub fn sendgrid_sink(client: Client, concurrency: usize, export: &Export, query:
 }
 
 /// `pipeline check`: one verdict per connection and per list and custom field of each export.
-pub async fn check(pipeline: &Pipeline, queries: &[ExportQuery], local: Option<&LocalEmulator>) -> Vec<Verdict> {
+pub async fn check(
+    pipeline: &Pipeline,
+    queries: &[ExportQuery],
+    local: Option<&LocalEmulator>,
+) -> Vec<Verdict> {
     let mut verdicts = Vec::new();
     let mut usable: BTreeMap<String, Client> = BTreeMap::new();
     for name in pipeline.file.connections.keys() {
@@ -123,7 +159,10 @@ pub async fn check(pipeline: &Pipeline, queries: &[ExportQuery], local: Option<&
         match client.scopes().await {
             Ok(scopes) if has_marketing_access(&scopes) => {
                 verdicts.push(Verdict::pass(subject.clone(), "API key accepted".into()));
-                verdicts.push(Verdict::pass(subject, "Marketing read and write permissions present".into()));
+                verdicts.push(Verdict::pass(
+                    subject,
+                    "Marketing read and write permissions present".into(),
+                ));
                 usable.insert(name.clone(), client);
             }
             Ok(_) => {
@@ -134,7 +173,9 @@ pub async fn check(pipeline: &Pipeline, queries: &[ExportQuery], local: Option<&
         }
     }
     for query in queries {
-        let export = pipeline.export(&query.export).expect("planned from the pipeline");
+        let export = pipeline
+            .export(&query.export)
+            .expect("planned from the pipeline");
         let Some(client) = usable.get(&export.connection) else {
             verdicts.push(Verdict::fail(
                 format!("export {}", export.name),
@@ -145,8 +186,13 @@ pub async fn check(pipeline: &Pipeline, queries: &[ExportQuery], local: Option<&
         for id in &export.list_ids {
             let subject = format!("export {} list {id}", export.name);
             verdicts.push(match client.get_list(id).await {
-                Ok(Some(list)) => Verdict::pass(subject, format!("exists ({}, {} contacts)", list.name, list.contact_count)),
-                Ok(None) => Verdict::fail(subject, "does not exist: create it or fix list_ids".into()),
+                Ok(Some(list)) => Verdict::pass(
+                    subject,
+                    format!("exists ({}, {} contacts)", list.name, list.contact_count),
+                ),
+                Ok(None) => {
+                    Verdict::fail(subject, "does not exist: create it or fix list_ids".into())
+                }
                 Err(e) => Verdict::fail(subject, e.to_string()),
             });
         }
@@ -169,7 +215,10 @@ pub async fn check(pipeline: &Pipeline, queries: &[ExportQuery], local: Option<&
                     });
                 }
             }
-            Err(e) => verdicts.push(Verdict::fail(format!("export {} custom fields", export.name), e.to_string())),
+            Err(e) => verdicts.push(Verdict::fail(
+                format!("export {} custom fields", export.name),
+                e.to_string(),
+            )),
         }
     }
     verdicts

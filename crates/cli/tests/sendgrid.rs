@@ -34,28 +34,48 @@ struct Setup {
 
 impl Setup {
     fn new(custom_fields: Vec<(&str, &str)>, faults: Faults) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let emulator = rt
             .block_on(Emulator::start(Config {
                 keys: vec![
-                    KeyConfig { key: KEY.into(), scopes: marketing_scopes() },
-                    KeyConfig { key: "SG.mail-only".into(), scopes: vec!["mail.send".into()] },
+                    KeyConfig {
+                        key: KEY.into(),
+                        scopes: marketing_scopes(),
+                    },
+                    KeyConfig {
+                        key: "SG.mail-only".into(),
+                        scopes: vec!["mail.send".into()],
+                    },
                 ],
                 import_delay_ms: 100,
                 lists: vec![(LIST.into(), "newsletter".into())],
-                custom_fields: custom_fields.into_iter().map(|(n, t)| (n.into(), t.into())).collect(),
+                custom_fields: custom_fields
+                    .into_iter()
+                    .map(|(n, t)| (n.into(), t.into()))
+                    .collect(),
                 ..Config::default()
             }))
             .unwrap();
         emulator.script(faults);
-        Self { emulator, dir: sample_dir(), _rt: rt }
+        Self {
+            emulator,
+            dir: sample_dir(),
+            _rt: rt,
+        }
     }
 
     /// Writes the pipeline with `export` lines and `connection` extra lines, pointed at the emulator.
     fn pipeline(&self, export: &str, connection: &str) -> &'static str {
         let text = pipeline_yaml(SEGMENTS, export).replace(
             "    data_privacy_consent: true\n",
-            &format!("    data_privacy_consent: true\n    endpoint: {}\n{connection}", self.emulator.url()),
+            &format!(
+                "    data_privacy_consent: true\n    endpoint: {}\n{connection}",
+                self.emulator.url()
+            ),
         );
         write(self.dir.path(), &text)
     }
@@ -65,7 +85,11 @@ impl Setup {
     }
 
     fn upserted_emails(&self) -> Vec<String> {
-        self.emulator.requests().iter().flat_map(|r| r.upserted.iter().map(|u| u.email.clone())).collect()
+        self.emulator
+            .requests()
+            .iter()
+            .flat_map(|r| r.upserted.iter().map(|u| u.email.clone()))
+            .collect()
     }
 }
 
@@ -96,13 +120,23 @@ fn a_full_export_lands_exactly_the_expected_contacts() {
     assert_eq!(s.emulator.list_emails(LIST), EXPECTED);
     let state = s.emulator.inspect();
     let contacts = state["lists"][LIST]["contacts"].as_array().unwrap();
-    let grace = contacts.iter().find(|c| c["email"] == "grace.hopper@example.com").unwrap();
+    let grace = contacts
+        .iter()
+        .find(|c| c["email"] == "grace.hopper@example.com")
+        .unwrap();
     assert_eq!(grace["first_name"], "Grace");
     assert_eq!(grace["custom_fields"], json!({"lifetime_value": 8200.5}));
     // Only mapped fields leave the machine.
-    let keys: std::collections::BTreeSet<&str> =
-        contacts.iter().flat_map(|c| c.as_object().unwrap().keys().map(String::as_str)).collect();
-    assert_eq!(keys, ["custom_fields", "email", "first_name"].into_iter().collect());
+    let keys: std::collections::BTreeSet<&str> = contacts
+        .iter()
+        .flat_map(|c| c.as_object().unwrap().keys().map(String::as_str))
+        .collect();
+    assert_eq!(
+        keys,
+        ["custom_fields", "email", "first_name"]
+            .into_iter()
+            .collect()
+    );
     let sum = summary(&run);
     assert_eq!(import_totals(&sum), (13, 13, 0));
     assert_eq!(sum["sink"]["jobs"][0]["status"], "completed");
@@ -117,13 +151,19 @@ fn a_rerun_updates_instead_of_creating() {
     let run = s.run(&["run", file, "--output", "json"], KEY);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let jobs = &summary(&run)["sink"]["jobs"][0];
-    assert_eq!((jobs["created"].as_u64(), jobs["updated"].as_u64()), (Some(0), Some(13)));
+    assert_eq!(
+        (jobs["created"].as_u64(), jobs["updated"].as_u64()),
+        (Some(0), Some(13))
+    );
     assert_eq!(s.emulator.list_emails(LIST), EXPECTED);
 }
 
 #[test]
 fn a_429_storm_is_waited_out_and_never_counted_as_failure() {
-    let faults = Faults { upserts: vec![Fault::Status { status: 429 }; 3].into(), ..Faults::default() };
+    let faults = Faults {
+        upserts: vec![Fault::Status { status: 429 }; 3].into(),
+        ..Faults::default()
+    };
     let s = Setup::new(vec![], faults);
     let file = s.pipeline(EXPORT, "    max_attempts: 2\n");
     let run = s.run(&["run", file, "--output", "json"], KEY);
@@ -158,18 +198,30 @@ fn bursts_of_5xx_dropped_connections_and_timeouts_are_retried() {
 
 #[test]
 fn exhausted_retries_fail_the_run_with_its_code() {
-    let faults = Faults { upserts: vec![Fault::Status { status: 503 }; 4].into(), ..Faults::default() };
+    let faults = Faults {
+        upserts: vec![Fault::Status { status: 503 }; 4].into(),
+        ..Faults::default()
+    };
     let s = Setup::new(vec![], faults);
     let file = s.pipeline(EXPORT, "    max_attempts: 2\n");
     let run = s.run(&["run", file], KEY);
     assert_eq!(run.code, 4, "{}", run.stderr);
-    assert!(run.stderr.contains("uploading contacts failed after 2 attempts: HTTP 503"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("uploading contacts failed after 2 attempts: HTTP 503"),
+        "{}",
+        run.stderr
+    );
     assert!(s.emulator.list_emails(LIST).is_empty());
 }
 
 fn poisoned(without_index: bool) {
     let faults = Faults {
-        poisoned: ["grace.hopper@example.com".to_string(), "ren@example.jp".to_string()].into(),
+        poisoned: [
+            "grace.hopper@example.com".to_string(),
+            "ren@example.jp".to_string(),
+        ]
+        .into(),
         poisoned_without_index: without_index,
         ..Faults::default()
     };
@@ -177,13 +229,18 @@ fn poisoned(without_index: bool) {
     let file = s.pipeline(EXPORT, "");
     let run = s.run(&["run", file, "--output", "json"], KEY);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let expected: Vec<&str> = EXPECTED.iter().copied().filter(|e| *e != "grace.hopper@example.com" && *e != "ren@example.jp").collect();
+    let expected: Vec<&str> = EXPECTED
+        .iter()
+        .copied()
+        .filter(|e| *e != "grace.hopper@example.com" && *e != "ren@example.jp")
+        .collect();
     assert_eq!(s.emulator.list_emails(LIST), expected);
     let sum = summary(&run);
     assert_eq!(sum["rejected_by_reason"]["sendgrid_rejected"], 2);
     assert_eq!(sum["rejected"], 9);
     assert_eq!(import_totals(&sum).0, 11);
-    let rejects = std::fs::read_to_string(s.dir.path().join("rejects/newsletter.rejects.jsonl")).unwrap();
+    let rejects =
+        std::fs::read_to_string(s.dir.path().join("rejects/newsletter.rejects.jsonl")).unwrap();
     let grace: Value = rejects
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -217,7 +274,10 @@ fn poisoned_contacts_without_an_index_are_isolated_by_splitting() {
 #[test]
 fn an_errored_import_job_puts_its_contacts_in_the_rejects() {
     let faults = Faults {
-        jobs: vec![Fault::ErrorJob { emails: vec!["ada.lovelace@example.com".into()] }].into(),
+        jobs: vec![Fault::ErrorJob {
+            emails: vec!["ada.lovelace@example.com".into()],
+        }]
+        .into(),
         ..Faults::default()
     };
     let s = Setup::new(vec![], faults);
@@ -229,17 +289,31 @@ fn an_errored_import_job_puts_its_contacts_in_the_rejects() {
     assert_eq!(import_totals(&sum), (13, 12, 1));
     assert_eq!(sum["sink"]["jobs"][0]["status"], "errored");
     assert_eq!(sum["rejected_by_reason"]["import_errored"], 1);
-    let rejects = std::fs::read_to_string(s.dir.path().join("rejects/newsletter.rejects.jsonl")).unwrap();
-    assert!(rejects.contains(r#""email":"ada.lovelace@example.com","reason":"import_errored""#), "{rejects}");
+    let rejects =
+        std::fs::read_to_string(s.dir.path().join("rejects/newsletter.rejects.jsonl")).unwrap();
+    assert!(
+        rejects.contains(r#""email":"ada.lovelace@example.com","reason":"import_errored""#),
+        "{rejects}"
+    );
 }
 
 #[test]
 fn a_failed_import_job_fails_the_run_and_says_so() {
-    let s = Setup::new(vec![], Faults { jobs: vec![Fault::FailJob].into(), ..Faults::default() });
+    let s = Setup::new(
+        vec![],
+        Faults {
+            jobs: vec![Fault::FailJob].into(),
+            ..Faults::default()
+        },
+    );
     let file = s.pipeline(EXPORT, "");
     let run = s.run(&["run", file, "--output", "json"], KEY);
     assert_eq!(run.code, 4, "{}", run.stderr);
-    assert!(run.stderr.contains("import jobs did not complete"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("import jobs did not complete"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(summary(&run)["sink"]["jobs"][0]["status"], "failed");
     assert!(s.emulator.list_emails(LIST).is_empty());
 }
@@ -250,7 +324,11 @@ fn a_bad_key_fails_at_once_and_sends_nothing() {
     let file = s.pipeline(EXPORT, "");
     let run = s.run(&["run", file], "SG.wrong");
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("SendGrid refused the API key (401)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("SendGrid refused the API key (401)"),
+        "{}",
+        run.stderr
+    );
     assert!(s.upserted_emails().is_empty());
     assert_eq!(s.emulator.requests().len(), 1, "no retry on 401");
 }
@@ -261,7 +339,11 @@ fn a_key_without_marketing_permissions_fails_at_once() {
     let file = s.pipeline(EXPORT, "");
     let run = s.run(&["run", file], "SG.mail-only");
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("lacks Marketing permissions (403)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("lacks Marketing permissions (403)"),
+        "{}",
+        run.stderr
+    );
     assert!(s.upserted_emails().is_empty());
 }
 
@@ -270,11 +352,17 @@ fn a_missing_list_fails_before_anything_is_sent() {
     let s = Setup::new(vec![], Faults::default());
     let other = "11111111-2222-4333-8444-555555555555";
     let file = s.pipeline(&format!("{EXPORT}\n").replace(LIST, other), "");
-    let text = std::fs::read_to_string(s.dir.path().join(file)).unwrap().replace(LIST, other);
+    let text = std::fs::read_to_string(s.dir.path().join(file))
+        .unwrap()
+        .replace(LIST, other);
     std::fs::write(s.dir.path().join(file), text).unwrap();
     let run = s.run(&["run", file], KEY);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains(&format!("list {other} does not exist")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("list {other} does not exist")),
+        "{}",
+        run.stderr
+    );
     assert!(s.upserted_emails().is_empty());
 }
 
@@ -284,10 +372,18 @@ fn a_missing_custom_field_fails_before_anything_is_sent_or_is_created_when_asked
     let file = s.pipeline(EXPORT_LTV, "");
     let run = s.run(&["run", file], KEY);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("custom field(s) lifetime_value do not exist"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("custom field(s) lifetime_value do not exist"),
+        "{}",
+        run.stderr
+    );
     assert!(s.upserted_emails().is_empty());
 
-    let file = s.pipeline(&format!("{EXPORT_LTV}\n    create_missing_fields: true"), "");
+    let file = s.pipeline(
+        &format!("{EXPORT_LTV}\n    create_missing_fields: true"),
+        "",
+    );
     let run = s.run(&["run", file], KEY);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let state = s.emulator.inspect();
@@ -301,9 +397,24 @@ fn check_gives_a_verdict_per_item() {
     let file = s.pipeline(EXPORT_LTV, "");
     let run = s.run(&["check", file], KEY);
     assert_eq!(run.code, 4, "{}", run.stdout);
-    assert!(run.stdout.contains("ok   connection marketing: API key accepted"), "{}", run.stdout);
-    assert!(run.stdout.contains(&format!("ok   export newsletter list {LIST}: exists")), "{}", run.stdout);
-    assert!(run.stdout.contains("FAIL export newsletter custom field lifetime_value: does not exist"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("ok   connection marketing: API key accepted"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("ok   export newsletter list {LIST}: exists")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("FAIL export newsletter custom field lifetime_value: does not exist"),
+        "{}",
+        run.stdout
+    );
 
     let run = s.run(&["check", file, "--output", "json"], "SG.mail-only");
     assert_eq!(run.code, 4);
@@ -312,8 +423,16 @@ fn check_gives_a_verdict_per_item() {
     assert!(checks[1]["detail"].as_str().unwrap().contains("403"));
 
     let run = s.run(&["check", file], "SG.wrong");
-    assert!(run.stdout.contains("FAIL connection marketing: SendGrid refused the API key (401)"), "{}", run.stdout);
-    assert!(s.upserted_emails().is_empty(), "check sends no contact data");
+    assert!(
+        run.stdout
+            .contains("FAIL connection marketing: SendGrid refused the API key (401)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        s.upserted_emails().is_empty(),
+        "check sends no contact data"
+    );
 }
 
 #[test]
@@ -329,7 +448,13 @@ fn not_waiting_for_import_returns_the_job_ids() {
 
 #[test]
 fn the_key_never_appears_in_any_output_log_or_file() {
-    let s = Setup::new(vec![], Faults { poisoned: ["ren@example.jp".to_string()].into(), ..Faults::default() });
+    let s = Setup::new(
+        vec![],
+        Faults {
+            poisoned: ["ren@example.jp".to_string()].into(),
+            ..Faults::default()
+        },
+    );
     let file = s.pipeline(EXPORT, "");
     let mut texts = Vec::new();
     for args in [
@@ -345,7 +470,11 @@ fn the_key_never_appears_in_any_output_log_or_file() {
     }
     let run = s.run(&["run", file], "SG.wrong-key-that-must-not-leak");
     texts.push(run.stdout.clone());
-    assert!(!run.stderr.contains("SG.wrong-key-that-must-not-leak"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("SG.wrong-key-that-must-not-leak"),
+        "{}",
+        run.stderr
+    );
     let mut paths = vec![s.dir.path().to_path_buf()];
     while let Some(p) = paths.pop() {
         if p.is_dir() {
@@ -361,9 +490,23 @@ fn the_key_never_appears_in_any_output_log_or_file() {
 
 #[test]
 fn local_emulator_runs_the_quickstart_and_shows_what_landed() {
-    let run = pipeline(&repo(), &["run", "pipelines/quickstart.yaml", "--local-emulator"], &[]);
+    let run = pipeline(
+        &repo(),
+        &["run", "pipelines/quickstart.yaml", "--local-emulator"],
+        &[],
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stdout.contains(&format!("list {LIST} now holds 13 contact(s):")), "{}", run.stdout);
-    assert!(run.stdout.contains("imported: 13 requested, 13 created, 0 updated, 0 errored"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains(&format!("list {LIST} now holds 13 contact(s):")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("imported: 13 requested, 13 created, 0 updated, 0 errored"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("  a***@example.com"), "{}", run.stdout);
 }

@@ -175,7 +175,11 @@ impl Engine {
             list_ids: export.list_ids.clone(),
             rows: counts.segments.iter().map(|s| s.rows).sum(),
             rejected: counts.by_reason.values().sum(),
-            rejected_by_reason: counts.by_reason.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            rejected_by_reason: counts
+                .by_reason
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
             duplicates: counts.segments.iter().map(|s| s.duplicates).sum(),
             segments: counts.segments,
             truncated_contacts: counts.truncated,
@@ -230,7 +234,10 @@ impl Engine {
                     })?;
                 }
                 summary.rejected += 1;
-                *summary.rejected_by_reason.entry(r.reason.to_owned()).or_default() += 1;
+                *summary
+                    .rejected_by_reason
+                    .entry(r.reason.to_owned())
+                    .or_default() += 1;
             }
         }
         if let Some(writer) = rejects {

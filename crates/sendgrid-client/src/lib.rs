@@ -44,7 +44,11 @@ pub enum ClientError {
     #[error("{0}")]
     Config(String),
     #[error("{what} failed after {attempts} attempts: {last}")]
-    Exhausted { what: String, attempts: u32, last: String },
+    Exhausted {
+        what: String,
+        attempts: u32,
+        last: String,
+    },
     #[error("unexpected answer from SendGrid to {what}: {message}")]
     Unexpected { what: String, message: String },
 }
@@ -83,7 +87,12 @@ pub struct Client {
 
 impl Client {
     /// A client for `endpoint` (`global`, `eu`, or a base URL; plain http only to loopback).
-    pub fn new(endpoint: &str, key: ApiKey, timeout: Duration, policy: RetryPolicy) -> Result<Self, ClientError> {
+    pub fn new(
+        endpoint: &str,
+        key: ApiKey,
+        timeout: Duration,
+        policy: RetryPolicy,
+    ) -> Result<Self, ClientError> {
         let base = match endpoint {
             "global" | "" => GLOBAL.to_owned(),
             "eu" => EU.to_owned(),
@@ -125,7 +134,13 @@ impl Client {
     }
 
     /// Sends one request with retries; returns the final status and body.
-    async fn send(&self, what: &str, method: Method, path: &str, body: Option<Bytes>) -> Result<(StatusCode, Bytes), ClientError> {
+    async fn send(
+        &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let url = format!("{}{path}", self.base);
         let (mut attempts, mut rate_limited) = (0u32, 0u32);
         loop {
@@ -140,7 +155,9 @@ impl Client {
                 .bearer_auth(self.key.expose())
                 .header("accept", "application/json");
             if let Some(b) = &body {
-                request = request.header("content-type", "application/json").body(b.clone());
+                request = request
+                    .header("content-type", "application/json")
+                    .body(b.clone());
             }
             let (verdict, last) = match request.send().await {
                 Ok(response) => {
@@ -172,9 +189,17 @@ impl Client {
                     rate_limited += 1;
                     self.count(|s| s.rate_limited += 1);
                     if rate_limited > self.policy.max_rate_limited {
-                        return Err(ClientError::Exhausted { what: what.into(), attempts: rate_limited, last: "HTTP 429 (rate limited)".into() });
+                        return Err(ClientError::Exhausted {
+                            what: what.into(),
+                            attempts: rate_limited,
+                            last: "HTTP 429 (rate limited)".into(),
+                        });
                     }
-                    tracing::debug!(what, wait_ms = wait.as_millis() as u64, "Rate limited; waiting for the reset");
+                    tracing::debug!(
+                        what,
+                        wait_ms = wait.as_millis() as u64,
+                        "Rate limited; waiting for the reset"
+                    );
                     *self.not_before.lock().await = Some(Instant::now() + wait);
                 }
                 Verdict::Retry if attempts < self.policy.max_attempts => {
@@ -184,16 +209,29 @@ impl Client {
                     tokio::time::sleep(wait).await;
                 }
                 Verdict::Retry => {
-                    return Err(ClientError::Exhausted { what: what.into(), attempts, last });
+                    return Err(ClientError::Exhausted {
+                        what: what.into(),
+                        attempts,
+                        last,
+                    });
                 }
                 _ => {
-                    return Err(ClientError::Unexpected { what: what.into(), message: last });
+                    return Err(ClientError::Unexpected {
+                        what: what.into(),
+                        message: last,
+                    });
                 }
             }
         }
     }
 
-    async fn json<T: DeserializeOwned>(&self, what: &str, method: Method, path: &str, body: Option<Bytes>) -> Result<T, ClientError> {
+    async fn json<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<T, ClientError> {
         let (_, bytes) = self.send(what, method, path, body).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
             what: what.into(),
@@ -203,19 +241,39 @@ impl Client {
 
     /// `PUT /v3/marketing/contacts` with a ready JSON body; returns the import job id.
     pub async fn upsert_contacts(&self, body: Bytes) -> Result<String, ClientError> {
-        let r: JobAccepted = self.json("uploading contacts", Method::PUT, "/v3/marketing/contacts", Some(body)).await?;
+        let r: JobAccepted = self
+            .json(
+                "uploading contacts",
+                Method::PUT,
+                "/v3/marketing/contacts",
+                Some(body),
+            )
+            .await?;
         Ok(r.job_id)
     }
 
     /// `GET /v3/marketing/contacts/imports/{id}`.
     pub async fn import_status(&self, job_id: &str) -> Result<ImportJob, ClientError> {
-        self.json("reading the import job", Method::GET, &format!("/v3/marketing/contacts/imports/{job_id}"), None)
-            .await
+        self.json(
+            "reading the import job",
+            Method::GET,
+            &format!("/v3/marketing/contacts/imports/{job_id}"),
+            None,
+        )
+        .await
     }
 
     /// `GET /v3/marketing/lists/{id}`; `None` when the list does not exist.
     pub async fn get_list(&self, id: &str) -> Result<Option<List>, ClientError> {
-        match self.json("reading the list", Method::GET, &format!("/v3/marketing/lists/{id}"), None).await {
+        match self
+            .json(
+                "reading the list",
+                Method::GET,
+                &format!("/v3/marketing/lists/{id}"),
+                None,
+            )
+            .await
+        {
             Ok(list) => Ok(Some(list)),
             Err(ClientError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -225,32 +283,66 @@ impl Client {
     /// `POST /v3/marketing/lists`.
     pub async fn create_list(&self, name: &str) -> Result<List, ClientError> {
         let body = serde_json::to_vec(&serde_json::json!({ "name": name })).expect("serialises");
-        self.json("creating a list", Method::POST, "/v3/marketing/lists", Some(body.into())).await
+        self.json(
+            "creating a list",
+            Method::POST,
+            "/v3/marketing/lists",
+            Some(body.into()),
+        )
+        .await
     }
 
     /// `GET /v3/marketing/field_definitions`.
     pub async fn field_definitions(&self) -> Result<FieldDefinitions, ClientError> {
-        self.json("reading custom fields", Method::GET, "/v3/marketing/field_definitions", None).await
+        self.json(
+            "reading custom fields",
+            Method::GET,
+            "/v3/marketing/field_definitions",
+            None,
+        )
+        .await
     }
 
     /// `POST /v3/marketing/field_definitions`.
-    pub async fn create_field(&self, name: &str, field_type: FieldType) -> Result<FieldDefinition, ClientError> {
-        let body = serde_json::to_vec(&serde_json::json!({ "name": name, "field_type": field_type })).expect("serialises");
-        self.json("creating a custom field", Method::POST, "/v3/marketing/field_definitions", Some(body.into()))
-            .await
+    pub async fn create_field(
+        &self,
+        name: &str,
+        field_type: FieldType,
+    ) -> Result<FieldDefinition, ClientError> {
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "name": name, "field_type": field_type }))
+                .expect("serialises");
+        self.json(
+            "creating a custom field",
+            Method::POST,
+            "/v3/marketing/field_definitions",
+            Some(body.into()),
+        )
+        .await
     }
 
     /// `GET /v3/scopes`.
     pub async fn scopes(&self) -> Result<Vec<String>, ClientError> {
-        let s: Scopes = self.json("reading the key's scopes", Method::GET, "/v3/scopes", None).await?;
+        let s: Scopes = self
+            .json("reading the key's scopes", Method::GET, "/v3/scopes", None)
+            .await?;
         Ok(s.scopes)
     }
 
     /// `POST /v3/marketing/contacts/search/emails` (at most 100 emails): contact ids by email.
-    pub async fn search_emails(&self, emails: &[String]) -> Result<Vec<(String, Option<String>)>, ClientError> {
-        let body = serde_json::to_vec(&serde_json::json!({ "emails": emails })).expect("serialises");
+    pub async fn search_emails(
+        &self,
+        emails: &[String],
+    ) -> Result<Vec<(String, Option<String>)>, ClientError> {
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "emails": emails })).expect("serialises");
         let found: SearchResult = match self
-            .json("looking up contacts", Method::POST, "/v3/marketing/contacts/search/emails", Some(body.into()))
+            .json(
+                "looking up contacts",
+                Method::POST,
+                "/v3/marketing/contacts/search/emails",
+                Some(body.into()),
+            )
             .await
         {
             Ok(r) => r,
@@ -261,16 +353,29 @@ impl Client {
         Ok(emails
             .iter()
             .map(|e| {
-                let id = found.result.get(e).and_then(|r| r.contact.as_ref()).map(|c| c.id.clone());
+                let id = found
+                    .result
+                    .get(e)
+                    .and_then(|r| r.contact.as_ref())
+                    .map(|c| c.id.clone());
                 (e.clone(), id)
             })
             .collect())
     }
 
     /// `DELETE /v3/marketing/lists/{id}/contacts?contact_ids=…`: membership only.
-    pub async fn remove_list_contacts(&self, list_id: &str, contact_ids: &[String]) -> Result<String, ClientError> {
-        let path = format!("/v3/marketing/lists/{list_id}/contacts?contact_ids={}", contact_ids.join(","));
-        let r: JobAccepted = self.json("removing list members", Method::DELETE, &path, None).await?;
+    pub async fn remove_list_contacts(
+        &self,
+        list_id: &str,
+        contact_ids: &[String],
+    ) -> Result<String, ClientError> {
+        let path = format!(
+            "/v3/marketing/lists/{list_id}/contacts?contact_ids={}",
+            contact_ids.join(",")
+        );
+        let r: JobAccepted = self
+            .json("removing list members", Method::DELETE, &path, None)
+            .await?;
         Ok(r.job_id)
     }
 
@@ -292,13 +397,18 @@ impl Client {
 }
 
 fn is_loopback_http(base: &str) -> bool {
-    let Some(rest) = base.strip_prefix("http://") else { return false };
+    let Some(rest) = base.strip_prefix("http://") else {
+        return false;
+    };
     let host_port = rest.split('/').next().unwrap_or("");
     let host = match host_port.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
     };
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// reqwest's error text without the URL's query (which could hold ids) trimmed to the point.
@@ -316,23 +426,36 @@ fn transport_message(e: &reqwest::Error) -> String {
         detail = s.to_string();
         source = s.source();
     }
-    if detail.is_empty() { kind.to_owned() } else { format!("{kind} ({detail})") }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind} ({detail})")
+    }
 }
 
 fn fatal(what: &str, status: StatusCode, body: &[u8]) -> ClientError {
-    let errors = serde_json::from_slice::<ErrorResponse>(body).map(|r| r.errors).unwrap_or_default();
+    let errors = serde_json::from_slice::<ErrorResponse>(body)
+        .map(|r| r.errors)
+        .unwrap_or_default();
     let message = describe(&errors);
     match status.as_u16() {
         401 => ClientError::Unauthorized,
         403 => ClientError::Forbidden,
         404 => ClientError::NotFound {
             what: what.trim_start_matches("reading ").to_owned(),
-            message: if message.is_empty() { "SendGrid has no such resource".into() } else { message },
+            message: if message.is_empty() {
+                "SendGrid has no such resource".into()
+            } else {
+                message
+            },
         },
         400 | 413 => ClientError::Rejected {
             status: status.as_u16(),
             errors: if errors.is_empty() && status.as_u16() == 413 {
-                vec![ApiError { field: None, message: "request body too large".into() }]
+                vec![ApiError {
+                    field: None,
+                    message: "request body too large".into(),
+                }]
             } else {
                 errors
             },
@@ -353,9 +476,17 @@ mod tests {
         let key = ApiKey::new("k");
         let p = RetryPolicy::default();
         let t = Duration::from_secs(1);
-        assert_eq!(Client::new("global", key.clone(), t, p).unwrap().base_url(), GLOBAL);
+        assert_eq!(
+            Client::new("global", key.clone(), t, p).unwrap().base_url(),
+            GLOBAL
+        );
         assert_eq!(Client::new("eu", key.clone(), t, p).unwrap().base_url(), EU);
-        assert_eq!(Client::new("http://127.0.0.1:9/", key.clone(), t, p).unwrap().base_url(), "http://127.0.0.1:9");
+        assert_eq!(
+            Client::new("http://127.0.0.1:9/", key.clone(), t, p)
+                .unwrap()
+                .base_url(),
+            "http://127.0.0.1:9"
+        );
         assert!(Client::new("http://[::1]:9", key.clone(), t, p).is_ok());
         let err = Client::new("http://example.com", key, t, p).err().unwrap();
         assert!(err.to_string().contains("loopback"), "{err}");

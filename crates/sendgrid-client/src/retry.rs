@@ -50,7 +50,9 @@ pub enum Verdict {
 pub fn classify_status(status: StatusCode, headers: &HeaderMap, policy: &RetryPolicy) -> Verdict {
     match status.as_u16() {
         200..=299 => Verdict::Done,
-        429 => Verdict::RateLimited(rate_limit_wait(headers, policy).unwrap_or(Duration::from_secs(1))),
+        429 => {
+            Verdict::RateLimited(rate_limit_wait(headers, policy).unwrap_or(Duration::from_secs(1)))
+        }
         408 | 500 | 502..=599 => Verdict::Retry,
         _ => Verdict::Fatal,
     }
@@ -73,7 +75,10 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
 /// How long until `X-RateLimit-Reset` (Unix seconds), bounded by the policy.
 pub fn rate_limit_wait(headers: &HeaderMap, policy: &RetryPolicy) -> Option<Duration> {
     let reset = header_u64(headers, "x-ratelimit-reset")?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
     let wait = Duration::from_secs_f64((reset as f64 - now).max(0.0)) + Duration::from_millis(50);
     Some(wait.min(policy.max_rate_limit_wait))
 }
@@ -114,23 +119,43 @@ mod tests {
         let h = HeaderMap::new();
         assert_eq!(classify_status(StatusCode::ACCEPTED, &h, &p), Verdict::Done);
         for s in [500, 502, 503, 504, 408] {
-            assert_eq!(classify_status(StatusCode::from_u16(s).unwrap(), &h, &p), Verdict::Retry, "{s}");
+            assert_eq!(
+                classify_status(StatusCode::from_u16(s).unwrap(), &h, &p),
+                Verdict::Retry,
+                "{s}"
+            );
         }
         for s in [400, 401, 403, 404, 413, 501] {
-            assert_eq!(classify_status(StatusCode::from_u16(s).unwrap(), &h, &p), Verdict::Fatal, "{s}");
+            assert_eq!(
+                classify_status(StatusCode::from_u16(s).unwrap(), &h, &p),
+                Verdict::Fatal,
+                "{s}"
+            );
         }
-        assert!(matches!(classify_status(StatusCode::TOO_MANY_REQUESTS, &h, &p), Verdict::RateLimited(_)));
+        assert!(matches!(
+            classify_status(StatusCode::TOO_MANY_REQUESTS, &h, &p),
+            Verdict::RateLimited(_)
+        ));
     }
 
     #[test]
     fn rate_limit_headers_are_read_in_any_case_and_bounded() {
-        let p = RetryPolicy { max_rate_limit_wait: Duration::from_secs(5), ..Default::default() };
+        let p = RetryPolicy {
+            max_rate_limit_wait: Duration::from_secs(5),
+            ..Default::default()
+        };
         let mut h = HeaderMap::new();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         h.insert("x-ratelimit-reset", HeaderValue::from(now + 2));
         h.insert("X-RateLimit-Remaining", HeaderValue::from(0));
         let wait = rate_limit_wait(&h, &p).unwrap();
-        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_millis(2100), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_millis(2100),
+            "{wait:?}"
+        );
         assert!(budget_spent(&h));
         h.insert("x-ratelimit-reset", HeaderValue::from(now + 3600));
         assert_eq!(rate_limit_wait(&h, &p).unwrap(), Duration::from_secs(5));

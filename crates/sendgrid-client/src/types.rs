@@ -123,9 +123,14 @@ pub(crate) struct FoundContact {
 
 /// Whether the scopes include Marketing read and write access.
 pub fn has_marketing_access(scopes: &[String]) -> bool {
-    let read = scopes.iter().any(|s| s == "marketing.read" || s == "marketing_campaigns.read");
-    let write = scopes
+    let read = scopes
         .iter()
-        .any(|s| matches!(s.as_str(), "marketing_campaigns.create" | "marketing_campaigns.update"));
+        .any(|s| s == "marketing.read" || s == "marketing_campaigns.read");
+    let write = scopes.iter().any(|s| {
+        matches!(
+            s.as_str(),
+            "marketing_campaigns.create" | "marketing_campaigns.update"
+        )
+    });
     read && write
 }

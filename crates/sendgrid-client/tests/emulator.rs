@@ -21,8 +21,14 @@ fn fast() -> RetryPolicy {
 async fn emulator(import_delay_ms: u64) -> Emulator {
     Emulator::start(Config {
         keys: vec![
-            KeyConfig { key: "good".into(), scopes: marketing_scopes() },
-            KeyConfig { key: "mail-only".into(), scopes: vec!["mail.send".into()] },
+            KeyConfig {
+                key: "good".into(),
+                scopes: marketing_scopes(),
+            },
+            KeyConfig {
+                key: "mail-only".into(),
+                scopes: vec!["mail.send".into()],
+            },
         ],
         import_delay_ms,
         lists: vec![(LIST.into(), "news".into())],
@@ -38,14 +44,18 @@ fn client(e: &Emulator, key: &str) -> Client {
 }
 
 fn body(contacts: &str) -> Bytes {
-    Bytes::from(format!(r#"{{"list_ids":["{LIST}"],"contacts":[{contacts}]}}"#))
+    Bytes::from(format!(
+        r#"{{"list_ids":["{LIST}"],"contacts":[{contacts}]}}"#
+    ))
 }
 
 #[tokio::test]
 async fn upsert_then_follow_the_job_to_completion() {
     let e = emulator(300).await;
     let c = client(&e, "good");
-    let ltv_id = c.field_definitions().await.unwrap().custom_fields[0].id.clone();
+    let ltv_id = c.field_definitions().await.unwrap().custom_fields[0]
+        .id
+        .clone();
     let job = c
         .upsert_contacts(body(&format!(
             r#"{{"email":"Ada@Example.com","first_name":"Ada","custom_fields":{{"{ltv_id}":12.5}}}},{{"email":"b@example.com"}}"#
@@ -60,19 +70,34 @@ async fn upsert_then_follow_the_job_to_completion() {
     assert_eq!(done.results.created_count, 2.0);
     assert_eq!(e.list_emails(LIST), ["ada@example.com", "b@example.com"]);
     let state = e.inspect();
-    assert_eq!(state["lists"][LIST]["contacts"][0]["custom_fields"]["ltv"], 12.5);
+    assert_eq!(
+        state["lists"][LIST]["contacts"][0]["custom_fields"]["ltv"],
+        12.5
+    );
     assert_eq!(c.get_list(LIST).await.unwrap().unwrap().contact_count, 2);
 }
 
 #[tokio::test]
 async fn bad_key_and_missing_permissions() {
     let e = emulator(0).await;
-    assert!(matches!(client(&e, "wrong").upsert_contacts(body(r#"{"email":"a@b.co"}"#)).await, Err(ClientError::Unauthorized)));
+    assert!(matches!(
+        client(&e, "wrong")
+            .upsert_contacts(body(r#"{"email":"a@b.co"}"#))
+            .await,
+        Err(ClientError::Unauthorized)
+    ));
     let restricted = client(&e, "mail-only");
-    assert!(matches!(restricted.upsert_contacts(body(r#"{"email":"a@b.co"}"#)).await, Err(ClientError::Forbidden)));
+    assert!(matches!(
+        restricted
+            .upsert_contacts(body(r#"{"email":"a@b.co"}"#))
+            .await,
+        Err(ClientError::Forbidden)
+    ));
     let scopes = restricted.scopes().await.unwrap();
     assert!(!has_marketing_access(&scopes));
-    assert!(has_marketing_access(&client(&e, "good").scopes().await.unwrap()));
+    assert!(has_marketing_access(
+        &client(&e, "good").scopes().await.unwrap()
+    ));
     assert!(e.list_emails(LIST).is_empty());
 }
 
@@ -85,17 +110,34 @@ async fn validation_errors_name_the_contact_and_field() {
         .upsert_contacts(body(&format!(r#"{{"email":"a@b.co"}},{{"email":"c@d.co","first_name":"{long}"}},{{"email":"e@f.co","custom_fields":{{"w9":1}}}}"#)))
         .await
         .unwrap_err();
-    let ClientError::Rejected { status, errors } = err else { panic!("{err}") };
+    let ClientError::Rejected { status, errors } = err else {
+        panic!("{err}")
+    };
     assert_eq!(status, 400);
-    let named: Vec<(Option<usize>, String)> = errors.iter().map(|e| (e.contact_index(), e.field.clone().unwrap())).collect();
+    let named: Vec<(Option<usize>, String)> = errors
+        .iter()
+        .map(|e| (e.contact_index(), e.field.clone().unwrap()))
+        .collect();
     assert_eq!(
         named,
-        [(Some(1), "contacts[1].first_name".to_string()), (Some(2), "contacts[2].custom_fields.w9".to_string())]
+        [
+            (Some(1), "contacts[1].first_name".to_string()),
+            (Some(2), "contacts[2].custom_fields.w9".to_string())
+        ]
     );
-    let too_big = format!(r#"{{"email":"a@b.co","address_line_1":"{}"}}"#, "y".repeat(6_000_000));
-    assert!(matches!(c.upsert_contacts(body(&too_big)).await, Err(ClientError::Rejected { status: 413, .. })));
+    let too_big = format!(
+        r#"{{"email":"a@b.co","address_line_1":"{}"}}"#,
+        "y".repeat(6_000_000)
+    );
+    assert!(matches!(
+        c.upsert_contacts(body(&too_big)).await,
+        Err(ClientError::Rejected { status: 413, .. })
+    ));
     let bad_list = Bytes::from(r#"{"list_ids":["nope"],"contacts":[{"email":"a@b.co"}]}"#);
-    assert!(matches!(c.upsert_contacts(bad_list).await, Err(ClientError::Rejected { status: 400, .. })));
+    assert!(matches!(
+        c.upsert_contacts(bad_list).await,
+        Err(ClientError::Rejected { status: 400, .. })
+    ));
 }
 
 #[tokio::test]
@@ -112,7 +154,9 @@ async fn transient_failures_are_retried_and_429_waits_for_the_reset() {
         ..Faults::default()
     });
     let c = client(&e, "good");
-    c.upsert_contacts(body(r#"{"email":"a@b.co"}"#)).await.unwrap();
+    c.upsert_contacts(body(r#"{"email":"a@b.co"}"#))
+        .await
+        .unwrap();
     let stats = c.stats();
     assert_eq!(stats.retries, 3);
     assert_eq!(stats.rate_limited, 1);
@@ -123,18 +167,48 @@ async fn transient_failures_are_retried_and_429_waits_for_the_reset() {
 #[tokio::test]
 async fn retries_are_bounded() {
     let e = emulator(0).await;
-    e.script(Faults { upserts: vec![Fault::Status { status: 502 }; 10].into(), ..Faults::default() });
-    let c = Client::new(&e.url(), ApiKey::new("good"), Duration::from_secs(2), RetryPolicy { max_attempts: 3, ..fast() }).unwrap();
-    let err = c.upsert_contacts(body(r#"{"email":"a@b.co"}"#)).await.unwrap_err();
-    assert!(err.to_string().contains("failed after 3 attempts: HTTP 502"), "{err}");
+    e.script(Faults {
+        upserts: vec![Fault::Status { status: 502 }; 10].into(),
+        ..Faults::default()
+    });
+    let c = Client::new(
+        &e.url(),
+        ApiKey::new("good"),
+        Duration::from_secs(2),
+        RetryPolicy {
+            max_attempts: 3,
+            ..fast()
+        },
+    )
+    .unwrap();
+    let err = c
+        .upsert_contacts(body(r#"{"email":"a@b.co"}"#))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("failed after 3 attempts: HTTP 502"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn timeouts_are_retried() {
     let e = emulator(0).await;
-    e.script(Faults { upserts: vec![Fault::Delay { ms: 1500 }].into(), ..Faults::default() });
-    let c = Client::new(&e.url(), ApiKey::new("good"), Duration::from_millis(500), fast()).unwrap();
-    c.upsert_contacts(body(r#"{"email":"a@b.co"}"#)).await.unwrap();
+    e.script(Faults {
+        upserts: vec![Fault::Delay { ms: 1500 }].into(),
+        ..Faults::default()
+    });
+    let c = Client::new(
+        &e.url(),
+        ApiKey::new("good"),
+        Duration::from_millis(500),
+        fast(),
+    )
+    .unwrap();
+    c.upsert_contacts(body(r#"{"email":"a@b.co"}"#))
+        .await
+        .unwrap();
     assert_eq!(c.stats().retries, 1);
 }
 
@@ -142,16 +216,28 @@ async fn timeouts_are_retried() {
 async fn lists_fields_search_and_membership_removal() {
     let e = emulator(0).await;
     let c = client(&e, "good");
-    assert!(c.get_list("11111111-2222-3333-4444-555555555555").await.unwrap().is_none());
+    assert!(
+        c.get_list("11111111-2222-3333-4444-555555555555")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let created = c.create_list("weekly").await.unwrap();
     assert_eq!(created.id.len(), 36);
     let field = c.create_field("tier", FieldType::Text).await.unwrap();
     assert_eq!(field.field_type, FieldType::Text);
-    c.upsert_contacts(body(r#"{"email":"a@b.co"},{"email":"c@d.co"}"#)).await.unwrap();
-    let found = c.search_emails(&["a@b.co".into(), "zz@y.co".into()]).await.unwrap();
+    c.upsert_contacts(body(r#"{"email":"a@b.co"},{"email":"c@d.co"}"#))
+        .await
+        .unwrap();
+    let found = c
+        .search_emails(&["a@b.co".into(), "zz@y.co".into()])
+        .await
+        .unwrap();
     assert!(found[0].1.is_some());
     assert_eq!(found[1].1, None);
-    c.remove_list_contacts(LIST, &[found[0].1.clone().unwrap()]).await.unwrap();
+    c.remove_list_contacts(LIST, &[found[0].1.clone().unwrap()])
+        .await
+        .unwrap();
     assert_eq!(e.list_emails(LIST), ["c@d.co"]);
     // Membership only: the contact still exists.
     assert_eq!(e.inspect()["contacts"], 2);

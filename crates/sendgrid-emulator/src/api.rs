@@ -13,7 +13,9 @@ use axum::routing::{delete, get, post, put};
 use serde_json::{Map, Value, json};
 
 use crate::DropConnection;
-use crate::state::{Fault, Faults, Job, JobEnd, List, LoggedRequest, State as Account, Upserted, unix_now};
+use crate::state::{
+    Fault, Faults, Job, JobEnd, List, LoggedRequest, State as Account, Upserted, unix_now,
+};
 
 /// SendGrid refuses request bodies of this many bytes or more.
 const MAX_BODY_BYTES: usize = 6_000_000;
@@ -38,8 +40,14 @@ pub(crate) fn router(account: Arc<Mutex<Account>>, addr: SocketAddr) -> Router {
         .route("/v3/marketing/contacts/search/emails", post(search_emails))
         .route("/v3/marketing/lists", post(create_list))
         .route("/v3/marketing/lists/{id}", get(get_list))
-        .route("/v3/marketing/lists/{id}/contacts", delete(remove_from_list))
-        .route("/v3/marketing/field_definitions", get(field_definitions).post(create_field))
+        .route(
+            "/v3/marketing/lists/{id}/contacts",
+            delete(remove_from_list),
+        )
+        .route(
+            "/v3/marketing/field_definitions",
+            get(field_definitions).post(create_field),
+        )
         .route("/v3/scopes", get(scopes))
         .route("/_emulator/state", get(inspect))
         .route("/_emulator/faults", post(add_faults))
@@ -66,7 +74,14 @@ fn errors(field: Option<&str>, message: &str) -> Value {
 }
 
 /// Answers, logs and adds the rate-limit headers.
-fn answer(app: &App, method: &Method, path: &str, rate: Rate, status: StatusCode, body: Value) -> Response {
+fn answer(
+    app: &App,
+    method: &Method,
+    path: &str,
+    rate: Rate,
+    status: StatusCode,
+    body: Value,
+) -> Response {
     answer_logged(app, method, path, rate, status, body, Vec::new(), None)
 }
 
@@ -99,7 +114,14 @@ fn answer_logged(
 }
 
 /// Rate limit, then auth: a 429, 401 or 403 answer, or the headers to send.
-fn gate(app: &App, headers: &HeaderMap, method: &Method, path: &str, access: Access) -> Result<Rate, Response> {
+#[allow(clippy::result_large_err)]
+fn gate(
+    app: &App,
+    headers: &HeaderMap,
+    method: &Method,
+    path: &str,
+    access: Access,
+) -> Result<Rate, Response> {
     let (rate, allowed, key) = {
         let mut account = app.lock();
         let rate = account.rate();
@@ -112,20 +134,43 @@ fn gate(app: &App, headers: &HeaderMap, method: &Method, path: &str, access: Acc
     };
     let headers = Rate(rate.map(|(l, r, reset, _)| (l, r, reset)));
     if !allowed {
-        return Err(answer(app, method, path, headers, StatusCode::TOO_MANY_REQUESTS, errors(None, "too many requests")));
+        return Err(answer(
+            app,
+            method,
+            path,
+            headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            errors(None, "too many requests"),
+        ));
     }
     let Some(key) = key else {
-        return Err(answer(app, method, path, headers, StatusCode::UNAUTHORIZED, errors(None, "authorization required")));
+        return Err(answer(
+            app,
+            method,
+            path,
+            headers,
+            StatusCode::UNAUTHORIZED,
+            errors(None, "authorization required"),
+        ));
     };
     let permitted = key.scopes.iter().any(|s| match access {
         Access::Read => s == "marketing.read" || s.starts_with("marketing_campaigns."),
         Access::Write => matches!(
             s.as_str(),
-            "marketing_campaigns.create" | "marketing_campaigns.update" | "marketing_campaigns.delete"
+            "marketing_campaigns.create"
+                | "marketing_campaigns.update"
+                | "marketing_campaigns.delete"
         ),
     });
     if !permitted {
-        return Err(answer(app, method, path, headers, StatusCode::FORBIDDEN, errors(None, "access forbidden")));
+        return Err(answer(
+            app,
+            method,
+            path,
+            headers,
+            StatusCode::FORBIDDEN,
+            errors(None, "access forbidden"),
+        ));
     }
     Ok(headers)
 }
@@ -157,7 +202,14 @@ async fn upsert(
             } else {
                 rate
             };
-            return answer(&app, &method, path, rate, status, errors(None, "scripted fault"));
+            return answer(
+                &app,
+                &method,
+                path,
+                rate,
+                status,
+                errors(None, "scripted fault"),
+            );
         }
         Some(Fault::Delay { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
         Some(Fault::Drop) => {
@@ -174,10 +226,24 @@ async fn upsert(
         _ => {}
     }
     if body.len() >= MAX_BODY_BYTES {
-        return answer(&app, &method, path, rate, StatusCode::PAYLOAD_TOO_LARGE, errors(None, "request body too large"));
+        return answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            errors(None, "request body too large"),
+        );
     }
     let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
-        return answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, errors(None, "invalid JSON body"));
+        return answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::BAD_REQUEST,
+            errors(None, "invalid JSON body"),
+        );
     };
     let mut account = app.lock();
     let problems = validate_upsert(&account, &request);
@@ -189,12 +255,23 @@ async fn upsert(
     let list_ids: Vec<String> = request
         .get("list_ids")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(missing) = list_ids.iter().find(|id| !account.lists.contains_key(*id)) {
         let message = format!("list {missing} does not exist");
         drop(account);
-        return answer(&app, &method, path, rate, StatusCode::NOT_FOUND, errors(Some("list_ids"), &message));
+        return answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::NOT_FOUND,
+            errors(Some("list_ids"), &message),
+        );
     }
     let contacts: Vec<Map<String, Value>> = request["contacts"]
         .as_array()
@@ -211,7 +288,9 @@ async fn upsert(
         .collect();
     let end = match account.faults.jobs.pop_front() {
         Some(Fault::FailJob) => JobEnd::Fail,
-        Some(Fault::ErrorJob { emails }) => JobEnd::Error(emails.into_iter().map(|e| e.to_lowercase()).collect()),
+        Some(Fault::ErrorJob { emails }) => {
+            JobEnd::Error(emails.into_iter().map(|e| e.to_lowercase()).collect())
+        }
         _ => JobEnd::Complete,
     };
     let job_id = account.uuid();
@@ -277,7 +356,10 @@ const RESERVED: [&str; 14] = [
 ];
 
 /// Every problem with an upsert request, as (field, message).
-fn validate_upsert(account: &Account, request: &Map<String, Value>) -> Vec<(Option<String>, String)> {
+fn validate_upsert(
+    account: &Account,
+    request: &Map<String, Value>,
+) -> Vec<(Option<String>, String)> {
     let mut out = Vec::new();
     for key in request.keys() {
         if key != "list_ids" && key != "contacts" {
@@ -289,7 +371,10 @@ fn validate_upsert(account: &Account, request: &Map<String, Value>) -> Vec<(Opti
             Some(ids) => {
                 for (i, id) in ids.iter().enumerate() {
                     if !id.as_str().is_some_and(is_uuid) {
-                        out.push((Some(format!("list_ids[{i}]")), "must be a valid UUID".into()));
+                        out.push((
+                            Some(format!("list_ids[{i}]")),
+                            "must be a valid UUID".into(),
+                        ));
                     }
                 }
             }
@@ -297,11 +382,17 @@ fn validate_upsert(account: &Account, request: &Map<String, Value>) -> Vec<(Opti
         }
     }
     let Some(contacts) = request.get("contacts").and_then(Value::as_array) else {
-        out.push((Some("contacts".into()), "is required and must be an array".into()));
+        out.push((
+            Some("contacts".into()),
+            "is required and must be an array".into(),
+        ));
         return out;
     };
     if contacts.is_empty() || contacts.len() > MAX_CONTACTS {
-        out.push((Some("contacts".into()), format!("must hold 1 to {MAX_CONTACTS} contacts")));
+        out.push((
+            Some("contacts".into()),
+            format!("must hold 1 to {MAX_CONTACTS} contacts"),
+        ));
         return out;
     }
     let mut poisoned_unnamed = false;
@@ -318,20 +409,30 @@ fn validate_upsert(account: &Account, request: &Map<String, Value>) -> Vec<(Opti
             }
             match key.as_str() {
                 "alternate_emails" => match value.as_array() {
-                    Some(a) if a.len() <= 5 && a.iter().all(|e| e.as_str().is_some_and(|e| e.chars().count() <= 254)) => {}
+                    Some(a)
+                        if a.len() <= 5
+                            && a.iter()
+                                .all(|e| e.as_str().is_some_and(|e| e.chars().count() <= 254)) => {}
                     _ => out.push((at(key), "must be at most 5 email addresses".into())),
                 },
                 "custom_fields" => match value.as_object() {
                     Some(custom) => {
                         for (id, v) in custom {
                             match account.fields.iter().find(|f| &f.id == id) {
-                                None => out.push((at(&format!("custom_fields.{id}")), format!("custom field ID {id} does not exist"))),
-                                Some(def) if def.field_type == "Number" && !v.is_number() => {
-                                    out.push((at(&format!("custom_fields.{id}")), "must be a number".into()))
-                                }
-                                Some(def) if def.field_type != "Number" && !v.is_string() => {
-                                    out.push((at(&format!("custom_fields.{id}")), "must be a string".into()))
-                                }
+                                None => out.push((
+                                    at(&format!("custom_fields.{id}")),
+                                    format!("custom field ID {id} does not exist"),
+                                )),
+                                Some(def) if def.field_type == "Number" && !v.is_number() => out
+                                    .push((
+                                        at(&format!("custom_fields.{id}")),
+                                        "must be a number".into(),
+                                    )),
+                                Some(def) if def.field_type != "Number" && !v.is_string() => out
+                                    .push((
+                                        at(&format!("custom_fields.{id}")),
+                                        "must be a string".into(),
+                                    )),
                                 Some(_) => {}
                             }
                         }
@@ -340,10 +441,13 @@ fn validate_upsert(account: &Account, request: &Map<String, Value>) -> Vec<(Opti
                 },
                 field => match value.as_str() {
                     Some(text) => {
-                        if let Some(max) = max_chars(field) {
-                            if text.chars().count() > max {
-                                out.push((at(field), format!("length must be less than or equal to {max}")));
-                            }
+                        if let Some(max) =
+                            max_chars(field).filter(|max| text.chars().count() > *max)
+                        {
+                            out.push((
+                                at(field),
+                                format!("length must be less than or equal to {max}"),
+                            ));
                         }
                     }
                     None => out.push((at(field), "must be a string".into())),
@@ -353,9 +457,9 @@ fn validate_upsert(account: &Account, request: &Map<String, Value>) -> Vec<(Opti
         match contact.get("email").and_then(Value::as_str) {
             None => out.push((at("email"), "is required".into())),
             Some(email) => {
-                let valid = email
-                    .split_once('@')
-                    .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains('@') && !email.contains(' '));
+                let valid = email.split_once('@').is_some_and(|(l, d)| {
+                    !l.is_empty() && d.contains('.') && !d.contains('@') && !email.contains(' ')
+                });
                 if !valid {
                     out.push((at("email"), "must be a valid email address".into()));
                 } else if account.faults.poisoned.contains(&email.to_lowercase()) {
@@ -374,7 +478,12 @@ fn validate_upsert(account: &Account, request: &Map<String, Value>) -> Vec<(Opti
     out
 }
 
-async fn import_status(State(app): State<App>, method: Method, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn import_status(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let path = format!("/v3/marketing/contacts/imports/{id}");
     let rate = gate!(app, headers, method, path, Access::Read);
     let body = {
@@ -392,7 +501,8 @@ async fn import_status(State(app): State<App>, method: Method, headers: HeaderMa
                     "errored_count": errored,
                 });
                 if !job.errors.is_empty() {
-                    body["results"]["errors_url"] = json!(format!("{}/_emulator/errors/{id}", app.base_url));
+                    body["results"]["errors_url"] =
+                        json!(format!("{}/_emulator/errors/{id}", app.base_url));
                 }
             }
             body
@@ -400,7 +510,14 @@ async fn import_status(State(app): State<App>, method: Method, headers: HeaderMa
     };
     match body {
         Some(body) => answer(&app, &method, &path, rate, StatusCode::OK, body),
-        None => answer(&app, &method, &path, rate, StatusCode::NOT_FOUND, errors(None, "job not found")),
+        None => answer(
+            &app,
+            &method,
+            &path,
+            rate,
+            StatusCode::NOT_FOUND,
+            errors(None, "job not found"),
+        ),
     }
 }
 
@@ -419,16 +536,32 @@ async fn errors_file(State(app): State<App>, Path(job_id): Path<String>) -> Resp
     }
 }
 
-async fn search_emails(State(app): State<App>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+async fn search_emails(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = "/v3/marketing/contacts/search/emails";
     let rate = gate!(app, headers, method, path, Access::Read);
     let emails: Vec<String> = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get("emails").and_then(Value::as_array).cloned())
-        .map(|a| a.iter().filter_map(|e| e.as_str().map(str::to_lowercase)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.as_str().map(str::to_lowercase))
+                .collect()
+        })
         .unwrap_or_default();
     if emails.is_empty() || emails.len() > 100 {
-        return answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, errors(Some("emails"), "give 1 to 100 emails"));
+        return answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::BAD_REQUEST,
+            errors(Some("emails"), "give 1 to 100 emails"),
+        );
     }
     let result: Map<String, Value> = {
         let mut account = app.lock();
@@ -444,7 +577,14 @@ async fn search_emails(State(app): State<App>, method: Method, headers: HeaderMa
             })
             .collect()
     };
-    answer(&app, &method, path, rate, StatusCode::OK, json!({"result": result}))
+    answer(
+        &app,
+        &method,
+        path,
+        rate,
+        StatusCode::OK,
+        json!({"result": result}),
+    )
 }
 
 fn contact_json(c: &crate::state::Contact) -> Value {
@@ -458,7 +598,12 @@ fn contact_json(c: &crate::state::Contact) -> Value {
     v
 }
 
-async fn create_list(State(app): State<App>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+async fn create_list(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = "/v3/marketing/lists";
     let rate = gate!(app, headers, method, path, Access::Write);
     let name = serde_json::from_slice::<Value>(&body)
@@ -466,12 +611,21 @@ async fn create_list(State(app): State<App>, method: Method, headers: HeaderMap,
         .and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_owned))
         .filter(|n| !n.is_empty() && n.chars().count() <= 100);
     let Some(name) = name else {
-        return answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, errors(Some("name"), "is required (1 to 100 characters)"));
+        return answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::BAD_REQUEST,
+            errors(Some("name"), "is required (1 to 100 characters)"),
+        );
     };
     let id = {
         let mut account = app.lock();
         let id = account.uuid();
-        account.lists.insert(id.clone(), List { name: name.clone() });
+        account
+            .lists
+            .insert(id.clone(), List { name: name.clone() });
         id
     };
     let body = json!({"id": id, "name": name, "contact_count": 0,
@@ -479,7 +633,12 @@ async fn create_list(State(app): State<App>, method: Method, headers: HeaderMap,
     answer(&app, &method, path, rate, StatusCode::CREATED, body)
 }
 
-async fn get_list(State(app): State<App>, method: Method, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn get_list(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let path = format!("/v3/marketing/lists/{id}");
     let rate = gate!(app, headers, method, path, Access::Read);
     let body = {
@@ -492,7 +651,14 @@ async fn get_list(State(app): State<App>, method: Method, headers: HeaderMap, Pa
     };
     match body {
         Some(body) => answer(&app, &method, &path, rate, StatusCode::OK, body),
-        None => answer(&app, &method, &path, rate, StatusCode::NOT_FOUND, errors(None, "list not found")),
+        None => answer(
+            &app,
+            &method,
+            &path,
+            rate,
+            StatusCode::NOT_FOUND,
+            errors(None, "list not found"),
+        ),
     }
 }
 
@@ -518,7 +684,14 @@ async fn remove_from_list(
         .map(str::to_owned)
         .collect();
     if ids.is_empty() {
-        return answer(&app, &method, &path, rate, StatusCode::BAD_REQUEST, errors(Some("contact_ids"), "is required"));
+        return answer(
+            &app,
+            &method,
+            &path,
+            rate,
+            StatusCode::BAD_REQUEST,
+            errors(Some("contact_ids"), "is required"),
+        );
     }
     let job_id = {
         let mut account = app.lock();
@@ -534,8 +707,22 @@ async fn remove_from_list(
         }
     };
     match job_id {
-        Some(job_id) => answer(&app, &method, &path, rate, StatusCode::ACCEPTED, json!({"job_id": job_id})),
-        None => answer(&app, &method, &path, rate, StatusCode::NOT_FOUND, errors(None, "list not found")),
+        Some(job_id) => answer(
+            &app,
+            &method,
+            &path,
+            rate,
+            StatusCode::ACCEPTED,
+            json!({"job_id": job_id}),
+        ),
+        None => answer(
+            &app,
+            &method,
+            &path,
+            rate,
+            StatusCode::NOT_FOUND,
+            errors(None, "list not found"),
+        ),
     }
 }
 
@@ -553,17 +740,47 @@ async fn field_definitions(State(app): State<App>, method: Method, headers: Head
         .enumerate()
         .map(|(i, n)| json!({"id": format!("_rf{i}_T"), "name": n, "field_type": "Text"}))
         .collect();
-    answer(&app, &method, path, rate, StatusCode::OK, json!({"custom_fields": custom, "reserved_fields": reserved}))
+    answer(
+        &app,
+        &method,
+        path,
+        rate,
+        StatusCode::OK,
+        json!({"custom_fields": custom, "reserved_fields": reserved}),
+    )
 }
 
-async fn create_field(State(app): State<App>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+async fn create_field(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = "/v3/marketing/field_definitions";
     let rate = gate!(app, headers, method, path, Access::Write);
     let request = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
-    let name = request.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let field_type = request.get("field_type").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let name = request
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let field_type = request
+        .get("field_type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     if name.is_empty() || !matches!(field_type.as_str(), "Text" | "Number" | "Date") {
-        return answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, errors(Some("field_type"), "give a name and a field_type of Text, Number or Date"));
+        return answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::BAD_REQUEST,
+            errors(
+                Some("field_type"),
+                "give a name and a field_type of Text, Number or Date",
+            ),
+        );
     }
     let def = {
         let mut account = app.lock();
@@ -574,8 +791,22 @@ async fn create_field(State(app): State<App>, method: Method, headers: HeaderMap
         }
     };
     match def {
-        Some(d) => answer(&app, &method, path, rate, StatusCode::OK, json!({"id": d.id, "name": d.name, "field_type": d.field_type})),
-        None => answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, errors(Some("name"), "a field with this name exists")),
+        Some(d) => answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::OK,
+            json!({"id": d.id, "name": d.name, "field_type": d.field_type}),
+        ),
+        None => answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::BAD_REQUEST,
+            errors(Some("name"), "a field with this name exists"),
+        ),
     }
 }
 
@@ -593,8 +824,22 @@ async fn scopes(State(app): State<App>, method: Method, headers: HeaderMap) -> R
         (Rate(rate), key)
     };
     match key {
-        Some(k) => answer(&app, &method, path, rate, StatusCode::OK, json!({"scopes": k.scopes})),
-        None => answer(&app, &method, path, rate, StatusCode::UNAUTHORIZED, errors(None, "authorization required")),
+        Some(k) => answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::OK,
+            json!({"scopes": k.scopes}),
+        ),
+        None => answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::UNAUTHORIZED,
+            errors(None, "authorization required"),
+        ),
     }
 }
 
@@ -629,7 +874,11 @@ pub(crate) fn inspection(account: &mut Account) -> Value {
                             .custom_fields
                             .iter()
                             .map(|(fid, value)| {
-                                let name = account.fields.iter().find(|f| &f.id == fid).map_or(fid.clone(), |f| f.name.clone());
+                                let name = account
+                                    .fields
+                                    .iter()
+                                    .find(|f| &f.id == fid)
+                                    .map_or(fid.clone(), |f| f.name.clone());
                                 (name, value.clone())
                             })
                             .collect();
@@ -638,7 +887,10 @@ pub(crate) fn inspection(account: &mut Account) -> Value {
                     v
                 })
                 .collect();
-            (id.clone(), json!({"name": l.name, "contact_count": contacts.len(), "contacts": contacts}))
+            (
+                id.clone(),
+                json!({"name": l.name, "contact_count": contacts.len(), "contacts": contacts}),
+            )
         })
         .collect();
     json!({

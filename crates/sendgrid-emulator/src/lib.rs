@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
-pub use state::{Config, Fault, Faults, KeyConfig, LoggedRequest, RateLimit, Upserted, marketing_scopes};
+pub use state::{
+    Config, Fault, Faults, KeyConfig, LoggedRequest, RateLimit, Upserted, marketing_scopes,
+};
 
 /// A running emulator. Dropping it stops the server.
 pub struct Emulator {
@@ -113,12 +115,13 @@ fn serve_connection(app: axum::Router, stream: tokio::net::TcpStream) {
     use tower::ServiceExt;
     let drop_signal = Arc::new(Notify::new());
     let signal = drop_signal.clone();
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        request
-            .extensions_mut()
-            .insert(DropConnection(signal.clone()));
-        app.clone().oneshot(request)
-    });
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(DropConnection(signal.clone()));
+            app.clone().oneshot(request)
+        });
     tokio::spawn(async move {
         let connection = hyper::server::conn::http1::Builder::new()
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service);

@@ -44,11 +44,17 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(args.host.is_loopback(), "the emulator listens on loopback addresses only");
+    anyhow::ensure!(
+        args.host.is_loopback(),
+        "the emulator listens on loopback addresses only"
+    );
     let mut keys: Vec<KeyConfig> = args
         .keys
         .into_iter()
-        .map(|key| KeyConfig { key, scopes: marketing_scopes() })
+        .map(|key| KeyConfig {
+            key,
+            scopes: marketing_scopes(),
+        })
         .collect();
     keys.extend(args.restricted_keys.into_iter().map(|key| KeyConfig {
         key,
@@ -57,7 +63,10 @@ async fn main() -> anyhow::Result<()> {
     let config = Config {
         keys,
         import_delay_ms: args.import_delay_ms,
-        rate_limit: Some(RateLimit { limit: args.rate_limit, window_ms: args.rate_window_ms }),
+        rate_limit: Some(RateLimit {
+            limit: args.rate_limit,
+            window_ms: args.rate_window_ms,
+        }),
         lists: args
             .lists
             .into_iter()

@@ -303,7 +303,9 @@ impl State {
                     }
                 }
                 ("email", _) => {
-                    contact.fields.insert("email".into(), Value::String(email.to_owned()));
+                    contact
+                        .fields
+                        .insert("email".into(), Value::String(email.to_owned()));
                 }
                 _ => {
                     contact.fields.insert(k.clone(), v.clone());

@@ -16,7 +16,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::encoder::{Body, BodyEncoder};
-use crate::{ContactField, ContactStream, ExportTarget, FieldKind, JobReport, Sink, SinkError, SinkReject, SinkReport};
+use crate::{
+    ContactField, ContactStream, ExportTarget, FieldKind, JobReport, Sink, SinkError, SinkReject,
+    SinkReport,
+};
 
 /// How the sink uploads and waits.
 #[derive(Debug, Clone)]
@@ -75,7 +78,11 @@ impl SendgridSink {
                 )));
             }
         }
-        let custom: Vec<&ContactField> = target.fields.iter().filter(|f| f.kind == FieldKind::Custom).collect();
+        let custom: Vec<&ContactField> = target
+            .fields
+            .iter()
+            .filter(|f| f.kind == FieldKind::Custom)
+            .collect();
         if custom.is_empty() {
             return Ok(target.fields.clone());
         }
@@ -100,7 +107,11 @@ impl SendgridSink {
             )));
         }
         for name in missing {
-            let field_type = self.custom_types.get(name).copied().unwrap_or(FieldType::Text);
+            let field_type = self
+                .custom_types
+                .get(name)
+                .copied()
+                .unwrap_or(FieldType::Text);
             let created = self.client.create_field(name, field_type).await?;
             tracing::info!(field = name, id = %created.id, "Created custom field");
             ids.insert(name.to_owned(), created.id);
@@ -154,7 +165,8 @@ impl Sink for SendgridSink {
                         })?;
                     }
                     None => {
-                        let encoder = std::mem::replace(&mut encoder, BodyEncoder::new(&[], Vec::new()));
+                        let encoder =
+                            std::mem::replace(&mut encoder, BodyEncoder::new(&[], Vec::new()));
                         ready.extend(encoder.finish());
                     }
                 }
@@ -255,7 +267,11 @@ async fn upload(client: &Client, body: Body) -> Result<Uploaded, ClientError> {
                         work.push(join_body(&list_ids, &keep));
                     }
                 } else if contacts.len() == 1 {
-                    let message = errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; ");
+                    let message = errors
+                        .iter()
+                        .map(|e| e.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ");
                     out.rejects.push(reject(&contacts[0], &message));
                 } else {
                     let half = contacts.len() / 2;
@@ -274,7 +290,11 @@ fn by_index(errors: &[ApiError], len: usize) -> BTreeMap<usize, String> {
     for e in errors {
         if let Some(i) = e.contact_index().filter(|i| *i < len) {
             let text = match &e.field {
-                Some(f) => format!("{}: {}", f.split_once('.').map_or(f.as_str(), |(_, rest)| rest), e.message),
+                Some(f) => format!(
+                    "{}: {}",
+                    f.split_once('.').map_or(f.as_str(), |(_, rest)| rest),
+                    e.message
+                ),
                 None => e.message.clone(),
             };
             named
@@ -311,22 +331,40 @@ fn split_body(body: &[u8]) -> Result<(Value, Vec<Value>), ClientError> {
         Some(Value::Array(a)) => a,
         _ => return Err(unexpected()),
     };
-    Ok((v.get("list_ids").cloned().unwrap_or(Value::Array(Vec::new())), contacts))
+    Ok((
+        v.get("list_ids")
+            .cloned()
+            .unwrap_or(Value::Array(Vec::new())),
+        contacts,
+    ))
 }
 
 fn join_body(list_ids: &Value, contacts: &[Value]) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({ "list_ids": list_ids, "contacts": contacts })).expect("serialises")
+    serde_json::to_vec(&serde_json::json!({ "list_ids": list_ids, "contacts": contacts }))
+        .expect("serialises")
 }
 
 /// Polls every job until it ends or the timeout passes; reads errored jobs' errors files.
-async fn follow_jobs(client: &Client, report: &mut SinkReport, timeout: Duration) -> Result<(), SinkError> {
+async fn follow_jobs(
+    client: &Client,
+    report: &mut SinkReport,
+    timeout: Duration,
+) -> Result<(), SinkError> {
     let deadline = Instant::now() + timeout;
     let mut wait = Duration::from_millis(100);
     loop {
         let mut pending = 0;
-        for job in report.jobs.iter_mut().filter(|j| matches!(j.status.as_str(), "accepted" | "pending")) {
+        for job in report
+            .jobs
+            .iter_mut()
+            .filter(|j| matches!(j.status.as_str(), "accepted" | "pending"))
+        {
             let status = client.import_status(&job.job_id).await?;
-            job.status = if status.finished() { status.status.clone() } else { "pending".into() };
+            job.status = if status.finished() {
+                status.status.clone()
+            } else {
+                "pending".into()
+            };
             job.requested = status.results.requested_count as u64;
             job.created = status.results.created_count as u64;
             job.updated = status.results.updated_count as u64;
@@ -335,7 +373,12 @@ async fn follow_jobs(client: &Client, report: &mut SinkReport, timeout: Duration
                 pending += 1;
                 continue;
             }
-            if let Some(url) = status.results.errors_url.as_deref().filter(|_| job.errored > 0) {
+            if let Some(url) = status
+                .results
+                .errors_url
+                .as_deref()
+                .filter(|_| job.errored > 0)
+            {
                 let text = client.fetch_errors(url).await?;
                 report.rejects.extend(parse_errors_file(&text));
             }
@@ -371,10 +414,22 @@ mod tests {
     #[test]
     fn errors_name_contacts_by_index() {
         let errors = vec![
-            ApiError { field: Some("contacts[2].email".into()), message: "bad".into() },
-            ApiError { field: Some("contacts[2].city".into()), message: "too long".into() },
-            ApiError { field: Some("contacts[9].email".into()), message: "out of range".into() },
-            ApiError { field: None, message: "general".into() },
+            ApiError {
+                field: Some("contacts[2].email".into()),
+                message: "bad".into(),
+            },
+            ApiError {
+                field: Some("contacts[2].city".into()),
+                message: "too long".into(),
+            },
+            ApiError {
+                field: Some("contacts[9].email".into()),
+                message: "out of range".into(),
+            },
+            ApiError {
+                field: None,
+                message: "general".into(),
+            },
         ];
         let named = by_index(&errors, 5);
         assert_eq!(named.len(), 1);
@@ -383,7 +438,8 @@ mod tests {
 
     #[test]
     fn errors_file_lines_become_rejects() {
-        let rejects = parse_errors_file("email,error\na@x.io,undeliverable\n\n\"b@y.io\",\"blocked\"\n");
+        let rejects =
+            parse_errors_file("email,error\na@x.io,undeliverable\n\n\"b@y.io\",\"blocked\"\n");
         assert_eq!(rejects.len(), 2);
         assert_eq!(rejects[1].email, "b@y.io");
         assert_eq!(rejects[1].message, "blocked");
@@ -396,6 +452,9 @@ mod tests {
         let (lists, contacts) = split_body(body).unwrap();
         assert_eq!(contacts.len(), 2);
         let joined = join_body(&lists, &contacts[1..]);
-        assert_eq!(joined, br#"{"contacts":[{"email":"b@x.io"}],"list_ids":["l"]}"#);
+        assert_eq!(
+            joined,
+            br#"{"contacts":[{"email":"b@x.io"}],"list_ids":["l"]}"#
+        );
     }
 }
