@@ -510,3 +510,27 @@ fn local_emulator_runs_the_quickstart_and_shows_what_landed() {
     );
     assert!(run.stdout.contains("  a***@example.com"), "{}", run.stdout);
 }
+
+#[test]
+fn truncate_mode_uploads_the_first_contacts_by_order_while_selecting() {
+    let s = Setup::new(vec![], Faults::default());
+    let file = s.pipeline(
+        &format!("{EXPORT}\n    max_profiles: 4\n    on_cap_exceeded: truncate"),
+        "",
+    );
+    let run = s.run(&["run", file, "--output", "json"], KEY);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        s.emulator.list_emails(LIST),
+        [
+            "ada.lovelace@example.com",
+            "grace.hopper@example.com",
+            "ivan.petrov@example.ru",
+            "zoe.muller@example.de"
+        ]
+    );
+    let sum = summary(&run);
+    assert_eq!(sum["cap"]["status"], "truncated");
+    assert_eq!(sum["cap"]["over_by"], 9);
+    assert_eq!(import_totals(&sum), (4, 4, 0));
+}

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder};
 use arrow::compute::{cast, filter};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use pipeline_sink::private_fs::create_private_file;
 use pipeline_sink::{ExportTarget, FieldKind, Sink, SinkReport};
 use pipeline_spec::OnCapExceeded;
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use crate::Engine;
 use crate::error::EngineError;
@@ -100,6 +102,14 @@ pub struct Selection {
     rejects: Option<RejectsWriter>,
 }
 
+/// Where kept contacts go while the query runs.
+enum Keep {
+    /// Held until the end (the cap verdict must be known before anything is sent).
+    Buffer(Vec<RecordBatch>),
+    /// Handed to a sink as they come.
+    Channel(mpsc::Sender<Result<RecordBatch, ArrowError>>),
+}
+
 impl Engine {
     /// Runs the export's query to the end, counting and keeping contacts as options say.
     /// Memory: DataFusion's limit plus the contacts kept (at most the cap).
@@ -108,6 +118,24 @@ impl Engine {
         query: &ExportQuery,
         options: &RunOptions,
     ) -> Result<Selection, EngineError> {
+        let mut keep = Keep::Buffer(Vec::new());
+        let (summary, rejects) = self.select_into(query, options, &mut keep).await?;
+        let Keep::Buffer(contacts) = keep else {
+            unreachable!("buffered above")
+        };
+        Ok(Selection {
+            summary,
+            contacts,
+            rejects,
+        })
+    }
+
+    async fn select_into(
+        &self,
+        query: &ExportQuery,
+        options: &RunOptions,
+        keep: &mut Keep,
+    ) -> Result<(ExportSummary, Option<RejectsWriter>), EngineError> {
         let export = self.export_by_name(&query.export);
         let memory_limit = self.pipeline().file.engine.memory_limit_mib;
         let exec = |e: &dyn std::fmt::Display| {
@@ -138,12 +166,20 @@ impl Engine {
             .sample
             .map_or(export.max_profiles, |s| (s as u64).min(export.max_profiles));
         let mut counts = Counts::new(&query.segments);
-        let mut contacts = Vec::new();
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| exec(&e))?;
             let kept = counts.absorb(&batch, &query.segments, &mut rejects, limit)?;
             if kept.true_count() > 0 {
-                contacts.push(contact_batch(&batch, query, &kept).map_err(|e| exec(&e))?);
+                let contacts = contact_batch(&batch, query, &kept).map_err(|e| exec(&e))?;
+                match keep {
+                    Keep::Buffer(all) => all.push(contacts),
+                    // A closed channel means the sink stopped; its error is reported.
+                    Keep::Channel(tx) => {
+                        if tx.send(Ok(contacts)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
             }
         }
 
@@ -168,7 +204,9 @@ impl Engine {
             if let Some(writer) = rejects.take() {
                 writer.discard();
             }
-            contacts.clear();
+            if let Keep::Buffer(all) = keep {
+                all.clear();
+            }
         }
         let summary = ExportSummary {
             export: query.export.clone(),
@@ -190,15 +228,13 @@ impl Engine {
             rejects_file: None,
             allowed_rejects: export.allowed_rejects,
         };
-        Ok(Selection {
-            summary,
-            contacts,
-            rejects,
-        })
+        Ok((summary, rejects))
     }
 
     /// Selects the export's contacts and, unless the cap forbids it, streams them through
-    /// `sink`.
+    /// `sink`. With `on_cap_exceeded: truncate` the ordered contacts within the cap are
+    /// final as they arrive, so they are uploaded while selection still runs; with `fail`
+    /// nothing may be sent before the total is known, so they are held (at most the cap).
     pub async fn run_export(
         &self,
         query: &ExportQuery,
@@ -206,21 +242,37 @@ impl Engine {
         options: &RunOptions,
     ) -> Result<ExportSummary, EngineError> {
         let export = self.export_by_name(&query.export);
-        let Selection {
-            mut summary,
-            contacts,
-            mut rejects,
-        } = self.select(query, options).await?;
-        if summary.cap.exceeded() {
-            return Ok(summary);
-        }
         let target = ExportTarget {
             export: query.export.clone(),
             list_ids: export.list_ids.clone(),
             fields: query.fields.clone(),
         };
-        let stream = futures::stream::iter(contacts.into_iter().map(Ok)).boxed();
-        let result = sink.write_all(&target, stream).await;
+        let (mut summary, mut rejects, result) =
+            if export.on_cap_exceeded == OnCapExceeded::Truncate {
+                let (tx, mut rx) = mpsc::channel(4);
+                let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
+                let mut keep = Keep::Channel(tx);
+                let selecting = async {
+                    let selected = self.select_into(query, options, &mut keep).await;
+                    // Closing the channel ends the sink's stream.
+                    keep = Keep::Buffer(Vec::new());
+                    selected
+                };
+                let (selected, result) = tokio::join!(selecting, sink.write_all(&target, stream));
+                let (summary, rejects) = selected?;
+                (summary, rejects, result)
+            } else {
+                let Selection {
+                    summary,
+                    contacts,
+                    rejects,
+                } = self.select(query, options).await?;
+                if summary.cap.exceeded() {
+                    return Ok(summary);
+                }
+                let stream = futures::stream::iter(contacts.into_iter().map(Ok)).boxed();
+                (summary, rejects, sink.write_all(&target, stream).await)
+            };
         // The rejects found so far are kept even when the sink fails.
         if let Ok(report) = &result {
             for r in &report.rejects {

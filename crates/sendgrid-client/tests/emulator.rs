@@ -242,3 +242,31 @@ async fn lists_fields_search_and_membership_removal() {
     // Membership only: the contact still exists.
     assert_eq!(e.inspect()["contacts"], 2);
 }
+
+#[tokio::test]
+async fn the_client_slows_down_when_the_rate_budget_is_spent() {
+    let e = Emulator::start(Config {
+        keys: vec![KeyConfig {
+            key: "good".into(),
+            scopes: marketing_scopes(),
+        }],
+        rate_limit: Some(sendgrid_emulator::RateLimit {
+            limit: 2,
+            window_ms: 1000,
+        }),
+        lists: vec![(LIST.into(), "news".into())],
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let c = client(&e, "good");
+    for i in 0..5 {
+        c.upsert_contacts(body(&format!(r#"{{"email":"c{i}@example.com"}}"#)))
+            .await
+            .unwrap();
+    }
+    // Waiting for the reset whenever Remaining reached 0 means no request was refused.
+    assert_eq!(c.stats().rate_limited, 0);
+    assert!(e.requests().iter().all(|r| r.status == 202));
+    assert_eq!(e.list_emails(LIST).len(), 5);
+}

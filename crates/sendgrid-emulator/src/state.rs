@@ -236,7 +236,8 @@ impl State {
         Some((
             limit.limit,
             limit.limit - self.rate_window.1,
-            unix_now() + reset_in.as_secs_f64().ceil() as u64,
+            // The window's true end, rounded up to the Unix second SendGrid reports.
+            (unix_now_f64() + reset_in.as_secs_f64()).ceil() as u64,
             allowed,
         ))
     }
@@ -328,6 +329,12 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+fn unix_now_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn mix(mut z: u64) -> u64 {
