@@ -80,6 +80,7 @@ pub enum Fault {
 
 /// How the emulator misbehaves.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Faults {
     /// Scripted answers for upserts, in order.
     pub upserts: VecDeque<Fault>,
