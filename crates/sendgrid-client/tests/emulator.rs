@@ -51,7 +51,7 @@ fn body(contacts: &str) -> Bytes {
 
 #[tokio::test]
 async fn upsert_then_follow_the_job_to_completion() {
-    let e = emulator(300).await;
+    let e = emulator(1500).await;
     let c = client(&e, "good");
     let ltv_id = c.field_definitions().await.unwrap().custom_fields[0]
         .id
@@ -64,8 +64,18 @@ async fn upsert_then_follow_the_job_to_completion() {
         .unwrap();
     let first = c.import_status(&job).await.unwrap();
     assert_eq!(first.status, "pending");
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let done = c.import_status(&job).await.unwrap();
+    assert!(
+        e.list_emails(LIST).is_empty(),
+        "nothing lands before the job ends"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let done = loop {
+        let status = c.import_status(&job).await.unwrap();
+        if status.finished() || tokio::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(done.status, "completed");
     assert_eq!(done.results.created_count, 2.0);
     assert_eq!(e.list_emails(LIST), ["ada@example.com", "b@example.com"]);
