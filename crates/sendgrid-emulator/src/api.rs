@@ -14,7 +14,8 @@ use serde_json::{Map, Value, json};
 
 use crate::DropConnection;
 use crate::state::{
-    Fault, Faults, Job, JobEnd, List, LoggedRequest, State as Account, Upserted, unix_now,
+    Fault, Faults, Job, JobEnd, KeyConfig, List, LoggedRequest, State as Account, Upserted,
+    unix_now,
 };
 
 /// SendGrid refuses request bodies of this many bytes or more.
@@ -61,6 +62,8 @@ pub(crate) fn router(account: Arc<Mutex<Account>>, addr: SocketAddr) -> Router {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Access {
+    /// Any valid key (a key may read its own scopes).
+    Any,
     Read,
     Write,
 }
@@ -113,7 +116,7 @@ fn answer_logged(
     response
 }
 
-/// Rate limit, then auth: a 429, 401 or 403 answer, or the headers to send.
+/// Rate limit, then auth: a 429, 401 or 403 answer, or the headers to send and the key.
 #[allow(clippy::result_large_err)]
 fn gate(
     app: &App,
@@ -121,7 +124,7 @@ fn gate(
     method: &Method,
     path: &str,
     access: Access,
-) -> Result<Rate, Response> {
+) -> Result<(Rate, KeyConfig), Response> {
     let (rate, allowed, key) = {
         let mut account = app.lock();
         let rate = account.rate();
@@ -153,15 +156,17 @@ fn gate(
             errors(None, "authorization required"),
         ));
     };
-    let permitted = key.scopes.iter().any(|s| match access {
-        Access::Read => s == "marketing.read" || s.starts_with("marketing_campaigns."),
-        Access::Write => matches!(
-            s.as_str(),
-            "marketing_campaigns.create"
-                | "marketing_campaigns.update"
-                | "marketing_campaigns.delete"
-        ),
-    });
+    let permitted = access == Access::Any
+        || key.scopes.iter().any(|s| match access {
+            Access::Any => true,
+            Access::Read => s == "marketing.read" || s.starts_with("marketing_campaigns."),
+            Access::Write => matches!(
+                s.as_str(),
+                "marketing_campaigns.create"
+                    | "marketing_campaigns.update"
+                    | "marketing_campaigns.delete"
+            ),
+        });
     if !permitted {
         return Err(answer(
             app,
@@ -172,13 +177,14 @@ fn gate(
             errors(None, "access forbidden"),
         ));
     }
-    Ok(headers)
+    Ok((headers, key))
 }
 
+/// The rate-limit headers of an admitted request; returns the refusal otherwise.
 macro_rules! gate {
     ($app:expr, $headers:expr, $method:expr, $path:expr, $access:expr) => {
         match gate(&$app, &$headers, &$method, &$path, $access) {
-            Ok(rate) => rate,
+            Ok(admitted) => admitted,
             Err(response) => return response,
         }
     };
@@ -192,7 +198,7 @@ async fn upsert(
     body: Bytes,
 ) -> Response {
     let path = "/v3/marketing/contacts";
-    let rate = gate!(app, headers, method, path, Access::Write);
+    let (rate, _) = gate!(app, headers, method, path, Access::Write);
     let fault = app.lock().faults.upserts.pop_front();
     match fault {
         Some(Fault::Status { status }) => {
@@ -485,7 +491,7 @@ async fn import_status(
     Path(id): Path<String>,
 ) -> Response {
     let path = format!("/v3/marketing/contacts/imports/{id}");
-    let rate = gate!(app, headers, method, path, Access::Read);
+    let (rate, _) = gate!(app, headers, method, path, Access::Read);
     let body = {
         let mut account = app.lock();
         account.settle();
@@ -543,7 +549,7 @@ async fn search_emails(
     body: Bytes,
 ) -> Response {
     let path = "/v3/marketing/contacts/search/emails";
-    let rate = gate!(app, headers, method, path, Access::Read);
+    let (rate, _) = gate!(app, headers, method, path, Access::Read);
     let emails: Vec<String> = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get("emails").and_then(Value::as_array).cloned())
@@ -605,7 +611,7 @@ async fn create_list(
     body: Bytes,
 ) -> Response {
     let path = "/v3/marketing/lists";
-    let rate = gate!(app, headers, method, path, Access::Write);
+    let (rate, _) = gate!(app, headers, method, path, Access::Write);
     let name = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_owned))
@@ -640,7 +646,7 @@ async fn get_list(
     Path(id): Path<String>,
 ) -> Response {
     let path = format!("/v3/marketing/lists/{id}");
-    let rate = gate!(app, headers, method, path, Access::Read);
+    let (rate, _) = gate!(app, headers, method, path, Access::Read);
     let body = {
         let mut account = app.lock();
         account.settle();
@@ -675,7 +681,7 @@ async fn remove_from_list(
     Query(query): Query<ContactIds>,
 ) -> Response {
     let path = format!("/v3/marketing/lists/{id}/contacts");
-    let rate = gate!(app, headers, method, path, Access::Write);
+    let (rate, _) = gate!(app, headers, method, path, Access::Write);
     let ids: Vec<String> = query
         .contact_ids
         .unwrap_or_default()
@@ -728,7 +734,7 @@ async fn remove_from_list(
 
 async fn field_definitions(State(app): State<App>, method: Method, headers: HeaderMap) -> Response {
     let path = "/v3/marketing/field_definitions";
-    let rate = gate!(app, headers, method, path, Access::Read);
+    let (rate, _) = gate!(app, headers, method, path, Access::Read);
     let custom: Vec<Value> = app
         .lock()
         .fields
@@ -757,7 +763,7 @@ async fn create_field(
     body: Bytes,
 ) -> Response {
     let path = "/v3/marketing/field_definitions";
-    let rate = gate!(app, headers, method, path, Access::Write);
+    let (rate, _) = gate!(app, headers, method, path, Access::Write);
     let request = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
     let name = request
         .get("name")
@@ -812,35 +818,15 @@ async fn create_field(
 
 async fn scopes(State(app): State<App>, method: Method, headers: HeaderMap) -> Response {
     let path = "/v3/scopes";
-    // Any valid key may read its own scopes.
-    let (rate, key) = {
-        let mut account = app.lock();
-        let rate = account.rate().map(|(l, r, reset, _)| (l, r, reset));
-        let key = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .and_then(|k| account.config.keys.iter().find(|c| c.key == k).cloned());
-        (Rate(rate), key)
-    };
-    match key {
-        Some(k) => answer(
-            &app,
-            &method,
-            path,
-            rate,
-            StatusCode::OK,
-            json!({"scopes": k.scopes}),
-        ),
-        None => answer(
-            &app,
-            &method,
-            path,
-            rate,
-            StatusCode::UNAUTHORIZED,
-            errors(None, "authorization required"),
-        ),
-    }
+    let (rate, key) = gate!(app, headers, method, path, Access::Any);
+    answer(
+        &app,
+        &method,
+        path,
+        rate,
+        StatusCode::OK,
+        json!({"scopes": key.scopes}),
+    )
 }
 
 async fn inspect(State(app): State<App>) -> Response {
