@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pipeline_spec::ApiKey;
+use pipeline_spec::{ApiKey, is_loopback_http};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
@@ -394,21 +394,6 @@ impl Client {
             message: transport_message(&e),
         })
     }
-}
-
-fn is_loopback_http(base: &str) -> bool {
-    let Some(rest) = base.strip_prefix("http://") else {
-        return false;
-    };
-    let host_port = rest.split('/').next().unwrap_or("");
-    let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
-    };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// reqwest's error text without the URL's query (which could hold ids) trimmed to the point.

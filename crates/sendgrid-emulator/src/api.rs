@@ -834,11 +834,7 @@ async fn inspect(State(app): State<App>) -> Response {
 }
 
 async fn add_faults(State(app): State<App>, axum::Json(faults): axum::Json<Faults>) -> Response {
-    let mut account = app.lock();
-    account.faults.upserts.extend(faults.upserts);
-    account.faults.jobs.extend(faults.jobs);
-    account.faults.poisoned.extend(faults.poisoned);
-    account.faults.poisoned_without_index |= faults.poisoned_without_index;
+    app.lock().faults.extend(faults);
     StatusCode::NO_CONTENT.into_response()
 }
 

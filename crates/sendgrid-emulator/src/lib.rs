@@ -71,11 +71,11 @@ impl Emulator {
 
     /// Adds scripted faults.
     pub fn script(&self, faults: Faults) {
-        let mut s = self.state.lock().expect("emulator state");
-        s.faults.upserts.extend(faults.upserts);
-        s.faults.jobs.extend(faults.jobs);
-        s.faults.poisoned.extend(faults.poisoned);
-        s.faults.poisoned_without_index |= faults.poisoned_without_index;
+        self.state
+            .lock()
+            .expect("emulator state")
+            .faults
+            .extend(faults);
     }
 
     /// The emails on a list, sorted.

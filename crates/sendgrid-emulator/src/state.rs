@@ -92,6 +92,16 @@ pub struct Faults {
     pub poisoned_without_index: bool,
 }
 
+impl Faults {
+    /// Adds `more` after the faults already scripted.
+    pub fn extend(&mut self, more: Faults) {
+        self.upserts.extend(more.upserts);
+        self.jobs.extend(more.jobs);
+        self.poisoned.extend(more.poisoned);
+        self.poisoned_without_index |= more.poisoned_without_index;
+    }
+}
+
 /// One upserted contact as the request log records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upserted {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 pub use error::{Diagnostic, Location, SpecError};
 pub use model::*;
 pub use secret::{ApiKey, resolve_api_key};
+pub use validate::is_loopback_http;
 
 /// A parsed, interpolated and validated pipeline file.
 #[derive(Debug, Clone)]

@@ -258,23 +258,29 @@ pub fn is_uuid(s: &str) -> bool {
         })
 }
 
+/// Whether `url` is plain http to `localhost` or a loopback IP address.
+pub fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host_port = rest.split('/').next().unwrap_or("");
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `global`, `eu`, an https URL, or an http URL to a loopback address.
 pub(crate) fn check_endpoint(endpoint: &str) -> Result<(), String> {
     if matches!(endpoint, "global" | "eu") || endpoint.starts_with("https://") {
         return Ok(());
     }
-    if let Some(rest) = endpoint.strip_prefix("http://") {
-        let host_port = rest.split('/').next().unwrap_or("");
-        let host = if let Some(v6) = host_port.strip_prefix('[') {
-            v6.split(']').next().unwrap_or("")
-        } else {
-            host_port.split(':').next().unwrap_or("")
-        };
-        let loopback = host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if loopback {
+    if endpoint.starts_with("http://") {
+        if is_loopback_http(endpoint) {
             return Ok(());
         }
         return Err(format!(
