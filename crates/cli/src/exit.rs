@@ -17,6 +17,11 @@ pub enum Exit {
     RunFailed = 4,
     /// Finished, but more contacts were rejected than `allowed_rejects`.
     Rejects = 5,
+    /// Another run of the same export holds its lock: nothing done.
+    Busy = 6,
+    /// Mirror mode would remove more of a list than `max_removal_share`: the changes were
+    /// sent, the removals were not. Check the segments, or rerun with `--allow-mass-removal`.
+    RemovalRefused = 7,
 }
 
 impl Exit {
@@ -32,6 +37,8 @@ impl Exit {
             Exit::CapExceeded => "cap_exceeded",
             Exit::RunFailed => "run_failed",
             Exit::Rejects => "finished_with_rejects",
+            Exit::Busy => "already_running",
+            Exit::RemovalRefused => "mass_removal_refused",
         }
     }
 }

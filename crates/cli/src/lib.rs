@@ -6,15 +6,17 @@
 mod exit;
 mod output;
 mod remote;
+mod sync;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pipeline_engine::{Engine, EngineError, RunOptions};
-use pipeline_sink::Sink;
 use pipeline_sink::dry_run::DryRunSink;
+use pipeline_sink::preview::PreviewSink;
 use pipeline_spec::{Pipeline, SpecError};
+use sync::SyncOptions;
 
 pub use exit::Exit;
 
@@ -65,9 +67,19 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
         /// Send to a SendGrid emulator started in this process (no key needed), and show
-        /// what landed on the lists.
+        /// what landed on the lists. Its state lives only as long as the run.
         #[arg(long, conflicts_with = "dry_run")]
         local_emulator: bool,
+        /// Send every contact, changed or not (the state is still updated).
+        #[arg(long)]
+        full_refresh: bool,
+        /// Let mirror mode remove more of a list than the export's max_removal_share.
+        #[arg(long)]
+        allow_mass_removal: bool,
+        /// The folder of the exports' state (default: the file's state_dir, else `.state`
+        /// beside the file).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Check each connection and export against SendGrid: key, permissions, lists, custom fields.
     Check {
@@ -98,6 +110,9 @@ pub enum Command {
         show_emails: bool,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
+        /// The folder of the exports' state, as for `run`.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Print the JSON Schema of the pipeline file, for editors.
     Schema,
@@ -168,8 +183,13 @@ pub async fn execute(command: Command) -> Exit {
             rows,
             show_emails,
             output,
+            state_dir,
         } => {
-            let result = plan(&file, export.as_deref(), rows, show_emails).await;
+            let options = SyncOptions {
+                state_root: state_dir,
+                ..Default::default()
+            };
+            let result = plan(&file, export.as_deref(), rows, show_emails, &options).await;
             finish(output, result, |plans| output::plans(plans))
         }
         Command::Run {
@@ -179,13 +199,22 @@ pub async fn execute(command: Command) -> Exit {
             rejects_dir,
             output,
             local_emulator,
+            full_refresh,
+            allow_mass_removal,
+            state_dir,
         } => {
+            let options = SyncOptions {
+                state_root: state_dir,
+                full_refresh,
+                allow_mass_removal,
+            };
             let result = run(
                 &file,
                 dry_run.as_deref(),
                 export.as_deref(),
                 rejects_dir,
                 local_emulator,
+                options,
             )
             .await;
             finish(output, result, output::run)
@@ -315,24 +344,25 @@ async fn plan(
     only: Option<&str>,
     rows: usize,
     show_emails: bool,
+    options: &SyncOptions,
 ) -> Result<Vec<output::Plan>, Failure> {
-    let (_, engine) = open(file).await?;
+    let (pipeline, engine) = open(file).await?;
     let queries = engine.plan_exports(only).await?;
     let mut plans = Vec::new();
     for query in &queries {
         progress(&format!("Planning export {}…", query.export));
-        let selection = engine
-            .select(
-                query,
-                &RunOptions {
-                    rejects_dir: None,
-                    sample: Some(rows),
-                },
-            )
-            .await?;
+        let (summary, sink) = sync::preview(
+            &engine,
+            &pipeline,
+            query,
+            |filter| PreviewSink::new(rows).with_filter(filter),
+            RunOptions::default(),
+            options,
+        )
+        .await?;
         plans.push(output::Plan {
-            summary: selection.summary,
-            sample: selection.contacts,
+            summary,
+            sample: sink.sample().to_vec(),
             mask_emails: !show_emails,
         });
     }
@@ -345,6 +375,7 @@ async fn run(
     only: Option<&str>,
     rejects_dir: Option<PathBuf>,
     local_emulator: bool,
+    mut options: SyncOptions,
 ) -> Result<output::RunOutcome, Failure> {
     let (pipeline, engine) = open(file).await?;
     let queries = engine.plan_exports(only).await?;
@@ -352,6 +383,18 @@ async fn run(
         Some(remote::LocalEmulator::start(&pipeline, &queries).await?)
     } else {
         None
+    };
+    // The in-process emulator forgets everything when the run ends, so must its state.
+    let _local_state = match &local {
+        Some(_) => {
+            let dir = tempfile::tempdir().map_err(|e| Failure {
+                exit: Exit::RunFailed,
+                message: format!("cannot create a temporary state folder: {e}"),
+            })?;
+            options.state_root = Some(dir.path().to_owned());
+            Some(dir)
+        }
+        None => None,
     };
     let rejects_dir = rejects_dir
         .or_else(|| dry_run.map(Path::to_path_buf))
@@ -361,26 +404,30 @@ async fn run(
         let export = pipeline
             .export(&query.export)
             .expect("planned from the pipeline");
-        let mut sink: Box<dyn Sink> = match dry_run {
-            Some(dir) => Box::new(DryRunSink::new(dir)),
-            None => {
-                let client = remote::client_for(&pipeline, &export.connection, local.as_ref())?;
-                let concurrency = pipeline.file.connections[&export.connection].concurrency;
-                remote::sendgrid_sink(client, concurrency, export, query)
-            }
-        };
         progress(&format!("Running export {}…", query.export));
         tracing::info!(export = %query.export, "Selecting contacts");
-        let summary = engine
-            .run_export(
-                query,
-                sink.as_mut(),
-                &RunOptions {
-                    rejects_dir: Some(rejects_dir.clone()),
-                    sample: None,
-                },
-            )
-            .await?;
+        let run_options = RunOptions {
+            rejects_dir: Some(rejects_dir.clone()),
+            ..RunOptions::default()
+        };
+        let summary = match dry_run {
+            Some(dir) => {
+                sync::preview(
+                    &engine,
+                    &pipeline,
+                    query,
+                    |filter| DryRunSink::new(dir).with_filter(filter),
+                    run_options,
+                    &options,
+                )
+                .await?
+                .0
+            }
+            None => {
+                let client = remote::client_for(&pipeline, &export.connection, local.as_ref())?;
+                sync::run(&engine, &pipeline, query, client, run_options, &options).await?
+            }
+        };
         tracing::info!(
             export = %summary.export,
             contacts = summary.contacts,

@@ -149,6 +149,12 @@ impl Outcome for RunOutcome {
         } else if self
             .summaries
             .iter()
+            .any(|s| s.sync.as_ref().is_some_and(|y| y.removal_refused()))
+        {
+            Exit::RemovalRefused
+        } else if self
+            .summaries
+            .iter()
             .any(ExportSummary::rejects_over_threshold)
         {
             Exit::Rejects
@@ -184,6 +190,23 @@ impl Outcome for RunOutcome {
                                 jobs.join(", ")
                             )
                         })
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            Exit::RemovalRefused => Some(
+                self.summaries
+                    .iter()
+                    .filter_map(|s| Some((s, s.sync.as_ref().filter(|y| y.removal_refused())?)))
+                    .map(|(s, y)| {
+                        format!(
+                            "export `{}`: mirror mode would take {} contact(s), {:.1}% of a list, off its lists; the limit is {:.1}% (max_removal_share). \
+                             The changes were sent, nothing was removed. Check the segments and sources, then rerun with --allow-mass-removal if the removals are right",
+                            s.export,
+                            y.leavers,
+                            y.removal_share * 100.0,
+                            y.max_removal_share * 100.0
+                        )
                     })
                     .collect::<Vec<_>>()
                     .join("\n"),
@@ -372,7 +395,17 @@ fn summary_table(s: &ExportSummary, ran: bool) -> String {
             }
         ),
     });
-    if let Some(sink) = s.sink.as_ref().filter(|r| !r.jobs.is_empty()) {
+    if let Some(sync) = &s.sync {
+        out.push_str(&sync_lines(sync, ran));
+    }
+    if !ran {
+        if let Some(sink) = &s.sink {
+            out.push_str(&format!(
+                "  would send: {} contact(s) in {} request(s), {} bytes\n",
+                sink.contacts, sink.requests, sink.bytes
+            ));
+        }
+    } else if let Some(sink) = s.sink.as_ref().filter(|r| !r.jobs.is_empty()) {
         let sum = |f: fn(&pipeline_sink::JobReport) -> u64| sink.jobs.iter().map(f).sum::<u64>();
         out.push_str(&format!(
             "  sent: {} contact(s) in {} request(s), {} import job(s); {} retried, {} rate-limited\n",
@@ -405,6 +438,62 @@ fn summary_table(s: &ExportSummary, ran: bool) -> String {
             if sink.requests == 1 { "y" } else { "ies" },
             sink.bytes
         ));
+    }
+    out
+}
+
+/// The incremental and mirror lines of an export's summary.
+fn sync_lines(y: &pipeline_state::SyncReport, ran: bool) -> String {
+    let mut out = format!(
+        "  changes: {} new, {} changed, {} unchanged{}\n",
+        y.counts.new,
+        y.counts.changed,
+        y.counts.unchanged,
+        if y.full_refresh {
+            " (full refresh: all sent)"
+        } else if y.counts.unchanged > 0 {
+            " (not sent)"
+        } else {
+            ""
+        }
+    );
+    if y.resumed_jobs > 0 {
+        out.push_str(&format!(
+            "  resumed: {} import job(s) of an interrupted run{}\n",
+            y.resumed_jobs,
+            if ran {
+                format!(", {} contact(s) not sent again", y.resumed_contacts)
+            } else {
+                " to follow".into()
+            }
+        ));
+    }
+    if y.mode == "mirror" {
+        let share = y.removal_share * 100.0;
+        out.push_str(&match y.removal {
+            "done" => format!(
+                "  mirror: {} leaver(s) taken off the lists ({} removed, {} unknown to SendGrid); no contact deleted\n",
+                y.leavers, y.removed, y.not_found
+            ),
+            "planned" => format!(
+                "  mirror: {} leaver(s) {} taken off the lists ({share:.1}% of a list)\n",
+                y.leavers,
+                if ran { "are" } else { "would be" }
+            ),
+            "refused" => format!(
+                "  mirror: REFUSED to take {} leaver(s) off the lists: {share:.1}% of a list, over the {:.1}% limit (--allow-mass-removal)\n",
+                y.leavers,
+                y.max_removal_share * 100.0
+            ),
+            "skipped" => format!(
+                "  mirror: {} leaver(s) kept on the lists this time\n",
+                y.leavers
+            ),
+            _ => "  mirror: no leavers\n".into(),
+        });
+    }
+    for note in &y.notes {
+        out.push_str(&format!("  note: {note}\n"));
     }
     out
 }

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pipeline_engine::{ExportQuery, ExportSummary};
-use pipeline_sink::Sink;
 use pipeline_sink::sendgrid::{SendgridSettings, SendgridSink};
 use pipeline_spec::{ApiKey, Export, Pipeline};
 use sendgrid_client::{Client, ClientError, FieldType, RetryPolicy, has_marketing_access};
@@ -117,12 +116,13 @@ pub fn sendgrid_sink(
     concurrency: usize,
     export: &Export,
     query: &ExportQuery,
-) -> Box<dyn Sink> {
+) -> SendgridSink {
     let settings = SendgridSettings {
         concurrency,
         wait_for_import: export.wait_for_import,
         import_timeout: Duration::from_secs(export.import_timeout_secs),
         create_missing_fields: export.create_missing_fields,
+        contacts_per_request: export.contacts_per_request,
     };
     let types = query
         .custom_field_types
@@ -136,7 +136,7 @@ pub fn sendgrid_sink(
             (name.clone(), t)
         })
         .collect();
-    Box::new(SendgridSink::new(client, settings).with_custom_types(types))
+    SendgridSink::new(client, settings).with_custom_types(types)
 }
 
 /// `pipeline check`: one verdict per connection and per list and custom field of each export.

@@ -144,12 +144,13 @@ fn a_full_export_lands_exactly_the_expected_contacts() {
 }
 
 #[test]
-fn a_rerun_updates_instead_of_creating() {
+fn a_full_refresh_rerun_updates_instead_of_creating() {
     let s = Setup::new(vec![], Faults::default());
     let file = s.pipeline(EXPORT, "");
     assert_eq!(s.run(&["run", file], KEY).code, 0);
-    let run = s.run(&["run", file, "--output", "json"], KEY);
+    let run = s.run(&["run", file, "--full-refresh", "--output", "json"], KEY);
     assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(summary(&run)["sync"]["unchanged"], 13);
     let jobs = &summary(&run)["sink"]["jobs"][0];
     assert_eq!(
         (jobs["created"].as_u64(), jobs["updated"].as_u64()),

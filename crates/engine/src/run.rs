@@ -31,6 +31,9 @@ pub struct RunOptions {
     pub rejects_dir: Option<PathBuf>,
     /// Keep only this many contacts (a preview) instead of every contact within the cap.
     pub sample: Option<usize>,
+    /// Keep the normalised emails of rejected rows (mirror mode must not remove a member
+    /// only because this run could not send it).
+    pub collect_rejected_emails: bool,
 }
 
 /// Counts for one segment of an export.
@@ -84,6 +87,12 @@ pub struct ExportSummary {
     pub sink: Option<SinkReport>,
     pub rejects_file: Option<PathBuf>,
     pub allowed_rejects: u64,
+    /// The incremental and mirror side, when the run used the export's state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<pipeline_state::SyncReport>,
+    /// Normalised emails of the rejected rows, when asked for.
+    #[serde(skip)]
+    pub rejected_emails: Vec<String>,
 }
 
 impl ExportSummary {
@@ -166,6 +175,9 @@ impl Engine {
             .sample
             .map_or(export.max_profiles, |s| (s as u64).min(export.max_profiles));
         let mut counts = Counts::new(&query.segments);
+        if options.collect_rejected_emails {
+            counts.rejected_emails = Some(Vec::new());
+        }
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| exec(&e))?;
             let kept = counts.absorb(&batch, &query.segments, &mut rejects, limit)?;
@@ -227,6 +239,8 @@ impl Engine {
             sink: None,
             rejects_file: None,
             allowed_rejects: export.allowed_rejects,
+            sync: None,
+            rejected_emails: counts.rejected_emails.unwrap_or_default(),
         };
         Ok((summary, rejects))
     }
@@ -311,6 +325,7 @@ struct Counts {
     truncated: u64,
     kept: u64,
     over_cap: u64,
+    rejected_emails: Option<Vec<String>>,
 }
 
 impl Counts {
@@ -327,6 +342,7 @@ impl Counts {
             truncated: 0,
             kept: 0,
             over_cap: 0,
+            rejected_emails: None,
         }
     }
 
@@ -375,6 +391,11 @@ impl Counts {
                     .ok_or_else(|| internal("an unknown reject reason"))?;
                 *self.by_reason.entry(code.code()).or_default() += 1;
                 s.rejected += 1;
+                if let Some(emails) = self.rejected_emails.as_mut().filter(|_| raw.is_valid(row)) {
+                    let mut email = String::new();
+                    crate::rules::normalize_email_into(raw.value(row), &mut email);
+                    emails.push(email);
+                }
                 if let Some(writer) = rejects.as_mut() {
                     writer.write(&Reject {
                         segment: Some(&segment_names[seg.value(row) as usize]),

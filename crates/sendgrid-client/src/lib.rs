@@ -85,6 +85,15 @@ pub struct Client {
     stats: Arc<std::sync::Mutex<Stats>>,
 }
 
+/// The base URL an endpoint setting names: `global`, `eu`, or a URL without its final `/`.
+pub fn base_url_for(endpoint: &str) -> String {
+    match endpoint {
+        "global" | "" => GLOBAL.to_owned(),
+        "eu" => EU.to_owned(),
+        url => url.trim_end_matches('/').to_owned(),
+    }
+}
+
 impl Client {
     /// A client for `endpoint` (`global`, `eu`, or a base URL; plain http only to loopback).
     pub fn new(
@@ -93,11 +102,7 @@ impl Client {
         timeout: Duration,
         policy: RetryPolicy,
     ) -> Result<Self, ClientError> {
-        let base = match endpoint {
-            "global" | "" => GLOBAL.to_owned(),
-            "eu" => EU.to_owned(),
-            url => url.trim_end_matches('/').to_owned(),
-        };
+        let base = base_url_for(endpoint);
         if !base.starts_with("https://") && !is_loopback_http(&base) {
             return Err(ClientError::Config(format!(
                 "endpoint {base}: plain http is allowed only to a loopback address"

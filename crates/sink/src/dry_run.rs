@@ -9,18 +9,28 @@ use std::path::PathBuf;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
-use crate::encoder::{Body, BodyEncoder};
+use crate::encoder::{Body, BodyEncoder, ContactFilter};
 use crate::private_fs::{create_private_dir, create_private_file};
 use crate::{ContactStream, ExportTarget, Sink, SinkError, SinkReport};
 
 /// Writes request bodies under a folder.
 pub struct DryRunSink {
     dir: PathBuf,
+    filter: Option<Box<dyn ContactFilter>>,
 }
 
 impl DryRunSink {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            filter: None,
+        }
+    }
+
+    /// Writes only the contacts `filter` admits, as an incremental run would send them.
+    pub fn with_filter(mut self, filter: Box<dyn ContactFilter>) -> Self {
+        self.filter = Some(filter);
+        self
     }
 }
 
@@ -49,6 +59,9 @@ impl Sink for DryRunSink {
                 Ok(())
             };
             let mut encoder = BodyEncoder::new(&target.list_ids, target.fields.clone());
+            if let Some(filter) = self.filter.take() {
+                encoder = encoder.with_filter(filter, &target.fields);
+            }
             while let Some(batch) = contacts.next().await {
                 let batch = batch.map_err(SinkError::Upstream)?;
                 encoder.push_batch(&batch, &mut write)?;

@@ -3,6 +3,10 @@
 //! Columns are written byte by byte into one reused buffer: no `serde_json::Value` and
 //! no allocation per row. Null fields are omitted. Bodies are cut at
 //! [`MAX_CONTACTS_PER_REQUEST`] contacts or before reaching [`MAX_BODY_BYTES`] bytes.
+//!
+//! With a [`ContactFilter`] the encoder also hashes each contact's mapped fields (by field
+//! name, so the hash does not depend on an account's custom field ids), asks the filter
+//! whether to send it, and records the email and hash of every contact it puts in a body.
 
 use std::io::Write;
 
@@ -25,6 +29,53 @@ pub const MAX_BODY_BYTES: usize = 6_000_000;
 pub struct Body {
     pub bytes: Vec<u8>,
     pub contacts: usize,
+    /// The body's contacts by email and field hash, when the encoder has a filter.
+    pub keys: Option<BodyKeys>,
+}
+
+/// The emails and field hashes of a body's contacts, in body order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BodyKeys {
+    /// Emails, each followed by `\n` (a valid email holds no line break).
+    emails: String,
+    hashes: Vec<u64>,
+}
+
+impl BodyKeys {
+    pub fn push(&mut self, email: &str, hash: u64) {
+        self.emails.push_str(email);
+        self.emails.push('\n');
+        self.hashes.push(hash);
+    }
+
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// `(email, hash)` of each contact.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.emails.split_terminator('\n').zip(self.hashes.iter().copied())
+    }
+}
+
+/// Decides, contact by contact, what a run sends.
+pub trait ContactFilter: Send + Sync {
+    /// Sees every contact of the export with the hash of its mapped fields; returns
+    /// whether to send it.
+    fn admit(&mut self, email: &str, hash: u64) -> bool;
+}
+
+/// What the encoder needs to hash and filter contacts.
+struct Filtering {
+    filter: Box<dyn ContactFilter>,
+    /// The field names hashed before each value: reserved names, `custom_fields.<name>`.
+    names: Vec<Vec<u8>>,
+    scratch: Vec<u8>,
+    keys: BodyKeys,
 }
 
 /// Accumulates contacts into request bodies.
@@ -39,6 +90,7 @@ pub struct BodyEncoder {
     contacts: usize,
     max_contacts: usize,
     max_bytes: usize,
+    filtering: Option<Filtering>,
 }
 
 const SUFFIX: &[u8] = b"]}";
@@ -94,7 +146,27 @@ impl BodyEncoder {
             contacts: 0,
             max_contacts: max_contacts.clamp(1, MAX_CONTACTS_PER_REQUEST),
             max_bytes: max_bytes.min(MAX_BODY_BYTES),
+            filtering: None,
         }
+    }
+
+    /// Sends only the contacts `filter` admits. `named` are the export's fields by name
+    /// (the encoder's own fields may hold custom field ids); hashes are taken over them.
+    pub fn with_filter(mut self, filter: Box<dyn ContactFilter>, named: &[ContactField]) -> Self {
+        let names = named
+            .iter()
+            .map(|f| match f.kind {
+                FieldKind::Reserved => f.name.clone().into_bytes(),
+                FieldKind::Custom => format!("custom_fields.{}", f.name).into_bytes(),
+            })
+            .collect();
+        self.filtering = Some(Filtering {
+            filter,
+            names,
+            scratch: Vec::with_capacity(512),
+            keys: BodyKeys::default(),
+        });
+        self
     }
 
     /// Encodes every row of `batch`; each body that fills up is handed to `emit`.
@@ -117,6 +189,15 @@ impl BodyEncoder {
             .map(|(array, (field, key))| Column::new(array.as_ref(), field, key))
             .collect::<Result<Vec<_>, _>>()?;
         for row in 0..batch.num_rows() {
+            let mut admitted = None;
+            if let Some(f) = self.filtering.as_mut() {
+                let email = columns[0].text(row).unwrap_or_default();
+                let hash = hash_contact(&mut f.scratch, &f.names, &columns, row);
+                if !f.filter.admit(email, hash) {
+                    continue;
+                }
+                admitted = Some((email, hash));
+            }
             self.contact.clear();
             encode_contact(&mut self.contact, &columns, self.first_custom, row);
             // `,` before the contact plus the closing `]}` must keep us under the limit.
@@ -128,30 +209,67 @@ impl BodyEncoder {
                 )));
             }
             if self.contacts == self.max_contacts || self.body.len() + needed >= self.max_bytes {
-                emit(take_body(&mut self.body, &self.prefix, &mut self.contacts))?;
+                emit(take_body(
+                    &mut self.body,
+                    &self.prefix,
+                    &mut self.contacts,
+                    &mut self.filtering,
+                ))?;
             }
             if self.contacts > 0 {
                 self.body.push(b',');
             }
             self.body.extend_from_slice(&self.contact);
             self.contacts += 1;
+            if let (Some(f), Some((email, hash))) = (self.filtering.as_mut(), admitted) {
+                f.keys.push(email, hash);
+            }
         }
         Ok(())
     }
 
     /// The last, partly filled body, if it holds any contact.
     pub fn finish(mut self) -> Option<Body> {
-        (self.contacts > 0).then(|| take_body(&mut self.body, &self.prefix, &mut self.contacts))
+        (self.contacts > 0).then(|| {
+            take_body(
+                &mut self.body,
+                &self.prefix,
+                &mut self.contacts,
+                &mut self.filtering,
+            )
+        })
     }
 }
 
-fn take_body(body: &mut Vec<u8>, prefix: &[u8], contacts: &mut usize) -> Body {
+fn take_body(
+    body: &mut Vec<u8>,
+    prefix: &[u8],
+    contacts: &mut usize,
+    filtering: &mut Option<Filtering>,
+) -> Body {
     let mut bytes = std::mem::replace(body, prefix.to_vec());
     bytes.extend_from_slice(SUFFIX);
     Body {
         bytes,
         contacts: std::mem::take(contacts),
+        keys: filtering.as_mut().map(|f| std::mem::take(&mut f.keys)),
     }
+}
+
+/// A stable 64-bit hash of a contact's non-null fields: each field's name and its value
+/// as the body writes it. Stable across runs, versions and accounts.
+fn hash_contact(scratch: &mut Vec<u8>, names: &[Vec<u8>], columns: &[Column<'_>], row: usize) -> u64 {
+    scratch.clear();
+    for (name, column) in names.iter().zip(columns) {
+        if column.is_null(row) {
+            continue;
+        }
+        scratch.extend_from_slice(name);
+        scratch.push(0x1f);
+        column.write_value(scratch, row);
+        scratch.push(0x1e);
+    }
+    xxhash_rust::xxh3::xxh3_64(scratch)
 }
 
 fn encode_contact(out: &mut Vec<u8>, columns: &[Column<'_>], first_custom: usize, row: usize) {
@@ -226,6 +344,16 @@ impl<'a> Column<'a> {
             }
         };
         Ok(Self { key, values })
+    }
+
+    /// The value of a text column.
+    fn text(&self, row: usize) -> Option<&'a str> {
+        match self.values {
+            Values::Utf8(a) => a.is_valid(row).then(|| a.value(row)),
+            Values::LargeUtf8(a) => a.is_valid(row).then(|| a.value(row)),
+            Values::Utf8View(a) => a.is_valid(row).then(|| a.value(row)),
+            _ => None,
+        }
     }
 
     fn is_null(&self, row: usize) -> bool {

@@ -4,6 +4,7 @@
 //! SendGrid request bodies to a folder; the HTTP sink plugs in through the same trait.
 
 pub mod dry_run;
+pub mod preview;
 pub mod encoder;
 pub mod private_fs;
 pub mod sendgrid;
@@ -70,6 +71,9 @@ pub struct SinkReport {
 /// What happened to one import job.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct JobReport {
+    /// Accepted by an earlier, interrupted run and followed by this one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
     pub job_id: String,
     /// `accepted` (not followed), `pending` (still running at the timeout),
     /// `completed`, `errored` or `failed`.
@@ -87,6 +91,9 @@ pub struct SinkReject {
     /// `sendgrid_rejected` (a 400 on upload) or `import_errored` (the import job's errors).
     pub reason: &'static str,
     pub message: String,
+    /// The import job whose errors file named the contact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
 }
 
 /// Why a sink stopped.
@@ -113,6 +120,18 @@ pub enum SinkError {
         context: String,
         source: std::io::Error,
     },
+}
+
+/// Records each body SendGrid accepted, as it happens, so that a later run can finish
+/// an interrupted one without sending those contacts again.
+pub trait UploadJournal: Send + Sync {
+    /// SendGrid answered `job_id` for a body holding `contacts` for `list_ids`.
+    fn accepted(
+        &self,
+        job_id: &str,
+        list_ids: &[String],
+        contacts: &encoder::BodyKeys,
+    ) -> std::io::Result<()>;
 }
 
 /// Consumes an export's contact stream.

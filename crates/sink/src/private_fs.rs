@@ -33,3 +33,39 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Opens a file for appending, creating it owner-only.
+pub fn append_private_file(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+/// Replaces `path` as a whole: `write` fills a hidden file beside it, which is synced to
+/// disk and renamed over `path`, so a crash leaves the old file or the new one, never half.
+pub fn replace_private_file(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let partial = path.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    let mut file = create_private_file(&partial)?;
+    let written = write(&mut file).and_then(|()| file.sync_all());
+    drop(file);
+    if let Err(e) = written.and_then(|()| std::fs::rename(&partial, path)) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    // The rename itself reaches the disk with the folder.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

@@ -15,10 +15,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::encoder::{Body, BodyEncoder};
+use crate::encoder::{Body, BodyEncoder, BodyKeys, ContactFilter};
 use crate::{
     ContactField, ContactStream, ExportTarget, FieldKind, JobReport, Sink, SinkError, SinkReject,
-    SinkReport,
+    SinkReport, UploadJournal,
 };
 
 /// How the sink uploads and waits.
@@ -32,6 +32,8 @@ pub struct SendgridSettings {
     pub import_timeout: Duration,
     /// Create custom fields that do not exist instead of failing.
     pub create_missing_fields: bool,
+    /// Contacts per request (at most SendGrid's 30,000).
+    pub contacts_per_request: usize,
 }
 
 impl Default for SendgridSettings {
@@ -41,6 +43,7 @@ impl Default for SendgridSettings {
             wait_for_import: true,
             import_timeout: Duration::from_secs(900),
             create_missing_fields: false,
+            contacts_per_request: crate::encoder::MAX_CONTACTS_PER_REQUEST,
         }
     }
 }
@@ -51,6 +54,8 @@ pub struct SendgridSink {
     settings: SendgridSettings,
     /// SendGrid types of custom fields, used when one is created.
     custom_types: BTreeMap<String, FieldType>,
+    filter: Option<Box<dyn ContactFilter>>,
+    journal: Option<Arc<dyn UploadJournal>>,
 }
 
 impl SendgridSink {
@@ -59,7 +64,22 @@ impl SendgridSink {
             client,
             settings,
             custom_types: BTreeMap::new(),
+            filter: None,
+            journal: None,
         }
+    }
+
+    /// Sends only the contacts `filter` admits (an incremental run).
+    pub fn with_filter(mut self, filter: Box<dyn ContactFilter>) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// Records every accepted body in `journal` before going on. Needs a filter, which
+    /// supplies the emails and hashes the journal records.
+    pub fn with_journal(mut self, journal: Arc<dyn UploadJournal>) -> Self {
+        self.journal = Some(journal);
+        self
     }
 
     /// The type of each custom field, used when `create_missing_fields` creates one.
@@ -148,9 +168,17 @@ impl Sink for SendgridSink {
     ) -> BoxFuture<'a, Result<SinkReport, SinkError>> {
         Box::pin(async move {
             let fields = self.preflight(target).await?;
-            let mut encoder = BodyEncoder::new(&target.list_ids, fields);
+            let mut encoder = BodyEncoder::with_limits(
+                &target.list_ids,
+                fields,
+                self.settings.contacts_per_request,
+                crate::encoder::MAX_BODY_BYTES,
+            );
+            if let Some(filter) = self.filter.take() {
+                encoder = encoder.with_filter(filter, &target.fields);
+            }
             let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
-            let mut tasks: JoinSet<Result<Uploaded, ClientError>> = JoinSet::new();
+            let mut tasks: JoinSet<Result<Uploaded, SinkError>> = JoinSet::new();
             let mut done = Uploaded::default();
             let mut ready: Vec<Body> = Vec::new();
             loop {
@@ -173,8 +201,10 @@ impl Sink for SendgridSink {
                 for body in ready.drain(..) {
                     let permit = permits.clone().acquire_owned().await.expect("never closed");
                     let client = self.client.clone();
+                    let journal = self.journal.clone();
+                    let list_ids = target.list_ids.clone();
                     tasks.spawn(async move {
-                        let result = upload(&client, body).await;
+                        let result = upload(&client, body, &list_ids, journal.as_deref()).await;
                         drop(permit);
                         result
                     });
@@ -214,7 +244,10 @@ impl Sink for SendgridSink {
                 })
                 .collect();
             if self.settings.wait_for_import {
-                follow_jobs(&self.client, &mut report, self.settings.import_timeout).await?;
+                let rejects =
+                    follow_jobs(&self.client, &mut report.jobs, self.settings.import_timeout)
+                        .await?;
+                report.rejects.extend(rejects);
             }
             Ok(report)
         })
@@ -223,11 +256,10 @@ impl Sink for SendgridSink {
 
 fn absorb(
     done: &mut Uploaded,
-    finished: Result<Result<Uploaded, ClientError>, tokio::task::JoinError>,
+    finished: Result<Result<Uploaded, SinkError>, tokio::task::JoinError>,
 ) -> Result<(), SinkError> {
     let part = finished
-        .map_err(|e| SinkError::Internal(format!("an upload task stopped: {e}")))?
-        .map_err(SinkError::Sendgrid)?;
+        .map_err(|e| SinkError::Internal(format!("an upload task stopped: {e}")))??;
     done.jobs.extend(part.jobs);
     done.rejects.extend(part.rejects);
     done.requests += part.requests;
@@ -238,22 +270,58 @@ fn absorb(
 
 /// Uploads one body. A 400 (or 413) never sinks it: the contacts SendGrid names are
 /// rejected and the rest resent; when it names none, the body is split in halves until
-/// the bad contacts stand alone.
-async fn upload(client: &Client, body: Body) -> Result<Uploaded, ClientError> {
+/// the bad contacts stand alone. Each accepted body is recorded in the journal before the
+/// next request.
+async fn upload(
+    client: &Client,
+    body: Body,
+    list_ids: &[String],
+    journal: Option<&dyn UploadJournal>,
+) -> Result<Uploaded, SinkError> {
     let mut out = Uploaded::default();
-    let mut work = vec![body.bytes];
-    while let Some(bytes) = work.pop() {
+    // Hashes by email, built only if a body has to be split.
+    let mut hashes: Option<BTreeMap<String, u64>> = None;
+    let all_keys = body.keys;
+    let mut work = vec![(body.bytes, None::<BodyKeys>, body.contacts as u64)];
+    while let Some((bytes, keys, n)) = work.pop() {
         out.requests += 1;
         let size = bytes.len() as u64;
         match client.upsert_contacts(Bytes::from(bytes.clone())).await {
             Ok(job_id) => {
-                let n = count_contacts(&bytes);
+                if let Some(journal) = journal {
+                    let keys = keys.as_ref().or(all_keys.as_ref()).ok_or_else(|| {
+                        SinkError::Internal("a journaled upload has no contact keys".into())
+                    })?;
+                    journal
+                        .accepted(&job_id, list_ids, keys)
+                        .map_err(|source| SinkError::Io {
+                            context: "cannot record an accepted upload in the run journal".into(),
+                            source,
+                        })?;
+                }
                 out.jobs.push((job_id, n));
                 out.contacts += n;
                 out.bytes += size;
             }
             Err(ClientError::Rejected { errors, .. }) => {
                 let (list_ids, contacts) = split_body(&bytes)?;
+                let hashes = hashes.get_or_insert_with(|| {
+                    all_keys
+                        .iter()
+                        .flat_map(BodyKeys::iter)
+                        .map(|(e, h)| (e.to_owned(), h))
+                        .collect()
+                });
+                let keyed = |contacts: &[Value]| {
+                    all_keys.as_ref().map(|_| {
+                        let mut keys = BodyKeys::default();
+                        for c in contacts {
+                            let email = c["email"].as_str().unwrap_or_default();
+                            keys.push(email, hashes.get(email).copied().unwrap_or_default());
+                        }
+                        keys
+                    })
+                };
                 let named = by_index(&errors, contacts.len());
                 if !named.is_empty() {
                     let mut keep = Vec::new();
@@ -264,7 +332,7 @@ async fn upload(client: &Client, body: Body) -> Result<Uploaded, ClientError> {
                         }
                     }
                     if !keep.is_empty() {
-                        work.push(join_body(&list_ids, &keep));
+                        work.push((join_body(&list_ids, &keep), keyed(&keep), keep.len() as u64));
                     }
                 } else if contacts.len() == 1 {
                     let message = errors
@@ -275,11 +343,12 @@ async fn upload(client: &Client, body: Body) -> Result<Uploaded, ClientError> {
                     out.rejects.push(reject(&contacts[0], &message));
                 } else {
                     let half = contacts.len() / 2;
-                    work.push(join_body(&list_ids, &contacts[half..]));
-                    work.push(join_body(&list_ids, &contacts[..half]));
+                    for part in [&contacts[half..], &contacts[..half]] {
+                        work.push((join_body(&list_ids, part), keyed(part), part.len() as u64));
+                    }
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(out)
@@ -314,11 +383,8 @@ fn reject(contact: &Value, message: &str) -> SinkReject {
         email: contact["email"].as_str().unwrap_or_default().to_owned(),
         reason: "sendgrid_rejected",
         message: message.to_owned(),
+        job_id: None,
     }
-}
-
-fn count_contacts(body: &[u8]) -> u64 {
-    split_body(body).map_or(0, |(_, c)| c.len() as u64)
 }
 
 fn split_body(body: &[u8]) -> Result<(Value, Vec<Value>), ClientError> {
@@ -344,22 +410,30 @@ fn join_body(list_ids: &Value, contacts: &[Value]) -> Vec<u8> {
         .expect("serialises")
 }
 
-/// Polls every job until it ends or the timeout passes; reads errored jobs' errors files.
-async fn follow_jobs(
+/// Polls every job until it ends or the timeout passes; reads errored jobs' errors files
+/// and returns the contacts they name. A job SendGrid does not know (404) is `failed`.
+pub async fn follow_jobs(
     client: &Client,
-    report: &mut SinkReport,
+    jobs: &mut [JobReport],
     timeout: Duration,
-) -> Result<(), SinkError> {
+) -> Result<Vec<SinkReject>, SinkError> {
     let deadline = Instant::now() + timeout;
     let mut wait = Duration::from_millis(100);
+    let mut rejects = Vec::new();
     loop {
         let mut pending = 0;
-        for job in report
-            .jobs
+        for job in jobs
             .iter_mut()
             .filter(|j| matches!(j.status.as_str(), "accepted" | "pending"))
         {
-            let status = client.import_status(&job.job_id).await?;
+            let status = match client.import_status(&job.job_id).await {
+                Ok(status) => status,
+                Err(ClientError::NotFound { .. }) => {
+                    job.status = "failed".into();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             job.status = if status.finished() {
                 status.status.clone()
             } else {
@@ -380,15 +454,63 @@ async fn follow_jobs(
                 .filter(|_| job.errored > 0)
             {
                 let text = client.fetch_errors(url).await?;
-                report.rejects.extend(parse_errors_file(&text));
+                rejects.extend(parse_errors_file(&text).into_iter().map(|mut r| {
+                    r.job_id = Some(job.job_id.clone());
+                    r
+                }));
             }
         }
         if pending == 0 || Instant::now() >= deadline {
-            return Ok(());
+            return Ok(rejects);
         }
         tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;
         wait = (wait * 2).min(Duration::from_secs(5));
     }
+}
+
+/// What taking leavers off a list did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Removal {
+    pub list_id: String,
+    /// Contacts whose membership was removed.
+    pub removed: u64,
+    /// Emails SendGrid does not know (nothing to remove).
+    pub not_found: u64,
+    pub requests: u64,
+}
+
+/// Contact ids are looked up this many emails at a time (SendGrid's limit).
+pub const SEARCH_BATCH: usize = 100;
+/// Memberships are removed this many contact ids per request.
+pub const REMOVE_BATCH: usize = 100;
+
+/// Takes `emails` off list `list_id`: membership only, the contacts stay in the account.
+/// Emails are looked up by [`SEARCH_BATCH`], memberships removed by [`REMOVE_BATCH`].
+pub async fn remove_from_list(
+    client: &Client,
+    list_id: &str,
+    emails: &[String],
+) -> Result<Removal, SinkError> {
+    let mut out = Removal {
+        list_id: list_id.to_owned(),
+        ..Default::default()
+    };
+    let mut ids = Vec::new();
+    for chunk in emails.chunks(SEARCH_BATCH) {
+        out.requests += 1;
+        for (_, id) in client.search_emails(chunk).await? {
+            match id {
+                Some(id) => ids.push(id),
+                None => out.not_found += 1,
+            }
+        }
+    }
+    for chunk in ids.chunks(REMOVE_BATCH) {
+        out.requests += 1;
+        client.remove_list_contacts(list_id, chunk).await?;
+        out.removed += chunk.len() as u64;
+    }
+    Ok(out)
 }
 
 /// An errors file: CSV with a header, the email first and the error after it.
@@ -402,6 +524,7 @@ fn parse_errors_file(text: &str) -> Vec<SinkReject> {
                 email: email.trim().trim_matches('"').to_owned(),
                 reason: "import_errored",
                 message: message.trim().trim_matches('"').to_owned(),
+                job_id: None,
             }
         })
         .collect()

@@ -36,6 +36,13 @@ impl Pipeline {
         }
     }
 
+    /// The folder holding the sync state of export `name`: `state_dir` (default `.state`
+    /// beside the file), then the export's name.
+    pub fn state_dir(&self, name: &str) -> PathBuf {
+        let root = self.file.state_dir.as_deref().unwrap_or(".state");
+        self.resolve_path(root).join(name)
+    }
+
     /// Resolves a path written in the file against the file's folder.
     pub fn resolve_path(&self, written: &str) -> PathBuf {
         let p = Path::new(written);

@@ -33,6 +33,10 @@ pub struct PipelineFile {
     pub segments: BTreeMap<String, String>,
     /// Exports: which segments go to which SendGrid lists, and how fields are filled.
     pub exports: Vec<Export>,
+    /// Folder for each export's sync state (what SendGrid accepted, the run journal, the
+    /// lock), relative to the pipeline file. Default: `.state` beside the file.
+    #[serde(default)]
+    pub state_dir: Option<String>,
 }
 
 /// Query engine settings.
@@ -167,6 +171,9 @@ pub enum ExportMode {
     /// Add or update the segment members on the lists.
     #[default]
     Upsert,
+    /// Also take contacts that left the segments off the export's lists (membership
+    /// only: no contact is ever deleted).
+    Mirror,
 }
 
 /// An export: segments to SendGrid lists.
@@ -201,9 +208,16 @@ pub struct Export {
     /// Rejected contacts tolerated before the run exits with the rejects code.
     #[serde(default)]
     pub allowed_rejects: u64,
-    /// `upsert` (default).
+    /// `upsert` (default) or `mirror`.
     #[serde(default)]
     pub mode: ExportMode,
+    /// With `mode: mirror`, the largest share (0 to 1) of the contacts this export put on
+    /// its lists that one run may remove; more needs `--allow-mass-removal`.
+    #[serde(default = "default_max_removal_share")]
+    pub max_removal_share: f64,
+    /// Contacts per upload request (1 to 30,000); bodies also stay under 6 MB.
+    #[serde(default = "default_contacts_per_request")]
+    pub contacts_per_request: usize,
     /// Follow SendGrid's import jobs until they end (default `true`).
     #[serde(default = "default_true")]
     pub wait_for_import: bool,
@@ -217,6 +231,14 @@ pub struct Export {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_max_removal_share() -> f64 {
+    0.2
+}
+
+fn default_contacts_per_request() -> usize {
+    30_000
 }
 
 fn default_import_timeout() -> u64 {

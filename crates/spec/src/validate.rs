@@ -216,6 +216,18 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
         if e.max_profiles == 0 {
             err(at("max_profiles"), "must be at least 1".into());
         }
+        if !(0.0..=1.0).contains(&e.max_removal_share) {
+            err(
+                at("max_removal_share"),
+                "must be between 0 and 1 (a share of the list, 0.2 is 20%)".into(),
+            );
+        }
+        if !(1..=30_000).contains(&e.contacts_per_request) {
+            err(
+                at("contacts_per_request"),
+                "must be between 1 and 30000 (SendGrid's limit per request)".into(),
+            );
+        }
         for (j, o) in e.order_by.iter().enumerate() {
             if o.trim().is_empty() {
                 err(format!("exports[{i}].order_by[{j}]"), "is empty".into());

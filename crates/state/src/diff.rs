@@ -1,0 +1,229 @@
+//! The incremental filter: a contact is sent when SendGrid does not hold it with the same
+//! fields on the same lists; everything it sees is marked, so the contacts it never saw are
+//! the ones that left the segments.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pipeline_sink::encoder::ContactFilter;
+use serde::Serialize;
+
+use crate::{JournalBatch, Snapshot, list_key};
+
+/// What SendGrid holds (the snapshot) or is importing (the journal), by email.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    entries: HashMap<String, KnownEntry>,
+}
+
+#[derive(Debug, Clone)]
+struct KnownEntry {
+    hash: u64,
+    lists: String,
+    seen: bool,
+}
+
+impl Known {
+    /// The snapshot's contacts, then the journal's (newer) on top.
+    pub fn new(snapshot: &Snapshot, in_flight: &[JournalBatch]) -> Self {
+        let mut entries: HashMap<String, KnownEntry> = snapshot
+            .entries
+            .iter()
+            .map(|(email, e)| {
+                let entry = KnownEntry {
+                    hash: e.hash,
+                    lists: e.lists.clone(),
+                    seen: false,
+                };
+                (email.clone(), entry)
+            })
+            .collect();
+        for batch in in_flight {
+            let lists = list_key(&batch.list_ids);
+            for (email, hash) in batch.entries() {
+                let entry = KnownEntry {
+                    hash,
+                    lists: lists.clone(),
+                    seen: false,
+                };
+                entries.insert(email.to_owned(), entry);
+            }
+        }
+        Self { entries }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// How the contacts of a run compare with what SendGrid holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DiffCounts {
+    /// Not on the export's lists yet.
+    pub new: u64,
+    /// On the lists with other field values, or not on all of the export's lists.
+    pub changed: u64,
+    /// Held by SendGrid exactly as selected: not sent.
+    pub unchanged: u64,
+}
+
+/// The filter of one run, shared with the sink that applies it.
+#[derive(Clone)]
+pub struct Diff {
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    known: Known,
+    lists: String,
+    full_refresh: bool,
+    counts: DiffCounts,
+}
+
+impl Diff {
+    /// Compares contacts with `known` for an export sending to `list_ids`; with
+    /// `full_refresh` every contact is sent (and still counted).
+    pub fn new(known: Known, list_ids: &[String], full_refresh: bool) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                known,
+                lists: list_key(list_ids),
+                full_refresh,
+                counts: DiffCounts::default(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The filter to hand to a sink.
+    pub fn filter(&self) -> Box<dyn ContactFilter> {
+        Box::new(self.clone())
+    }
+
+    pub fn counts(&self) -> DiffCounts {
+        self.lock().counts
+    }
+
+    /// Known contacts the run never saw, with the lists they were sent to, by email.
+    pub fn leavers(&self) -> Vec<(String, String)> {
+        let inner = self.lock();
+        let mut out: Vec<(String, String)> = inner
+            .known
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.seen)
+            .map(|(email, e)| (email.clone(), e.lists.clone()))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// How many known contacts are on list `list_id`.
+    pub fn known_on_list(&self, list_id: &str) -> u64 {
+        self.lock()
+            .known
+            .entries
+            .values()
+            .filter(|e| e.lists.split(',').any(|l| l == list_id))
+            .count() as u64
+    }
+}
+
+impl ContactFilter for Diff {
+    fn admit(&mut self, email: &str, hash: u64) -> bool {
+        let mut inner = self.lock();
+        let Inner {
+            known,
+            lists,
+            full_refresh,
+            counts,
+        } = &mut *inner;
+        let same = match known.entries.get_mut(email) {
+            Some(entry) => {
+                entry.seen = true;
+                let same = entry.hash == hash && entry.lists == *lists;
+                if !same {
+                    counts.changed += 1;
+                }
+                same
+            }
+            None => {
+                counts.new += 1;
+                false
+            }
+        };
+        if same {
+            counts.unchanged += 1;
+        }
+        *full_refresh || !same
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Entry, hash_hex};
+
+    fn known() -> Known {
+        let mut snapshot = Snapshot::default();
+        for (email, hash) in [("a@x.io", 1), ("b@x.io", 2), ("c@x.io", 3), ("d@x.io", 4)] {
+            snapshot.entries.insert(
+                email.into(),
+                Entry {
+                    hash,
+                    lists: "l1".into(),
+                    synced_at: 0,
+                },
+            );
+        }
+        // c was resent with new fields by a run that did not finish.
+        let in_flight = [JournalBatch {
+            job_id: "j".into(),
+            list_ids: vec!["l1".into()],
+            contacts: vec![("c@x.io".into(), hash_hex(30))],
+        }];
+        Known::new(&snapshot, &in_flight)
+    }
+
+    #[test]
+    fn sends_new_and_changed_contacts_and_finds_leavers() {
+        let mut diff = Diff::new(known(), &["l1".into()], false);
+        let sent: Vec<bool> = [("a@x.io", 1), ("b@x.io", 20), ("c@x.io", 30), ("e@x.io", 5)]
+            .into_iter()
+            .map(|(e, h)| diff.admit(e, h))
+            .collect();
+        assert_eq!(sent, [false, true, false, true]);
+        assert_eq!(
+            diff.counts(),
+            DiffCounts {
+                new: 1,
+                changed: 1,
+                unchanged: 2
+            }
+        );
+        assert_eq!(diff.leavers(), [("d@x.io".to_string(), "l1".to_string())]);
+    }
+
+    #[test]
+    fn a_new_list_makes_every_contact_changed() {
+        let mut diff = Diff::new(known(), &["l2".into(), "l1".into()], false);
+        assert!(diff.admit("a@x.io", 1));
+        assert_eq!(diff.counts().changed, 1);
+    }
+
+    #[test]
+    fn full_refresh_sends_everything_but_still_counts() {
+        let mut diff = Diff::new(known(), &["l1".into()], true);
+        assert!(diff.admit("a@x.io", 1));
+        assert_eq!(diff.counts().unchanged, 1);
+        assert_eq!(diff.known_on_list("l1"), 4);
+    }
+}

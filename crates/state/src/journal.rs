@@ -1,0 +1,200 @@
+//! `journal.jsonl`: one line per body SendGrid accepted, written and synced before the run
+//! goes on, so a killed run leaves a record of everything SendGrid took.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use pipeline_sink::UploadJournal;
+use pipeline_sink::encoder::BodyKeys;
+use serde::{Deserialize, Serialize};
+
+use crate::{StateError, hash_hex, io, parse_hash};
+
+/// One accepted body: its import job, its lists, and its contacts with their field hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalBatch {
+    pub job_id: String,
+    pub list_ids: Vec<String>,
+    /// `[email, hash]` pairs; the hash as 16 hex digits.
+    pub contacts: Vec<(String, String)>,
+}
+
+impl JournalBatch {
+    /// The contacts with their hashes; a malformed hash reads as 0 (never equal to a real
+    /// one, so the contact is sent again).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.contacts
+            .iter()
+            .map(|(e, h)| (e.as_str(), parse_hash(h).unwrap_or(0)))
+    }
+}
+
+/// Reads the journal; no file is an empty journal. A last line cut short by a kill is
+/// ignored (that body's job id never reached the disk, so it counts as not accepted).
+pub fn read_journal(path: &Path) -> Result<Vec<JournalBatch>, StateError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(format!("cannot open {}", path.display()))(e)),
+    };
+    let mut lines = BufReader::new(file).split(b'\n').peekable();
+    let mut out = Vec::new();
+    let mut number = 0;
+    while let Some(line) = lines.next() {
+        number += 1;
+        let line = line.map_err(io(format!("cannot read {}", path.display())))?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<JournalBatch>(&line) {
+            Ok(batch) => out.push(batch),
+            Err(_) if lines.peek().is_none() => {
+                tracing::warn!(
+                    journal = %path.display(),
+                    "Ignoring the journal's last line, cut short by an interrupted run"
+                );
+            }
+            Err(e) => {
+                return Err(StateError::Corrupt {
+                    path: path.to_owned(),
+                    message: format!("line {number}: {e}"),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces the journal with `batches`, or removes it when there are none.
+pub fn rewrite_journal(path: &Path, batches: &[JournalBatch]) -> Result<(), StateError> {
+    if batches.is_empty() {
+        return match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io(format!("cannot remove {}", path.display()))(e))
+            }
+            _ => Ok(()),
+        };
+    }
+    pipeline_sink::private_fs::replace_private_file(path, |file| {
+        let mut out = std::io::BufWriter::new(file);
+        for b in batches {
+            serde_json::to_writer(&mut out, b)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    })
+    .map_err(io(format!("cannot write {}", path.display())))
+}
+
+/// Appends accepted bodies to the journal, each synced to disk before the upload goes on.
+pub struct JournalWriter {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl JournalWriter {
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        let file = pipeline_sink::private_fs::append_private_file(path)
+            .map_err(io(format!("cannot open {}", path.display())))?;
+        Ok(Self {
+            path: path.to_owned(),
+            file: Mutex::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    job_id: &'a str,
+    list_ids: &'a [String],
+    contacts: Vec<(&'a str, String)>,
+}
+
+impl UploadJournal for JournalWriter {
+    fn accepted(
+        &self,
+        job_id: &str,
+        list_ids: &[String],
+        contacts: &BodyKeys,
+    ) -> std::io::Result<()> {
+        let line = Line {
+            job_id,
+            list_ids,
+            contacts: contacts.iter().map(|(e, h)| (e, hash_hex(h))).collect(),
+        };
+        let mut bytes = serde_json::to_vec(&line)?;
+        bytes.push(b'\n');
+        // One write per line, so a line is either whole or the cut-short last one.
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        file.write_all(&bytes)?;
+        file.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(emails: &[&str]) -> BodyKeys {
+        let mut k = BodyKeys::default();
+        for (i, e) in emails.iter().enumerate() {
+            k.push(e, i as u64 + 1);
+        }
+        k
+    }
+
+    #[test]
+    fn accepted_bodies_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        assert!(read_journal(&path).unwrap().is_empty());
+        let w = JournalWriter::open(&path).unwrap();
+        let lists = vec!["l1".to_string()];
+        w.accepted("job-1", &lists, &keys(&["a@x.io", "b@x.io"]))
+            .unwrap();
+        w.accepted("job-2", &lists, &keys(&["c@x.io"])).unwrap();
+        let read = read_journal(&path).unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[0].job_id, "job-1");
+        assert_eq!(
+            read[0].entries().collect::<Vec<_>>(),
+            [("a@x.io", 1), ("b@x.io", 2)]
+        );
+        assert_eq!(read[1].list_ids, lists);
+    }
+
+    #[test]
+    fn a_line_cut_short_by_a_kill_is_ignored_but_damage_elsewhere_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let whole = r#"{"job_id":"j1","list_ids":["l"],"contacts":[["a@x.io","0000000000000001"]]}"#;
+        std::fs::write(&path, format!("{whole}\n{{\"job_id\":\"j2\",\"li")).unwrap();
+        let read = read_journal(&path).unwrap();
+        assert_eq!(read.len(), 1);
+        std::fs::write(&path, format!("garbage\n{whole}\n")).unwrap();
+        let err = read_journal(&path).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn rewriting_with_nothing_removes_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let batch = JournalBatch {
+            job_id: "j".into(),
+            list_ids: vec![],
+            contacts: vec![("a@x.io".into(), hash_hex(7))],
+        };
+        rewrite_journal(&path, std::slice::from_ref(&batch)).unwrap();
+        assert_eq!(read_journal(&path).unwrap(), [batch]);
+        rewrite_journal(&path, &[]).unwrap();
+        assert!(!path.exists());
+        rewrite_journal(&path, &[]).unwrap();
+    }
+}

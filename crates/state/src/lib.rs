@@ -1,0 +1,137 @@
+//! Each export's sync state, kept in a folder of its own:
+//!
+//! - `snapshot.parquet`: what SendGrid accepted, one row per contact (email, a hash of the
+//!   mapped fields, the list ids, when): the base of incremental runs and of mirror mode.
+//!   Written whole to a temporary file and renamed, so it is always the old or the new one.
+//! - `journal.jsonl`: the bodies SendGrid accepted since the snapshot, one line each with
+//!   the job id, appended and synced to disk as they are accepted. The next run follows
+//!   those jobs and folds them into the snapshot, so nothing accepted is sent twice.
+//! - `run.lock`: held (an OS file lock) by the run of the export; a dead process's lock
+//!   goes with the process.
+//!
+//! Files holding emails are owner-only.
+
+mod diff;
+mod journal;
+mod lock;
+mod report;
+mod snapshot;
+
+use std::path::PathBuf;
+
+pub use diff::{Diff, DiffCounts, Known};
+pub use journal::{JournalBatch, JournalWriter, read_journal, rewrite_journal};
+pub use lock::RunLock;
+pub use report::SyncReport;
+pub use snapshot::{Entry, Snapshot, SnapshotMeta};
+
+/// Why the state could not be read, written or locked.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    /// A state file is not what this tool writes.
+    #[error(
+        "{} is damaged ({message}); move it away to start over (the next run then sends every contact)",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, message: String },
+    /// Another run holds the export's lock.
+    #[error(
+        "export `{export}` is already running ({holder}); wait for it to end. The lock is {} and is released when that process ends",
+        path.display()
+    )]
+    Busy {
+        export: String,
+        holder: String,
+        path: PathBuf,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StateError {
+    let context = context.into();
+    move |source| StateError::Io { context, source }
+}
+
+/// A field hash as the state files write it: 16 hex digits.
+pub fn hash_hex(hash: u64) -> String {
+    format!("{hash:016x}")
+}
+
+/// Reads a field hash written by [`hash_hex`].
+pub fn parse_hash(text: &str) -> Option<u64> {
+    (text.len() == 16)
+        .then(|| u64::from_str_radix(text, 16).ok())
+        .flatten()
+}
+
+/// List ids as the state compares them: sorted, comma-separated.
+pub fn list_key(list_ids: &[String]) -> String {
+    let mut ids: Vec<&str> = list_ids.iter().map(String::as_str).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.join(",")
+}
+
+/// The paths of one export's state.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn snapshot(&self) -> PathBuf {
+        self.dir.join("snapshot.parquet")
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.dir.join("journal.jsonl")
+    }
+
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("run.lock")
+    }
+
+    /// Creates the folder, owner-only.
+    pub fn create(&self) -> Result<(), StateError> {
+        pipeline_sink::private_fs::create_private_dir(&self.dir).map_err(io(format!(
+            "cannot create the state folder {}",
+            self.dir.display()
+        )))
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_round_trip_as_hex() {
+        for h in [0, 1, u64::MAX, 0x0123_4567_89ab_cdef] {
+            assert_eq!(parse_hash(&hash_hex(h)), Some(h));
+        }
+        assert_eq!(parse_hash("xyz"), None);
+        assert_eq!(parse_hash("0123456789abcdeg"), None);
+    }
+
+    #[test]
+    fn list_keys_ignore_order_and_repeats() {
+        let a = list_key(&["b".into(), "a".into(), "b".into()]);
+        assert_eq!(a, "a,b");
+        assert_eq!(a, list_key(&["a".into(), "b".into()]));
+    }
+}

@@ -1,0 +1,234 @@
+//! `snapshot.parquet`: one row per contact SendGrid accepted for the export.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, StringArray, TimestampSecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampSecondType};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use crate::{StateError, hash_hex, io, parse_hash};
+
+const VERSION_KEY: &str = "pipeline.state_version";
+const ENDPOINT_KEY: &str = "pipeline.endpoint";
+const FIELDS_KEY: &str = "pipeline.fields";
+const VERSION: &str = "1";
+
+/// What SendGrid holds for one contact, as far as this export knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Hash of the mapped fields last accepted.
+    pub hash: u64,
+    /// The lists it was upserted to, as [`crate::list_key`] writes them.
+    pub lists: String,
+    /// When it was accepted (Unix seconds).
+    pub synced_at: i64,
+}
+
+/// Where the snapshot's contacts were sent and with which fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// The SendGrid API the contacts went to.
+    pub endpoint: String,
+    /// The mapped field names (`custom_fields.<name>` for custom fields).
+    pub fields: Vec<String>,
+}
+
+/// Every contact SendGrid accepted for the export, by email.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub meta: SnapshotMeta,
+    pub entries: HashMap<String, Entry>,
+}
+
+impl Snapshot {
+    /// Reads the snapshot; `None` when the export never finished a run.
+    pub fn load(path: &Path) -> Result<Option<Self>, StateError> {
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(format!("cannot open {}", path.display()))(e)),
+        };
+        let corrupt = |message: String| StateError::Corrupt {
+            path: path.to_owned(),
+            message,
+        };
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| corrupt(e.to_string()))?;
+        let kv: HashMap<&str, &str> = builder
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| Some((kv.key.as_str(), kv.value.as_deref()?)))
+            .collect();
+        if kv.get(VERSION_KEY) != Some(&VERSION) {
+            return Err(corrupt(format!(
+                "{VERSION_KEY} is {:?}, this version of pipeline writes {VERSION}",
+                kv.get(VERSION_KEY)
+            )));
+        }
+        let meta = SnapshotMeta {
+            endpoint: kv.get(ENDPOINT_KEY).copied().unwrap_or_default().to_owned(),
+            fields: kv
+                .get(FIELDS_KEY)
+                .map(|f| {
+                    f.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let mut entries = HashMap::new();
+        let reader = builder.build().map_err(|e| corrupt(e.to_string()))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| corrupt(e.to_string()))?;
+            let column = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .ok_or_else(|| corrupt(format!("no column {name}")))
+            };
+            let text = |name: &str| {
+                column(name)?
+                    .as_string_opt::<i32>()
+                    .cloned()
+                    .ok_or_else(|| corrupt(format!("column {name} is not text")))
+            };
+            let (email, hash, lists) = (text("email")?, text("fields_hash")?, text("list_ids")?);
+            let synced = column("synced_at")?
+                .as_primitive_opt::<TimestampSecondType>()
+                .cloned()
+                .ok_or_else(|| corrupt("column synced_at is not a timestamp".into()))?;
+            for row in 0..batch.num_rows() {
+                if email.is_null(row) || hash.is_null(row) {
+                    return Err(corrupt(format!("row {row} has no email or hash")));
+                }
+                let h = parse_hash(hash.value(row))
+                    .ok_or_else(|| corrupt(format!("row {row} has a malformed hash")))?;
+                entries.insert(
+                    email.value(row).to_owned(),
+                    Entry {
+                        hash: h,
+                        lists: lists.is_valid(row).then(|| lists.value(row)).unwrap_or_default().to_owned(),
+                        synced_at: synced.is_valid(row).then(|| synced.value(row)).unwrap_or(0),
+                    },
+                );
+            }
+        }
+        Ok(Some(Self { meta, entries }))
+    }
+
+    /// Writes the snapshot in place of the old one, owner-only, sorted by email.
+    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        let mut rows: Vec<(&String, &Entry)> = self.entries.iter().collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("email", DataType::Utf8, false),
+            Field::new("fields_hash", DataType::Utf8, false),
+            Field::new("list_ids", DataType::Utf8, false),
+            Field::new(
+                "synced_at",
+                DataType::Timestamp(TimeUnit::Second, Some("UTC".into())),
+                false,
+            ),
+        ]));
+        let props = WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new(VERSION_KEY.into(), VERSION.to_owned()),
+                KeyValue::new(ENDPOINT_KEY.into(), self.meta.endpoint.clone()),
+                KeyValue::new(FIELDS_KEY.into(), self.meta.fields.join(",")),
+            ]))
+            .build();
+        pipeline_sink::private_fs::replace_private_file(path, |file| {
+            let to_io = |e: parquet::errors::ParquetError| std::io::Error::other(e.to_string());
+            let mut writer =
+                ArrowWriter::try_new(&mut *file, schema.clone(), Some(props)).map_err(to_io)?;
+            for chunk in rows.chunks(65_536) {
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.0))),
+                        Arc::new(StringArray::from_iter_values(
+                            chunk.iter().map(|r| hash_hex(r.1.hash)),
+                        )),
+                        Arc::new(StringArray::from_iter_values(
+                            chunk.iter().map(|r| r.1.lists.as_str()),
+                        )),
+                        Arc::new(
+                            TimestampSecondArray::from_iter_values(
+                                chunk.iter().map(|r| r.1.synced_at),
+                            )
+                            .with_timezone("UTC"),
+                        ),
+                    ],
+                )
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+                writer.write(&batch).map_err(to_io)?;
+            }
+            writer.close().map_err(to_io)?;
+            Ok(())
+        })
+        .map_err(io(format!("cannot write {}", path.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_snapshot_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot.parquet");
+        assert!(Snapshot::load(&path).unwrap().is_none());
+        let mut s = Snapshot {
+            meta: SnapshotMeta {
+                endpoint: "http://127.0.0.1:1".into(),
+                fields: vec!["email".into(), "custom_fields.ltv".into()],
+            },
+            ..Default::default()
+        };
+        for i in 0..70_000u64 {
+            s.entries.insert(
+                format!("c{i}@example.com"),
+                Entry {
+                    hash: i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    lists: "l1,l2".into(),
+                    synced_at: 1_700_000_000 + i as i64,
+                },
+            );
+        }
+        s.save(&path).unwrap();
+        let back = Snapshot::load(&path).unwrap().unwrap();
+        assert_eq!(back.meta, s.meta);
+        assert_eq!(back.entries, s.entries);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no partial file left behind"
+        );
+    }
+
+    #[test]
+    fn a_damaged_snapshot_says_how_to_start_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot.parquet");
+        std::fs::write(&path, b"not parquet").unwrap();
+        let err = Snapshot::load(&path).unwrap_err().to_string();
+        assert!(err.contains("is damaged"), "{err}");
+        assert!(err.contains("move it away to start over"), "{err}");
+    }
+}
