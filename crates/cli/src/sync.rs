@@ -327,7 +327,10 @@ pub async fn run(
     }
 
     // 3. Fold this run's accepted bodies in; keep the unfinished ones for the next run.
-    let sink_report = summary.sink.as_ref().expect("a finished run has a sink report");
+    let sink_report = summary
+        .sink
+        .as_ref()
+        .expect("a finished run has a sink report");
     let mut statuses = statuses;
     for j in &sink_report.jobs {
         statuses.insert(j.job_id.clone(), j.status.clone());
@@ -350,9 +353,9 @@ pub async fn run(
                 .all(|j| matches!(j.status.as_str(), "completed" | "errored"));
         if !refused && !removals.leavers.is_empty() && !clean {
             report.removal = "skipped";
-            report.notes.push(
-                "leavers stay on the lists until a run whose uploads all finish".into(),
-            );
+            report
+                .notes
+                .push("leavers stay on the lists until a run whose uploads all finish".into());
         } else if !refused && !removals.leavers.is_empty() {
             for (list, emails) in &removals.by_list {
                 let removal = remove_from_list(&client, list, emails)

@@ -58,7 +58,9 @@ impl BodyKeys {
 
     /// `(email, hash)` of each contact.
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
-        self.emails.split_terminator('\n').zip(self.hashes.iter().copied())
+        self.emails
+            .split_terminator('\n')
+            .zip(self.hashes.iter().copied())
     }
 }
 
@@ -258,7 +260,12 @@ fn take_body(
 
 /// A stable 64-bit hash of a contact's non-null fields: each field's name and its value
 /// as the body writes it. Stable across runs, versions and accounts.
-fn hash_contact(scratch: &mut Vec<u8>, names: &[Vec<u8>], columns: &[Column<'_>], row: usize) -> u64 {
+fn hash_contact(
+    scratch: &mut Vec<u8>,
+    names: &[Vec<u8>],
+    columns: &[Column<'_>],
+    row: usize,
+) -> u64 {
     scratch.clear();
     for (name, column) in names.iter().zip(columns) {
         if column.is_null(row) {

@@ -4,8 +4,8 @@
 //! SendGrid request bodies to a folder; the HTTP sink plugs in through the same trait.
 
 pub mod dry_run;
-pub mod preview;
 pub mod encoder;
+pub mod preview;
 pub mod private_fs;
 pub mod sendgrid;
 

@@ -258,8 +258,8 @@ fn absorb(
     done: &mut Uploaded,
     finished: Result<Result<Uploaded, SinkError>, tokio::task::JoinError>,
 ) -> Result<(), SinkError> {
-    let part = finished
-        .map_err(|e| SinkError::Internal(format!("an upload task stopped: {e}")))??;
+    let part =
+        finished.map_err(|e| SinkError::Internal(format!("an upload task stopped: {e}")))??;
     done.jobs.extend(part.jobs);
     done.rejects.extend(part.rejects);
     done.requests += part.requests;

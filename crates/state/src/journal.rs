@@ -173,7 +173,8 @@ mod tests {
     fn a_line_cut_short_by_a_kill_is_ignored_but_damage_elsewhere_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");
-        let whole = r#"{"job_id":"j1","list_ids":["l"],"contacts":[["a@x.io","0000000000000001"]]}"#;
+        let whole =
+            r#"{"job_id":"j1","list_ids":["l"],"contacts":[["a@x.io","0000000000000001"]]}"#;
         std::fs::write(&path, format!("{whole}\n{{\"job_id\":\"j2\",\"li")).unwrap();
         let read = read_journal(&path).unwrap();
         assert_eq!(read.len(), 1);

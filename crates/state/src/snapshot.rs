@@ -116,7 +116,11 @@ impl Snapshot {
                     email.value(row).to_owned(),
                     Entry {
                         hash: h,
-                        lists: lists.is_valid(row).then(|| lists.value(row)).unwrap_or_default().to_owned(),
+                        lists: lists
+                            .is_valid(row)
+                            .then(|| lists.value(row))
+                            .unwrap_or_default()
+                            .to_owned(),
                         synced_at: synced.is_valid(row).then(|| synced.value(row)).unwrap_or(0),
                     },
                 );

@@ -1,0 +1,676 @@
+//! Incremental runs, mirror mode, resume and the lock, against the emulator over HTTP:
+//! what each run sends (from the emulator's request log) and what the lists hold after.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
+use arrow::record_batch::RecordBatch;
+use common::*;
+use sendgrid_emulator::{Config, Emulator, Fault, Faults, KeyConfig, marketing_scopes};
+use serde_json::Value;
+
+const KEY: &str = "SG.sync-test-key";
+const OTHER_LIST: &str = "5f0c1d9e-8a7b-4c3d-9e2f-1a2b3c4d5e6f";
+
+/// One profile row.
+#[derive(Clone)]
+struct Row {
+    id: i64,
+    first_name: String,
+    city: String,
+    subscribed: bool,
+}
+
+fn email(id: i64) -> String {
+    format!("customer{id:05}@example.com")
+}
+
+fn rows(n: i64) -> Vec<Row> {
+    (1..=n)
+        .map(|id| Row {
+            id,
+            first_name: format!("Name{id}"),
+            city: format!("City{}", id % 7),
+            subscribed: true,
+        })
+        .collect()
+}
+
+fn write_profiles(dir: &Path, rows: &[Row]) {
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "customer_id",
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.id))),
+        ),
+        (
+            "email",
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| email(r.id)),
+            )),
+        ),
+        (
+            "first_name",
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.first_name.as_str()),
+            )),
+        ),
+        (
+            "city",
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.city.as_str()),
+            )),
+        ),
+        (
+            "is_subscribed",
+            Arc::new(BooleanArray::from(
+                rows.iter().map(|r| r.subscribed).collect::<Vec<_>>(),
+            )),
+        ),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let file = std::fs::File::create(dir.join("data/profiles.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+struct Setup {
+    emulator: Emulator,
+    dir: tempfile::TempDir,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Setup {
+    fn new(import_delay_ms: u64) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let emulator = rt
+            .block_on(Emulator::start(Config {
+                keys: vec![KeyConfig {
+                    key: KEY.into(),
+                    scopes: marketing_scopes(),
+                }],
+                import_delay_ms,
+                lists: vec![
+                    (LIST.into(), "daily".into()),
+                    (OTHER_LIST.into(), "other".into()),
+                ],
+                ..Config::default()
+            }))
+            .unwrap();
+        Self {
+            emulator,
+            dir: tempfile::tempdir().unwrap(),
+            _rt: rt,
+        }
+    }
+
+    /// Writes the pipeline: one export `daily` of the subscribed profiles.
+    fn pipeline(&self, export_lines: &str) -> &'static str {
+        let text = format!(
+            "version: 1
+connections:
+  marketing:
+    type: sendgrid
+    api_key: ${{SENDGRID_API_KEY}}
+    data_privacy_consent: true
+    endpoint: {}
+    max_attempts: 2
+sources:
+  profiles: {{ format: parquet, path: data/profiles.parquet }}
+segments:
+  subscribed: SELECT * FROM profiles WHERE is_subscribed
+exports:
+  - name: daily
+    connection: marketing
+    segments: [subscribed]
+    order_by: customer_id
+    contacts_per_request: 50
+{export_lines}",
+            self.emulator.url()
+        );
+        write(self.dir.path(), &text)
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        pipeline(self.dir.path(), args, &[("SENDGRID_API_KEY", KEY)])
+    }
+
+    fn run_json(&self, args: &[&str]) -> (Run, Value) {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let run = self.run(&all);
+        let doc = run.json();
+        let export = doc["exports"][0].clone();
+        (run, export)
+    }
+
+    /// Upserted emails in requests from `from` on, in order.
+    fn upserted_since(&self, from: usize) -> Vec<String> {
+        self.emulator.requests()[from..]
+            .iter()
+            .flat_map(|r| r.upserted.iter().map(|u| u.email.clone()))
+            .collect()
+    }
+
+    fn log_len(&self) -> usize {
+        self.emulator.requests().len()
+    }
+
+    /// A list's contacts by email with their first name.
+    fn list_names(&self, list: &str) -> BTreeMap<String, String> {
+        let state = self.emulator.inspect();
+        state["lists"][list]["contacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["email"].as_str().unwrap().to_owned(),
+                    c["first_name"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn contacts_in_account(&self) -> u64 {
+        self.emulator.inspect()["contacts"].as_u64().unwrap()
+    }
+
+    fn state_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join(".state/daily")
+    }
+}
+
+const UPSERT: &str = "    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]
+    mapping:
+      email: email
+      first_name: first_name";
+
+fn expected(rows: &[Row]) -> BTreeMap<String, String> {
+    rows.iter()
+        .filter(|r| r.subscribed)
+        .map(|r| (email(r.id), r.first_name.clone()))
+        .collect()
+}
+
+#[test]
+fn an_unchanged_rerun_sends_nothing_and_a_one_percent_change_sends_only_those() {
+    let s = Setup::new(50);
+    let mut data = rows(2000);
+    write_profiles(s.dir.path(), &data);
+    let file = s.pipeline(UPSERT);
+
+    let (run, first) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(first["sync"]["new"], 2000);
+    assert_eq!(first["sent"], 2000);
+    assert_eq!(s.list_names(LIST), expected(&data));
+    let snapshot = s.state_dir().join("snapshot.parquet");
+    assert_eq!(mode(&snapshot), 0o600);
+    let saved = pipeline_state::Snapshot::load(&snapshot).unwrap().unwrap();
+    assert_eq!(saved.entries.len(), 2000);
+
+    let before = s.log_len();
+    let (run, second) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(s.upserted_since(before).is_empty(), "nothing is sent");
+    assert_eq!(second["sync"]["unchanged"], 2000);
+    assert_eq!(second["sent"], 0);
+    assert!(run.stdout.contains("\"changed\": 0"), "{}", run.stdout);
+
+    // 1% of the rows change.
+    let mut changed = BTreeSet::new();
+    for r in data.iter_mut().filter(|r| r.id % 100 == 3) {
+        r.first_name = format!("Renamed{}", r.id);
+        changed.insert(email(r.id));
+    }
+    assert_eq!(changed.len(), 20);
+    write_profiles(s.dir.path(), &data);
+    let before = s.log_len();
+    let (run, third) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let sent: BTreeSet<String> = s.upserted_since(before).into_iter().collect();
+    assert_eq!(sent, changed);
+    assert_eq!(
+        (
+            third["sync"]["changed"].as_u64(),
+            third["sync"]["unchanged"].as_u64()
+        ),
+        (Some(20), Some(1980))
+    );
+    assert_eq!(s.list_names(LIST), expected(&data));
+}
+
+#[test]
+fn changing_the_mapping_or_the_lists_resends_what_they_touch() {
+    let s = Setup::new(0);
+    let data = rows(300);
+    write_profiles(s.dir.path(), &data);
+    let file = s.pipeline(UPSERT);
+    assert_eq!(s.run(&["run", file]).code, 0);
+
+    // A new mapped field changes every contact.
+    let file = s.pipeline(&format!("{UPSERT}\n      city: city"));
+    let before = s.log_len();
+    let (run, with_city) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(with_city["sync"]["changed"], 300);
+    assert_eq!(s.upserted_since(before).len(), 300);
+
+    // A second list: every contact goes to it.
+    let file = s.pipeline(&format!("{UPSERT}\n      city: city").replace(
+        "list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]",
+        &format!("list_ids: [{LIST}, {OTHER_LIST}]"),
+    ));
+    let (run, two_lists) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(two_lists["sync"]["changed"], 300);
+    assert_eq!(s.list_names(OTHER_LIST), expected(&data));
+
+    // Dropping a field resends and says SendGrid keeps its old values.
+    let file = s.pipeline(&UPSERT.replace(
+        "list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]",
+        &format!("list_ids: [{LIST}, {OTHER_LIST}]"),
+    ));
+    let (run, dropped) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(dropped["sync"]["changed"], 300);
+    assert_eq!(
+        dropped["sync"]["notes"][0],
+        "field(s) no longer mapped: city; SendGrid keeps the values it has for them"
+    );
+}
+
+const MIRROR: &str = "    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]
+    mode: mirror
+    mapping:
+      email: email
+      first_name: first_name";
+
+#[test]
+fn plan_shows_the_changes_and_mirror_mode_removes_leavers_without_deleting_contacts() {
+    let s = Setup::new(0);
+    let mut data = rows(100);
+    write_profiles(s.dir.path(), &data);
+    let file = s.pipeline(MIRROR);
+    assert_eq!(s.run(&["run", file]).code, 0);
+    let in_account = s.contacts_in_account();
+
+    for r in data.iter_mut() {
+        match r.id {
+            1..=5 => r.first_name = format!("Changed{}", r.id),
+            6..=9 => r.subscribed = false,
+            _ => {}
+        }
+    }
+    data.extend((101..=103).map(|id| Row {
+        id,
+        first_name: format!("Name{id}"),
+        city: "New".into(),
+        subscribed: true,
+    }));
+    write_profiles(s.dir.path(), &data);
+
+    let before = s.log_len();
+    let plan = s.run(&["plan", file, "--output", "json"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let planned = &plan.json()["exports"][0]["sync"];
+    assert_eq!(
+        [
+            &planned["new"],
+            &planned["changed"],
+            &planned["unchanged"],
+            &planned["leavers"]
+        ],
+        [3, 5, 91, 4]
+    );
+    assert_eq!(planned["removal"], "planned");
+    let table = s.run(&["plan", file]);
+    assert!(
+        table
+            .stdout
+            .contains("changes: 3 new, 5 changed, 91 unchanged (not sent)"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table
+            .stdout
+            .contains("mirror: 4 leaver(s) would be taken off the lists (4.0% of a list)"),
+        "{}",
+        table.stdout
+    );
+    assert_eq!(s.log_len(), before, "a plan does not call SendGrid");
+
+    let (run, summary) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(summary["sync"]["removed"], 4);
+    assert_eq!(summary["sync"]["removal"], "done");
+    assert_eq!(s.list_names(LIST), expected(&data));
+    assert_eq!(
+        s.contacts_in_account(),
+        in_account + 3,
+        "leavers stay in the account"
+    );
+    let log = s.emulator.requests();
+    assert!(
+        log.iter()
+            .all(|r| !(r.method == "DELETE" && r.path == "/v3/marketing/contacts")),
+        "no contact deleted"
+    );
+    let searches = log
+        .iter()
+        .filter(|r| r.path == "/v3/marketing/contacts/search/emails")
+        .count();
+    assert_eq!(searches, 1);
+
+    // The leavers are forgotten: the next run has nothing to do.
+    let before = s.log_len();
+    let (run, again) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(again["sync"]["leavers"], 0);
+    assert!(s.upserted_since(before).is_empty());
+}
+
+#[test]
+fn the_mass_removal_guard_refuses_until_allowed() {
+    let s = Setup::new(0);
+    let mut data = rows(100);
+    write_profiles(s.dir.path(), &data);
+    let file = s.pipeline(MIRROR);
+    assert_eq!(s.run(&["run", file]).code, 0);
+    for r in data.iter_mut().filter(|r| r.id <= 30) {
+        r.subscribed = false;
+    }
+    write_profiles(s.dir.path(), &data);
+
+    let refused = s.run(&["run", file]);
+    assert_eq!(refused.code, 7, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(
+            "error: export `daily`: mirror mode would take 30 contact(s), 30.0% of a list, off its lists; the limit is 20.0% (max_removal_share)"
+        ),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("--allow-mass-removal"));
+    assert_eq!(s.list_names(LIST).len(), 100, "nothing removed");
+
+    let allowed = s.run(&["run", file, "--allow-mass-removal"]);
+    assert_eq!(allowed.code, 0, "{}", allowed.stderr);
+    assert_eq!(s.list_names(LIST), expected(&data));
+}
+
+#[test]
+fn a_second_run_of_the_same_export_is_refused_while_the_first_holds_the_lock() {
+    let s = Setup::new(0);
+    write_profiles(s.dir.path(), &rows(10));
+    let file = s.pipeline(UPSERT);
+    std::fs::create_dir_all(s.state_dir()).unwrap();
+    let held = pipeline_state::RunLock::acquire(&s.state_dir().join("run.lock"), "daily").unwrap();
+    let busy = s.run(&["run", file]);
+    assert_eq!(busy.code, 6, "{}", busy.stderr);
+    assert!(
+        busy.stderr.contains(&format!(
+            "error: export `daily` is already running (pid {}",
+            std::process::id()
+        )),
+        "{}",
+        busy.stderr
+    );
+    assert!(s.emulator.requests().is_empty(), "nothing sent");
+    drop(held);
+    assert_eq!(s.run(&["run", file]).code, 0);
+}
+
+#[test]
+fn a_run_that_gives_up_is_finished_by_the_next_without_resending_accepted_bodies() {
+    let s = Setup::new(0);
+    let data = rows(200);
+    write_profiles(s.dir.path(), &data);
+    let file = s.pipeline(UPSERT);
+    // Two bodies are accepted, then the third fails twice (max_attempts: 2).
+    s.emulator.script(Faults {
+        upserts: [
+            Fault::Delay { ms: 0 },
+            Fault::Delay { ms: 0 },
+            Fault::Status { status: 500 },
+            Fault::Status { status: 500 },
+        ]
+        .into(),
+        ..Faults::default()
+    });
+    // One upload at a time, so the two accepted bodies come first.
+    let text = std::fs::read_to_string(s.dir.path().join(file)).unwrap();
+    std::fs::write(
+        s.dir.path().join(file),
+        text.replace(
+            "    max_attempts: 2\n",
+            "    max_attempts: 2\n    concurrency: 1\n",
+        ),
+    )
+    .unwrap();
+    let failed = s.run(&["run", file]);
+    assert_eq!(failed.code, 4, "{}", failed.stderr);
+    let journal = pipeline_state::read_journal(&s.state_dir().join("journal.jsonl")).unwrap();
+    assert_eq!(journal.len(), 2);
+    let accepted: BTreeSet<String> = journal
+        .iter()
+        .flat_map(|b| b.contacts.iter().map(|(e, _)| e.clone()))
+        .collect();
+    assert_eq!(accepted.len(), 100);
+
+    let before = s.log_len();
+    let (run, resumed) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(resumed["sync"]["resumed_jobs"], 2);
+    let resent: BTreeSet<String> = s.upserted_since(before).into_iter().collect();
+    assert!(
+        resent.is_disjoint(&accepted),
+        "accepted bodies are not sent again"
+    );
+    assert_eq!(resent.len(), 100);
+    assert_eq!(s.list_names(LIST), expected(&data));
+    assert!(!s.state_dir().join("journal.jsonl").exists());
+}
+
+#[test]
+fn contacts_of_a_failed_import_job_are_sent_again_by_the_next_run() {
+    let s = Setup::new(0);
+    let data = rows(120);
+    write_profiles(s.dir.path(), &data);
+    let file = s.pipeline(UPSERT);
+    s.emulator.script(Faults {
+        jobs: [Fault::FailJob].into(),
+        ..Faults::default()
+    });
+    let (failed, summary) = s.run_json(&["run", file]);
+    assert_eq!(failed.code, 4, "{}", failed.stderr);
+    let failed_job = summary["sink"]["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["status"] == "failed")
+        .unwrap()
+        .clone();
+    let lost: BTreeSet<String> = s
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.job_id.as_deref() == failed_job["job_id"].as_str())
+        .flat_map(|r| r.upserted.iter().map(|u| u.email.clone()))
+        .collect();
+    assert_eq!(lost.len() as u64, failed_job["requested"].as_u64().unwrap());
+
+    let before = s.log_len();
+    let (run, again) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let resent: BTreeSet<String> = s.upserted_since(before).into_iter().collect();
+    assert_eq!(
+        resent, lost,
+        "only the failed job's contacts are sent again"
+    );
+    assert_eq!(again["sync"]["unchanged"], 120 - lost.len() as u64);
+}
+
+/// A small deterministic generator for the kill points.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// SIGKILLs the binary at random points of a run over many rounds, reruns it, and checks
+/// each time that the list ends complete and that no body the journal recorded as
+/// accepted was sent again.
+#[test]
+fn killed_runs_are_finished_by_the_next_run_without_resending_accepted_bodies() {
+    let seed = std::env::var("KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    let mut rng = Lcg(seed);
+    const ROUNDS: usize = 12;
+    const CONTACTS: i64 = 1500;
+    const BODIES: u64 = (CONTACTS as u64).div_ceil(50);
+    let mut killed_mid_upload = 0;
+    for round in 0..ROUNDS {
+        let context = format!("round {round}, KILL_SEED={seed}");
+        let s = Setup::new(150);
+        let data = rows(CONTACTS);
+        write_profiles(s.dir.path(), &data);
+        let file = s.pipeline(UPSERT);
+        // Every upload takes a while, so kills land between and during requests.
+        s.emulator.script(Faults {
+            upserts: (0..BODIES).map(|_| Fault::Delay { ms: 15 }).collect(),
+            ..Faults::default()
+        });
+        // Kill after a random number of accepted bodies: 0 (while starting) up to all
+        // of them (while following the import jobs).
+        let kill_after = rng.below(BODIES + 1) as usize;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+            .args(["run", file])
+            .current_dir(s.dir.path())
+            .env("SENDGRID_API_KEY", KEY)
+            .env_remove("PIPELINE_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let accepted = s
+                .emulator
+                .requests()
+                .iter()
+                .filter(|r| r.job_id.is_some())
+                .count();
+            if accepted >= kill_after
+                || child.try_wait().unwrap().is_some()
+                || Instant::now() > deadline
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        if status.code().is_none() && kill_after > 0 && (kill_after as u64) < BODIES {
+            killed_mid_upload += 1;
+        }
+
+        // What the journal holds as accepted when the process died.
+        let journal = pipeline_state::read_journal(&s.state_dir().join("journal.jsonl"))
+            .unwrap_or_else(|e| panic!("{context}: {e}"));
+        let journaled_jobs: BTreeSet<String> = journal.iter().map(|b| b.job_id.clone()).collect();
+        let journaled: BTreeSet<String> = journal
+            .iter()
+            .flat_map(|b| b.contacts.iter().map(|(e, _)| e.clone()))
+            .collect();
+        let folded: BTreeSet<String> =
+            pipeline_state::Snapshot::load(&s.state_dir().join("snapshot.parquet"))
+                .unwrap_or_else(|e| panic!("{context}: {e}"))
+                .map(|snap| snap.entries.into_keys().collect())
+                .unwrap_or_default();
+
+        let (run, rerun) = s.run_json(&["run", file]);
+        assert_eq!(run.code, 0, "{context}: {}", run.stderr);
+        assert_eq!(
+            s.list_names(LIST),
+            expected(&data),
+            "{context}: the list holds exactly the segment"
+        );
+        let rerun_jobs: BTreeSet<String> = rerun["sink"]["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job_id"].as_str().unwrap().to_owned())
+            .collect();
+        let log = s.emulator.requests();
+        let resent: BTreeSet<String> = log
+            .iter()
+            .filter(|r| r.job_id.as_ref().is_some_and(|j| rerun_jobs.contains(j)))
+            .flat_map(|r| r.upserted.iter().map(|u| u.email.clone()))
+            .collect();
+        assert!(
+            resent.is_disjoint(&journaled),
+            "{context}: a body the journal recorded as accepted was sent again"
+        );
+        assert!(
+            resent.is_disjoint(&folded),
+            "{context}: a contact the snapshot recorded as accepted was sent again"
+        );
+        // Bodies SendGrid accepted that the dead run never heard back about are the only
+        // ones sent twice: at most one per upload slot (concurrency 2).
+        let unheard = log
+            .iter()
+            .filter(|r| {
+                r.job_id
+                    .as_ref()
+                    .is_some_and(|j| !rerun_jobs.contains(j) && !journaled_jobs.contains(j))
+                    && !r.upserted.iter().all(|u| folded.contains(&u.email))
+            })
+            .count();
+        assert!(
+            unheard <= 2,
+            "{context}: {unheard} accepted bodies were neither journaled nor folded"
+        );
+        eprintln!(
+            "{context}: kill point: after {kill_after} accepted bodies ({status}); journal {} bodies, snapshot {} contacts; rerun sent {}",
+            journal.len(),
+            folded.len(),
+            resent.len()
+        );
+        assert_eq!(
+            rerun["sync"]["resumed_jobs"].as_u64().unwrap(),
+            journal.len() as u64,
+            "{context}: the rerun follows every journaled job"
+        );
+    }
+    assert!(
+        killed_mid_upload >= 3,
+        "KILL_SEED={seed}: only {killed_mid_upload} of {ROUNDS} kills landed mid-upload"
+    );
+}
