@@ -162,11 +162,28 @@ fn wrong_version_and_missing_email_mapping() {
 }
 
 #[test]
-fn mirror_mode_is_not_accepted_yet() {
-    let text = GOOD.replace("on_cap_exceeded: truncate", "mode: mirror");
+fn mirror_settings_out_of_range_are_refused() {
+    let text = GOOD.replace(
+        "on_cap_exceeded: truncate",
+        "mode: mirror\n    max_removal_share: 1.5\n    contacts_per_request: 30001",
+    );
+    let d = problems(&text);
+    let messages: Vec<String> = d
+        .iter()
+        .map(|d| format!("{}: {}", d.path, d.message))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "exports[0].max_removal_share: must be between 0 and 1 (a share of the list, 0.2 is 20%)",
+            "exports[0].contacts_per_request: must be between 1 and 30000 (SendGrid's limit per request)",
+        ]
+    );
+    let text = GOOD.replace("on_cap_exceeded: truncate", "mode: sync");
     let d = problems(&text);
     assert!(
-        d[0].message.contains("unknown variant `mirror`"),
+        d[0].message
+            .contains("unknown variant `sync`, expected `upsert` or `mirror`"),
         "{}",
         d[0].message
     );

@@ -116,12 +116,16 @@ impl Snapshot {
                     email.value(row).to_owned(),
                     Entry {
                         hash: h,
-                        lists: lists
-                            .is_valid(row)
-                            .then(|| lists.value(row))
-                            .unwrap_or_default()
-                            .to_owned(),
-                        synced_at: synced.is_valid(row).then(|| synced.value(row)).unwrap_or(0),
+                        lists: if lists.is_valid(row) {
+                            lists.value(row).to_owned()
+                        } else {
+                            String::new()
+                        },
+                        synced_at: if synced.is_valid(row) {
+                            synced.value(row)
+                        } else {
+                            0
+                        },
                     },
                 );
             }
