@@ -237,6 +237,13 @@ fn an_unchanged_rerun_sends_nothing_and_a_one_percent_change_sends_only_those() 
     }
     assert_eq!(changed.len(), 20);
     write_profiles(s.dir.path(), &data);
+    // A dry run writes exactly what the run would send, and leaves the state alone.
+    let dry = s.run(&["run", file, "--dry-run", "out"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let written: BTreeSet<String> = emails(&contacts(&s.dir.path().join("out/daily")))
+        .into_iter()
+        .collect();
+    assert_eq!(written, changed);
     let before = s.log_len();
     let (run, third) = s.run_json(&["run", file]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -381,6 +388,24 @@ fn plan_shows_the_changes_and_mirror_mode_removes_leavers_without_deleting_conta
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(again["sync"]["leavers"], 0);
     assert!(s.upserted_since(before).is_empty());
+}
+
+#[test]
+fn a_member_this_run_rejects_is_not_taken_off_the_list() {
+    let s = Setup::new(0);
+    let mut data = rows(20);
+    write_profiles(s.dir.path(), &data);
+    let file = s.pipeline(&format!(
+        "{MIRROR}\n    field_length_policy: reject\n    allowed_rejects: 1"
+    ));
+    assert_eq!(s.run(&["run", file]).code, 0);
+    data[0].first_name = "x".repeat(51);
+    write_profiles(s.dir.path(), &data);
+    let (run, summary) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(summary["rejected"], 1);
+    assert_eq!(summary["sync"]["leavers"], 0);
+    assert!(s.list_names(LIST).contains_key(&email(1)), "still a member");
 }
 
 #[test]
