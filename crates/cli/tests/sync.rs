@@ -488,7 +488,10 @@ fn a_run_that_gives_up_is_finished_by_the_next_without_resending_accepted_bodies
     .unwrap();
     let failed = s.run(&["run", file]);
     assert_eq!(failed.code, 4, "{}", failed.stderr);
-    let journal = pipeline_state::read_journal(&s.state_dir().join("journal.jsonl")).unwrap();
+    let journal_path = s.state_dir().join("journal.jsonl");
+    assert_eq!(mode(&journal_path), 0o600);
+    assert_eq!(mode(&s.state_dir()), 0o700);
+    let journal = pipeline_state::read_journal(&journal_path).unwrap();
     assert_eq!(journal.len(), 2);
     let accepted: BTreeSet<String> = journal
         .iter()
