@@ -691,6 +691,17 @@ fn killed_runs_are_finished_by_the_next_run_without_resending_accepted_bodies() 
             folded.len(),
             resent.len()
         );
+        if !journal.is_empty() {
+            // The dead run held the lock when it was killed; the rerun took it over.
+            assert!(
+                rerun["sync"]["notes"].as_array().unwrap().iter().any(|n| n
+                    .as_str()
+                    .unwrap()
+                    .starts_with("recovered the lock of an interrupted run (pid ")),
+                "{context}: {}",
+                rerun["sync"]["notes"]
+            );
+        }
         assert_eq!(
             rerun["sync"]["resumed_jobs"].as_u64().unwrap(),
             journal.len() as u64,
