@@ -1,0 +1,322 @@
+"""Whole-run benchmark: pipeline against DuckDB and pandas on the same generated data.
+
+    python3 benches/whole_run.py                 # 1M and 10M rows, writes docs/performance.md
+    python3 benches/whole_run.py --with-100m     # also 100M rows (about 7 GB of Parquet)
+    python3 benches/whole_run.py --sizes 1000000 --repeat 1 --out /tmp/perf.md   # quick look
+
+It builds the release binaries, installs DuckDB, pandas and pyarrow into a private virtual
+environment under target/bench/, generates the profile and membership tables with the
+repo's generator (kept between runs), and for each size and segment shape runs, in turn
+and `--repeat` times: `pipeline run --dry-run`, the DuckDB peer, the pandas peer, and a
+full `pipeline run` against the SendGrid emulator (import delay 0). Each process's wall
+time and peak RSS are measured from outside (wait4). Ratios are taken pair by pair within
+a repetition, then the median, so a noisy moment hits both sides of a ratio. The request
+bodies of every peer are checked against pipeline's, contact by contact.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+BENCH = os.path.join(TARGET, "bench")
+VENV = os.path.join(BENCH, "venv")
+PEER_PACKAGES = ["duckdb==2.0.0", "pandas==3.1.1", "pyarrow==26.0.1"]
+KEY = "SG.benchmark-key"
+LIST_ID = "0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11"
+MEMBER_SHARE = "0.011"
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def ensure_venv():
+    """Re-runs this script inside a virtual environment that has the peers' packages."""
+    python = os.path.join(VENV, "bin", "python")
+    if os.path.abspath(sys.prefix) == os.path.abspath(VENV):
+        return
+    if not os.path.exists(python):
+        log(f"Creating {VENV} with {', '.join(PEER_PACKAGES)}")
+        subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+    os.execv(python, [python, *sys.argv])
+
+
+def build():
+    os.makedirs(BENCH, exist_ok=True)
+    log("Building release binaries")
+    subprocess.run(
+        ["cargo", "build", "--release", "-p", "pipeline-cli", "-p", "pipeline-datagen",
+         "-p", "sendgrid-emulator"],
+        cwd=ROOT, check=True)
+    return {name: os.path.join(TARGET, "release", name)
+            for name in ["pipeline", "pipeline-datagen", "sendgrid-emulator"]}
+
+
+def generate(bins, rows):
+    out = os.path.join(BENCH, "data", f"rows-{rows}")
+    done = os.path.join(out, ".done")
+    if not os.path.exists(done):
+        log(f"Generating {rows:,} profile rows in {out}")
+        shutil.rmtree(out, ignore_errors=True)
+        files = max(1, rows // 1_250_000)
+        subprocess.run([bins["pipeline-datagen"], "profiles", "--rows", str(rows), "--out", out,
+                        "--files", str(files), "--member-share", MEMBER_SHARE, "--seed", "42"],
+                       check=True)
+        open(done, "w").close()
+    return out
+
+
+SEGMENTS = {
+    "membership": {
+        name: f"SELECT p.* FROM profiles p JOIN memberships m ON m.customer_id = p.customer_id "
+              f"WHERE m.segment_name = '{name}'"
+        for name in ["vip", "newsletter", "winback"]
+    },
+    "filter": {"valuable": "SELECT * FROM profiles WHERE lifetime_value >= 19750 AND is_subscribed"},
+}
+
+
+def pipeline_file(data, shape, endpoint):
+    segments = "\n".join(f"  {n}: {sql}" for n, sql in SEGMENTS[shape].items())
+    names = ", ".join(SEGMENTS[shape])
+    endpoint_line = f"    endpoint: {endpoint}\n" if endpoint else ""
+    text = f"""version: 1
+connections:
+  marketing:
+    type: sendgrid
+    api_key: ${{SENDGRID_API_KEY}}
+    data_privacy_consent: true
+{endpoint_line}sources:
+  profiles: {{ format: parquet, path: {data}/profiles/ }}
+  memberships: {{ format: parquet, path: {data}/segment_memberships.parquet }}
+segments:
+{segments}
+exports:
+  - name: bench
+    connection: marketing
+    list_ids: [{LIST_ID}]
+    segments: [{names}]
+    mapping:
+      email: email
+      first_name: first_name
+      last_name: last_name
+      city: city
+      country: country
+      postal_code: postal_code
+      custom_fields: {{ lifetime_value: lifetime_value }}
+    order_by: customer_id
+    max_profiles: 100000
+    on_cap_exceeded: truncate
+    allowed_rejects: 100000000
+"""
+    path = os.path.join(BENCH, f"{shape}-{os.path.basename(data)}{'-full' if endpoint else ''}.yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def measure(cmd, env=None):
+    """Runs cmd; returns wall seconds and peak RSS in MiB, measured from outside."""
+    with open(os.path.join(BENCH, "last.stdout"), "wb") as out, \
+            open(os.path.join(BENCH, "last.stderr"), "wb") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        with open(os.path.join(BENCH, "last.stderr")) as f:
+            raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{f.read()[-3000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def contacts_of(folder):
+    out = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".json"):
+            with open(os.path.join(folder, name), "rb") as f:
+                body = f.read()
+            assert len(body) < 6_000_000, f"{name}: {len(body)} bytes"
+            contacts = json.loads(body)["contacts"]
+            assert len(contacts) <= 30_000
+            out.extend(contacts)
+    return out
+
+
+def compare(ours, theirs, who):
+    if len(ours) != len(theirs):
+        raise SystemExit(f"{who}: {len(theirs)} contacts, pipeline sent {len(ours)}")
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        if a != b:
+            raise SystemExit(f"{who}: contact {i} differs:\n  pipeline: {a}\n  {who}: {b}")
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{model}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+def start_emulator(bins):
+    proc = subprocess.Popen(
+        [bins["sendgrid-emulator"], "--key", KEY, "--list", f"{LIST_ID}=bench",
+         "--field", "lifetime_value=Number", "--import-delay-ms", "0",
+         "--rate-limit", "1000000"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    url = proc.stdout.readline().strip()
+    return proc, url
+
+
+def run_size(bins, rows, shape, repeat, peers_script):
+    data = generate(bins, rows)
+    dry_file = pipeline_file(data, shape, None)
+    emulator, url = start_emulator(bins)
+    full_file = pipeline_file(data, shape, url)
+    env = dict(os.environ, SENDGRID_API_KEY=KEY, PIPELINE_LOG="warn")
+    results = {k: [] for k in ["pipeline dry run", "pipeline full run", "DuckDB", "pandas"]}
+    contacts = None
+    try:
+        for r in range(repeat):
+            log(f"{rows:,} rows, {shape}: repetition {r + 1} of {repeat}")
+            out = os.path.join(BENCH, "out", f"{shape}-{rows}")
+            shutil.rmtree(out, ignore_errors=True)
+            state = os.path.join(out, "state")
+            ours = os.path.join(out, "pipeline")
+            results["pipeline dry run"].append(measure(
+                [bins["pipeline"], "run", dry_file, "--dry-run", ours, "--state-dir", state],
+                env))
+            mine = contacts_of(os.path.join(ours, "bench"))
+            contacts = len(mine)
+            for peer, label in [("duckdb", "DuckDB"), ("pandas", "pandas")]:
+                dest = os.path.join(out, peer)
+                results[label].append(measure(
+                    [sys.executable, peers_script, peer, "--shape", shape, "--data", data,
+                     "--out", dest], env))
+                compare(mine, contacts_of(dest), label)
+            results["pipeline full run"].append(measure(
+                [bins["pipeline"], "run", full_file, "--state-dir",
+                 os.path.join(out, f"full-state-{r}"), "--rejects-dir", out], env))
+    finally:
+        emulator.terminate()
+        emulator.wait()
+    return results, contacts
+
+
+def encoder_rate():
+    """The criterion encoder benchmark's median throughput, in contacts per second."""
+    log("Running the encoder micro-benchmark")
+    run = subprocess.run(["cargo", "bench", "-p", "pipeline-sink", "--bench", "encoder", "--",
+                          "--noplot"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for line in run.stdout.splitlines():
+        if "thrpt:" in line:
+            parts = line.split("[")[1].split("]")[0].split()
+            value, unit = float(parts[2]), parts[3]
+            scale = {"elem/s": 1, "Kelem/s": 1e3, "Melem/s": 1e6, "Gelem/s": 1e9}[unit]
+            return value * scale
+    return None
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="1000000,10000000")
+    p.add_argument("--with-100m", action="store_true")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--out", default=os.path.join(ROOT, "docs", "performance.md"))
+    p.add_argument("--skip-micro", action="store_true")
+    args = p.parse_args()
+    ensure_venv()
+    bins = build()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.with_100m:
+        sizes.append(100_000_000)
+    peers_script = os.path.join(ROOT, "benches", "peers.py")
+    table = {}
+    for rows in sizes:
+        for shape in ["membership", "filter"]:
+            table[(rows, shape)] = run_size(bins, rows, shape, args.repeat, peers_script)
+    encoder = None if args.skip_micro else encoder_rate()
+    write_report(args, table, encoder)
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def write_report(args, table, encoder):
+    lines = [
+        "# Performance",
+        "",
+        "Written by `python3 benches/whole_run.py"
+        + (f" --sizes {args.sizes}" if args.sizes != "1000000,10000000" else "")
+        + (" --with-100m" if args.with_100m else "")
+        + (f" --repeat {args.repeat}" if args.repeat != 3 else "")
+        + "` on " + machine() + ", " + time.strftime("%Y-%m-%d") + ".",
+        "",
+        "Each figure is the median of the repetitions; ratios are taken pair by pair within a",
+        "repetition (pipeline's time over the peer's), then the median. Peak RSS is the",
+        "process's maximum resident set, read with wait4. Every peer's request bodies were",
+        "checked against pipeline's, contact by contact. The full run goes to the SendGrid",
+        "emulator (import delay 0) over loopback and includes following the import jobs.",
+        "",
+        "| rows | segment shape | tool | wall s | peak RSS MiB | rows scanned/s | contacts out/s |",
+        "|---:|---|---|---:|---:|---:|---:|",
+    ]
+    verdicts = []
+    for (rows, shape), (results, contacts) in table.items():
+        for tool, runs in results.items():
+            wall = median([w for w, _ in runs])
+            rss = max(m for _, m in runs)
+            lines.append(f"| {rows:,} | {shape} | {tool} | {wall:.2f} | {rss:.0f} | "
+                         f"{rows / wall:,.0f} | {contacts / wall:,.0f} |")
+        ours = results["pipeline dry run"]
+        ratio = lambda peer: median([o[0] / t[0] for o, t in zip(ours, results[peer])])
+        full = median([f[0] / o[0] for f, o in zip(results["pipeline full run"], ours)])
+        rss = max(m for _, m in ours + results["pipeline full run"])
+        verdicts.append((rows, shape, contacts, ratio("DuckDB"), ratio("pandas"), full, rss))
+    lines += ["", "## Targets", "",
+              "| rows | shape | contacts | dry run / DuckDB (≤ 0.75) | dry run / pandas (≤ 0.2) | full / dry run (≤ 1.5) | peak RSS MiB (≤ 256) |",
+              "|---:|---|---:|---:|---:|---:|---:|"]
+    ok = lambda v, limit: f"{v:.2f} {'✅' if v <= limit else '❌'}"
+    for rows, shape, contacts, d, pd_, full, rss in verdicts:
+        lines.append(f"| {rows:,} | {shape} | {contacts:,} | {ok(d, 0.75)} | {ok(pd_, 0.2)} | "
+                     f"{ok(full, 1.5)} | {rss:.0f} {'✅' if rss <= 256 else '❌'} |")
+    by_shape = {}
+    for (rows, shape), (results, _) in table.items():
+        by_shape.setdefault(shape, []).append(
+            (rows, median([w for w, _ in results["pipeline dry run"]]),
+             max(m for _, m in results["pipeline dry run"])))
+    lines += ["", "Scaling of the dry run (time should grow no faster than the rows, memory stay flat):", ""]
+    for shape, points in by_shape.items():
+        points.sort()
+        for (r0, t0, m0), (r1, t1, m1) in zip(points, points[1:]):
+            growth = (t1 / t0) / (r1 / r0)
+            lines.append(f"- {shape}: {r0:,} → {r1:,} rows: time × {t1 / t0:.2f} for rows × "
+                         f"{r1 / r0:.0f} ({'✅' if growth <= 1 else '❌'}), peak RSS {m0:.0f} → {m1:.0f} MiB")
+    if encoder:
+        lines += ["", f"Encoder micro-benchmark (`cargo bench -p pipeline-sink --bench encoder`): "
+                      f"{encoder / 1e6:.2f} million contacts per second on one core "
+                      f"({'✅' if encoder >= 1.5e6 else '❌'} target 1.5 million)."]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    log(f"Wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
