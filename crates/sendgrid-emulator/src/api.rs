@@ -305,6 +305,7 @@ async fn upsert(
         Job {
             created: Instant::now(),
             list_ids,
+            requested: contacts.len(),
             contacts,
             end,
             result: None,
@@ -497,11 +498,11 @@ async fn import_status(
         account.settle();
         account.jobs.get(&id).map(|job| {
             let mut body = json!({"id": id, "job_type": "upsert", "status": "pending",
-                "results": {"requested_count": job.contacts.len()}});
+                "results": {"requested_count": job.requested}});
             if let Some((status, created, updated, errored)) = job.result {
                 body["status"] = json!(status);
                 body["results"] = json!({
-                    "requested_count": job.contacts.len(),
+                    "requested_count": job.requested,
                     "created_count": created,
                     "updated_count": updated,
                     "errored_count": errored,

@@ -155,7 +155,10 @@ pub enum JobEnd {
 pub struct Job {
     pub created: Instant,
     pub list_ids: Vec<String>,
+    /// The contacts to apply; emptied when the job ends.
     pub contacts: Vec<Map<String, Value>>,
+    /// How many contacts the upsert held.
+    pub requested: usize,
     pub end: JobEnd,
     /// Set once the job has ended: (status, created, updated, errored).
     pub result: Option<(&'static str, u64, u64, u64)>,
@@ -263,20 +266,23 @@ impl State {
             .map(|(id, _)| id.clone())
             .collect();
         for id in due {
-            let job = self.jobs.get(&id).expect("listed").clone();
+            // The contacts are applied once; the job keeps only its result.
+            let job = self.jobs.get_mut(&id).expect("listed");
+            let contacts = std::mem::take(&mut job.contacts);
+            let (end, list_ids) = (job.end.clone(), job.list_ids.clone());
             let (mut created, mut updated, mut errored) = (0, 0, 0);
             let mut errors = Vec::new();
-            let status = match &job.end {
+            let status = match &end {
                 JobEnd::Fail => "failed",
                 JobEnd::Complete | JobEnd::Error(_) => {
-                    for c in &job.contacts {
+                    for c in &contacts {
                         let email = c["email"].as_str().unwrap_or_default().to_lowercase();
-                        if matches!(&job.end, JobEnd::Error(bad) if bad.contains(&email)) {
+                        if matches!(&end, JobEnd::Error(bad) if bad.contains(&email)) {
                             errored += 1;
                             errors.push((email, "email address is undeliverable".to_owned()));
                             continue;
                         }
-                        if self.upsert(&email, c, &job.list_ids) {
+                        if self.upsert(&email, c, &list_ids) {
                             created += 1;
                         } else {
                             updated += 1;
