@@ -34,32 +34,25 @@ struct Setup {
 
 impl Setup {
     fn new(custom_fields: Vec<(&str, &str)>, faults: Faults) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let emulator = rt
-            .block_on(Emulator::start(Config {
-                keys: vec![
-                    KeyConfig {
-                        key: KEY.into(),
-                        scopes: marketing_scopes(),
-                    },
-                    KeyConfig {
-                        key: "SG.mail-only".into(),
-                        scopes: vec!["mail.send".into()],
-                    },
-                ],
-                import_delay_ms: 100,
-                lists: vec![(LIST.into(), "newsletter".into())],
-                custom_fields: custom_fields
-                    .into_iter()
-                    .map(|(n, t)| (n.into(), t.into()))
-                    .collect(),
-                ..Config::default()
-            }))
-            .unwrap();
+        let (rt, emulator) = start_emulator(Config {
+            keys: vec![
+                KeyConfig {
+                    key: KEY.into(),
+                    scopes: marketing_scopes(),
+                },
+                KeyConfig {
+                    key: "SG.mail-only".into(),
+                    scopes: vec!["mail.send".into()],
+                },
+            ],
+            import_delay_ms: 100,
+            lists: vec![(LIST.into(), "newsletter".into())],
+            custom_fields: custom_fields
+                .into_iter()
+                .map(|(n, t)| (n.into(), t.into()))
+                .collect(),
+            ..Config::default()
+        });
         emulator.script(faults);
         Self {
             emulator,

@@ -89,25 +89,18 @@ struct Setup {
 
 impl Setup {
     fn new(import_delay_ms: u64) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let emulator = rt
-            .block_on(Emulator::start(Config {
-                keys: vec![KeyConfig {
-                    key: KEY.into(),
-                    scopes: marketing_scopes(),
-                }],
-                import_delay_ms,
-                lists: vec![
-                    (LIST.into(), "daily".into()),
-                    (OTHER_LIST.into(), "other".into()),
-                ],
-                ..Config::default()
-            }))
-            .unwrap();
+        let (rt, emulator) = start_emulator(Config {
+            keys: vec![KeyConfig {
+                key: KEY.into(),
+                scopes: marketing_scopes(),
+            }],
+            import_delay_ms,
+            lists: vec![
+                (LIST.into(), "daily".into()),
+                (OTHER_LIST.into(), "other".into()),
+            ],
+            ..Config::default()
+        });
         Self {
             emulator,
             dir: tempfile::tempdir().unwrap(),

@@ -54,6 +54,21 @@ pub fn pipeline(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     cmd.output().expect("the binary runs").into()
 }
 
+/// An emulator on loopback, served by its own runtime (keep both for the test's length).
+pub fn start_emulator(
+    config: sendgrid_emulator::Config,
+) -> (tokio::runtime::Runtime, sendgrid_emulator::Emulator) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let emulator = rt
+        .block_on(sendgrid_emulator::Emulator::start(config))
+        .unwrap();
+    (rt, emulator)
+}
+
 /// A folder holding the quickstart sample data under `data/`.
 pub fn sample_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
