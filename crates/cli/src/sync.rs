@@ -53,6 +53,8 @@ struct Loaded {
     /// Accepted bodies not yet folded into the snapshot.
     in_flight: Vec<JournalBatch>,
     report: SyncReport,
+    /// The snapshot's endpoint or fields differ from this run's: it must be rewritten.
+    meta_changed: bool,
 }
 
 fn mode_name(mode: ExportMode) -> &'static str {
@@ -60,18 +62,6 @@ fn mode_name(mode: ExportMode) -> &'static str {
         ExportMode::Upsert => "upsert",
         ExportMode::Mirror => "mirror",
     }
-}
-
-/// The mapped field names as the snapshot records them.
-fn field_names(query: &ExportQuery) -> Vec<String> {
-    query
-        .fields
-        .iter()
-        .map(|f| match f.kind {
-            pipeline_sink::FieldKind::Reserved => f.name.clone(),
-            pipeline_sink::FieldKind::Custom => format!("custom_fields.{}", f.name),
-        })
-        .collect()
 }
 
 /// Reads the export's state. A snapshot of another SendGrid endpoint is set aside: its
@@ -102,7 +92,7 @@ fn load(
         snapshot = Snapshot::default();
         in_flight.clear();
     }
-    let fields = field_names(query);
+    let fields: Vec<String> = query.fields.iter().map(|f| f.qualified_name()).collect();
     let dropped: Vec<&str> = snapshot
         .meta
         .fields
@@ -116,14 +106,17 @@ fn load(
             dropped.join(", ")
         ));
     }
-    snapshot.meta = SnapshotMeta {
+    let meta = SnapshotMeta {
         endpoint: endpoint.to_owned(),
         fields,
     };
+    let meta_changed = snapshot.meta != meta;
+    snapshot.meta = meta;
     Ok(Loaded {
         snapshot,
         in_flight,
         report,
+        meta_changed,
     })
 }
 
@@ -133,6 +126,36 @@ fn state_dir(pipeline: &Pipeline, export: &Export, options: &SyncOptions) -> Sta
         Some(root) => root.join(&export.name),
         None => pipeline.state_dir(&export.name),
     })
+}
+
+/// What SendGrid holds or is importing, compared with this run's contacts.
+fn diff_for(
+    snapshot: &Snapshot,
+    in_flight: &[JournalBatch],
+    export: &Export,
+    options: &SyncOptions,
+) -> Diff {
+    Diff::new(
+        Known::new(snapshot, in_flight),
+        &export.list_ids,
+        options.full_refresh,
+    )
+}
+
+/// Runs the export through `sink`. Mirror mode keeps the emails of rejected rows: they
+/// are still members and must not be taken off the lists.
+async fn run_through(
+    engine: &Engine,
+    export: &Export,
+    query: &ExportQuery,
+    sink: &mut dyn Sink,
+    run_options: RunOptions,
+) -> Result<ExportSummary, Failure> {
+    let options = RunOptions {
+        collect_rejected_emails: export.mode == ExportMode::Mirror,
+        ..run_options
+    };
+    Ok(engine.run_export(query, sink, &options).await?)
 }
 
 /// Leavers by list, the guard's verdict, and the largest share.
@@ -199,28 +222,15 @@ pub async fn preview<S: Sink>(
         snapshot,
         in_flight,
         mut report,
+        ..
     } = load(state, export, query, &endpoint, options)?;
-    let diff = Diff::new(
-        Known::new(&snapshot, &in_flight),
-        &export.list_ids,
-        options.full_refresh,
-    );
+    let diff = diff_for(&snapshot, &in_flight, export, options);
     let mut sink = make_sink(diff.filter());
-    let mirror = export.mode == ExportMode::Mirror;
-    let mut summary = engine
-        .run_export(
-            query,
-            &mut sink,
-            &RunOptions {
-                collect_rejected_emails: mirror,
-                ..run_options
-            },
-        )
-        .await?;
+    let mut summary = run_through(engine, export, query, &mut sink, run_options).await?;
     report.counts = diff.counts();
     report.resumed_jobs = in_flight.len() as u64;
     report.snapshot_contacts = snapshot.entries.len() as u64;
-    if mirror && !summary.cap.exceeded() {
+    if export.mode == ExportMode::Mirror && !summary.cap.exceeded() {
         let removals = plan_removals(&diff, export, &summary);
         if !note_removals(&mut report, &removals, options.allow_mass_removal)
             && !removals.leavers.is_empty()
@@ -257,6 +267,7 @@ pub async fn run(
         mut snapshot,
         in_flight,
         mut report,
+        meta_changed,
     } = load(state.clone(), export, query, &endpoint, options)?;
     if let Some(holder) = &lock.recovered_from {
         report.notes.push(format!(
@@ -293,32 +304,19 @@ pub async fn run(
         .map(|j| (j.job_id.clone(), j.status.clone()))
         .collect();
     let still_in_flight = fold(&mut snapshot, in_flight, &statuses, &resume_rejects);
-    snapshot.save(&state.snapshot())?;
+    if !resumed.is_empty() || meta_changed {
+        snapshot.save(&state.snapshot())?;
+    }
     rewrite_journal(&state.journal(), &still_in_flight)?;
 
     // 2. Send what changed, journaling each accepted body.
-    let diff = Diff::new(
-        Known::new(&snapshot, &still_in_flight),
-        &export.list_ids,
-        options.full_refresh,
-    );
+    let diff = diff_for(&snapshot, &still_in_flight, export, options);
     let journal = Arc::new(JournalWriter::open(&state.journal())?);
     let concurrency = pipeline.file.connections[&export.connection].concurrency;
     let mut sink = crate::remote::sendgrid_sink(client.clone(), concurrency, export, query)
         .with_filter(diff.filter())
-        .with_journal(journal.clone());
-    let mirror = export.mode == ExportMode::Mirror;
-    let mut summary = engine
-        .run_export(
-            query,
-            &mut sink,
-            &RunOptions {
-                collect_rejected_emails: mirror,
-                ..run_options
-            },
-        )
-        .await?;
-    drop(sink);
+        .with_journal(journal);
+    let mut summary = run_through(engine, export, query, &mut sink, run_options).await?;
     report.counts = diff.counts();
     if summary.cap.exceeded() {
         report.snapshot_contacts = snapshot.entries.len() as u64;
@@ -343,7 +341,7 @@ pub async fn run(
     rewrite_journal(&state.journal(), &unfinished)?;
 
     // 4. Mirror: take the leavers off the lists, if the upload finished cleanly.
-    if mirror {
+    if export.mode == ExportMode::Mirror {
         let removals = plan_removals(&diff, export, &summary);
         let refused = note_removals(&mut report, &removals, options.allow_mass_removal);
         let clean = unfinished.is_empty()
@@ -351,12 +349,13 @@ pub async fn run(
                 .jobs
                 .iter()
                 .all(|j| matches!(j.status.as_str(), "completed" | "errored"));
-        if !refused && !removals.leavers.is_empty() && !clean {
+        let remove = !refused && !removals.leavers.is_empty();
+        if remove && !clean {
             report.removal = "skipped";
             report
                 .notes
                 .push("leavers stay on the lists until a run whose uploads all finish".into());
-        } else if !refused && !removals.leavers.is_empty() {
+        } else if remove {
             for (list, emails) in &removals.by_list {
                 let removal = remove_from_list(&client, list, emails)
                     .await

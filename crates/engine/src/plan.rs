@@ -97,7 +97,7 @@ pub(crate) async fn plan_export(
         };
         let mut exprs = Vec::with_capacity(mapped.len());
         for (i, m) in mapped.iter().enumerate() {
-            let what = format!("mapping.{}", display_name(&m.field));
+            let what = format!("mapping.{}", m.field.qualified_name());
             let expr = resolve(&m.written, schema);
             match expression_type(ctx, segment, &expr).await {
                 Ok(data_type) => match shape_of(&m.field, &data_type) {
@@ -152,13 +152,6 @@ pub(crate) async fn plan_export(
         m.shape = shape.as_ref().map_or(Shape::Text, |(s, _)| *s);
     }
     Ok(build_sql(export, &mapped, &order, selects))
-}
-
-fn display_name(field: &ContactField) -> String {
-    match field.kind {
-        FieldKind::Reserved => field.name.clone(),
-        FieldKind::Custom => format!("custom_fields.{}", field.name),
-    }
 }
 
 /// A value that names a column is that column, exactly as written; anything else is SQL.

@@ -13,7 +13,7 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use pipeline_sink::private_fs::create_private_file;
-use pipeline_sink::{ExportTarget, FieldKind, Sink, SinkReport};
+use pipeline_sink::{ExportTarget, Sink, SinkReport};
 use pipeline_spec::OnCapExceeded;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -29,8 +29,6 @@ use crate::segments::query_only;
 pub struct RunOptions {
     /// Folder for the rejects file (`<export>.rejects.jsonl`); `None` writes no file.
     pub rejects_dir: Option<PathBuf>,
-    /// Keep only this many contacts (a preview) instead of every contact within the cap.
-    pub sample: Option<usize>,
     /// Keep the normalised emails of rejected rows (mirror mode must not remove a member
     /// only because this run could not send it).
     pub collect_rejected_emails: bool,
@@ -105,7 +103,7 @@ impl ExportSummary {
 /// The outcome of selecting an export's contacts.
 pub struct Selection {
     pub summary: ExportSummary,
-    /// Contact batches (columns named by SendGrid field), within the cap or the sample.
+    /// Contact batches (columns named by SendGrid field), within the cap.
     pub contacts: Vec<RecordBatch>,
     /// The rejects file, still open for the sink's rejects.
     rejects: Option<RejectsWriter>,
@@ -171,9 +169,7 @@ impl Engine {
             Some(dir) => Some(RejectsWriter::create(dir, &query.export)?),
             None => None,
         };
-        let limit = options
-            .sample
-            .map_or(export.max_profiles, |s| (s as u64).min(export.max_profiles));
+        let limit = export.max_profiles;
         let mut counts = Counts::new(&query.segments);
         if options.collect_rejected_emails {
             counts.rejected_emails = Some(Vec::new());
@@ -437,11 +433,11 @@ fn contact_batch(
     let mut columns = Vec::with_capacity(query.fields.len());
     for (i, f) in query.fields.iter().enumerate() {
         let column = filter(batch.column(META_COLUMNS + i), keep)?;
-        let name = match f.kind {
-            FieldKind::Reserved => f.name.clone(),
-            FieldKind::Custom => format!("custom_fields.{}", f.name),
-        };
-        fields.push(Field::new(name, column.data_type().clone(), true));
+        fields.push(Field::new(
+            f.qualified_name(),
+            column.data_type().clone(),
+            true,
+        ));
         columns.push(column);
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)

@@ -58,10 +58,8 @@ impl Sink for DryRunSink {
                 report.outputs.push(path);
                 Ok(())
             };
-            let mut encoder = BodyEncoder::new(&target.list_ids, target.fields.clone());
-            if let Some(filter) = self.filter.take() {
-                encoder = encoder.with_filter(filter, &target.fields);
-            }
+            let mut encoder = BodyEncoder::new(&target.list_ids, target.fields.clone())
+                .with_filter(self.filter.take(), &target.fields);
             while let Some(batch) = contacts.next().await {
                 let batch = batch.map_err(SinkError::Upstream)?;
                 encoder.push_batch(&batch, &mut write)?;

@@ -152,19 +152,20 @@ impl BodyEncoder {
         }
     }
 
-    /// Sends only the contacts `filter` admits. `named` are the export's fields by name
-    /// (the encoder's own fields may hold custom field ids); hashes are taken over them.
-    pub fn with_filter(mut self, filter: Box<dyn ContactFilter>, named: &[ContactField]) -> Self {
-        let names = named
-            .iter()
-            .map(|f| match f.kind {
-                FieldKind::Reserved => f.name.clone().into_bytes(),
-                FieldKind::Custom => format!("custom_fields.{}", f.name).into_bytes(),
-            })
-            .collect();
-        self.filtering = Some(Filtering {
+    /// Sends only the contacts `filter` admits (all of them without one). `named` are the
+    /// export's fields by name (the encoder's own fields may hold custom field ids);
+    /// hashes are taken over them.
+    pub fn with_filter(
+        mut self,
+        filter: Option<Box<dyn ContactFilter>>,
+        named: &[ContactField],
+    ) -> Self {
+        self.filtering = filter.map(|filter| Filtering {
             filter,
-            names,
+            names: named
+                .iter()
+                .map(|f| f.qualified_name().into_bytes())
+                .collect(),
             scratch: Vec::with_capacity(512),
             keys: BodyKeys::default(),
         });

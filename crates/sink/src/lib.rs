@@ -36,6 +36,16 @@ pub struct ContactField {
     pub kind: FieldKind,
 }
 
+impl ContactField {
+    /// The field as a user names it: `first_name`, or `custom_fields.<name>`.
+    pub fn qualified_name(&self) -> String {
+        match self.kind {
+            FieldKind::Reserved => self.name.clone(),
+            FieldKind::Custom => format!("custom_fields.{}", self.name),
+        }
+    }
+}
+
 /// Where one export's contacts go.
 #[derive(Debug, Clone)]
 pub struct ExportTarget {

@@ -45,10 +45,8 @@ impl Sink for PreviewSink {
     ) -> BoxFuture<'a, Result<SinkReport, SinkError>> {
         Box::pin(async move {
             let mut report = SinkReport::default();
-            let mut encoder = BodyEncoder::new(&target.list_ids, target.fields.clone());
-            if let Some(filter) = self.filter.take() {
-                encoder = encoder.with_filter(filter, &target.fields);
-            }
+            let mut encoder = BodyEncoder::new(&target.list_ids, target.fields.clone())
+                .with_filter(self.filter.take(), &target.fields);
             let mut kept = 0;
             let mut count = |body: crate::encoder::Body| {
                 report.requests += 1;

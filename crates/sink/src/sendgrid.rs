@@ -173,10 +173,8 @@ impl Sink for SendgridSink {
                 fields,
                 self.settings.contacts_per_request,
                 crate::encoder::MAX_BODY_BYTES,
-            );
-            if let Some(filter) = self.filter.take() {
-                encoder = encoder.with_filter(filter, &target.fields);
-            }
+            )
+            .with_filter(self.filter.take(), &target.fields);
             let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
             let mut tasks: JoinSet<Result<Uploaded, SinkError>> = JoinSet::new();
             let mut done = Uploaded::default();
