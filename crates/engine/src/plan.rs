@@ -1,5 +1,6 @@
 //! One export as one DataFusion query: the segments' members projected onto SendGrid
-//! fields, normalised, checked against SendGrid's rules, ranked for dedupe and ordered.
+//! fields, normalised, checked against SendGrid's rules and ordered. The order is total,
+//! so the first row of each email in it is the one kept; the reader dedupes as it streams.
 //!
 //! The query's columns are the [`META_COLUMNS`] followed by one column per mapped field.
 
@@ -14,15 +15,15 @@ use crate::rules::{MAX_ALTERNATE_EMAILS, field_max_chars};
 use crate::segments::{clean_sql_error, query_only};
 
 /// Columns before the contact fields: segment index, rejects-file key, email as written,
-/// reject reason, reject detail, truncated flag, dedupe rank.
-pub const META_COLUMNS: usize = 7;
+/// reject reason, reject detail, truncated flag.
+pub const META_COLUMNS: usize = 6;
 
 /// A planned export.
 #[derive(Debug, Clone)]
 pub struct ExportQuery {
     /// The export's name.
     pub export: String,
-    /// The SQL that selects, checks, ranks and orders the members.
+    /// The SQL that selects, checks and orders the members.
     pub sql: String,
     /// The contact fields, in column order after the meta columns; `email` first.
     pub fields: Vec<ContactField>,
@@ -400,9 +401,8 @@ fn build_sql(
 
     let sql = format!(
         "WITH __members AS ({members}), \
-         __checked AS (SELECT *, {reason} AS __reason, {reason_detail} AS __detail, {truncated} AS __truncated FROM __members), \
-         __ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY __f0, __reason ORDER BY {order_by}) AS __rank FROM __checked) \
-         SELECT __seg, __key, __raw_email, __reason, __detail, __truncated, __rank, {finals} FROM __ranked ORDER BY {order_by}",
+         __checked AS (SELECT *, {reason} AS __reason, {reason_detail} AS __detail, {truncated} AS __truncated FROM __members) \
+         SELECT __seg, __key, __raw_email, __reason, __detail, __truncated, {finals} FROM __checked ORDER BY {order_by}",
         members = members.join(" UNION ALL "),
         finals = finals.join(", "),
     );

@@ -1,14 +1,14 @@
-//! Running an export: stream the ranked members, split rejects, duplicates and contacts,
+//! Running an export: stream the ordered members, split rejects, duplicates and contacts,
 //! apply the profile cap, and hand the contacts to a sink.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder};
 use arrow::compute::{cast, filter};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
@@ -322,6 +322,10 @@ struct Counts {
     kept: u64,
     over_cap: u64,
     rejected_emails: Option<Vec<String>>,
+    /// The 128-bit hashes of the emails kept or counted so far: the query's order is
+    /// total, so an email seen before is a duplicate. (Two of a billion emails share a
+    /// hash with a chance below 10^-20.)
+    seen: HashSet<u128>,
 }
 
 impl Counts {
@@ -339,10 +343,11 @@ impl Counts {
             kept: 0,
             over_cap: 0,
             rejected_emails: None,
+            seen: HashSet::new(),
         }
     }
 
-    /// Counts one batch of ranked members and returns which rows are kept as contacts.
+    /// Counts one batch of ordered members and returns which rows are kept as contacts.
     fn absorb(
         &mut self,
         batch: &RecordBatch,
@@ -373,10 +378,8 @@ impl Counts {
             .column(5)
             .as_boolean_opt()
             .ok_or_else(|| internal("no truncated flag"))?;
-        let rank = batch
-            .column(6)
-            .as_primitive_opt::<UInt64Type>()
-            .ok_or_else(|| internal("no rank"))?;
+        let email = as_utf8(META_COLUMNS)?;
+        let email = email.as_string::<i32>();
 
         let mut keep = BooleanBuilder::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
@@ -402,7 +405,10 @@ impl Counts {
                     })?;
                 }
                 keep.append_value(false);
-            } else if rank.value(row) > 1 {
+            } else if !self
+                .seen
+                .insert(xxhash_rust::xxh3::xxh3_128(email.value(row).as_bytes()))
+            {
                 s.duplicates += 1;
                 keep.append_value(false);
             } else {
