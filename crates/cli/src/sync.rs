@@ -339,6 +339,11 @@ pub async fn run(
     let unfinished = fold(&mut snapshot, journaled, &statuses, &rejects);
     snapshot.save(&state.snapshot())?;
     rewrite_journal(&state.journal(), &unfinished)?;
+    tracing::debug!(
+        contacts = snapshot.entries.len(),
+        unfinished = unfinished.len(),
+        "Saved the state"
+    );
 
     // 4. Mirror: take the leavers off the lists, if the upload finished cleanly.
     if export.mode == ExportMode::Mirror {
@@ -401,14 +406,15 @@ fn fold(
         match statuses.get(&batch.job_id).map(String::as_str) {
             Some("completed" | "errored") => {
                 let lists = list_key(&batch.list_ids);
-                for (email, hash) in batch.entries() {
-                    if errored.contains(&(batch.job_id.as_str(), email)) {
+                snapshot.entries.reserve(batch.contacts.len());
+                for (email, hash) in batch.contacts {
+                    if errored.contains(&(batch.job_id.as_str(), email.as_str())) {
                         continue;
                     }
                     snapshot.entries.insert(
-                        email.to_owned(),
+                        email,
                         Entry {
-                            hash,
+                            hash: hash.0,
                             lists: lists.clone(),
                             synced_at: now,
                         },

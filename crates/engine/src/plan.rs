@@ -385,7 +385,9 @@ fn build_sql(
     };
 
     // Orderable tie-breakers after the user's order make the order total, so the output
-    // never depends on how DataFusion split the work.
+    // never depends on how DataFusion split the work. The key and the email as written
+    // serve only the rejects file, so the sort carries them for rejected rows alone; rows
+    // they would tell apart are otherwise identical.
     let mut order_by: Vec<String> = order
         .iter()
         .map(|(c, desc)| format!("{c} {} NULLS LAST", if *desc { "DESC" } else { "ASC" }))
@@ -402,7 +404,9 @@ fn build_sql(
     let sql = format!(
         "WITH __members AS ({members}), \
          __checked AS (SELECT *, {reason} AS __reason, {reason_detail} AS __detail, {truncated} AS __truncated FROM __members) \
-         SELECT __seg, __key, __raw_email, __reason, __detail, __truncated, {finals} FROM __checked ORDER BY {order_by}",
+         SELECT __seg, CASE WHEN __reason IS NOT NULL THEN __key END AS __key, \
+         CASE WHEN __reason IS NOT NULL THEN __raw_email END AS __raw_email, \
+         __reason, __detail, __truncated, {finals} FROM __checked ORDER BY {order_by}",
         members = members.join(" UNION ALL "),
         finals = finals.join(", "),
     );

@@ -241,7 +241,7 @@ async fn upsert(
             errors(None, "request body too large"),
         );
     }
-    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(&body) else {
         return answer(
             &app,
             &method,
@@ -279,12 +279,16 @@ async fn upsert(
             errors(Some("list_ids"), &message),
         );
     }
-    let contacts: Vec<Map<String, Value>> = request["contacts"]
-        .as_array()
-        .expect("validated")
-        .iter()
-        .filter_map(|c| c.as_object().cloned())
-        .collect();
+    let contacts: Vec<Map<String, Value>> = match request.remove("contacts") {
+        Some(Value::Array(contacts)) => contacts
+            .into_iter()
+            .filter_map(|c| match c {
+                Value::Object(c) => Some(c),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let upserted = contacts
         .iter()
         .map(|c| Upserted {
@@ -300,6 +304,7 @@ async fn upsert(
         _ => JobEnd::Complete,
     };
     let job_id = account.uuid();
+    let delay = Duration::from_millis(account.config.import_delay_ms);
     account.jobs.insert(
         job_id.clone(),
         Job {
@@ -313,6 +318,13 @@ async fn upsert(
         },
     );
     drop(account);
+    // The import runs in the background once its delay has passed, as SendGrid's does;
+    // a status request in the meantime settles due jobs too.
+    let importer = app.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        importer.lock().settle();
+    });
     answer_logged(
         &app,
         &method,

@@ -275,8 +275,12 @@ impl State {
             let status = match &end {
                 JobEnd::Fail => "failed",
                 JobEnd::Complete | JobEnd::Error(_) => {
-                    for c in &contacts {
-                        let email = c["email"].as_str().unwrap_or_default().to_lowercase();
+                    for c in contacts {
+                        let email = c
+                            .get("email")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_lowercase();
                         if matches!(&end, JobEnd::Error(bad) if bad.contains(&email)) {
                             errored += 1;
                             errors.push((email, "email address is undeliverable".to_owned()));
@@ -298,7 +302,7 @@ impl State {
     }
 
     /// Inserts or updates a contact; true when it was new.
-    fn upsert(&mut self, email: &str, sent: &Map<String, Value>, list_ids: &[String]) -> bool {
+    fn upsert(&mut self, email: &str, sent: Map<String, Value>, list_ids: &[String]) -> bool {
         let new = !self.contacts.contains_key(email);
         if new {
             let id = self.uuid();
@@ -314,19 +318,15 @@ impl State {
         }
         let contact = self.contacts.get_mut(email).expect("inserted");
         for (k, v) in sent {
-            match (k.as_str(), v) {
-                ("custom_fields", Value::Object(custom)) => {
-                    for (id, value) in custom {
-                        contact.custom_fields.insert(id.clone(), value.clone());
-                    }
+            match v {
+                _ if k == "email" => {
+                    contact.fields.insert(k, Value::String(email.to_owned()));
                 }
-                ("email", _) => {
-                    contact
-                        .fields
-                        .insert("email".into(), Value::String(email.to_owned()));
+                Value::Object(custom) if k == "custom_fields" => {
+                    contact.custom_fields.extend(custom)
                 }
-                _ => {
-                    contact.fields.insert(k.clone(), v.clone());
+                v => {
+                    contact.fields.insert(k, v);
                 }
             }
         }

@@ -242,6 +242,7 @@ impl Sink for SendgridSink {
                 })
                 .collect();
             if self.settings.wait_for_import {
+                tracing::debug!(jobs = report.jobs.len(), "Following the import jobs");
                 let rejects =
                     follow_jobs(&self.client, &mut report.jobs, self.settings.import_timeout)
                         .await?;
@@ -297,6 +298,7 @@ async fn upload(
                             source,
                         })?;
                 }
+                tracing::debug!(job = %job_id, contacts = n, bytes = size, "Upload accepted");
                 out.jobs.push((job_id, n));
                 out.contacts += n;
                 out.bytes += size;
@@ -459,6 +461,7 @@ pub async fn follow_jobs(
             }
         }
         if pending == 0 || Instant::now() >= deadline {
+            tracing::debug!(pending, "Stopped following the import jobs");
             return Ok(rejects);
         }
         tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;

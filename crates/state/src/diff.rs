@@ -170,7 +170,7 @@ impl ContactFilter for Diff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Entry, hash_hex};
+    use crate::Entry;
 
     fn known() -> Known {
         let mut snapshot = Snapshot::default();
@@ -188,7 +188,7 @@ mod tests {
         let in_flight = [JournalBatch {
             job_id: "j".into(),
             list_ids: vec!["l1".into()],
-            contacts: vec![("c@x.io".into(), hash_hex(30))],
+            contacts: vec![("c@x.io".into(), crate::FieldHash(30))],
         }];
         Known::new(&snapshot, &in_flight)
     }

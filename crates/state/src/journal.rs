@@ -10,24 +10,21 @@ use pipeline_sink::UploadJournal;
 use pipeline_sink::encoder::BodyKeys;
 use serde::{Deserialize, Serialize};
 
-use crate::{StateError, hash_hex, io, parse_hash};
+use crate::{FieldHash, StateError, io};
 
 /// One accepted body: its import job, its lists, and its contacts with their field hashes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalBatch {
     pub job_id: String,
     pub list_ids: Vec<String>,
-    /// `[email, hash]` pairs; the hash as 16 hex digits.
-    pub contacts: Vec<(String, String)>,
+    /// `[email, hash]` pairs; the hash written as 16 hex digits.
+    pub contacts: Vec<(String, FieldHash)>,
 }
 
 impl JournalBatch {
-    /// The contacts with their hashes; a malformed hash reads as 0 (never equal to a real
-    /// one, so the contact is sent again).
+    /// The contacts with their hashes.
     pub fn entries(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
-        self.contacts
-            .iter()
-            .map(|(e, h)| (e.as_str(), parse_hash(h).unwrap_or(0)))
+        self.contacts.iter().map(|(e, h)| (e.as_str(), h.0))
     }
 }
 
@@ -113,7 +110,7 @@ impl JournalWriter {
 struct Line<'a> {
     job_id: &'a str,
     list_ids: &'a [String],
-    contacts: Vec<(&'a str, String)>,
+    contacts: Vec<(&'a str, FieldHash)>,
 }
 
 impl UploadJournal for JournalWriter {
@@ -126,7 +123,7 @@ impl UploadJournal for JournalWriter {
         let line = Line {
             job_id,
             list_ids,
-            contacts: contacts.iter().map(|(e, h)| (e, hash_hex(h))).collect(),
+            contacts: contacts.iter().map(|(e, h)| (e, FieldHash(h))).collect(),
         };
         let mut bytes = serde_json::to_vec(&line)?;
         bytes.push(b'\n');
@@ -190,7 +187,7 @@ mod tests {
         let batch = JournalBatch {
             job_id: "j".into(),
             list_ids: vec![],
-            contacts: vec![("a@x.io".into(), hash_hex(7))],
+            contacts: vec![("a@x.io".into(), FieldHash(7))],
         };
         rewrite_journal(&path, std::slice::from_ref(&batch)).unwrap();
         assert_eq!(read_journal(&path).unwrap(), [batch]);

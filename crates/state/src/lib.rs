@@ -58,7 +58,46 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StateError {
 
 /// A field hash as the state files write it: 16 hex digits.
 pub fn hash_hex(hash: u64) -> String {
-    format!("{hash:016x}")
+    String::from_utf8(hex16(hash).to_vec()).expect("hex digits are ASCII")
+}
+
+/// The 16 lower-case hex digits of `hash`, without formatting machinery (the snapshot
+/// and journal write one per contact).
+pub fn hex16(hash: u64) -> [u8; 16] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = DIGITS[((hash >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
+}
+
+/// A field hash in the journal: written as [`hash_hex`] does; read leniently, so a
+/// malformed one reads as 0, which never equals a real hash (the contact is sent again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldHash(pub u64);
+
+impl serde::Serialize for FieldHash {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let digits = hex16(self.0);
+        serializer.serialize_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FieldHash {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Hex;
+        impl serde::de::Visitor<'_> for Hex {
+            type Value = FieldHash;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field hash as 16 hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<FieldHash, E> {
+                Ok(FieldHash(parse_hash(text).unwrap_or(0)))
+            }
+        }
+        deserializer.deserialize_str(Hex)
+    }
 }
 
 /// Reads a field hash written by [`hash_hex`].
@@ -133,5 +172,22 @@ mod tests {
         let a = list_key(&["b".into(), "a".into(), "b".into()]);
         assert_eq!(a, "a,b");
         assert_eq!(a, list_key(&["a".into(), "b".into()]));
+    }
+
+    #[test]
+    fn field_hashes_are_sixteen_hex_digits_and_read_leniently() {
+        assert_eq!(hash_hex(0x0123_4567_89ab_cdef), "0123456789abcdef");
+        assert_eq!(hash_hex(7), "0000000000000007");
+        assert_eq!(parse_hash(&hash_hex(u64::MAX)), Some(u64::MAX));
+        let json = serde_json::to_string(&FieldHash(255)).unwrap();
+        assert_eq!(json, "\"00000000000000ff\"");
+        assert_eq!(
+            serde_json::from_str::<FieldHash>(&json).unwrap(),
+            FieldHash(255)
+        );
+        assert_eq!(
+            serde_json::from_str::<FieldHash>("\"xyz\"").unwrap(),
+            FieldHash(0)
+        );
     }
 }

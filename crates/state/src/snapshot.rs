@@ -4,15 +4,16 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, StringArray, TimestampSecondArray};
+use arrow::array::{Array, AsArray, StringArray, StringBuilder, TimestampSecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampSecondType};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
-use crate::{StateError, hash_hex, io, parse_hash};
+use crate::{StateError, io, parse_hash};
 
 const VERSION_KEY: &str = "pipeline.state_version";
 const ENDPOINT_KEY: &str = "pipeline.endpoint";
@@ -28,6 +29,16 @@ pub struct Entry {
     pub lists: String,
     /// When it was accepted (Unix seconds).
     pub synced_at: i64,
+}
+
+/// The entries' hashes as [`crate::hash_hex`] writes them, without a string per row.
+fn hashes(rows: &[(&String, &Entry)]) -> StringArray {
+    let mut out = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
+    for (_, entry) in rows {
+        let digits = crate::hex16(entry.hash);
+        out.append_value(std::str::from_utf8(&digits).expect("hex digits are ASCII"));
+    }
+    out.finish()
 }
 
 /// Where the snapshot's contacts were sent and with which fields.
@@ -153,6 +164,9 @@ impl Snapshot {
                 KeyValue::new(ENDPOINT_KEY.into(), self.meta.endpoint.clone()),
                 KeyValue::new(FIELDS_KEY.into(), self.meta.fields.join(",")),
             ]))
+            // Emails and hashes are unique: a dictionary would only be built to be dropped.
+            .set_column_dictionary_enabled(ColumnPath::from("email"), false)
+            .set_column_dictionary_enabled(ColumnPath::from("fields_hash"), false)
             .build();
         pipeline_sink::private_fs::replace_private_file(path, |file| {
             let to_io = |e: parquet::errors::ParquetError| std::io::Error::other(e.to_string());
@@ -163,9 +177,7 @@ impl Snapshot {
                     schema.clone(),
                     vec![
                         Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.0))),
-                        Arc::new(StringArray::from_iter_values(
-                            chunk.iter().map(|r| hash_hex(r.1.hash)),
-                        )),
+                        Arc::new(hashes(chunk)),
                         Arc::new(StringArray::from_iter_values(
                             chunk.iter().map(|r| r.1.lists.as_str()),
                         )),
