@@ -1,5 +1,6 @@
 //! The HTTP endpoints, answering as SendGrid's OpenAPI files describe.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -14,8 +15,8 @@ use serde_json::{Map, Value, json};
 
 use crate::DropConnection;
 use crate::state::{
-    Fault, Faults, Job, JobEnd, KeyConfig, List, LoggedRequest, State as Account, Upserted,
-    unix_now,
+    Fault, Faults, FieldDef, Job, JobEnd, KeyConfig, List, LoggedRequest, State as Account,
+    Upserted, unix_now,
 };
 
 /// SendGrid refuses request bodies of this many bytes or more.
@@ -251,8 +252,18 @@ async fn upsert(
             errors(None, "invalid JSON body"),
         );
     };
+    // Checked outside the lock, so a large body does not hold up the imports.
+    let (fields, poisoned, poisoned_without_index) = {
+        let account = app.lock();
+        let faults = &account.faults;
+        (
+            account.fields.clone(),
+            faults.poisoned.clone(),
+            faults.poisoned_without_index,
+        )
+    };
+    let problems = validate_upsert(&fields, &poisoned, poisoned_without_index, &request);
     let mut account = app.lock();
-    let problems = validate_upsert(&account, &request);
     if !problems.is_empty() {
         drop(account);
         let body = json!({"errors": problems.iter().map(|(f, m)| json!({"field": f, "message": m})).collect::<Vec<_>>()});
@@ -376,7 +387,9 @@ const RESERVED: [&str; 14] = [
 
 /// Every problem with an upsert request, as (field, message).
 fn validate_upsert(
-    account: &Account,
+    fields: &[FieldDef],
+    poisoned: &BTreeSet<String>,
+    poisoned_without_index: bool,
     request: &Map<String, Value>,
 ) -> Vec<(Option<String>, String)> {
     let mut out = Vec::new();
@@ -437,7 +450,7 @@ fn validate_upsert(
                 "custom_fields" => match value.as_object() {
                     Some(custom) => {
                         for (id, v) in custom {
-                            match account.fields.iter().find(|f| &f.id == id) {
+                            match fields.iter().find(|f| &f.id == id) {
                                 None => out.push((
                                     at(&format!("custom_fields.{id}")),
                                     format!("custom field ID {id} does not exist"),
@@ -481,8 +494,8 @@ fn validate_upsert(
                 });
                 if !valid {
                     out.push((at("email"), "must be a valid email address".into()));
-                } else if account.faults.poisoned.contains(&email.to_lowercase()) {
-                    if account.faults.poisoned_without_index {
+                } else if !poisoned.is_empty() && poisoned.contains(&email.to_lowercase()) {
+                    if poisoned_without_index {
                         poisoned_unnamed = true;
                     } else {
                         out.push((at("email"), "email address is not accepted".into()));
