@@ -326,13 +326,15 @@ def write_report(args, table, encoder):
         by_shape.setdefault(shape, []).append(
             (rows, median([w for w, _ in results["pipeline dry run"]]),
              max(m for _, m in results["pipeline dry run"])))
-    lines += ["", "Scaling of the dry run (time should grow no faster than the rows, memory stay flat):", ""]
+    lines += ["", "Scaling of the dry run (time should grow no faster than the rows; memory counts as "
+                  "flat when the larger table's peak RSS is within 1.25 times the smaller one's):", ""]
     for shape, points in by_shape.items():
         points.sort()
         for (r0, t0, m0), (r1, t1, m1) in zip(points, points[1:]):
             growth = (t1 / t0) / (r1 / r0)
             lines.append(f"- {shape}: {r0:,} → {r1:,} rows: time × {t1 / t0:.2f} for rows × "
-                         f"{r1 / r0:.0f} ({'✅' if growth <= 1 else '❌'}), peak RSS {m0:.0f} → {m1:.0f} MiB")
+                         f"{r1 / r0:.0f} ({'✅' if growth <= 1 else '❌'}), peak RSS {m0:.0f} → {m1:.0f} MiB "
+                         f"(× {m1 / m0:.2f} {'✅' if m1 <= 1.25 * m0 else '❌'})")
     if encoder:
         lines += ["", f"Encoder micro-benchmark (`cargo bench -p pipeline-sink --bench encoder`): "
                       f"{encoder / 1e6:.2f} million contacts per second on one core "
