@@ -58,18 +58,18 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StateError {
 
 /// A field hash as the state files write it: 16 hex digits.
 pub fn hash_hex(hash: u64) -> String {
-    String::from_utf8(hex16(hash).to_vec()).expect("hex digits are ASCII")
+    with_hash_hex(hash, str::to_owned)
 }
 
-/// The 16 lower-case hex digits of `hash`, without formatting machinery (the snapshot
-/// and journal write one per contact).
-pub fn hex16(hash: u64) -> [u8; 16] {
+/// Hands `f` the 16 lower-case hex digits of `hash`, built on the stack without
+/// formatting machinery (the snapshot and journal write one per contact).
+pub fn with_hash_hex<R>(hash: u64, f: impl FnOnce(&str) -> R) -> R {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 16];
     for (i, digit) in out.iter_mut().enumerate() {
         *digit = DIGITS[((hash >> (60 - 4 * i)) & 0xf) as usize];
     }
-    out
+    f(std::str::from_utf8(&out).expect("hex digits are ASCII"))
 }
 
 /// A field hash in the journal: written as [`hash_hex`] does; read leniently, so a
@@ -79,8 +79,7 @@ pub struct FieldHash(pub u64);
 
 impl serde::Serialize for FieldHash {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let digits = hex16(self.0);
-        serializer.serialize_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"))
+        with_hash_hex(self.0, |digits| serializer.serialize_str(digits))
     }
 }
 

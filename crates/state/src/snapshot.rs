@@ -35,8 +35,7 @@ pub struct Entry {
 fn hashes(rows: &[(&String, &Entry)]) -> StringArray {
     let mut out = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
     for (_, entry) in rows {
-        let digits = crate::hex16(entry.hash);
-        out.append_value(std::str::from_utf8(&digits).expect("hex digits are ASCII"));
+        crate::with_hash_hex(entry.hash, |digits| out.append_value(digits));
     }
     out.finish()
 }
