@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 
 use crate::DropConnection;
 use crate::state::{
-    Fault, Faults, FieldDef, Job, JobEnd, KeyConfig, List, LoggedRequest, State as Account,
-    Upserted, unix_now,
+    Contact, Fault, Faults, FieldDef, Job, JobEnd, KeyConfig, List, LoggedRequest,
+    State as Account, Upserted, unix_now,
 };
 
 /// SendGrid refuses request bodies of this many bytes or more.
@@ -867,13 +867,15 @@ async fn add_faults(State(app): State<App>, axum::Json(faults): axum::Json<Fault
 /// The lists with their contacts, the custom fields, and the request log.
 pub(crate) fn inspection(account: &mut Account) -> Value {
     account.settle();
+    let mut by_email: Vec<(&String, &Contact)> = account.contacts.iter().collect();
+    by_email.sort_unstable_by_key(|(email, _)| *email);
     let lists: Map<String, Value> = account
         .lists
         .iter()
         .map(|(id, l)| {
-            let contacts: Vec<Value> = account
-                .contacts
-                .values()
+            let contacts: Vec<Value> = by_email
+                .iter()
+                .map(|(_, c)| c)
                 .filter(|c| c.list_ids.contains(id))
                 .map(|c| {
                     let mut v = Value::Object(c.fields.clone());

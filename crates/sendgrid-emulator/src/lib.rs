@@ -82,11 +82,14 @@ impl Emulator {
     pub fn list_emails(&self, list_id: &str) -> Vec<String> {
         let mut s = self.state.lock().expect("emulator state");
         s.settle();
-        s.contacts
+        let mut emails: Vec<String> = s
+            .contacts
             .iter()
             .filter(|(_, c)| c.list_ids.contains(list_id))
             .map(|(e, _)| e.clone())
-            .collect()
+            .collect();
+        emails.sort_unstable();
+        emails
     }
 
     /// Everything the inspection endpoint shows: lists with their contacts, and the log.

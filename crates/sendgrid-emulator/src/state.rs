@@ -168,7 +168,8 @@ pub struct Job {
 /// Everything the emulator knows.
 pub struct State {
     pub config: Config,
-    pub contacts: BTreeMap<String, Contact>,
+    /// Contacts by email; the inspection views sort them.
+    pub contacts: HashMap<String, Contact>,
     pub lists: BTreeMap<String, List>,
     pub fields: Vec<FieldDef>,
     pub jobs: HashMap<String, Job>,
@@ -181,7 +182,7 @@ pub struct State {
 impl State {
     pub fn new(config: Config) -> Self {
         let mut state = Self {
-            contacts: BTreeMap::new(),
+            contacts: HashMap::new(),
             lists: BTreeMap::new(),
             fields: Vec::new(),
             jobs: HashMap::new(),
@@ -303,20 +304,21 @@ impl State {
 
     /// Inserts or updates a contact; true when it was new.
     fn upsert(&mut self, email: &str, sent: Map<String, Value>, list_ids: &[String]) -> bool {
-        let new = !self.contacts.contains_key(email);
-        if new {
-            let id = self.uuid();
-            self.contacts.insert(
-                email.to_owned(),
-                Contact {
-                    id,
-                    fields: Map::new(),
-                    custom_fields: Map::new(),
-                    list_ids: BTreeSet::new(),
-                },
-            );
-        }
-        let contact = self.contacts.get_mut(email).expect("inserted");
+        let id = if self.contacts.contains_key(email) {
+            None
+        } else {
+            Some(self.uuid())
+        };
+        let new = id.is_some();
+        let contact = self
+            .contacts
+            .entry(email.to_owned())
+            .or_insert_with(|| Contact {
+                id: id.unwrap_or_default(),
+                fields: Map::new(),
+                custom_fields: Map::new(),
+                list_ids: BTreeSet::new(),
+            });
         for (k, v) in sent {
             match v {
                 _ if k == "email" => {
@@ -330,7 +332,11 @@ impl State {
                 }
             }
         }
-        contact.list_ids.extend(list_ids.iter().cloned());
+        for list in list_ids {
+            if !contact.list_ids.contains(list) {
+                contact.list_ids.insert(list.clone());
+            }
+        }
         new
     }
 
