@@ -3,9 +3,11 @@
 
 mod error;
 mod plan;
+mod rejects;
 pub mod rules;
 mod run;
 mod segments;
+mod select;
 mod sources;
 mod udf;
 

@@ -1,8 +1,10 @@
 //! One export as one DataFusion query: the segments' members projected onto SendGrid
-//! fields, normalised, checked against SendGrid's rules and ordered. The order is total,
-//! so the first row of each email in it is the one kept; the reader dedupes as it streams.
+//! fields, normalised and checked against SendGrid's rules. The query does not sort: the
+//! reader ranks rows by the export's order (see `select`), so memory follows the cap and
+//! the distinct emails, not the member rows.
 //!
-//! The query's columns are the [`META_COLUMNS`] followed by one column per mapped field.
+//! The query's columns are the [`META_COLUMNS`], one column per mapped field, then one per
+//! `order_by` expression.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +33,8 @@ pub struct ExportQuery {
     pub segments: Vec<String>,
     /// SendGrid's type for each custom field: `Number`, `Date` or `Text`.
     pub custom_field_types: BTreeMap<String, &'static str>,
+    /// Whether each `order_by` expression sorts descending; its column follows the fields.
+    pub order_descending: Vec<bool>,
 }
 
 /// How a mapped value is made into a SendGrid value.
@@ -384,29 +388,13 @@ fn build_sql(
         ),
     };
 
-    // Orderable tie-breakers after the user's order make the order total, so the output
-    // never depends on how DataFusion split the work. The key and the email as written
-    // serve only the rejects file, so the sort carries them for rejected rows alone; rows
-    // they would tell apart are otherwise identical.
-    let mut order_by: Vec<String> = order
-        .iter()
-        .map(|(c, desc)| format!("{c} {} NULLS LAST", if *desc { "DESC" } else { "ASC" }))
-        .collect();
-    order_by.push("__seg ASC".into());
-    for (i, m) in mapped.iter().enumerate() {
-        if m.shape != Shape::EmailList {
-            order_by.push(format!("__f{i} ASC NULLS LAST"));
-        }
-    }
-    order_by.push("__raw_email ASC NULLS LAST".into());
-    let order_by = order_by.join(", ");
-
+    let order_columns: String = order.iter().map(|(c, _)| format!(", {c}")).collect();
     let sql = format!(
         "WITH __members AS ({members}), \
          __checked AS (SELECT *, {reason} AS __reason, {reason_detail} AS __detail, {truncated} AS __truncated FROM __members) \
          SELECT __seg, CASE WHEN __reason IS NOT NULL THEN __key END AS __key, \
          CASE WHEN __reason IS NOT NULL THEN __raw_email END AS __raw_email, \
-         __reason, __detail, __truncated, {finals} FROM __checked ORDER BY {order_by}",
+         __reason, __detail, __truncated, {finals}{order_columns} FROM __checked",
         members = members.join(" UNION ALL "),
         finals = finals.join(", "),
     );
@@ -427,5 +415,6 @@ fn build_sql(
                 (m.field.name.clone(), t)
             })
             .collect(),
+        order_descending: order.iter().map(|(_, desc)| *desc).collect(),
     }
 }

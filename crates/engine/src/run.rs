@@ -1,18 +1,15 @@
-//! Running an export: stream the ordered members, split rejects, duplicates and contacts,
-//! apply the profile cap, and hand the contacts to a sink.
+//! Running an export: stream the members, split rejects, duplicates and contacts, apply
+//! the profile cap, and hand the contacts to a sink in the export's order.
 
-use std::collections::{BTreeMap, HashSet};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder};
-use arrow::compute::{cast, filter};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
-use pipeline_sink::private_fs::create_private_file;
 use pipeline_sink::{ExportTarget, Sink, SinkReport};
 use pipeline_spec::OnCapExceeded;
 use serde::Serialize;
@@ -21,8 +18,10 @@ use tokio::sync::mpsc;
 use crate::Engine;
 use crate::error::EngineError;
 use crate::plan::{ExportQuery, META_COLUMNS};
+use crate::rejects::{Reject, RejectsWriter};
 use crate::rules::RejectReason;
 use crate::segments::query_only;
+use crate::select::{Encoders, Selector};
 
 /// What a selection keeps and writes.
 #[derive(Debug, Clone, Default)]
@@ -119,7 +118,8 @@ enum Keep {
 
 impl Engine {
     /// Runs the export's query to the end, counting and keeping contacts as options say.
-    /// Memory: DataFusion's limit plus the contacts kept (at most the cap).
+    /// Memory: the scan, the contacts kept (at most the cap) and a few dozen bytes per
+    /// distinct email.
     pub async fn select(
         &self,
         query: &ExportQuery,
@@ -169,16 +169,41 @@ impl Engine {
             Some(dir) => Some(RejectsWriter::create(dir, &query.export)?),
             None => None,
         };
-        let limit = export.max_profiles;
         let mut counts = Counts::new(&query.segments);
         if options.collect_rejected_emails {
             counts.rejected_emails = Some(Vec::new());
         }
+        let encoders = Encoders::new(query, &stream.schema()).map_err(|e| exec(&e))?;
+        let mut selector = Selector::new(export.max_profiles);
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| exec(&e))?;
-            let kept = counts.absorb(&batch, &query.segments, &mut rejects, limit)?;
-            if kept.true_count() > 0 {
-                let contacts = contact_batch(&batch, query, &kept).map_err(|e| exec(&e))?;
+            counts.absorb(
+                &batch,
+                &query.segments,
+                &encoders,
+                &mut selector,
+                &mut rejects,
+            )?;
+        }
+        drop(stream);
+
+        let total = selector.distinct();
+        for (s, contacts) in counts
+            .segments
+            .iter_mut()
+            .zip(selector.contacts_by_segment(query.segments.len()))
+        {
+            s.contacts = contacts;
+            s.duplicates = s.rows - s.rejected - contacts;
+        }
+        let exceeded = total > export.max_profiles && export.on_cap_exceeded == OnCapExceeded::Fail;
+        if !exceeded {
+            let batch_size = self.pipeline().file.engine.batch_size;
+            let (contacts, truncated) = selector
+                .finish(&encoders, batch_size)
+                .map_err(|e| exec(&e))?;
+            counts.truncated = truncated;
+            for contacts in contacts {
                 match keep {
                     Keep::Buffer(all) => all.push(contacts),
                     // A closed channel means the sink stopped; its error is reported.
@@ -191,7 +216,6 @@ impl Engine {
             }
         }
 
-        let total = counts.kept + counts.over_cap;
         let cap = CapVerdict {
             max_profiles: export.max_profiles,
             on_cap_exceeded: match export.on_cap_exceeded {
@@ -211,9 +235,6 @@ impl Engine {
             // Over the cap with `fail`, nothing is written.
             if let Some(writer) = rejects.take() {
                 writer.discard();
-            }
-            if let Keep::Buffer(all) = keep {
-                all.clear();
             }
         }
         let summary = ExportSummary {
@@ -242,9 +263,9 @@ impl Engine {
     }
 
     /// Selects the export's contacts and, unless the cap forbids it, streams them through
-    /// `sink`. With `on_cap_exceeded: truncate` the ordered contacts within the cap are
-    /// final as they arrive, so they are uploaded while selection still runs; with `fail`
-    /// nothing may be sent before the total is known, so they are held (at most the cap).
+    /// `sink`. With `on_cap_exceeded: truncate` the sink starts (checks its lists and
+    /// fields) while the query runs; with `fail` nothing may reach SendGrid before the total
+    /// is known, so the sink starts after the selection.
     pub async fn run_export(
         &self,
         query: &ExportQuery,
@@ -319,13 +340,7 @@ struct Counts {
     segments: Vec<SegmentSummary>,
     by_reason: BTreeMap<&'static str, u64>,
     truncated: u64,
-    kept: u64,
-    over_cap: u64,
     rejected_emails: Option<Vec<String>>,
-    /// The 128-bit hashes of the emails kept or counted so far: the query's order is
-    /// total, so an email seen before is a duplicate. (Two of a billion emails share a
-    /// hash with a chance below 10^-20.)
-    seen: HashSet<u128>,
 }
 
 impl Counts {
@@ -340,23 +355,24 @@ impl Counts {
                 .collect(),
             by_reason: BTreeMap::new(),
             truncated: 0,
-            kept: 0,
-            over_cap: 0,
             rejected_emails: None,
-            seen: HashSet::new(),
         }
     }
 
-    /// Counts one batch of ordered members and returns which rows are kept as contacts.
+    /// Counts one batch of members: rejects go to the rejects file, valid rows to the
+    /// selector.
     fn absorb(
         &mut self,
         batch: &RecordBatch,
         segment_names: &[String],
+        encoders: &Encoders,
+        selector: &mut Selector,
         rejects: &mut Option<RejectsWriter>,
-        limit: u64,
-    ) -> Result<arrow::array::BooleanArray, EngineError> {
+    ) -> Result<(), EngineError> {
         let internal =
             |what: &str| EngineError::Internal(format!("the export query returned {what}"));
+        let arrow =
+            |e: ArrowError| EngineError::Internal(format!("encoding the export's order: {e}"));
         let as_utf8 = |i: usize| -> Result<ArrayRef, EngineError> {
             cast(batch.column(i), &DataType::Utf8).map_err(|_| internal("a non-text meta column"))
         };
@@ -364,161 +380,80 @@ impl Counts {
             .column(0)
             .as_primitive_opt::<Int64Type>()
             .ok_or_else(|| internal("no segment index"))?;
-        let key = as_utf8(1)?;
-        let raw = as_utf8(2)?;
         let reason = as_utf8(3)?;
-        let detail = as_utf8(4)?;
-        let (key, raw, reason, detail) = (
-            key.as_string::<i32>(),
-            raw.as_string::<i32>(),
-            reason.as_string::<i32>(),
-            detail.as_string::<i32>(),
-        );
-        let truncated = batch
-            .column(5)
-            .as_boolean_opt()
-            .ok_or_else(|| internal("no truncated flag"))?;
+        let reason = reason.as_string::<i32>();
         let email = as_utf8(META_COLUMNS)?;
         let email = email.as_string::<i32>();
+        let prefixes = encoders.prefixes(batch).map_err(arrow)?;
 
-        let mut keep = BooleanBuilder::with_capacity(batch.num_rows());
+        // Rows whose whole order is needed: rejects, and rows that may become contacts.
+        let mut needed: Vec<u32> = Vec::new();
+        let mut hashes: Vec<u128> = Vec::new();
+        let mut any_rejected = false;
         for row in 0..batch.num_rows() {
-            let s = &mut self.segments[seg.value(row) as usize];
-            s.rows += 1;
+            let segment = seg.value(row);
+            self.segments[segment as usize].rows += 1;
             if reason.is_valid(row) {
-                let code = RejectReason::from_code(reason.value(row))
-                    .ok_or_else(|| internal("an unknown reject reason"))?;
-                *self.by_reason.entry(code.code()).or_default() += 1;
-                s.rejected += 1;
-                if let Some(emails) = self.rejected_emails.as_mut().filter(|_| raw.is_valid(row)) {
-                    let mut email = String::new();
-                    crate::rules::normalize_email_into(raw.value(row), &mut email);
-                    emails.push(email);
-                }
-                if let Some(writer) = rejects.as_mut() {
-                    writer.write(&Reject {
-                        segment: Some(&segment_names[seg.value(row) as usize]),
-                        key: key.is_valid(row).then(|| key.value(row)),
-                        email: raw.is_valid(row).then(|| raw.value(row)),
-                        reason: code.code(),
-                        detail: detail.is_valid(row).then(|| detail.value(row)),
-                    })?;
-                }
-                keep.append_value(false);
-            } else if !self
-                .seen
-                .insert(xxhash_rust::xxh3::xxh3_128(email.value(row).as_bytes()))
-            {
-                s.duplicates += 1;
-                keep.append_value(false);
+                any_rejected = true;
+                needed.push(row as u32);
+                hashes.push(0);
             } else {
-                s.contacts += 1;
-                if self.kept < limit {
-                    self.kept += 1;
-                    if truncated.is_valid(row) && truncated.value(row) {
-                        self.truncated += 1;
-                    }
-                    keep.append_value(true);
-                } else {
-                    self.over_cap += 1;
-                    keep.append_value(false);
+                let hash = xxhash_rust::xxh3::xxh3_128(email.value(row).as_bytes());
+                if selector.note(hash, prefixes.row(row).data(), segment as u32) {
+                    needed.push(row as u32);
+                    hashes.push(hash);
                 }
             }
         }
-        Ok(keep.finish())
-    }
-}
-
-/// The kept rows' contact columns, named by SendGrid field.
-fn contact_batch(
-    batch: &RecordBatch,
-    query: &ExportQuery,
-    keep: &arrow::array::BooleanArray,
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let mut fields = Vec::with_capacity(query.fields.len());
-    let mut columns = Vec::with_capacity(query.fields.len());
-    for (i, f) in query.fields.iter().enumerate() {
-        let column = filter(batch.column(META_COLUMNS + i), keep)?;
-        fields.push(Field::new(
-            f.qualified_name(),
-            column.data_type().clone(),
-            true,
-        ));
-        columns.push(column);
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-}
-
-#[derive(Serialize)]
-struct Reject<'a> {
-    segment: Option<&'a str>,
-    key: Option<&'a str>,
-    email: Option<&'a str>,
-    reason: &'static str,
-    detail: Option<&'a str>,
-}
-
-/// Rejected rows as JSON lines in an owner-only file, written beside the final name and
-/// renamed at the end so a failed run leaves no half file.
-struct RejectsWriter {
-    partial: PathBuf,
-    path: PathBuf,
-    out: BufWriter<std::fs::File>,
-    count: u64,
-}
-
-impl RejectsWriter {
-    fn create(dir: &Path, export: &str) -> Result<Self, EngineError> {
-        pipeline_sink::private_fs::create_private_dir(dir).map_err(|source| EngineError::Io {
-            context: format!("cannot create the rejects folder {}", dir.display()),
-            source,
-        })?;
-        let path = dir.join(format!("{export}.rejects.jsonl"));
-        let partial = dir.join(format!(".{export}.rejects.jsonl.partial"));
-        let file = create_private_file(&partial).map_err(|source| EngineError::Io {
-            context: format!("cannot create {}", partial.display()),
-            source,
-        })?;
-        Ok(Self {
-            partial,
-            path,
-            out: BufWriter::new(file),
-            count: 0,
-        })
-    }
-
-    fn write(&mut self, reject: &Reject<'_>) -> Result<(), EngineError> {
-        serde_json::to_writer(&mut self.out, reject)
-            .map_err(std::io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"))
-            .map_err(|source| EngineError::Io {
-                context: format!("cannot write {}", self.partial.display()),
-                source,
-            })?;
-        self.count += 1;
-        Ok(())
-    }
-
-    /// Keeps the file if it holds any reject; an old file from an earlier run is removed.
-    fn finish(mut self) -> Result<Option<PathBuf>, EngineError> {
-        let io = |context: String| move |source| EngineError::Io { context, source };
-        self.out
-            .flush()
-            .map_err(io(format!("cannot write {}", self.partial.display())))?;
-        if self.count == 0 {
-            let _ = std::fs::remove_file(&self.partial);
-            let _ = std::fs::remove_file(&self.path);
-            return Ok(None);
+        if needed.is_empty() {
+            return Ok(());
         }
-        std::fs::rename(&self.partial, &self.path).map_err(io(format!(
-            "cannot move the rejects file to {}",
-            self.path.display()
-        )))?;
-        Ok(Some(self.path))
-    }
-
-    fn discard(self) {
-        drop(self.out);
-        let _ = std::fs::remove_file(&self.partial);
+        let rests = encoders.rests(batch, &needed).map_err(arrow)?;
+        let texts = if any_rejected {
+            Some((as_utf8(1)?, as_utf8(2)?, as_utf8(4)?))
+        } else {
+            None
+        };
+        let mut key = Vec::new();
+        for (i, (&row, &hash)) in needed.iter().zip(&hashes).enumerate() {
+            let row = row as usize;
+            let (prefix, rest) = (prefixes.row(row), rests.row(i));
+            if !reason.is_valid(row) {
+                selector.offer(hash, prefix.data(), rest.data());
+                continue;
+            }
+            let (key_text, raw, detail) = texts.as_ref().expect("a rejected row");
+            let (key_text, raw, detail) = (
+                key_text.as_string::<i32>(),
+                raw.as_string::<i32>(),
+                detail.as_string::<i32>(),
+            );
+            let code = RejectReason::from_code(reason.value(row))
+                .ok_or_else(|| internal("an unknown reject reason"))?;
+            *self.by_reason.entry(code.code()).or_default() += 1;
+            let segment = seg.value(row) as usize;
+            self.segments[segment].rejected += 1;
+            if let Some(emails) = self.rejected_emails.as_mut().filter(|_| raw.is_valid(row)) {
+                let mut email = String::new();
+                crate::rules::normalize_email_into(raw.value(row), &mut email);
+                emails.push(email);
+            }
+            if let Some(writer) = rejects.as_mut() {
+                key.clear();
+                key.extend_from_slice(prefix.data());
+                key.extend_from_slice(rest.data());
+                writer.hold(
+                    &key,
+                    &Reject {
+                        segment: Some(&segment_names[segment]),
+                        key: key_text.is_valid(row).then(|| key_text.value(row)),
+                        email: raw.is_valid(row).then(|| raw.value(row)),
+                        reason: code.code(),
+                        detail: detail.is_valid(row).then(|| detail.value(row)),
+                    },
+                )?;
+            }
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,474 @@
+//! Choosing an export's contacts from its unordered members, in bounded memory.
+//!
+//! The export's order is total: `order_by`, then the segment's position, then the mapped
+//! values (then the email as written, the alternate emails and the truncated flag, so that
+//! rows it cannot tell apart are identical in everything sent). An email's contact is its
+//! first row in that order, and the contacts kept are the first `max_profiles` emails.
+//!
+//! Rows arrive in any order. Each row's order is encoded with arrow's row format in two
+//! parts: the *prefix* (`order_by` and segment) and the *rest*. Per email the selector keeps
+//! the best prefix seen (it decides which segment supplied the contact); only the candidate
+//! contacts, at most `max_profiles` of them, are kept whole. A row that cannot enter the
+//! candidates is never encoded past its prefix.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::{SortOptions, take};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::error::ArrowError;
+use arrow::row::{RowConverter, Rows, SortField};
+
+use crate::plan::{ExportQuery, META_COLUMNS};
+
+/// Where the query's columns go in the two row encodings.
+pub(crate) struct Encoders {
+    prefix: RowConverter,
+    prefix_columns: Vec<usize>,
+    rest: RowConverter,
+    rest_columns: Vec<usize>,
+    /// For each mapped field, its position among the rest columns.
+    field_slots: Vec<usize>,
+    truncated_slot: usize,
+    /// The SendGrid names of the mapped fields.
+    field_names: Vec<String>,
+}
+
+const SEG: usize = 0;
+const RAW_EMAIL: usize = 2;
+const TRUNCATED: usize = 5;
+
+impl Encoders {
+    /// The encodings for the query's `schema`, or why a column cannot be ordered.
+    pub(crate) fn new(query: &ExportQuery, schema: &Schema) -> Result<Self, String> {
+        let fields = query.fields.len();
+        let ascending = SortOptions {
+            descending: false,
+            nulls_first: false,
+        };
+        let sort_field = |column: usize, options: SortOptions| {
+            SortField::new_with_options(schema.field(column).data_type().clone(), options)
+        };
+        let mut prefix_columns = Vec::new();
+        let mut prefix_fields = Vec::new();
+        for (j, descending) in query.order_descending.iter().enumerate() {
+            let column = META_COLUMNS + fields + j;
+            prefix_columns.push(column);
+            prefix_fields.push(sort_field(
+                column,
+                SortOptions {
+                    descending: *descending,
+                    nulls_first: false,
+                },
+            ));
+        }
+        prefix_columns.push(SEG);
+        prefix_fields.push(sort_field(SEG, ascending));
+
+        let is_list = |column: usize| {
+            matches!(
+                schema.field(column).data_type(),
+                DataType::List(_) | DataType::LargeList(_)
+            )
+        };
+        let field_columns = (0..fields).map(|i| META_COLUMNS + i);
+        let mut rest_columns: Vec<usize> = field_columns.clone().filter(|c| !is_list(*c)).collect();
+        rest_columns.push(RAW_EMAIL);
+        rest_columns.extend(field_columns.clone().filter(|c| is_list(*c)));
+        rest_columns.push(TRUNCATED);
+        let rest_fields = rest_columns
+            .iter()
+            .map(|c| sort_field(*c, ascending))
+            .collect();
+        let slot = |column: usize| {
+            rest_columns
+                .iter()
+                .position(|c| *c == column)
+                .expect("every field is a rest column")
+        };
+        let field_slots = field_columns.map(slot).collect();
+        let truncated_slot = slot(TRUNCATED);
+
+        let converter = |fields: Vec<SortField>| {
+            RowConverter::new(fields)
+                .map_err(|e| format!("cannot order by the export's order_by and fields: {e}"))
+        };
+        Ok(Self {
+            prefix: converter(prefix_fields)?,
+            prefix_columns,
+            rest: converter(rest_fields)?,
+            rest_columns,
+            field_slots,
+            truncated_slot,
+            field_names: query.fields.iter().map(|f| f.qualified_name()).collect(),
+        })
+    }
+
+    /// The prefix of every row of `batch`.
+    pub(crate) fn prefixes(&self, batch: &RecordBatch) -> Result<Rows, ArrowError> {
+        let columns: Vec<ArrayRef> = self
+            .prefix_columns
+            .iter()
+            .map(|c| batch.column(*c).clone())
+            .collect();
+        self.prefix.convert_columns(&columns)
+    }
+
+    /// The rest of rows `rows` of `batch`, in that order.
+    pub(crate) fn rests(&self, batch: &RecordBatch, rows: &[u32]) -> Result<Rows, ArrowError> {
+        let all = rows.len() == batch.num_rows();
+        let indices = UInt32Array::from(rows.to_vec());
+        let columns = self
+            .rest_columns
+            .iter()
+            .map(|c| {
+                let column = batch.column(*c);
+                if all {
+                    Ok(column.clone())
+                } else {
+                    take(column.as_ref(), &indices, None)
+                }
+            })
+            .collect::<Result<Vec<ArrayRef>, ArrowError>>()?;
+        self.rest.convert_columns(&columns)
+    }
+}
+
+/// A kept contact: its whole order key (prefix then rest) and its email.
+struct Candidate {
+    key: Arc<[u8]>,
+    prefix_len: u32,
+    email: u128,
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+/// Orders `prefix` followed by `rest` against `key`, without joining them.
+fn cmp_joined(prefix: &[u8], rest: &[u8], key: &[u8]) -> Ordering {
+    let n = prefix.len().min(key.len());
+    match prefix[..n].cmp(&key[..n]) {
+        // `key` ends inside `prefix`: it is a proper prefix of the joined bytes.
+        Ordering::Equal if n < prefix.len() => Ordering::Greater,
+        Ordering::Equal => rest.cmp(&key[n..]),
+        other => other,
+    }
+}
+
+/// What the selector knows of one email.
+struct Email {
+    /// The best prefix seen, in the arena.
+    prefix_at: usize,
+    prefix_len: u32,
+    /// The segment of that prefix: the one that supplies the contact.
+    segment: u32,
+    /// The email's candidate, if it is among the first `limit`.
+    candidate: Option<Arc<[u8]>>,
+}
+
+/// The emails are 128-bit hashes already; hashing them again would only cost time.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(*b) ^ (self.0 >> 56);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+/// The first row of each email, and the first `limit` emails, by the export's order.
+pub(crate) struct Selector {
+    limit: usize,
+    emails: HashMap<u128, Email, BuildHasherDefault<Prehashed>>,
+    arena: Vec<u8>,
+    /// The candidates, worst on top; entries replaced by a better row of their email stay
+    /// until they surface and are dropped there.
+    heap: BinaryHeap<Candidate>,
+    live: usize,
+}
+
+impl Selector {
+    pub(crate) fn new(limit: u64) -> Self {
+        Self {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            emails: HashMap::default(),
+            arena: Vec::new(),
+            heap: BinaryHeap::new(),
+            live: 0,
+        }
+    }
+
+    /// Records a valid row's email, prefix and segment. True when the row may still become
+    /// a contact, so its rest must be encoded and offered.
+    pub(crate) fn note(&mut self, email: u128, prefix: &[u8], segment: u32) -> bool {
+        match self.emails.get_mut(&email) {
+            Some(e) => {
+                let best = &self.arena[e.prefix_at..][..e.prefix_len as usize];
+                match prefix.cmp(best) {
+                    Ordering::Less if best.len() == prefix.len() => {
+                        self.arena[e.prefix_at..][..prefix.len()].copy_from_slice(prefix);
+                        e.segment = segment;
+                    }
+                    Ordering::Less => {
+                        (e.prefix_at, e.prefix_len) = (self.arena.len(), prefix.len() as u32);
+                        self.arena.extend_from_slice(prefix);
+                        e.segment = segment;
+                    }
+                    Ordering::Equal => {}
+                    Ordering::Greater => return false,
+                }
+            }
+            None => {
+                self.emails.insert(
+                    email,
+                    Email {
+                        prefix_at: self.arena.len(),
+                        prefix_len: prefix.len() as u32,
+                        segment,
+                        candidate: None,
+                    },
+                );
+                self.arena.extend_from_slice(prefix);
+            }
+        }
+        self.limit > 0 && !self.beyond_limit(prefix)
+    }
+
+    /// True when `prefix` orders after the worst of `limit` candidates, so no row with it
+    /// can enter them.
+    fn beyond_limit(&mut self, prefix: &[u8]) -> bool {
+        if self.live < self.limit {
+            return false;
+        }
+        self.drop_replaced();
+        self.heap
+            .peek()
+            .is_some_and(|worst| prefix > &worst.key[..worst.prefix_len as usize])
+    }
+
+    /// Pops candidates that a better row of their email replaced.
+    fn drop_replaced(&mut self) {
+        while let Some(top) = self.heap.peek() {
+            let current = self
+                .emails
+                .get(&top.email)
+                .and_then(|e| e.candidate.as_ref())
+                .is_some_and(|c| Arc::ptr_eq(c, &top.key));
+            if current {
+                return;
+            }
+            self.heap.pop();
+        }
+    }
+
+    /// Offers a noted row, whole, as its email's contact.
+    pub(crate) fn offer(&mut self, email: u128, prefix: &[u8], rest: &[u8]) {
+        let Some(entry) = self.emails.get_mut(&email) else {
+            return;
+        };
+        let better = |key: &[u8]| cmp_joined(prefix, rest, key) == Ordering::Less;
+        match &entry.candidate {
+            Some(current) if !better(current) => return,
+            Some(_) => {}
+            None => {
+                if self.live >= self.limit {
+                    // Full: it must beat the worst candidate, which it then replaces.
+                    self.drop_replaced();
+                    match self.heap.peek() {
+                        Some(worst) if better(&worst.key) => {}
+                        _ => return,
+                    }
+                }
+                self.live += 1;
+            }
+        }
+        let mut key = Vec::with_capacity(prefix.len() + rest.len());
+        key.extend_from_slice(prefix);
+        key.extend_from_slice(rest);
+        let key: Arc<[u8]> = key.into();
+        let entry = self.emails.get_mut(&email).expect("looked up above");
+        entry.candidate = Some(key.clone());
+        self.heap.push(Candidate {
+            key,
+            prefix_len: prefix.len() as u32,
+            email,
+        });
+        while self.live > self.limit {
+            self.drop_replaced();
+            let worst = self.heap.pop().expect("live candidates are in the heap");
+            if let Some(e) = self.emails.get_mut(&worst.email) {
+                e.candidate = None;
+            }
+            self.live -= 1;
+        }
+    }
+
+    /// Distinct valid emails so far: the contacts before the cap.
+    pub(crate) fn distinct(&self) -> u64 {
+        self.emails.len() as u64
+    }
+
+    /// How many contacts each segment supplied, by segment index.
+    pub(crate) fn contacts_by_segment(&self, segments: usize) -> Vec<u64> {
+        let mut out = vec![0; segments];
+        for e in self.emails.values() {
+            out[e.segment as usize] += 1;
+        }
+        out
+    }
+
+    /// The kept contacts in order, as batches of at most `batch_size` rows, with how many
+    /// had a field cut to SendGrid's length.
+    pub(crate) fn finish(
+        mut self,
+        encoders: &Encoders,
+        batch_size: usize,
+    ) -> Result<(Vec<RecordBatch>, u64), ArrowError> {
+        let mut kept = Vec::with_capacity(self.live);
+        while let Some(c) = self.heap.pop() {
+            let current = self
+                .emails
+                .get(&c.email)
+                .and_then(|e| e.candidate.as_ref())
+                .is_some_and(|k| Arc::ptr_eq(k, &c.key));
+            if current {
+                kept.push(c);
+            }
+        }
+        drop(self.emails);
+        drop(self.arena);
+        kept.sort_unstable();
+        let parser = encoders.rest.parser();
+        let mut batches = Vec::new();
+        let mut truncated = 0;
+        for chunk in kept.chunks(batch_size.max(1)) {
+            let rows = chunk
+                .iter()
+                .map(|c| parser.parse(&c.key[c.prefix_len as usize..]));
+            let columns = encoders.rest.convert_rows(rows)?;
+            let flags = columns[encoders.truncated_slot].as_boolean();
+            truncated += flags.true_count() as u64;
+            let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = encoders
+                .field_slots
+                .iter()
+                .zip(&encoders.field_names)
+                .map(|(slot, name)| {
+                    let column = columns[*slot].clone();
+                    (Field::new(name, column.data_type().clone(), true), column)
+                })
+                .unzip();
+            batches.push(RecordBatch::try_new(
+                Arc::new(Schema::new(fields)),
+                columns,
+            )?);
+        }
+        Ok((batches, truncated))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> Vec<u8> {
+        vec![n]
+    }
+
+    /// Offers rows (email, prefix, rest) in the given order and returns the kept keys.
+    fn kept(limit: u64, rows: &[(u128, u8, u8)]) -> (Vec<(u128, Vec<u8>)>, Vec<u64>) {
+        let mut s = Selector::new(limit);
+        for (email, prefix, rest) in rows {
+            if s.note(*email, &key(*prefix), u32::from(*prefix % 2)) {
+                s.offer(*email, &key(*prefix), &key(*rest));
+            }
+        }
+        let by_segment = s.contacts_by_segment(2);
+        let mut out: Vec<(u128, Vec<u8>)> = Vec::new();
+        while let Some(c) = s.heap.pop() {
+            let current = s.emails[&c.email]
+                .candidate
+                .as_ref()
+                .is_some_and(|k| Arc::ptr_eq(k, &c.key));
+            if current {
+                out.push((c.email, c.key.to_vec()));
+            }
+        }
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        (out, by_segment)
+    }
+
+    #[test]
+    fn keeps_each_emails_first_row_and_the_first_emails_in_any_arrival_order() {
+        // (email, prefix, rest): the best rows are email 1's (3, 1), email 2's (2, 5),
+        // email 3's (7, 0) and email 4's (1, 4).
+        let rows = [
+            (1u128, 3u8, 2u8),
+            (2, 2, 9),
+            (3, 7, 0),
+            (1, 3, 1),
+            (4, 1, 4),
+            (2, 2, 5),
+            (1, 8, 0),
+            (3, 9, 0),
+        ];
+        let expected = vec![(4u128, vec![1u8, 4]), (2, vec![2, 5]), (1, vec![3, 1])];
+        let mut orders = vec![rows.to_vec()];
+        let mut reversed = rows.to_vec();
+        reversed.reverse();
+        orders.push(reversed);
+        let mut rotated = rows.to_vec();
+        rotated.rotate_left(3);
+        orders.push(rotated);
+        for order in orders {
+            let (keep, by_segment) = kept(3, &order);
+            assert_eq!(keep, expected, "arrival order {order:?}");
+            // Segments follow the best prefix's parity: emails 1 (3), 3 (7), 4 (1) odd.
+            assert_eq!(by_segment, vec![1, 3], "arrival order {order:?}");
+        }
+        let (all, _) = kept(10, &rows);
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[3], (3, vec![7, 0]));
+        let (none, by_segment) = kept(0, &rows);
+        assert!(none.is_empty());
+        assert_eq!(by_segment, vec![1, 3], "the cap does not change the counts");
+    }
+
+    #[test]
+    fn a_replaced_candidate_neither_counts_nor_blocks_the_limit() {
+        // Email 1 improves twice while the limit is full; email 2 must stay kept.
+        let rows = [
+            (1u128, 5u8, 5u8),
+            (2, 6, 0),
+            (1, 4, 0),
+            (1, 2, 0),
+            (3, 9, 0),
+        ];
+        let (keep, _) = kept(2, &rows);
+        assert_eq!(keep, vec![(1, vec![2, 0]), (2, vec![6, 0])]);
+    }
+}
