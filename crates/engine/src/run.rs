@@ -199,11 +199,9 @@ impl Engine {
         let exceeded = total > export.max_profiles && export.on_cap_exceeded == OnCapExceeded::Fail;
         if !exceeded {
             let batch_size = self.pipeline().file.engine.batch_size;
-            let (contacts, truncated) = selector
-                .finish(&encoders, batch_size)
-                .map_err(|e| exec(&e))?;
-            counts.truncated = truncated;
-            for contacts in contacts {
+            let mut kept = selector.finish();
+            while let Some(contacts) = kept.next_batch(&encoders, batch_size) {
+                let contacts = contacts.map_err(|e| exec(&e))?;
                 match keep {
                     Keep::Buffer(all) => all.push(contacts),
                     // A closed channel means the sink stopped; its error is reported.
@@ -214,6 +212,7 @@ impl Engine {
                     }
                 }
             }
+            counts.truncated = kept.truncated;
         }
 
         let cap = CapVerdict {

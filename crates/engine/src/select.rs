@@ -342,52 +342,68 @@ impl Selector {
         out
     }
 
-    /// The kept contacts in order, as batches of at most `batch_size` rows, with how many
-    /// had a field cut to SendGrid's length.
-    pub(crate) fn finish(
-        mut self,
+    /// The kept contacts, in order.
+    pub(crate) fn finish(mut self) -> Kept {
+        let emails = &self.emails;
+        let mut kept: Vec<Candidate> = std::mem::take(&mut self.heap)
+            .into_vec()
+            .into_iter()
+            .filter(|c| {
+                emails
+                    .get(&c.email)
+                    .and_then(|e| e.candidate.as_ref())
+                    .is_some_and(|k| Arc::ptr_eq(k, &c.key))
+            })
+            .collect();
+        // Worst first, so each batch is cut off the end and its keys freed as it goes.
+        kept.sort_unstable_by(|a, b| b.cmp(a));
+        Kept {
+            reversed: kept,
+            truncated: 0,
+        }
+    }
+}
+
+/// The kept contacts, decoded a batch at a time.
+pub(crate) struct Kept {
+    reversed: Vec<Candidate>,
+    /// Contacts decoded so far that had a field cut to SendGrid's length.
+    pub(crate) truncated: u64,
+}
+
+impl Kept {
+    /// The next batch of at most `batch_size` contacts (columns named by SendGrid field).
+    pub(crate) fn next_batch(
+        &mut self,
         encoders: &Encoders,
         batch_size: usize,
-    ) -> Result<(Vec<RecordBatch>, u64), ArrowError> {
-        let mut kept = Vec::with_capacity(self.live);
-        while let Some(c) = self.heap.pop() {
-            let current = self
-                .emails
-                .get(&c.email)
-                .and_then(|e| e.candidate.as_ref())
-                .is_some_and(|k| Arc::ptr_eq(k, &c.key));
-            if current {
-                kept.push(c);
-            }
+    ) -> Option<Result<RecordBatch, ArrowError>> {
+        if self.reversed.is_empty() {
+            return None;
         }
-        drop(self.emails);
-        drop(self.arena);
-        kept.sort_unstable();
+        let at = self.reversed.len().saturating_sub(batch_size.max(1));
+        let chunk = self.reversed.split_off(at);
         let parser = encoders.rest.parser();
-        let mut batches = Vec::new();
-        let mut truncated = 0;
-        for chunk in kept.chunks(batch_size.max(1)) {
-            let rows = chunk
-                .iter()
-                .map(|c| parser.parse(&c.key[c.prefix_len as usize..]));
-            let columns = encoders.rest.convert_rows(rows)?;
-            let flags = columns[encoders.truncated_slot].as_boolean();
-            truncated += flags.true_count() as u64;
-            let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = encoders
-                .field_slots
-                .iter()
-                .zip(&encoders.field_names)
-                .map(|(slot, name)| {
-                    let column = columns[*slot].clone();
-                    (Field::new(name, column.data_type().clone(), true), column)
-                })
-                .unzip();
-            batches.push(RecordBatch::try_new(
-                Arc::new(Schema::new(fields)),
-                columns,
-            )?);
-        }
-        Ok((batches, truncated))
+        let rows = chunk
+            .iter()
+            .rev()
+            .map(|c| parser.parse(&c.key[c.prefix_len as usize..]));
+        let columns = match encoders.rest.convert_rows(rows) {
+            Ok(columns) => columns,
+            Err(e) => return Some(Err(e)),
+        };
+        drop(chunk);
+        self.truncated += columns[encoders.truncated_slot].as_boolean().true_count() as u64;
+        let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = encoders
+            .field_slots
+            .iter()
+            .zip(&encoders.field_names)
+            .map(|(slot, name)| {
+                let column = columns[*slot].clone();
+                (Field::new(name, column.data_type().clone(), true), column)
+            })
+            .unzip();
+        Some(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns))
     }
 }
 

@@ -263,9 +263,7 @@ async fn upsert(
         )
     };
     let problems = validate_upsert(&fields, &poisoned, poisoned_without_index, &request);
-    let mut account = app.lock();
     if !problems.is_empty() {
-        drop(account);
         let body = json!({"errors": problems.iter().map(|(f, m)| json!({"field": f, "message": m})).collect::<Vec<_>>()});
         return answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, body);
     }
@@ -278,18 +276,6 @@ async fn upsert(
                 .collect()
         })
         .unwrap_or_default();
-    if let Some(missing) = list_ids.iter().find(|id| !account.lists.contains_key(*id)) {
-        let message = format!("list {missing} does not exist");
-        drop(account);
-        return answer(
-            &app,
-            &method,
-            path,
-            rate,
-            StatusCode::NOT_FOUND,
-            errors(Some("list_ids"), &message),
-        );
-    }
     let contacts: Vec<Map<String, Value>> = match request.remove("contacts") {
         Some(Value::Array(contacts)) => contacts
             .into_iter()
@@ -307,6 +293,19 @@ async fn upsert(
             list_ids: list_ids.clone(),
         })
         .collect();
+    let mut account = app.lock();
+    if let Some(missing) = list_ids.iter().find(|id| !account.lists.contains_key(*id)) {
+        let message = format!("list {missing} does not exist");
+        drop(account);
+        return answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::NOT_FOUND,
+            errors(Some("list_ids"), &message),
+        );
+    }
     let end = match account.faults.jobs.pop_front() {
         Some(Fault::FailJob) => JobEnd::Fail,
         Some(Fault::ErrorJob { emails }) => {

@@ -287,7 +287,7 @@ impl State {
                             errors.push((email, "email address is undeliverable".to_owned()));
                             continue;
                         }
-                        if self.upsert(&email, c, &list_ids) {
+                        if self.upsert(email, c, &list_ids) {
                             created += 1;
                         } else {
                             updated += 1;
@@ -303,41 +303,49 @@ impl State {
     }
 
     /// Inserts or updates a contact; true when it was new.
-    fn upsert(&mut self, email: &str, sent: Map<String, Value>, list_ids: &[String]) -> bool {
-        let id = if self.contacts.contains_key(email) {
-            None
-        } else {
-            Some(self.uuid())
+    fn upsert(&mut self, email: String, mut sent: Map<String, Value>, list_ids: &[String]) -> bool {
+        if let Some(contact) = self.contacts.get_mut(&email) {
+            for (k, v) in sent {
+                match v {
+                    _ if k == "email" => {
+                        contact.fields.insert(k, Value::String(email.clone()));
+                    }
+                    Value::Object(custom) if k == "custom_fields" => {
+                        contact.custom_fields.extend(custom)
+                    }
+                    v => {
+                        contact.fields.insert(k, v);
+                    }
+                }
+            }
+            for list in list_ids {
+                if !contact.list_ids.contains(list) {
+                    contact.list_ids.insert(list.clone());
+                }
+            }
+            return false;
+        }
+        // A new contact keeps the sent fields as they are.
+        let custom_fields = match sent.remove("custom_fields") {
+            Some(Value::Object(custom)) => custom,
+            Some(other) => {
+                sent.insert("custom_fields".into(), other);
+                Map::new()
+            }
+            None => Map::new(),
         };
-        let new = id.is_some();
-        let contact = self
-            .contacts
-            .entry(email.to_owned())
-            .or_insert_with(|| Contact {
-                id: id.unwrap_or_default(),
-                fields: Map::new(),
-                custom_fields: Map::new(),
-                list_ids: BTreeSet::new(),
-            });
-        for (k, v) in sent {
-            match v {
-                _ if k == "email" => {
-                    contact.fields.insert(k, Value::String(email.to_owned()));
-                }
-                Value::Object(custom) if k == "custom_fields" => {
-                    contact.custom_fields.extend(custom)
-                }
-                v => {
-                    contact.fields.insert(k, v);
-                }
-            }
-        }
-        for list in list_ids {
-            if !contact.list_ids.contains(list) {
-                contact.list_ids.insert(list.clone());
-            }
-        }
-        new
+        sent.insert("email".into(), Value::String(email.clone()));
+        let id = self.uuid();
+        self.contacts.insert(
+            email,
+            Contact {
+                id,
+                fields: sent,
+                custom_fields,
+                list_ids: list_ids.iter().cloned().collect(),
+            },
+        );
+        true
     }
 
     pub fn contact_count(&self, list_id: &str) -> usize {
