@@ -38,8 +38,8 @@ impl Engine {
     pub async fn open(pipeline: &Pipeline) -> Result<Self, EngineError> {
         let settings = &pipeline.file.engine;
         let limit = (settings.memory_limit_mib as usize) << 20;
-        // A fair pool shares the limit among the sorts so one cannot starve another;
-        // each spills to disk when it reaches its share.
+        // A fair pool shares the limit among the segment SQL's sorts, joins and aggregates
+        // so one cannot starve another; each spills to disk when it reaches its share.
         let pool = TrackConsumersPool::new(
             FairSpillPool::new(limit),
             NonZeroUsize::new(3).expect("non-zero"),

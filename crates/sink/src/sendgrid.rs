@@ -1,5 +1,5 @@
 //! The SendGrid sink: checks lists and custom fields, uploads request bodies with bounded
-//! concurrency while selection still produces batches, isolates the contacts a 400 names,
+//! concurrency as the selection hands over batches, isolates the contacts a 400 names,
 //! and follows the import jobs to the end.
 
 use std::collections::BTreeMap;
