@@ -20,6 +20,16 @@ use crate::segments::{clean_sql_error, query_only};
 /// reject reason, reject detail, truncated flag.
 pub const META_COLUMNS: usize = 6;
 
+/// Where each meta column is, as `build_sql` writes them.
+pub(crate) mod meta {
+    pub const SEGMENT: usize = 0;
+    pub const KEY: usize = 1;
+    pub const RAW_EMAIL: usize = 2;
+    pub const REASON: usize = 3;
+    pub const DETAIL: usize = 4;
+    pub const TRUNCATED: usize = 5;
+}
+
 /// A planned export.
 #[derive(Debug, Clone)]
 pub struct ExportQuery {

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::Engine;
 use crate::error::EngineError;
-use crate::plan::{ExportQuery, META_COLUMNS};
+use crate::plan::{ExportQuery, META_COLUMNS, meta};
 use crate::rejects::{Reject, RejectsWriter};
 use crate::rules::RejectReason;
 use crate::segments::query_only;
@@ -376,10 +376,10 @@ impl Counts {
             cast(batch.column(i), &DataType::Utf8).map_err(|_| internal("a non-text meta column"))
         };
         let seg = batch
-            .column(0)
+            .column(meta::SEGMENT)
             .as_primitive_opt::<Int64Type>()
             .ok_or_else(|| internal("no segment index"))?;
-        let reason = as_utf8(3)?;
+        let reason = as_utf8(meta::REASON)?;
         let reason = reason.as_string::<i32>();
         let email = as_utf8(META_COLUMNS)?;
         let email = email.as_string::<i32>();
@@ -409,10 +409,21 @@ impl Counts {
         }
         let rests = encoders.rests(batch, &needed).map_err(arrow)?;
         let texts = if any_rejected {
-            Some((as_utf8(1)?, as_utf8(2)?, as_utf8(4)?))
+            Some((
+                as_utf8(meta::KEY)?,
+                as_utf8(meta::RAW_EMAIL)?,
+                as_utf8(meta::DETAIL)?,
+            ))
         } else {
             None
         };
+        let texts = texts.as_ref().map(|(key, raw, detail)| {
+            (
+                key.as_string::<i32>(),
+                raw.as_string::<i32>(),
+                detail.as_string::<i32>(),
+            )
+        });
         let mut key = Vec::new();
         for (i, (&row, &hash)) in needed.iter().zip(&hashes).enumerate() {
             let row = row as usize;
@@ -421,12 +432,7 @@ impl Counts {
                 selector.offer(hash, prefix.data(), rest.data());
                 continue;
             }
-            let (key_text, raw, detail) = texts.as_ref().expect("a rejected row");
-            let (key_text, raw, detail) = (
-                key_text.as_string::<i32>(),
-                raw.as_string::<i32>(),
-                detail.as_string::<i32>(),
-            );
+            let (key_text, raw, detail) = texts.expect("a rejected row");
             let code = RejectReason::from_code(reason.value(row))
                 .ok_or_else(|| internal("an unknown reject reason"))?;
             *self.by_reason.entry(code.code()).or_default() += 1;

@@ -22,6 +22,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
 use arrow::row::{RowConverter, Rows, SortField};
 
+use crate::plan::meta::{RAW_EMAIL, SEGMENT as SEG, TRUNCATED};
 use crate::plan::{ExportQuery, META_COLUMNS};
 
 /// Where the query's columns go in the two row encodings.
@@ -36,10 +37,6 @@ pub(crate) struct Encoders {
     /// The SendGrid names of the mapped fields.
     field_names: Vec<String>,
 }
-
-const SEG: usize = 0;
-const RAW_EMAIL: usize = 2;
-const TRUNCATED: usize = 5;
 
 impl Encoders {
     /// The encodings for the query's `schema`, or why a column cannot be ordered.
@@ -119,18 +116,13 @@ impl Encoders {
 
     /// The rest of rows `rows` of `batch`, in that order.
     pub(crate) fn rests(&self, batch: &RecordBatch, rows: &[u32]) -> Result<Rows, ArrowError> {
-        let all = rows.len() == batch.num_rows();
-        let indices = UInt32Array::from(rows.to_vec());
+        let indices = (rows.len() < batch.num_rows()).then(|| UInt32Array::from(rows.to_vec()));
         let columns = self
             .rest_columns
             .iter()
-            .map(|c| {
-                let column = batch.column(*c);
-                if all {
-                    Ok(column.clone())
-                } else {
-                    take(column.as_ref(), &indices, None)
-                }
+            .map(|c| match &indices {
+                Some(indices) => take(batch.column(*c).as_ref(), indices, None),
+                None => Ok(batch.column(*c).clone()),
             })
             .collect::<Result<Vec<ArrayRef>, ArrowError>>()?;
         self.rest.convert_columns(&columns)
@@ -158,6 +150,16 @@ impl PartialOrd for Candidate {
 impl Ord for Candidate {
     fn cmp(&self, other: &Self) -> Ordering {
         self.key.cmp(&other.key)
+    }
+}
+
+impl Candidate {
+    /// Whether this is still its email's candidate (a better row may have replaced it).
+    fn is_current(&self, emails: &HashMap<u128, Email, BuildHasherDefault<Prehashed>>) -> bool {
+        emails
+            .get(&self.email)
+            .and_then(|e| e.candidate.as_ref())
+            .is_some_and(|k| Arc::ptr_eq(k, &self.key))
     }
 }
 
@@ -274,12 +276,7 @@ impl Selector {
     /// Pops candidates that a better row of their email replaced.
     fn drop_replaced(&mut self) {
         while let Some(top) = self.heap.peek() {
-            let current = self
-                .emails
-                .get(&top.email)
-                .and_then(|e| e.candidate.as_ref())
-                .is_some_and(|c| Arc::ptr_eq(c, &top.key));
-            if current {
+            if top.is_current(&self.emails) {
                 return;
             }
             self.heap.pop();
@@ -307,10 +304,7 @@ impl Selector {
                 self.live += 1;
             }
         }
-        let mut key = Vec::with_capacity(prefix.len() + rest.len());
-        key.extend_from_slice(prefix);
-        key.extend_from_slice(rest);
-        let key: Arc<[u8]> = key.into();
+        let key: Arc<[u8]> = prefix.iter().chain(rest).copied().collect();
         let entry = self.emails.get_mut(&email).expect("looked up above");
         entry.candidate = Some(key.clone());
         self.heap.push(Candidate {
@@ -344,16 +338,10 @@ impl Selector {
 
     /// The kept contacts, in order.
     pub(crate) fn finish(mut self) -> Kept {
-        let emails = &self.emails;
         let mut kept: Vec<Candidate> = std::mem::take(&mut self.heap)
             .into_vec()
             .into_iter()
-            .filter(|c| {
-                emails
-                    .get(&c.email)
-                    .and_then(|e| e.candidate.as_ref())
-                    .is_some_and(|k| Arc::ptr_eq(k, &c.key))
-            })
+            .filter(|c| c.is_current(&self.emails))
             .collect();
         // Worst first, so each batch is cut off the end and its keys freed as it goes.
         kept.sort_unstable_by(|a, b| b.cmp(a));
@@ -426,11 +414,7 @@ mod tests {
         let by_segment = s.contacts_by_segment(2);
         let mut out: Vec<(u128, Vec<u8>)> = Vec::new();
         while let Some(c) = s.heap.pop() {
-            let current = s.emails[&c.email]
-                .candidate
-                .as_ref()
-                .is_some_and(|k| Arc::ptr_eq(k, &c.key));
-            if current {
+            if c.is_current(&s.emails) {
                 out.push((c.email, c.key.to_vec()));
             }
         }

@@ -303,49 +303,31 @@ impl State {
     }
 
     /// Inserts or updates a contact; true when it was new.
-    fn upsert(&mut self, email: String, mut sent: Map<String, Value>, list_ids: &[String]) -> bool {
-        if let Some(contact) = self.contacts.get_mut(&email) {
-            for (k, v) in sent {
-                match v {
-                    _ if k == "email" => {
-                        contact.fields.insert(k, Value::String(email.clone()));
-                    }
-                    Value::Object(custom) if k == "custom_fields" => {
-                        contact.custom_fields.extend(custom)
-                    }
-                    v => {
-                        contact.fields.insert(k, v);
-                    }
+    fn upsert(&mut self, email: String, sent: Map<String, Value>, list_ids: &[String]) -> bool {
+        let new = !self.contacts.contains_key(&email);
+        let id = if new { self.uuid() } else { String::new() };
+        let written = Value::String(email.clone());
+        let contact = self.contacts.entry(email).or_insert_with(|| Contact {
+            id,
+            fields: Map::new(),
+            custom_fields: Map::new(),
+            list_ids: BTreeSet::new(),
+        });
+        for (k, v) in sent {
+            match v {
+                _ if k == "email" => {
+                    contact.fields.insert(k, written.clone());
+                }
+                Value::Object(custom) if k == "custom_fields" => {
+                    contact.custom_fields.extend(custom)
+                }
+                v => {
+                    contact.fields.insert(k, v);
                 }
             }
-            for list in list_ids {
-                if !contact.list_ids.contains(list) {
-                    contact.list_ids.insert(list.clone());
-                }
-            }
-            return false;
         }
-        // A new contact keeps the sent fields as they are.
-        let custom_fields = match sent.remove("custom_fields") {
-            Some(Value::Object(custom)) => custom,
-            Some(other) => {
-                sent.insert("custom_fields".into(), other);
-                Map::new()
-            }
-            None => Map::new(),
-        };
-        sent.insert("email".into(), Value::String(email.clone()));
-        let id = self.uuid();
-        self.contacts.insert(
-            email,
-            Contact {
-                id,
-                fields: sent,
-                custom_fields,
-                list_ids: list_ids.iter().cloned().collect(),
-            },
-        );
-        true
+        contact.list_ids.extend(list_ids.iter().cloned());
+        new
     }
 
     pub fn contact_count(&self, list_id: &str) -> usize {
