@@ -177,13 +177,7 @@ impl Engine {
         let mut selector = Selector::new(export.max_profiles);
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| exec(&e))?;
-            counts.absorb(
-                &batch,
-                &query.segments,
-                &encoders,
-                &mut selector,
-                &mut rejects,
-            )?;
+            counts.absorb(&batch, query, &encoders, &mut selector, &mut rejects)?;
         }
         drop(stream);
 
@@ -363,7 +357,7 @@ impl Counts {
     fn absorb(
         &mut self,
         batch: &RecordBatch,
-        segment_names: &[String],
+        query: &ExportQuery,
         encoders: &Encoders,
         selector: &mut Selector,
         rejects: &mut Option<RejectsWriter>,
@@ -398,7 +392,13 @@ impl Counts {
                 hashes.push(0);
             } else {
                 let hash = xxhash_rust::xxh3::xxh3_128(email.value(row).as_bytes());
-                if selector.note(hash, prefixes.row(row).data(), segment as u32) {
+                if selector
+                    .note(hash, prefixes.row(row).data(), segment as u32)
+                    .map_err(|message| EngineError::Execution {
+                        export: query.export.clone(),
+                        message,
+                    })?
+                {
                     needed.push(row as u32);
                     hashes.push(hash);
                 }
@@ -450,7 +450,7 @@ impl Counts {
                 writer.hold(
                     &key,
                     &Reject {
-                        segment: Some(&segment_names[segment]),
+                        segment: Some(&query.segments[segment]),
                         key: key_text.is_valid(row).then(|| key_text.value(row)),
                         email: raw.is_valid(row).then(|| raw.value(row)),
                         reason: code.code(),

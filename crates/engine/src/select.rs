@@ -12,7 +12,7 @@
 //! candidates is never encoded past its prefix.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -129,40 +129,6 @@ impl Encoders {
     }
 }
 
-/// A kept contact: its whole order key (prefix then rest) and its email.
-struct Candidate {
-    key: Arc<[u8]>,
-    prefix_len: u32,
-    email: u128,
-}
-
-impl PartialEq for Candidate {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-impl Eq for Candidate {}
-impl PartialOrd for Candidate {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Candidate {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.key.cmp(&other.key)
-    }
-}
-
-impl Candidate {
-    /// Whether this is still its email's candidate (a better row may have replaced it).
-    fn is_current(&self, emails: &HashMap<u128, Email, BuildHasherDefault<Prehashed>>) -> bool {
-        emails
-            .get(&self.email)
-            .and_then(|e| e.candidate.as_ref())
-            .is_some_and(|k| Arc::ptr_eq(k, &self.key))
-    }
-}
-
 /// Orders `prefix` followed by `rest` against `key`, without joining them.
 fn cmp_joined(prefix: &[u8], rest: &[u8], key: &[u8]) -> Ordering {
     let n = prefix.len().min(key.len());
@@ -174,15 +140,26 @@ fn cmp_joined(prefix: &[u8], rest: &[u8], key: &[u8]) -> Ordering {
     }
 }
 
-/// What the selector knows of one email.
+/// Marks an email without a candidate.
+const NO_CANDIDATE: u32 = u32::MAX;
+/// Prefixes are addressed by a 40-bit arena offset and a 24-bit length packed in a u64.
+const PREFIX_LEN_BITS: u32 = 24;
+
+/// What the selector knows of one email, in 16 bytes (32 with its key in the map).
 struct Email {
-    /// The best prefix seen, in the arena.
-    prefix_at: usize,
-    prefix_len: u32,
+    /// Where the best prefix seen is in the arena (offset and length, packed).
+    prefix: u64,
     /// The segment of that prefix: the one that supplies the contact.
     segment: u32,
-    /// The email's candidate, if it is among the first `limit`.
-    candidate: Option<Arc<[u8]>>,
+    /// The email's candidate slot, if it is among the first `limit`.
+    candidate: u32,
+}
+
+impl Email {
+    fn prefix_range(&self) -> std::ops::Range<usize> {
+        let at = (self.prefix >> PREFIX_LEN_BITS) as usize;
+        at..at + (self.prefix & ((1 << PREFIX_LEN_BITS) - 1)) as usize
+    }
 }
 
 /// The emails are 128-bit hashes already; hashing them again would only cost time.
@@ -203,122 +180,222 @@ impl Hasher for Prehashed {
     }
 }
 
+type EmailMap = HashMap<u128, Email, BuildHasherDefault<Prehashed>>;
+
+/// The email map in shards picked by hash bits the map itself does not use, so that
+/// growing one shard never holds a second copy of the whole table.
+struct Emails {
+    shards: Vec<EmailMap>,
+}
+
+impl Emails {
+    const SHARD_BITS: u32 = 4;
+
+    fn new() -> Self {
+        Self {
+            shards: (0..1 << Self::SHARD_BITS)
+                .map(|_| EmailMap::default())
+                .collect(),
+        }
+    }
+
+    fn shard(&mut self, email: u128) -> &mut EmailMap {
+        &mut self.shards[(email >> (128 - Self::SHARD_BITS)) as usize]
+    }
+
+    fn get_mut(&mut self, email: u128) -> Option<&mut Email> {
+        self.shard(email).get_mut(&email)
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(HashMap::len).sum()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Email> {
+        self.shards.iter().flat_map(HashMap::values)
+    }
+}
+
+/// A candidate contact: its whole order key (prefix then rest), the length of the prefix,
+/// its email and its place in the heap.
+struct Slot {
+    key: Box<[u8]>,
+    email: [u64; 2],
+    prefix_len: u32,
+    heap_at: u32,
+}
+
+impl Slot {
+    fn email(&self) -> u128 {
+        (u128::from(self.email[0]) << 64) | u128::from(self.email[1])
+    }
+
+    fn prefix(&self) -> &[u8] {
+        &self.key[..self.prefix_len as usize]
+    }
+}
+
 /// The first row of each email, and the first `limit` emails, by the export's order.
 pub(crate) struct Selector {
     limit: usize,
-    emails: HashMap<u128, Email, BuildHasherDefault<Prehashed>>,
+    emails: Emails,
     arena: Vec<u8>,
-    /// The candidates, worst on top; entries replaced by a better row of their email stay
-    /// until they surface and are dropped there.
-    heap: BinaryHeap<Candidate>,
-    live: usize,
+    slots: Vec<Slot>,
+    /// Slot numbers in a binary heap, worst candidate on top; each slot knows its place.
+    heap: Vec<u32>,
 }
 
 impl Selector {
     pub(crate) fn new(limit: u64) -> Self {
         Self {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
-            emails: HashMap::default(),
+            emails: Emails::new(),
             arena: Vec::new(),
-            heap: BinaryHeap::new(),
-            live: 0,
+            slots: Vec::new(),
+            heap: Vec::new(),
         }
     }
 
     /// Records a valid row's email, prefix and segment. True when the row may still become
     /// a contact, so its rest must be encoded and offered.
-    pub(crate) fn note(&mut self, email: u128, prefix: &[u8], segment: u32) -> bool {
-        match self.emails.get_mut(&email) {
+    pub(crate) fn note(
+        &mut self,
+        email: u128,
+        prefix: &[u8],
+        segment: u32,
+    ) -> Result<bool, String> {
+        let packed = |at: usize| -> Result<u64, String> {
+            let (at, len) = (at as u64, prefix.len() as u64);
+            if len >> PREFIX_LEN_BITS != 0 || at >> (64 - PREFIX_LEN_BITS) != 0 {
+                return Err(
+                    "the order_by values are too long to rank (over 16 MiB in one row, \
+                            or 1 TiB in all); order by shorter values"
+                        .into(),
+                );
+            }
+            Ok(at << PREFIX_LEN_BITS | len)
+        };
+        let end = self.arena.len();
+        match self.emails.get_mut(email) {
             Some(e) => {
-                let best = &self.arena[e.prefix_at..][..e.prefix_len as usize];
-                match prefix.cmp(best) {
-                    Ordering::Less if best.len() == prefix.len() => {
-                        self.arena[e.prefix_at..][..prefix.len()].copy_from_slice(prefix);
+                let range = e.prefix_range();
+                let best = &mut self.arena[range.clone()];
+                match (*prefix).cmp(best) {
+                    Ordering::Less if range.len() == prefix.len() => {
+                        best.copy_from_slice(prefix);
                         e.segment = segment;
                     }
                     Ordering::Less => {
-                        (e.prefix_at, e.prefix_len) = (self.arena.len(), prefix.len() as u32);
-                        self.arena.extend_from_slice(prefix);
+                        e.prefix = packed(end)?;
                         e.segment = segment;
+                        self.arena.extend_from_slice(prefix);
                     }
                     Ordering::Equal => {}
-                    Ordering::Greater => return false,
+                    Ordering::Greater => return Ok(false),
                 }
             }
             None => {
-                self.emails.insert(
-                    email,
-                    Email {
-                        prefix_at: self.arena.len(),
-                        prefix_len: prefix.len() as u32,
-                        segment,
-                        candidate: None,
-                    },
-                );
+                let entry = Email {
+                    prefix: packed(end)?,
+                    segment,
+                    candidate: NO_CANDIDATE,
+                };
+                self.emails.shard(email).insert(email, entry);
                 self.arena.extend_from_slice(prefix);
             }
         }
-        self.limit > 0 && !self.beyond_limit(prefix)
+        Ok(self.limit > 0 && !self.beyond_limit(prefix))
     }
 
     /// True when `prefix` orders after the worst of `limit` candidates, so no row with it
     /// can enter them.
-    fn beyond_limit(&mut self, prefix: &[u8]) -> bool {
-        if self.live < self.limit {
-            return false;
-        }
-        self.drop_replaced();
-        self.heap
-            .peek()
-            .is_some_and(|worst| prefix > &worst.key[..worst.prefix_len as usize])
-    }
-
-    /// Pops candidates that a better row of their email replaced.
-    fn drop_replaced(&mut self) {
-        while let Some(top) = self.heap.peek() {
-            if top.is_current(&self.emails) {
-                return;
-            }
-            self.heap.pop();
-        }
+    fn beyond_limit(&self, prefix: &[u8]) -> bool {
+        self.heap.len() >= self.limit && prefix > self.slots[self.heap[0] as usize].prefix()
     }
 
     /// Offers a noted row, whole, as its email's contact.
     pub(crate) fn offer(&mut self, email: u128, prefix: &[u8], rest: &[u8]) {
-        let Some(entry) = self.emails.get_mut(&email) else {
+        let Some(entry) = self.emails.get_mut(email) else {
             return;
         };
-        let better = |key: &[u8]| cmp_joined(prefix, rest, key) == Ordering::Less;
-        match &entry.candidate {
-            Some(current) if !better(current) => return,
-            Some(_) => {}
-            None => {
-                if self.live >= self.limit {
-                    // Full: it must beat the worst candidate, which it then replaces.
-                    self.drop_replaced();
-                    match self.heap.peek() {
-                        Some(worst) if better(&worst.key) => {}
-                        _ => return,
-                    }
+        let better = |slot: &Slot| cmp_joined(prefix, rest, &slot.key) == Ordering::Less;
+        let slot = match entry.candidate {
+            NO_CANDIDATE if self.heap.len() < self.limit => {
+                let slot = self.slots.len() as u32;
+                entry.candidate = slot;
+                self.heap.push(slot);
+                self.slots.push(Slot {
+                    key: Box::default(),
+                    email: [0; 2],
+                    prefix_len: 0,
+                    heap_at: self.heap.len() as u32 - 1,
+                });
+                slot
+            }
+            NO_CANDIDATE => {
+                // Full: it must beat the worst candidate, whose slot it then takes.
+                let worst = self.heap[0];
+                if !better(&self.slots[worst as usize]) {
+                    return;
                 }
-                self.live += 1;
+                entry.candidate = worst;
+                let evicted = self.slots[worst as usize].email();
+                if let Some(e) = self.emails.get_mut(evicted) {
+                    e.candidate = NO_CANDIDATE;
+                }
+                worst
             }
+            current if better(&self.slots[current as usize]) => current,
+            _ => return,
+        };
+        let s = &mut self.slots[slot as usize];
+        s.key = prefix.iter().chain(rest).copied().collect();
+        s.email = [(email >> 64) as u64, email as u64];
+        s.prefix_len = prefix.len() as u32;
+        // A new slot sits at the bottom; a taken or improved one can only move down.
+        let at = s.heap_at as usize;
+        self.sift_up(at);
+        self.sift_down(at);
+    }
+
+    fn key_at(&self, at: usize) -> &[u8] {
+        &self.slots[self.heap[at] as usize].key
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        self.slots[self.heap[a] as usize].heap_at = a as u32;
+        self.slots[self.heap[b] as usize].heap_at = b as u32;
+    }
+
+    /// Moves the entry at `at` towards the top while it is worse than its parent.
+    fn sift_up(&mut self, mut at: usize) {
+        while at > 0 {
+            let parent = (at - 1) / 2;
+            if self.key_at(at) <= self.key_at(parent) {
+                return;
+            }
+            self.swap(at, parent);
+            at = parent;
         }
-        let key: Arc<[u8]> = prefix.iter().chain(rest).copied().collect();
-        let entry = self.emails.get_mut(&email).expect("looked up above");
-        entry.candidate = Some(key.clone());
-        self.heap.push(Candidate {
-            key,
-            prefix_len: prefix.len() as u32,
-            email,
-        });
-        while self.live > self.limit {
-            self.drop_replaced();
-            let worst = self.heap.pop().expect("live candidates are in the heap");
-            if let Some(e) = self.emails.get_mut(&worst.email) {
-                e.candidate = None;
+    }
+
+    /// Moves the entry at `at` away from the top while a child is worse.
+    fn sift_down(&mut self, mut at: usize) {
+        loop {
+            let (left, right) = (2 * at + 1, 2 * at + 2);
+            let mut worst = at;
+            if left < self.heap.len() && self.key_at(left) > self.key_at(worst) {
+                worst = left;
             }
-            self.live -= 1;
+            if right < self.heap.len() && self.key_at(right) > self.key_at(worst) {
+                worst = right;
+            }
+            if worst == at {
+                return;
+            }
+            self.swap(at, worst);
+            at = worst;
         }
     }
 
@@ -337,14 +414,14 @@ impl Selector {
     }
 
     /// The kept contacts, in order.
-    pub(crate) fn finish(mut self) -> Kept {
-        let mut kept: Vec<Candidate> = std::mem::take(&mut self.heap)
-            .into_vec()
+    pub(crate) fn finish(self) -> Kept {
+        let mut kept: Vec<(Box<[u8]>, u32)> = self
+            .slots
             .into_iter()
-            .filter(|c| c.is_current(&self.emails))
+            .map(|s| (s.key, s.prefix_len))
             .collect();
         // Worst first, so each batch is cut off the end and its keys freed as it goes.
-        kept.sort_unstable_by(|a, b| b.cmp(a));
+        kept.sort_unstable_by(|a, b| b.0.cmp(&a.0));
         Kept {
             reversed: kept,
             truncated: 0,
@@ -354,7 +431,8 @@ impl Selector {
 
 /// The kept contacts, decoded a batch at a time.
 pub(crate) struct Kept {
-    reversed: Vec<Candidate>,
+    /// Each contact's key and prefix length, worst first.
+    reversed: Vec<(Box<[u8]>, u32)>,
     /// Contacts decoded so far that had a field cut to SendGrid's length.
     pub(crate) truncated: u64,
 }
@@ -375,7 +453,7 @@ impl Kept {
         let rows = chunk
             .iter()
             .rev()
-            .map(|c| parser.parse(&c.key[c.prefix_len as usize..]));
+            .map(|(key, prefix_len)| parser.parse(&key[*prefix_len as usize..]));
         let columns = match encoders.rest.convert_rows(rows) {
             Ok(columns) => columns,
             Err(e) => return Some(Err(e)),
@@ -407,17 +485,18 @@ mod tests {
     fn kept(limit: u64, rows: &[(u128, u8, u8)]) -> (Vec<(u128, Vec<u8>)>, Vec<u64>) {
         let mut s = Selector::new(limit);
         for (email, prefix, rest) in rows {
-            if s.note(*email, &key(*prefix), u32::from(*prefix % 2)) {
+            if s.note(*email, &key(*prefix), u32::from(*prefix % 2))
+                .unwrap()
+            {
                 s.offer(*email, &key(*prefix), &key(*rest));
             }
         }
         let by_segment = s.contacts_by_segment(2);
-        let mut out: Vec<(u128, Vec<u8>)> = Vec::new();
-        while let Some(c) = s.heap.pop() {
-            if c.is_current(&s.emails) {
-                out.push((c.email, c.key.to_vec()));
-            }
-        }
+        let mut out: Vec<(u128, Vec<u8>)> = s
+            .slots
+            .iter()
+            .map(|c| (c.email(), c.key.to_vec()))
+            .collect();
         out.sort_by(|a, b| a.1.cmp(&b.1));
         (out, by_segment)
     }
