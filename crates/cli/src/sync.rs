@@ -167,7 +167,7 @@ struct Removals {
 
 fn plan_removals(diff: &Diff, export: &Export, summary: &ExportSummary) -> Removals {
     let protected: HashSet<&str> = summary.rejected_emails.iter().map(String::as_str).collect();
-    let leavers: Vec<(String, String)> = diff
+    let leavers: Vec<(String, Arc<str>)> = diff
         .leavers()
         .into_iter()
         .filter(|(email, _)| !protected.contains(email.as_str()))
@@ -408,7 +408,9 @@ fn fold(
                 let lists = list_key(&batch.list_ids);
                 snapshot.entries.reserve(batch.contacts.len());
                 for (email, hash) in batch.contacts {
-                    if errored.contains(&(batch.job_id.as_str(), email.as_str())) {
+                    if !errored.is_empty()
+                        && errored.contains(&(batch.job_id.as_str(), email.as_str()))
+                    {
                         continue;
                     }
                     snapshot.entries.insert(

@@ -303,29 +303,30 @@ impl State {
     }
 
     /// Inserts or updates a contact; true when it was new.
-    fn upsert(&mut self, email: String, sent: Map<String, Value>, list_ids: &[String]) -> bool {
+    fn upsert(&mut self, email: String, mut sent: Map<String, Value>, list_ids: &[String]) -> bool {
         let new = !self.contacts.contains_key(&email);
         let id = if new { self.uuid() } else { String::new() };
-        let written = Value::String(email.clone());
+        // Custom fields merge into their own map; the email is kept as imported (lower case).
+        let mut custom = match sent.remove("custom_fields") {
+            Some(Value::Object(custom)) => custom,
+            Some(other) => {
+                sent.insert("custom_fields".into(), other);
+                Map::new()
+            }
+            None => Map::new(),
+        };
+        if sent.contains_key("email") {
+            sent.insert("email".into(), Value::String(email.clone()));
+        }
         let contact = self.contacts.entry(email).or_insert_with(|| Contact {
             id,
             fields: Map::new(),
             custom_fields: Map::new(),
             list_ids: BTreeSet::new(),
         });
-        for (k, v) in sent {
-            match v {
-                _ if k == "email" => {
-                    contact.fields.insert(k, written.clone());
-                }
-                Value::Object(custom) if k == "custom_fields" => {
-                    contact.custom_fields.extend(custom)
-                }
-                v => {
-                    contact.fields.insert(k, v);
-                }
-            }
-        }
+        // Later values win; into an empty map (a new contact) the maps are moved whole.
+        contact.fields.append(&mut sent);
+        contact.custom_fields.append(&mut custom);
         contact.list_ids.extend(list_ids.iter().cloned());
         new
     }

@@ -19,7 +19,7 @@ pub struct Known {
 #[derive(Debug, Clone)]
 struct KnownEntry {
     hash: u64,
-    lists: String,
+    lists: Arc<str>,
     seen: bool,
 }
 
@@ -80,7 +80,7 @@ pub struct Diff {
 
 struct Inner {
     known: Known,
-    lists: String,
+    lists: Arc<str>,
     full_refresh: bool,
     counts: DiffCounts,
 }
@@ -113,9 +113,9 @@ impl Diff {
     }
 
     /// Known contacts the run never saw, with the lists they were sent to, by email.
-    pub fn leavers(&self) -> Vec<(String, String)> {
+    pub fn leavers(&self) -> Vec<(String, Arc<str>)> {
         let inner = self.lock();
-        let mut out: Vec<(String, String)> = inner
+        let mut out: Vec<(String, Arc<str>)> = inner
             .known
             .entries
             .iter()
@@ -209,7 +209,7 @@ mod tests {
                 unchanged: 2
             }
         );
-        assert_eq!(diff.leavers(), [("d@x.io".to_string(), "l1".to_string())]);
+        assert_eq!(diff.leavers(), [("d@x.io".to_string(), "l1".into())]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod report;
 mod snapshot;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use diff::{Diff, DiffCounts, Known};
 pub use journal::{JournalBatch, JournalWriter, read_journal, rewrite_journal};
@@ -107,11 +108,11 @@ pub fn parse_hash(text: &str) -> Option<u64> {
 }
 
 /// List ids as the state compares them: sorted, comma-separated.
-pub fn list_key(list_ids: &[String]) -> String {
+pub fn list_key(list_ids: &[String]) -> Arc<str> {
     let mut ids: Vec<&str> = list_ids.iter().map(String::as_str).collect();
     ids.sort_unstable();
     ids.dedup();
-    ids.join(",")
+    ids.join(",").into()
 }
 
 /// The paths of one export's state.
@@ -169,7 +170,7 @@ mod tests {
     #[test]
     fn list_keys_ignore_order_and_repeats() {
         let a = list_key(&["b".into(), "a".into(), "b".into()]);
-        assert_eq!(a, "a,b");
+        assert_eq!(&*a, "a,b");
         assert_eq!(a, list_key(&["a".into(), "b".into()]));
     }
 

@@ -10,7 +10,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::{StateError, io, parse_hash};
@@ -26,7 +26,7 @@ pub struct Entry {
     /// Hash of the mapped fields last accepted.
     pub hash: u64,
     /// The lists it was upserted to, as [`crate::list_key`] writes them.
-    pub lists: String,
+    pub lists: Arc<str>,
     /// When it was accepted (Unix seconds).
     pub synced_at: i64,
 }
@@ -97,6 +97,14 @@ impl Snapshot {
                 .unwrap_or_default(),
         };
         let mut entries = HashMap::new();
+        // Most contacts share their lists: one string per distinct value.
+        let mut last: Arc<str> = Arc::from("");
+        let mut shared = |lists: &str| {
+            if *last != *lists {
+                last = Arc::from(lists);
+            }
+            last.clone()
+        };
         let reader = builder.build().map_err(|e| corrupt(e.to_string()))?;
         for batch in reader {
             let batch = batch.map_err(|e| corrupt(e.to_string()))?;
@@ -127,9 +135,9 @@ impl Snapshot {
                     Entry {
                         hash: h,
                         lists: if lists.is_valid(row) {
-                            lists.value(row).to_owned()
+                            shared(lists.value(row))
                         } else {
-                            String::new()
+                            shared("")
                         },
                         synced_at: if synced.is_valid(row) {
                             synced.value(row)
@@ -166,6 +174,8 @@ impl Snapshot {
             // Emails and hashes are unique: a dictionary would only be built to be dropped.
             .set_column_dictionary_enabled(ColumnPath::from("email"), false)
             .set_column_dictionary_enabled(ColumnPath::from("fields_hash"), false)
+            // The snapshot is always read whole: statistics would only cost time.
+            .set_statistics_enabled(EnabledStatistics::None)
             .build();
         pipeline_sink::private_fs::replace_private_file(path, |file| {
             let to_io = |e: parquet::errors::ParquetError| std::io::Error::other(e.to_string());
@@ -178,7 +188,7 @@ impl Snapshot {
                         Arc::new(StringArray::from_iter_values(chunk.iter().map(|r| r.0))),
                         Arc::new(hashes(chunk)),
                         Arc::new(StringArray::from_iter_values(
-                            chunk.iter().map(|r| r.1.lists.as_str()),
+                            chunk.iter().map(|r| &*r.1.lists),
                         )),
                         Arc::new(
                             TimestampSecondArray::from_iter_values(
