@@ -267,7 +267,7 @@ async fn upsert(
         let body = json!({"errors": problems.iter().map(|(f, m)| json!({"field": f, "message": m})).collect::<Vec<_>>()});
         return answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, body);
     }
-    let list_ids: Vec<String> = request
+    let list_ids: Arc<[String]> = request
         .get("list_ids")
         .and_then(Value::as_array)
         .map(|a| {
@@ -276,11 +276,15 @@ async fn upsert(
                 .collect()
         })
         .unwrap_or_default();
-    let contacts: Vec<Map<String, Value>> = match request.remove("contacts") {
+    // Each contact with its email as SendGrid keys it: lower-cased.
+    let contacts: Vec<(String, Map<String, Value>)> = match request.remove("contacts") {
         Some(Value::Array(contacts)) => contacts
             .into_iter()
             .filter_map(|c| match c {
-                Value::Object(c) => Some(c),
+                Value::Object(c) => {
+                    let email = c.get("email").and_then(Value::as_str).unwrap_or_default();
+                    Some((email.to_lowercase(), c))
+                }
                 _ => None,
             })
             .collect(),
@@ -288,8 +292,8 @@ async fn upsert(
     };
     let upserted = contacts
         .iter()
-        .map(|c| Upserted {
-            email: c["email"].as_str().unwrap_or_default().to_lowercase(),
+        .map(|(email, _)| Upserted {
+            email: email.clone(),
             list_ids: list_ids.clone(),
         })
         .collect();
@@ -365,6 +369,11 @@ fn max_chars(field: &str) -> Option<usize> {
         "postal_code" | "phone_number_id" => None,
         _ => None,
     }
+}
+
+/// Whether `text` has more than `max` characters; no count when its bytes already fit.
+fn longer_than(text: &str, max: usize) -> bool {
+    text.len() > max && text.chars().count() > max
 }
 
 const RESERVED: [&str; 14] = [
@@ -443,7 +452,7 @@ fn validate_upsert(
                     Some(a)
                         if a.len() <= 5
                             && a.iter()
-                                .all(|e| e.as_str().is_some_and(|e| e.chars().count() <= 254)) => {}
+                                .all(|e| e.as_str().is_some_and(|e| !longer_than(e, 254))) => {}
                     _ => out.push((at(key), "must be at most 5 email addresses".into())),
                 },
                 "custom_fields" => match value.as_object() {
@@ -472,9 +481,7 @@ fn validate_upsert(
                 },
                 field => match value.as_str() {
                     Some(text) => {
-                        if let Some(max) =
-                            max_chars(field).filter(|max| text.chars().count() > *max)
-                        {
+                        if let Some(max) = max_chars(field).filter(|max| longer_than(text, *max)) {
                             out.push((
                                 at(field),
                                 format!("length must be less than or equal to {max}"),

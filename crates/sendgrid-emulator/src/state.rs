@@ -1,7 +1,9 @@
 //! The emulator's account: keys, lists, contacts, custom fields, import jobs, scripted
 //! faults and the request log.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -106,7 +108,24 @@ impl Faults {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upserted {
     pub email: String,
-    pub list_ids: Vec<String>,
+    /// The request's list ids, shared by its contacts.
+    #[serde(with = "shared")]
+    pub list_ids: Arc<[String]>,
+}
+
+/// (De)serialises a shared slice as a plain sequence.
+mod shared {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(ids: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {
+        ids[..].serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[String]>, D::Error> {
+        Vec::<String>::deserialize(d).map(Arc::from)
+    }
 }
 
 /// One request as the emulator saw it.
@@ -154,9 +173,9 @@ pub enum JobEnd {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub created: Instant,
-    pub list_ids: Vec<String>,
-    /// The contacts to apply; emptied when the job ends.
-    pub contacts: Vec<Map<String, Value>>,
+    pub list_ids: Arc<[String]>,
+    /// The contacts to apply, by lower-cased email; emptied when the job ends.
+    pub contacts: Vec<(String, Map<String, Value>)>,
     /// How many contacts the upsert held.
     pub requested: usize,
     pub end: JobEnd,
@@ -177,6 +196,35 @@ pub struct State {
     pub log: Vec<LoggedRequest>,
     rate_window: (Instant, u32),
     next_id: u64,
+}
+
+/// A UUID-shaped id from the clock and `n`, the account's id counter.
+fn uuid(n: u64) -> String {
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let a = mix(seed ^ n);
+    let b = mix(a ^ n.rotate_left(17));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        b >> 52,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// Sets `sent` over `into`: later values win. A new contact's empty map takes `sent` whole;
+/// a known one is updated key by key (appending would rebuild its whole map).
+fn merge(into: &mut Map<String, Value>, sent: Map<String, Value>) {
+    if into.is_empty() {
+        *into = sent;
+    } else {
+        for (k, v) in sent {
+            into.insert(k, v);
+        }
+    }
 }
 
 impl State {
@@ -204,20 +252,7 @@ impl State {
     /// A fresh UUID-shaped id.
     pub fn uuid(&mut self) -> String {
         self.next_id += 1;
-        let n = self.next_id;
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let a = mix(seed ^ n);
-        let b = mix(a ^ n.rotate_left(17));
-        format!(
-            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xfff,
-            b >> 52,
-            b & 0xffff_ffff_ffff
-        )
+        uuid(self.next_id)
     }
 
     pub fn add_field(&mut self, name: String, field_type: String) -> FieldDef {
@@ -276,12 +311,7 @@ impl State {
             let status = match &end {
                 JobEnd::Fail => "failed",
                 JobEnd::Complete | JobEnd::Error(_) => {
-                    for c in contacts {
-                        let email = c
-                            .get("email")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_lowercase();
+                    for (email, c) in contacts {
                         if matches!(&end, JobEnd::Error(bad) if bad.contains(&email)) {
                             errored += 1;
                             errors.push((email, "email address is undeliverable".to_owned()));
@@ -304,10 +334,8 @@ impl State {
 
     /// Inserts or updates a contact; true when it was new.
     fn upsert(&mut self, email: String, mut sent: Map<String, Value>, list_ids: &[String]) -> bool {
-        let new = !self.contacts.contains_key(&email);
-        let id = if new { self.uuid() } else { String::new() };
         // Custom fields merge into their own map; the email is kept as imported (lower case).
-        let mut custom = match sent.remove("custom_fields") {
+        let custom = match sent.remove("custom_fields") {
             Some(Value::Object(custom)) => custom,
             Some(other) => {
                 sent.insert("custom_fields".into(), other);
@@ -318,16 +346,26 @@ impl State {
         if sent.contains_key("email") {
             sent.insert("email".into(), Value::String(email.clone()));
         }
-        let contact = self.contacts.entry(email).or_insert_with(|| Contact {
-            id,
-            fields: Map::new(),
-            custom_fields: Map::new(),
-            list_ids: BTreeSet::new(),
-        });
-        // Later values win; into an empty map (a new contact) the maps are moved whole.
-        contact.fields.append(&mut sent);
-        contact.custom_fields.append(&mut custom);
-        contact.list_ids.extend(list_ids.iter().cloned());
+        let (contact, new) = match self.contacts.entry(email) {
+            Entry::Occupied(known) => (known.into_mut(), false),
+            Entry::Vacant(slot) => {
+                self.next_id += 1;
+                let contact = Contact {
+                    id: uuid(self.next_id),
+                    fields: Map::new(),
+                    custom_fields: Map::new(),
+                    list_ids: BTreeSet::new(),
+                };
+                (slot.insert(contact), true)
+            }
+        };
+        merge(&mut contact.fields, sent);
+        merge(&mut contact.custom_fields, custom);
+        for id in list_ids {
+            if !contact.list_ids.contains(id) {
+                contact.list_ids.insert(id.clone());
+            }
+        }
         new
     }
 
