@@ -198,8 +198,10 @@ pub struct State {
     next_id: u64,
 }
 
-/// A UUID-shaped id from the clock and `n`, the account's id counter.
-fn uuid(n: u64) -> String {
+/// A fresh UUID-shaped id from the clock and the account's id counter, which it advances.
+fn next_uuid(counter: &mut u64) -> String {
+    *counter += 1;
+    let n = *counter;
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -251,8 +253,7 @@ impl State {
 
     /// A fresh UUID-shaped id.
     pub fn uuid(&mut self) -> String {
-        self.next_id += 1;
-        uuid(self.next_id)
+        next_uuid(&mut self.next_id)
     }
 
     pub fn add_field(&mut self, name: String, field_type: String) -> FieldDef {
@@ -349,9 +350,8 @@ impl State {
         let (contact, new) = match self.contacts.entry(email) {
             Entry::Occupied(known) => (known.into_mut(), false),
             Entry::Vacant(slot) => {
-                self.next_id += 1;
                 let contact = Contact {
-                    id: uuid(self.next_id),
+                    id: next_uuid(&mut self.next_id),
                     fields: Map::new(),
                     custom_fields: Map::new(),
                     list_ids: BTreeSet::new(),
