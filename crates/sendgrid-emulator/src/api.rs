@@ -11,9 +11,11 @@ use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::DropConnection;
+use crate::fields::{ContactFields, RESERVED, UpsertRequest};
 use crate::state::{
     Contact, Fault, Faults, FieldDef, Job, JobEnd, KeyConfig, List, LoggedRequest,
     State as Account, Upserted, unix_now,
@@ -242,16 +244,6 @@ async fn upsert(
             errors(None, "request body too large"),
         );
     }
-    let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(&body) else {
-        return answer(
-            &app,
-            &method,
-            path,
-            rate,
-            StatusCode::BAD_REQUEST,
-            errors(None, "invalid JSON body"),
-        );
-    };
     // Checked outside the lock, so a large body does not hold up the imports.
     let (fields, poisoned, poisoned_without_index) = {
         let account = app.lock();
@@ -262,34 +254,55 @@ async fn upsert(
             faults.poisoned_without_index,
         )
     };
-    let problems = validate_upsert(&fields, &poisoned, poisoned_without_index, &request);
-    if !problems.is_empty() {
-        let body = json!({"errors": problems.iter().map(|(f, m)| json!({"field": f, "message": m})).collect::<Vec<_>>()});
-        return answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, body);
-    }
-    let list_ids: Arc<[String]> = request
-        .get("list_ids")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    // Each contact with its email as SendGrid keys it: lower-cased.
-    let contacts: Vec<(String, Map<String, Value>)> = match request.remove("contacts") {
-        Some(Value::Array(contacts)) => contacts
-            .into_iter()
-            .filter_map(|c| match c {
-                Value::Object(c) => {
-                    let email = c.get("email").and_then(Value::as_str).unwrap_or_default();
-                    Some((email.to_lowercase(), c))
+    // A well-formed body is parsed once, into the contacts' fields; any other goes through
+    // `Value`, which names every problem.
+    let request = match serde_json::from_slice::<UpsertRequest>(&body) {
+        Ok(request) if well_formed(&fields, &poisoned, &request) => request,
+        _ => {
+            let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
+                return answer(
+                    &app,
+                    &method,
+                    path,
+                    rate,
+                    StatusCode::BAD_REQUEST,
+                    errors(None, "invalid JSON body"),
+                );
+            };
+            let problems = validate_upsert(&fields, &poisoned, poisoned_without_index, &request);
+            if !problems.is_empty() {
+                let body = json!({"errors": problems.iter().map(|(f, m)| json!({"field": f, "message": m})).collect::<Vec<_>>()});
+                return answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, body);
+            }
+            // Valid, yet not parsed above (a repeated top-level name, say).
+            match UpsertRequest::deserialize(Value::Object(request)) {
+                Ok(request) => request,
+                Err(e) => {
+                    return answer(
+                        &app,
+                        &method,
+                        path,
+                        rate,
+                        StatusCode::BAD_REQUEST,
+                        errors(None, &e.to_string()),
+                    );
                 }
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
+            }
+        }
     };
+    let list_ids: Arc<[String]> = request.list_ids.into();
+    // Each contact with its email as SendGrid keys and keeps it: lower-cased.
+    let contacts: Vec<(String, ContactFields)> = request
+        .contacts
+        .into_iter()
+        .map(|mut c| {
+            let email = c.email().unwrap_or_default().to_lowercase();
+            if c.email() != Some(email.as_str()) {
+                c.text[0] = Some(email.as_str().into());
+            }
+            (email, c)
+        })
+        .collect();
     let upserted = contacts
         .iter()
         .map(|(email, _)| Upserted {
@@ -376,22 +389,59 @@ fn longer_than(text: &str, max: usize) -> bool {
     text.len() > max && text.chars().count() > max
 }
 
-const RESERVED: [&str; 14] = [
-    "email",
-    "first_name",
-    "last_name",
-    "address_line_1",
-    "address_line_2",
-    "alternate_emails",
-    "city",
-    "state_province_region",
-    "postal_code",
-    "country",
-    "phone_number_id",
-    "external_id",
-    "anonymous_id",
-    "custom_fields",
-];
+/// Why SendGrid would refuse reserved text field `field` holding `text`, if it would.
+fn text_problem(field: &str, text: &str) -> Option<String> {
+    max_chars(field)
+        .filter(|max| longer_than(text, *max))
+        .map(|max| format!("length must be less than or equal to {max}"))
+}
+
+/// Whether the alternate emails are at most five addresses of at most 254 characters.
+fn alternates_ok<'a>(mut emails: impl ExactSizeIterator<Item = Option<&'a str>>) -> bool {
+    emails.len() <= 5 && emails.all(|e| e.is_some_and(|e| !longer_than(e, 254)))
+}
+
+/// Why SendGrid would refuse custom field `id` holding `value`, if it would.
+fn custom_problem(fields: &[FieldDef], id: &str, value: &Value) -> Option<String> {
+    match fields.iter().find(|f| f.id == id) {
+        None => Some(format!("custom field ID {id} does not exist")),
+        Some(def) if def.field_type == "Number" && !value.is_number() => {
+            Some("must be a number".into())
+        }
+        Some(def) if def.field_type != "Number" && !value.is_string() => {
+            Some("must be a string".into())
+        }
+        Some(_) => None,
+    }
+}
+
+fn email_ok(email: &str) -> bool {
+    email.split_once('@').is_some_and(|(l, d)| {
+        !l.is_empty() && d.contains('.') && !d.contains('@') && !email.contains(' ')
+    })
+}
+
+fn is_poisoned(poisoned: &BTreeSet<String>, email: &str) -> bool {
+    !poisoned.is_empty() && poisoned.contains(&email.to_lowercase())
+}
+
+/// Whether a parsed request breaks none of the rules [`validate_upsert`] reports.
+fn well_formed(fields: &[FieldDef], poisoned: &BTreeSet<String>, request: &UpsertRequest) -> bool {
+    request.list_ids.iter().all(|id| is_uuid(id))
+        && (1..=MAX_CONTACTS).contains(&request.contacts.len())
+        && request.contacts.iter().all(|c| {
+            c.email()
+                .is_some_and(|e| email_ok(e) && !is_poisoned(poisoned, e))
+                && c.texts()
+                    .all(|(field, text)| text_problem(field, text).is_none())
+                && c.alternate_emails
+                    .as_ref()
+                    .is_none_or(|a| alternates_ok(a.iter().map(|e| Some(e.as_str()))))
+                && c.custom
+                    .iter()
+                    .all(|(id, value)| custom_problem(fields, id, value).is_none())
+        })
+}
 
 /// Every problem with an upsert request, as (field, message).
 fn validate_upsert(
@@ -449,31 +499,14 @@ fn validate_upsert(
             }
             match key.as_str() {
                 "alternate_emails" => match value.as_array() {
-                    Some(a)
-                        if a.len() <= 5
-                            && a.iter()
-                                .all(|e| e.as_str().is_some_and(|e| !longer_than(e, 254))) => {}
+                    Some(a) if alternates_ok(a.iter().map(Value::as_str)) => {}
                     _ => out.push((at(key), "must be at most 5 email addresses".into())),
                 },
                 "custom_fields" => match value.as_object() {
                     Some(custom) => {
                         for (id, v) in custom {
-                            match fields.iter().find(|f| &f.id == id) {
-                                None => out.push((
-                                    at(&format!("custom_fields.{id}")),
-                                    format!("custom field ID {id} does not exist"),
-                                )),
-                                Some(def) if def.field_type == "Number" && !v.is_number() => out
-                                    .push((
-                                        at(&format!("custom_fields.{id}")),
-                                        "must be a number".into(),
-                                    )),
-                                Some(def) if def.field_type != "Number" && !v.is_string() => out
-                                    .push((
-                                        at(&format!("custom_fields.{id}")),
-                                        "must be a string".into(),
-                                    )),
-                                Some(_) => {}
+                            if let Some(message) = custom_problem(fields, id, v) {
+                                out.push((at(&format!("custom_fields.{id}")), message));
                             }
                         }
                     }
@@ -481,11 +514,8 @@ fn validate_upsert(
                 },
                 field => match value.as_str() {
                     Some(text) => {
-                        if let Some(max) = max_chars(field).filter(|max| longer_than(text, *max)) {
-                            out.push((
-                                at(field),
-                                format!("length must be less than or equal to {max}"),
-                            ));
+                        if let Some(message) = text_problem(field, text) {
+                            out.push((at(field), message));
                         }
                     }
                     None => out.push((at(field), "must be a string".into())),
@@ -494,20 +524,17 @@ fn validate_upsert(
         }
         match contact.get("email").and_then(Value::as_str) {
             None => out.push((at("email"), "is required".into())),
-            Some(email) => {
-                let valid = email.split_once('@').is_some_and(|(l, d)| {
-                    !l.is_empty() && d.contains('.') && !d.contains('@') && !email.contains(' ')
-                });
-                if !valid {
-                    out.push((at("email"), "must be a valid email address".into()));
-                } else if !poisoned.is_empty() && poisoned.contains(&email.to_lowercase()) {
-                    if poisoned_without_index {
-                        poisoned_unnamed = true;
-                    } else {
-                        out.push((at("email"), "email address is not accepted".into()));
-                    }
+            Some(email) if !email_ok(email) => {
+                out.push((at("email"), "must be a valid email address".into()));
+            }
+            Some(email) if is_poisoned(poisoned, email) => {
+                if poisoned_without_index {
+                    poisoned_unnamed = true;
+                } else {
+                    out.push((at("email"), "email address is not accepted".into()));
                 }
             }
+            Some(_) => {}
         }
     }
     if poisoned_unnamed {
@@ -626,11 +653,11 @@ async fn search_emails(
 }
 
 fn contact_json(c: &crate::state::Contact) -> Value {
-    let mut v = Value::Object(c.fields.clone());
+    let mut v = Value::Object(c.fields.reserved_json());
     v["id"] = json!(c.id);
     v["list_ids"] = json!(c.list_ids);
     v["segment_ids"] = json!([]);
-    v["custom_fields"] = Value::Object(c.custom_fields.clone());
+    v["custom_fields"] = Value::Object(c.fields.custom.clone());
     v["created_at"] = json!("2026-01-01T00:00:00Z");
     v["updated_at"] = json!("2026-01-01T00:00:00Z");
     v
@@ -884,10 +911,11 @@ pub(crate) fn inspection(account: &mut Account) -> Value {
                 .map(|(_, c)| c)
                 .filter(|c| c.list_ids.contains(id))
                 .map(|c| {
-                    let mut v = Value::Object(c.fields.clone());
-                    if !c.custom_fields.is_empty() {
+                    let mut v = Value::Object(c.fields.reserved_json());
+                    if !c.fields.custom.is_empty() {
                         let by_name: Map<String, Value> = c
-                            .custom_fields
+                            .fields
+                            .custom
                             .iter()
                             .map(|(fid, value)| {
                                 let name = account

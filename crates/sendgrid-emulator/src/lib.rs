@@ -8,6 +8,7 @@
 //! `sendgrid-emulator` binary runs it standalone.
 
 mod api;
+mod fields;
 mod state;
 
 use std::io;

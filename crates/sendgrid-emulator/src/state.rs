@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+
+use crate::fields::ContactFields;
 
 /// An API key the emulator accepts, and its scopes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,13 +142,11 @@ pub struct LoggedRequest {
 }
 
 /// A stored contact.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Contact {
     pub id: String,
-    /// Reserved fields as sent (email included).
-    pub fields: Map<String, Value>,
-    /// Custom fields by id.
-    pub custom_fields: Map<String, Value>,
+    /// The fields as sent; the email as imported (lower case).
+    pub(crate) fields: ContactFields,
     pub list_ids: BTreeSet<String>,
 }
 
@@ -175,7 +174,7 @@ pub struct Job {
     pub created: Instant,
     pub list_ids: Arc<[String]>,
     /// The contacts to apply, by lower-cased email; emptied when the job ends.
-    pub contacts: Vec<(String, Map<String, Value>)>,
+    pub(crate) contacts: Vec<(String, ContactFields)>,
     /// How many contacts the upsert held.
     pub requested: usize,
     pub end: JobEnd,
@@ -215,18 +214,6 @@ fn next_uuid(counter: &mut u64) -> String {
         b >> 52,
         b & 0xffff_ffff_ffff
     )
-}
-
-/// Sets `sent` over `into`: later values win. A new contact's empty map takes `sent` whole;
-/// a known one is updated key by key (appending would rebuild its whole map).
-fn merge(into: &mut Map<String, Value>, sent: Map<String, Value>) {
-    if into.is_empty() {
-        *into = sent;
-    } else {
-        for (k, v) in sent {
-            into.insert(k, v);
-        }
-    }
 }
 
 impl State {
@@ -334,33 +321,22 @@ impl State {
     }
 
     /// Inserts or updates a contact; true when it was new.
-    fn upsert(&mut self, email: String, mut sent: Map<String, Value>, list_ids: &[String]) -> bool {
-        // Custom fields merge into their own map; the email is kept as imported (lower case).
-        let custom = match sent.remove("custom_fields") {
-            Some(Value::Object(custom)) => custom,
-            Some(other) => {
-                sent.insert("custom_fields".into(), other);
-                Map::new()
-            }
-            None => Map::new(),
-        };
-        if sent.contains_key("email") {
-            sent.insert("email".into(), Value::String(email.clone()));
-        }
+    fn upsert(&mut self, email: String, sent: ContactFields, list_ids: &[String]) -> bool {
         let (contact, new) = match self.contacts.entry(email) {
-            Entry::Occupied(known) => (known.into_mut(), false),
+            Entry::Occupied(known) => {
+                let contact = known.into_mut();
+                contact.fields.update(sent);
+                (contact, false)
+            }
             Entry::Vacant(slot) => {
                 let contact = Contact {
                     id: next_uuid(&mut self.next_id),
-                    fields: Map::new(),
-                    custom_fields: Map::new(),
+                    fields: sent,
                     list_ids: BTreeSet::new(),
                 };
                 (slot.insert(contact), true)
             }
         };
-        merge(&mut contact.fields, sent);
-        merge(&mut contact.custom_fields, custom);
         for id in list_ids {
             if !contact.list_ids.contains(id) {
                 contact.list_ids.insert(id.clone());
