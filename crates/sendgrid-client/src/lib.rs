@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use pipeline_spec::{ApiKey, is_loopback_http};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -73,10 +74,36 @@ pub struct Stats {
     pub rate_limited: u64,
 }
 
+/// The HTTP client, built on a thread of its own: loading the system's CA certificates
+/// takes milliseconds that the export's query can use meanwhile.
+#[derive(Clone)]
+struct Http(Shared<BoxFuture<'static, Result<reqwest::Client, Arc<str>>>>);
+
+impl Http {
+    fn build(builder: reqwest::ClientBuilder) -> Self {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(builder.build().map_err(|e| Arc::from(e.to_string())));
+        });
+        let built = async move {
+            rx.await
+                .unwrap_or_else(|_| Err(Arc::from("its builder thread stopped")))
+        };
+        Self(built.boxed().shared())
+    }
+
+    async fn get(&self) -> Result<reqwest::Client, ClientError> {
+        self.0
+            .clone()
+            .await
+            .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))
+    }
+}
+
 /// A client for one account.
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    http: Http,
     base: String,
     key: ApiKey,
     policy: RetryPolicy,
@@ -110,12 +137,12 @@ impl Client {
         }
         // The TLS crypto provider is chosen once per process; a second install is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("pipeline/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let http = Http::build(
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout.min(Duration::from_secs(10)))
+                .user_agent(concat!("pipeline/", env!("CARGO_PKG_VERSION"))),
+        );
         Ok(Self {
             http,
             base,
@@ -147,6 +174,7 @@ impl Client {
         body: Option<Bytes>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let url = format!("{}{path}", self.base);
+        let http = self.http.get().await?;
         let (mut attempts, mut rate_limited) = (0u32, 0u32);
         loop {
             if let Some(at) = *self.not_before.lock().await {
@@ -154,8 +182,7 @@ impl Client {
             }
             attempts += 1;
             self.count(|s| s.requests += 1);
-            let mut request = self
-                .http
+            let mut request = http
                 .request(method.clone(), &url)
                 .bearer_auth(self.key.expose())
                 .header("accept", "application/json");
@@ -386,7 +413,7 @@ impl Client {
 
     /// Downloads an import job's errors file. The key is sent only to the API's own host.
     pub async fn fetch_errors(&self, url: &str) -> Result<String, ClientError> {
-        let mut request = self.http.get(url);
+        let mut request = self.http.get().await?.get(url);
         if url.starts_with(&format!("{}/", self.base)) {
             request = request.bearer_auth(self.key.expose());
         }
