@@ -216,13 +216,17 @@ impl Emails {
     }
 }
 
-/// A candidate contact: its whole order key (prefix then rest), the length of the prefix,
-/// its email and its place in the heap.
+/// A candidate contact: where its whole order key (prefix then rest) is in the key arena,
+/// the length of the prefix, its email and its place in the heap.
 struct Slot {
-    key: Box<[u8]>,
-    email: [u64; 2],
+    /// The key's space in the arena: it starts at `at` and holds `cap` bytes, of which
+    /// the key fills the first `len`.
+    at: usize,
+    cap: u32,
+    len: u32,
     prefix_len: u32,
     heap_at: u32,
+    email: [u64; 2],
 }
 
 impl Slot {
@@ -230,8 +234,64 @@ impl Slot {
         (u128::from(self.email[0]) << 64) | u128::from(self.email[1])
     }
 
-    fn prefix(&self) -> &[u8] {
-        &self.key[..self.prefix_len as usize]
+    fn key<'a>(&self, keys: &'a [u8]) -> &'a [u8] {
+        &keys[self.at..self.at + self.len as usize]
+    }
+}
+
+/// The candidates' keys end to end, in one allocation: no allocation per candidate, and
+/// none left behind between the query's buffers. A slot's new key is written over its
+/// old one when it fits; otherwise it goes at the end, and once the space left behind
+/// outgrows the keys in use, the keys are moved together.
+#[derive(Default)]
+struct KeyArena {
+    bytes: Vec<u8>,
+    /// Bytes no slot uses.
+    unused: usize,
+}
+
+impl KeyArena {
+    /// Writes `prefix` then `rest` as `slot`'s key, among `slots`.
+    fn set(&mut self, slots: &mut [Slot], slot: usize, prefix: &[u8], rest: &[u8]) {
+        let len = prefix.len() + rest.len();
+        let old = slots[slot].len as usize;
+        if len <= slots[slot].cap as usize {
+            self.unused = self.unused + old - len;
+        } else {
+            // The old space is left behind; the new one, at the end, is all in use.
+            self.unused += old;
+            slots[slot].len = 0;
+            if self.unused > self.bytes.len() / 2 {
+                self.compact(slots);
+            }
+            let s = &mut slots[slot];
+            s.at = self.bytes.len();
+            s.cap = len as u32;
+            self.bytes.resize(s.at + len, 0);
+        }
+        let s = &mut slots[slot];
+        let (p, r) = self.bytes[s.at..s.at + len].split_at_mut(prefix.len());
+        p.copy_from_slice(prefix);
+        r.copy_from_slice(rest);
+        s.len = len as u32;
+        s.prefix_len = prefix.len() as u32;
+    }
+
+    /// Moves every key to the front, in place; each slot's space shrinks to its key.
+    fn compact(&mut self, slots: &mut [Slot]) {
+        let mut by_place: Vec<u32> = (0..slots.len() as u32).collect();
+        by_place.sort_unstable_by_key(|i| slots[*i as usize].at);
+        let mut end = 0;
+        for i in by_place {
+            let s = &mut slots[i as usize];
+            let len = s.len as usize;
+            self.bytes.copy_within(s.at..s.at + len, end);
+            s.at = end;
+            s.cap = s.len;
+            end += len;
+        }
+        self.bytes.truncate(end);
+        self.unused = 0;
     }
 }
 
@@ -241,6 +301,7 @@ pub(crate) struct Selector {
     emails: Emails,
     arena: Vec<u8>,
     slots: Vec<Slot>,
+    keys: KeyArena,
     /// Slot numbers in a binary heap, worst candidate on top; each slot knows its place.
     heap: Vec<u32>,
 }
@@ -252,6 +313,7 @@ impl Selector {
             emails: Emails::new(),
             arena: Vec::new(),
             slots: Vec::new(),
+            keys: KeyArena::default(),
             heap: Vec::new(),
         }
     }
@@ -310,7 +372,7 @@ impl Selector {
     /// True when `prefix` orders after the worst of `limit` candidates, so no row with it
     /// can enter them.
     fn beyond_limit(&self, prefix: &[u8]) -> bool {
-        self.heap.len() >= self.limit && prefix > self.slots[self.heap[0] as usize].prefix()
+        self.heap.len() >= self.limit && prefix > self.prefix_of(self.heap[0])
     }
 
     /// Offers a noted row, whole, as its email's contact.
@@ -318,17 +380,20 @@ impl Selector {
         let Some(entry) = self.emails.get_mut(email) else {
             return;
         };
-        let better = |slot: &Slot| cmp_joined(prefix, rest, &slot.key) == Ordering::Less;
+        let keys = &self.keys.bytes;
+        let better = |slot: &Slot| cmp_joined(prefix, rest, slot.key(keys)) == Ordering::Less;
         let slot = match entry.candidate {
             NO_CANDIDATE if self.heap.len() < self.limit => {
                 let slot = self.slots.len() as u32;
                 entry.candidate = slot;
                 self.heap.push(slot);
                 self.slots.push(Slot {
-                    key: Box::default(),
-                    email: [0; 2],
+                    at: 0,
+                    cap: 0,
+                    len: 0,
                     prefix_len: 0,
                     heap_at: self.heap.len() as u32 - 1,
+                    email: [0; 2],
                 });
                 slot
             }
@@ -348,10 +413,9 @@ impl Selector {
             current if better(&self.slots[current as usize]) => current,
             _ => return,
         };
+        self.keys.set(&mut self.slots, slot as usize, prefix, rest);
         let s = &mut self.slots[slot as usize];
-        s.key = prefix.iter().chain(rest).copied().collect();
         s.email = [(email >> 64) as u64, email as u64];
-        s.prefix_len = prefix.len() as u32;
         // A new slot sits at the bottom; a taken or improved one can only move down.
         let at = s.heap_at as usize;
         self.sift_up(at);
@@ -359,7 +423,12 @@ impl Selector {
     }
 
     fn key_at(&self, at: usize) -> &[u8] {
-        &self.slots[self.heap[at] as usize].key
+        self.slots[self.heap[at] as usize].key(&self.keys.bytes)
+    }
+
+    fn prefix_of(&self, slot: u32) -> &[u8] {
+        let s = &self.slots[slot as usize];
+        &s.key(&self.keys.bytes)[..s.prefix_len as usize]
     }
 
     fn swap(&mut self, a: usize, b: usize) {
@@ -415,15 +484,18 @@ impl Selector {
 
     /// The kept contacts, in order.
     pub(crate) fn finish(self) -> Kept {
-        let mut kept: Vec<(Box<[u8]>, u32)> = self
-            .slots
+        let Self { slots, keys, .. } = self;
+        let keys = keys.bytes;
+        let mut reversed: Vec<(usize, u32, u32)> = slots
             .into_iter()
-            .map(|s| (s.key, s.prefix_len))
+            .map(|s| (s.at, s.len, s.prefix_len))
             .collect();
-        // Worst first, so each batch is cut off the end and its keys freed as it goes.
-        kept.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        // Worst first, so each batch is cut off the end.
+        let key = |(at, len, _): &(usize, u32, u32)| &keys[*at..*at + *len as usize];
+        reversed.sort_unstable_by(|a, b| key(b).cmp(key(a)));
         Kept {
-            reversed: kept,
+            keys,
+            reversed,
             truncated: 0,
         }
     }
@@ -431,8 +503,9 @@ impl Selector {
 
 /// The kept contacts, decoded a batch at a time.
 pub(crate) struct Kept {
-    /// Each contact's key and prefix length, worst first.
-    reversed: Vec<(Box<[u8]>, u32)>,
+    keys: Vec<u8>,
+    /// Each contact's key (where it starts, its length, its prefix's length), worst first.
+    reversed: Vec<(usize, u32, u32)>,
     /// Contacts decoded so far that had a field cut to SendGrid's length.
     pub(crate) truncated: u64,
 }
@@ -448,17 +521,19 @@ impl Kept {
             return None;
         }
         let at = self.reversed.len().saturating_sub(batch_size.max(1));
-        let chunk = self.reversed.split_off(at);
         let parser = encoders.rest.parser();
-        let rows = chunk
+        let keys = &self.keys;
+        let rows = self.reversed[at..]
             .iter()
             .rev()
-            .map(|(key, prefix_len)| parser.parse(&key[*prefix_len as usize..]));
+            .map(|(start, len, prefix_len)| {
+                parser.parse(&keys[start + *prefix_len as usize..start + *len as usize])
+            });
         let columns = match encoders.rest.convert_rows(rows) {
             Ok(columns) => columns,
             Err(e) => return Some(Err(e)),
         };
-        drop(chunk);
+        self.reversed.truncate(at);
         self.truncated += columns[encoders.truncated_slot].as_boolean().true_count() as u64;
         let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = encoders
             .field_slots
@@ -495,7 +570,7 @@ mod tests {
         let mut out: Vec<(u128, Vec<u8>)> = s
             .slots
             .iter()
-            .map(|c| (c.email(), c.key.to_vec()))
+            .map(|c| (c.email(), c.key(&s.keys.bytes).to_vec()))
             .collect();
         out.sort_by(|a, b| a.1.cmp(&b.1));
         (out, by_segment)
@@ -535,6 +610,50 @@ mod tests {
         let (none, by_segment) = kept(0, &rows);
         assert!(none.is_empty());
         assert_eq!(by_segment, vec![1, 3], "the cap does not change the counts");
+    }
+
+    #[test]
+    fn keys_of_any_length_survive_being_rewritten_and_moved_together() {
+        // Random rows whose rests change length, so keys are written over, moved to the
+        // end and compacted; the result must match choosing by brute force.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for limit in [1u64, 3, 8, 40] {
+            let mut s = Selector::new(limit);
+            let mut best: std::collections::BTreeMap<u128, Vec<u8>> = Default::default();
+            for _ in 0..2_000 {
+                let email = u128::from(next(50));
+                let prefix = vec![next(20) as u8];
+                // Ending with the email, as real keys hold it: two emails never tie.
+                let mut rest: Vec<u8> = (0..next(30)).map(|_| next(4) as u8).collect();
+                rest.push(email as u8);
+                if s.note(email, &prefix, 0).unwrap() {
+                    s.offer(email, &prefix, &rest);
+                }
+                let key: Vec<u8> = prefix.iter().chain(&rest).copied().collect();
+                let e = best.entry(email).or_insert_with(|| key.clone());
+                if key < *e {
+                    *e = key;
+                }
+            }
+            let mut expected: Vec<(u128, Vec<u8>)> = best.into_iter().collect();
+            expected.sort_by(|a, b| a.1.cmp(&b.1));
+            expected.truncate(limit as usize);
+            let mut got: Vec<(u128, Vec<u8>)> = s
+                .slots
+                .iter()
+                .map(|c| (c.email(), c.key(&s.keys.bytes).to_vec()))
+                .collect();
+            got.sort_by(|a, b| a.1.cmp(&b.1));
+            assert_eq!(got, expected, "limit {limit}");
+            let live: usize = s.slots.iter().map(|c| c.len as usize).sum();
+            assert_eq!(s.keys.bytes.len() - s.keys.unused, live, "limit {limit}");
+        }
     }
 
     #[test]
