@@ -239,10 +239,9 @@ impl Slot {
     }
 }
 
-/// The candidates' keys end to end, in one allocation: no allocation per candidate, and
-/// none left behind between the query's buffers. A slot's new key is written over its
-/// old one when it fits; otherwise it goes at the end, and once the space left behind
-/// outgrows the keys in use, the keys are moved together.
+/// The candidates' keys end to end, in one allocation rather than one per candidate. A
+/// slot's new key is written over its old one when it fits; otherwise it goes at the end,
+/// and once the space left behind outgrows the keys in use, the keys are moved together.
 #[derive(Default)]
 struct KeyArena {
     bytes: Vec<u8>,
@@ -484,7 +483,16 @@ impl Selector {
 
     /// The kept contacts, in order.
     pub(crate) fn finish(self) -> Kept {
-        let Self { slots, keys, .. } = self;
+        let Self {
+            slots,
+            keys,
+            emails,
+            arena,
+            heap,
+            ..
+        } = self;
+        // Only the kept keys are needed from here on.
+        drop((emails, arena, heap));
         let keys = keys.bytes;
         let mut reversed: Vec<(usize, u32, u32)> = slots
             .into_iter()
