@@ -11,7 +11,6 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use sendgrid_client::{ApiError, Client, ClientError, FieldType};
 use serde_json::Value;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -175,7 +174,7 @@ impl Sink for SendgridSink {
                 crate::encoder::MAX_BODY_BYTES,
             )
             .with_filter(self.filter.take(), &target.fields);
-            let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+            let concurrency = self.settings.concurrency.max(1);
             let mut tasks: JoinSet<Result<Uploaded, SinkError>> = JoinSet::new();
             let mut done = Uploaded::default();
             let mut ready: Vec<Body> = Vec::new();
@@ -197,18 +196,21 @@ impl Sink for SendgridSink {
                     }
                 }
                 for body in ready.drain(..) {
-                    let permit = permits.clone().acquire_owned().await.expect("never closed");
+                    // A body starts only when an upload has finished and succeeded: after
+                    // a failure nothing more is sent.
+                    while tasks.len() >= concurrency {
+                        let finished = tasks.join_next().await.expect("uploads in flight");
+                        absorb(&mut done, finished)?;
+                    }
+                    while let Some(finished) = tasks.try_join_next() {
+                        absorb(&mut done, finished)?;
+                    }
                     let client = self.client.clone();
                     let journal = self.journal.clone();
                     let list_ids = target.list_ids.clone();
                     tasks.spawn(async move {
-                        let result = upload(&client, body, &list_ids, journal.as_deref()).await;
-                        drop(permit);
-                        result
+                        upload(&client, body, &list_ids, journal.as_deref()).await
                     });
-                    while let Some(finished) = tasks.try_join_next() {
-                        absorb(&mut done, finished)?;
-                    }
                 }
                 if last {
                     break;
