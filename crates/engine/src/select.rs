@@ -575,13 +575,18 @@ mod tests {
             }
         }
         let by_segment = s.contacts_by_segment(2);
+        (candidates(&s), by_segment)
+    }
+
+    /// The candidates' emails and keys, by key.
+    fn candidates(s: &Selector) -> Vec<(u128, Vec<u8>)> {
         let mut out: Vec<(u128, Vec<u8>)> = s
             .slots
             .iter()
             .map(|c| (c.email(), c.key(&s.keys.bytes).to_vec()))
             .collect();
         out.sort_by(|a, b| a.1.cmp(&b.1));
-        (out, by_segment)
+        out
     }
 
     #[test]
@@ -652,13 +657,7 @@ mod tests {
             let mut expected: Vec<(u128, Vec<u8>)> = best.into_iter().collect();
             expected.sort_by(|a, b| a.1.cmp(&b.1));
             expected.truncate(limit as usize);
-            let mut got: Vec<(u128, Vec<u8>)> = s
-                .slots
-                .iter()
-                .map(|c| (c.email(), c.key(&s.keys.bytes).to_vec()))
-                .collect();
-            got.sort_by(|a, b| a.1.cmp(&b.1));
-            assert_eq!(got, expected, "limit {limit}");
+            assert_eq!(candidates(&s), expected, "limit {limit}");
             let live: usize = s.slots.iter().map(|c| c.len as usize).sum();
             assert_eq!(s.keys.bytes.len() - s.keys.unused, live, "limit {limit}");
         }

@@ -254,40 +254,10 @@ async fn upsert(
             faults.poisoned_without_index,
         )
     };
-    // A well-formed body is parsed once, into the contacts' fields; any other goes through
-    // `Value`, which names every problem.
-    let request = match serde_json::from_slice::<UpsertRequest>(&body) {
-        Ok(request) if well_formed(&fields, &poisoned, &request) => request,
-        _ => {
-            let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(&body) else {
-                return answer(
-                    &app,
-                    &method,
-                    path,
-                    rate,
-                    StatusCode::BAD_REQUEST,
-                    errors(None, "invalid JSON body"),
-                );
-            };
-            let problems = validate_upsert(&fields, &poisoned, poisoned_without_index, &request);
-            if !problems.is_empty() {
-                let body = json!({"errors": problems.iter().map(|(f, m)| json!({"field": f, "message": m})).collect::<Vec<_>>()});
-                return answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, body);
-            }
-            // Valid, yet not parsed above (a repeated top-level name, say).
-            match UpsertRequest::deserialize(Value::Object(request)) {
-                Ok(request) => request,
-                Err(e) => {
-                    return answer(
-                        &app,
-                        &method,
-                        path,
-                        rate,
-                        StatusCode::BAD_REQUEST,
-                        errors(None, &e.to_string()),
-                    );
-                }
-            }
+    let request = match parse_upsert(&body, &fields, &poisoned, poisoned_without_index) {
+        Ok(request) => request,
+        Err(problems) => {
+            return answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, problems);
         }
     };
     let list_ids: Arc<[String]> = request.list_ids.into();
@@ -441,6 +411,34 @@ fn well_formed(fields: &[FieldDef], poisoned: &BTreeSet<String>, request: &Upser
                     .iter()
                     .all(|(id, value)| custom_problem(fields, id, value).is_none())
         })
+}
+
+/// The upsert request in `body`, or the answer naming what is wrong with it. A well-formed
+/// body is parsed once, into the contacts' fields; any other goes through `Value`, which
+/// names every problem.
+fn parse_upsert(
+    body: &[u8],
+    fields: &[FieldDef],
+    poisoned: &BTreeSet<String>,
+    poisoned_without_index: bool,
+) -> Result<UpsertRequest, Value> {
+    match serde_json::from_slice::<UpsertRequest>(body) {
+        Ok(request) if well_formed(fields, poisoned, &request) => return Ok(request),
+        _ => {}
+    }
+    let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
+        return Err(errors(None, "invalid JSON body"));
+    };
+    let problems = validate_upsert(fields, poisoned, poisoned_without_index, &request);
+    if !problems.is_empty() {
+        let named: Vec<Value> = problems
+            .iter()
+            .map(|(f, m)| json!({"field": f, "message": m}))
+            .collect();
+        return Err(json!({ "errors": named }));
+    }
+    // Valid, yet not parsed above (a repeated top-level name, say).
+    UpsertRequest::deserialize(Value::Object(request)).map_err(|e| errors(None, &e.to_string()))
 }
 
 /// Every problem with an upsert request, as (field, message).

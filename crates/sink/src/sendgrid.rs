@@ -196,8 +196,9 @@ impl Sink for SendgridSink {
                     }
                 }
                 for body in ready.drain(..) {
-                    // A body starts only when an upload has finished and succeeded: after
-                    // a failure nothing more is sent.
+                    // A body starts only while fewer than `concurrency` uploads are in
+                    // flight and every finished one succeeded: after a failure nothing
+                    // more is sent.
                     while tasks.len() >= concurrency {
                         let finished = tasks.join_next().await.expect("uploads in flight");
                         absorb(&mut done, finished)?;
