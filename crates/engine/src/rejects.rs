@@ -1,9 +1,10 @@
 //! The rejects file: rejected rows as JSON lines in an owner-only file, in the export's
 //! order whatever order the query returned them in, then the rejects the sink reported.
 //!
-//! Rows are held with their order key and sorted at the end; past [`SPILL_BYTES`] the
+//! Rows are held with their order key and sorted at the end; past [`FIRST_SPILL_BYTES`] the
 //! held rows are sorted into a run file beside the rejects file and merged at the end, so
-//! a table of bad rows never has to fit in memory.
+//! a table of bad rows never has to fit in memory. Each run may be twice the one before, up
+//! to [`MAX_SPILL_BYTES`], so a few rejects cost little memory and many make few files.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -16,8 +17,10 @@ use serde::Serialize;
 
 use crate::error::EngineError;
 
-/// Held rejects past this size are sorted into a run file.
-const SPILL_BYTES: usize = 32 << 20;
+/// Held rejects past this size are sorted into the first run file.
+const FIRST_SPILL_BYTES: usize = 1 << 20;
+/// The largest run.
+const MAX_SPILL_BYTES: usize = 32 << 20;
 
 #[derive(Serialize)]
 pub(crate) struct Reject<'a> {
@@ -80,7 +83,7 @@ impl RejectsWriter {
             held: Vec::new(),
             held_bytes: 0,
             runs: Vec::new(),
-            spill_at: SPILL_BYTES,
+            spill_at: FIRST_SPILL_BYTES,
             sorted_out: false,
         })
     }
@@ -147,6 +150,7 @@ impl RejectsWriter {
                 source,
             })?;
         self.held_bytes = 0;
+        self.spill_at = (2 * self.spill_at).min(MAX_SPILL_BYTES);
         Ok(())
     }
 
@@ -305,7 +309,8 @@ mod tests {
         let mut w = RejectsWriter::create(dir.path(), "e").unwrap();
         w.spill_at = 64 << 10;
         let detail = "x".repeat(1024);
-        let n: usize = 3 * (64 << 10) / 1024 + 17;
+        // Runs of 64, 128 and 256 KiB, and the rest in memory.
+        let n: usize = 7 * (64 << 10) / 1024 + 17;
         for i in 0..n {
             let key = ((i * 7919) % n).to_be_bytes();
             let email = format!("{:08}", (i * 7919) % n);

@@ -21,7 +21,7 @@ use crate::plan::{ExportQuery, META_COLUMNS, meta};
 use crate::rejects::{Reject, RejectsWriter};
 use crate::rules::RejectReason;
 use crate::segments::query_only;
-use crate::select::{Encoders, Selector};
+use crate::select::{Encoders, KEYS_IN_MEMORY, Selector};
 
 /// What a selection keeps and writes.
 #[derive(Debug, Clone, Default)]
@@ -174,7 +174,7 @@ impl Engine {
             counts.rejected_emails = Some(Vec::new());
         }
         let encoders = Encoders::new(query, &stream.schema()).map_err(|e| exec(&e))?;
-        let mut selector = Selector::new(export.max_profiles);
+        let mut selector = Selector::new(export.max_profiles, KEYS_IN_MEMORY);
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| exec(&e))?;
             counts.absorb(&batch, query, &encoders, &mut selector, &mut rejects)?;
@@ -193,9 +193,11 @@ impl Engine {
         let exceeded = total > export.max_profiles && export.on_cap_exceeded == OnCapExceeded::Fail;
         if !exceeded {
             let batch_size = self.pipeline().file.engine.batch_size;
-            let mut kept = selector.finish();
+            let mut kept = selector
+                .finish()
+                .map_err(|e| e.into_engine(&query.export))?;
             while let Some(contacts) = kept.next_batch(&encoders, batch_size) {
-                let contacts = contacts.map_err(|e| exec(&e))?;
+                let contacts = contacts.map_err(|e| e.into_engine(&query.export))?;
                 match keep {
                     Keep::Buffer(all) => all.push(contacts),
                     // A closed channel means the sink stopped; its error is reported.
@@ -394,10 +396,7 @@ impl Counts {
                 let hash = xxhash_rust::xxh3::xxh3_128(email.value(row).as_bytes());
                 if selector
                     .note(hash, prefixes.row(row).data(), segment as u32)
-                    .map_err(|message| EngineError::Execution {
-                        export: query.export.clone(),
-                        message,
-                    })?
+                    .map_err(|e| e.into_engine(&query.export))?
                 {
                     needed.push(row as u32);
                     hashes.push(hash);
@@ -429,7 +428,9 @@ impl Counts {
             let row = row as usize;
             let (prefix, rest) = (prefixes.row(row), rests.row(i));
             if !reason.is_valid(row) {
-                selector.offer(hash, prefix.data(), rest.data());
+                selector
+                    .offer(hash, prefix.data(), rest.data())
+                    .map_err(|e| e.into_engine(&query.export))?;
                 continue;
             }
             let (key_text, raw, detail) = texts.expect("a rejected row");

@@ -11,17 +11,22 @@
 //! contacts, at most `max_profiles` of them, are kept whole. A row that cannot enter the
 //! candidates is never encoded past its prefix.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{SortOptions, take};
+use arrow::compute::{SortOptions, cast, take};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
 use arrow::row::{RowConverter, Rows, SortField};
 
+use crate::error::EngineError;
 use crate::plan::meta::{RAW_EMAIL, SEGMENT as SEG, TRUNCATED};
 use crate::plan::{ExportQuery, META_COLUMNS};
 
@@ -29,6 +34,8 @@ use crate::plan::{ExportQuery, META_COLUMNS};
 pub(crate) struct Encoders {
     prefix: RowConverter,
     prefix_columns: Vec<usize>,
+    /// The type the segment index is encoded as.
+    segment_type: DataType,
     rest: RowConverter,
     rest_columns: Vec<usize>,
     /// For each mapped field, its position among the rest columns.
@@ -62,8 +69,14 @@ impl Encoders {
                 },
             ));
         }
+        // The segment's index, as narrow as the export's segments allow.
         prefix_columns.push(SEG);
-        prefix_fields.push(sort_field(SEG, ascending));
+        let segment_type = if query.segments.len() <= usize::from(u16::MAX) {
+            DataType::UInt16
+        } else {
+            DataType::UInt32
+        };
+        prefix_fields.push(SortField::new_with_options(segment_type.clone(), ascending));
 
         let is_list = |column: usize| {
             matches!(
@@ -96,6 +109,7 @@ impl Encoders {
         Ok(Self {
             prefix: converter(prefix_fields)?,
             prefix_columns,
+            segment_type,
             rest: converter(rest_fields)?,
             rest_columns,
             field_slots,
@@ -106,11 +120,14 @@ impl Encoders {
 
     /// The prefix of every row of `batch`.
     pub(crate) fn prefixes(&self, batch: &RecordBatch) -> Result<Rows, ArrowError> {
-        let columns: Vec<ArrayRef> = self
+        let columns = self
             .prefix_columns
             .iter()
-            .map(|c| batch.column(*c).clone())
-            .collect();
+            .map(|c| match *c {
+                SEG => cast(batch.column(SEG), &self.segment_type),
+                c => Ok(batch.column(c).clone()),
+            })
+            .collect::<Result<Vec<ArrayRef>, ArrowError>>()?;
         self.prefix.convert_columns(&columns)
     }
 
@@ -126,17 +143,6 @@ impl Encoders {
             })
             .collect::<Result<Vec<ArrayRef>, ArrowError>>()?;
         self.rest.convert_columns(&columns)
-    }
-}
-
-/// Orders `prefix` followed by `rest` against `key`, without joining them.
-fn cmp_joined(prefix: &[u8], rest: &[u8], key: &[u8]) -> Ordering {
-    let n = prefix.len().min(key.len());
-    match prefix[..n].cmp(&key[..n]) {
-        // `key` ends inside `prefix`: it is a proper prefix of the joined bytes.
-        Ordering::Equal if n < prefix.len() => Ordering::Greater,
-        Ordering::Equal => rest.cmp(&key[n..]),
-        other => other,
     }
 }
 
@@ -216,17 +222,32 @@ impl Emails {
     }
 }
 
-/// A candidate contact: where its whole order key (prefix then rest) is in the key arena,
-/// the length of the prefix, its email and its place in the heap.
+/// Key bytes each candidate keeps in memory. Two keys almost always differ within them, so
+/// whole keys are read back only on ties.
+const HEAD: usize = 16;
+/// Candidates' keys stay in memory up to this size; past it they go to a temporary file, so
+/// a selection's memory does not grow with the keys of the contacts it keeps.
+pub(crate) const KEYS_IN_MEMORY: usize = 4 << 20;
+/// Candidates whose room is reserved up front.
+const RESERVED_SLOTS: u64 = 1 << 20;
+/// Once keys go to the file, they are written in chunks of this size.
+const WRITE_CHUNK: usize = 64 << 10;
+/// Keys read back for output: file reads closer than this are joined into one read...
+const READ_GAP: u64 = 4 << 10;
+/// ...of at most this size.
+const READ_SPAN: u64 = 1 << 20;
+
+/// A candidate contact: its email, its place in the heap, and its key (the first bytes
+/// here, the whole key in the [`KeyStore`]).
 struct Slot {
-    /// The key's space in the arena: it starts at `at` and holds `cap` bytes, of which
-    /// the key fills the first `len`.
-    at: usize,
-    cap: u32,
-    len: u32,
-    prefix_len: u32,
-    heap_at: u32,
     email: [u64; 2],
+    /// Where the key's record is in the store.
+    at: u64,
+    /// The key's length.
+    len: u32,
+    heap_at: u32,
+    /// The key's first bytes, zero after its end.
+    head: [u8; HEAD],
 }
 
 impl Slot {
@@ -234,63 +255,235 @@ impl Slot {
         (u128::from(self.email[0]) << 64) | u128::from(self.email[1])
     }
 
-    fn key<'a>(&self, keys: &'a [u8]) -> &'a [u8] {
-        &keys[self.at..self.at + self.len as usize]
+    fn head(&self) -> &[u8] {
+        &self.head[..(self.len as usize).min(HEAD)]
+    }
+
+    /// True when the head is the whole key.
+    fn whole(&self) -> bool {
+        self.len as usize <= HEAD
     }
 }
 
-/// The candidates' keys end to end, in one allocation rather than one per candidate. A
-/// slot's new key is written over its old one when it fits; otherwise it goes at the end,
-/// and once the space left behind outgrows the keys in use, the keys are moved together.
-#[derive(Default)]
-struct KeyArena {
-    bytes: Vec<u8>,
-    /// Bytes no slot uses.
-    unused: usize,
+/// The candidates' keys as records (the prefix's length, then the key), appended and never
+/// rewritten: a replaced key is left behind. They stay in memory until they pass a size,
+/// then go to an unnamed temporary file that only its owner can read and that is gone when
+/// closed, however the run ends.
+struct KeyStore {
+    /// The bytes from `flushed` on: all of them until the file exists, then unwritten ones.
+    memory: Vec<u8>,
+    file: Option<File>,
+    /// Bytes in the file.
+    flushed: u64,
+    memory_limit: usize,
+    /// Keys read back from the file for a comparison.
+    scratch: RefCell<[Vec<u8>; 2]>,
 }
 
-impl KeyArena {
-    /// Writes `prefix` then `rest` as `slot`'s key, among `slots`.
-    fn set(&mut self, slots: &mut [Slot], slot: usize, prefix: &[u8], rest: &[u8]) {
-        let len = prefix.len() + rest.len();
-        let old = slots[slot].len as usize;
-        if len <= slots[slot].cap as usize {
-            self.unused = self.unused + old - len;
-        } else {
-            // The old space is left behind; the new one, at the end, is all in use.
-            self.unused += old;
-            slots[slot].len = 0;
-            if self.unused > self.bytes.len() / 2 {
-                self.compact(slots);
+impl KeyStore {
+    fn new(memory_limit: usize) -> Self {
+        Self {
+            memory: Vec::new(),
+            file: None,
+            flushed: 0,
+            memory_limit,
+            scratch: RefCell::new([Vec::new(), Vec::new()]),
+        }
+    }
+
+    /// Appends `key`, whose first `prefix_len` bytes are its prefix; returns where.
+    fn append(&mut self, prefix_len: usize, key: &[u8]) -> io::Result<u64> {
+        let at = self.flushed + self.memory.len() as u64;
+        self.memory
+            .extend_from_slice(&(prefix_len as u32).to_le_bytes());
+        self.memory.extend_from_slice(key);
+        let limit = match self.file {
+            Some(_) => WRITE_CHUNK,
+            None => self.memory_limit,
+        };
+        if self.memory.len() > limit {
+            self.flush()?;
+        }
+        Ok(at)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(tempfile::tempfile()?),
+        };
+        write_at(file, &self.memory, self.flushed)?;
+        self.flushed += self.memory.len() as u64;
+        if self.memory.capacity() > 2 * WRITE_CHUNK {
+            self.memory = Vec::with_capacity(2 * WRITE_CHUNK);
+        }
+        self.memory.clear();
+        Ok(())
+    }
+
+    /// The key of `slot`, read into `scratch` when it is in the file.
+    fn key<'a>(&'a self, slot: &Slot, scratch: &'a mut Vec<u8>) -> io::Result<&'a [u8]> {
+        let n = 4 + slot.len as usize;
+        if slot.at >= self.flushed {
+            let start = (slot.at - self.flushed) as usize;
+            return Ok(&self.memory[start + 4..start + n]);
+        }
+        scratch.resize(n, 0);
+        read_at(self.file()?, scratch, slot.at)?;
+        Ok(&scratch[4..])
+    }
+
+    fn file(&self) -> io::Result<&File> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("a key before the file's end, but no file"))
+    }
+
+    /// Orders two candidates' keys.
+    fn cmp(&self, a: &Slot, b: &Slot) -> io::Result<Ordering> {
+        match a.head().cmp(b.head()) {
+            Ordering::Equal if !a.whole() && !b.whole() => {
+                let mut scratch = self.scratch.borrow_mut();
+                let [first, second] = &mut *scratch;
+                Ok(self.key(a, first)?.cmp(self.key(b, second)?))
             }
-            let s = &mut slots[slot];
-            s.at = self.bytes.len();
-            s.cap = len as u32;
-            self.bytes.resize(s.at + len, 0);
+            // Equal heads, one of them a whole key: the shorter key is the smaller.
+            Ordering::Equal => Ok(a.len.cmp(&b.len)),
+            other => Ok(other),
         }
-        let s = &mut slots[slot];
-        let (p, r) = self.bytes[s.at..s.at + len].split_at_mut(prefix.len());
-        p.copy_from_slice(prefix);
-        r.copy_from_slice(rest);
-        s.len = len as u32;
-        s.prefix_len = prefix.len() as u32;
     }
 
-    /// Moves every key to the front, in place; each slot's space shrinks to its key.
-    fn compact(&mut self, slots: &mut [Slot]) {
-        let mut by_place: Vec<u32> = (0..slots.len() as u32).collect();
-        by_place.sort_unstable_by_key(|i| slots[*i as usize].at);
-        let mut end = 0;
-        for i in by_place {
-            let s = &mut slots[i as usize];
-            let len = s.len as usize;
-            self.bytes.copy_within(s.at..s.at + len, end);
-            s.at = end;
-            s.cap = s.len;
-            end += len;
+    /// Orders `key` against a candidate's key.
+    fn cmp_key(&self, key: &[u8], slot: &Slot) -> io::Result<Ordering> {
+        match key[..key.len().min(HEAD)].cmp(slot.head()) {
+            Ordering::Equal if key.len() > HEAD && !slot.whole() => {
+                let mut scratch = self.scratch.borrow_mut();
+                Ok(key.cmp(self.key(slot, &mut scratch[0])?))
+            }
+            Ordering::Equal => Ok(key.len().cmp(&(slot.len as usize))),
+            other => Ok(other),
         }
-        self.bytes.truncate(end);
-        self.unused = 0;
+    }
+
+    /// True when `prefix` orders after the prefix of `slot`'s key. Prefixes end where their
+    /// encoding says, so comparing over the shorter length is comparing the prefixes.
+    fn prefix_after(&self, prefix: &[u8], slot: &Slot) -> io::Result<bool> {
+        let n = prefix.len().min(slot.len as usize);
+        if n <= HEAD {
+            return Ok(prefix > &slot.head[..n]);
+        }
+        let mut scratch = self.scratch.borrow_mut();
+        Ok(prefix > &self.key(slot, &mut scratch[0])?[..n])
+    }
+
+    /// The records at `wanted` (where, key length), end to end in that order, with each one's
+    /// range. File reads go in file order, and neighbours are read together.
+    fn read_many(&self, wanted: &[(u64, u32)]) -> io::Result<(Vec<u8>, Vec<Range<usize>>)> {
+        let mut ranges = Vec::with_capacity(wanted.len());
+        let mut total = 0;
+        for (_, len) in wanted {
+            let n = 4 + *len as usize;
+            ranges.push(total..total + n);
+            total += n;
+        }
+        let mut bytes = vec![0; total];
+        let mut in_file = Vec::new();
+        for (i, (at, _)) in wanted.iter().enumerate() {
+            if *at >= self.flushed {
+                let start = (at - self.flushed) as usize;
+                bytes[ranges[i].clone()]
+                    .copy_from_slice(&self.memory[start..start + ranges[i].len()]);
+            } else {
+                in_file.push(i);
+            }
+        }
+        in_file.sort_unstable_by_key(|i| wanted[*i].0);
+        let end_of = |i: usize| wanted[i].0 + ranges[i].len() as u64;
+        let mut span = Vec::new();
+        let mut first = 0;
+        while first < in_file.len() {
+            let start = wanted[in_file[first]].0;
+            let mut end = end_of(in_file[first]);
+            let mut last = first + 1;
+            while let Some(&i) = in_file.get(last) {
+                if wanted[i].0 > end + READ_GAP || end_of(i) - start > READ_SPAN {
+                    break;
+                }
+                end = end.max(end_of(i));
+                last += 1;
+            }
+            span.resize((end - start) as usize, 0);
+            read_at(self.file()?, &mut span, start)?;
+            for &i in &in_file[first..last] {
+                let from = (wanted[i].0 - start) as usize;
+                bytes[ranges[i].clone()].copy_from_slice(&span[from..from + ranges[i].len()]);
+            }
+            first = last;
+        }
+        Ok((bytes, ranges))
+    }
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, at)
+}
+
+#[cfg(unix)]
+fn write_at(file: &File, buf: &[u8], at: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, at)
+}
+
+#[cfg(not(unix))]
+fn read_at(mut file: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(at))?;
+    file.read_exact(buf)
+}
+
+#[cfg(not(unix))]
+fn write_at(mut file: &File, buf: &[u8], at: u64) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    file.seek(SeekFrom::Start(at))?;
+    file.write_all(buf)
+}
+
+/// Why a selection stopped.
+#[derive(Debug)]
+pub(crate) enum SelectError {
+    /// The export's `order_by` values cannot be ranked.
+    Order(String),
+    /// The temporary file of candidates' keys could not be written or read.
+    Spill(io::Error),
+    /// The kept contacts could not be decoded.
+    Arrow(ArrowError),
+}
+
+impl From<io::Error> for SelectError {
+    fn from(e: io::Error) -> Self {
+        Self::Spill(e)
+    }
+}
+
+impl SelectError {
+    pub(crate) fn into_engine(self, export: &str) -> EngineError {
+        match self {
+            Self::Order(message) => EngineError::Execution {
+                export: export.to_owned(),
+                message,
+            },
+            Self::Spill(source) => EngineError::Io {
+                context: format!(
+                    "export `{export}`: cannot use a temporary file for the chosen contacts in {} \
+                     (set TMPDIR to a folder with free space)",
+                    std::env::temp_dir().display()
+                ),
+                source,
+            },
+            Self::Arrow(e) => EngineError::Internal(format!(
+                "decoding the chosen contacts of export `{export}`: {e}"
+            )),
+        }
     }
 }
 
@@ -300,20 +493,27 @@ pub(crate) struct Selector {
     emails: Emails,
     arena: Vec<u8>,
     slots: Vec<Slot>,
-    keys: KeyArena,
+    keys: KeyStore,
     /// Slot numbers in a binary heap, worst candidate on top; each slot knows its place.
     heap: Vec<u32>,
+    /// The offered row's key, joined.
+    incoming: Vec<u8>,
 }
 
 impl Selector {
-    pub(crate) fn new(limit: u64) -> Self {
+    /// A selector of at most `limit` contacts whose keys stay in memory up to
+    /// `keys_in_memory` bytes.
+    pub(crate) fn new(limit: u64, keys_in_memory: usize) -> Self {
         Self {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             emails: Emails::new(),
             arena: Vec::new(),
-            slots: Vec::new(),
-            keys: KeyArena::default(),
-            heap: Vec::new(),
+            // Reserved whole up to a point: pages are only used once written, and the
+            // vectors never move while they grow.
+            slots: Vec::with_capacity(limit.min(RESERVED_SLOTS) as usize),
+            keys: KeyStore::new(keys_in_memory),
+            heap: Vec::with_capacity(limit.min(RESERVED_SLOTS) as usize),
+            incoming: Vec::new(),
         }
     }
 
@@ -324,15 +524,15 @@ impl Selector {
         email: u128,
         prefix: &[u8],
         segment: u32,
-    ) -> Result<bool, String> {
-        let packed = |at: usize| -> Result<u64, String> {
+    ) -> Result<bool, SelectError> {
+        let packed = |at: usize| -> Result<u64, SelectError> {
             let (at, len) = (at as u64, prefix.len() as u64);
             if len >> PREFIX_LEN_BITS != 0 || at >> (64 - PREFIX_LEN_BITS) != 0 {
-                return Err(
+                return Err(SelectError::Order(
                     "the order_by values are too long to rank (over 16 MiB in one row, \
-                            or 1 TiB in all); order by shorter values"
+                     or 1 TiB in all); order by shorter values"
                         .into(),
-                );
+                ));
             }
             Ok(at << PREFIX_LEN_BITS | len)
         };
@@ -365,69 +565,94 @@ impl Selector {
                 self.arena.extend_from_slice(prefix);
             }
         }
-        Ok(self.limit > 0 && !self.beyond_limit(prefix))
+        Ok(self.limit > 0 && !self.beyond_limit(prefix)?)
     }
 
     /// True when `prefix` orders after the worst of `limit` candidates, so no row with it
     /// can enter them.
-    fn beyond_limit(&self, prefix: &[u8]) -> bool {
-        self.heap.len() >= self.limit && prefix > self.prefix_of(self.heap[0])
+    fn beyond_limit(&self, prefix: &[u8]) -> io::Result<bool> {
+        if self.heap.len() < self.limit {
+            return Ok(false);
+        }
+        self.keys
+            .prefix_after(prefix, &self.slots[self.heap[0] as usize])
     }
 
     /// Offers a noted row, whole, as its email's contact.
-    pub(crate) fn offer(&mut self, email: u128, prefix: &[u8], rest: &[u8]) {
-        let Some(entry) = self.emails.get_mut(email) else {
-            return;
+    pub(crate) fn offer(
+        &mut self,
+        email: u128,
+        prefix: &[u8],
+        rest: &[u8],
+    ) -> Result<(), SelectError> {
+        let mut key = std::mem::take(&mut self.incoming);
+        key.clear();
+        key.extend_from_slice(prefix);
+        key.extend_from_slice(rest);
+        let offered = self.offer_key(email, prefix.len(), &key);
+        self.incoming = key;
+        offered
+    }
+
+    fn offer_key(&mut self, email: u128, prefix_len: usize, key: &[u8]) -> Result<(), SelectError> {
+        let Some(current) = self.emails.get_mut(email).map(|e| e.candidate) else {
+            return Ok(());
         };
-        let keys = &self.keys.bytes;
-        let better = |slot: &Slot| cmp_joined(prefix, rest, slot.key(keys)) == Ordering::Less;
-        let slot = match entry.candidate {
-            NO_CANDIDATE if self.heap.len() < self.limit => {
-                let slot = self.slots.len() as u32;
-                entry.candidate = slot;
-                self.heap.push(slot);
-                self.slots.push(Slot {
-                    at: 0,
-                    cap: 0,
-                    len: 0,
-                    prefix_len: 0,
-                    heap_at: self.heap.len() as u32 - 1,
-                    email: [0; 2],
-                });
-                slot
+        let len = u32::try_from(key.len()).map_err(|_| {
+            SelectError::Order("a contact's fields and order_by values are over 4 GiB".into())
+        })?;
+        let slot = if current != NO_CANDIDATE {
+            if self.keys.cmp_key(key, &self.slots[current as usize])? != Ordering::Less {
+                return Ok(());
             }
-            NO_CANDIDATE => {
-                // Full: it must beat the worst candidate, whose slot it then takes.
-                let worst = self.heap[0];
-                if !better(&self.slots[worst as usize]) {
-                    return;
-                }
-                entry.candidate = worst;
-                let evicted = self.slots[worst as usize].email();
-                if let Some(e) = self.emails.get_mut(evicted) {
-                    e.candidate = NO_CANDIDATE;
-                }
-                worst
+            current
+        } else if self.heap.len() < self.limit {
+            let slot = self.slots.len() as u32;
+            self.heap.push(slot);
+            self.slots.push(Slot {
+                email: [0; 2],
+                at: 0,
+                len: 0,
+                heap_at: self.heap.len() as u32 - 1,
+                head: [0; HEAD],
+            });
+            slot
+        } else {
+            // Full: it must beat the worst candidate, whose slot it then takes.
+            let worst = self.heap[0];
+            if self.keys.cmp_key(key, &self.slots[worst as usize])? != Ordering::Less {
+                return Ok(());
             }
-            current if better(&self.slots[current as usize]) => current,
-            _ => return,
+            let evicted = self.slots[worst as usize].email();
+            if let Some(e) = self.emails.get_mut(evicted) {
+                e.candidate = NO_CANDIDATE;
+            }
+            worst
         };
-        self.keys.set(&mut self.slots, slot as usize, prefix, rest);
+        if let Some(e) = self.emails.get_mut(email) {
+            e.candidate = slot;
+        }
+        let at = self.keys.append(prefix_len, key)?;
         let s = &mut self.slots[slot as usize];
         s.email = [(email >> 64) as u64, email as u64];
+        s.at = at;
+        s.len = len;
+        let head = key.len().min(HEAD);
+        s.head = [0; HEAD];
+        s.head[..head].copy_from_slice(&key[..head]);
         // A new slot sits at the bottom; a taken or improved one can only move down.
         let at = s.heap_at as usize;
-        self.sift_up(at);
-        self.sift_down(at);
+        self.sift_up(at)?;
+        self.sift_down(at)?;
+        Ok(())
     }
 
-    fn key_at(&self, at: usize) -> &[u8] {
-        self.slots[self.heap[at] as usize].key(&self.keys.bytes)
-    }
-
-    fn prefix_of(&self, slot: u32) -> &[u8] {
-        let s = &self.slots[slot as usize];
-        &s.key(&self.keys.bytes)[..s.prefix_len as usize]
+    /// Orders the candidates at heap places `a` and `b`.
+    fn cmp_at(&self, a: usize, b: usize) -> io::Result<Ordering> {
+        self.keys.cmp(
+            &self.slots[self.heap[a] as usize],
+            &self.slots[self.heap[b] as usize],
+        )
     }
 
     fn swap(&mut self, a: usize, b: usize) {
@@ -437,30 +662,30 @@ impl Selector {
     }
 
     /// Moves the entry at `at` towards the top while it is worse than its parent.
-    fn sift_up(&mut self, mut at: usize) {
+    fn sift_up(&mut self, mut at: usize) -> io::Result<()> {
         while at > 0 {
             let parent = (at - 1) / 2;
-            if self.key_at(at) <= self.key_at(parent) {
-                return;
+            if self.cmp_at(at, parent)? != Ordering::Greater {
+                break;
             }
             self.swap(at, parent);
             at = parent;
         }
+        Ok(())
     }
 
     /// Moves the entry at `at` away from the top while a child is worse.
-    fn sift_down(&mut self, mut at: usize) {
+    fn sift_down(&mut self, mut at: usize) -> io::Result<()> {
         loop {
             let (left, right) = (2 * at + 1, 2 * at + 2);
             let mut worst = at;
-            if left < self.heap.len() && self.key_at(left) > self.key_at(worst) {
-                worst = left;
-            }
-            if right < self.heap.len() && self.key_at(right) > self.key_at(worst) {
-                worst = right;
+            for child in [left, right] {
+                if child < self.heap.len() && self.cmp_at(child, worst)? == Ordering::Greater {
+                    worst = child;
+                }
             }
             if worst == at {
-                return;
+                return Ok(());
             }
             self.swap(at, worst);
             at = worst;
@@ -482,9 +707,9 @@ impl Selector {
     }
 
     /// The kept contacts, in order.
-    pub(crate) fn finish(self) -> Kept {
+    pub(crate) fn finish(self) -> Result<Kept, SelectError> {
         let Self {
-            slots,
+            mut slots,
             keys,
             emails,
             arena,
@@ -493,55 +718,72 @@ impl Selector {
         } = self;
         // Only the kept keys are needed from here on.
         drop((emails, arena, heap));
-        let keys = keys.bytes;
-        let mut reversed: Vec<(usize, u32, u32)> = slots
-            .into_iter()
-            .map(|s| (s.at, s.len, s.prefix_len))
-            .collect();
         // Worst first, so each batch is cut off the end.
-        let key = |(at, len, _): &(usize, u32, u32)| &keys[*at..*at + *len as usize];
-        reversed.sort_unstable_by(|a, b| key(b).cmp(key(a)));
-        Kept {
-            keys,
-            reversed,
-            truncated: 0,
+        let mut failed = None;
+        slots.sort_unstable_by(|a, b| {
+            keys.cmp(b, a).unwrap_or_else(|e| {
+                failed.get_or_insert(e);
+                Ordering::Equal
+            })
+        });
+        if let Some(e) = failed {
+            return Err(e.into());
         }
+        Ok(Kept {
+            keys,
+            reversed: slots,
+            truncated: 0,
+        })
     }
 }
 
 /// The kept contacts, decoded a batch at a time.
 pub(crate) struct Kept {
-    keys: Vec<u8>,
-    /// Each contact's key (where it starts, its length, its prefix's length), worst first.
-    reversed: Vec<(usize, u32, u32)>,
+    keys: KeyStore,
+    /// The kept candidates, worst first.
+    reversed: Vec<Slot>,
     /// Contacts decoded so far that had a field cut to SendGrid's length.
     pub(crate) truncated: u64,
 }
 
 impl Kept {
+    /// The records (prefix length, key) of the next `n` contacts, end to end, with each
+    /// one's range; `None` when all were taken.
+    fn next_records(&mut self, n: usize) -> io::Result<Option<(Vec<u8>, Vec<Range<usize>>)>> {
+        if self.reversed.is_empty() {
+            return Ok(None);
+        }
+        let at = self.reversed.len().saturating_sub(n.max(1));
+        let wanted: Vec<(u64, u32)> = self.reversed[at..]
+            .iter()
+            .rev()
+            .map(|s| (s.at, s.len))
+            .collect();
+        let records = self.keys.read_many(&wanted)?;
+        self.reversed.truncate(at);
+        Ok(Some(records))
+    }
+
     /// The next batch of at most `batch_size` contacts (columns named by SendGrid field).
     pub(crate) fn next_batch(
         &mut self,
         encoders: &Encoders,
         batch_size: usize,
-    ) -> Option<Result<RecordBatch, ArrowError>> {
-        if self.reversed.is_empty() {
-            return None;
-        }
-        let at = self.reversed.len().saturating_sub(batch_size.max(1));
+    ) -> Option<Result<RecordBatch, SelectError>> {
+        let (bytes, ranges) = match self.next_records(batch_size) {
+            Ok(records) => records?,
+            Err(e) => return Some(Err(e.into())),
+        };
         let parser = encoders.rest.parser();
-        let keys = &self.keys;
-        let rows = self.reversed[at..]
-            .iter()
-            .rev()
-            .map(|(start, len, prefix_len)| {
-                parser.parse(&keys[start + *prefix_len as usize..start + *len as usize])
-            });
+        let rows = ranges.iter().map(|r| {
+            let record = &bytes[r.clone()];
+            let prefix_len = u32::from_le_bytes(record[..4].try_into().expect("4 bytes"));
+            parser.parse(&record[4 + prefix_len as usize..])
+        });
         let columns = match encoders.rest.convert_rows(rows) {
             Ok(columns) => columns,
-            Err(e) => return Some(Err(e)),
+            Err(e) => return Some(Err(SelectError::Arrow(e))),
         };
-        self.reversed.truncate(at);
         self.truncated += columns[encoders.truncated_slot].as_boolean().true_count() as u64;
         let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = encoders
             .field_slots
@@ -552,7 +794,10 @@ impl Kept {
                 (Field::new(name, column.data_type().clone(), true), column)
             })
             .unzip();
-        Some(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns))
+        Some(
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+                .map_err(SelectError::Arrow),
+        )
     }
 }
 
@@ -566,12 +811,12 @@ mod tests {
 
     /// Offers rows (email, prefix, rest) in the given order and returns the kept keys.
     fn kept(limit: u64, rows: &[(u128, u8, u8)]) -> (Vec<(u128, Vec<u8>)>, Vec<u64>) {
-        let mut s = Selector::new(limit);
+        let mut s = Selector::new(limit, KEYS_IN_MEMORY);
         for (email, prefix, rest) in rows {
             if s.note(*email, &key(*prefix), u32::from(*prefix % 2))
                 .unwrap()
             {
-                s.offer(*email, &key(*prefix), &key(*rest));
+                s.offer(*email, &key(*prefix), &key(*rest)).unwrap();
             }
         }
         let by_segment = s.contacts_by_segment(2);
@@ -580,10 +825,11 @@ mod tests {
 
     /// The candidates' emails and keys, by key.
     fn candidates(s: &Selector) -> Vec<(u128, Vec<u8>)> {
+        let mut scratch = Vec::new();
         let mut out: Vec<(u128, Vec<u8>)> = s
             .slots
             .iter()
-            .map(|c| (c.email(), c.key(&s.keys.bytes).to_vec()))
+            .map(|c| (c.email(), s.keys.key(c, &mut scratch).unwrap().to_vec()))
             .collect();
         out.sort_by(|a, b| a.1.cmp(&b.1));
         out
@@ -626,9 +872,11 @@ mod tests {
     }
 
     #[test]
-    fn keys_of_any_length_survive_being_rewritten_and_moved_together() {
-        // Random rows whose rests change length, so keys are written over, moved to the
-        // end and compacted; the result must match choosing by brute force.
+    fn keys_of_any_length_are_chosen_and_read_back_in_order_from_memory_or_the_file() {
+        // Random rows whose keys are shorter and longer than the head and often tie on it,
+        // with the keys in memory and, past a few hundred bytes, in the file. The result
+        // must match choosing by brute force, and the kept contacts must come back whole
+        // and in order.
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = |n: u64| {
             seed ^= seed << 13;
@@ -636,17 +884,27 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
-        for limit in [1u64, 3, 8, 40] {
-            let mut s = Selector::new(limit);
+        for (limit, memory) in [
+            (1u64, KEYS_IN_MEMORY),
+            (8, KEYS_IN_MEMORY),
+            (3, 300),
+            (40, 300),
+            (40, 0),
+        ] {
+            let mut s = Selector::new(limit, memory);
             let mut best: std::collections::BTreeMap<u128, Vec<u8>> = Default::default();
             for _ in 0..2_000 {
                 let email = u128::from(next(50));
-                let prefix = vec![next(20) as u8];
+                // Prefixes end where they say, as arrow's row format does; many share
+                // the head.
+                let n = next(20) as usize;
+                let mut prefix = vec![n as u8];
+                prefix.resize(1 + n, next(2) as u8);
                 // Ending with the email, as real keys hold it: two emails never tie.
-                let mut rest: Vec<u8> = (0..next(30)).map(|_| next(4) as u8).collect();
+                let mut rest: Vec<u8> = (0..next(30)).map(|_| next(2) as u8).collect();
                 rest.push(email as u8);
                 if s.note(email, &prefix, 0).unwrap() {
-                    s.offer(email, &prefix, &rest);
+                    s.offer(email, &prefix, &rest).unwrap();
                 }
                 let key: Vec<u8> = prefix.iter().chain(&rest).copied().collect();
                 let e = best.entry(email).or_insert_with(|| key.clone());
@@ -657,9 +915,24 @@ mod tests {
             let mut expected: Vec<(u128, Vec<u8>)> = best.into_iter().collect();
             expected.sort_by(|a, b| a.1.cmp(&b.1));
             expected.truncate(limit as usize);
-            assert_eq!(candidates(&s), expected, "limit {limit}");
-            let live: usize = s.slots.iter().map(|c| c.len as usize).sum();
-            assert_eq!(s.keys.bytes.len() - s.keys.unused, live, "limit {limit}");
+            assert_eq!(candidates(&s), expected, "limit {limit}, memory {memory}");
+            assert_eq!(
+                s.keys.file.is_some(),
+                memory < KEYS_IN_MEMORY,
+                "limit {limit}, memory {memory}"
+            );
+
+            let mut kept = s.finish().unwrap();
+            let mut read = Vec::new();
+            while let Some((bytes, ranges)) = kept.next_records(3).unwrap() {
+                read.extend(
+                    ranges
+                        .into_iter()
+                        .map(|r| bytes[r.start + 4..r.end].to_vec()),
+                );
+            }
+            let expected: Vec<Vec<u8>> = expected.into_iter().map(|(_, key)| key).collect();
+            assert_eq!(read, expected, "limit {limit}, memory {memory}");
         }
     }
 
