@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::error::EngineError;
 
 /// Held rejects past this size are sorted into the first run file.
-const FIRST_SPILL_BYTES: usize = 1 << 20;
+const FIRST_SPILL_BYTES: usize = 256 << 10;
 /// The largest run.
 const MAX_SPILL_BYTES: usize = 32 << 20;
 

@@ -10,6 +10,13 @@
 //! the best prefix seen (it decides which segment supplied the contact); only the candidate
 //! contacts, at most `max_profiles` of them, are kept whole. A row that cannot enter the
 //! candidates is never encoded past its prefix.
+//!
+//! Memory per candidate is fixed (the first bytes of its key and where the rest is); the
+//! whole keys stay in memory only up to [`KEYS_IN_MEMORY`], then go to a temporary file that
+//! only the owner can read, that has no name in its folder, and that disappears with the
+//! process. So a run's
+//! memory hardly grows with the contacts it keeps: about 60 bytes per distinct email and
+//! per candidate.
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
@@ -118,6 +125,14 @@ impl Encoders {
         })
     }
 
+    /// The bytes that end each prefix with the segment's index, big-endian: arrow's row
+    /// format writes an unsigned integer that way after its validity byte.
+    pub(crate) fn segment_bytes(&self) -> usize {
+        self.segment_type
+            .primitive_width()
+            .expect("an integer type")
+    }
+
     /// The prefix of every row of `batch`.
     pub(crate) fn prefixes(&self, batch: &RecordBatch) -> Result<Rows, ArrowError> {
         let columns = self
@@ -151,20 +166,42 @@ const NO_CANDIDATE: u32 = u32::MAX;
 /// Prefixes are addressed by a 40-bit arena offset and a 24-bit length packed in a u64.
 const PREFIX_LEN_BITS: u32 = 24;
 
-/// What the selector knows of one email, in 16 bytes (32 with its key in the map).
+/// What the selector knows of one email, in 12 bytes (24 with its key in the map). The
+/// segment that supplies the contact is the one its best prefix ends with.
 struct Email {
-    /// Where the best prefix seen is in the arena (offset and length, packed).
-    prefix: u64,
-    /// The segment of that prefix: the one that supplies the contact.
-    segment: u32,
+    /// Where the best prefix seen is in the arena (offset and length, packed, in halves).
+    prefix: [u32; 2],
     /// The email's candidate slot, if it is among the first `limit`.
     candidate: u32,
 }
 
 impl Email {
-    fn prefix_range(&self) -> std::ops::Range<usize> {
-        let at = (self.prefix >> PREFIX_LEN_BITS) as usize;
-        at..at + (self.prefix & ((1 << PREFIX_LEN_BITS) - 1)) as usize
+    fn prefix_range(&self) -> Range<usize> {
+        let packed = u64::from(self.prefix[0]) << 32 | u64::from(self.prefix[1]);
+        let at = (packed >> PREFIX_LEN_BITS) as usize;
+        at..at + (packed & ((1 << PREFIX_LEN_BITS) - 1)) as usize
+    }
+
+    fn set_prefix(&mut self, packed: u64) {
+        self.prefix = [(packed >> 32) as u32, packed as u32];
+    }
+}
+
+/// An email's hash, 96 of its 128 bits: collisions stay negligible (about one in 10^16
+/// runs for ten million distinct emails) and each email costs 4 bytes less.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct EmailKey([u32; 3]);
+
+impl EmailKey {
+    /// The low 96 bits; the map hashes the low 64, and the shard is picked by the top 4.
+    fn of(hash: u128) -> Self {
+        Self([(hash >> 64) as u32, (hash >> 32) as u32, hash as u32])
+    }
+}
+
+impl std::hash::Hash for EmailKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(u64::from(self.0[1]) << 32 | u64::from(self.0[2]));
     }
 }
 
@@ -181,12 +218,12 @@ impl Hasher for Prehashed {
             self.0 = (self.0 << 8) ^ u64::from(*b) ^ (self.0 >> 56);
         }
     }
-    fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64;
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
-type EmailMap = HashMap<u128, Email, BuildHasherDefault<Prehashed>>;
+type EmailMap = HashMap<EmailKey, Email, BuildHasherDefault<Prehashed>>;
 
 /// The email map in shards picked by hash bits the map itself does not use, so that
 /// growing one shard never holds a second copy of the whole table.
@@ -205,12 +242,13 @@ impl Emails {
         }
     }
 
-    fn shard(&mut self, email: u128) -> &mut EmailMap {
-        &mut self.shards[(email >> (128 - Self::SHARD_BITS)) as usize]
+    fn shard(&mut self, email: EmailKey) -> &mut EmailMap {
+        &mut self.shards[(email.0[0] >> (32 - Self::SHARD_BITS)) as usize]
     }
 
     fn get_mut(&mut self, email: u128) -> Option<&mut Email> {
-        self.shard(email).get_mut(&email)
+        let key = EmailKey::of(email);
+        self.shard(key).get_mut(&key)
     }
 
     fn len(&self) -> usize {
@@ -227,7 +265,7 @@ impl Emails {
 const HEAD: usize = 16;
 /// Candidates' keys stay in memory up to this size; past it they go to a temporary file, so
 /// a selection's memory does not grow with the keys of the contacts it keeps.
-pub(crate) const KEYS_IN_MEMORY: usize = 4 << 20;
+pub(crate) const KEYS_IN_MEMORY: usize = 256 << 10;
 /// Candidates whose room is reserved up front.
 const RESERVED_SLOTS: u64 = 1 << 20;
 /// Once keys go to the file, they are written in chunks of this size.
@@ -237,10 +275,9 @@ const READ_GAP: u64 = 4 << 10;
 /// ...of at most this size.
 const READ_SPAN: u64 = 1 << 20;
 
-/// A candidate contact: its email, its place in the heap, and its key (the first bytes
-/// here, the whole key in the [`KeyStore`]).
+/// A candidate contact: its place in the heap and its key (the first bytes here; the
+/// whole key, with the email, in the [`KeyStore`]).
 struct Slot {
-    email: [u64; 2],
     /// Where the key's record is in the store.
     at: u64,
     /// The key's length.
@@ -251,10 +288,6 @@ struct Slot {
 }
 
 impl Slot {
-    fn email(&self) -> u128 {
-        (u128::from(self.email[0]) << 64) | u128::from(self.email[1])
-    }
-
     fn head(&self) -> &[u8] {
         &self.head[..(self.len as usize).min(HEAD)]
     }
@@ -265,7 +298,10 @@ impl Slot {
     }
 }
 
-/// The candidates' keys as records (the prefix's length, then the key), appended and never
+/// Bytes before a record's key: the prefix's length (u32) and the email (u128).
+const RECORD_HEADER: usize = 20;
+
+/// The candidates' keys as records (the prefix's length, the email, then the key), appended and never
 /// rewritten: a replaced key is left behind. They stay in memory until they pass a size,
 /// then go to an unnamed temporary file that only its owner can read and that is gone when
 /// closed, however the run ends.
@@ -291,11 +327,12 @@ impl KeyStore {
         }
     }
 
-    /// Appends `key`, whose first `prefix_len` bytes are its prefix; returns where.
-    fn append(&mut self, prefix_len: usize, key: &[u8]) -> io::Result<u64> {
+    /// Appends `email`'s `key`, whose first `prefix_len` bytes are its prefix; returns where.
+    fn append(&mut self, email: u128, prefix_len: usize, key: &[u8]) -> io::Result<u64> {
         let at = self.flushed + self.memory.len() as u64;
         self.memory
             .extend_from_slice(&(prefix_len as u32).to_le_bytes());
+        self.memory.extend_from_slice(&email.to_le_bytes());
         self.memory.extend_from_slice(key);
         let limit = match self.file {
             Some(_) => WRITE_CHUNK,
@@ -321,16 +358,30 @@ impl KeyStore {
         Ok(())
     }
 
-    /// The key of `slot`, read into `scratch` when it is in the file.
-    fn key<'a>(&'a self, slot: &Slot, scratch: &'a mut Vec<u8>) -> io::Result<&'a [u8]> {
-        let n = 4 + slot.len as usize;
+    /// The record of `slot`, read into `scratch` when it is in the file.
+    fn record<'a>(&'a self, slot: &Slot, scratch: &'a mut Vec<u8>) -> io::Result<&'a [u8]> {
+        let n = RECORD_HEADER + slot.len as usize;
         if slot.at >= self.flushed {
             let start = (slot.at - self.flushed) as usize;
-            return Ok(&self.memory[start + 4..start + n]);
+            return Ok(&self.memory[start..start + n]);
         }
         scratch.resize(n, 0);
         read_at(self.file()?, scratch, slot.at)?;
-        Ok(&scratch[4..])
+        Ok(scratch)
+    }
+
+    /// The key of `slot`.
+    fn key<'a>(&'a self, slot: &Slot, scratch: &'a mut Vec<u8>) -> io::Result<&'a [u8]> {
+        Ok(&self.record(slot, scratch)?[RECORD_HEADER..])
+    }
+
+    /// The email of `slot`.
+    fn email(&self, slot: &Slot) -> io::Result<u128> {
+        let mut scratch = self.scratch.borrow_mut();
+        let record = self.record(slot, &mut scratch[0])?;
+        Ok(u128::from_le_bytes(
+            record[4..RECORD_HEADER].try_into().expect("16 bytes"),
+        ))
     }
 
     fn file(&self) -> io::Result<&File> {
@@ -382,7 +433,7 @@ impl KeyStore {
         let mut ranges = Vec::with_capacity(wanted.len());
         let mut total = 0;
         for (_, len) in wanted {
-            let n = 4 + *len as usize;
+            let n = RECORD_HEADER + *len as usize;
             ranges.push(total..total + n);
             total += n;
         }
@@ -490,6 +541,8 @@ impl SelectError {
 /// The first row of each email, and the first `limit` emails, by the export's order.
 pub(crate) struct Selector {
     limit: usize,
+    /// The bytes that end each prefix and hold its segment's index.
+    segment_bytes: usize,
     emails: Emails,
     arena: Vec<u8>,
     slots: Vec<Slot>,
@@ -502,10 +555,12 @@ pub(crate) struct Selector {
 
 impl Selector {
     /// A selector of at most `limit` contacts whose keys stay in memory up to
-    /// `keys_in_memory` bytes.
-    pub(crate) fn new(limit: u64, keys_in_memory: usize) -> Self {
+    /// `keys_in_memory` bytes. Prefixes end with the segment's index in `segment_bytes`
+    /// big-endian bytes.
+    pub(crate) fn new(limit: u64, keys_in_memory: usize, segment_bytes: usize) -> Self {
         Self {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            segment_bytes,
             emails: Emails::new(),
             arena: Vec::new(),
             // Reserved whole up to a point: pages are only used once written, and the
@@ -517,14 +572,9 @@ impl Selector {
         }
     }
 
-    /// Records a valid row's email, prefix and segment. True when the row may still become
-    /// a contact, so its rest must be encoded and offered.
-    pub(crate) fn note(
-        &mut self,
-        email: u128,
-        prefix: &[u8],
-        segment: u32,
-    ) -> Result<bool, SelectError> {
+    /// Records a valid row's email and prefix. True when the row may still become a
+    /// contact, so its rest must be encoded and offered.
+    pub(crate) fn note(&mut self, email: u128, prefix: &[u8]) -> Result<bool, SelectError> {
         let packed = |at: usize| -> Result<u64, SelectError> {
             let (at, len) = (at as u64, prefix.len() as u64);
             if len >> PREFIX_LEN_BITS != 0 || at >> (64 - PREFIX_LEN_BITS) != 0 {
@@ -544,11 +594,9 @@ impl Selector {
                 match (*prefix).cmp(best) {
                     Ordering::Less if range.len() == prefix.len() => {
                         best.copy_from_slice(prefix);
-                        e.segment = segment;
                     }
                     Ordering::Less => {
-                        e.prefix = packed(end)?;
-                        e.segment = segment;
+                        e.set_prefix(packed(end)?);
                         self.arena.extend_from_slice(prefix);
                     }
                     Ordering::Equal => {}
@@ -556,12 +604,13 @@ impl Selector {
                 }
             }
             None => {
-                let entry = Email {
-                    prefix: packed(end)?,
-                    segment,
+                let mut entry = Email {
+                    prefix: [0; 2],
                     candidate: NO_CANDIDATE,
                 };
-                self.emails.shard(email).insert(email, entry);
+                entry.set_prefix(packed(end)?);
+                let key = EmailKey::of(email);
+                self.emails.shard(key).insert(key, entry);
                 self.arena.extend_from_slice(prefix);
             }
         }
@@ -610,7 +659,6 @@ impl Selector {
             let slot = self.slots.len() as u32;
             self.heap.push(slot);
             self.slots.push(Slot {
-                email: [0; 2],
                 at: 0,
                 len: 0,
                 heap_at: self.heap.len() as u32 - 1,
@@ -623,7 +671,7 @@ impl Selector {
             if self.keys.cmp_key(key, &self.slots[worst as usize])? != Ordering::Less {
                 return Ok(());
             }
-            let evicted = self.slots[worst as usize].email();
+            let evicted = self.keys.email(&self.slots[worst as usize])?;
             if let Some(e) = self.emails.get_mut(evicted) {
                 e.candidate = NO_CANDIDATE;
             }
@@ -632,9 +680,8 @@ impl Selector {
         if let Some(e) = self.emails.get_mut(email) {
             e.candidate = slot;
         }
-        let at = self.keys.append(prefix_len, key)?;
+        let at = self.keys.append(email, prefix_len, key)?;
         let s = &mut self.slots[slot as usize];
-        s.email = [(email >> 64) as u64, email as u64];
         s.at = at;
         s.len = len;
         let head = key.len().min(HEAD);
@@ -701,7 +748,11 @@ impl Selector {
     pub(crate) fn contacts_by_segment(&self, segments: usize) -> Vec<u64> {
         let mut out = vec![0; segments];
         for e in self.emails.values() {
-            out[e.segment as usize] += 1;
+            let prefix = &self.arena[e.prefix_range()];
+            let segment = prefix[prefix.len() - self.segment_bytes..]
+                .iter()
+                .fold(0usize, |n, b| n << 8 | usize::from(*b));
+            out[segment] += 1;
         }
         out
     }
@@ -747,7 +798,7 @@ pub(crate) struct Kept {
 }
 
 impl Kept {
-    /// The records (prefix length, key) of the next `n` contacts, end to end, with each
+    /// The records (prefix length, email, key) of the next `n` contacts, end to end, with each
     /// one's range; `None` when all were taken.
     fn next_records(&mut self, n: usize) -> io::Result<Option<(Vec<u8>, Vec<Range<usize>>)>> {
         if self.reversed.is_empty() {
@@ -778,7 +829,7 @@ impl Kept {
         let rows = ranges.iter().map(|r| {
             let record = &bytes[r.clone()];
             let prefix_len = u32::from_le_bytes(record[..4].try_into().expect("4 bytes"));
-            parser.parse(&record[4 + prefix_len as usize..])
+            parser.parse(&record[RECORD_HEADER + prefix_len as usize..])
         });
         let columns = match encoders.rest.convert_rows(rows) {
             Ok(columns) => columns,
@@ -805,18 +856,17 @@ impl Kept {
 mod tests {
     use super::*;
 
-    fn key(n: u8) -> Vec<u8> {
-        vec![n]
+    /// A one-byte prefix ending with its segment: `n`'s parity.
+    fn prefix(n: u8) -> Vec<u8> {
+        vec![n, n % 2]
     }
 
     /// Offers rows (email, prefix, rest) in the given order and returns the kept keys.
     fn kept(limit: u64, rows: &[(u128, u8, u8)]) -> (Vec<(u128, Vec<u8>)>, Vec<u64>) {
-        let mut s = Selector::new(limit, KEYS_IN_MEMORY);
-        for (email, prefix, rest) in rows {
-            if s.note(*email, &key(*prefix), u32::from(*prefix % 2))
-                .unwrap()
-            {
-                s.offer(*email, &key(*prefix), &key(*rest)).unwrap();
+        let mut s = Selector::new(limit, KEYS_IN_MEMORY, 1);
+        for (email, p, rest) in rows {
+            if s.note(*email, &prefix(*p)).unwrap() {
+                s.offer(*email, &prefix(*p), &[*rest]).unwrap();
             }
         }
         let by_segment = s.contacts_by_segment(2);
@@ -829,7 +879,10 @@ mod tests {
         let mut out: Vec<(u128, Vec<u8>)> = s
             .slots
             .iter()
-            .map(|c| (c.email(), s.keys.key(c, &mut scratch).unwrap().to_vec()))
+            .map(|c| {
+                let key = s.keys.key(c, &mut scratch).unwrap().to_vec();
+                (s.keys.email(c).unwrap(), key)
+            })
             .collect();
         out.sort_by(|a, b| a.1.cmp(&b.1));
         out
@@ -849,7 +902,11 @@ mod tests {
             (1, 8, 0),
             (3, 9, 0),
         ];
-        let expected = vec![(4u128, vec![1u8, 4]), (2, vec![2, 5]), (1, vec![3, 1])];
+        let expected = vec![
+            (4u128, vec![1u8, 1, 4]),
+            (2, vec![2, 0, 5]),
+            (1, vec![3, 1, 1]),
+        ];
         let mut orders = vec![rows.to_vec()];
         let mut reversed = rows.to_vec();
         reversed.reverse();
@@ -865,7 +922,7 @@ mod tests {
         }
         let (all, _) = kept(10, &rows);
         assert_eq!(all.len(), 4);
-        assert_eq!(all[3], (3, vec![7, 0]));
+        assert_eq!(all[3], (3, vec![7, 1, 0]));
         let (none, by_segment) = kept(0, &rows);
         assert!(none.is_empty());
         assert_eq!(by_segment, vec![1, 3], "the cap does not change the counts");
@@ -891,7 +948,7 @@ mod tests {
             (40, 300),
             (40, 0),
         ] {
-            let mut s = Selector::new(limit, memory);
+            let mut s = Selector::new(limit, memory, 1);
             let mut best: std::collections::BTreeMap<u128, Vec<u8>> = Default::default();
             for _ in 0..2_000 {
                 let email = u128::from(next(50));
@@ -903,7 +960,7 @@ mod tests {
                 // Ending with the email, as real keys hold it: two emails never tie.
                 let mut rest: Vec<u8> = (0..next(30)).map(|_| next(2) as u8).collect();
                 rest.push(email as u8);
-                if s.note(email, &prefix, 0).unwrap() {
+                if s.note(email, &prefix).unwrap() {
                     s.offer(email, &prefix, &rest).unwrap();
                 }
                 let key: Vec<u8> = prefix.iter().chain(&rest).copied().collect();
@@ -928,7 +985,7 @@ mod tests {
                 read.extend(
                     ranges
                         .into_iter()
-                        .map(|r| bytes[r.start + 4..r.end].to_vec()),
+                        .map(|r| bytes[r.start + RECORD_HEADER..r.end].to_vec()),
                 );
             }
             let expected: Vec<Vec<u8>> = expected.into_iter().map(|(_, key)| key).collect();
@@ -947,6 +1004,38 @@ mod tests {
             (3, 9, 0),
         ];
         let (keep, _) = kept(2, &rows);
-        assert_eq!(keep, vec![(1, vec![2, 0]), (2, vec![6, 0])]);
+        assert_eq!(keep, vec![(1, vec![2, 0, 0]), (2, vec![6, 0, 0])]);
+    }
+
+    #[test]
+    fn the_segment_is_read_back_from_the_end_of_a_prefix_as_arrow_wrote_it() {
+        for (data_type, segments) in [
+            (DataType::UInt16, vec![0u32, 1, 300, 65_535]),
+            (DataType::UInt32, vec![0, 70_000, 16_777_217]),
+        ] {
+            let converter = RowConverter::new(vec![
+                SortField::new(DataType::Int64),
+                SortField::new(data_type.clone()),
+            ])
+            .unwrap();
+            let order: ArrayRef =
+                Arc::new(arrow::array::Int64Array::from(vec![-5i64; segments.len()]));
+            let segment = cast(
+                &(Arc::new(UInt32Array::from(segments.clone())) as ArrayRef),
+                &data_type,
+            )
+            .unwrap();
+            let rows = converter.convert_columns(&[order, segment]).unwrap();
+            let width = data_type.primitive_width().unwrap();
+            let mut s = Selector::new(10, KEYS_IN_MEMORY, width);
+            for (i, row) in rows.iter().enumerate() {
+                s.note(i as u128, row.data()).unwrap();
+            }
+            let by_segment = s.contacts_by_segment(*segments.last().unwrap() as usize + 1);
+            for n in &segments {
+                assert_eq!(by_segment[*n as usize], 1, "{data_type} segment {n}");
+            }
+            assert_eq!(by_segment.iter().sum::<u64>(), segments.len() as u64);
+        }
     }
 }
