@@ -357,29 +357,34 @@ impl KeyStore {
         Ok(())
     }
 
-    /// The record of `slot`, read into `scratch` when it is in the file.
-    fn record<'a>(&'a self, slot: &Slot, scratch: &'a mut Vec<u8>) -> io::Result<&'a [u8]> {
-        let n = RECORD_HEADER + slot.len as usize;
-        if slot.at >= self.flushed {
-            let start = (slot.at - self.flushed) as usize;
-            return Ok(&self.memory[start..start + n]);
+    /// The `n` bytes at `at` when they are not yet in the file.
+    fn in_memory(&self, at: u64, n: usize) -> Option<&[u8]> {
+        let start = usize::try_from(at.checked_sub(self.flushed)?).ok()?;
+        Some(&self.memory[start..start + n])
+    }
+
+    /// The `n` bytes at `at`, read into `scratch` when they are in the file.
+    fn bytes<'a>(&'a self, at: u64, n: usize, scratch: &'a mut Vec<u8>) -> io::Result<&'a [u8]> {
+        if let Some(bytes) = self.in_memory(at, n) {
+            return Ok(bytes);
         }
         scratch.resize(n, 0);
-        read_at(self.file()?, scratch, slot.at)?;
+        read_at(self.file()?, scratch, at)?;
         Ok(scratch)
     }
 
     /// The key of `slot`.
     fn key<'a>(&'a self, slot: &Slot, scratch: &'a mut Vec<u8>) -> io::Result<&'a [u8]> {
-        Ok(&self.record(slot, scratch)?[RECORD_HEADER..])
+        let record = self.bytes(slot.at, RECORD_HEADER + slot.len as usize, scratch)?;
+        Ok(&record[RECORD_HEADER..])
     }
 
-    /// The email of `slot`.
+    /// The email of `slot`, read alone from its record's header.
     fn email(&self, slot: &Slot) -> io::Result<u128> {
         let mut scratch = self.scratch.borrow_mut();
-        let record = self.record(slot, &mut scratch[0])?;
+        let header = self.bytes(slot.at, RECORD_HEADER, &mut scratch[0])?;
         Ok(u128::from_le_bytes(
-            record[4..RECORD_HEADER].try_into().expect("16 bytes"),
+            header[4..RECORD_HEADER].try_into().expect("16 bytes"),
         ))
     }
 
@@ -439,12 +444,9 @@ impl KeyStore {
         let mut bytes = vec![0; total];
         let mut in_file = Vec::new();
         for (i, (at, _)) in wanted.iter().enumerate() {
-            if *at >= self.flushed {
-                let start = (at - self.flushed) as usize;
-                bytes[ranges[i].clone()]
-                    .copy_from_slice(&self.memory[start..start + ranges[i].len()]);
-            } else {
-                in_file.push(i);
+            match self.in_memory(*at, ranges[i].len()) {
+                Some(record) => bytes[ranges[i].clone()].copy_from_slice(record),
+                None => in_file.push(i),
             }
         }
         in_file.sort_unstable_by_key(|i| wanted[*i].0);
@@ -643,42 +645,45 @@ impl Selector {
     }
 
     fn offer_key(&mut self, email: u128, prefix_len: usize, key: &[u8]) -> Result<(), SelectError> {
-        let Some(current) = self.emails.get_mut(email).map(|e| e.candidate) else {
-            return Ok(());
-        };
         let len = u32::try_from(key.len()).map_err(|_| {
             SelectError::Order("a contact's fields and order_by values are over 4 GiB".into())
         })?;
-        let slot = if current != NO_CANDIDATE {
-            if self.keys.cmp_key(key, &self.slots[current as usize])? != Ordering::Less {
-                return Ok(());
-            }
-            current
-        } else if self.heap.len() < self.limit {
-            let slot = self.slots.len() as u32;
-            self.heap.push(slot);
-            self.slots.push(Slot {
-                at: 0,
-                len: 0,
-                heap_at: self.heap.len() as u32 - 1,
-                head: [0; HEAD],
-            });
-            slot
-        } else {
-            // Full: it must beat the worst candidate, whose slot it then takes.
-            let worst = self.heap[0];
-            if self.keys.cmp_key(key, &self.slots[worst as usize])? != Ordering::Less {
-                return Ok(());
-            }
-            let evicted = self.keys.email(&self.slots[worst as usize])?;
-            if let Some(e) = self.emails.get_mut(evicted) {
-                e.candidate = NO_CANDIDATE;
-            }
-            worst
+        let Some(entry) = self.emails.get_mut(email) else {
+            return Ok(());
         };
-        if let Some(e) = self.emails.get_mut(email) {
-            e.candidate = slot;
-        }
+        let slot = match entry.candidate {
+            NO_CANDIDATE if self.heap.len() < self.limit => {
+                let slot = self.slots.len() as u32;
+                entry.candidate = slot;
+                self.heap.push(slot);
+                self.slots.push(Slot {
+                    at: 0,
+                    len: 0,
+                    heap_at: self.heap.len() as u32 - 1,
+                    head: [0; HEAD],
+                });
+                slot
+            }
+            NO_CANDIDATE => {
+                // Full: it must beat the worst candidate, whose slot it then takes.
+                let worst = self.heap[0];
+                if self.keys.cmp_key(key, &self.slots[worst as usize])? != Ordering::Less {
+                    return Ok(());
+                }
+                entry.candidate = worst;
+                let evicted = self.keys.email(&self.slots[worst as usize])?;
+                if let Some(e) = self.emails.get_mut(evicted) {
+                    e.candidate = NO_CANDIDATE;
+                }
+                worst
+            }
+            current => {
+                if self.keys.cmp_key(key, &self.slots[current as usize])? != Ordering::Less {
+                    return Ok(());
+                }
+                current
+            }
+        };
         let at = self.keys.append(email, prefix_len, key)?;
         let s = &mut self.slots[slot as usize];
         s.at = at;
