@@ -6,7 +6,6 @@
 mod exit;
 mod output;
 mod remote;
-mod sync;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -14,9 +13,9 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 use pipeline_engine::{Engine, EngineError, RunOptions};
 use pipeline_sink::dry_run::DryRunSink;
-use pipeline_sink::preview::PreviewSink;
-use pipeline_spec::{Pipeline, SpecError};
-use sync::SyncOptions;
+use pipeline_sink::preview::{PreviewSink, Sample};
+use pipeline_spec::{ErrorKind, Pipeline, SpecError};
+use pipeline_sync::{ExportSync, StateError, SyncError, SyncOptions};
 
 pub use exit::Exit;
 
@@ -237,40 +236,43 @@ pub struct Failure {
     pub message: String,
 }
 
-impl From<SpecError> for Failure {
-    fn from(e: SpecError) -> Self {
-        let exit = match e {
-            SpecError::Read { .. } | SpecError::Invalid { .. } => Exit::Config,
+impl Failure {
+    /// A library error: its kind picks the exit code, its text is the message.
+    fn of(kind: ErrorKind, error: &dyn std::fmt::Display) -> Self {
+        let exit = match kind {
+            ErrorKind::Config => Exit::Config,
+            ErrorKind::Data | ErrorKind::Remote | ErrorKind::Io => Exit::RunFailed,
+            ErrorKind::Busy => Exit::Busy,
+            ErrorKind::Internal => Exit::Internal,
         };
         Self {
             exit,
-            message: e.to_string(),
+            message: error.to_string(),
         }
+    }
+}
+
+impl From<SpecError> for Failure {
+    fn from(e: SpecError) -> Self {
+        Self::of(e.kind(), &e)
     }
 }
 
 impl From<EngineError> for Failure {
     fn from(e: EngineError) -> Self {
-        let exit = match &e {
-            EngineError::Config(_) => Exit::Config,
-            EngineError::Execution { .. } | EngineError::Io { .. } => Exit::RunFailed,
-            EngineError::Internal(_) => Exit::Internal,
-            EngineError::Sink { source, .. } => match source {
-                pipeline_sink::SinkError::Internal(_) => Exit::Internal,
-                pipeline_sink::SinkError::Config(_) => Exit::Config,
-                pipeline_sink::SinkError::Sendgrid(
-                    sendgrid_client::ClientError::Unauthorized
-                    | sendgrid_client::ClientError::Forbidden
-                    | sendgrid_client::ClientError::NotFound { .. }
-                    | sendgrid_client::ClientError::Config(_),
-                ) => Exit::Config,
-                _ => Exit::RunFailed,
-            },
-        };
-        Self {
-            exit,
-            message: e.to_string(),
-        }
+        Self::of(e.kind(), &e)
+    }
+}
+
+impl From<StateError> for Failure {
+    fn from(e: StateError) -> Self {
+        Self::of(e.kind(), &e)
+    }
+}
+
+impl From<SyncError> for Failure {
+    fn from(e: SyncError) -> Self {
+        Self::of(e.kind(), &e)
     }
 }
 
@@ -351,18 +353,22 @@ async fn plan(
     let mut plans = Vec::new();
     for query in &queries {
         progress(&format!("Planning export {}…", query.export));
-        let (summary, sink) = sync::preview(
-            &engine,
-            &pipeline,
-            query,
-            |filter| PreviewSink::new(rows).with_filter(filter),
-            RunOptions::default(),
-            options,
-        )
-        .await?;
+        let sync = ExportSync::new(&pipeline, query, options)?;
+        // The sample sees every contact, sent or not; the preview counts what would be sent.
+        let mut sample = Sample::new(rows);
+        let endpoint = remote::endpoint_of(&pipeline, &query.export);
+        let summary = sync
+            .preview(
+                &engine,
+                &endpoint,
+                Some(&mut sample),
+                &mut PreviewSink,
+                RunOptions::default(),
+            )
+            .await?;
         plans.push(output::Plan {
             summary,
-            sample: sink.sample().to_vec(),
+            sample: sample.batches(),
             mask_emails: !show_emails,
         });
     }
@@ -410,22 +416,19 @@ async fn run(
             rejects_dir: Some(rejects_dir.clone()),
             ..RunOptions::default()
         };
+        let sync = ExportSync::new(&pipeline, query, &options)?;
         let summary = match dry_run {
             Some(dir) => {
-                sync::preview(
-                    &engine,
-                    &pipeline,
-                    query,
-                    |filter| DryRunSink::new(dir).with_filter(filter),
-                    run_options,
-                    &options,
-                )
-                .await?
-                .0
+                let endpoint = remote::endpoint_of(&pipeline, &query.export);
+                let mut sink = DryRunSink::new(dir);
+                sync.preview(&engine, &endpoint, None, &mut sink, run_options)
+                    .await?
             }
             None => {
                 let client = remote::client_for(&pipeline, &export.connection, local.as_ref())?;
-                sync::run(&engine, &pipeline, query, client, run_options, &options).await?
+                let concurrency = pipeline.file.connections[&export.connection].concurrency;
+                let sink = remote::sendgrid_sink(client.clone(), concurrency, export, query);
+                sync.run(&engine, &client, sink, run_options).await?
             }
         };
         tracing::info!(

@@ -4,8 +4,11 @@ use std::collections::BTreeMap;
 
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use pipeline_engine::ExportSummary;
+use pipeline_engine::CapStatus;
+use pipeline_sink::JobStatus;
+use pipeline_spec::ExportMode;
 use pipeline_spec::Pipeline;
+use pipeline_sync::{RemovalOutcome, SyncedExport};
 use serde_json::{Value, json};
 
 use crate::Exit;
@@ -69,7 +72,7 @@ pub fn validation(v: &Validation) -> String {
 
 /// One export's plan: its counts and the first contacts.
 pub struct Plan {
-    pub summary: ExportSummary,
+    pub summary: SyncedExport,
     pub sample: Vec<RecordBatch>,
     /// Show sample emails masked (`a***@example.com`).
     pub mask_emails: bool,
@@ -121,17 +124,17 @@ pub fn plans(plans: &[Plan]) -> String {
 
 /// `pipeline run`'s result.
 pub struct RunOutcome {
-    pub summaries: Vec<ExportSummary>,
+    pub summaries: Vec<SyncedExport>,
     /// With `--local-emulator`: the emails on each list afterwards.
     pub landed: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// Import jobs that failed or had not ended at the timeout.
-fn unfinished_jobs(s: &ExportSummary) -> Vec<String> {
+fn unfinished_jobs(s: &SyncedExport) -> Vec<String> {
     s.sink
         .iter()
         .flat_map(|r| &r.jobs)
-        .filter(|j| matches!(j.status.as_str(), "failed" | "pending"))
+        .filter(|j| matches!(j.status, JobStatus::Failed | JobStatus::Pending))
         .map(|j| format!("{} ({}, {} contacts)", j.job_id, j.status, j.requested))
         .collect()
 }
@@ -152,11 +155,7 @@ impl Outcome for RunOutcome {
             .any(|s| s.sync.as_ref().is_some_and(|y| y.removal_refused()))
         {
             Exit::RemovalRefused
-        } else if self
-            .summaries
-            .iter()
-            .any(ExportSummary::rejects_over_threshold)
-        {
+        } else if self.summaries.iter().any(|s| s.rejects_over_threshold()) {
             Exit::Rejects
         } else {
             Exit::Success
@@ -314,7 +313,7 @@ pub fn checks(verdicts: &[Verdict]) -> String {
         .collect()
 }
 
-fn cap_problems<'a>(summaries: impl Iterator<Item = &'a ExportSummary>) -> String {
+fn cap_problems<'a>(summaries: impl Iterator<Item = &'a SyncedExport>) -> String {
     summaries
         .filter(|s| s.cap.exceeded())
         .map(|s| {
@@ -328,7 +327,7 @@ fn cap_problems<'a>(summaries: impl Iterator<Item = &'a ExportSummary>) -> Strin
         .join("\n")
 }
 
-fn summary_table(s: &ExportSummary, ran: bool) -> String {
+fn summary_table(s: &SyncedExport, ran: bool) -> String {
     let mut out = format!("export {} → {} list(s)\n", s.export, s.list_ids.len());
     let mut rows: Vec<Vec<String>> = s
         .segments
@@ -378,12 +377,12 @@ fn summary_table(s: &ExportSummary, ran: bool) -> String {
     }
     let cap = &s.cap;
     out.push_str(&match cap.status {
-        "within" => format!("  cap: {} of {} (within)\n", s.contacts, cap.max_profiles),
-        "truncated" => format!(
+        CapStatus::Within => format!("  cap: {} of {} (within)\n", s.contacts, cap.max_profiles),
+        CapStatus::Truncated => format!(
             "  cap: {} over the cap of {}; kept the first {} by order_by, dropped {}\n",
             cap.over_by, cap.max_profiles, cap.max_profiles, cap.over_by
         ),
-        _ => format!(
+        CapStatus::Exceeded => format!(
             "  cap: EXCEEDED by {} ({} contacts, cap {}); nothing {}\n",
             cap.over_by,
             s.contacts,
@@ -443,7 +442,7 @@ fn summary_table(s: &ExportSummary, ran: bool) -> String {
 }
 
 /// The incremental and mirror lines of an export's summary.
-fn sync_lines(y: &pipeline_state::SyncReport, ran: bool) -> String {
+fn sync_lines(y: &pipeline_sync::SyncReport, ran: bool) -> String {
     let mut out = format!(
         "  changes: {} new, {} changed, {} unchanged{}\n",
         y.counts.new,
@@ -468,28 +467,28 @@ fn sync_lines(y: &pipeline_state::SyncReport, ran: bool) -> String {
             }
         ));
     }
-    if y.mode == "mirror" {
+    if y.mode == ExportMode::Mirror {
         let share = y.removal_share * 100.0;
         out.push_str(&match y.removal {
-            "done" => format!(
+            RemovalOutcome::Done => format!(
                 "  mirror: {} leaver(s) taken off the lists ({} removed, {} unknown to SendGrid); no contact deleted\n",
                 y.leavers, y.removed, y.not_found
             ),
-            "planned" => format!(
+            RemovalOutcome::Planned => format!(
                 "  mirror: {} leaver(s) {} taken off the lists ({share:.1}% of a list)\n",
                 y.leavers,
                 if ran { "are" } else { "would be" }
             ),
-            "refused" => format!(
+            RemovalOutcome::Refused => format!(
                 "  mirror: REFUSED to take {} leaver(s) off the lists: {share:.1}% of a list, over the {:.1}% limit (--allow-mass-removal)\n",
                 y.leavers,
                 y.max_removal_share * 100.0
             ),
-            "skipped" => format!(
+            RemovalOutcome::Skipped => format!(
                 "  mirror: {} leaver(s) kept on the lists this time\n",
                 y.leavers
             ),
-            _ => "  mirror: no leavers\n".into(),
+            RemovalOutcome::None => "  mirror: no leavers\n".into(),
         });
     }
     for note in &y.notes {

@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use pipeline_engine::{ExportQuery, ExportSummary};
-use pipeline_sink::sendgrid::{SendgridSettings, SendgridSink};
+use pipeline_engine::ExportQuery;
+use pipeline_sendgrid::{SendgridSettings, SendgridSink};
 use pipeline_spec::{ApiKey, Export, Pipeline};
-use sendgrid_client::{Client, ClientError, FieldType, RetryPolicy, has_marketing_access};
+use pipeline_sync::SyncedExport;
+use sendgrid_client::{Client, ClientError, RetryPolicy, has_marketing_access};
 use sendgrid_emulator::{Config, Emulator, KeyConfig, marketing_scopes};
 
 use crate::output::Verdict;
@@ -57,7 +58,7 @@ impl LocalEmulator {
     }
 
     /// The emails that landed on each export's lists.
-    pub fn landed(&self, summaries: &[ExportSummary]) -> BTreeMap<String, Vec<String>> {
+    pub fn landed(&self, summaries: &[SyncedExport]) -> BTreeMap<String, Vec<String>> {
         let mut out = BTreeMap::new();
         for s in summaries {
             for id in &s.list_ids {
@@ -100,7 +101,7 @@ pub fn client_for(
     };
     Client::new(
         &endpoint,
-        key,
+        key.into(),
         Duration::from_secs(connection.request_timeout_secs),
         policy,
     )
@@ -124,19 +125,19 @@ pub fn sendgrid_sink(
         create_missing_fields: export.create_missing_fields,
         contacts_per_request: export.contacts_per_request,
     };
-    let types = query
-        .custom_field_types
-        .iter()
-        .map(|(name, t)| {
-            let t = match *t {
-                "Number" => FieldType::Number,
-                "Date" => FieldType::Date,
-                _ => FieldType::Text,
-            };
-            (name.clone(), t)
-        })
-        .collect();
-    SendgridSink::new(client, settings).with_custom_types(types)
+    SendgridSink::new(client, settings).with_custom_types(&query.custom_field_types)
+}
+
+/// The base URL export `name`'s connection sends to.
+pub fn endpoint_of(pipeline: &Pipeline, name: &str) -> String {
+    let connection = pipeline
+        .export(name)
+        .and_then(|e| pipeline.file.connections.get(&e.connection));
+    sendgrid_client::base_url_for(
+        connection
+            .and_then(|c| c.endpoint.as_deref())
+            .unwrap_or("global"),
+    )
 }
 
 /// `pipeline check`: one verdict per connection and per list and custom field of each export.

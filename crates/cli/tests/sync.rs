@@ -211,7 +211,7 @@ fn an_unchanged_rerun_sends_nothing_and_a_one_percent_change_sends_only_those() 
     assert_eq!(s.list_names(LIST), expected(&data));
     let snapshot = s.state_dir().join("snapshot.parquet");
     assert_eq!(mode(&snapshot), 0o600);
-    let saved = pipeline_state::Snapshot::load(&snapshot).unwrap().unwrap();
+    let saved = pipeline_sync::Snapshot::load(&snapshot).unwrap().unwrap();
     assert_eq!(saved.entries.len(), 2000);
 
     let before = s.log_len();
@@ -436,7 +436,7 @@ fn a_second_run_of_the_same_export_is_refused_while_the_first_holds_the_lock() {
     write_profiles(s.dir.path(), &rows(10));
     let file = s.pipeline(UPSERT);
     std::fs::create_dir_all(s.state_dir()).unwrap();
-    let held = pipeline_state::RunLock::acquire(&s.state_dir().join("run.lock"), "daily").unwrap();
+    let held = pipeline_sync::RunLock::acquire(&s.state_dir().join("run.lock"), "daily").unwrap();
     let busy = s.run(&["run", file]);
     assert_eq!(busy.code, 6, "{}", busy.stderr);
     assert!(
@@ -484,7 +484,7 @@ fn a_run_that_gives_up_is_finished_by_the_next_without_resending_accepted_bodies
     let journal_path = s.state_dir().join("journal.jsonl");
     assert_eq!(mode(&journal_path), 0o600);
     assert_eq!(mode(&s.state_dir()), 0o700);
-    let journal = pipeline_state::read_journal(&journal_path).unwrap();
+    let journal = pipeline_sync::read_journal(&journal_path).unwrap();
     assert_eq!(journal.len(), 2);
     let accepted: BTreeSet<String> = journal
         .iter()
@@ -623,7 +623,7 @@ fn killed_runs_are_finished_by_the_next_run_without_resending_accepted_bodies() 
         }
 
         // What the journal holds as accepted when the process died.
-        let journal = pipeline_state::read_journal(&s.state_dir().join("journal.jsonl"))
+        let journal = pipeline_sync::read_journal(&s.state_dir().join("journal.jsonl"))
             .unwrap_or_else(|e| panic!("{context}: {e}"));
         let journaled_jobs: BTreeSet<String> = journal.iter().map(|b| b.job_id.clone()).collect();
         let journaled: BTreeSet<String> = journal
@@ -631,7 +631,7 @@ fn killed_runs_are_finished_by_the_next_run_without_resending_accepted_bodies() 
             .flat_map(|b| b.contacts.iter().map(|(e, _)| e.clone()))
             .collect();
         let folded: BTreeSet<String> =
-            pipeline_state::Snapshot::load(&s.state_dir().join("snapshot.parquet"))
+            pipeline_sync::Snapshot::load(&s.state_dir().join("snapshot.parquet"))
                 .unwrap_or_else(|e| panic!("{context}: {e}"))
                 .map(|snap| snap.entries.into_keys().collect())
                 .unwrap_or_default();

@@ -2,6 +2,7 @@
 //! world (disk, sink), or ours.
 
 use pipeline_sink::SinkError;
+use pipeline_spec::ErrorKind;
 
 /// Why the engine stopped.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,16 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Config(_) => ErrorKind::Config,
+            Self::Execution { .. } => ErrorKind::Data,
+            Self::Io { .. } => ErrorKind::Io,
+            Self::Internal(_) => ErrorKind::Internal,
+            Self::Sink { source, .. } => source.kind(),
+        }
+    }
+
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Self::Config(vec![message.into()])
     }

@@ -23,7 +23,7 @@ use pipeline_spec::Pipeline;
 
 pub use error::EngineError;
 pub use plan::{ExportQuery, META_COLUMNS};
-pub use run::{CapVerdict, ExportSummary, RunOptions, SegmentSummary, Selection};
+pub use run::{CapStatus, CapVerdict, ExportSummary, RunOptions, SegmentSummary, Selection};
 
 /// A pipeline opened for querying: sources registered, segments planned.
 pub struct Engine {
@@ -84,11 +84,6 @@ impl Engine {
 
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
-    }
-
-    /// The columns of a segment.
-    pub fn segment_schema(&self, name: &str) -> Option<&SchemaRef> {
-        self.segment_schemas.get(name)
     }
 
     /// Plans every export (or only `only`), checking mapping types; lists every problem.

@@ -46,20 +46,48 @@ pub struct SegmentSummary {
     pub contacts: u64,
 }
 
+/// Where an export's contacts stand against its profile cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CapStatus {
+    /// At most `max_profiles` contacts.
+    Within,
+    /// Over the cap with `on_cap_exceeded: fail`: nothing sent.
+    Exceeded,
+    /// Over the cap with `on_cap_exceeded: truncate`: the first `max_profiles` sent.
+    Truncated,
+}
+
 /// The profile cap's verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CapVerdict {
     pub max_profiles: u64,
-    pub on_cap_exceeded: &'static str,
-    /// `within`, `exceeded` (nothing sent) or `truncated`.
-    pub status: &'static str,
+    pub on_cap_exceeded: OnCapExceeded,
+    pub status: CapStatus,
     /// Contacts over the cap: dropped when truncated, the excess when exceeded.
     pub over_by: u64,
 }
 
 impl CapVerdict {
+    /// The verdict for `total` distinct contacts.
+    pub fn new(total: u64, max_profiles: u64, on_cap_exceeded: OnCapExceeded) -> Self {
+        let status = if total <= max_profiles {
+            CapStatus::Within
+        } else if on_cap_exceeded == OnCapExceeded::Fail {
+            CapStatus::Exceeded
+        } else {
+            CapStatus::Truncated
+        };
+        Self {
+            max_profiles,
+            on_cap_exceeded,
+            status,
+            over_by: total.saturating_sub(max_profiles),
+        }
+    }
+
     pub fn exceeded(&self) -> bool {
-        self.status == "exceeded"
+        self.status == CapStatus::Exceeded
     }
 }
 
@@ -84,9 +112,6 @@ pub struct ExportSummary {
     pub sink: Option<SinkReport>,
     pub rejects_file: Option<PathBuf>,
     pub allowed_rejects: u64,
-    /// The incremental and mirror side, when the run used the export's state.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sync: Option<pipeline_state::SyncReport>,
     /// Normalised emails of the rejected rows, when asked for.
     #[serde(skip)]
     pub rejected_emails: Vec<String>,
@@ -194,8 +219,8 @@ impl Engine {
             s.contacts = contacts;
             s.duplicates = s.rows - s.rejected - contacts;
         }
-        let exceeded = total > export.max_profiles && export.on_cap_exceeded == OnCapExceeded::Fail;
-        if !exceeded {
+        let cap = CapVerdict::new(total, export.max_profiles, export.on_cap_exceeded);
+        if !cap.exceeded() {
             let batch_size = self.pipeline().file.engine.batch_size;
             let mut kept = selector
                 .finish()
@@ -217,21 +242,6 @@ impl Engine {
             counts.truncated = kept.truncated;
         }
 
-        let cap = CapVerdict {
-            max_profiles: export.max_profiles,
-            on_cap_exceeded: match export.on_cap_exceeded {
-                OnCapExceeded::Fail => "fail",
-                OnCapExceeded::Truncate => "truncate",
-            },
-            status: if total <= export.max_profiles {
-                "within"
-            } else if export.on_cap_exceeded == OnCapExceeded::Fail {
-                "exceeded"
-            } else {
-                "truncated"
-            },
-            over_by: total.saturating_sub(export.max_profiles),
-        };
         if cap.exceeded() {
             // Over the cap with `fail`, nothing is written.
             if let Some(writer) = rejects.take() {
@@ -257,7 +267,6 @@ impl Engine {
             sink: None,
             rejects_file: None,
             allowed_rejects: export.allowed_rejects,
-            sync: None,
             rejected_emails: counts.rejected_emails.unwrap_or_default(),
         };
         Ok((summary, rejects))

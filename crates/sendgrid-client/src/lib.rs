@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use pipeline_spec::{ApiKey, is_loopback_http};
 use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -105,7 +105,7 @@ impl Http {
 pub struct Client {
     http: Http,
     base: String,
-    key: ApiKey,
+    key: SecretString,
     policy: RetryPolicy,
     /// No request starts before this instant (set when the rate budget is spent).
     not_before: Arc<Mutex<Option<Instant>>>,
@@ -121,11 +121,25 @@ pub fn base_url_for(endpoint: &str) -> String {
     }
 }
 
+/// Whether `base` is plain http to `localhost` or a loopback address, as the URL parser
+/// that sends the request reads it.
+fn is_loopback_http(base: &str) -> bool {
+    url::Url::parse(base).is_ok_and(|u| {
+        u.scheme() == "http"
+            && match u.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            }
+    })
+}
+
 impl Client {
     /// A client for `endpoint` (`global`, `eu`, or a base URL; plain http only to loopback).
     pub fn new(
         endpoint: &str,
-        key: ApiKey,
+        key: SecretString,
         timeout: Duration,
         policy: RetryPolicy,
     ) -> Result<Self, ClientError> {
@@ -184,7 +198,7 @@ impl Client {
             self.count(|s| s.requests += 1);
             let mut request = http
                 .request(method.clone(), &url)
-                .bearer_auth(self.key.expose())
+                .bearer_auth(self.key.expose_secret())
                 .header("accept", "application/json");
             if let Some(b) = &body {
                 request = request
@@ -415,7 +429,7 @@ impl Client {
     pub async fn fetch_errors(&self, url: &str) -> Result<String, ClientError> {
         let mut request = self.http.get().await?.get(url);
         if url.starts_with(&format!("{}/", self.base)) {
-            request = request.bearer_auth(self.key.expose());
+            request = request.bearer_auth(self.key.expose_secret());
         }
         let response = request.send().await.map_err(|e| ClientError::Unexpected {
             what: "downloading the import errors".into(),
@@ -490,7 +504,7 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        let key = ApiKey::new("k");
+        let key = SecretString::from("k");
         let p = RetryPolicy::default();
         let t = Duration::from_secs(1);
         assert_eq!(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use pipeline_spec::ApiKey;
+use secrecy::SecretString as ApiKey;
 use sendgrid_client::{Client, ClientError, FieldType, RetryPolicy, has_marketing_access};
 use sendgrid_emulator::{Config, Emulator, Fault, Faults, KeyConfig, marketing_scopes};
 
@@ -40,7 +40,7 @@ async fn emulator(import_delay_ms: u64) -> Emulator {
 }
 
 fn client(e: &Emulator, key: &str) -> Client {
-    Client::new(&e.url(), ApiKey::new(key), Duration::from_secs(2), fast()).unwrap()
+    Client::new(&e.url(), ApiKey::from(key), Duration::from_secs(2), fast()).unwrap()
 }
 
 fn body(contacts: &str) -> Bytes {
@@ -183,7 +183,7 @@ async fn retries_are_bounded() {
     });
     let c = Client::new(
         &e.url(),
-        ApiKey::new("good"),
+        ApiKey::from("good"),
         Duration::from_secs(2),
         RetryPolicy {
             max_attempts: 3,
@@ -211,7 +211,7 @@ async fn timeouts_are_retried() {
     });
     let c = Client::new(
         &e.url(),
-        ApiKey::new("good"),
+        ApiKey::from("good"),
         Duration::from_millis(500),
         fast(),
     )

@@ -9,28 +9,18 @@ use std::path::PathBuf;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
-use crate::encoder::{Body, BodyEncoder, ContactFilter};
+use crate::encoder::{BodyEncoder, bodies};
 use crate::private_fs::{create_private_dir, create_private_file};
 use crate::{ContactStream, ExportTarget, Sink, SinkError, SinkReport};
 
 /// Writes request bodies under a folder.
 pub struct DryRunSink {
     dir: PathBuf,
-    filter: Option<Box<dyn ContactFilter>>,
 }
 
 impl DryRunSink {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self {
-            dir: dir.into(),
-            filter: None,
-        }
-    }
-
-    /// Writes only the contacts `filter` admits, as an incremental run would send them.
-    pub fn with_filter(mut self, filter: Box<dyn ContactFilter>) -> Self {
-        self.filter = Some(filter);
-        self
+        Self { dir: dir.into() }
     }
 }
 
@@ -38,7 +28,7 @@ impl Sink for DryRunSink {
     fn write_all<'a>(
         &'a mut self,
         target: &'a ExportTarget,
-        mut contacts: ContactStream,
+        contacts: ContactStream,
     ) -> BoxFuture<'a, Result<SinkReport, SinkError>> {
         Box::pin(async move {
             let dir = self.dir.join(&target.export);
@@ -46,7 +36,10 @@ impl Sink for DryRunSink {
             create_private_dir(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
             remove_old_bodies(&dir)?;
             let mut report = SinkReport::default();
-            let mut write = |body: Body| -> Result<(), SinkError> {
+            let encoder = BodyEncoder::new(&target.list_ids, target.fields.clone());
+            let mut bodies = bodies(contacts, encoder);
+            while let Some(body) = bodies.next().await {
+                let body = body?;
                 let path = dir.join(format!("request-{:06}.json", report.requests + 1));
                 let mut file = create_private_file(&path)
                     .map_err(io(format!("cannot create {}", path.display())))?;
@@ -56,16 +49,6 @@ impl Sink for DryRunSink {
                 report.contacts += body.contacts as u64;
                 report.bytes += body.bytes.len() as u64;
                 report.outputs.push(path);
-                Ok(())
-            };
-            let mut encoder = BodyEncoder::new(&target.list_ids, target.fields.clone())
-                .with_filter(self.filter.take(), &target.fields);
-            while let Some(batch) = contacts.next().await {
-                let batch = batch.map_err(SinkError::Upstream)?;
-                encoder.push_batch(&batch, &mut write)?;
-            }
-            if let Some(body) = encoder.finish() {
-                write(body)?;
             }
             Ok(report)
         })

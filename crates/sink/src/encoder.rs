@@ -4,20 +4,27 @@
 //! no allocation per row. Null fields are omitted. Bodies are cut at
 //! [`MAX_CONTACTS_PER_REQUEST`] contacts or before reaching [`MAX_BODY_BYTES`] bytes.
 //!
-//! With a [`ContactFilter`] the encoder also hashes each contact's mapped fields (by field
-//! name, so the hash does not depend on an account's custom field ids), asks the filter
-//! whether to send it, and records the email and hash of every contact it puts in a body.
+//! A batch may carry one more column after the mapped fields, [`HASH_COLUMN`], written by
+//! the incremental diff stage with [`contact_hashes`]; the encoder then records the email
+//! and field hash of every contact it puts in a body ([`Body::keys`]), which the run
+//! journal keeps. [`bodies`] drives an encoder over a whole contact stream.
 
+use std::collections::VecDeque;
 use std::io::Write;
 
 use arrow::array::{
     Array, AsArray, Float64Array, Int64Array, LargeStringArray, ListArray, StringArray,
-    StringViewArray,
+    StringViewArray, UInt64Array,
 };
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, UInt64Type};
 use arrow::record_batch::RecordBatch;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 
-use crate::{ContactField, FieldKind, SinkError};
+use crate::{ContactField, ContactStream, FieldKind, SinkError};
+
+/// The optional last column of a contact batch: each contact's [`contact_hashes`] value.
+pub const HASH_COLUMN: &str = "__pipeline_field_hash";
 
 /// SendGrid accepts at most this many contacts in one upsert.
 pub const MAX_CONTACTS_PER_REQUEST: usize = 30_000;
@@ -29,7 +36,7 @@ pub const MAX_BODY_BYTES: usize = 6_000_000;
 pub struct Body {
     pub bytes: Vec<u8>,
     pub contacts: usize,
-    /// The body's contacts by email and field hash, when the encoder has a filter.
+    /// The body's contacts by email and field hash, when the batches carried hashes.
     pub keys: Option<BodyKeys>,
 }
 
@@ -64,22 +71,6 @@ impl BodyKeys {
     }
 }
 
-/// Decides, contact by contact, what a run sends.
-pub trait ContactFilter: Send + Sync {
-    /// Sees every contact of the export with the hash of its mapped fields; returns
-    /// whether to send it.
-    fn admit(&mut self, email: &str, hash: u64) -> bool;
-}
-
-/// What the encoder needs to hash and filter contacts.
-struct Filtering {
-    filter: Box<dyn ContactFilter>,
-    /// The field names hashed before each value: reserved names, `custom_fields.<name>`.
-    names: Vec<Vec<u8>>,
-    scratch: Vec<u8>,
-    keys: BodyKeys,
-}
-
 /// Accumulates contacts into request bodies.
 pub struct BodyEncoder {
     fields: Vec<ContactField>,
@@ -92,7 +83,8 @@ pub struct BodyEncoder {
     contacts: usize,
     max_contacts: usize,
     max_bytes: usize,
-    filtering: Option<Filtering>,
+    /// The emails and hashes of the body being filled, when batches carry hashes.
+    keys_of_body: Option<BodyKeys>,
 }
 
 const SUFFIX: &[u8] = b"]}";
@@ -148,28 +140,8 @@ impl BodyEncoder {
             contacts: 0,
             max_contacts: max_contacts.clamp(1, MAX_CONTACTS_PER_REQUEST),
             max_bytes: max_bytes.min(MAX_BODY_BYTES),
-            filtering: None,
+            keys_of_body: None,
         }
-    }
-
-    /// Sends only the contacts `filter` admits (all of them without one). `named` are the
-    /// export's fields by name (the encoder's own fields may hold custom field ids);
-    /// hashes are taken over them.
-    pub fn with_filter(
-        mut self,
-        filter: Option<Box<dyn ContactFilter>>,
-        named: &[ContactField],
-    ) -> Self {
-        self.filtering = filter.map(|filter| Filtering {
-            filter,
-            names: named
-                .iter()
-                .map(|f| f.qualified_name().into_bytes())
-                .collect(),
-            scratch: Vec::with_capacity(512),
-            keys: BodyKeys::default(),
-        });
-        self
     }
 
     /// Encodes every row of `batch`; each body that fills up is handed to `emit`.
@@ -178,29 +150,12 @@ impl BodyEncoder {
         batch: &RecordBatch,
         mut emit: impl FnMut(Body) -> Result<(), SinkError>,
     ) -> Result<(), SinkError> {
-        if batch.num_columns() != self.fields.len() {
-            return Err(SinkError::Internal(format!(
-                "contact batch has {} columns, the export maps {} fields",
-                batch.num_columns(),
-                self.fields.len()
-            )));
+        let hashes = hash_column(batch, self.fields.len())?;
+        if hashes.is_some() && self.keys_of_body.is_none() {
+            self.keys_of_body = Some(BodyKeys::default());
         }
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(self.fields.iter().zip(&self.keys))
-            .map(|(array, (field, key))| Column::new(array.as_ref(), field, key))
-            .collect::<Result<Vec<_>, _>>()?;
+        let columns = columns(batch, &self.fields, &self.keys)?;
         for row in 0..batch.num_rows() {
-            let mut admitted = None;
-            if let Some(f) = self.filtering.as_mut() {
-                let email = columns[0].text(row).unwrap_or_default();
-                let hash = hash_contact(&mut f.scratch, &f.names, &columns, row);
-                if !f.filter.admit(email, hash) {
-                    continue;
-                }
-                admitted = Some((email, hash));
-            }
             self.contact.clear();
             encode_contact(&mut self.contact, &columns, self.first_custom, row);
             // `,` before the contact plus the closing `]}` must keep us under the limit.
@@ -216,7 +171,7 @@ impl BodyEncoder {
                     &mut self.body,
                     &self.prefix,
                     &mut self.contacts,
-                    &mut self.filtering,
+                    &mut self.keys_of_body,
                 ))?;
             }
             if self.contacts > 0 {
@@ -224,8 +179,8 @@ impl BodyEncoder {
             }
             self.body.extend_from_slice(&self.contact);
             self.contacts += 1;
-            if let (Some(f), Some((email, hash))) = (self.filtering.as_mut(), admitted) {
-                f.keys.push(email, hash);
+            if let (Some(keys), Some(hashes)) = (self.keys_of_body.as_mut(), hashes) {
+                keys.push(columns[0].text(row).unwrap_or_default(), hashes.value(row));
             }
         }
         Ok(())
@@ -238,7 +193,7 @@ impl BodyEncoder {
                 &mut self.body,
                 &self.prefix,
                 &mut self.contacts,
-                &mut self.filtering,
+                &mut self.keys_of_body,
             )
         })
     }
@@ -248,15 +203,134 @@ fn take_body(
     body: &mut Vec<u8>,
     prefix: &[u8],
     contacts: &mut usize,
-    filtering: &mut Option<Filtering>,
+    keys: &mut Option<BodyKeys>,
 ) -> Body {
     let mut bytes = std::mem::replace(body, prefix.to_vec());
     bytes.extend_from_slice(SUFFIX);
     Body {
         bytes,
         contacts: std::mem::take(contacts),
-        keys: filtering.as_mut().map(|f| std::mem::take(&mut f.keys)),
+        keys: keys.as_mut().map(std::mem::take),
     }
+}
+
+/// The mapped columns of `batch`, downcast once, checked against the export's fields.
+fn columns<'a>(
+    batch: &'a RecordBatch,
+    fields: &[ContactField],
+    keys: &'a [Vec<u8>],
+) -> Result<Vec<Column<'a>>, SinkError> {
+    let hashed = usize::from(batch.schema().column_with_name(HASH_COLUMN).is_some());
+    if batch.num_columns() != fields.len() + hashed {
+        return Err(SinkError::Internal(format!(
+            "contact batch has {} columns, the export maps {} fields",
+            batch.num_columns(),
+            fields.len()
+        )));
+    }
+    batch
+        .columns()
+        .iter()
+        .zip(fields.iter().zip(keys))
+        .map(|(array, (field, key))| Column::new(array.as_ref(), field, key))
+        .collect()
+}
+
+/// The batch's [`HASH_COLUMN`], when it has one after its `fields` mapped columns.
+fn hash_column(batch: &RecordBatch, fields: usize) -> Result<Option<&UInt64Array>, SinkError> {
+    match batch.schema().index_of(HASH_COLUMN) {
+        Ok(i) if i == fields => batch
+            .column(i)
+            .as_primitive_opt::<UInt64Type>()
+            .map(Some)
+            .ok_or_else(|| SinkError::Internal(format!("{HASH_COLUMN} is not UInt64"))),
+        Ok(i) => Err(SinkError::Internal(format!(
+            "{HASH_COLUMN} is column {i}, not the one after the {fields} mapped fields"
+        ))),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The field hash of each contact of `batch`, whose columns fill `fields`: see
+/// [`hash_contact`]. `fields` are named as the user names them, never by an account's
+/// custom field ids, so the hash is the same for every account.
+pub fn contact_hashes(
+    batch: &RecordBatch,
+    fields: &[ContactField],
+) -> Result<UInt64Array, SinkError> {
+    let names: Vec<Vec<u8>> = fields
+        .iter()
+        .map(|f| f.qualified_name().into_bytes())
+        .collect();
+    let columns = columns(batch, fields, &names)?;
+    let mut scratch = Vec::with_capacity(512);
+    Ok((0..batch.num_rows())
+        .map(|row| hash_contact(&mut scratch, &names, &columns, row))
+        .collect())
+}
+
+/// The emails of `batch`'s contacts (column 0; a null reads as empty).
+pub fn emails(batch: &RecordBatch) -> Result<Vec<&str>, SinkError> {
+    let column = batch
+        .columns()
+        .first()
+        .ok_or_else(|| SinkError::Internal("a contact batch without columns".into()))?;
+    fn text(v: Option<&str>) -> &str {
+        v.unwrap_or_default()
+    }
+    Ok(match column.data_type() {
+        DataType::Utf8 => column.as_string::<i32>().iter().map(text).collect(),
+        DataType::LargeUtf8 => column.as_string::<i64>().iter().map(text).collect(),
+        DataType::Utf8View => column.as_string_view().iter().map(text).collect(),
+        other => {
+            return Err(SinkError::Internal(format!(
+                "the email column arrived as {other}"
+            )));
+        }
+    })
+}
+
+/// The request bodies of a contact stream, in order: what every sink sends or writes.
+pub fn bodies(
+    contacts: ContactStream,
+    encoder: BodyEncoder,
+) -> BoxStream<'static, Result<Body, SinkError>> {
+    struct State {
+        contacts: ContactStream,
+        /// `None` once the stream ended or failed.
+        encoder: Option<BodyEncoder>,
+        ready: VecDeque<Body>,
+    }
+    let state = State {
+        contacts,
+        encoder: Some(encoder),
+        ready: VecDeque::new(),
+    };
+    futures::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(body) = state.ready.pop_front() {
+                return Some((Ok(body), state));
+            }
+            let encoder = state.encoder.as_mut()?;
+            let pushed = match state.contacts.next().await {
+                Some(Ok(batch)) => encoder.push_batch(&batch, |body| {
+                    state.ready.push_back(body);
+                    Ok(())
+                }),
+                Some(Err(e)) => Err(SinkError::Upstream(e)),
+                None => {
+                    let last = state.encoder.take().and_then(BodyEncoder::finish);
+                    state.ready.extend(last);
+                    continue;
+                }
+            };
+            if let Err(e) = pushed {
+                state.encoder = None;
+                return Some((Err(e), state));
+            }
+        }
+    })
+    .boxed()
 }
 
 /// A stable 64-bit hash of a contact's non-null fields: each field's name and its value

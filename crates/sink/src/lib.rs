@@ -1,13 +1,17 @@
-//! Sinks consume the stream of contact record batches of one export and report what they did.
+//! The sink interface: what consumes the stream of contact record batches of one export,
+//! and the value types every sink shares.
 //!
-//! A sink is chosen by the connection's `type`. The [`dry_run`] sink writes the exact
-//! SendGrid request bodies to a folder; the HTTP sink plugs in through the same trait.
+//! This crate knows no HTTP client: the engine and the sync protocol compile against the
+//! [`Sink`] trait alone. The SendGrid sink (`pipeline-sendgrid`) implements it beside the
+//! two local sinks here: [`dry_run`] writes the exact request bodies to a folder, and
+//! [`preview`] counts them for `pipeline plan`. [`encoder::bodies`] turns a contact stream
+//! into request bodies for all three; [`Stage`] puts a step (the incremental diff, a
+//! sample) in front of any sink.
 
 pub mod dry_run;
 pub mod encoder;
 pub mod preview;
 pub mod private_fs;
-pub mod sendgrid;
 
 use std::path::PathBuf;
 
@@ -15,6 +19,7 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+use pipeline_spec::ErrorKind;
 use serde::Serialize;
 
 /// The contacts of one export: record batches whose columns are [`ExportTarget::fields`].
@@ -78,6 +83,47 @@ pub struct SinkReport {
     pub rate_limited: u64,
 }
 
+/// Where an import job stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// SendGrid took the body; the job was not followed (yet).
+    #[default]
+    Accepted,
+    /// Still running when the run stopped following it.
+    Pending,
+    /// Imported every contact.
+    Completed,
+    /// Imported, but some contacts failed (the errors file names them).
+    Errored,
+    /// Imported nothing, or SendGrid does not know the job.
+    Failed,
+}
+
+impl JobStatus {
+    /// The job ended and its contacts (but those its errors name) are in SendGrid.
+    pub fn imported(self) -> bool {
+        matches!(self, Self::Completed | Self::Errored)
+    }
+
+    /// The job may still end: it is worth asking SendGrid again.
+    pub fn open(self) -> bool {
+        matches!(self, Self::Accepted | Self::Pending)
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Accepted => "accepted",
+            Self::Pending => "pending",
+            Self::Completed => "completed",
+            Self::Errored => "errored",
+            Self::Failed => "failed",
+        })
+    }
+}
+
 /// What happened to one import job.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct JobReport {
@@ -85,9 +131,7 @@ pub struct JobReport {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub resumed: bool,
     pub job_id: String,
-    /// `accepted` (not followed), `pending` (still running at the timeout),
-    /// `completed`, `errored` or `failed`.
-    pub status: String,
+    pub status: JobStatus,
     pub requested: u64,
     pub created: u64,
     pub updated: u64,
@@ -118,9 +162,10 @@ pub enum SinkError {
     /// A single contact cannot fit in one request.
     #[error("{0}")]
     Data(String),
-    /// SendGrid refused the work or could not be reached.
-    #[error("{0}")]
-    Sendgrid(#[from] sendgrid_client::ClientError),
+    /// The service behind the sink refused the work or could not be reached; `kind` says
+    /// whether the user's settings (a bad key, a missing list) or the outside world failed.
+    #[error("{message}")]
+    Service { kind: ErrorKind, message: String },
     /// The export cannot run as configured (a missing list or custom field).
     #[error("{0}")]
     Config(String),
@@ -130,6 +175,18 @@ pub enum SinkError {
         context: String,
         source: std::io::Error,
     },
+}
+
+impl SinkError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Upstream(_) | Self::Data(_) => ErrorKind::Data,
+            Self::Internal(_) => ErrorKind::Internal,
+            Self::Service { kind, .. } => *kind,
+            Self::Config(_) => ErrorKind::Config,
+            Self::Io { .. } => ErrorKind::Io,
+        }
+    }
 }
 
 /// Records each body SendGrid accepted, as it happens, so that a later run can finish
@@ -152,4 +209,33 @@ pub trait Sink: Send {
         target: &'a ExportTarget,
         contacts: ContactStream,
     ) -> BoxFuture<'a, Result<SinkReport, SinkError>>;
+}
+
+/// A step in front of a sink: it sees the export's contact stream first and hands the
+/// sink a stream of its own (fewer contacts, or the same ones observed).
+pub trait Stage: Send {
+    fn apply(&mut self, target: &ExportTarget, contacts: ContactStream) -> ContactStream;
+}
+
+impl<S: Stage + ?Sized> Stage for &mut S {
+    fn apply(&mut self, target: &ExportTarget, contacts: ContactStream) -> ContactStream {
+        (**self).apply(target, contacts)
+    }
+}
+
+/// A sink behind a stage.
+pub struct Staged<'s, St> {
+    pub stage: St,
+    pub sink: &'s mut dyn Sink,
+}
+
+impl<St: Stage> Sink for Staged<'_, St> {
+    fn write_all<'a>(
+        &'a mut self,
+        target: &'a ExportTarget,
+        contacts: ContactStream,
+    ) -> BoxFuture<'a, Result<SinkReport, SinkError>> {
+        let contacts = self.stage.apply(target, contacts);
+        self.sink.write_all(target, contacts)
+    }
 }

@@ -1,72 +1,77 @@
-//! The preview sink behind `pipeline plan`: encodes every contact as a run would (so a
-//! filter sees them all), sends and writes nothing, and keeps the first few contacts.
+//! The sinks behind `pipeline plan`: [`PreviewSink`] encodes every contact it gets as a run
+//! would, sends and writes nothing, and counts the bodies; [`Sample`] is a stage that keeps
+//! the first few contacts of the stream that passes through it.
+
+use std::sync::{Arc, Mutex};
 
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
-use crate::encoder::{BodyEncoder, ContactFilter};
-use crate::{ContactStream, ExportTarget, Sink, SinkError, SinkReport};
+use crate::encoder::{BodyEncoder, bodies};
+use crate::{ContactStream, ExportTarget, Sink, SinkError, SinkReport, Stage};
 
-/// Counts the bodies a run would send and keeps a sample of the contacts.
-pub struct PreviewSink {
-    rows: usize,
-    sample: Vec<RecordBatch>,
-    filter: Option<Box<dyn ContactFilter>>,
-}
-
-impl PreviewSink {
-    /// Keeps the first `rows` contacts.
-    pub fn new(rows: usize) -> Self {
-        Self {
-            rows,
-            sample: Vec::new(),
-            filter: None,
-        }
-    }
-
-    /// Counts only the contacts `filter` admits.
-    pub fn with_filter(mut self, filter: Box<dyn ContactFilter>) -> Self {
-        self.filter = Some(filter);
-        self
-    }
-
-    /// The first contacts of the stream (all of them, sent or not).
-    pub fn sample(&self) -> &[RecordBatch] {
-        &self.sample
-    }
-}
+/// Counts the bodies a run would send.
+#[derive(Debug, Default)]
+pub struct PreviewSink;
 
 impl Sink for PreviewSink {
     fn write_all<'a>(
         &'a mut self,
         target: &'a ExportTarget,
-        mut contacts: ContactStream,
+        contacts: ContactStream,
     ) -> BoxFuture<'a, Result<SinkReport, SinkError>> {
         Box::pin(async move {
             let mut report = SinkReport::default();
-            let mut encoder = BodyEncoder::new(&target.list_ids, target.fields.clone())
-                .with_filter(self.filter.take(), &target.fields);
-            let mut kept = 0;
-            let mut count = |body: crate::encoder::Body| {
+            let encoder = BodyEncoder::new(&target.list_ids, target.fields.clone());
+            let mut bodies = bodies(contacts, encoder);
+            while let Some(body) = bodies.next().await {
+                let body = body?;
                 report.requests += 1;
                 report.contacts += body.contacts as u64;
                 report.bytes += body.bytes.len() as u64;
-                Ok(())
-            };
-            while let Some(batch) = contacts.next().await {
-                let batch = batch.map_err(SinkError::Upstream)?;
-                if kept < self.rows {
-                    let take = (self.rows - kept).min(batch.num_rows());
-                    self.sample.push(batch.slice(0, take));
-                    kept += take;
-                }
-                encoder.push_batch(&batch, &mut count)?;
-            }
-            if let Some(body) = encoder.finish() {
-                count(body)?;
             }
             Ok(report)
         })
+    }
+}
+
+/// Keeps the first `rows` contacts of the stream it sees.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    rows: usize,
+    kept: Arc<Mutex<Vec<RecordBatch>>>,
+}
+
+impl Sample {
+    pub fn new(rows: usize) -> Self {
+        Self {
+            rows,
+            kept: Arc::default(),
+        }
+    }
+
+    /// The contacts kept so far.
+    pub fn batches(&self) -> Vec<RecordBatch> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Stage for Sample {
+    fn apply(&mut self, _target: &ExportTarget, contacts: ContactStream) -> ContactStream {
+        let (rows, kept) = (self.rows, self.kept.clone());
+        let mut seen = 0;
+        contacts
+            .inspect(move |batch| {
+                if let Ok(batch) = batch
+                    && seen < rows
+                {
+                    let take = (rows - seen).min(batch.num_rows());
+                    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                    kept.push(batch.slice(0, take));
+                    seen += take;
+                }
+            })
+            .boxed()
     }
 }

@@ -46,26 +46,23 @@ pub fn append_private_file(path: &Path) -> io::Result<File> {
     options.open(path)
 }
 
-/// Replaces `path` as a whole: `write` fills a hidden file beside it, which is synced to
-/// disk and renamed over `path`, so a crash leaves the old file or the new one, never half.
+/// Replaces `path` as a whole: `write` fills an owner-only temporary file beside it, which
+/// is synced to disk and renamed over `path`, so a crash leaves the old file or the new
+/// one, never half. A failed write leaves nothing behind.
 pub fn replace_private_file(
     path: &Path,
     write: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let partial = path.with_file_name(format!(".{}.partial", name.to_string_lossy()));
-    let mut file = create_private_file(&partial)?;
-    let written = write(&mut file).and_then(|()| file.sync_all());
-    drop(file);
-    if let Err(e) = written.and_then(|()| std::fs::rename(&partial, path)) {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
-    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut partial = tempfile::Builder::new()
+        .prefix(".partial-")
+        .tempfile_in(dir)?;
+    write(partial.as_file_mut())?;
+    partial.as_file().sync_all()?;
+    partial.persist(path).map_err(|e| e.error)?;
     // The rename itself reaches the disk with the folder.
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    File::open(dir)?.sync_all()
 }

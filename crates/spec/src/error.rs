@@ -83,6 +83,13 @@ pub enum SpecError {
     },
 }
 
+impl SpecError {
+    /// Both are the user's to fix: a file that cannot be read or says something invalid.
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::Config
+    }
+}
+
 fn render_invalid(path: &std::path::Path, diagnostics: &[Diagnostic]) -> String {
     let mut out = format!(
         "{} has {} problem{}:",

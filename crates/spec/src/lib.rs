@@ -6,6 +6,7 @@
 
 mod error;
 mod interpolate;
+mod kind;
 mod locate;
 mod model;
 mod secret;
@@ -14,9 +15,10 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use error::{Diagnostic, Location, SpecError};
+pub use kind::ErrorKind;
 pub use model::*;
 pub use secret::{ApiKey, resolve_api_key};
-pub use validate::is_loopback_http;
+pub use validate::{is_loopback_http, is_uuid};
 
 /// A parsed, interpolated and validated pipeline file.
 #[derive(Debug, Clone)]

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use schemars::JsonSchema;
-use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 
 /// Default profile cap per export.
 pub const DEFAULT_MAX_PROFILES: u64 = 100_000;
@@ -143,7 +143,7 @@ pub struct Source {
 }
 
 /// What happens when an export has more contacts than its cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnCapExceeded {
     /// Send nothing and exit with the cap-exceeded code.
@@ -165,7 +165,7 @@ pub enum FieldLengthPolicy {
 }
 
 /// How an export treats the list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExportMode {
     /// Add or update the segment members on the lists.

@@ -6,18 +6,26 @@ use std::path::Path;
 use crate::interpolate::sole_reference;
 use crate::model::Connection;
 
-/// An API key. Its `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKey(String);
+/// An API key, held in `secrecy`'s string (wiped from memory when dropped). Its `Debug`
+/// and `Display` never show it; the HTTP client takes the inner secret.
+#[derive(Clone)]
+pub struct ApiKey(secrecy::SecretString);
 
 impl ApiKey {
     pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into())
+        Self(secrecy::SecretString::from(key.into()))
     }
 
     /// The key itself, for the `Authorization` header only.
     pub fn expose(&self) -> &str {
-        &self.0
+        use secrecy::ExposeSecret;
+        self.0.expose_secret()
+    }
+}
+
+impl From<ApiKey> for secrecy::SecretString {
+    fn from(key: ApiKey) -> Self {
+        key.0
     }
 }
 

@@ -1,11 +1,19 @@
-//! The incremental filter: a contact is sent when SendGrid does not hold it with the same
-//! fields on the same lists; everything it sees is marked, so the contacts it never saw are
-//! the ones that left the segments.
+//! The incremental diff, a stage of the contact stream between the engine and the sink: a
+//! contact is sent when SendGrid does not hold it with the same fields on the same lists.
+//! Everything it sees is marked, so the contacts it never saw are the ones that left the
+//! segments. The contacts it lets through carry their field hash ([`HASH_COLUMN`]) for the
+//! run journal.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use pipeline_sink::encoder::ContactFilter;
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::error::ArrowError;
+use futures::StreamExt;
+use pipeline_sink::encoder::{HASH_COLUMN, contact_hashes, emails};
+use pipeline_sink::{ContactField, ContactStream, ExportTarget, Stage};
 use serde::Serialize;
 
 use crate::{JournalBatch, Snapshot, list_key};
@@ -103,11 +111,6 @@ impl Diff {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The filter to hand to a sink.
-    pub fn filter(&self) -> Box<dyn ContactFilter> {
-        Box::new(self.clone())
-    }
-
     pub fn counts(&self) -> DiffCounts {
         self.lock().counts
     }
@@ -137,8 +140,10 @@ impl Diff {
     }
 }
 
-impl ContactFilter for Diff {
-    fn admit(&mut self, email: &str, hash: u64) -> bool {
+impl Diff {
+    /// Sees one contact of the export with the hash of its mapped fields; says whether to
+    /// send it.
+    pub fn admit(&mut self, email: &str, hash: u64) -> bool {
         let mut inner = self.lock();
         let Inner {
             known,
@@ -164,6 +169,40 @@ impl ContactFilter for Diff {
             counts.unchanged += 1;
         }
         *full_refresh || !same
+    }
+}
+
+impl Stage for Diff {
+    fn apply(&mut self, target: &ExportTarget, contacts: ContactStream) -> ContactStream {
+        let mut diff = self.clone();
+        let fields = target.fields.clone();
+        contacts
+            .map(move |batch| diff.changed(&batch?, &fields))
+            .boxed()
+    }
+}
+
+impl Diff {
+    /// The contacts of `batch` to send, with their field hashes as a last column.
+    fn changed(
+        &mut self,
+        batch: &RecordBatch,
+        fields: &[ContactField],
+    ) -> Result<RecordBatch, ArrowError> {
+        let stage = |e: pipeline_sink::SinkError| ArrowError::ComputeError(e.to_string());
+        let hashes = contact_hashes(batch, fields).map_err(stage)?;
+        let emails = emails(batch).map_err(stage)?;
+        let send: BooleanArray = emails
+            .iter()
+            .zip(hashes.values())
+            .map(|(email, hash)| Some(self.admit(email, *hash)))
+            .collect();
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns.push(Arc::new(hashes));
+        let mut schema: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
+        schema.push(Arc::new(Field::new(HASH_COLUMN, DataType::UInt64, false)));
+        let hashed = RecordBatch::try_new(Arc::new(Schema::new(schema)), columns)?;
+        filter_record_batch(&hashed, &send)
     }
 }
 

@@ -1,16 +1,34 @@
-//! What the sync state made of one export's run.
+//! What the sync protocol made of one export's run, in enums rather than strings.
 
 use std::path::PathBuf;
 
+use pipeline_engine::ExportSummary;
+use pipeline_spec::ExportMode;
 use serde::Serialize;
 
 use crate::DiffCounts;
 
+/// What mirror mode did, or would do, with the contacts that left the segments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovalOutcome {
+    /// Nothing to remove, or not mirror mode.
+    #[default]
+    None,
+    /// A plan or dry run: the leavers would be removed.
+    Planned,
+    /// The leavers were taken off the lists.
+    Done,
+    /// The mass-removal guard stopped the removals.
+    Refused,
+    /// The uploads did not all finish cleanly, so nothing was removed.
+    Skipped,
+}
+
 /// The incremental and mirror side of one export's run (or plan).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SyncReport {
-    /// `upsert` or `mirror`.
-    pub mode: &'static str,
+    pub mode: ExportMode,
     /// The export's state folder.
     pub state_dir: PathBuf,
     /// `--full-refresh`: every contact sent, changed or not.
@@ -27,9 +45,7 @@ pub struct SyncReport {
     pub removed: u64,
     /// Leavers SendGrid no longer knows.
     pub not_found: u64,
-    /// `none`, `planned` (plan or dry run), `done`, `refused` (the mass-removal guard),
-    /// or `skipped` (the upload did not finish cleanly, so nothing is removed).
-    pub removal: &'static str,
+    pub removal: RemovalOutcome,
     /// Leavers as a share of the contacts the export put on its largest list.
     pub removal_share: f64,
     /// The guard's limit.
@@ -43,6 +59,23 @@ pub struct SyncReport {
 impl SyncReport {
     /// The mass-removal guard stopped the removals.
     pub fn removal_refused(&self) -> bool {
-        self.removal == "refused"
+        self.removal == RemovalOutcome::Refused
+    }
+}
+
+/// One export's run as the engine summarised it, with what the sync protocol did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncedExport {
+    #[serde(flatten)]
+    pub summary: ExportSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncReport>,
+}
+
+impl std::ops::Deref for SyncedExport {
+    type Target = ExportSummary;
+
+    fn deref(&self) -> &ExportSummary {
+        &self.summary
     }
 }

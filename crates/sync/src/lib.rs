@@ -1,4 +1,5 @@
-//! Each export's sync state, kept in a folder of its own:
+//! The sync protocol of one export ([`ExportSync`]: lock, resume, fold, diff, journal,
+//! mirror) and the state it keeps, in a folder of its own per export:
 //!
 //! - `snapshot.parquet`: what SendGrid accepted, one row per contact (email, a hash of the
 //!   mapped fields, the list ids, when): the base of incremental runs and of mirror mode.
@@ -14,6 +15,8 @@
 mod diff;
 mod journal;
 mod lock;
+pub mod mirror;
+mod protocol;
 mod report;
 mod snapshot;
 
@@ -23,7 +26,8 @@ use std::sync::Arc;
 pub use diff::{Diff, DiffCounts, Known};
 pub use journal::{JournalBatch, JournalWriter, read_journal, rewrite_journal};
 pub use lock::RunLock;
-pub use report::SyncReport;
+pub use protocol::{ExportSync, SyncError, SyncOptions, fold};
+pub use report::{RemovalOutcome, SyncReport, SyncedExport};
 pub use snapshot::{Entry, Snapshot, SnapshotMeta};
 
 /// Why the state could not be read, written or locked.
@@ -50,6 +54,17 @@ pub enum StateError {
         holder: String,
         path: PathBuf,
     },
+}
+
+impl StateError {
+    pub fn kind(&self) -> pipeline_spec::ErrorKind {
+        use pipeline_spec::ErrorKind;
+        match self {
+            Self::Io { .. } => ErrorKind::Io,
+            Self::Corrupt { .. } => ErrorKind::Config,
+            Self::Busy { .. } => ErrorKind::Busy,
+        }
+    }
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StateError {

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use pipeline_sink::UploadJournal;
@@ -87,7 +87,6 @@ pub fn rewrite_journal(path: &Path, batches: &[JournalBatch]) -> Result<(), Stat
 
 /// Appends accepted bodies to the journal, each synced to disk before the upload goes on.
 pub struct JournalWriter {
-    path: PathBuf,
     file: Mutex<File>,
 }
 
@@ -96,13 +95,8 @@ impl JournalWriter {
         let file = pipeline_sink::private_fs::append_private_file(path)
             .map_err(io(format!("cannot open {}", path.display())))?;
         Ok(Self {
-            path: path.to_owned(),
             file: Mutex::new(file),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -1,0 +1,89 @@
+//! The sink's run: preflight, then bodies uploaded as the selection hands over batches,
+//! then the import jobs followed.
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use pipeline_sink::encoder::{BodyEncoder, MAX_BODY_BYTES, bodies};
+use pipeline_sink::{
+    ContactStream, ExportTarget, JobReport, JobStatus, Sink, SinkError, SinkReport,
+};
+use tokio::task::JoinSet;
+
+use crate::SendgridSink;
+use crate::jobs::follow_jobs;
+use crate::upload::{Uploaded, upload};
+
+impl Sink for SendgridSink {
+    fn write_all<'a>(
+        &'a mut self,
+        target: &'a ExportTarget,
+        contacts: ContactStream,
+    ) -> BoxFuture<'a, Result<SinkReport, SinkError>> {
+        Box::pin(async move {
+            let fields = self.preflight(target).await?;
+            let encoder = BodyEncoder::with_limits(
+                &target.list_ids,
+                fields,
+                self.settings.contacts_per_request,
+                MAX_BODY_BYTES,
+            );
+            let mut bodies = bodies(contacts, encoder);
+            let concurrency = self.settings.concurrency.max(1);
+            let mut tasks: JoinSet<Result<Uploaded, SinkError>> = JoinSet::new();
+            let mut done = Uploaded::default();
+            while let Some(body) = bodies.next().await {
+                let body = body?;
+                // A body starts only while fewer than `concurrency` uploads are in flight
+                // and every finished one succeeded: after a failure nothing more is sent.
+                while tasks.len() >= concurrency {
+                    let finished = tasks.join_next().await.expect("uploads in flight");
+                    done.absorb(finished)?;
+                }
+                while let Some(finished) = tasks.try_join_next() {
+                    done.absorb(finished)?;
+                }
+                let client = self.client.clone();
+                let journal = self.journal.clone();
+                let list_ids = target.list_ids.clone();
+                tasks.spawn(
+                    async move { upload(&client, body, &list_ids, journal.as_deref()).await },
+                );
+            }
+            while let Some(finished) = tasks.join_next().await {
+                if let Err(e) = done.absorb(finished) {
+                    tasks.abort_all();
+                    return Err(e);
+                }
+            }
+
+            let stats = self.client.stats();
+            let mut report = SinkReport {
+                requests: done.requests,
+                contacts: done.contacts,
+                bytes: done.bytes,
+                rejects: done.rejects,
+                retries: stats.retries,
+                rate_limited: stats.rate_limited,
+                ..Default::default()
+            };
+            report.jobs = done
+                .jobs
+                .into_iter()
+                .map(|(job_id, requested)| JobReport {
+                    job_id,
+                    status: JobStatus::Accepted,
+                    requested,
+                    ..Default::default()
+                })
+                .collect();
+            if self.settings.wait_for_import {
+                tracing::debug!(jobs = report.jobs.len(), "Following the import jobs");
+                let rejects =
+                    follow_jobs(&self.client, &mut report.jobs, self.settings.import_timeout)
+                        .await?;
+                report.rejects.extend(rejects);
+            }
+            Ok(report)
+        })
+    }
+}

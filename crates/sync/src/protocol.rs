@@ -1,0 +1,537 @@
+//! The sync protocol of one export, owned by [`ExportSync`]. A run, in order:
+//!
+//! 1. take the export's lock (before any read, so two runs never interleave);
+//! 2. read the snapshot and the journal; a snapshot of another endpoint is set aside;
+//! 3. follow the import jobs an interrupted run left in the journal and [`fold`] the
+//!    finished ones into the snapshot;
+//! 4. send only new and changed contacts (the [`Diff`] stage in front of the sink),
+//!    journaling every accepted body;
+//! 5. fold this run's finished jobs in, keeping unfinished ones in the journal;
+//! 6. mirror mode: take leavers off the lists, within the guard, only after uploads that
+//!    all finished cleanly; then save the snapshot.
+//!
+//! Plans and dry runs ([`ExportSync::preview`]) read the state and write nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pipeline_engine::{Engine, EngineError, ExportQuery, ExportSummary, RunOptions};
+use pipeline_sendgrid::{SendgridSink, follow_jobs};
+use pipeline_sink::{JobReport, JobStatus, Sink, SinkReject, Stage, Staged};
+use pipeline_spec::{ErrorKind, Export, ExportMode, Pipeline};
+use sendgrid_client::Client;
+
+use crate::mirror::{Removals, remove_from_list};
+use crate::{
+    Diff, Entry, JournalBatch, JournalWriter, Known, RemovalOutcome, RunLock, Snapshot,
+    SnapshotMeta, StateDir, StateError, SyncReport, SyncedExport, list_key, read_journal,
+    rewrite_journal, unix_now,
+};
+
+/// How a run treats the export's state.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Where the export's state folder is; `None`: the pipeline's `state_dir`.
+    pub state_root: Option<PathBuf>,
+    pub full_refresh: bool,
+    pub allow_mass_removal: bool,
+}
+
+/// Why a synced run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// SendGrid failed while resuming an interrupted run or removing leavers.
+    #[error("{message}")]
+    Remote { kind: ErrorKind, message: String },
+}
+
+impl SyncError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::State(e) => e.kind(),
+            Self::Engine(e) => e.kind(),
+            Self::Remote { kind, .. } => *kind,
+        }
+    }
+}
+
+/// The export's state as read at the start of a plan, dry run or run.
+struct Loaded {
+    snapshot: Snapshot,
+    /// Accepted bodies not yet folded into the snapshot.
+    in_flight: Vec<JournalBatch>,
+    report: SyncReport,
+    /// The snapshot's endpoint or fields differ from this run's: it must be rewritten.
+    meta_changed: bool,
+}
+
+/// One export's run with its state.
+pub struct ExportSync<'a> {
+    export: &'a Export,
+    query: &'a ExportQuery,
+    state: StateDir,
+    options: &'a SyncOptions,
+}
+
+impl<'a> ExportSync<'a> {
+    /// The sync of `query`'s export of `pipeline`.
+    pub fn new(
+        pipeline: &'a Pipeline,
+        query: &'a ExportQuery,
+        options: &'a SyncOptions,
+    ) -> Result<Self, SyncError> {
+        let export = pipeline.export(&query.export).ok_or_else(|| {
+            EngineError::Internal(format!("export `{}` was planned but is gone", query.export))
+        })?;
+        let state = StateDir::new(match &options.state_root {
+            Some(root) => root.join(&export.name),
+            None => pipeline.state_dir(&export.name),
+        });
+        Ok(Self {
+            export,
+            query,
+            state,
+            options,
+        })
+    }
+
+    /// Reads the export's state. A snapshot of another SendGrid endpoint is set aside:
+    /// its contacts say nothing about this account.
+    fn load(&self, endpoint: &str) -> Result<Loaded, SyncError> {
+        let export = self.export;
+        let mut report = SyncReport {
+            mode: export.mode,
+            state_dir: self.state.dir.clone(),
+            full_refresh: self.options.full_refresh,
+            max_removal_share: export.max_removal_share,
+            ..Default::default()
+        };
+        let mut snapshot = Snapshot::load(&self.state.snapshot())?.unwrap_or_default();
+        let mut in_flight = read_journal(&self.state.journal())?;
+        let had_state = !snapshot.entries.is_empty() || !in_flight.is_empty();
+        if had_state && !snapshot.meta.endpoint.is_empty() && snapshot.meta.endpoint != endpoint {
+            report.notes.push(format!(
+                "the state was written for {}, this run goes to {endpoint}: every contact is sent and the old state is replaced",
+                snapshot.meta.endpoint
+            ));
+            snapshot = Snapshot::default();
+            in_flight.clear();
+        }
+        let fields: Vec<String> = self
+            .query
+            .fields
+            .iter()
+            .map(|f| f.qualified_name())
+            .collect();
+        let dropped: Vec<&str> = snapshot
+            .meta
+            .fields
+            .iter()
+            .filter(|f| !fields.contains(f))
+            .map(String::as_str)
+            .collect();
+        if !dropped.is_empty() {
+            report.notes.push(format!(
+                "field(s) no longer mapped: {}; SendGrid keeps the values it has for them",
+                dropped.join(", ")
+            ));
+        }
+        let meta = SnapshotMeta {
+            endpoint: endpoint.to_owned(),
+            fields,
+        };
+        let meta_changed = snapshot.meta != meta;
+        snapshot.meta = meta;
+        Ok(Loaded {
+            snapshot,
+            in_flight,
+            report,
+            meta_changed,
+        })
+    }
+
+    /// What SendGrid holds or is importing, compared with this run's contacts.
+    fn diff(&self, snapshot: &Snapshot, in_flight: &[JournalBatch]) -> Diff {
+        Diff::new(
+            Known::new(snapshot, in_flight),
+            &self.export.list_ids,
+            self.options.full_refresh,
+        )
+    }
+
+    /// Runs the export through `tap` (which sees every contact), `diff`, then `sink`.
+    /// Mirror mode keeps the emails of rejected rows: they are still members and must not
+    /// be taken off the lists.
+    async fn select_and_send(
+        &self,
+        engine: &Engine,
+        tap: Option<&mut dyn Stage>,
+        diff: &Diff,
+        sink: &mut dyn Sink,
+        run_options: RunOptions,
+    ) -> Result<ExportSummary, SyncError> {
+        let options = RunOptions {
+            collect_rejected_emails: self.export.mode == ExportMode::Mirror,
+            ..run_options
+        };
+        let mut diffed = Staged {
+            stage: diff.clone(),
+            sink,
+        };
+        let summary = match tap {
+            Some(stage) => {
+                let mut tapped = Staged {
+                    stage,
+                    sink: &mut diffed,
+                };
+                engine.run_export(self.query, &mut tapped, &options).await
+            }
+            None => engine.run_export(self.query, &mut diffed, &options).await,
+        };
+        Ok(summary?)
+    }
+
+    /// `pipeline plan` and `--dry-run`: the diff against the state through `sink`,
+    /// nothing written to the state. `endpoint` is the base URL the connection sends to;
+    /// `tap` sees every contact, sent or not (the plan's sample).
+    pub async fn preview(
+        &self,
+        engine: &Engine,
+        endpoint: &str,
+        tap: Option<&mut dyn Stage>,
+        sink: &mut dyn Sink,
+        run_options: RunOptions,
+    ) -> Result<SyncedExport, SyncError> {
+        let Loaded {
+            snapshot,
+            in_flight,
+            mut report,
+            ..
+        } = self.load(endpoint)?;
+        let diff = self.diff(&snapshot, &in_flight);
+        let summary = self
+            .select_and_send(engine, tap, &diff, sink, run_options)
+            .await?;
+        report.counts = diff.counts();
+        report.resumed_jobs = in_flight.len() as u64;
+        report.snapshot_contacts = snapshot.entries.len() as u64;
+        if self.export.mode == ExportMode::Mirror && !summary.cap.exceeded() {
+            let removals = Removals::plan(&diff, &self.export.list_ids, &summary.rejected_emails);
+            if !removals.guard(&mut report, self.options.allow_mass_removal)
+                && !removals.leavers.is_empty()
+            {
+                report.removal = RemovalOutcome::Planned;
+            }
+        }
+        Ok(SyncedExport {
+            summary,
+            sync: Some(report),
+        })
+    }
+
+    /// A real run of the export through `sink` (whose client is `client`): resume, send
+    /// the changes, fold, mirror.
+    pub async fn run(
+        &self,
+        engine: &Engine,
+        client: &Client,
+        sink: SendgridSink,
+        run_options: RunOptions,
+    ) -> Result<SyncedExport, SyncError> {
+        let export = self.export;
+        let state = &self.state;
+        state.create()?;
+        let lock = RunLock::acquire(&state.lock(), &export.name)?;
+        let Loaded {
+            mut snapshot,
+            in_flight,
+            mut report,
+            meta_changed,
+        } = self.load(client.base_url())?;
+        if let Some(holder) = &lock.recovered_from {
+            report.notes.push(format!(
+                "recovered the lock of an interrupted run ({holder}); its accepted uploads are resumed"
+            ));
+        }
+
+        // 1. Finish what an interrupted run started.
+        let (statuses, resume_rejects) = self.resume(client, &in_flight, &mut report).await?;
+        let still_in_flight = fold(&mut snapshot, in_flight, &statuses, &resume_rejects);
+        if !statuses.is_empty() || meta_changed {
+            snapshot.save(&state.snapshot())?;
+        }
+        rewrite_journal(&state.journal(), &still_in_flight)?;
+
+        // 2. Send what changed, journaling each accepted body.
+        let diff = self.diff(&snapshot, &still_in_flight);
+        let journal = Arc::new(JournalWriter::open(&state.journal())?);
+        let mut sink = sink.with_journal(journal);
+        let summary = self
+            .select_and_send(engine, None, &diff, &mut sink, run_options)
+            .await?;
+        report.counts = diff.counts();
+        if summary.cap.exceeded() {
+            report.snapshot_contacts = snapshot.entries.len() as u64;
+            return Ok(SyncedExport {
+                summary,
+                sync: Some(report),
+            });
+        }
+
+        // 3. Fold this run's accepted bodies in; keep the unfinished ones for the next run.
+        let jobs = summary.sink.as_ref().map_or(&[][..], |s| &s.jobs[..]);
+        let mut statuses = statuses;
+        statuses.extend(jobs.iter().map(|j| (j.job_id.clone(), j.status)));
+        let mut rejects = resume_rejects;
+        rejects.extend(summary.sink.iter().flat_map(|s| s.rejects.iter().cloned()));
+        let journaled = read_journal(&state.journal())?;
+        let unfinished = fold(&mut snapshot, journaled, &statuses, &rejects);
+        snapshot.save(&state.snapshot())?;
+        rewrite_journal(&state.journal(), &unfinished)?;
+        tracing::debug!(
+            contacts = snapshot.entries.len(),
+            unfinished = unfinished.len(),
+            "Saved the state"
+        );
+
+        // 4. Mirror: take the leavers off the lists, if the upload finished cleanly.
+        if export.mode == ExportMode::Mirror {
+            let clean = unfinished.is_empty() && jobs.iter().all(|j| j.status.imported());
+            let removals = Removals::plan(&diff, &export.list_ids, &summary.rejected_emails);
+            self.mirror(client, &removals, clean, &mut snapshot, &mut report)
+                .await?;
+        }
+        report.snapshot_contacts = snapshot.entries.len() as u64;
+        drop(lock);
+        Ok(SyncedExport {
+            summary,
+            sync: Some(report),
+        })
+    }
+
+    /// Follows the jobs of the bodies an interrupted run left in the journal; returns
+    /// their statuses and the contacts their errors files name.
+    async fn resume(
+        &self,
+        client: &Client,
+        in_flight: &[JournalBatch],
+        report: &mut SyncReport,
+    ) -> Result<(HashMap<String, JobStatus>, Vec<SinkReject>), SyncError> {
+        if in_flight.is_empty() {
+            return Ok((HashMap::new(), Vec::new()));
+        }
+        let export = &self.export.name;
+        let mut resumed: Vec<JobReport> = in_flight
+            .iter()
+            .map(|b| JobReport {
+                job_id: b.job_id.clone(),
+                status: JobStatus::Accepted,
+                requested: b.contacts.len() as u64,
+                resumed: true,
+                ..Default::default()
+            })
+            .collect();
+        tracing::info!(%export, jobs = resumed.len(), "Resuming the import jobs of an interrupted run");
+        let timeout = Duration::from_secs(self.export.import_timeout_secs);
+        let rejects = follow_jobs(client, &mut resumed, timeout)
+            .await
+            .map_err(|e| SyncError::Remote {
+                kind: e.kind(),
+                message: format!("export `{export}`: resuming an interrupted run: {e}"),
+            })?;
+        report.resumed_jobs = resumed.len() as u64;
+        report.resumed_contacts = in_flight.iter().map(|b| b.contacts.len() as u64).sum();
+        let statuses = resumed.into_iter().map(|j| (j.job_id, j.status)).collect();
+        Ok((statuses, rejects))
+    }
+
+    /// Takes `removals` off the lists unless the guard refuses or the uploads did not
+    /// all finish (`clean`). The snapshot forgets the leavers only once every list is done,
+    /// so a failed removal is retried by the next run.
+    async fn mirror(
+        &self,
+        client: &Client,
+        removals: &Removals,
+        clean: bool,
+        snapshot: &mut Snapshot,
+        report: &mut SyncReport,
+    ) -> Result<(), SyncError> {
+        let refused = removals.guard(report, self.options.allow_mass_removal);
+        if refused || removals.leavers.is_empty() {
+            return Ok(());
+        }
+        if !clean {
+            report.removal = RemovalOutcome::Skipped;
+            report
+                .notes
+                .push("leavers stay on the lists until a run whose uploads all finish".into());
+            return Ok(());
+        }
+        for (list, emails) in &removals.by_list {
+            let removal = remove_from_list(client, list, emails).await.map_err(|e| {
+                let e = pipeline_sendgrid::sink_error(e);
+                SyncError::Remote {
+                    kind: e.kind(),
+                    message: format!(
+                        "export `{}`: taking leavers off list {list}: {e}. Rerun to finish; nothing is deleted",
+                        self.export.name
+                    ),
+                }
+            })?;
+            report.removed += removal.removed;
+            report.not_found += removal.not_found;
+        }
+        for email in &removals.leavers {
+            snapshot.entries.remove(email);
+        }
+        snapshot.save(&self.state.snapshot())?;
+        report.removal = RemovalOutcome::Done;
+        Ok(())
+    }
+}
+
+/// Folds accepted bodies whose jobs were imported into the snapshot (minus the contacts the
+/// job's errors name); drops those whose jobs failed (they are sent again); returns the
+/// ones still running or never followed.
+pub fn fold(
+    snapshot: &mut Snapshot,
+    batches: Vec<JournalBatch>,
+    statuses: &HashMap<String, JobStatus>,
+    rejects: &[SinkReject],
+) -> Vec<JournalBatch> {
+    let errored: HashSet<(&str, &str)> = rejects
+        .iter()
+        .filter_map(|r| Some((r.job_id.as_deref()?, r.email.as_str())))
+        .collect();
+    let now = unix_now();
+    let mut unfinished = Vec::new();
+    for batch in batches {
+        match statuses.get(&batch.job_id).copied() {
+            Some(status) if status.imported() => {
+                let lists = list_key(&batch.list_ids);
+                snapshot.entries.reserve(batch.contacts.len());
+                for (email, hash) in batch.contacts {
+                    if !errored.is_empty()
+                        && errored.contains(&(batch.job_id.as_str(), email.as_str()))
+                    {
+                        continue;
+                    }
+                    snapshot.entries.insert(
+                        email,
+                        Entry {
+                            hash: hash.0,
+                            lists: lists.clone(),
+                            synced_at: now,
+                        },
+                    );
+                }
+            }
+            Some(JobStatus::Failed) => {}
+            _ => unfinished.push(batch),
+        }
+    }
+    unfinished
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FieldHash;
+
+    fn batch(job: &str, emails: &[&str]) -> JournalBatch {
+        JournalBatch {
+            job_id: job.into(),
+            list_ids: vec!["l2".into(), "l1".into()],
+            contacts: emails
+                .iter()
+                .map(|e| ((*e).to_owned(), FieldHash(7)))
+                .collect(),
+        }
+    }
+
+    fn statuses(pairs: &[(&str, JobStatus)]) -> HashMap<String, JobStatus> {
+        pairs.iter().map(|(j, s)| ((*j).to_owned(), *s)).collect()
+    }
+
+    #[test]
+    fn imported_jobs_fold_failed_ones_are_dropped_and_open_ones_stay() {
+        let mut snapshot = Snapshot::default();
+        let batches = vec![
+            batch("done", &["a@x.io"]),
+            batch("partly", &["b@x.io", "c@x.io"]),
+            batch("failed", &["d@x.io"]),
+            batch("pending", &["e@x.io"]),
+            batch("accepted", &["f@x.io"]),
+            batch("unknown", &["g@x.io"]),
+        ];
+        let statuses = statuses(&[
+            ("done", JobStatus::Completed),
+            ("partly", JobStatus::Errored),
+            ("failed", JobStatus::Failed),
+            ("pending", JobStatus::Pending),
+            ("accepted", JobStatus::Accepted),
+        ]);
+        let rejects = [SinkReject {
+            email: "c@x.io".into(),
+            reason: "import_errored",
+            message: "bad".into(),
+            job_id: Some("partly".into()),
+        }];
+        let left = fold(&mut snapshot, batches, &statuses, &rejects);
+
+        let mut folded: Vec<&str> = snapshot.entries.keys().map(String::as_str).collect();
+        folded.sort_unstable();
+        // c@x.io is named by its job's errors: it is not synced and is sent again.
+        assert_eq!(folded, ["a@x.io", "b@x.io"]);
+        assert_eq!(snapshot.entries["a@x.io"].hash, 7);
+        assert_eq!(&*snapshot.entries["a@x.io"].lists, "l1,l2");
+        let open: Vec<&str> = left.iter().map(|b| b.job_id.as_str()).collect();
+        assert_eq!(open, ["pending", "accepted", "unknown"]);
+    }
+
+    #[test]
+    fn an_errors_file_entry_of_another_job_does_not_unsync_a_contact() {
+        let mut snapshot = Snapshot::default();
+        let rejects = [SinkReject {
+            email: "a@x.io".into(),
+            reason: "import_errored",
+            message: "bad".into(),
+            job_id: Some("other".into()),
+        }];
+        fold(
+            &mut snapshot,
+            vec![batch("done", &["a@x.io"])],
+            &statuses(&[("done", JobStatus::Completed)]),
+            &rejects,
+        );
+        assert!(snapshot.entries.contains_key("a@x.io"));
+    }
+
+    #[test]
+    fn contacts_in_flight_are_not_resent_unless_changed() {
+        let mut snapshot = Snapshot::default();
+        fold(
+            &mut snapshot,
+            vec![batch("done", &["a@x.io"])],
+            &statuses(&[("done", JobStatus::Completed)]),
+            &[],
+        );
+        // b@x.io was accepted by an interrupted run whose job is still open.
+        let in_flight = [batch("open", &["b@x.io"])];
+        let mut diff = Diff::new(
+            Known::new(&snapshot, &in_flight),
+            &["l1".into(), "l2".into()],
+            false,
+        );
+        assert!(!diff.admit("a@x.io", 7), "synced and unchanged");
+        assert!(!diff.admit("b@x.io", 7), "in flight and unchanged");
+        assert!(diff.admit("b@x.io", 8), "in flight, then changed");
+        assert!(diff.admit("c@x.io", 7), "new");
+    }
+}
