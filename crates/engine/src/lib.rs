@@ -23,7 +23,7 @@ use pipeline_spec::Pipeline;
 
 pub use error::EngineError;
 pub use plan::{ExportQuery, META_COLUMNS};
-pub use run::{CapStatus, CapVerdict, ExportSummary, RunOptions, SegmentSummary, Selection};
+pub use run::{CapStatus, CapVerdict, ExportSummary, RunOptions, SegmentSummary};
 
 /// A pipeline opened for querying: sources registered, segments planned.
 pub struct Engine {

@@ -1,19 +1,23 @@
-//! Running an export: stream the members, split rejects, duplicates and contacts, apply
-//! the profile cap, and hand the contacts to a sink in the export's order.
+//! Running an export: stream the members once, count them, send rejected rows to the
+//! rejects file and valid rows to a sort, apply the profile cap, and hand each email's
+//! first contact to a sink in the export's order.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Int64Type};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray};
+use arrow::compute::{cast, filter_record_batch, is_not_null, not};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
 use futures::StreamExt;
 use pipeline_sink::{ExportTarget, Sink, SinkReport};
 use pipeline_spec::OnCapExceeded;
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::Engine;
 use crate::error::EngineError;
@@ -21,7 +25,7 @@ use crate::plan::{ExportQuery, META_COLUMNS, meta};
 use crate::rejects::{Reject, RejectsWriter};
 use crate::rules::RejectReason;
 use crate::segments::query_only;
-use crate::select::{Encoders, KEYS_IN_MEMORY, Selector};
+use crate::select::{EmailSet, Sorter, export_order};
 
 /// What a selection keeps and writes.
 #[derive(Debug, Clone, Default)]
@@ -124,158 +128,140 @@ impl ExportSummary {
     }
 }
 
-/// The outcome of selecting an export's contacts.
-pub struct Selection {
-    pub summary: ExportSummary,
-    /// Contact batches (columns named by SendGrid field), within the cap.
-    pub contacts: Vec<RecordBatch>,
-    /// The rejects file, still open for the sink's rejects.
-    rejects: Option<RejectsWriter>,
+/// An export's members, streamed once: counted, rejects on their way to the file, and the
+/// valid rows in a sort. The contacts come out of [`Scanned::emit`].
+struct Scanned {
+    counts: Counts,
+    /// Distinct emails of the valid rows (the contacts before the cap).
+    total: u64,
+    emails: EmailSet,
+    contacts: Sorter,
+    /// The columns of the sorted valid rows that fill the SendGrid fields, with their names.
+    fields: Vec<(usize, String)>,
+    truncated_at: usize,
+    rejects: Option<JoinHandle<Result<RejectsWriter, EngineError>>>,
 }
 
-/// Where kept contacts go while the query runs.
-enum Keep {
-    /// Held until the end (the cap verdict must be known before anything is sent).
-    Buffer(Vec<RecordBatch>),
-    /// Handed to a sink as they come.
-    Channel(mpsc::Sender<Result<RecordBatch, ArrowError>>),
+/// The query's columns that valid rows keep: all but the rejects file's.
+fn valid_columns(schema: &Schema) -> Vec<usize> {
+    (0..schema.fields().len())
+        .filter(|i| ![meta::KEY, meta::RAW_EMAIL, meta::REASON, meta::DETAIL].contains(i))
+        .collect()
 }
 
 impl Engine {
-    /// Runs the export's query to the end, counting and keeping contacts as options say.
-    /// Memory: the scan, the contacts kept (at most the cap) and a few dozen bytes per
-    /// distinct email.
-    pub async fn select(
+    /// Streams the export's members once: counts rows and rejects per segment, writes the
+    /// rejects (when `options` asks), and sorts the valid rows by the export's order.
+    /// Memory: the query's own, the distinct emails, and the sorts' share of the pool.
+    async fn scan(
         &self,
         query: &ExportQuery,
         options: &RunOptions,
-    ) -> Result<Selection, EngineError> {
-        let mut keep = Keep::Buffer(Vec::new());
-        let (summary, rejects) = self.select_into(query, options, &mut keep).await?;
-        let Keep::Buffer(contacts) = keep else {
-            unreachable!("buffered above")
-        };
-        Ok(Selection {
-            summary,
-            contacts,
-            rejects,
-        })
-    }
-
-    async fn select_into(
-        &self,
-        query: &ExportQuery,
-        options: &RunOptions,
-        keep: &mut Keep,
-    ) -> Result<(ExportSummary, Option<RejectsWriter>), EngineError> {
-        let export = self.export_by_name(&query.export);
-        let memory_limit = self.pipeline().file.engine.memory_limit_mib;
-        let exec = |e: &dyn std::fmt::Display| {
-            let mut message = crate::segments::clean_sql_error(&e.to_string());
-            if message.contains("Not enough memory") || message.contains("Resources exhausted") {
-                message = format!(
-                    "the query needs more memory than engine.memory_limit_mib ({memory_limit} MiB) allows; \
-                     raise it in the pipeline file. DataFusion said: {message}"
-                );
-            }
-            EngineError::Execution {
-                export: query.export.clone(),
-                message,
-            }
-        };
+    ) -> Result<Scanned, EngineError> {
+        let exec = |e: &dyn std::fmt::Display| self.execution_error(query, e);
         let df = self
             .context()
             .sql_with_options(&query.sql, query_only())
             .await
             .map_err(|e| exec(&e))?;
         let mut stream = df.execute_stream().await.map_err(|e| exec(&e))?;
-
-        let mut rejects = match &options.rejects_dir {
-            Some(dir) => Some(RejectsWriter::create(dir, &query.export)?),
-            None => None,
+        let schema = stream.schema();
+        let keep = valid_columns(&schema);
+        let valid_schema: SchemaRef = Arc::new(schema.project(&keep).map_err(|e| exec(&e))?);
+        let mut contacts = Sorter::start(
+            self.context(),
+            valid_schema.clone(),
+            export_order(query, &valid_schema, false),
+        )
+        .await
+        .map_err(|e| exec(&e))?;
+        let (mut rejected_rows, rejects) = match &options.rejects_dir {
+            Some(dir) => {
+                let writer = RejectsWriter::create(dir, &query.export)?;
+                let order = export_order(query, &schema, true);
+                let sorter = Sorter::start(self.context(), schema.clone(), order)
+                    .await
+                    .map_err(|e| exec(&e))?;
+                let (tx, rx) = mpsc::channel(2);
+                let writing = write_rejects(sorter, rx, writer, query.clone());
+                let writing = tokio::spawn(writing);
+                (Some(tx), Some(writing))
+            }
+            None => (None, None),
         };
-        let mut counts = Counts::new(&query.segments);
-        if options.collect_rejected_emails {
-            counts.rejected_emails = Some(Vec::new());
-        }
-        let encoders = Encoders::new(query, &stream.schema()).map_err(|e| exec(&e))?;
-        let mut selector = Selector::new(
-            export.max_profiles,
-            KEYS_IN_MEMORY,
-            encoders.segment_bytes(),
-        );
+
+        let mut counts = Counts::new(&query.segments, options.collect_rejected_emails);
+        let mut emails = EmailSet::default();
+        let email_at = keep
+            .iter()
+            .position(|c| *c == META_COLUMNS)
+            .expect("the email is a valid column");
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| exec(&e))?;
-            counts.absorb(&batch, query, &encoders, &mut selector, &mut rejects)?;
-        }
-        drop(stream);
-
-        let total = selector.distinct();
-        for (s, contacts) in counts
-            .segments
-            .iter_mut()
-            .zip(selector.contacts_by_segment(query.segments.len()))
-        {
-            s.contacts = contacts;
-            s.duplicates = s.rows - s.rejected - contacts;
-        }
-        let cap = CapVerdict::new(total, export.max_profiles, export.on_cap_exceeded);
-        if !cap.exceeded() {
-            let batch_size = self.pipeline().file.engine.batch_size;
-            let mut kept = selector
-                .finish()
-                .map_err(|e| e.into_engine(&query.export))?;
-            // The scan and the email map are gone; their memory need not count twice.
-            release_freed_memory();
-            while let Some(contacts) = kept.next_batch(&encoders, batch_size) {
-                let contacts = contacts.map_err(|e| e.into_engine(&query.export))?;
-                match keep {
-                    Keep::Buffer(all) => all.push(contacts),
-                    // A closed channel means the sink stopped; its error is reported.
-                    Keep::Channel(tx) => {
-                        if tx.send(Ok(contacts)).await.is_err() {
-                            break;
-                        }
-                    }
+            let rejected = counts.absorb(&batch)?;
+            if rejected.true_count() > 0
+                && let Some(tx) = &rejected_rows
+            {
+                let rows = filter_record_batch(&batch, &rejected).map_err(|e| exec(&e))?;
+                if tx.send(rows).await.is_err() {
+                    // The rejects writer stopped: its error is reported below.
+                    rejected_rows = None;
                 }
             }
-            counts.truncated = kept.truncated;
-        }
-
-        if cap.exceeded() {
-            // Over the cap with `fail`, nothing is written.
-            if let Some(writer) = rejects.take() {
-                writer.discard();
+            let valid = filter_record_batch(&batch, &not(&rejected).map_err(|e| exec(&e))?)
+                .and_then(|b| b.project(&keep))
+                .map_err(|e| exec(&e))?;
+            if valid.num_rows() == 0 {
+                continue;
+            }
+            for email in text(valid.column(email_at))?.iter().flatten() {
+                emails.insert(email);
+            }
+            if !contacts.push(valid).await {
+                break;
             }
         }
-        let summary = ExportSummary {
+        drop(rejected_rows);
+        let fields = query
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (email_at + i, f.name.clone()))
+            .collect();
+        let truncated_at = keep
+            .iter()
+            .position(|c| *c == meta::TRUNCATED)
+            .expect("the truncated flag is a valid column");
+        Ok(Scanned {
+            counts,
+            total: emails.len(),
+            emails,
+            contacts,
+            fields,
+            truncated_at,
+            rejects,
+        })
+    }
+
+    fn execution_error(&self, query: &ExportQuery, e: &dyn std::fmt::Display) -> EngineError {
+        let memory_limit = self.pipeline().file.engine.memory_limit_mib;
+        let mut message = crate::segments::clean_sql_error(&e.to_string());
+        if message.contains("Not enough memory") || message.contains("Resources exhausted") {
+            message = format!(
+                "the query needs more memory than engine.memory_limit_mib ({memory_limit} MiB) allows; \
+                 raise it in the pipeline file. DataFusion said: {message}"
+            );
+        }
+        EngineError::Execution {
             export: query.export.clone(),
-            list_ids: export.list_ids.clone(),
-            rows: counts.segments.iter().map(|s| s.rows).sum(),
-            rejected: counts.by_reason.values().sum(),
-            rejected_by_reason: counts
-                .by_reason
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
-            duplicates: counts.segments.iter().map(|s| s.duplicates).sum(),
-            segments: counts.segments,
-            truncated_contacts: counts.truncated,
-            contacts: total,
-            cap,
-            sent: 0,
-            sink: None,
-            rejects_file: None,
-            allowed_rejects: export.allowed_rejects,
-            rejected_emails: counts.rejected_emails.unwrap_or_default(),
-        };
-        Ok((summary, rejects))
+            message,
+        }
     }
 
     /// Selects the export's contacts and, unless the cap forbids it, streams them through
-    /// `sink`. With `on_cap_exceeded: truncate` the sink starts (checks its lists and
-    /// fields) while the query runs; with `fail` nothing may reach SendGrid before the total
-    /// is known, so the sink starts after the selection.
+    /// `sink` in the export's order. With `on_cap_exceeded: truncate` the sink starts (checks
+    /// its lists and fields) while the query runs; with `fail` nothing may reach SendGrid
+    /// before the total is known, so the sink starts after the members have streamed.
     pub async fn run_export(
         &self,
         query: &ExportQuery,
@@ -288,32 +274,44 @@ impl Engine {
             list_ids: export.list_ids.clone(),
             fields: query.fields.clone(),
         };
-        let (mut summary, mut rejects, result) =
-            if export.on_cap_exceeded == OnCapExceeded::Truncate {
-                let (tx, mut rx) = mpsc::channel(4);
-                let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
-                let mut keep = Keep::Channel(tx);
-                let selecting = async {
-                    let selected = self.select_into(query, options, &mut keep).await;
-                    // Closing the channel ends the sink's stream.
-                    keep = Keep::Buffer(Vec::new());
-                    selected
-                };
-                let (selected, result) = tokio::join!(selecting, sink.write_all(&target, stream));
-                let (summary, rejects) = selected?;
-                (summary, rejects, result)
-            } else {
-                let Selection {
-                    summary,
-                    contacts,
-                    rejects,
-                } = self.select(query, options).await?;
-                if summary.cap.exceeded() {
-                    return Ok(summary);
-                }
-                let stream = futures::stream::iter(contacts.into_iter().map(Ok)).boxed();
-                (summary, rejects, sink.write_all(&target, stream).await)
+        let cap_of = |scanned: &Scanned| {
+            CapVerdict::new(scanned.total, export.max_profiles, export.on_cap_exceeded)
+        };
+        let (tx, mut rx) = mpsc::channel(4);
+        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
+        let (mut summary, rejects, result) = if export.on_cap_exceeded == OnCapExceeded::Truncate {
+            let selecting = async {
+                let mut scanned = self.scan(query, options).await?;
+                let cap = cap_of(&scanned);
+                let emitted = scanned.emit(self, query, &cap, Some(tx)).await;
+                self.summarise(query, scanned, cap, emitted).await
             };
+            let (selected, result) = tokio::join!(selecting, sink.write_all(&target, stream));
+            let (summary, rejects) = selected?;
+            (summary, rejects, Some(result))
+        } else {
+            let mut scanned = self.scan(query, options).await?;
+            let cap = cap_of(&scanned);
+            if cap.exceeded() {
+                drop(tx);
+                let emitted = scanned.emit(self, query, &cap, None).await;
+                let (summary, rejects) = self.summarise(query, scanned, cap, emitted).await?;
+                // Over the cap with `fail`, nothing is written.
+                if let Some(writer) = rejects {
+                    writer.discard();
+                }
+                return Ok(summary);
+            }
+            let selecting = async {
+                let emitted = scanned.emit(self, query, &cap, Some(tx)).await;
+                self.summarise(query, scanned, cap, emitted).await
+            };
+            let (selected, result) = tokio::join!(selecting, sink.write_all(&target, stream));
+            let (summary, rejects) = selected?;
+            (summary, rejects, Some(result))
+        };
+        let result = result.expect("the sink ran");
+        let mut rejects = rejects;
         // The rejects found so far are kept even when the sink fails.
         if let Ok(report) = &result {
             for r in &report.rejects {
@@ -344,17 +342,186 @@ impl Engine {
         summary.sink = Some(report);
         Ok(summary)
     }
+
+    /// The export's summary once its contacts were emitted, and its rejects file.
+    async fn summarise(
+        &self,
+        query: &ExportQuery,
+        scanned: Scanned,
+        cap: CapVerdict,
+        emitted: Result<u64, EngineError>,
+    ) -> Result<(ExportSummary, Option<RejectsWriter>), EngineError> {
+        let export = self.export_by_name(&query.export);
+        let rejects = match scanned.rejects {
+            Some(writing) => Some(writing.await.map_err(|e| {
+                EngineError::Internal(format!("the rejects writer stopped: {e}"))
+            })??),
+            None => None,
+        };
+        let truncated = emitted?;
+        let counts = scanned.counts;
+        let summary = ExportSummary {
+            export: query.export.clone(),
+            list_ids: export.list_ids.clone(),
+            rows: counts.segments.iter().map(|s| s.rows).sum(),
+            rejected: counts.by_reason.values().sum(),
+            rejected_by_reason: counts
+                .by_reason
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            duplicates: counts.segments.iter().map(|s| s.duplicates).sum(),
+            segments: counts.segments,
+            truncated_contacts: truncated,
+            contacts: scanned.total,
+            cap,
+            sent: 0,
+            sink: None,
+            rejects_file: None,
+            allowed_rejects: export.allowed_rejects,
+            rejected_emails: counts.rejected_emails.unwrap_or_default(),
+        };
+        Ok((summary, rejects))
+    }
+}
+
+impl Scanned {
+    /// Reads the valid rows back in the export's order: each email's first row is its
+    /// contact (counted for its segment); the first `max_profiles` contacts go to `keep`
+    /// unless the cap failed the export. Returns how many of those had a field cut.
+    async fn emit(
+        &mut self,
+        engine: &Engine,
+        query: &ExportQuery,
+        cap: &CapVerdict,
+        keep: Option<mpsc::Sender<Result<RecordBatch, ArrowError>>>,
+    ) -> Result<u64, EngineError> {
+        let exec = |e: &dyn std::fmt::Display| engine.execution_error(query, e);
+        let mut keep = keep.filter(|_| !cap.exceeded());
+        let mut kept = 0u64;
+        let mut truncated = 0u64;
+        let (email_at, _) = self.fields[0];
+        while let Some(batch) = self.contacts.sorted().await {
+            let batch = batch.map_err(|e| exec(&e))?;
+            let segments = batch
+                .column(0)
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| internal("no segment index"))?;
+            let flags = batch.column(self.truncated_at).as_boolean_opt();
+            let emails = text(batch.column(email_at))?;
+            let mut chosen = Vec::with_capacity(batch.num_rows());
+            for (row, email) in emails.iter().enumerate() {
+                let first = email.is_some_and(|e| self.emails.take(e));
+                if first {
+                    self.counts.segments[segments.value(row) as usize].contacts += 1;
+                }
+                let send = first && keep.is_some() && kept < cap.max_profiles;
+                if send {
+                    kept += 1;
+                    truncated += u64::from(flags.is_some_and(|f| f.value(row)));
+                }
+                chosen.push(send);
+            }
+            let Some(tx) = &keep else { continue };
+            let chosen = BooleanArray::from(chosen);
+            if chosen.true_count() == 0 {
+                continue;
+            }
+            let contacts = filter_record_batch(&batch, &chosen)
+                .and_then(|b| self.contacts_of(&b))
+                .map_err(|e| exec(&e))?;
+            // A closed channel means the sink stopped; its error is reported.
+            if tx.send(Ok(contacts)).await.is_err() {
+                keep = None;
+            }
+        }
+        for s in &mut self.counts.segments {
+            s.duplicates = s.rows - s.rejected - s.contacts;
+        }
+        Ok(truncated)
+    }
+
+    /// The contact columns of sorted valid rows, named by SendGrid field.
+    fn contacts_of(&self, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+        let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = self
+            .fields
+            .iter()
+            .map(|(at, name)| {
+                let column = batch.column(*at).clone();
+                (Field::new(name, column.data_type().clone(), true), column)
+            })
+            .unzip();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+    }
+}
+
+/// Writes the rejected rows to `writer` in the export's order, once `rows` has ended.
+async fn write_rejects(
+    mut sorter: Sorter,
+    mut rows: mpsc::Receiver<RecordBatch>,
+    mut writer: RejectsWriter,
+    query: ExportQuery,
+) -> Result<RejectsWriter, EngineError> {
+    let failed = |e: DataFusionError| EngineError::Execution {
+        export: query.export.clone(),
+        message: format!(
+            "sorting the rejected rows failed: {}",
+            crate::segments::clean_sql_error(&e.to_string())
+        ),
+    };
+    let segments = &query.segments;
+    while let Some(batch) = rows.recv().await {
+        if !sorter.push(batch).await {
+            break;
+        }
+    }
+    drop(rows);
+    while let Some(batch) = sorter.sorted().await {
+        let batch = batch.map_err(failed)?;
+        let seg = batch
+            .column(meta::SEGMENT)
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| internal("no segment index"))?;
+        let key = text(batch.column(meta::KEY))?;
+        let raw = text(batch.column(meta::RAW_EMAIL))?;
+        let reason = text(batch.column(meta::REASON))?;
+        let detail = text(batch.column(meta::DETAIL))?;
+        for row in 0..batch.num_rows() {
+            let code = reason
+                .is_valid(row)
+                .then(|| RejectReason::from_code(reason.value(row)))
+                .flatten()
+                .ok_or_else(|| internal("an unknown reject reason"))?;
+            writer.write(&Reject {
+                segment: segments.get(seg.value(row) as usize).map(String::as_str),
+                key: key.is_valid(row).then(|| key.value(row)),
+                email: raw.is_valid(row).then(|| raw.value(row)),
+                reason: code.code(),
+                detail: detail.is_valid(row).then(|| detail.value(row)),
+            })?;
+        }
+    }
+    Ok(writer)
+}
+
+fn internal(what: &str) -> EngineError {
+    EngineError::Internal(format!("the export query returned {what}"))
+}
+
+/// A text column as plain UTF-8 (the query may hand out views).
+fn text(column: &ArrayRef) -> Result<StringArray, EngineError> {
+    let column = cast(column, &DataType::Utf8).map_err(|_| internal("a non-text column"))?;
+    Ok(column.as_string::<i32>().clone())
 }
 
 struct Counts {
     segments: Vec<SegmentSummary>,
     by_reason: BTreeMap<&'static str, u64>,
-    truncated: u64,
     rejected_emails: Option<Vec<String>>,
 }
 
 impl Counts {
-    fn new(segments: &[String]) -> Self {
+    fn new(segments: &[String], collect_rejected_emails: bool) -> Self {
         Self {
             segments: segments
                 .iter()
@@ -364,131 +531,41 @@ impl Counts {
                 })
                 .collect(),
             by_reason: BTreeMap::new(),
-            truncated: 0,
-            rejected_emails: None,
+            rejected_emails: collect_rejected_emails.then(Vec::new),
         }
     }
 
-    /// Counts one batch of members: rejects go to the rejects file, valid rows to the
-    /// selector.
-    fn absorb(
-        &mut self,
-        batch: &RecordBatch,
-        query: &ExportQuery,
-        encoders: &Encoders,
-        selector: &mut Selector,
-        rejects: &mut Option<RejectsWriter>,
-    ) -> Result<(), EngineError> {
-        let internal =
-            |what: &str| EngineError::Internal(format!("the export query returned {what}"));
-        let arrow =
-            |e: ArrowError| EngineError::Internal(format!("encoding the export's order: {e}"));
-        let as_utf8 = |i: usize| -> Result<ArrayRef, EngineError> {
-            cast(batch.column(i), &DataType::Utf8).map_err(|_| internal("a non-text meta column"))
-        };
+    /// Counts one batch of members; returns which rows are rejected.
+    fn absorb(&mut self, batch: &RecordBatch) -> Result<BooleanArray, EngineError> {
         let seg = batch
             .column(meta::SEGMENT)
             .as_primitive_opt::<Int64Type>()
             .ok_or_else(|| internal("no segment index"))?;
-        let reason = as_utf8(meta::REASON)?;
-        let reason = reason.as_string::<i32>();
-        let email = as_utf8(META_COLUMNS)?;
-        let email = email.as_string::<i32>();
-        let prefixes = encoders.prefixes(batch).map_err(arrow)?;
-
-        // Rows whose whole order is needed: rejects, and rows that may become contacts.
-        let mut needed: Vec<u32> = Vec::new();
-        let mut hashes: Vec<u128> = Vec::new();
-        let mut any_rejected = false;
-        for row in 0..batch.num_rows() {
-            let segment = seg.value(row);
-            self.segments[segment as usize].rows += 1;
-            if reason.is_valid(row) {
-                any_rejected = true;
-                needed.push(row as u32);
-                hashes.push(0);
-            } else {
-                let hash = xxhash_rust::xxh3::xxh3_128(email.value(row).as_bytes());
-                if selector
-                    .note(hash, prefixes.row(row).data())
-                    .map_err(|e| e.into_engine(&query.export))?
-                {
-                    needed.push(row as u32);
-                    hashes.push(hash);
-                }
-            }
+        for s in seg.values() {
+            let segment = self
+                .segments
+                .get_mut(*s as usize)
+                .ok_or_else(|| internal("a segment index out of range"))?;
+            segment.rows += 1;
         }
-        if needed.is_empty() {
-            return Ok(());
+        let rejected =
+            is_not_null(batch.column(meta::REASON)).map_err(|e| internal(&e.to_string()))?;
+        if rejected.true_count() == 0 {
+            return Ok(rejected);
         }
-        let rests = encoders.rests(batch, &needed).map_err(arrow)?;
-        let texts = if any_rejected {
-            Some((
-                as_utf8(meta::KEY)?,
-                as_utf8(meta::RAW_EMAIL)?,
-                as_utf8(meta::DETAIL)?,
-            ))
-        } else {
-            None
-        };
-        let texts = texts.as_ref().map(|(key, raw, detail)| {
-            (
-                key.as_string::<i32>(),
-                raw.as_string::<i32>(),
-                detail.as_string::<i32>(),
-            )
-        });
-        let mut key = Vec::new();
-        for (i, (&row, &hash)) in needed.iter().zip(&hashes).enumerate() {
-            let row = row as usize;
-            let (prefix, rest) = (prefixes.row(row), rests.row(i));
-            if !reason.is_valid(row) {
-                selector
-                    .offer(hash, prefix.data(), rest.data())
-                    .map_err(|e| e.into_engine(&query.export))?;
-                continue;
-            }
-            let (key_text, raw, detail) = texts.expect("a rejected row");
+        let reason = text(batch.column(meta::REASON))?;
+        let raw = text(batch.column(meta::RAW_EMAIL))?;
+        for row in (0..batch.num_rows()).filter(|r| rejected.value(*r)) {
             let code = RejectReason::from_code(reason.value(row))
                 .ok_or_else(|| internal("an unknown reject reason"))?;
             *self.by_reason.entry(code.code()).or_default() += 1;
-            let segment = seg.value(row) as usize;
-            self.segments[segment].rejected += 1;
+            self.segments[seg.value(row) as usize].rejected += 1;
             if let Some(emails) = self.rejected_emails.as_mut().filter(|_| raw.is_valid(row)) {
                 let mut email = String::new();
                 crate::rules::normalize_email_into(raw.value(row), &mut email);
                 emails.push(email);
             }
-            if let Some(writer) = rejects.as_mut() {
-                key.clear();
-                key.extend_from_slice(prefix.data());
-                key.extend_from_slice(rest.data());
-                writer.hold(
-                    &key,
-                    &Reject {
-                        segment: Some(&query.segments[segment]),
-                        key: key_text.is_valid(row).then(|| key_text.value(row)),
-                        email: raw.is_valid(row).then(|| raw.value(row)),
-                        reason: code.code(),
-                        detail: detail.is_valid(row).then(|| detail.value(row)),
-                    },
-                )?;
-            }
         }
-        Ok(())
+        Ok(rejected)
     }
 }
-
-/// Gives the memory the query freed back to the system before the contacts are written.
-/// glibc keeps freed memory for reuse, and a scan leaves tens of MiB of it over its
-/// arenas, which would otherwise add to the peak while the bodies are built.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn release_freed_memory() {
-    // SAFETY: malloc_trim only hands unused pages of the allocator's arenas back.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_freed_memory() {}

@@ -1,0 +1,313 @@
+//! The selection against brute force: each email's first row by the export's order, the
+//! first `max_profiles` emails kept, per-segment counts, and the rejects file in order, with
+//! a memory limit far below the rows sorted (the sorts must spill to get there).
+
+use std::cmp::Ordering;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use pipeline_engine::{CapStatus, Engine, RunOptions};
+use pipeline_sink::{ContactStream, ExportTarget, Sink, SinkError, SinkReport};
+
+const ROWS: usize = 120_000;
+const EMAILS: u64 = 40_000;
+const CAP: usize = 25_000;
+
+struct Row {
+    id: Option<i64>,
+    email: Option<String>,
+    bio: String,
+    score: f64,
+}
+
+fn rows() -> Vec<Row> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..ROWS)
+        .map(|i| {
+            let r = next();
+            let k = r % EMAILS;
+            let email = match i % 97 {
+                0 => Some("not an email".to_owned()),
+                1 => None,
+                2 => Some(format!("  User{k}@Example.COM ")),
+                _ => Some(format!("user{k}@example.com")),
+            };
+            Row {
+                id: (i % 53 != 0).then_some((next() % 30_000) as i64),
+                email,
+                // Long values, so the sorted rows outgrow the memory limit many times.
+                bio: format!("{:0>240}", next() % 700),
+                score: (next() % 1000) as f64 / 10.0,
+            }
+        })
+        .collect()
+}
+
+fn write_table(path: &Path, rows: &[Row]) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("email", DataType::Utf8, true),
+        Field::new("bio", DataType::Utf8, false),
+        Field::new("score", DataType::Float64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(rows.iter().map(|r| r.id).collect::<Int64Array>()),
+            Arc::new(
+                rows.iter()
+                    .map(|r| r.email.clone())
+                    .collect::<StringArray>(),
+            ),
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.bio.clone()))
+                    .collect::<StringArray>(),
+            ),
+            Arc::new(rows.iter().map(|r| r.score).collect::<Float64Array>()),
+        ],
+    )
+    .unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+fn pipeline(dir: &Path, memory_limit_mib: u64, on_cap_exceeded: &str) -> pipeline_spec::Pipeline {
+    let text = format!(
+        r#"
+version: 1
+engine: {{ memory_limit_mib: {memory_limit_mib}, batch_size: 4096 }}
+connections:
+  m: {{ type: sendgrid, api_key: "${{K}}", data_privacy_consent: true }}
+sources:
+  t: {{ format: parquet, path: t.parquet }}
+segments:
+  a: SELECT * FROM t WHERE score >= 30
+  b: SELECT * FROM t WHERE id % 4 = 0
+exports:
+  - name: x
+    connection: m
+    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]
+    segments: [a, b]
+    mapping:
+      email: email
+      custom_fields: {{ bio: bio, score: score }}
+    order_by: id desc
+    max_profiles: {CAP}
+    on_cap_exceeded: {on_cap_exceeded}
+    allowed_rejects: 1000000
+"#
+    );
+    pipeline_spec::parse(&text, &dir.join("p.yaml"), &|_| Some("k".into())).unwrap()
+}
+
+/// What brute force expects: the kept contacts in order, and per segment (rows, rejected,
+/// contacts).
+struct Expected {
+    kept: Vec<(String, String, f64)>,
+    total: usize,
+    segments: Vec<(u64, u64, u64)>,
+    rejected_keys: Vec<Option<i64>>,
+}
+
+fn expected(rows: &[Row]) -> Expected {
+    let in_segment = [
+        |r: &Row| r.score >= 30.0,
+        |r: &Row| r.id.is_some_and(|id| id % 4 == 0),
+    ];
+    // (id, segment, normalised email, bio, score) for each valid member row.
+    let mut members = Vec::new();
+    let mut segments = vec![(0u64, 0u64, 0u64); 2];
+    let mut rejected_keys = Vec::new();
+    for (s, member) in in_segment.iter().enumerate() {
+        for r in rows.iter().filter(|r| member(r)) {
+            segments[s].0 += 1;
+            match r
+                .email
+                .as_deref()
+                .map(str::trim)
+                .filter(|e| e.contains('@'))
+            {
+                Some(e) => members.push((r.id, s, e.to_lowercase(), r.bio.clone(), r.score)),
+                None => {
+                    segments[s].1 += 1;
+                    rejected_keys.push(r.id);
+                }
+            }
+        }
+    }
+    let id_desc_nulls_last = |a: Option<i64>, b: Option<i64>| match (a, b) {
+        (Some(a), Some(b)) => b.cmp(&a),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    };
+    members.sort_by(|a, b| {
+        id_desc_nulls_last(a.0, b.0)
+            .then(a.1.cmp(&b.1))
+            .then(a.2.cmp(&b.2))
+            .then(a.3.cmp(&b.3))
+            .then(a.4.total_cmp(&b.4))
+    });
+    let mut seen = std::collections::HashSet::new();
+    let mut contacts = Vec::new();
+    for (_, s, email, bio, score) in members {
+        if seen.insert(email.clone()) {
+            segments[s].2 += 1;
+            contacts.push((email, bio, score));
+        }
+    }
+    rejected_keys.sort_by(|a, b| id_desc_nulls_last(*a, *b));
+    Expected {
+        total: contacts.len(),
+        kept: contacts.into_iter().take(CAP).collect(),
+        segments,
+        rejected_keys,
+    }
+}
+
+#[derive(Default)]
+struct Capture(Vec<RecordBatch>);
+
+impl Sink for Capture {
+    fn write_all<'a>(
+        &'a mut self,
+        _target: &'a ExportTarget,
+        mut contacts: ContactStream,
+    ) -> BoxFuture<'a, Result<SinkReport, SinkError>> {
+        Box::pin(async move {
+            let mut report = SinkReport::default();
+            while let Some(batch) = contacts.next().await {
+                let batch = batch.map_err(SinkError::Upstream)?;
+                report.contacts += batch.num_rows() as u64;
+                self.0.push(batch);
+            }
+            Ok(report)
+        })
+    }
+}
+
+fn contacts(batches: &[RecordBatch]) -> Vec<(String, String, f64)> {
+    let text = |b: &RecordBatch, name: &str| {
+        let c = arrow::compute::cast(b.column_by_name(name).unwrap(), &DataType::Utf8).unwrap();
+        c.as_string::<i32>().clone()
+    };
+    batches
+        .iter()
+        .flat_map(|b| {
+            let (email, bio) = (text(b, "email"), text(b, "bio"));
+            let score = b
+                .column_by_name("score")
+                .unwrap()
+                .as_primitive::<Float64Type>()
+                .clone();
+            (0..b.num_rows())
+                .map(move |i| {
+                    (
+                        email.value(i).to_owned(),
+                        bio.value(i).to_owned(),
+                        score.value(i),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sorted_selection_matches_brute_force_under_a_small_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = rows();
+    write_table(&dir.path().join("t.parquet"), &rows);
+    let want = expected(&rows);
+    assert!(want.total > CAP, "the cap binds");
+
+    for memory_limit_mib in [16, 512] {
+        let pipeline = pipeline(dir.path(), memory_limit_mib, "truncate");
+        let engine = Engine::open(&pipeline).await.unwrap();
+        let query = engine.plan_exports(None).await.unwrap().remove(0);
+        let mut sink = Capture::default();
+        let options = RunOptions {
+            rejects_dir: Some(dir.path().join("rejects")),
+            ..Default::default()
+        };
+        let summary = engine
+            .run_export(&query, &mut sink, &options)
+            .await
+            .unwrap();
+
+        let got = contacts(&sink.0);
+        assert_eq!(got.len(), CAP, "limit {memory_limit_mib}");
+        assert!(
+            got == want.kept,
+            "contacts differ at limit {memory_limit_mib}"
+        );
+        assert_eq!(summary.contacts as usize, want.total);
+        assert_eq!(summary.cap.status, CapStatus::Truncated);
+        assert_eq!(summary.cap.over_by as usize, want.total - CAP);
+        let segments: Vec<(u64, u64, u64)> = summary
+            .segments
+            .iter()
+            .map(|s| (s.rows, s.rejected, s.contacts))
+            .collect();
+        assert_eq!(segments, want.segments);
+        for s in &summary.segments {
+            assert_eq!(s.duplicates, s.rows - s.rejected - s.contacts);
+        }
+
+        // The rejects file holds every rejected row, in the export's order.
+        let file = summary.rejects_file.expect("rows were rejected");
+        let keys: Vec<Option<i64>> = std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["key"].as_str().and_then(|k| k.parse().ok())
+            })
+            .collect();
+        assert_eq!(keys, want.rejected_keys, "limit {memory_limit_mib}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_cap_with_fail_nothing_is_sent_and_the_counts_are_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = rows();
+    write_table(&dir.path().join("t.parquet"), &rows);
+    let want = expected(&rows);
+    let pipeline = pipeline(dir.path(), 16, "fail");
+    let engine = Engine::open(&pipeline).await.unwrap();
+    let query = engine.plan_exports(None).await.unwrap().remove(0);
+    let mut sink = Capture::default();
+    let options = RunOptions {
+        rejects_dir: Some(dir.path().join("rejects")),
+        ..Default::default()
+    };
+    let summary = engine
+        .run_export(&query, &mut sink, &options)
+        .await
+        .unwrap();
+    assert!(sink.0.is_empty());
+    assert!(summary.sink.is_none());
+    assert_eq!(summary.cap.status, CapStatus::Exceeded);
+    assert_eq!(summary.contacts as usize, want.total);
+    let contacts: Vec<u64> = summary.segments.iter().map(|s| s.contacts).collect();
+    assert_eq!(
+        contacts,
+        want.segments.iter().map(|s| s.2).collect::<Vec<_>>()
+    );
+    assert!(summary.rejects_file.is_none());
+    assert!(!dir.path().join("rejects/x.rejects.jsonl").exists());
+}
