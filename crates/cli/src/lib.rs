@@ -4,6 +4,7 @@
 //! and maps every outcome to an [`Exit`] code.
 
 mod exit;
+mod local;
 mod output;
 mod remote;
 
@@ -386,7 +387,7 @@ async fn run(
     let (pipeline, engine) = open(file).await?;
     let queries = engine.plan_exports(only).await?;
     let local = if local_emulator {
-        Some(remote::LocalEmulator::start(&pipeline, &queries).await?)
+        Some(local::LocalEmulator::start(&pipeline, &queries).await?)
     } else {
         None
     };
@@ -449,7 +450,7 @@ async fn check(file: &Path, local_emulator: bool) -> Result<Vec<output::Verdict>
     let (pipeline, engine) = open(file).await?;
     let queries = engine.plan_exports(None).await?;
     let local = if local_emulator {
-        Some(remote::LocalEmulator::start(&pipeline, &queries).await?)
+        Some(local::LocalEmulator::start(&pipeline, &queries).await?)
     } else {
         None
     };

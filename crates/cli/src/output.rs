@@ -556,17 +556,20 @@ fn indent(text: &str, by: &str) -> String {
 }
 
 /// A plain text table; columns listed in `right` are right-aligned.
+/// Columns padded to the width a terminal shows (a CJK character takes two cells, a
+/// combining mark none), two spaces apart; `right` columns aligned right.
 fn table(headers: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    use unicode_width::UnicodeWidthStr;
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.width()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
+            widths[i] = widths[i].max(cell.width());
         }
     }
     let line = |cells: Vec<&str>| {
         let mut s = String::new();
         for (i, cell) in cells.iter().enumerate() {
-            let pad = widths[i] - cell.chars().count();
+            let pad = widths[i] - cell.width();
             if i > 0 {
                 s.push_str("  ");
             }
@@ -612,5 +615,18 @@ mod tests {
             &[1],
         );
         assert_eq!(t, "name   n\nvip   12\nall    3\n");
+    }
+
+    #[test]
+    fn aligns_wide_and_combining_characters_by_their_display_width() {
+        let t = table(
+            &["name", "city"],
+            &[
+                vec!["山田太郎".into(), "東京".into()],
+                vec!["Zoe\u{308}".into(), "Paris".into()],
+            ],
+            &[],
+        );
+        assert_eq!(t, "name      city\n山田太郎  東京\nZoe\u{308}       Paris\n");
     }
 }

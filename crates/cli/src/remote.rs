@@ -1,73 +1,16 @@
-//! Talking to SendGrid: clients per connection, the SendGrid sink, `pipeline check`, and
-//! the in-process emulator behind `--local-emulator`.
+//! Talking to SendGrid: clients per connection, the SendGrid sink and `pipeline check`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pipeline_engine::ExportQuery;
 use pipeline_sendgrid::{SendgridSettings, SendgridSink};
-use pipeline_spec::{ApiKey, Export, Pipeline};
-use pipeline_sync::SyncedExport;
+use pipeline_spec::{Export, Pipeline};
 use sendgrid_client::{Client, ClientError, RetryPolicy, has_marketing_access};
-use sendgrid_emulator::{Config, Emulator, KeyConfig, marketing_scopes};
 
+use crate::local::LocalEmulator;
 use crate::output::Verdict;
 use crate::{Exit, Failure};
-
-/// A SendGrid emulator in this process, standing in for every connection.
-pub struct LocalEmulator {
-    emulator: Emulator,
-    key: ApiKey,
-}
-
-impl LocalEmulator {
-    /// Starts an emulator on loopback that holds the exports' lists and custom fields.
-    pub async fn start(pipeline: &Pipeline, queries: &[ExportQuery]) -> Result<Self, Failure> {
-        let key = format!("SG.local-emulator.{}", std::process::id());
-        let mut lists = Vec::new();
-        for export in &pipeline.file.exports {
-            for id in &export.list_ids {
-                lists.push((id.clone(), format!("{} list", export.name)));
-            }
-        }
-        let mut custom_fields: BTreeMap<String, String> = BTreeMap::new();
-        for q in queries {
-            for (name, t) in &q.custom_field_types {
-                custom_fields.insert(name.clone(), (*t).to_owned());
-            }
-        }
-        let config = Config {
-            keys: vec![KeyConfig {
-                key: key.clone(),
-                scopes: marketing_scopes(),
-            }],
-            import_delay_ms: 200,
-            lists,
-            custom_fields: custom_fields.into_iter().collect(),
-            ..Config::default()
-        };
-        let emulator = Emulator::start(config).await.map_err(|e| Failure {
-            exit: Exit::RunFailed,
-            message: format!("cannot start the local SendGrid emulator: {e}"),
-        })?;
-        tracing::info!(url = %emulator.url(), "Started the local SendGrid emulator");
-        Ok(Self {
-            emulator,
-            key: ApiKey::new(key),
-        })
-    }
-
-    /// The emails that landed on each export's lists.
-    pub fn landed(&self, summaries: &[SyncedExport]) -> BTreeMap<String, Vec<String>> {
-        let mut out = BTreeMap::new();
-        for s in summaries {
-            for id in &s.list_ids {
-                out.insert(id.clone(), self.emulator.list_emails(id));
-            }
-        }
-        out
-    }
-}
 
 /// A client for connection `name`: its endpoint and key, or the local emulator's.
 pub fn client_for(
@@ -77,7 +20,7 @@ pub fn client_for(
 ) -> Result<Client, Failure> {
     let connection = &pipeline.file.connections[name];
     let (endpoint, key) = match local {
-        Some(l) => (l.emulator.url(), l.key.clone()),
+        Some(l) => (l.url(), l.key()),
         None => {
             let key = pipeline_spec::resolve_api_key(name, connection, pipeline.base_dir(), &|v| {
                 std::env::var(v).ok()

@@ -69,7 +69,6 @@ fn describe(errors: &[ApiError]) -> String {
 /// Counts of what the retry loop did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
-    pub requests: u64,
     pub retries: u64,
     pub rate_limited: u64,
 }
@@ -195,7 +194,6 @@ impl Client {
                 tokio::time::sleep_until(at).await;
             }
             attempts += 1;
-            self.count(|s| s.requests += 1);
             let mut request = http
                 .request(method.clone(), &url)
                 .bearer_auth(self.key.expose_secret())

@@ -10,6 +10,7 @@
 
 pub mod dry_run;
 pub mod encoder;
+mod json;
 pub mod preview;
 pub mod private_fs;
 

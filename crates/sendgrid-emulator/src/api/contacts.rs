@@ -1,199 +1,9 @@
-//! The HTTP endpoints, answering as SendGrid's OpenAPI files describe.
+//! The contacts endpoints: upsert (validated as SendGrid validates it), import jobs and
+//! their errors files, and search by emails.
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use super::*;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
-
-use crate::DropConnection;
-use crate::fields::{ContactFields, RESERVED, UpsertRequest};
-use crate::state::{
-    Contact, Fault, Faults, FieldDef, Job, JobEnd, KeyConfig, List, LoggedRequest,
-    State as Account, Upserted, unix_now,
-};
-
-/// SendGrid refuses request bodies of this many bytes or more.
-const MAX_BODY_BYTES: usize = 6_000_000;
-const MAX_CONTACTS: usize = 30_000;
-
-#[derive(Clone)]
-struct App {
-    account: Arc<Mutex<Account>>,
-    base_url: String,
-}
-
-impl App {
-    fn lock(&self) -> MutexGuard<'_, Account> {
-        self.account.lock().expect("emulator state")
-    }
-}
-
-pub(crate) fn router(account: Arc<Mutex<Account>>, addr: SocketAddr) -> Router {
-    Router::new()
-        .route("/v3/marketing/contacts", put(upsert))
-        .route("/v3/marketing/contacts/imports/{id}", get(import_status))
-        .route("/v3/marketing/contacts/search/emails", post(search_emails))
-        .route("/v3/marketing/lists", post(create_list))
-        .route("/v3/marketing/lists/{id}", get(get_list))
-        .route(
-            "/v3/marketing/lists/{id}/contacts",
-            delete(remove_from_list),
-        )
-        .route(
-            "/v3/marketing/field_definitions",
-            get(field_definitions).post(create_field),
-        )
-        .route("/v3/scopes", get(scopes))
-        .route("/_emulator/state", get(inspect))
-        .route("/_emulator/faults", post(add_faults))
-        .route("/_emulator/errors/{job_id}", get(errors_file))
-        .layer(DefaultBodyLimit::max(64 << 20))
-        .with_state(App {
-            account,
-            base_url: format!("http://{addr}"),
-        })
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Access {
-    /// Any valid key (a key may read its own scopes).
-    Any,
-    Read,
-    Write,
-}
-
-/// Rate-limit headers for one answer.
-#[derive(Clone, Copy)]
-struct Rate(Option<(u32, u32, u64)>);
-
-fn errors(field: Option<&str>, message: &str) -> Value {
-    json!({"errors": [{"field": field, "message": message}]})
-}
-
-/// Answers, logs and adds the rate-limit headers.
-fn answer(
-    app: &App,
-    method: &Method,
-    path: &str,
-    rate: Rate,
-    status: StatusCode,
-    body: Value,
-) -> Response {
-    answer_logged(app, method, path, rate, status, body, Vec::new(), None)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn answer_logged(
-    app: &App,
-    method: &Method,
-    path: &str,
-    rate: Rate,
-    status: StatusCode,
-    body: Value,
-    upserted: Vec<Upserted>,
-    job_id: Option<String>,
-) -> Response {
-    app.lock().log.push(LoggedRequest {
-        method: method.to_string(),
-        path: path.to_owned(),
-        status: status.as_u16(),
-        upserted,
-        job_id,
-    });
-    let mut response = (status, axum::Json(body)).into_response();
-    if let Some((limit, remaining, reset)) = rate.0 {
-        let h = response.headers_mut();
-        h.insert("X-RateLimit-Limit", HeaderValue::from(limit));
-        h.insert("X-RateLimit-Remaining", HeaderValue::from(remaining));
-        h.insert("X-RateLimit-Reset", HeaderValue::from(reset));
-    }
-    response
-}
-
-/// Rate limit, then auth: a 429, 401 or 403 answer, or the headers to send and the key.
-#[allow(clippy::result_large_err)]
-fn gate(
-    app: &App,
-    headers: &HeaderMap,
-    method: &Method,
-    path: &str,
-    access: Access,
-) -> Result<(Rate, KeyConfig), Response> {
-    let (rate, allowed, key) = {
-        let mut account = app.lock();
-        let rate = account.rate();
-        let key = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .and_then(|k| account.config.keys.iter().find(|c| c.key == k).cloned());
-        (rate, rate.is_none_or(|r| r.3), key)
-    };
-    let headers = Rate(rate.map(|(l, r, reset, _)| (l, r, reset)));
-    if !allowed {
-        return Err(answer(
-            app,
-            method,
-            path,
-            headers,
-            StatusCode::TOO_MANY_REQUESTS,
-            errors(None, "too many requests"),
-        ));
-    }
-    let Some(key) = key else {
-        return Err(answer(
-            app,
-            method,
-            path,
-            headers,
-            StatusCode::UNAUTHORIZED,
-            errors(None, "authorization required"),
-        ));
-    };
-    let permitted = access == Access::Any
-        || key.scopes.iter().any(|s| match access {
-            Access::Any => true,
-            Access::Read => s == "marketing.read" || s.starts_with("marketing_campaigns."),
-            Access::Write => matches!(
-                s.as_str(),
-                "marketing_campaigns.create"
-                    | "marketing_campaigns.update"
-                    | "marketing_campaigns.delete"
-            ),
-        });
-    if !permitted {
-        return Err(answer(
-            app,
-            method,
-            path,
-            headers,
-            StatusCode::FORBIDDEN,
-            errors(None, "access forbidden"),
-        ));
-    }
-    Ok((headers, key))
-}
-
-/// The rate-limit headers of an admitted request; returns the refusal otherwise.
-macro_rules! gate {
-    ($app:expr, $headers:expr, $method:expr, $path:expr, $access:expr) => {
-        match gate(&$app, &$headers, &$method, &$path, $access) {
-            Ok(admitted) => admitted,
-            Err(response) => return response,
-        }
-    };
-}
-
-async fn upsert(
+pub(super) async fn upsert(
     State(app): State<App>,
     Extension(drop_connection): Extension<DropConnection>,
     method: Method,
@@ -335,12 +145,7 @@ async fn upsert(
 }
 
 fn is_uuid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        })
+    s.len() == 36 && uuid::Uuid::try_parse(s).is_ok()
 }
 
 fn max_chars(field: &str) -> Option<usize> {
@@ -367,7 +172,9 @@ fn text_problem(field: &str, text: &str) -> Option<String> {
 }
 
 /// Whether the alternate emails are at most five addresses of at most 254 characters.
-fn alternates_ok<'a>(mut emails: impl ExactSizeIterator<Item = Option<&'a str>>) -> bool {
+pub(super) fn alternates_ok<'a>(
+    mut emails: impl ExactSizeIterator<Item = Option<&'a str>>,
+) -> bool {
     emails.len() <= 5 && emails.all(|e| e.is_some_and(|e| !longer_than(e, 254)))
 }
 
@@ -541,7 +348,7 @@ fn validate_upsert(
     out
 }
 
-async fn import_status(
+pub(super) async fn import_status(
     State(app): State<App>,
     method: Method,
     headers: HeaderMap,
@@ -585,7 +392,7 @@ async fn import_status(
 }
 
 /// The errors file of an errored job: CSV with the email and the error.
-async fn errors_file(State(app): State<App>, Path(job_id): Path<String>) -> Response {
+pub(super) async fn errors_file(State(app): State<App>, Path(job_id): Path<String>) -> Response {
     let account = app.lock();
     match account.jobs.get(&job_id) {
         Some(job) => {
@@ -599,7 +406,7 @@ async fn errors_file(State(app): State<App>, Path(job_id): Path<String>) -> Resp
     }
 }
 
-async fn search_emails(
+pub(super) async fn search_emails(
     State(app): State<App>,
     method: Method,
     headers: HeaderMap,
@@ -659,285 +466,4 @@ fn contact_json(c: &crate::state::Contact) -> Value {
     v["created_at"] = json!("2026-01-01T00:00:00Z");
     v["updated_at"] = json!("2026-01-01T00:00:00Z");
     v
-}
-
-async fn create_list(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = "/v3/marketing/lists";
-    let (rate, _) = gate!(app, headers, method, path, Access::Write);
-    let name = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_owned))
-        .filter(|n| !n.is_empty() && n.chars().count() <= 100);
-    let Some(name) = name else {
-        return answer(
-            &app,
-            &method,
-            path,
-            rate,
-            StatusCode::BAD_REQUEST,
-            errors(Some("name"), "is required (1 to 100 characters)"),
-        );
-    };
-    let id = {
-        let mut account = app.lock();
-        let id = account.uuid();
-        account
-            .lists
-            .insert(id.clone(), List { name: name.clone() });
-        id
-    };
-    let body = json!({"id": id, "name": name, "contact_count": 0,
-        "_metadata": {"self": format!("{}/v3/marketing/lists/{id}", app.base_url)}});
-    answer(&app, &method, path, rate, StatusCode::CREATED, body)
-}
-
-async fn get_list(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let path = format!("/v3/marketing/lists/{id}");
-    let (rate, _) = gate!(app, headers, method, path, Access::Read);
-    let body = {
-        let mut account = app.lock();
-        account.settle();
-        account
-            .lists
-            .get(&id)
-            .map(|l| json!({"id": id, "name": l.name, "contact_count": account.contact_count(&id)}))
-    };
-    match body {
-        Some(body) => answer(&app, &method, &path, rate, StatusCode::OK, body),
-        None => answer(
-            &app,
-            &method,
-            &path,
-            rate,
-            StatusCode::NOT_FOUND,
-            errors(None, "list not found"),
-        ),
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct ContactIds {
-    contact_ids: Option<String>,
-}
-
-async fn remove_from_list(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(query): Query<ContactIds>,
-) -> Response {
-    let path = format!("/v3/marketing/lists/{id}/contacts");
-    let (rate, _) = gate!(app, headers, method, path, Access::Write);
-    let ids: Vec<String> = query
-        .contact_ids
-        .unwrap_or_default()
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if ids.is_empty() {
-        return answer(
-            &app,
-            &method,
-            &path,
-            rate,
-            StatusCode::BAD_REQUEST,
-            errors(Some("contact_ids"), "is required"),
-        );
-    }
-    let job_id = {
-        let mut account = app.lock();
-        if !account.lists.contains_key(&id) {
-            None
-        } else {
-            for contact in account.contacts.values_mut() {
-                if ids.contains(&contact.id) {
-                    contact.list_ids.remove(&id);
-                }
-            }
-            Some(account.uuid())
-        }
-    };
-    match job_id {
-        Some(job_id) => answer(
-            &app,
-            &method,
-            &path,
-            rate,
-            StatusCode::ACCEPTED,
-            json!({"job_id": job_id}),
-        ),
-        None => answer(
-            &app,
-            &method,
-            &path,
-            rate,
-            StatusCode::NOT_FOUND,
-            errors(None, "list not found"),
-        ),
-    }
-}
-
-async fn field_definitions(State(app): State<App>, method: Method, headers: HeaderMap) -> Response {
-    let path = "/v3/marketing/field_definitions";
-    let (rate, _) = gate!(app, headers, method, path, Access::Read);
-    let custom: Vec<Value> = app
-        .lock()
-        .fields
-        .iter()
-        .map(|f| json!({"id": f.id, "name": f.name, "field_type": f.field_type}))
-        .collect();
-    let reserved: Vec<Value> = RESERVED[..13]
-        .iter()
-        .enumerate()
-        .map(|(i, n)| json!({"id": format!("_rf{i}_T"), "name": n, "field_type": "Text"}))
-        .collect();
-    answer(
-        &app,
-        &method,
-        path,
-        rate,
-        StatusCode::OK,
-        json!({"custom_fields": custom, "reserved_fields": reserved}),
-    )
-}
-
-async fn create_field(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = "/v3/marketing/field_definitions";
-    let (rate, _) = gate!(app, headers, method, path, Access::Write);
-    let request = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
-    let name = request
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let field_type = request
-        .get("field_type")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    if name.is_empty() || !matches!(field_type.as_str(), "Text" | "Number" | "Date") {
-        return answer(
-            &app,
-            &method,
-            path,
-            rate,
-            StatusCode::BAD_REQUEST,
-            errors(
-                Some("field_type"),
-                "give a name and a field_type of Text, Number or Date",
-            ),
-        );
-    }
-    let def = {
-        let mut account = app.lock();
-        if account.fields.iter().any(|f| f.name == name) {
-            None
-        } else {
-            Some(account.add_field(name, field_type))
-        }
-    };
-    match def {
-        Some(d) => answer(
-            &app,
-            &method,
-            path,
-            rate,
-            StatusCode::OK,
-            json!({"id": d.id, "name": d.name, "field_type": d.field_type}),
-        ),
-        None => answer(
-            &app,
-            &method,
-            path,
-            rate,
-            StatusCode::BAD_REQUEST,
-            errors(Some("name"), "a field with this name exists"),
-        ),
-    }
-}
-
-async fn scopes(State(app): State<App>, method: Method, headers: HeaderMap) -> Response {
-    let path = "/v3/scopes";
-    let (rate, key) = gate!(app, headers, method, path, Access::Any);
-    answer(
-        &app,
-        &method,
-        path,
-        rate,
-        StatusCode::OK,
-        json!({"scopes": key.scopes}),
-    )
-}
-
-async fn inspect(State(app): State<App>) -> Response {
-    axum::Json(inspection(&mut app.lock())).into_response()
-}
-
-async fn add_faults(State(app): State<App>, axum::Json(faults): axum::Json<Faults>) -> Response {
-    app.lock().faults.extend(faults);
-    StatusCode::NO_CONTENT.into_response()
-}
-
-/// The lists with their contacts, the custom fields, and the request log.
-pub(crate) fn inspection(account: &mut Account) -> Value {
-    account.settle();
-    let mut by_email: Vec<(&String, &Contact)> = account.contacts.iter().collect();
-    by_email.sort_unstable_by_key(|(email, _)| *email);
-    let lists: Map<String, Value> = account
-        .lists
-        .iter()
-        .map(|(id, l)| {
-            let contacts: Vec<Value> = by_email
-                .iter()
-                .map(|(_, c)| c)
-                .filter(|c| c.list_ids.contains(id))
-                .map(|c| {
-                    let mut v = Value::Object(c.fields.reserved_json());
-                    if !c.fields.custom.is_empty() {
-                        let by_name: Map<String, Value> = c
-                            .fields
-                            .custom
-                            .iter()
-                            .map(|(fid, value)| {
-                                let name = account
-                                    .fields
-                                    .iter()
-                                    .find(|f| &f.id == fid)
-                                    .map_or(fid.clone(), |f| f.name.clone());
-                                (name, value.clone())
-                            })
-                            .collect();
-                        v["custom_fields"] = Value::Object(by_name);
-                    }
-                    v
-                })
-                .collect();
-            (
-                id.clone(),
-                json!({"name": l.name, "contact_count": contacts.len(), "contacts": contacts}),
-            )
-        })
-        .collect();
-    json!({
-        "lists": lists,
-        "contacts": account.contacts.len(),
-        "requests": account.log,
-    })
 }

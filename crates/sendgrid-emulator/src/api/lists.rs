@@ -1,0 +1,232 @@
+//! The lists, custom field definitions and scopes endpoints.
+
+use super::*;
+
+pub(super) async fn create_list(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = "/v3/marketing/lists";
+    let (rate, _) = gate!(app, headers, method, path, Access::Write);
+    let name = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_owned))
+        .filter(|n| !n.is_empty() && n.chars().count() <= 100);
+    let Some(name) = name else {
+        return answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::BAD_REQUEST,
+            errors(Some("name"), "is required (1 to 100 characters)"),
+        );
+    };
+    let id = {
+        let mut account = app.lock();
+        let id = account.uuid();
+        account
+            .lists
+            .insert(id.clone(), List { name: name.clone() });
+        id
+    };
+    let body = json!({"id": id, "name": name, "contact_count": 0,
+        "_metadata": {"self": format!("{}/v3/marketing/lists/{id}", app.base_url)}});
+    answer(&app, &method, path, rate, StatusCode::CREATED, body)
+}
+
+pub(super) async fn get_list(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let path = format!("/v3/marketing/lists/{id}");
+    let (rate, _) = gate!(app, headers, method, path, Access::Read);
+    let body = {
+        let mut account = app.lock();
+        account.settle();
+        account
+            .lists
+            .get(&id)
+            .map(|l| json!({"id": id, "name": l.name, "contact_count": account.contact_count(&id)}))
+    };
+    match body {
+        Some(body) => answer(&app, &method, &path, rate, StatusCode::OK, body),
+        None => answer(
+            &app,
+            &method,
+            &path,
+            rate,
+            StatusCode::NOT_FOUND,
+            errors(None, "list not found"),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct ContactIds {
+    contact_ids: Option<String>,
+}
+
+pub(super) async fn remove_from_list(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<ContactIds>,
+) -> Response {
+    let path = format!("/v3/marketing/lists/{id}/contacts");
+    let (rate, _) = gate!(app, headers, method, path, Access::Write);
+    let ids: Vec<String> = query
+        .contact_ids
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if ids.is_empty() {
+        return answer(
+            &app,
+            &method,
+            &path,
+            rate,
+            StatusCode::BAD_REQUEST,
+            errors(Some("contact_ids"), "is required"),
+        );
+    }
+    let job_id = {
+        let mut account = app.lock();
+        if !account.lists.contains_key(&id) {
+            None
+        } else {
+            for contact in account.contacts.values_mut() {
+                if ids.contains(&contact.id) {
+                    contact.list_ids.remove(&id);
+                }
+            }
+            Some(account.uuid())
+        }
+    };
+    match job_id {
+        Some(job_id) => answer(
+            &app,
+            &method,
+            &path,
+            rate,
+            StatusCode::ACCEPTED,
+            json!({"job_id": job_id}),
+        ),
+        None => answer(
+            &app,
+            &method,
+            &path,
+            rate,
+            StatusCode::NOT_FOUND,
+            errors(None, "list not found"),
+        ),
+    }
+}
+
+pub(super) async fn field_definitions(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let path = "/v3/marketing/field_definitions";
+    let (rate, _) = gate!(app, headers, method, path, Access::Read);
+    let custom: Vec<Value> = app
+        .lock()
+        .fields
+        .iter()
+        .map(|f| json!({"id": f.id, "name": f.name, "field_type": f.field_type}))
+        .collect();
+    let reserved: Vec<Value> = RESERVED[..13]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({"id": format!("_rf{i}_T"), "name": n, "field_type": "Text"}))
+        .collect();
+    answer(
+        &app,
+        &method,
+        path,
+        rate,
+        StatusCode::OK,
+        json!({"custom_fields": custom, "reserved_fields": reserved}),
+    )
+}
+
+pub(super) async fn create_field(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = "/v3/marketing/field_definitions";
+    let (rate, _) = gate!(app, headers, method, path, Access::Write);
+    let request = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+    let name = request
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let field_type = request
+        .get("field_type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if name.is_empty() || !matches!(field_type.as_str(), "Text" | "Number" | "Date") {
+        return answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::BAD_REQUEST,
+            errors(
+                Some("field_type"),
+                "give a name and a field_type of Text, Number or Date",
+            ),
+        );
+    }
+    let def = {
+        let mut account = app.lock();
+        if account.fields.iter().any(|f| f.name == name) {
+            None
+        } else {
+            Some(account.add_field(name, field_type))
+        }
+    };
+    match def {
+        Some(d) => answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::OK,
+            json!({"id": d.id, "name": d.name, "field_type": d.field_type}),
+        ),
+        None => answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::BAD_REQUEST,
+            errors(Some("name"), "a field with this name exists"),
+        ),
+    }
+}
+
+pub(super) async fn scopes(State(app): State<App>, method: Method, headers: HeaderMap) -> Response {
+    let path = "/v3/scopes";
+    let (rate, key) = gate!(app, headers, method, path, Access::Any);
+    answer(
+        &app,
+        &method,
+        path,
+        rate,
+        StatusCode::OK,
+        json!({"scopes": key.scopes}),
+    )
+}

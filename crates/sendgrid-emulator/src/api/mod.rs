@@ -1,0 +1,258 @@
+//! The HTTP endpoints, answering as SendGrid's OpenAPI files describe: the router, the
+//! gate every request passes (key, scopes, rate limit, scripted faults), and the
+//! emulator's own inspection endpoints. The handlers live in [`contacts`] and [`lists`].
+
+/// The rate-limit headers of an admitted request; returns the refusal otherwise.
+macro_rules! gate {
+    ($app:expr, $headers:expr, $method:expr, $path:expr, $access:expr) => {
+        match gate(&$app, &$headers, &$method, &$path, $access) {
+            Ok(admitted) => admitted,
+            Err(response) => return response,
+        }
+    };
+}
+
+mod contacts;
+mod lists;
+
+use contacts::{errors_file, import_status, search_emails, upsert};
+use lists::{create_field, create_list, field_definitions, get_list, remove_from_list, scopes};
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::DropConnection;
+use crate::fields::{ContactFields, RESERVED, UpsertRequest};
+use crate::state::{
+    Contact, Fault, Faults, FieldDef, Job, JobEnd, KeyConfig, List, LoggedRequest,
+    State as Account, Upserted, unix_now,
+};
+
+/// SendGrid refuses request bodies of this many bytes or more.
+const MAX_BODY_BYTES: usize = 6_000_000;
+const MAX_CONTACTS: usize = 30_000;
+
+#[derive(Clone)]
+struct App {
+    account: Arc<Mutex<Account>>,
+    base_url: String,
+}
+
+impl App {
+    fn lock(&self) -> MutexGuard<'_, Account> {
+        self.account.lock().expect("emulator state")
+    }
+}
+
+pub(crate) fn router(account: Arc<Mutex<Account>>, addr: SocketAddr) -> Router {
+    Router::new()
+        .route("/v3/marketing/contacts", put(upsert))
+        .route("/v3/marketing/contacts/imports/{id}", get(import_status))
+        .route("/v3/marketing/contacts/search/emails", post(search_emails))
+        .route("/v3/marketing/lists", post(create_list))
+        .route("/v3/marketing/lists/{id}", get(get_list))
+        .route(
+            "/v3/marketing/lists/{id}/contacts",
+            delete(remove_from_list),
+        )
+        .route(
+            "/v3/marketing/field_definitions",
+            get(field_definitions).post(create_field),
+        )
+        .route("/v3/scopes", get(scopes))
+        .route("/_emulator/state", get(inspect))
+        .route("/_emulator/faults", post(add_faults))
+        .route("/_emulator/errors/{job_id}", get(errors_file))
+        .layer(DefaultBodyLimit::max(64 << 20))
+        .with_state(App {
+            account,
+            base_url: format!("http://{addr}"),
+        })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Any valid key (a key may read its own scopes).
+    Any,
+    Read,
+    Write,
+}
+
+/// Rate-limit headers for one answer.
+#[derive(Clone, Copy)]
+struct Rate(Option<(u32, u32, u64)>);
+
+fn errors(field: Option<&str>, message: &str) -> Value {
+    json!({"errors": [{"field": field, "message": message}]})
+}
+
+/// Answers, logs and adds the rate-limit headers.
+fn answer(
+    app: &App,
+    method: &Method,
+    path: &str,
+    rate: Rate,
+    status: StatusCode,
+    body: Value,
+) -> Response {
+    answer_logged(app, method, path, rate, status, body, Vec::new(), None)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn answer_logged(
+    app: &App,
+    method: &Method,
+    path: &str,
+    rate: Rate,
+    status: StatusCode,
+    body: Value,
+    upserted: Vec<Upserted>,
+    job_id: Option<String>,
+) -> Response {
+    app.lock().log.push(LoggedRequest {
+        method: method.to_string(),
+        path: path.to_owned(),
+        status: status.as_u16(),
+        upserted,
+        job_id,
+    });
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some((limit, remaining, reset)) = rate.0 {
+        let h = response.headers_mut();
+        h.insert("X-RateLimit-Limit", HeaderValue::from(limit));
+        h.insert("X-RateLimit-Remaining", HeaderValue::from(remaining));
+        h.insert("X-RateLimit-Reset", HeaderValue::from(reset));
+    }
+    response
+}
+
+/// Rate limit, then auth: a 429, 401 or 403 answer, or the headers to send and the key.
+#[allow(clippy::result_large_err)]
+fn gate(
+    app: &App,
+    headers: &HeaderMap,
+    method: &Method,
+    path: &str,
+    access: Access,
+) -> Result<(Rate, KeyConfig), Response> {
+    let (rate, allowed, key) = {
+        let mut account = app.lock();
+        let rate = account.rate();
+        let key = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|k| account.config.keys.iter().find(|c| c.key == k).cloned());
+        (rate, rate.is_none_or(|r| r.3), key)
+    };
+    let headers = Rate(rate.map(|(l, r, reset, _)| (l, r, reset)));
+    if !allowed {
+        return Err(answer(
+            app,
+            method,
+            path,
+            headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            errors(None, "too many requests"),
+        ));
+    }
+    let Some(key) = key else {
+        return Err(answer(
+            app,
+            method,
+            path,
+            headers,
+            StatusCode::UNAUTHORIZED,
+            errors(None, "authorization required"),
+        ));
+    };
+    let permitted = access == Access::Any
+        || key.scopes.iter().any(|s| match access {
+            Access::Any => true,
+            Access::Read => s == "marketing.read" || s.starts_with("marketing_campaigns."),
+            Access::Write => matches!(
+                s.as_str(),
+                "marketing_campaigns.create"
+                    | "marketing_campaigns.update"
+                    | "marketing_campaigns.delete"
+            ),
+        });
+    if !permitted {
+        return Err(answer(
+            app,
+            method,
+            path,
+            headers,
+            StatusCode::FORBIDDEN,
+            errors(None, "access forbidden"),
+        ));
+    }
+    Ok((headers, key))
+}
+
+async fn inspect(State(app): State<App>) -> Response {
+    axum::Json(inspection(&mut app.lock())).into_response()
+}
+
+async fn add_faults(State(app): State<App>, axum::Json(faults): axum::Json<Faults>) -> Response {
+    app.lock().faults.extend(faults);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The lists with their contacts, the custom fields, and the request log.
+pub(crate) fn inspection(account: &mut Account) -> Value {
+    account.settle();
+    let mut by_email: Vec<(&String, &Contact)> = account.contacts.iter().collect();
+    by_email.sort_unstable_by_key(|(email, _)| *email);
+    let lists: Map<String, Value> = account
+        .lists
+        .iter()
+        .map(|(id, l)| {
+            let contacts: Vec<Value> = by_email
+                .iter()
+                .map(|(_, c)| c)
+                .filter(|c| c.list_ids.contains(id))
+                .map(|c| {
+                    let mut v = Value::Object(c.fields.reserved_json());
+                    if !c.fields.custom.is_empty() {
+                        let by_name: Map<String, Value> = c
+                            .fields
+                            .custom
+                            .iter()
+                            .map(|(fid, value)| {
+                                let name = account
+                                    .fields
+                                    .iter()
+                                    .find(|f| &f.id == fid)
+                                    .map_or(fid.clone(), |f| f.name.clone());
+                                (name, value.clone())
+                            })
+                            .collect();
+                        v["custom_fields"] = Value::Object(by_name);
+                    }
+                    v
+                })
+                .collect();
+            (
+                id.clone(),
+                json!({"name": l.name, "contact_count": contacts.len(), "contacts": contacts}),
+            )
+        })
+        .collect();
+    json!({
+        "lists": lists,
+        "contacts": account.contacts.len(),
+        "requests": account.log,
+    })
+}
