@@ -12,11 +12,11 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pipeline_engine::{Engine, EngineError, RunOptions};
+use pipeline_engine::{Engine, RunOptions};
 use pipeline_sink::dry_run::DryRunSink;
 use pipeline_sink::preview::{PreviewSink, Sample};
-use pipeline_spec::{ErrorKind, Pipeline, SpecError};
-use pipeline_sync::{ExportSync, StateError, SyncError, SyncOptions};
+use pipeline_spec::{Classified, ErrorKind, Pipeline};
+use pipeline_sync::{ExportSync, SyncOptions};
 
 pub use exit::Exit;
 
@@ -253,26 +253,8 @@ impl Failure {
     }
 }
 
-impl From<SpecError> for Failure {
-    fn from(e: SpecError) -> Self {
-        Self::of(e.kind(), &e)
-    }
-}
-
-impl From<EngineError> for Failure {
-    fn from(e: EngineError) -> Self {
-        Self::of(e.kind(), &e)
-    }
-}
-
-impl From<StateError> for Failure {
-    fn from(e: StateError) -> Self {
-        Self::of(e.kind(), &e)
-    }
-}
-
-impl From<SyncError> for Failure {
-    fn from(e: SyncError) -> Self {
+impl<E: Classified> From<E> for Failure {
+    fn from(e: E) -> Self {
         Self::of(e.kind(), &e)
     }
 }

@@ -627,6 +627,9 @@ mod tests {
             ],
             &[],
         );
-        assert_eq!(t, "name      city\n山田太郎  東京\nZoe\u{308}       Paris\n");
+        assert_eq!(
+            t,
+            "name      city\n山田太郎  東京\nZoe\u{308}       Paris\n"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! world (disk, sink), or ours.
 
 use pipeline_sink::SinkError;
-use pipeline_spec::ErrorKind;
+use pipeline_spec::{Classified, ErrorKind};
 
 /// Why the engine stopped.
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +28,8 @@ pub enum EngineError {
     Sink { export: String, source: SinkError },
 }
 
-impl EngineError {
-    pub fn kind(&self) -> ErrorKind {
+impl Classified for EngineError {
+    fn kind(&self) -> ErrorKind {
         match self {
             Self::Config(_) => ErrorKind::Config,
             Self::Execution { .. } => ErrorKind::Data,
@@ -38,7 +38,9 @@ impl EngineError {
             Self::Sink { source, .. } => source.kind(),
         }
     }
+}
 
+impl EngineError {
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Self::Config(vec![message.into()])
     }

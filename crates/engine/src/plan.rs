@@ -1,7 +1,7 @@
 //! One export as one DataFusion query: the segments' members projected onto SendGrid
-//! fields, normalised and checked against SendGrid's rules. The query does not sort: the
-//! reader ranks rows by the export's order (see `select`), so memory follows the cap and
-//! the distinct emails, not the member rows.
+//! fields, normalised and checked against SendGrid's rules. The query itself does not
+//! sort: its rows stream once into the sorts of `select`, which order them by the export's
+//! order under the session's memory pool.
 //!
 //! The query's columns are the [`META_COLUMNS`], one column per mapped field, then one per
 //! `order_by` expression.

@@ -10,7 +10,7 @@ use arrow::array::{AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use pipeline_engine::{CapStatus, Engine, RunOptions};
+use pipeline_engine::{CapStatus, Engine, ExportSummary, RunOptions};
 use pipeline_sink::{ContactStream, ExportTarget, Sink, SinkError, SinkReport};
 
 const ROWS: usize = 120_000;
@@ -226,6 +226,23 @@ fn contacts(batches: &[RecordBatch]) -> Vec<(String, String, f64)> {
         .collect()
 }
 
+/// Runs the export of `dir`'s table with `memory_limit_mib` and `on_cap_exceeded`.
+async fn run(dir: &Path, memory_limit_mib: u64, on_cap_exceeded: &str) -> (ExportSummary, Capture) {
+    let pipeline = pipeline(dir, memory_limit_mib, on_cap_exceeded);
+    let engine = Engine::open(&pipeline).await.unwrap();
+    let query = engine.plan_exports(None).await.unwrap().remove(0);
+    let mut sink = Capture::default();
+    let options = RunOptions {
+        rejects_dir: Some(dir.join("rejects")),
+        ..Default::default()
+    };
+    let summary = engine
+        .run_export(&query, &mut sink, &options)
+        .await
+        .unwrap();
+    (summary, sink)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sorted_selection_matches_brute_force_under_a_small_memory_limit() {
     let dir = tempfile::tempdir().unwrap();
@@ -235,18 +252,7 @@ async fn the_sorted_selection_matches_brute_force_under_a_small_memory_limit() {
     assert!(want.total > CAP, "the cap binds");
 
     for memory_limit_mib in [16, 512] {
-        let pipeline = pipeline(dir.path(), memory_limit_mib, "truncate");
-        let engine = Engine::open(&pipeline).await.unwrap();
-        let query = engine.plan_exports(None).await.unwrap().remove(0);
-        let mut sink = Capture::default();
-        let options = RunOptions {
-            rejects_dir: Some(dir.path().join("rejects")),
-            ..Default::default()
-        };
-        let summary = engine
-            .run_export(&query, &mut sink, &options)
-            .await
-            .unwrap();
+        let (summary, sink) = run(dir.path(), memory_limit_mib, "truncate").await;
 
         let got = contacts(&sink.0);
         assert_eq!(got.len(), CAP, "limit {memory_limit_mib}");
@@ -287,18 +293,7 @@ async fn over_the_cap_with_fail_nothing_is_sent_and_the_counts_are_complete() {
     let rows = rows();
     write_table(&dir.path().join("t.parquet"), &rows);
     let want = expected(&rows);
-    let pipeline = pipeline(dir.path(), 16, "fail");
-    let engine = Engine::open(&pipeline).await.unwrap();
-    let query = engine.plan_exports(None).await.unwrap().remove(0);
-    let mut sink = Capture::default();
-    let options = RunOptions {
-        rejects_dir: Some(dir.path().join("rejects")),
-        ..Default::default()
-    };
-    let summary = engine
-        .run_export(&query, &mut sink, &options)
-        .await
-        .unwrap();
+    let (summary, sink) = run(dir.path(), 16, "fail").await;
     assert!(sink.0.is_empty());
     assert!(summary.sink.is_none());
     assert_eq!(summary.cap.status, CapStatus::Exceeded);

@@ -120,18 +120,36 @@ pub fn base_url_for(endpoint: &str) -> String {
     }
 }
 
-/// Whether `base` is plain http to `localhost` or a loopback address, as the URL parser
-/// that sends the request reads it.
-fn is_loopback_http(base: &str) -> bool {
-    url::Url::parse(base).is_ok_and(|u| {
-        u.scheme() == "http"
-            && match u.host() {
-                Some(url::Host::Domain(d)) => d == "localhost",
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                None => false,
-            }
-    })
+/// The base URL for `endpoint`, checked as the HTTP client will read it: https, or plain
+/// http to a loopback address, with no user name, password, query or fragment. The key
+/// goes only there.
+fn checked_base(endpoint: &str) -> Result<String, ClientError> {
+    let base = base_url_for(endpoint);
+    let refuse = |why: String| Err(ClientError::Config(why));
+    let Ok(url) = url::Url::parse(&base) else {
+        return refuse(format!("endpoint {base} is not a URL"));
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        // Said without the URL: what it carries may be a secret.
+        return refuse("the endpoint must not carry a user name or password".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return refuse(format!(
+            "endpoint {base}: a base URL has no query or fragment"
+        ));
+    }
+    let loopback = url.host().is_some_and(|host| match host {
+        url::Host::Domain(name) => name == "localhost",
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    });
+    match url.scheme() {
+        "https" => Ok(base),
+        "http" if loopback => Ok(base),
+        _ => refuse(format!(
+            "endpoint {base}: plain http is allowed only to a loopback address"
+        )),
+    }
 }
 
 impl Client {
@@ -142,12 +160,7 @@ impl Client {
         timeout: Duration,
         policy: RetryPolicy,
     ) -> Result<Self, ClientError> {
-        let base = base_url_for(endpoint);
-        if !base.starts_with("https://") && !is_loopback_http(&base) {
-            return Err(ClientError::Config(format!(
-                "endpoint {base}: plain http is allowed only to a loopback address"
-            )));
-        }
+        let base = checked_base(endpoint)?;
         // The TLS crypto provider is chosen once per process; a second install is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = Http::build(
@@ -517,7 +530,29 @@ mod tests {
             "http://127.0.0.1:9"
         );
         assert!(Client::new("http://[::1]:9", key.clone(), t, p).is_ok());
-        let err = Client::new("http://example.com", key, t, p).err().unwrap();
+        let err = Client::new("http://example.com", key.clone(), t, p)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("loopback"), "{err}");
+    }
+
+    #[test]
+    fn an_endpoint_with_credentials_is_refused_without_echoing_them() {
+        let (p, t) = (RetryPolicy::default(), Duration::from_secs(1));
+        for endpoint in [
+            "http://127.0.0.1@evil.example/",
+            "https://user:s3cret@api.sendgrid.com",
+        ] {
+            let err = Client::new(endpoint, SecretString::from("k"), t, p)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("user name or password"), "{err}");
+            assert!(!err.contains("s3cret") && !err.contains("evil"), "{err}");
+        }
+        let err = Client::new("https://api.sendgrid.com/#x", SecretString::from("k"), t, p)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("no query or fragment"), "{err}");
     }
 }

@@ -20,7 +20,7 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use pipeline_spec::ErrorKind;
+use pipeline_spec::{Classified, ErrorKind};
 use serde::Serialize;
 
 /// The contacts of one export: record batches whose columns are [`ExportTarget::fields`].
@@ -178,8 +178,8 @@ pub enum SinkError {
     },
 }
 
-impl SinkError {
-    pub fn kind(&self) -> ErrorKind {
+impl Classified for SinkError {
+    fn kind(&self) -> ErrorKind {
         match self {
             Self::Upstream(_) | Self::Data(_) => ErrorKind::Data,
             Self::Internal(_) => ErrorKind::Internal,

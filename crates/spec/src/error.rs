@@ -83,9 +83,9 @@ pub enum SpecError {
     },
 }
 
-impl SpecError {
+impl crate::Classified for SpecError {
     /// Both are the user's to fix: a file that cannot be read or says something invalid.
-    pub fn kind(&self) -> crate::ErrorKind {
+    fn kind(&self) -> crate::ErrorKind {
         crate::ErrorKind::Config
     }
 }

@@ -17,3 +17,8 @@ pub enum ErrorKind {
     /// A bug in pipeline.
     Internal,
 }
+
+/// An error that knows whose it is.
+pub trait Classified: std::error::Error {
+    fn kind(&self) -> ErrorKind;
+}

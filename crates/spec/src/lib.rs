@@ -15,7 +15,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use error::{Diagnostic, Location, SpecError};
-pub use kind::ErrorKind;
+pub use kind::{Classified, ErrorKind};
 pub use model::*;
 pub use secret::{ApiKey, resolve_api_key};
 pub use validate::{is_loopback_http, is_uuid};

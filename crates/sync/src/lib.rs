@@ -56,8 +56,8 @@ pub enum StateError {
     },
 }
 
-impl StateError {
-    pub fn kind(&self) -> pipeline_spec::ErrorKind {
+impl pipeline_spec::Classified for StateError {
+    fn kind(&self) -> pipeline_spec::ErrorKind {
         use pipeline_spec::ErrorKind;
         match self {
             Self::Io { .. } => ErrorKind::Io,
