@@ -288,7 +288,7 @@ impl Engine {
             };
             let (selected, result) = tokio::join!(selecting, sink.write_all(&target, stream));
             let (summary, rejects) = selected?;
-            (summary, rejects, Some(result))
+            (summary, rejects, result)
         } else {
             let mut scanned = self.scan(query, options).await?;
             let cap = cap_of(&scanned);
@@ -308,9 +308,8 @@ impl Engine {
             };
             let (selected, result) = tokio::join!(selecting, sink.write_all(&target, stream));
             let (summary, rejects) = selected?;
-            (summary, rejects, Some(result))
+            (summary, rejects, result)
         };
-        let result = result.expect("the sink ran");
         let mut rejects = rejects;
         // The rejects found so far are kept even when the sink fails.
         if let Ok(report) = &result {
