@@ -7,6 +7,7 @@ mod exit;
 mod local;
 mod output;
 mod remote;
+mod text;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

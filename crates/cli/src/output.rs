@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use arrow::record_batch::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use pipeline_engine::CapStatus;
 use pipeline_sink::JobStatus;
 use pipeline_spec::ExportMode;
@@ -12,6 +11,7 @@ use pipeline_sync::{RemovalOutcome, SyncedExport};
 use serde_json::{Value, json};
 
 use crate::Exit;
+use crate::text::{indent, mask_emails, sample_rows, table};
 
 /// A command's successful result.
 pub trait Outcome {
@@ -495,141 +495,4 @@ fn sync_lines(y: &pipeline_sync::SyncReport, ran: bool) -> String {
         out.push_str(&format!("  note: {note}\n"));
     }
     out
-}
-
-/// Header and cell text of the sample contacts; emails masked when asked.
-fn sample_rows(batches: &[RecordBatch], mask: bool) -> Vec<(Vec<String>, Vec<String>)> {
-    let options = FormatOptions::default().with_null("");
-    let mut rows = Vec::new();
-    for batch in batches {
-        let headers: Vec<String> = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let formatters: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<Result<_, _>>()
-            .unwrap_or_default();
-        if formatters.len() != headers.len() {
-            continue;
-        }
-        for row in 0..batch.num_rows() {
-            let cells = formatters
-                .iter()
-                .zip(&headers)
-                .map(|(f, h)| {
-                    let text = f.value(row).to_string();
-                    if mask && (h == "email" || h == "alternate_emails") {
-                        mask_emails(&text)
-                    } else {
-                        text
-                    }
-                })
-                .collect();
-            rows.push((headers.clone(), cells));
-        }
-    }
-    rows
-}
-
-/// `ada@example.com` → `a***@example.com`, for every address in the text.
-pub fn mask_emails(text: &str) -> String {
-    text.split_inclusive([',', ' ', '[', ']'])
-        .map(|part| match part.split_once('@') {
-            Some((local, domain)) => {
-                let (prefix, local) =
-                    local.split_at(local.len() - local.trim_start_matches(['[', ' ']).len());
-                let first: String = local.chars().take(1).collect();
-                format!("{prefix}{first}***@{domain}")
-            }
-            None => part.to_owned(),
-        })
-        .collect()
-}
-
-fn indent(text: &str, by: &str) -> String {
-    text.lines().map(|l| format!("{by}{l}\n")).collect()
-}
-
-/// A plain text table; columns listed in `right` are right-aligned.
-/// Columns padded to the width a terminal shows (a CJK character takes two cells, a
-/// combining mark none), two spaces apart; `right` columns aligned right.
-fn table(headers: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
-    use unicode_width::UnicodeWidthStr;
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.width()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.width());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            let pad = widths[i] - cell.width();
-            if i > 0 {
-                s.push_str("  ");
-            }
-            if right.contains(&i) {
-                s.push_str(&" ".repeat(pad));
-                s.push_str(cell);
-            } else {
-                s.push_str(cell);
-                if i + 1 < cells.len() {
-                    s.push_str(&" ".repeat(pad));
-                }
-            }
-        }
-        s.push('\n');
-        s
-    };
-    let mut out = line(headers.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn masks_every_address() {
-        assert_eq!(mask_emails("ada@example.com"), "a***@example.com");
-        assert_eq!(mask_emails("[x@a.io, yz@b.io]"), "[x***@a.io, y***@b.io]");
-        assert_eq!(mask_emails("no email here"), "no email here");
-    }
-
-    #[test]
-    fn aligns_columns() {
-        let t = table(
-            &["name", "n"],
-            &[
-                vec!["vip".into(), "12".into()],
-                vec!["all".into(), "3".into()],
-            ],
-            &[1],
-        );
-        assert_eq!(t, "name   n\nvip   12\nall    3\n");
-    }
-
-    #[test]
-    fn aligns_wide_and_combining_characters_by_their_display_width() {
-        let t = table(
-            &["name", "city"],
-            &[
-                vec!["山田太郎".into(), "東京".into()],
-                vec!["Zoe\u{308}".into(), "Paris".into()],
-            ],
-            &[],
-        );
-        assert_eq!(
-            t,
-            "name      city\n山田太郎  東京\nZoe\u{308}       Paris\n"
-        );
-    }
 }

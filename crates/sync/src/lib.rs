@@ -13,6 +13,7 @@
 //! Files holding emails are owner-only.
 
 mod diff;
+mod fold;
 mod journal;
 mod lock;
 pub mod mirror;
@@ -24,9 +25,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use diff::{Diff, DiffCounts, Known};
+pub use fold::fold;
 pub use journal::{JournalBatch, JournalWriter, read_journal, rewrite_journal};
 pub use lock::RunLock;
-pub use protocol::{ExportSync, SyncError, SyncOptions, fold};
+pub use protocol::{ExportSync, SyncError, SyncOptions};
 pub use report::{RemovalOutcome, SyncReport, SyncedExport};
 pub use snapshot::{Entry, Snapshot, SnapshotMeta};
 
