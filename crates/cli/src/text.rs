@@ -120,10 +120,8 @@ mod tests {
             &[1],
         );
         assert_eq!(t, "name   n\nvip   12\nall    3\n");
-    }
 
-    #[test]
-    fn aligns_wide_and_combining_characters_by_their_display_width() {
+        // By the width a terminal shows: a CJK character takes two cells, a combining mark none.
         let t = table(
             &["name", "city"],
             &[

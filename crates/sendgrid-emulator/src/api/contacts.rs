@@ -4,12 +4,15 @@
 use super::*;
 
 pub(super) async fn upsert(
-    State(app): State<App>,
+    call: Call,
     Extension(drop_connection): Extension<DropConnection>,
-    method: Method,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let Call {
+        app,
+        method,
+        headers,
+    } = call;
     let path = "/v3/marketing/contacts";
     let (rate, _) = gate!(app, headers, method, path, Access::Write);
     let fault = app.lock().faults.upserts.pop_front();
@@ -348,12 +351,12 @@ fn validate_upsert(
     out
 }
 
-pub(super) async fn import_status(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+pub(super) async fn import_status(call: Call, Path(id): Path<String>) -> Response {
+    let Call {
+        app,
+        method,
+        headers,
+    } = call;
     let path = format!("/v3/marketing/contacts/imports/{id}");
     let (rate, _) = gate!(app, headers, method, path, Access::Read);
     let body = {
@@ -406,12 +409,12 @@ pub(super) async fn errors_file(State(app): State<App>, Path(job_id): Path<Strin
     }
 }
 
-pub(super) async fn search_emails(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(super) async fn search_emails(call: Call, body: Bytes) -> Response {
+    let Call {
+        app,
+        method,
+        headers,
+    } = call;
     let path = "/v3/marketing/contacts/search/emails";
     let (rate, _) = gate!(app, headers, method, path, Access::Read);
     let emails: Vec<String> = serde_json::from_slice::<Value>(&body)

@@ -2,12 +2,12 @@
 
 use super::*;
 
-pub(super) async fn create_list(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(super) async fn create_list(call: Call, body: Bytes) -> Response {
+    let Call {
+        app,
+        method,
+        headers,
+    } = call;
     let path = "/v3/marketing/lists";
     let (rate, _) = gate!(app, headers, method, path, Access::Write);
     let name = serde_json::from_slice::<Value>(&body)
@@ -37,12 +37,12 @@ pub(super) async fn create_list(
     answer(&app, &method, path, rate, StatusCode::CREATED, body)
 }
 
-pub(super) async fn get_list(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+pub(super) async fn get_list(call: Call, Path(id): Path<String>) -> Response {
+    let Call {
+        app,
+        method,
+        headers,
+    } = call;
     let path = format!("/v3/marketing/lists/{id}");
     let (rate, _) = gate!(app, headers, method, path, Access::Read);
     let body = {
@@ -72,12 +72,15 @@ pub(super) struct ContactIds {
 }
 
 pub(super) async fn remove_from_list(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
+    call: Call,
     Path(id): Path<String>,
     Query(query): Query<ContactIds>,
 ) -> Response {
+    let Call {
+        app,
+        method,
+        headers,
+    } = call;
     let path = format!("/v3/marketing/lists/{id}/contacts");
     let (rate, _) = gate!(app, headers, method, path, Access::Write);
     let ids: Vec<String> = query
@@ -130,11 +133,12 @@ pub(super) async fn remove_from_list(
     }
 }
 
-pub(super) async fn field_definitions(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
+pub(super) async fn field_definitions(call: Call) -> Response {
+    let Call {
+        app,
+        method,
+        headers,
+    } = call;
     let path = "/v3/marketing/field_definitions";
     let (rate, _) = gate!(app, headers, method, path, Access::Read);
     let custom: Vec<Value> = app
@@ -158,12 +162,12 @@ pub(super) async fn field_definitions(
     )
 }
 
-pub(super) async fn create_field(
-    State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(super) async fn create_field(call: Call, body: Bytes) -> Response {
+    let Call {
+        app,
+        method,
+        headers,
+    } = call;
     let path = "/v3/marketing/field_definitions";
     let (rate, _) = gate!(app, headers, method, path, Access::Write);
     let request = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
@@ -218,7 +222,12 @@ pub(super) async fn create_field(
     }
 }
 
-pub(super) async fn scopes(State(app): State<App>, method: Method, headers: HeaderMap) -> Response {
+pub(super) async fn scopes(call: Call) -> Response {
+    let Call {
+        app,
+        method,
+        headers,
+    } = call;
     let path = "/v3/scopes";
     let (rate, key) = gate!(app, headers, method, path, Access::Any);
     answer(

@@ -55,6 +55,29 @@ impl App {
     }
 }
 
+/// What every SendGrid endpoint reads first: the emulator, the method and the headers
+/// (the key, for the gate).
+struct Call {
+    app: App,
+    method: Method,
+    headers: HeaderMap,
+}
+
+impl axum::extract::FromRequestParts<App> for Call {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &App,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            app: app.clone(),
+            method: parts.method.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
 pub(crate) fn router(account: Arc<Mutex<Account>>, addr: SocketAddr) -> Router {
     Router::new()
         .route("/v3/marketing/contacts", put(upsert))
