@@ -38,38 +38,29 @@ fn batch() -> RecordBatch {
                 .collect::<Int64Array>(),
         ),
     ];
-    let names = [
-        "email",
-        "first_name",
-        "last_name",
-        "city",
-        "country",
-        "postal_code",
-        "e1_N",
-        "e2_N",
-    ];
-    RecordBatch::try_from_iter(names.into_iter().zip(columns)).unwrap()
+    let names = fields().into_iter().map(|f| f.name);
+    RecordBatch::try_from_iter(names.zip(columns)).unwrap()
 }
 
+/// Six reserved fields, then two custom fields by id.
 fn fields() -> Vec<ContactField> {
-    [
+    const RESERVED: [&str; 6] = [
         "email",
         "first_name",
         "last_name",
         "city",
         "country",
         "postal_code",
-    ]
-    .into_iter()
-    .map(|n| ContactField {
-        name: n.into(),
-        kind: FieldKind::Reserved,
-    })
-    .chain(["e1_N", "e2_N"].into_iter().map(|n| ContactField {
-        name: n.into(),
-        kind: FieldKind::Custom,
-    }))
-    .collect()
+    ];
+    let field = |name: &str, kind| ContactField {
+        name: name.into(),
+        kind,
+    };
+    RESERVED
+        .into_iter()
+        .map(|n| field(n, FieldKind::Reserved))
+        .chain(["e1_N", "e2_N"].map(|n| field(n, FieldKind::Custom)))
+        .collect()
 }
 
 fn encode(c: &mut Criterion) {

@@ -135,16 +135,14 @@ pub(super) async fn upsert(
         tokio::time::sleep(delay).await;
         importer.lock().settle();
     });
-    answer_logged(
-        &app,
-        &method,
-        path,
-        rate,
-        StatusCode::ACCEPTED,
-        json!({"job_id": job_id}),
+    let entry = LoggedRequest {
+        method: method.to_string(),
+        path: path.to_owned(),
+        status: StatusCode::ACCEPTED.as_u16(),
         upserted,
-        Some(job_id.clone()),
-    )
+        job_id: Some(job_id.clone()),
+    };
+    respond(&app, entry, rate, json!({"job_id": job_id}))
 }
 
 fn is_uuid(s: &str) -> bool {

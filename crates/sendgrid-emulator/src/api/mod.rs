@@ -129,27 +129,20 @@ fn answer(
     status: StatusCode,
     body: Value,
 ) -> Response {
-    answer_logged(app, method, path, rate, status, body, Vec::new(), None)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn answer_logged(
-    app: &App,
-    method: &Method,
-    path: &str,
-    rate: Rate,
-    status: StatusCode,
-    body: Value,
-    upserted: Vec<Upserted>,
-    job_id: Option<String>,
-) -> Response {
-    app.lock().log.push(LoggedRequest {
+    let entry = LoggedRequest {
         method: method.to_string(),
         path: path.to_owned(),
         status: status.as_u16(),
-        upserted,
-        job_id,
-    });
+        upserted: Vec::new(),
+        job_id: None,
+    };
+    respond(app, entry, rate, body)
+}
+
+/// Logs `entry` and answers with its status, `body` and the rate-limit headers.
+fn respond(app: &App, entry: LoggedRequest, rate: Rate, body: Value) -> Response {
+    let status = StatusCode::from_u16(entry.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    app.lock().log.push(entry);
     let mut response = (status, axum::Json(body)).into_response();
     if let Some((limit, remaining, reset)) = rate.0 {
         let h = response.headers_mut();
