@@ -135,7 +135,8 @@ struct Scanned {
     /// Distinct emails of the valid rows (the contacts before the cap).
     total: u64,
     emails: EmailSet,
-    contacts: Sorter,
+    /// The valid rows in the export's order.
+    contacts: mpsc::Receiver<Result<RecordBatch, DataFusionError>>,
     /// The columns of the sorted valid rows that fill the SendGrid fields, with their names.
     fields: Vec<(usize, String)>,
     truncated_at: usize,
@@ -168,7 +169,7 @@ impl Engine {
         let schema = stream.schema();
         let keep = valid_columns(&schema);
         let valid_schema: SchemaRef = Arc::new(schema.project(&keep).map_err(|e| exec(&e))?);
-        let mut contacts = Sorter::start(
+        let contacts = Sorter::start(
             self.context(),
             valid_schema.clone(),
             export_order(query, &valid_schema, false),
@@ -182,10 +183,8 @@ impl Engine {
                 let sorter = Sorter::start(self.context(), schema.clone(), order)
                     .await
                     .map_err(|e| exec(&e))?;
-                let (tx, rx) = mpsc::channel(2);
-                let writing = write_rejects(sorter, rx, writer, query.clone());
-                let writing = tokio::spawn(writing);
-                (Some(tx), Some(writing))
+                let writing = write_rejects(sorter.output, writer, query.clone());
+                (Some(sorter.input), Some(tokio::spawn(writing)))
             }
             None => (None, None),
         };
@@ -203,7 +202,7 @@ impl Engine {
                 && let Some(tx) = &rejected_rows
             {
                 let rows = filter_record_batch(&batch, &rejected).map_err(|e| exec(&e))?;
-                if tx.send(rows).await.is_err() {
+                if tx.send(Ok(rows)).await.is_err() {
                     // The rejects writer stopped: its error is reported below.
                     rejected_rows = None;
                 }
@@ -217,10 +216,12 @@ impl Engine {
             for email in text(valid.column(email_at))?.iter().flatten() {
                 emails.insert(email);
             }
-            if !contacts.push(valid).await {
+            if contacts.input.send(Ok(valid)).await.is_err() {
+                // The sort stopped: its error comes out of its output.
                 break;
             }
         }
+        // Ending the inputs lets the sorts finish.
         drop(rejected_rows);
         let fields = query
             .fields
@@ -236,7 +237,7 @@ impl Engine {
             counts,
             total: emails.len(),
             emails,
-            contacts,
+            contacts: contacts.output,
             fields,
             truncated_at,
             rejects,
@@ -279,37 +280,36 @@ impl Engine {
         };
         let (tx, mut rx) = mpsc::channel(4);
         let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
-        let (mut summary, rejects, result) = if export.on_cap_exceeded == OnCapExceeded::Truncate {
-            let selecting = async {
+        // With `fail`, the members stream before the sink starts: over the cap, nothing is
+        // sent and nothing written.
+        let scanned = match export.on_cap_exceeded {
+            OnCapExceeded::Truncate => None,
+            OnCapExceeded::Fail => {
                 let mut scanned = self.scan(query, options).await?;
                 let cap = cap_of(&scanned);
-                let emitted = scanned.emit(self, query, &cap, Some(tx)).await;
-                self.summarise(query, scanned, cap, emitted).await
-            };
-            let (selected, result) = tokio::join!(selecting, sink.write_all(&target, stream));
-            let (summary, rejects) = selected?;
-            (summary, rejects, result)
-        } else {
-            let mut scanned = self.scan(query, options).await?;
-            let cap = cap_of(&scanned);
-            if cap.exceeded() {
-                drop(tx);
-                let emitted = scanned.emit(self, query, &cap, None).await;
-                let (summary, rejects) = self.summarise(query, scanned, cap, emitted).await?;
-                // Over the cap with `fail`, nothing is written.
-                if let Some(writer) = rejects {
-                    writer.discard();
+                if cap.exceeded() {
+                    drop(tx);
+                    let emitted = scanned.emit(self, query, &cap, None).await;
+                    let (summary, rejects) = self.summarise(query, scanned, cap, emitted).await?;
+                    if let Some(writer) = rejects {
+                        writer.discard();
+                    }
+                    return Ok(summary);
                 }
-                return Ok(summary);
+                Some(scanned)
             }
-            let selecting = async {
-                let emitted = scanned.emit(self, query, &cap, Some(tx)).await;
-                self.summarise(query, scanned, cap, emitted).await
-            };
-            let (selected, result) = tokio::join!(selecting, sink.write_all(&target, stream));
-            let (summary, rejects) = selected?;
-            (summary, rejects, result)
         };
+        let selecting = async {
+            let mut scanned = match scanned {
+                Some(scanned) => scanned,
+                None => self.scan(query, options).await?,
+            };
+            let cap = cap_of(&scanned);
+            let emitted = scanned.emit(self, query, &cap, Some(tx)).await;
+            self.summarise(query, scanned, cap, emitted).await
+        };
+        let (selected, result) = tokio::join!(selecting, sink.write_all(&target, stream));
+        let (mut summary, rejects) = selected?;
         let mut rejects = rejects;
         // The rejects found so far are kept even when the sink fails.
         if let Ok(report) = &result {
@@ -401,7 +401,7 @@ impl Scanned {
         let mut truncated = 0u64;
         let (email_at, _) = self.fields[0];
         let mut untrimmed = true;
-        while let Some(batch) = self.contacts.sorted().await {
+        while let Some(batch) = self.contacts.recv().await {
             let batch = batch.map_err(|e| exec(&e))?;
             if std::mem::take(&mut untrimmed) {
                 // The scan and the sort's input are done with their memory.
@@ -459,10 +459,9 @@ impl Scanned {
     }
 }
 
-/// Writes the rejected rows to `writer` in the export's order, once `rows` has ended.
+/// Writes the rejected rows, as their sort hands them over, to `writer`.
 async fn write_rejects(
-    mut sorter: Sorter,
-    mut rows: mpsc::Receiver<RecordBatch>,
+    mut sorted: mpsc::Receiver<Result<RecordBatch, DataFusionError>>,
     mut writer: RejectsWriter,
     query: ExportQuery,
 ) -> Result<RejectsWriter, EngineError> {
@@ -474,13 +473,7 @@ async fn write_rejects(
         ),
     };
     let segments = &query.segments;
-    while let Some(batch) = rows.recv().await {
-        if !sorter.push(batch).await {
-            break;
-        }
-    }
-    drop(rows);
-    while let Some(batch) = sorter.sorted().await {
+    while let Some(batch) = sorted.recv().await {
         let batch = batch.map_err(failed)?;
         let seg = batch
             .column(meta::SEGMENT)

@@ -61,11 +61,11 @@ pub(crate) fn export_order(query: &ExportQuery, schema: &Schema, rejects: bool) 
     order
 }
 
-/// A DataFusion sort fed batch by batch: [`Sorter::push`] while the rows stream, then
-/// [`Sorter::sorted`] once they all have.
+/// A DataFusion sort fed batch by batch: rows go into `input` while they stream; once
+/// `input` is dropped, the sorted rows come out of `output`.
 pub(crate) struct Sorter {
-    input: Option<mpsc::Sender<Batch>>,
-    output: mpsc::Receiver<Batch>,
+    pub(crate) input: mpsc::Sender<Batch>,
+    pub(crate) output: mpsc::Receiver<Batch>,
 }
 
 impl Sorter {
@@ -96,24 +96,7 @@ impl Sorter {
                 }
             }
         });
-        Ok(Self {
-            input: Some(input),
-            output,
-        })
-    }
-
-    /// Adds rows. `false` when the sort stopped (its error comes out of [`Self::sorted`]).
-    pub(crate) async fn push(&mut self, batch: RecordBatch) -> bool {
-        match &self.input {
-            Some(input) => input.send(Ok(batch)).await.is_ok(),
-            None => false,
-        }
-    }
-
-    /// The rows in order, in batches; the first call ends the input.
-    pub(crate) async fn sorted(&mut self) -> Option<Batch> {
-        self.input = None;
-        self.output.recv().await
+        Ok(Self { input, output })
     }
 }
 

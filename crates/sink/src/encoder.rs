@@ -152,7 +152,7 @@ impl BodyEncoder {
         if hashes.is_some() && self.keys_of_body.is_none() {
             self.keys_of_body = Some(BodyKeys::default());
         }
-        let columns = columns(batch, &self.fields, &self.keys)?;
+        let columns = columns(batch, &self.fields, &self.keys, hashes.is_some())?;
         for row in 0..batch.num_rows() {
             self.contact.clear();
             encode_contact(&mut self.contact, &columns, self.first_custom, row);
@@ -212,14 +212,15 @@ fn take_body(
     }
 }
 
-/// The mapped columns of `batch`, downcast once, checked against the export's fields.
+/// The mapped columns of `batch`, downcast once, checked against the export's fields (and
+/// the [`HASH_COLUMN`] after them when `hashed`).
 fn columns<'a>(
     batch: &'a RecordBatch,
     fields: &[ContactField],
     keys: &'a [Vec<u8>],
+    hashed: bool,
 ) -> Result<Vec<Column<'a>>, SinkError> {
-    let hashed = usize::from(batch.schema().column_with_name(HASH_COLUMN).is_some());
-    if batch.num_columns() != fields.len() + hashed {
+    if batch.num_columns() != fields.len() + usize::from(hashed) {
         return Err(SinkError::Internal(format!(
             "contact batch has {} columns, the export maps {} fields",
             batch.num_columns(),
@@ -260,7 +261,7 @@ pub fn contact_hashes(
         .iter()
         .map(|f| f.qualified_name().into_bytes())
         .collect();
-    let columns = columns(batch, fields, &names)?;
+    let columns = columns(batch, fields, &names, false)?;
     let mut scratch = Vec::with_capacity(512);
     Ok((0..batch.num_rows())
         .map(|row| hash_contact(&mut scratch, &names, &columns, row))

@@ -224,6 +224,16 @@ impl<S: Stage + ?Sized> Stage for &mut S {
     }
 }
 
+/// No stage: the stream passes unchanged.
+impl<S: Stage> Stage for Option<S> {
+    fn apply(&mut self, target: &ExportTarget, contacts: ContactStream) -> ContactStream {
+        match self {
+            Some(stage) => stage.apply(target, contacts),
+            None => contacts,
+        }
+    }
+}
+
 /// A sink behind a stage.
 pub struct Staged<'s, St> {
     pub stage: St,

@@ -183,17 +183,11 @@ impl<'a> ExportSync<'a> {
             stage: diff.clone(),
             sink,
         };
-        let summary = match tap {
-            Some(stage) => {
-                let mut tapped = Staged {
-                    stage,
-                    sink: &mut diffed,
-                };
-                engine.run_export(self.query, &mut tapped, &options).await
-            }
-            None => engine.run_export(self.query, &mut diffed, &options).await,
+        let mut tapped = Staged {
+            stage: tap,
+            sink: &mut diffed,
         };
-        Ok(summary?)
+        Ok(engine.run_export(self.query, &mut tapped, &options).await?)
     }
 
     /// `pipeline plan` and `--dry-run`: the diff against the state through `sink`,
