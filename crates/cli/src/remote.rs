@@ -40,6 +40,7 @@ pub fn client_for(
     };
     let policy = RetryPolicy {
         max_attempts: connection.max_attempts,
+        rate_limit_budget: Duration::from_secs(connection.rate_limit_wait_secs),
         ..RetryPolicy::default()
     };
     Client::new(

@@ -4,186 +4,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
-use arrow::record_batch::RecordBatch;
+use common::account::*;
 use common::*;
-use sendgrid_emulator::{Config, Emulator, Fault, Faults, KeyConfig, marketing_scopes};
-use serde_json::Value;
-
-const KEY: &str = "SG.sync-test-key";
-const OTHER_LIST: &str = "5f0c1d9e-8a7b-4c3d-9e2f-1a2b3c4d5e6f";
-
-/// One profile row.
-#[derive(Clone)]
-struct Row {
-    id: i64,
-    first_name: String,
-    city: String,
-    subscribed: bool,
-}
-
-fn email(id: i64) -> String {
-    format!("customer{id:05}@example.com")
-}
-
-fn rows(n: i64) -> Vec<Row> {
-    (1..=n)
-        .map(|id| Row {
-            id,
-            first_name: format!("Name{id}"),
-            city: format!("City{}", id % 7),
-            subscribed: true,
-        })
-        .collect()
-}
-
-fn write_profiles(dir: &Path, rows: &[Row]) {
-    let columns: Vec<(&str, ArrayRef)> = vec![
-        (
-            "customer_id",
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.id))),
-        ),
-        (
-            "email",
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| email(r.id)),
-            )),
-        ),
-        (
-            "first_name",
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.first_name.as_str()),
-            )),
-        ),
-        (
-            "city",
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r.city.as_str()),
-            )),
-        ),
-        (
-            "is_subscribed",
-            Arc::new(BooleanArray::from(
-                rows.iter().map(|r| r.subscribed).collect::<Vec<_>>(),
-            )),
-        ),
-    ];
-    let batch = RecordBatch::try_from_iter(columns).unwrap();
-    std::fs::create_dir_all(dir.join("data")).unwrap();
-    let file = std::fs::File::create(dir.join("data/profiles.parquet")).unwrap();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
-}
-
-struct Setup {
-    emulator: Emulator,
-    dir: tempfile::TempDir,
-    _rt: tokio::runtime::Runtime,
-}
-
-impl Setup {
-    fn new(import_delay_ms: u64) -> Self {
-        let (rt, emulator) = start_emulator(Config {
-            keys: vec![KeyConfig {
-                key: KEY.into(),
-                scopes: marketing_scopes(),
-            }],
-            import_delay_ms,
-            lists: vec![
-                (LIST.into(), "daily".into()),
-                (OTHER_LIST.into(), "other".into()),
-            ],
-            ..Config::default()
-        });
-        Self {
-            emulator,
-            dir: tempfile::tempdir().unwrap(),
-            _rt: rt,
-        }
-    }
-
-    /// Writes the pipeline: one export `daily` of the subscribed profiles.
-    fn pipeline(&self, export_lines: &str) -> &'static str {
-        let text = format!(
-            "version: 1
-connections:
-  marketing:
-    type: sendgrid
-    api_key: ${{SENDGRID_API_KEY}}
-    data_privacy_consent: true
-    endpoint: {}
-    max_attempts: 2
-sources:
-  profiles: {{ format: parquet, path: data/profiles.parquet }}
-segments:
-  subscribed: SELECT * FROM profiles WHERE is_subscribed
-exports:
-  - name: daily
-    connection: marketing
-    segments: [subscribed]
-    order_by: customer_id
-    contacts_per_request: 50
-{export_lines}",
-            self.emulator.url()
-        );
-        write(self.dir.path(), &text)
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        pipeline(self.dir.path(), args, &[("SENDGRID_API_KEY", KEY)])
-    }
-
-    fn run_json(&self, args: &[&str]) -> (Run, Value) {
-        let mut all = args.to_vec();
-        all.extend(["--output", "json"]);
-        let run = self.run(&all);
-        let doc = run.json();
-        let export = doc["exports"][0].clone();
-        (run, export)
-    }
-
-    /// Upserted emails in requests from `from` on, in order.
-    fn upserted_since(&self, from: usize) -> Vec<String> {
-        self.emulator.requests()[from..]
-            .iter()
-            .flat_map(|r| r.upserted.iter().map(|u| u.email.clone()))
-            .collect()
-    }
-
-    fn log_len(&self) -> usize {
-        self.emulator.requests().len()
-    }
-
-    /// A list's contacts by email with their first name.
-    fn list_names(&self, list: &str) -> BTreeMap<String, String> {
-        let state = self.emulator.inspect();
-        state["lists"][list]["contacts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                (
-                    c["email"].as_str().unwrap().to_owned(),
-                    c["first_name"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect()
-    }
-
-    fn contacts_in_account(&self) -> u64 {
-        self.emulator.inspect()["contacts"].as_u64().unwrap()
-    }
-
-    fn state_dir(&self) -> std::path::PathBuf {
-        self.dir.path().join(".state/daily")
-    }
-}
+use sendgrid_emulator::{Fault, Faults};
 
 const UPSERT: &str = "    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]
     mapping:
@@ -193,7 +19,7 @@ const UPSERT: &str = "    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]
 fn expected(rows: &[Row]) -> BTreeMap<String, String> {
     rows.iter()
         .filter(|r| r.subscribed)
-        .map(|r| (email(r.id), r.first_name.clone()))
+        .map(|r| (r.email.clone(), r.first_name.clone()))
         .collect()
 }
 
@@ -315,10 +141,8 @@ fn plan_shows_the_changes_and_mirror_mode_removes_leavers_without_deleting_conta
         }
     }
     data.extend((101..=103).map(|id| Row {
-        id,
-        first_name: format!("Name{id}"),
         city: "New".into(),
-        subscribed: true,
+        ..row(id)
     }));
     write_profiles(s.dir.path(), &data);
 

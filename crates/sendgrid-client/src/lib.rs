@@ -8,6 +8,7 @@
 pub mod retry;
 pub mod types;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,12 +17,15 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 pub use retry::RetryPolicy;
 use retry::Verdict;
 pub use types::*;
+
+/// The longest address `POST /v3/marketing/contacts/search/emails` takes (its spec's
+/// `maxLength`); a contact's email may have up to 254.
+pub const MAX_SEARCH_EMAIL_CHARS: usize = 100;
 
 /// The global API.
 pub const GLOBAL: &str = "https://api.sendgrid.com";
@@ -49,6 +53,15 @@ pub enum ClientError {
         what: String,
         attempts: u32,
         last: String,
+    },
+    #[error(
+        "{what}: rate limited for {waited_secs} s, and SendGrid's next reset is {reset_secs} s away: over the {budget_secs} s allowed (raise the connection's `rate_limit_wait_secs`, or run when the account is less busy)"
+    )]
+    RateLimited {
+        what: String,
+        waited_secs: u64,
+        reset_secs: u64,
+        budget_secs: u64,
     },
     #[error("unexpected answer from SendGrid to {what}: {message}")]
     Unexpected { what: String, message: String },
@@ -99,6 +112,56 @@ impl Http {
     }
 }
 
+/// Endpoints that share one rate-limit window. Recorded answers of the live API carry
+/// `x-ratelimit-limit: 200` on contacts upsert, search and list-membership removal, and
+/// `600` on lists and field definitions: each family is paced on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `/v3/marketing/contacts…` and `/v3/marketing/lists/{id}/contacts`.
+    Contacts,
+    /// `/v3/marketing/lists…` but membership.
+    Lists,
+    /// `/v3/marketing/field_definitions…`.
+    Fields,
+    /// Anything else (`/v3/scopes`).
+    Other,
+}
+
+impl Family {
+    /// The family of a request path (the query is ignored).
+    pub fn of(path: &str) -> Self {
+        let path = path.split('?').next().unwrap_or(path);
+        if path.starts_with("/v3/marketing/contacts") {
+            Self::Contacts
+        } else if path.starts_with("/v3/marketing/lists") {
+            if path.ends_with("/contacts") {
+                Self::Contacts
+            } else {
+                Self::Lists
+            }
+        } else if path.starts_with("/v3/marketing/field_definitions") {
+            Self::Fields
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// The error of a request whose rate-limit waits would pass the policy's budget.
+fn rate_limit_exhausted(
+    what: &str,
+    started: Instant,
+    next_wait: Duration,
+    policy: &RetryPolicy,
+) -> ClientError {
+    ClientError::RateLimited {
+        what: what.into(),
+        waited_secs: started.elapsed().as_secs(),
+        reset_secs: next_wait.as_secs_f64().ceil() as u64,
+        budget_secs: policy.rate_limit_budget.as_secs(),
+    }
+}
+
 /// A client for one account.
 #[derive(Clone)]
 pub struct Client {
@@ -106,8 +169,9 @@ pub struct Client {
     base: String,
     key: SecretString,
     policy: RetryPolicy,
-    /// No request starts before this instant (set when the rate budget is spent).
-    not_before: Arc<Mutex<Option<Instant>>>,
+    /// Per endpoint family: no request starts before this instant (set when the family's
+    /// rate budget is spent or a 429 names its reset).
+    not_before: Arc<std::sync::Mutex<HashMap<Family, Instant>>>,
     stats: Arc<std::sync::Mutex<Stats>>,
 }
 
@@ -174,7 +238,7 @@ impl Client {
             base,
             key,
             policy,
-            not_before: Arc::new(Mutex::new(None)),
+            not_before: Arc::default(),
             stats: Arc::new(std::sync::Mutex::new(Stats::default())),
         })
     }
@@ -191,7 +255,24 @@ impl Client {
         f(&mut self.stats.lock().expect("stats"));
     }
 
-    /// Sends one request with retries; returns the final status and body.
+    /// When the next request to `family` may start.
+    fn ready_at(&self, family: Family) -> Option<Instant> {
+        self.not_before
+            .lock()
+            .expect("rate windows")
+            .get(&family)
+            .copied()
+    }
+
+    /// No request to `family` starts before `at`.
+    fn hold(&self, family: Family, at: Instant) {
+        let mut windows = self.not_before.lock().expect("rate windows");
+        let until = windows.entry(family).or_insert(at);
+        *until = (*until).max(at);
+    }
+
+    /// Sends one request with retries; returns the final status and body. Waiting for a
+    /// rate limit is bounded by [`RetryPolicy::rate_limit_budget`] per request.
     async fn send(
         &self,
         what: &str,
@@ -200,11 +281,22 @@ impl Client {
         body: Option<Bytes>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let url = format!("{}{path}", self.base);
+        let family = Family::of(path);
         let http = self.http.get().await?;
-        let (mut attempts, mut rate_limited) = (0u32, 0u32);
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        // Time spent waiting for this family's window, this request.
+        let mut rate_waited = Duration::ZERO;
         loop {
-            if let Some(at) = *self.not_before.lock().await {
-                tokio::time::sleep_until(at).await;
+            if let Some(at) = self.ready_at(family) {
+                let wait = at.saturating_duration_since(Instant::now());
+                if !wait.is_zero() {
+                    if rate_waited + wait > self.policy.rate_limit_budget {
+                        return Err(rate_limit_exhausted(what, started, wait, &self.policy));
+                    }
+                    rate_waited += wait;
+                    tokio::time::sleep(wait).await;
+                }
             }
             attempts += 1;
             let mut request = http
@@ -220,11 +312,11 @@ impl Client {
                 Ok(response) => {
                     let status = response.status();
                     let headers = response.headers().clone();
-                    let verdict = retry::classify_status(status, &headers, &self.policy);
+                    let verdict = retry::classify_status(status, &headers);
                     if verdict == Verdict::Done && retry::budget_spent(&headers) {
-                        // Slow down: the next request waits for the window to reset.
-                        if let Some(wait) = retry::rate_limit_wait(&headers, &self.policy) {
-                            *self.not_before.lock().await = Some(Instant::now() + wait);
+                        // Slow down: the family's next request waits for its window.
+                        if let Some(wait) = retry::rate_limit_wait(&headers) {
+                            self.hold(family, Instant::now() + wait);
                         }
                     }
                     match verdict {
@@ -243,21 +335,13 @@ impl Client {
             match verdict {
                 Verdict::RateLimited(wait) => {
                     attempts -= 1;
-                    rate_limited += 1;
                     self.count(|s| s.rate_limited += 1);
-                    if rate_limited > self.policy.max_rate_limited {
-                        return Err(ClientError::Exhausted {
-                            what: what.into(),
-                            attempts: rate_limited,
-                            last: "HTTP 429 (rate limited)".into(),
-                        });
-                    }
                     tracing::debug!(
                         what,
                         wait_ms = wait.as_millis() as u64,
                         "Rate limited; waiting for the reset"
                     );
-                    *self.not_before.lock().await = Some(Instant::now() + wait);
+                    self.hold(family, Instant::now() + wait);
                 }
                 Verdict::Retry if attempts < self.policy.max_attempts => {
                     self.count(|s| s.retries += 1);
@@ -386,35 +470,60 @@ impl Client {
         Ok(s.scopes)
     }
 
-    /// `POST /v3/marketing/contacts/search/emails` (at most 100 emails): contact ids by email.
+    /// `POST /v3/marketing/contacts/search/emails` (at most 100 emails of at most
+    /// [`MAX_SEARCH_EMAIL_CHARS`] characters each): contact ids by email. SendGrid answers
+    /// 404 when none is a contact (an empty result here) and 400 when one is invalid.
     pub async fn search_emails(
         &self,
         emails: &[String],
     ) -> Result<Vec<(String, Option<String>)>, ClientError> {
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "emails": emails })).expect("serialises");
+        let body = serde_json::json!({ "emails": emails });
+        self.search("/v3/marketing/contacts/search/emails", body, emails)
+            .await
+    }
+
+    /// `POST /v3/marketing/contacts/search/identifiers/email` (at most 100): contact ids
+    /// by email, for addresses longer than search by emails takes.
+    pub async fn search_email_identifiers(
+        &self,
+        emails: &[String],
+    ) -> Result<Vec<(String, Option<String>)>, ClientError> {
+        let body = serde_json::json!({ "identifiers": emails });
+        self.search(
+            "/v3/marketing/contacts/search/identifiers/email",
+            body,
+            emails,
+        )
+        .await
+    }
+
+    async fn search(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        emails: &[String],
+    ) -> Result<Vec<(String, Option<String>)>, ClientError> {
+        let body = serde_json::to_vec(&body).expect("serialises");
         let found: SearchResult = match self
-            .json(
-                "looking up contacts",
-                Method::POST,
-                "/v3/marketing/contacts/search/emails",
-                Some(body.into()),
-            )
+            .json("looking up contacts", Method::POST, path, Some(body.into()))
             .await
         {
             Ok(r) => r,
-            // SendGrid answers 404 when none of the emails is a contact.
             Err(ClientError::NotFound { .. }) => SearchResult::default(),
             Err(e) => return Err(e),
         };
+        // SendGrid keys the result by the address as it keeps it: lower case.
+        let by_email: HashMap<String, &str> = found
+            .result
+            .iter()
+            .filter_map(|(email, entry)| {
+                Some((email.to_lowercase(), entry.contact.as_ref()?.id.as_str()))
+            })
+            .collect();
         Ok(emails
             .iter()
             .map(|e| {
-                let id = found
-                    .result
-                    .get(e)
-                    .and_then(|r| r.contact.as_ref())
-                    .map(|c| c.id.clone());
+                let id = by_email.get(&e.to_lowercase()).map(|id| (*id).to_owned());
                 (e.clone(), id)
             })
             .collect())
@@ -436,20 +545,74 @@ impl Client {
         Ok(r.job_id)
     }
 
-    /// Downloads an import job's errors file. The key is sent only to the API's own host.
-    pub async fn fetch_errors(&self, url: &str) -> Result<String, ClientError> {
-        let mut request = self.http.get().await?.get(url);
-        if url.starts_with(&format!("{}/", self.base)) {
+    /// Whether `url` is on the configured endpoint's origin (scheme, host and port): the
+    /// only place the key is ever sent.
+    fn is_own_origin(&self, url: &url::Url) -> bool {
+        url::Url::parse(&self.base).is_ok_and(|base| base.origin() == url.origin())
+    }
+
+    /// Downloads an import job's errors file. SendGrid hands out a pre-signed link on a
+    /// storage host: the key goes only to the API's own origin, the link itself (which
+    /// carries a signature) is never put in a message, and an answer that is not 2xx is an
+    /// error that says what the host said (an expired link answers 403 `Request has expired`).
+    pub async fn fetch_errors(&self, link: &str) -> Result<String, ClientError> {
+        let what = "downloading the import errors";
+        let unexpected = |message: String| ClientError::Unexpected {
+            what: what.into(),
+            message,
+        };
+        let url = url::Url::parse(link)
+            .map_err(|_| unexpected("SendGrid's errors_url is not a URL".into()))?;
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err(unexpected(format!(
+                "SendGrid's errors_url has scheme {}",
+                url.scheme()
+            )));
+        }
+        let mut request = self.http.get().await?.get(url.clone());
+        if self.is_own_origin(&url) {
             request = request.bearer_auth(self.key.expose_secret());
         }
-        let response = request.send().await.map_err(|e| ClientError::Unexpected {
-            what: "downloading the import errors".into(),
-            message: transport_message(&e),
-        })?;
-        response.text().await.map_err(|e| ClientError::Unexpected {
-            what: "downloading the import errors".into(),
-            message: transport_message(&e),
-        })
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unexpected(transport_message(&e)))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| unexpected(transport_message(&e)))?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(unexpected(format!(
+                "HTTP {}{}",
+                status.as_u16(),
+                storage_message(&text)
+                    .map(|m| format!(" ({m})"))
+                    .unwrap_or_default()
+            )))
+        }
+    }
+}
+
+/// The code and message of an S3-style XML error body, as a storage host answers an
+/// expired or refused pre-signed link: `AccessDenied: Request has expired`.
+fn storage_message(body: &str) -> Option<String> {
+    let element = |name: &str| {
+        let start = body.find(&format!("<{name}>"))? + name.len() + 2;
+        let end = body[start..].find(&format!("</{name}>"))? + start;
+        Some(
+            body[start..end]
+                .trim()
+                .chars()
+                .take(200)
+                .collect::<String>(),
+        )
+    };
+    match (element("Code"), element("Message")) {
+        (Some(code), Some(message)) => Some(format!("{code}: {message}")),
+        (code, message) => code.or(message),
     }
 }
 
@@ -475,10 +638,27 @@ fn transport_message(e: &reqwest::Error) -> String {
     }
 }
 
+/// The errors in an error body, in any of the shapes SendGrid's spec gives: `{"errors":
+/// [...]}`, a bare array of errors, or one error object.
+fn error_list(body: &[u8]) -> Vec<ApiError> {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    let list = match value {
+        serde_json::Value::Object(mut o) if o.contains_key("errors") => o.remove("errors"),
+        array @ serde_json::Value::Array(_) => Some(array),
+        one @ serde_json::Value::Object(_) => Some(serde_json::Value::Array(vec![one])),
+        _ => None,
+    };
+    list.and_then(|l| serde_json::from_value::<Vec<ApiError>>(l).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| !e.message.is_empty() || e.field.is_some())
+        .collect()
+}
+
 fn fatal(what: &str, status: StatusCode, body: &[u8]) -> ClientError {
-    let errors = serde_json::from_slice::<ErrorResponse>(body)
-        .map(|r| r.errors)
-        .unwrap_or_default();
+    let errors = error_list(body);
     let message = describe(&errors);
     match status.as_u16() {
         401 => ClientError::Unauthorized,
@@ -512,6 +692,24 @@ fn fatal(what: &str, status: StatusCode, body: &[u8]) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_bodies_are_read_in_every_shape_the_spec_gives() {
+        let messages = |body: &str| -> Vec<String> {
+            error_list(body.as_bytes())
+                .into_iter()
+                .map(|e| e.message)
+                .collect()
+        };
+        assert_eq!(
+            messages(r#"{"errors":[{"field":null,"message":"a"}]}"#),
+            ["a"]
+        );
+        assert_eq!(messages(r#"[{"field":"id","message":"b"}]"#), ["b"]);
+        assert_eq!(messages(r#"{"field":"contact_ids","message":"c"}"#), ["c"]);
+        assert!(messages("<html>").is_empty());
+        assert!(messages(r#"{"unrelated":1}"#).is_empty());
+    }
 
     #[test]
     fn endpoints() {

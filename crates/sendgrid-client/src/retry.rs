@@ -15,10 +15,9 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// Longest single backoff.
     pub max_delay: Duration,
-    /// Longest wait for one rate-limit reset.
-    pub max_rate_limit_wait: Duration,
-    /// Most 429 answers tolerated for one request before giving up.
-    pub max_rate_limited: u32,
+    /// Longest time one request may spend waiting out rate limits (429 answers and spent
+    /// budgets together) before it fails. Bounded by time, never by a count of answers.
+    pub rate_limit_budget: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -27,8 +26,7 @@ impl Default for RetryPolicy {
             max_attempts: 6,
             base_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(20),
-            max_rate_limit_wait: Duration::from_secs(60),
-            max_rate_limited: 50,
+            rate_limit_budget: Duration::from_secs(600),
         }
     }
 }
@@ -47,12 +45,15 @@ pub enum Verdict {
 }
 
 /// Classifies a status code.
-pub fn classify_status(status: StatusCode, headers: &HeaderMap, policy: &RetryPolicy) -> Verdict {
+pub fn classify_status(status: StatusCode, headers: &HeaderMap) -> Verdict {
     match status.as_u16() {
         200..=299 => Verdict::Done,
-        429 => {
-            Verdict::RateLimited(rate_limit_wait(headers, policy).unwrap_or(Duration::from_secs(1)))
-        }
+        // A 429 without a usable reset waits a second: never a busy loop.
+        429 => Verdict::RateLimited(
+            rate_limit_wait(headers)
+                .unwrap_or(MIN_429_WAIT)
+                .max(MIN_RETRY_AFTER_429),
+        ),
         408 | 500 | 502..=599 => Verdict::Retry,
         _ => Verdict::Fatal,
     }
@@ -72,15 +73,28 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
-/// How long until `X-RateLimit-Reset` (Unix seconds), bounded by the policy.
-pub fn rate_limit_wait(headers: &HeaderMap, policy: &RetryPolicy) -> Option<Duration> {
+/// The wait after a 429 whose headers give no usable reset.
+pub const MIN_429_WAIT: Duration = Duration::from_secs(1);
+/// The shortest wait after any 429, whatever its reset says.
+const MIN_RETRY_AFTER_429: Duration = Duration::from_millis(100);
+/// Added to every reset: the window ends a little after the second SendGrid names.
+const RESET_MARGIN: Duration = Duration::from_millis(50);
+/// Resets below this are seconds to wait; at or above, a Unix time (2001-09-09).
+const UNIX_RESET_FROM: u64 = 1_000_000_000;
+
+/// How long until the window that `X-RateLimit-Reset` names resets. The marketing
+/// endpoints send seconds until the reset (`20`, `19`, …, as recorded from the live API);
+/// SendGrid's general v3 documentation describes a Unix time. Both are read: a value below
+/// 10⁹ is a countdown, anything else a Unix time.
+pub fn rate_limit_wait(headers: &HeaderMap) -> Option<Duration> {
     let reset = header_u64(headers, "x-ratelimit-reset")?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()?
-        .as_secs_f64();
-    let wait = Duration::from_secs_f64((reset as f64 - now).max(0.0)) + Duration::from_millis(50);
-    Some(wait.min(policy.max_rate_limit_wait))
+    let wait = if reset < UNIX_RESET_FROM {
+        Duration::from_secs(reset)
+    } else {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+        Duration::from_secs(reset).saturating_sub(now)
+    };
+    Some(wait + RESET_MARGIN)
 }
 
 /// Whether `X-RateLimit-Remaining` says the budget is spent.
@@ -115,50 +129,74 @@ mod tests {
 
     #[test]
     fn statuses() {
-        let p = RetryPolicy::default();
         let h = HeaderMap::new();
-        assert_eq!(classify_status(StatusCode::ACCEPTED, &h, &p), Verdict::Done);
+        assert_eq!(classify_status(StatusCode::ACCEPTED, &h), Verdict::Done);
         for s in [500, 502, 503, 504, 408] {
             assert_eq!(
-                classify_status(StatusCode::from_u16(s).unwrap(), &h, &p),
+                classify_status(StatusCode::from_u16(s).unwrap(), &h),
                 Verdict::Retry,
                 "{s}"
             );
         }
         for s in [400, 401, 403, 404, 413, 501] {
             assert_eq!(
-                classify_status(StatusCode::from_u16(s).unwrap(), &h, &p),
+                classify_status(StatusCode::from_u16(s).unwrap(), &h),
                 Verdict::Fatal,
                 "{s}"
             );
         }
-        assert!(matches!(
-            classify_status(StatusCode::TOO_MANY_REQUESTS, &h, &p),
-            Verdict::RateLimited(_)
-        ));
+        assert_eq!(
+            classify_status(StatusCode::TOO_MANY_REQUESTS, &h),
+            Verdict::RateLimited(MIN_429_WAIT),
+            "a 429 without headers waits a second"
+        );
+    }
+
+    fn headers(pairs: &[(&'static str, u64)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.insert(*name, HeaderValue::from(*value));
+        }
+        h
+    }
+
+    fn unix_now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     #[test]
-    fn rate_limit_headers_are_read_in_any_case_and_bounded() {
-        let p = RetryPolicy {
-            max_rate_limit_wait: Duration::from_secs(5),
-            ..Default::default()
-        };
-        let mut h = HeaderMap::new();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        h.insert("x-ratelimit-reset", HeaderValue::from(now + 2));
-        h.insert("X-RateLimit-Remaining", HeaderValue::from(0));
-        let wait = rate_limit_wait(&h, &p).unwrap();
+    fn a_small_reset_is_a_countdown_in_seconds() {
+        // As the live marketing endpoints answer: limit 200, reset 20, 19, 18 ...
+        let h = headers(&[("x-ratelimit-reset", 20), ("X-RateLimit-Remaining", 0)]);
+        assert_eq!(
+            rate_limit_wait(&h),
+            Some(Duration::from_secs(20) + RESET_MARGIN)
+        );
+        assert!(budget_spent(&h));
+        let h = headers(&[("x-ratelimit-reset", 0)]);
+        assert_eq!(
+            classify_status(StatusCode::TOO_MANY_REQUESTS, &h),
+            Verdict::RateLimited(MIN_RETRY_AFTER_429),
+            "a window ending now still waits a moment"
+        );
+    }
+
+    #[test]
+    fn a_large_reset_is_a_unix_time() {
+        let h = headers(&[("x-ratelimit-reset", unix_now() + 2)]);
+        let wait = rate_limit_wait(&h).unwrap();
         assert!(
             wait > Duration::from_millis(900) && wait <= Duration::from_millis(2100),
             "{wait:?}"
         );
-        assert!(budget_spent(&h));
-        h.insert("x-ratelimit-reset", HeaderValue::from(now + 3600));
-        assert_eq!(rate_limit_wait(&h, &p).unwrap(), Duration::from_secs(5));
+        let past = headers(&[("x-ratelimit-reset", unix_now() - 30)]);
+        assert_eq!(rate_limit_wait(&past), Some(RESET_MARGIN));
+        let unusable = headers(&[("x-ratelimit-remaining", 3)]);
+        assert_eq!(rate_limit_wait(&unusable), None);
+        assert!(!budget_spent(&unusable));
     }
 
     #[test]

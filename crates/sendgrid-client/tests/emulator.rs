@@ -260,10 +260,7 @@ async fn the_client_slows_down_when_the_rate_budget_is_spent() {
             key: "good".into(),
             scopes: marketing_scopes(),
         }],
-        rate_limit: Some(sendgrid_emulator::RateLimit {
-            limit: 2,
-            window_ms: 1000,
-        }),
+        rate_limits: Some(sendgrid_emulator::RateLimits::uniform(2, 1000)),
         lists: vec![(LIST.into(), "news".into())],
         ..Config::default()
     })

@@ -19,7 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 pub use state::{
-    Config, Fault, Faults, KeyConfig, LoggedRequest, RateLimit, Upserted, marketing_scopes,
+    Config, DEFAULT_WINDOW_MS, Fault, Faults, KeyConfig, LoggedRequest, RateLimit, RateLimits,
+    Upserted, marketing_scopes,
 };
 
 /// A running emulator. Dropping it stops the server.
@@ -39,25 +40,21 @@ impl Emulator {
         Self::bind(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
-    /// Starts on `addr`.
+    /// Starts on `addr`. Errors files are served on a second port of the same address,
+    /// without auth, as SendGrid serves them from a storage host through pre-signed links.
     pub async fn bind(config: Config, addr: SocketAddr) -> io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let files = TcpListener::bind(SocketAddr::new(addr.ip(), 0)).await?;
+        let files_addr = files.local_addr()?;
         let state = Arc::new(Mutex::new(state::State::new(config)));
-        let app = api::router(state.clone(), addr);
-        let (stop, mut stopped) = watch::channel(false);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        if let Ok((stream, _)) = accepted {
-                            serve_connection(app.clone(), stream);
-                        }
-                    }
-                    _ = stopped.changed() => break,
-                }
-            }
-        });
+        let (stop, stopped) = watch::channel(false);
+        serve(
+            listener,
+            api::router(state.clone(), addr, files_addr),
+            stopped.clone(),
+        );
+        serve(files, api::files_router(state.clone()), stopped);
         Ok(Self { addr, state, stop })
     }
 
@@ -93,6 +90,13 @@ impl Emulator {
         emails
     }
 
+    /// Deletes a contact, as someone might in SendGrid's UI; true when it existed.
+    pub fn delete_contact(&self, email: &str) -> bool {
+        let mut s = self.state.lock().expect("emulator state");
+        s.settle();
+        s.contacts.remove(&email.to_lowercase()).is_some()
+    }
+
     /// Everything the inspection endpoint shows: lists with their contacts, and the log.
     pub fn inspect(&self) -> serde_json::Value {
         api::inspection(&mut self.state.lock().expect("emulator state"))
@@ -113,6 +117,22 @@ impl Drop for Emulator {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Serves `app` on `listener` until `stopped` changes.
+fn serve(listener: TcpListener, app: axum::Router, mut stopped: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    if let Ok((stream, _)) = accepted {
+                        serve_connection(app.clone(), stream);
+                    }
+                }
+                _ = stopped.changed() => break,
+            }
+        }
+    });
 }
 
 fn serve_connection(app: axum::Router, stream: tokio::net::TcpStream) {

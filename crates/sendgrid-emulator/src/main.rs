@@ -3,7 +3,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use clap::Parser;
-use sendgrid_emulator::{Config, Emulator, Faults, KeyConfig, RateLimit, marketing_scopes};
+use sendgrid_emulator::{
+    Config, DEFAULT_WINDOW_MS, Emulator, Faults, KeyConfig, RateLimits, marketing_scopes,
+};
 
 /// Each upload is parsed into about a million small JSON values and freed again when its
 /// import runs; glibc's allocator spent most of the emulator's time consolidating them.
@@ -26,15 +28,25 @@ struct Args {
     /// An API key without Marketing permissions (answers 403 on Marketing endpoints).
     #[arg(long = "key-without-marketing")]
     restricted_keys: Vec<String>,
-    /// How long import jobs stay pending, in milliseconds.
+    /// How long import jobs stay pending, in milliseconds (live: about 20 s and more).
     #[arg(long, default_value_t = 0)]
     import_delay_ms: u64,
-    /// Requests allowed per rate-limit window.
-    #[arg(long, default_value_t = 10_000)]
-    rate_limit: u32,
+    /// Requests allowed per rate-limit window in every endpoint family, instead of the
+    /// live limits (200 for contacts endpoints, 600 for lists and field definitions).
+    #[arg(long)]
+    rate_limit: Option<u32>,
     /// Length of the rate-limit window, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = DEFAULT_WINDOW_MS)]
     rate_window_ms: u64,
+    /// Send `X-RateLimit-Reset` as a Unix time instead of seconds until the reset.
+    #[arg(long)]
+    unix_resets: bool,
+    /// One import job in this many ends `failed` (0: none).
+    #[arg(long, default_value_t = 0)]
+    fail_one_job_in: u32,
+    /// Errors-file links expire this many milliseconds after their job ends.
+    #[arg(long)]
+    errors_file_ttl_ms: Option<u64>,
     /// A list that exists from the start: ID or ID=NAME (repeatable).
     #[arg(long = "list")]
     lists: Vec<String>,
@@ -68,10 +80,15 @@ async fn main() -> anyhow::Result<()> {
     let config = Config {
         keys,
         import_delay_ms: args.import_delay_ms,
-        rate_limit: Some(RateLimit {
-            limit: args.rate_limit,
-            window_ms: args.rate_window_ms,
+        rate_limits: Some(RateLimits {
+            unix_resets: args.unix_resets,
+            ..match args.rate_limit {
+                Some(limit) => RateLimits::uniform(limit, args.rate_window_ms),
+                None => RateLimits::live(args.rate_window_ms),
+            }
         }),
+        fail_one_job_in: args.fail_one_job_in,
+        errors_file_ttl_ms: args.errors_file_ttl_ms,
         lists: args
             .lists
             .into_iter()

@@ -37,13 +37,93 @@ pub struct RateLimit {
     pub window_ms: u64,
 }
 
+/// Endpoints that share one rate-limit window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Contacts upsert, import status, search, and list-membership removal.
+    Contacts,
+    /// Lists, field definitions and scopes.
+    Other,
+}
+
+impl Family {
+    pub fn of(path: &str) -> Self {
+        let contacts = path.starts_with("/v3/marketing/contacts")
+            || (path.starts_with("/v3/marketing/lists/") && path.ends_with("/contacts"));
+        if contacts {
+            Self::Contacts
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// The rate limits, per endpoint family, and how the reset is told.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RateLimits {
+    /// Recorded live: `x-ratelimit-limit: 200`.
+    pub contacts: RateLimit,
+    /// Recorded live: `x-ratelimit-limit: 600`.
+    pub other: RateLimit,
+    /// `X-RateLimit-Reset` as a Unix time (SendGrid's general v3 documentation) instead of
+    /// seconds until the reset (what the marketing endpoints were recorded sending).
+    pub unix_resets: bool,
+}
+
+impl RateLimits {
+    /// The live limits (200 and 600) per window of `window_ms`.
+    pub fn live(window_ms: u64) -> Self {
+        Self::uniform(200, window_ms).with_other(600)
+    }
+
+    /// `limit` requests per `window_ms` for every family, with countdown resets.
+    pub fn uniform(limit: u32, window_ms: u64) -> Self {
+        let each = RateLimit { limit, window_ms };
+        Self {
+            contacts: each,
+            other: each,
+            unix_resets: false,
+        }
+    }
+
+    fn with_other(mut self, limit: u32) -> Self {
+        self.other.limit = limit;
+        self
+    }
+
+    fn of(&self, family: Family) -> RateLimit {
+        match family {
+            Family::Contacts => self.contacts,
+            Family::Other => self.other,
+        }
+    }
+}
+
+/// One answer's rate-limit headers: limit, remaining, and the reset as sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset: u64,
+}
+
+/// The window the live limits are counted over. A guess: the recorded resets count down
+/// from 20 s, and SendGrid's documentation speaks of requests per minute.
+pub const DEFAULT_WINDOW_MS: u64 = 60_000;
+
 /// How the emulator starts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     pub keys: Vec<KeyConfig>,
-    /// How long an import job stays `pending`.
+    /// How long an import job stays `pending` (live: about 20 s to several minutes).
     pub import_delay_ms: u64,
-    pub rate_limit: Option<RateLimit>,
+    /// Rate limits per endpoint family; `None` admits everything.
+    pub rate_limits: Option<RateLimits>,
+    /// One import job in this many ends `failed` (live: a small share does); 0 for none.
+    pub fail_one_job_in: u32,
+    /// How long an errors file can be downloaded; afterwards it answers 403 as an expired
+    /// pre-signed link does. `None` keeps it.
+    pub errors_file_ttl_ms: Option<u64>,
     /// Lists that exist from the start: (id, name).
     pub lists: Vec<(String, String)>,
     /// Custom fields that exist from the start: (name, field_type).
@@ -55,10 +135,9 @@ impl Default for Config {
         Self {
             keys: Vec::new(),
             import_delay_ms: 0,
-            rate_limit: Some(RateLimit {
-                limit: 10_000,
-                window_ms: 1000,
-            }),
+            rate_limits: Some(RateLimits::live(DEFAULT_WINDOW_MS)),
+            fail_one_job_in: 0,
+            errors_file_ttl_ms: None,
             lists: Vec::new(),
             custom_fields: Vec::new(),
         }
@@ -77,6 +156,8 @@ pub enum Fault {
     Drop,
     /// The next import job ends `failed`.
     FailJob,
+    /// The next import job completes (to script the one after it).
+    CompleteJob,
     /// The next import job ends `errored`, with these emails in its errors file.
     ErrorJob { emails: Vec<String> },
 }
@@ -93,6 +174,9 @@ pub struct Faults {
     pub poisoned: BTreeSet<String>,
     /// Whether the 400 for a poisoned contact names its index.
     pub poisoned_without_index: bool,
+    /// Contacts deleted (as in SendGrid's UI) just before the next list-membership
+    /// removal: found by the search, gone by the removal.
+    pub vanish_before_removal: BTreeSet<String>,
 }
 
 impl Faults {
@@ -102,6 +186,8 @@ impl Faults {
         self.jobs.extend(more.jobs);
         self.poisoned.extend(more.poisoned);
         self.poisoned_without_index |= more.poisoned_without_index;
+        self.vanish_before_removal
+            .extend(more.vanish_before_removal);
     }
 }
 
@@ -181,6 +267,8 @@ pub struct Job {
     /// Set once the job has ended: (status, created, updated, errored).
     pub result: Option<(&'static str, u64, u64, u64)>,
     pub errors: Vec<(String, String)>,
+    /// When the job ended (the errors file's link expires from then).
+    pub ended: Option<Instant>,
 }
 
 /// Everything the emulator knows.
@@ -193,7 +281,9 @@ pub struct State {
     pub jobs: HashMap<String, Job>,
     pub faults: Faults,
     pub log: Vec<LoggedRequest>,
-    rate_window: (Instant, u32),
+    rate_windows: HashMap<Family, (Instant, u32)>,
+    /// Import jobs created so far (for `fail_one_job_in`).
+    jobs_created: u64,
     next_id: u64,
 }
 
@@ -225,7 +315,8 @@ impl State {
             jobs: HashMap::new(),
             faults: Faults::default(),
             log: Vec::new(),
-            rate_window: (Instant::now(), 0),
+            rate_windows: HashMap::new(),
+            jobs_created: 0,
             next_id: 0,
             config: config.clone(),
         };
@@ -258,26 +349,59 @@ impl State {
         def
     }
 
-    /// Counts a request against the rate limit: (limit, remaining, reset unix secs, allowed).
-    pub fn rate(&mut self) -> Option<(u32, u32, u64, bool)> {
-        let limit = self.config.rate_limit?;
-        let window = Duration::from_millis(limit.window_ms.max(1));
+    /// Counts a request to `path` against its family's window: the headers to send, and
+    /// whether the request is admitted.
+    pub fn rate(&mut self, path: &str) -> Option<(RateHeaders, bool)> {
+        let limits = self.config.rate_limits?;
+        let family = Family::of(path);
+        let RateLimit { limit, window_ms } = limits.of(family);
+        let window = Duration::from_millis(window_ms.max(1));
         let now = Instant::now();
-        if now.duration_since(self.rate_window.0) >= window {
-            self.rate_window = (now, 0);
+        let (started, used) = self.rate_windows.entry(family).or_insert((now, 0));
+        if now.duration_since(*started) >= window {
+            (*started, *used) = (now, 0);
         }
-        let allowed = self.rate_window.1 < limit.limit;
+        let allowed = *used < limit;
         if allowed {
-            self.rate_window.1 += 1;
+            *used += 1;
         }
-        let reset_in = window.saturating_sub(now.duration_since(self.rate_window.0));
-        Some((
-            limit.limit,
-            limit.limit - self.rate_window.1,
-            // The window's true end, rounded up to the Unix second SendGrid reports.
-            (unix_now_f64() + reset_in.as_secs_f64()).ceil() as u64,
-            allowed,
-        ))
+        let reset_in = window.saturating_sub(now.duration_since(*started));
+        let headers = RateHeaders {
+            limit,
+            remaining: limit - *used,
+            reset: self.reset_header(reset_in),
+        };
+        Some((headers, allowed))
+    }
+
+    /// `X-RateLimit-Reset` for a window ending in `reset_in`: whole seconds until then
+    /// (rounded up), or the Unix second it ends.
+    pub fn reset_header(&self, reset_in: Duration) -> u64 {
+        let unix = self.config.rate_limits.is_some_and(|l| l.unix_resets);
+        if unix {
+            (unix_now_f64() + reset_in.as_secs_f64()).ceil() as u64
+        } else {
+            reset_in.as_secs_f64().ceil() as u64
+        }
+    }
+
+    /// How the next import job ends: scripted, or failed as one in `fail_one_job_in`.
+    pub fn next_job_end(&mut self) -> JobEnd {
+        self.jobs_created += 1;
+        match self.faults.jobs.pop_front() {
+            Some(Fault::FailJob) => JobEnd::Fail,
+            Some(Fault::ErrorJob { emails }) => {
+                JobEnd::Error(emails.into_iter().map(|e| e.to_lowercase()).collect())
+            }
+            _ => {
+                let every = u64::from(self.config.fail_one_job_in);
+                if every > 0 && self.jobs_created % every == 0 {
+                    JobEnd::Fail
+                } else {
+                    JobEnd::Complete
+                }
+            }
+        }
     }
 
     /// Ends the jobs whose delay has passed, applying their contacts.
@@ -294,6 +418,7 @@ impl State {
             let job = self.jobs.get_mut(&id).expect("listed");
             let contacts = std::mem::take(&mut job.contacts);
             let (end, list_ids) = (job.end.clone(), job.list_ids.clone());
+            let job_requested = job.requested as u64;
             let (mut created, mut updated, mut errored) = (0, 0, 0);
             let mut errors = Vec::new();
             let status = match &end {
@@ -302,7 +427,10 @@ impl State {
                     for (email, c) in contacts {
                         if matches!(&end, JobEnd::Error(bad) if bad.contains(&email)) {
                             errored += 1;
-                            errors.push((email, "email address is undeliverable".to_owned()));
+                            errors.push((
+                                email,
+                                "undeliverable: bounced, blocked or invalid".to_owned(),
+                            ));
                             continue;
                         }
                         if self.upsert(email, c, &list_ids) {
@@ -311,12 +439,19 @@ impl State {
                             updated += 1;
                         }
                     }
-                    if errored > 0 { "errored" } else { "completed" }
+                    match errored {
+                        0 => "completed",
+                        // A job in which every contact errored ends `failed` (with its
+                        // errors file), as the live API's does.
+                        n if n == job_requested => "failed",
+                        _ => "errored",
+                    }
                 }
             };
             let j = self.jobs.get_mut(&id).expect("listed");
             j.result = Some((status, created, updated, errored));
             j.errors = errors;
+            j.ended = Some(Instant::now());
         }
     }
 
@@ -351,12 +486,6 @@ impl State {
             .filter(|c| c.list_ids.contains(list_id))
             .count()
     }
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn unix_now_f64() -> f64 {

@@ -1,54 +1,70 @@
 //! An import job's errors file: CSV with a header row. Its columns are not documented; the
-//! email is the column whose header names it (else the first), the message the column
-//! whose header says error or message (else the other columns joined).
+//! email is the column whose header names it, the message the column whose header says
+//! error or message (else the other columns joined). A file without an email column, or
+//! with a row that is not CSV, is unreadable: nothing in it is guessed.
 
 use pipeline_sink::SinkReject;
 
-/// The contacts an errors file names, as rejects (without their job id).
-pub fn parse_errors_file(text: &str) -> Vec<SinkReject> {
+/// The contacts an errors file names, as rejects (without their job id), or why the file
+/// cannot be read.
+pub fn parse_errors_file(text: &str) -> Result<Vec<SinkReject>, String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
-    let headers: Vec<String> = match reader.headers() {
-        Ok(h) => h.iter().map(str::to_ascii_lowercase).collect(),
-        Err(_) => return Vec::new(),
-    };
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| format!("not CSV: {e}"))?
+        .iter()
+        .map(str::to_ascii_lowercase)
+        .collect();
     let email_at = headers
         .iter()
         .position(|h| h.contains("email"))
-        .unwrap_or(0);
+        .ok_or_else(|| {
+            format!(
+                "no email column among its {} column(s) ({})",
+                headers.len(),
+                headers.join(", ").chars().take(120).collect::<String>()
+            )
+        })?;
     let message_at = headers
         .iter()
-        .position(|h| h.contains("error") || h.contains("message"));
-    reader
-        .records()
-        .filter_map(Result::ok)
-        .filter(|r| r.iter().any(|v| !v.is_empty()))
-        .filter_map(|record| {
-            let email = record.get(email_at)?.to_owned();
-            let message = match message_at.and_then(|i| record.get(i)) {
-                Some(m) => m.to_owned(),
-                None => record
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, v)| *i != email_at && !v.is_empty())
-                    .map(|(_, v)| v)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            };
-            Some(SinkReject {
-                email,
-                reason: "import_errored",
-                message: if message.is_empty() {
-                    "import error".into()
-                } else {
-                    message
-                },
-                job_id: None,
-            })
-        })
-        .collect()
+        .position(|h| h.contains("error") || h.contains("message") || h.contains("reason"));
+    let mut rejects = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| format!("not CSV: {e}"))?;
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let email = record.get(email_at).unwrap_or_default().to_owned();
+        if email.is_empty() {
+            let line = record.position().map_or(0, |p| p.line());
+            return Err(format!("line {line} names no email"));
+        }
+        let message = match message_at.and_then(|i| record.get(i)) {
+            Some(m) => m.to_owned(),
+            None => record
+                .iter()
+                .enumerate()
+                .filter(|(i, v)| *i != email_at && !v.is_empty())
+                .map(|(_, v)| v)
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        rejects.push(SinkReject {
+            email,
+            reason: "import_errored",
+            message: if message.is_empty() {
+                "import error".into()
+            } else {
+                message
+            },
+            job_id: None,
+        });
+    }
+    Ok(rejects)
 }
 
 #[cfg(test)]
@@ -58,7 +74,8 @@ mod tests {
     #[test]
     fn errors_file_lines_become_rejects() {
         let rejects =
-            parse_errors_file("email,error\na@x.io,undeliverable\n\n\"b@y.io\",\"blocked\"\n");
+            parse_errors_file("email,error\na@x.io,undeliverable\n\n\"b@y.io\",\"blocked\"\n")
+                .unwrap();
         assert_eq!(rejects.len(), 2);
         assert_eq!(rejects[1].email, "b@y.io");
         assert_eq!(rejects[1].message, "blocked");
@@ -68,8 +85,9 @@ mod tests {
     #[test]
     fn quoted_commas_stay_in_their_field_and_columns_are_found_by_header() {
         let rejects = parse_errors_file(
-            "line,error,email\n2,\"invalid, too long\",c@z.io\n3,\"say \"\"no\"\"\",d@z.io\n",
-        );
+            "\u{feff}Line,Error,Email\n2,\"invalid, too long\",c@z.io\n3,\"say \"\"no\"\"\",d@z.io\n",
+        )
+        .unwrap();
         let got: Vec<(&str, &str)> = rejects
             .iter()
             .map(|r| (r.email.as_str(), r.message.as_str()))
@@ -78,5 +96,15 @@ mod tests {
             got,
             [("c@z.io", "invalid, too long"), ("d@z.io", "say \"no\"")]
         );
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_an_error_not_an_empty_list() {
+        let xml = "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code></Error>";
+        let err = parse_errors_file(xml).unwrap_err();
+        assert!(err.starts_with("no email column"), "{err}");
+        let err = parse_errors_file("error,email\nbounced,\n").unwrap_err();
+        assert_eq!(err, "line 2 names no email");
+        assert_eq!(parse_errors_file("email,error\n").unwrap(), []);
     }
 }

@@ -11,7 +11,9 @@ use crate::errors_file::parse_errors_file;
 use crate::sink_error;
 
 /// Polls every job until it ends or the timeout passes; reads errored jobs' errors files
-/// and returns the contacts they name. A job SendGrid does not know (404) is `failed`.
+/// and returns the contacts they name. A job SendGrid does not know (404) is `failed`. A
+/// job whose errors file cannot be read keeps its status and says why in
+/// [`JobReport::errors_unread`]; none of its contacts then count as synced.
 pub async fn follow_jobs(
     client: &Client,
     jobs: &mut [JobReport],
@@ -31,31 +33,37 @@ pub async fn follow_jobs(
                 }
                 Err(e) => return Err(sink_error(e)),
             };
+            let results = &status.results;
+            // Counts are filled while a job is pending too; they are final once it ends.
+            job.requested = results.requested_count as u64;
+            job.created = results.created_count as u64;
+            job.updated = results.updated_count as u64;
+            job.errored = results.errored_count as u64;
             job.status = match status.status.as_str() {
                 "completed" => JobStatus::Completed,
                 "errored" => JobStatus::Errored,
+                // A job in which every contact errored ends `failed` with an errors file:
+                // its contacts were refused, the job did not fail.
+                "failed" if job.errored > 0 && results.errors_url.is_some() => JobStatus::Errored,
                 "failed" => JobStatus::Failed,
                 _ => JobStatus::Pending,
             };
-            job.requested = status.results.requested_count as u64;
-            job.created = status.results.created_count as u64;
-            job.updated = status.results.updated_count as u64;
-            job.errored = status.results.errored_count as u64;
             if job.status.open() {
                 pending += 1;
                 continue;
             }
-            if let Some(url) = status
-                .results
-                .errors_url
-                .as_deref()
-                .filter(|_| job.errored > 0)
-            {
-                let text = client.fetch_errors(url).await.map_err(sink_error)?;
-                rejects.extend(parse_errors_file(&text).into_iter().map(|mut r| {
+            if job.errored == 0 {
+                continue;
+            }
+            match read_errors(client, results.errors_url.as_deref(), job.errored).await {
+                Ok(named) => rejects.extend(named.into_iter().map(|mut r| {
                     r.job_id = Some(job.job_id.clone());
                     r
-                }));
+                })),
+                Err(why) => {
+                    tracing::warn!(job = %job.job_id, reason = %why, "Cannot read the import job's errors file; its contacts are sent again next run");
+                    job.errors_unread = Some(why);
+                }
             }
         }
         if pending == 0 || Instant::now() >= deadline {
@@ -65,4 +73,26 @@ pub async fn follow_jobs(
         tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;
         wait = (wait * 2).min(Duration::from_secs(5));
     }
+}
+
+/// The contacts an errors file names, when it can be read and names at least `errored`.
+async fn read_errors(
+    client: &Client,
+    url: Option<&str>,
+    errored: u64,
+) -> Result<Vec<SinkReject>, String> {
+    let url = url.ok_or("SendGrid gave no errors file for it")?;
+    let text = client
+        .fetch_errors(url)
+        .await
+        .map_err(|e| format!("its errors file could not be downloaded: {e}"))?;
+    let named =
+        parse_errors_file(&text).map_err(|e| format!("its errors file could not be read: {e}"))?;
+    if (named.len() as u64) < errored {
+        return Err(format!(
+            "its errors file names {} contact(s), but {errored} errored",
+            named.len()
+        ));
+    }
+    Ok(named)
 }

@@ -33,6 +33,7 @@ pub fn sink_error(e: ClientError) -> SinkError {
         | ClientError::Config(_) => ErrorKind::Config,
         ClientError::Rejected { .. }
         | ClientError::Exhausted { .. }
+        | ClientError::RateLimited { .. }
         | ClientError::Unexpected { .. } => ErrorKind::Remote,
     };
     SinkError::Service {

@@ -137,6 +137,22 @@ pub struct JobReport {
     pub created: u64,
     pub updated: u64,
     pub errored: u64,
+    /// Why the job's errors file could not be read (expired, refused, unparsable, or
+    /// naming fewer contacts than `errored`): none of the job's contacts count as synced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors_unread: Option<String>,
+}
+
+impl JobReport {
+    /// The status the sync protocol folds by: a job whose errors file could not be read
+    /// is, for its contacts, as good as failed (they are all sent again).
+    pub fn fold_status(&self) -> JobStatus {
+        if self.errors_unread.is_some() {
+            JobStatus::Failed
+        } else {
+            self.status
+        }
+    }
 }
 
 /// A contact SendGrid refused.

@@ -110,6 +110,10 @@ pub struct Connection {
     /// Attempts per request on 5xx, 408, timeouts and dropped connections.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// Longest time one request may wait out SendGrid's rate limit (429 answers and spent
+    /// budgets together) before the run fails, in seconds.
+    #[serde(default = "default_rate_limit_wait")]
+    pub rate_limit_wait_secs: u64,
 }
 
 fn default_concurrency() -> usize {
@@ -122,6 +126,10 @@ fn default_request_timeout() -> u64 {
 
 fn default_max_attempts() -> u32 {
     6
+}
+
+fn default_rate_limit_wait() -> u64 {
+    600
 }
 
 /// Format of a source.

@@ -99,6 +99,7 @@ mod tests {
             concurrency: 2,
             request_timeout_secs: 60,
             max_attempts: 6,
+            rate_limit_wait_secs: 600,
         }
     }
 

@@ -77,6 +77,12 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
         if c.max_attempts == 0 {
             err(at("max_attempts"), "must be at least 1".into());
         }
+        if !(1..=86_400).contains(&c.rate_limit_wait_secs) {
+            err(
+                at("rate_limit_wait_secs"),
+                "must be between 1 and 86400 (a day)".into(),
+            );
+        }
         if let Some(Err(message)) = c.endpoint.as_deref().map(check_endpoint) {
             err(at("endpoint"), message);
         }

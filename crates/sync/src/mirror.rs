@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use sendgrid_client::{Client, ClientError};
+use sendgrid_client::{Client, ClientError, MAX_SEARCH_EMAIL_CHARS};
 use serde::Serialize;
 
 use crate::{Diff, RemovalOutcome, SyncReport};
@@ -69,7 +69,8 @@ pub struct Removal {
     pub list_id: String,
     /// Contacts whose membership was removed.
     pub removed: u64,
-    /// Emails SendGrid does not know (nothing to remove).
+    /// Leavers SendGrid does not know (nothing to remove): never imported, deleted in
+    /// SendGrid, or an address SendGrid calls invalid. They count as removed.
     pub not_found: u64,
     pub requests: u64,
 }
@@ -80,7 +81,11 @@ pub const SEARCH_BATCH: usize = 100;
 pub const REMOVE_BATCH: usize = 100;
 
 /// Takes `emails` off list `list_id`: membership only, the contacts stay in the account.
-/// Emails are looked up by [`SEARCH_BATCH`], memberships removed by [`REMOVE_BATCH`].
+/// Emails are looked up by [`SEARCH_BATCH`] (addresses longer than search by emails takes
+/// through the identifiers search), memberships removed by [`REMOVE_BATCH`]. A batch that
+/// SendGrid refuses because one address is invalid (400), or because one contact
+/// vanished between lookup and removal (404), is split until the culprit stands alone;
+/// it then counts as not found. A missing list is an error.
 pub async fn remove_from_list(
     client: &Client,
     list_id: &str,
@@ -90,22 +95,79 @@ pub async fn remove_from_list(
         list_id: list_id.to_owned(),
         ..Default::default()
     };
+    let (short, long): (Vec<String>, Vec<String>) = emails
+        .iter()
+        .cloned()
+        .partition(|e| e.chars().count() <= MAX_SEARCH_EMAIL_CHARS);
     let mut ids = Vec::new();
-    for chunk in emails.chunks(SEARCH_BATCH) {
-        out.requests += 1;
-        for (_, id) in client.search_emails(chunk).await? {
-            match id {
-                Some(id) => ids.push(id),
-                None => out.not_found += 1,
-            }
+    for (emails, by_identifier) in [(short, false), (long, true)] {
+        for chunk in emails.chunks(SEARCH_BATCH) {
+            look_up(client, chunk, by_identifier, &mut ids, &mut out).await?;
         }
     }
-    for chunk in ids.chunks(REMOVE_BATCH) {
+    let mut list_checked = false;
+    let mut pending: Vec<&[String]> = ids.chunks(REMOVE_BATCH).rev().collect();
+    while let Some(part) = pending.pop() {
         out.requests += 1;
-        client.remove_list_contacts(list_id, chunk).await?;
-        out.removed += chunk.len() as u64;
+        match client.remove_list_contacts(list_id, part).await {
+            Ok(_) => out.removed += part.len() as u64,
+            Err(e @ ClientError::NotFound { .. }) => {
+                // One 404 means the list is gone or a contact is: ask which, once.
+                if !list_checked {
+                    out.requests += 1;
+                    if client.get_list(list_id).await?.is_none() {
+                        return Err(e);
+                    }
+                    list_checked = true;
+                }
+                if part.len() == 1 {
+                    out.not_found += 1;
+                } else {
+                    let (a, b) = part.split_at(part.len() / 2);
+                    pending.extend([b, a]);
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(out)
+}
+
+/// Looks `emails` up, splitting a batch SendGrid refuses for an invalid address.
+async fn look_up(
+    client: &Client,
+    emails: &[String],
+    by_identifier: bool,
+    ids: &mut Vec<String>,
+    out: &mut Removal,
+) -> Result<(), ClientError> {
+    let mut pending = vec![emails];
+    while let Some(part) = pending.pop() {
+        out.requests += 1;
+        let found = if by_identifier {
+            client.search_email_identifiers(part).await
+        } else {
+            client.search_emails(part).await
+        };
+        match found {
+            Ok(found) => {
+                for (_, id) in found {
+                    match id {
+                        Some(id) => ids.push(id),
+                        None => out.not_found += 1,
+                    }
+                }
+            }
+            Err(ClientError::Rejected { status: 400, .. }) if part.len() > 1 => {
+                let (a, b) = part.split_at(part.len() / 2);
+                pending.extend([b, a]);
+            }
+            // SendGrid calls the address invalid: it cannot be a contact.
+            Err(ClientError::Rejected { status: 400, .. }) => out.not_found += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

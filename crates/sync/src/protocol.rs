@@ -280,7 +280,8 @@ impl<'a> ExportSync<'a> {
         // 3. Fold this run's accepted bodies in; keep the unfinished ones for the next run.
         let jobs = summary.sink.as_ref().map_or(&[][..], |s| &s.jobs[..]);
         let mut statuses = statuses;
-        statuses.extend(jobs.iter().map(|j| (j.job_id.clone(), j.status)));
+        statuses.extend(jobs.iter().map(|j| (j.job_id.clone(), j.fold_status())));
+        note_unread_errors(jobs, &mut report);
         let mut rejects = resume_rejects;
         rejects.extend(summary.sink.iter().flat_map(|s| s.rejects.iter().cloned()));
         let journaled = read_journal(&state.journal())?;
@@ -340,7 +341,11 @@ impl<'a> ExportSync<'a> {
             })?;
         report.resumed_jobs = resumed.len() as u64;
         report.resumed_contacts = in_flight.iter().map(|b| b.contacts.len() as u64).sum();
-        let statuses = resumed.into_iter().map(|j| (j.job_id, j.status)).collect();
+        note_unread_errors(&resumed, report);
+        let statuses = resumed
+            .into_iter()
+            .map(|j| (j.job_id.clone(), j.fold_status()))
+            .collect();
         Ok((statuses, rejects))
     }
 
@@ -386,6 +391,19 @@ impl<'a> ExportSync<'a> {
         snapshot.save(&self.state.snapshot())?;
         report.removal = RemovalOutcome::Done;
         Ok(())
+    }
+}
+
+/// Says, for each job whose errors file could not be read, why its contacts are not
+/// marked synced.
+fn note_unread_errors(jobs: &[JobReport], report: &mut SyncReport) {
+    for job in jobs {
+        if let Some(why) = &job.errors_unread {
+            report.notes.push(format!(
+                "import job {} ({} contacts, {} errored): {why}; none of its contacts are marked synced, so the next run sends them again",
+                job.job_id, job.requested, job.errored
+            ));
+        }
     }
 }
 

@@ -20,7 +20,12 @@ pub(super) async fn upsert(
         Some(Fault::Status { status }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let rate = if status == StatusCode::TOO_MANY_REQUESTS {
-                Rate(Some((rate.0.map_or(600, |r| r.0), 0, unix_now() + 1)))
+                let reset = app.lock().reset_header(Duration::from_secs(1));
+                Rate(Some(RateHeaders {
+                    limit: rate.0.map_or(200, |r| r.limit),
+                    remaining: 0,
+                    reset,
+                }))
             } else {
                 rate
             };
@@ -106,13 +111,7 @@ pub(super) async fn upsert(
             errors(Some("list_ids"), &message),
         );
     }
-    let end = match account.faults.jobs.pop_front() {
-        Some(Fault::FailJob) => JobEnd::Fail,
-        Some(Fault::ErrorJob { emails }) => {
-            JobEnd::Error(emails.into_iter().map(|e| e.to_lowercase()).collect())
-        }
-        _ => JobEnd::Complete,
-    };
+    let end = account.next_job_end();
     let job_id = account.uuid();
     let delay = Duration::from_millis(account.config.import_delay_ms);
     account.jobs.insert(
@@ -125,6 +124,7 @@ pub(super) async fn upsert(
             end,
             result: None,
             errors: Vec::new(),
+            ended: None,
         },
     );
     drop(account);
@@ -241,7 +241,7 @@ fn parse_upsert(
     if !problems.is_empty() {
         let named: Vec<Value> = problems
             .iter()
-            .map(|(f, m)| json!({"field": f, "message": m}))
+            .map(|(f, m)| error(f.as_deref(), m))
             .collect();
         return Err(json!({ "errors": named }));
     }
@@ -361,20 +361,26 @@ pub(super) async fn import_status(call: Call, Path(id): Path<String>) -> Respons
         let mut account = app.lock();
         account.settle();
         account.jobs.get(&id).map(|job| {
-            let mut body = json!({"id": id, "job_type": "upsert", "status": "pending",
-                "results": {"requested_count": job.requested}});
-            if let Some((status, created, updated, errored)) = job.result {
-                body["status"] = json!(status);
-                body["results"] = json!({
+            // Counts are filled while the job is still pending, as the live API's are.
+            let (status, created, updated, errored) = job.result.unwrap_or(("pending", 0, 0, 0));
+            let mut body = json!({"id": id, "job_type": "upsert_contacts", "status": status,
+                "results": {
                     "requested_count": job.requested,
                     "created_count": created,
                     "updated_count": updated,
+                    "deleted_count": 0,
                     "errored_count": errored,
-                });
-                if !job.errors.is_empty() {
-                    body["results"]["errors_url"] =
-                        json!(format!("{}/_emulator/errors/{id}", app.base_url));
-                }
+                },
+                "started_at": "2026-01-01T00:00:00Z"});
+            if job.result.is_some() {
+                body["finished_at"] = json!("2026-01-01T00:00:20Z");
+            }
+            if !job.errors.is_empty() {
+                body["results"]["errors_url"] = json!(format!(
+                    "{}/errors/{id}.csv?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=900&X-Amz-Signature={}",
+                    app.files_url,
+                    &id.replace('-', "")
+                ));
             }
             body
         })
@@ -392,47 +398,160 @@ pub(super) async fn import_status(call: Call, Path(id): Path<String>) -> Respons
     }
 }
 
-/// The errors file of an errored job: CSV with the email and the error.
-pub(super) async fn errors_file(State(app): State<App>, Path(job_id): Path<String>) -> Response {
-    let account = app.lock();
-    match account.jobs.get(&job_id) {
-        Some(job) => {
-            let mut csv = String::from("email,error\n");
-            for (email, error) in &job.errors {
-                csv.push_str(&format!("{email},{error}\n"));
-            }
-            ([("content-type", "text/csv")], csv).into_response()
-        }
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
+/// An S3-style XML error, as a storage host answers a bad pre-signed link.
+fn storage_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>0000000000000000</RequestId></Error>"
+    );
+    (status, [("content-type", "application/xml")], xml).into_response()
 }
 
+/// The errors file of a job, from the storage host: CSV whose columns are not documented.
+/// The emulator puts the email last and quotes every value; a request that carries an
+/// API key is refused (a pre-signed link takes no other credentials), and after
+/// `errors_file_ttl_ms` the link has expired.
+pub(super) async fn errors_file(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(file): Path<String>,
+) -> Response {
+    let job_id = file.trim_end_matches(".csv");
+    let path = format!("/errors/{job_id}.csv");
+    let (status, response) = {
+        let account = app.lock();
+        let ttl = account.config.errors_file_ttl_ms.map(Duration::from_millis);
+        match account.jobs.get(job_id) {
+            _ if headers.contains_key("authorization") => (
+                StatusCode::BAD_REQUEST,
+                storage_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidArgument",
+                    "Only one auth mechanism allowed",
+                ),
+            ),
+            Some(job)
+                if job
+                    .ended
+                    .zip(ttl)
+                    .is_some_and(|(at, ttl)| at.elapsed() > ttl) =>
+            {
+                (
+                    StatusCode::FORBIDDEN,
+                    storage_error(StatusCode::FORBIDDEN, "AccessDenied", "Request has expired"),
+                )
+            }
+            Some(job) if !job.errors.is_empty() => {
+                let mut out = csv::WriterBuilder::new()
+                    .quote_style(csv::QuoteStyle::Always)
+                    .from_writer(Vec::new());
+                let written = out.write_record(["line", "error", "email"]).and_then(|()| {
+                    job.errors
+                        .iter()
+                        .enumerate()
+                        .try_for_each(|(i, (email, error))| {
+                            out.write_record([(i + 2).to_string().as_str(), error, email])
+                        })
+                });
+                let body = written
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| out.into_inner().map_err(|e| e.to_string()));
+                match body {
+                    Ok(body) => (
+                        StatusCode::OK,
+                        ([("content-type", "text/csv")], body).into_response(),
+                    ),
+                    Err(e) => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        storage_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e),
+                    ),
+                }
+            }
+            _ => (
+                StatusCode::NOT_FOUND,
+                storage_error(
+                    StatusCode::NOT_FOUND,
+                    "NoSuchKey",
+                    "The specified key does not exist.",
+                ),
+            ),
+        }
+    };
+    app.lock().log.push(LoggedRequest {
+        method: "GET".into(),
+        path,
+        status: status.as_u16(),
+        upserted: Vec::new(),
+        job_id: Some(job_id.to_owned()),
+    });
+    response
+}
+
+/// `POST /v3/marketing/contacts/search/emails`: at most 100 addresses of at most 100
+/// characters (the spec's limits); 400 when one is invalid, 404 when none is a contact.
 pub(super) async fn search_emails(call: Call, body: Bytes) -> Response {
+    let path = "/v3/marketing/contacts/search/emails";
+    search(call, path, "emails", Some(100), body)
+}
+
+/// `POST /v3/marketing/contacts/search/identifiers/{type}`: as search by emails, for
+/// addresses of any length. Only the `email` type is emulated.
+pub(super) async fn search_identifiers(
+    call: Call,
+    Path(identifier_type): Path<String>,
+    body: Bytes,
+) -> Response {
+    let path = format!("/v3/marketing/contacts/search/identifiers/{identifier_type}");
+    if identifier_type != "email" {
+        let Call { app, method, .. } = call;
+        let message = "the emulator searches by the email identifier only";
+        return answer(
+            &app,
+            &method,
+            &path,
+            Rate(None),
+            StatusCode::BAD_REQUEST,
+            errors(Some("identifier_type"), message),
+        );
+    }
+    search(call, &path, "identifiers", None, body)
+}
+
+fn search(call: Call, path: &str, key: &str, max_chars: Option<usize>, body: Bytes) -> Response {
     let Call {
         app,
         method,
         headers,
     } = call;
-    let path = "/v3/marketing/contacts/search/emails";
     let (rate, _) = gate!(app, headers, method, path, Access::Read);
-    let emails: Vec<String> = serde_json::from_slice::<Value>(&body)
+    let given: Vec<Value> = serde_json::from_slice::<Value>(&body)
         .ok()
-        .and_then(|v| v.get("emails").and_then(Value::as_array).cloned())
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e.as_str().map(str::to_lowercase))
-                .collect()
-        })
+        .and_then(|v| v.get(key).and_then(Value::as_array).cloned())
         .unwrap_or_default();
-    if emails.is_empty() || emails.len() > 100 {
-        return answer(
+    let refuse = |field: String, message: &str| {
+        answer(
             &app,
             &method,
             path,
             rate,
             StatusCode::BAD_REQUEST,
-            errors(Some("emails"), "give 1 to 100 emails"),
-        );
+            errors(Some(&field), message),
+        )
+    };
+    if given.is_empty() || given.len() > 100 {
+        return refuse(key.into(), "give 1 to 100 addresses");
+    }
+    let mut emails = Vec::with_capacity(given.len());
+    for (i, email) in given.iter().enumerate() {
+        match email.as_str() {
+            Some(e) if max_chars.is_some_and(|max| longer_than(e, max)) => {
+                return refuse(
+                    format!("{key}[{i}]"),
+                    "length must be less than or equal to 100",
+                );
+            }
+            Some(e) if email_ok(e) => emails.push(e.to_lowercase()),
+            _ => return refuse(format!("{key}[{i}]"), "must be a valid email address"),
+        }
     }
     let result: Map<String, Value> = {
         let mut account = app.lock();
@@ -448,6 +567,16 @@ pub(super) async fn search_emails(call: Call, body: Bytes) -> Response {
             })
             .collect()
     };
+    if result.values().all(|v| v.get("contact").is_none()) {
+        return answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::NOT_FOUND,
+            errors(None, "No contacts found"),
+        );
+    }
     answer(
         &app,
         &method,

@@ -55,13 +55,14 @@ pub(super) async fn get_list(call: Call, Path(id): Path<String>) -> Response {
     };
     match body {
         Some(body) => answer(&app, &method, &path, rate, StatusCode::OK, body),
+        // The spec's 404 for a list is a bare array of errors.
         None => answer(
             &app,
             &method,
             &path,
             rate,
             StatusCode::NOT_FOUND,
-            errors(None, "list not found"),
+            json!([error(Some("id"), "list not found")]),
         ),
     }
 }
@@ -83,7 +84,7 @@ pub(super) async fn remove_from_list(
     } = call;
     let path = format!("/v3/marketing/lists/{id}/contacts");
     let (rate, _) = gate!(app, headers, method, path, Access::Write);
-    let ids: Vec<String> = query
+    let ids: BTreeSet<String> = query
         .contact_ids
         .unwrap_or_default()
         .split(',')
@@ -91,18 +92,29 @@ pub(super) async fn remove_from_list(
         .map(str::to_owned)
         .collect();
     if ids.is_empty() {
+        // The spec's 400 here is a single error object.
         return answer(
             &app,
             &method,
             &path,
             rate,
             StatusCode::BAD_REQUEST,
-            errors(Some("contact_ids"), "is required"),
+            error(Some("contact_ids"), "is required"),
         );
     }
+    // 404 when the list or any of the contacts does not exist; nothing is removed then.
     let job_id = {
         let mut account = app.lock();
-        if !account.lists.contains_key(&id) {
+        account.settle();
+        for email in std::mem::take(&mut account.faults.vanish_before_removal) {
+            account.contacts.remove(&email.to_lowercase());
+        }
+        let known = account
+            .contacts
+            .values()
+            .filter(|c| ids.contains(&c.id))
+            .count();
+        if !account.lists.contains_key(&id) || known < ids.len() {
             None
         } else {
             for contact in account.contacts.values_mut() {
@@ -128,7 +140,7 @@ pub(super) async fn remove_from_list(
             &path,
             rate,
             StatusCode::NOT_FOUND,
-            errors(None, "list not found"),
+            errors(None, "the list or one or more contact IDs do not exist"),
         ),
     }
 }

@@ -15,7 +15,7 @@ macro_rules! gate {
 mod contacts;
 mod lists;
 
-use contacts::{errors_file, import_status, search_emails, upsert};
+use contacts::{errors_file, import_status, search_emails, search_identifiers, upsert};
 use lists::{create_field, create_list, field_definitions, get_list, remove_from_list, scopes};
 
 use std::collections::BTreeSet;
@@ -35,8 +35,8 @@ use serde_json::{Map, Value, json};
 use crate::DropConnection;
 use crate::fields::{ContactFields, RESERVED, UpsertRequest};
 use crate::state::{
-    Contact, Fault, Faults, FieldDef, Job, JobEnd, KeyConfig, List, LoggedRequest,
-    State as Account, Upserted, unix_now,
+    Contact, Fault, Faults, FieldDef, Job, KeyConfig, List, LoggedRequest, RateHeaders,
+    State as Account, Upserted,
 };
 
 /// SendGrid refuses request bodies of this many bytes or more.
@@ -47,6 +47,8 @@ const MAX_CONTACTS: usize = 30_000;
 struct App {
     account: Arc<Mutex<Account>>,
     base_url: String,
+    /// Where errors files are served: another host, as far as a client can tell.
+    files_url: String,
 }
 
 impl App {
@@ -78,11 +80,26 @@ impl axum::extract::FromRequestParts<App> for Call {
     }
 }
 
-pub(crate) fn router(account: Arc<Mutex<Account>>, addr: SocketAddr) -> Router {
+/// The storage host's routes: errors files by pre-signed link, no key.
+pub(crate) fn files_router(account: Arc<Mutex<Account>>) -> Router {
+    Router::new()
+        .route("/errors/{file}", get(errors_file))
+        .with_state(App {
+            account,
+            base_url: String::new(),
+            files_url: String::new(),
+        })
+}
+
+pub(crate) fn router(account: Arc<Mutex<Account>>, addr: SocketAddr, files: SocketAddr) -> Router {
     Router::new()
         .route("/v3/marketing/contacts", put(upsert))
         .route("/v3/marketing/contacts/imports/{id}", get(import_status))
         .route("/v3/marketing/contacts/search/emails", post(search_emails))
+        .route(
+            "/v3/marketing/contacts/search/identifiers/{identifier_type}",
+            post(search_identifiers),
+        )
         .route("/v3/marketing/lists", post(create_list))
         .route("/v3/marketing/lists/{id}", get(get_list))
         .route(
@@ -96,11 +113,11 @@ pub(crate) fn router(account: Arc<Mutex<Account>>, addr: SocketAddr) -> Router {
         .route("/v3/scopes", get(scopes))
         .route("/_emulator/state", get(inspect))
         .route("/_emulator/faults", post(add_faults))
-        .route("/_emulator/errors/{job_id}", get(errors_file))
         .layer(DefaultBodyLimit::max(64 << 20))
         .with_state(App {
             account,
             base_url: format!("http://{addr}"),
+            files_url: format!("http://{files}"),
         })
 }
 
@@ -114,10 +131,26 @@ enum Access {
 
 /// Rate-limit headers for one answer.
 #[derive(Clone, Copy)]
-struct Rate(Option<(u32, u32, u64)>);
+struct Rate(Option<RateHeaders>);
 
+/// SendGrid's error body. The spec types `field` as a string: it is left out, not null,
+/// when no field is to blame.
 fn errors(field: Option<&str>, message: &str) -> Value {
-    json!({"errors": [{"field": field, "message": message}]})
+    json!({ "errors": [error(field, message)] })
+}
+
+/// The gate's error body (401, 403, 429) as SendGrid documents it, with `"field": null`
+/// (its spec's `ErrorResponse` allows null there).
+fn gate_error(message: &str) -> Value {
+    json!({"errors": [{"field": null, "message": message}]})
+}
+
+/// One error object.
+fn error(field: Option<&str>, message: &str) -> Value {
+    match field {
+        Some(field) => json!({"field": field, "message": message}),
+        None => json!({ "message": message }),
+    }
 }
 
 /// Answers, logs and adds the rate-limit headers.
@@ -144,11 +177,12 @@ fn respond(app: &App, entry: LoggedRequest, rate: Rate, body: Value) -> Response
     let status = StatusCode::from_u16(entry.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     app.lock().log.push(entry);
     let mut response = (status, axum::Json(body)).into_response();
-    if let Some((limit, remaining, reset)) = rate.0 {
+    if let Some(rate) = rate.0 {
+        // Lower case, as recorded from the live API.
         let h = response.headers_mut();
-        h.insert("X-RateLimit-Limit", HeaderValue::from(limit));
-        h.insert("X-RateLimit-Remaining", HeaderValue::from(remaining));
-        h.insert("X-RateLimit-Reset", HeaderValue::from(reset));
+        h.insert("x-ratelimit-limit", HeaderValue::from(rate.limit));
+        h.insert("x-ratelimit-remaining", HeaderValue::from(rate.remaining));
+        h.insert("x-ratelimit-reset", HeaderValue::from(rate.reset));
     }
     response
 }
@@ -164,15 +198,15 @@ fn gate(
 ) -> Result<(Rate, KeyConfig), Response> {
     let (rate, allowed, key) = {
         let mut account = app.lock();
-        let rate = account.rate();
+        let rate = account.rate(path);
         let key = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .and_then(|k| account.config.keys.iter().find(|c| c.key == k).cloned());
-        (rate, rate.is_none_or(|r| r.3), key)
+        (rate, rate.is_none_or(|r| r.1), key)
     };
-    let headers = Rate(rate.map(|(l, r, reset, _)| (l, r, reset)));
+    let headers = Rate(rate.map(|(headers, _)| headers));
     if !allowed {
         return Err(answer(
             app,
@@ -180,7 +214,7 @@ fn gate(
             path,
             headers,
             StatusCode::TOO_MANY_REQUESTS,
-            errors(None, "too many requests"),
+            gate_error("too many requests"),
         ));
     }
     let Some(key) = key else {
@@ -190,7 +224,7 @@ fn gate(
             path,
             headers,
             StatusCode::UNAUTHORIZED,
-            errors(None, "authorization required"),
+            gate_error("authorization required"),
         ));
     };
     let permitted = access == Access::Any
@@ -211,7 +245,7 @@ fn gate(
             path,
             headers,
             StatusCode::FORBIDDEN,
-            errors(None, "access forbidden"),
+            gate_error("access forbidden"),
         ));
     }
     Ok((headers, key))

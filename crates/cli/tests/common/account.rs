@@ -1,0 +1,197 @@
+//! An emulated account and a folder of profile rows: the setting of the sync and
+//! live-behaviour tests.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
+use arrow::record_batch::RecordBatch;
+use sendgrid_emulator::{Config, Emulator, KeyConfig, marketing_scopes};
+use serde_json::Value;
+
+use super::*;
+
+pub const KEY: &str = "SG.sync-test-key";
+pub const OTHER_LIST: &str = "5f0c1d9e-8a7b-4c3d-9e2f-1a2b3c4d5e6f";
+
+/// One profile row.
+#[derive(Clone)]
+pub struct Row {
+    pub id: i64,
+    pub email: String,
+    pub first_name: String,
+    pub city: String,
+    pub subscribed: bool,
+}
+
+pub fn email(id: i64) -> String {
+    format!("customer{id:05}@example.com")
+}
+
+/// Profile `id`: subscribed, with a name and a city.
+pub fn row(id: i64) -> Row {
+    Row {
+        id,
+        email: email(id),
+        first_name: format!("Name{id}"),
+        city: format!("City{}", id % 7),
+        subscribed: true,
+    }
+}
+
+pub fn rows(n: i64) -> Vec<Row> {
+    (1..=n).map(row).collect()
+}
+
+pub fn write_profiles(dir: &Path, rows: &[Row]) {
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "customer_id",
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.id))),
+        ),
+        (
+            "email",
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.email.as_str()),
+            )),
+        ),
+        (
+            "first_name",
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.first_name.as_str()),
+            )),
+        ),
+        (
+            "city",
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.city.as_str()),
+            )),
+        ),
+        (
+            "is_subscribed",
+            Arc::new(BooleanArray::from(
+                rows.iter().map(|r| r.subscribed).collect::<Vec<_>>(),
+            )),
+        ),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let file = std::fs::File::create(dir.join("data/profiles.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// An account in the emulator, with the lists `daily` and `other`, and a folder for the
+/// pipeline, its data and its state.
+pub struct Setup {
+    pub emulator: Emulator,
+    pub dir: tempfile::TempDir,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Setup {
+    pub fn new(import_delay_ms: u64) -> Self {
+        Self::with(Config {
+            import_delay_ms,
+            ..Config::default()
+        })
+    }
+
+    /// An account configured by `config` (its keys and lists are set here).
+    pub fn with(config: Config) -> Self {
+        let (rt, emulator) = start_emulator(Config {
+            keys: vec![KeyConfig {
+                key: KEY.into(),
+                scopes: marketing_scopes(),
+            }],
+            lists: vec![
+                (LIST.into(), "daily".into()),
+                (OTHER_LIST.into(), "other".into()),
+            ],
+            ..config
+        });
+        Self {
+            emulator,
+            dir: tempfile::tempdir().unwrap(),
+            _rt: rt,
+        }
+    }
+
+    /// Writes the pipeline: one export `daily` of the subscribed profiles.
+    pub fn pipeline(&self, export_lines: &str) -> &'static str {
+        let text = format!(
+            "version: 1
+connections:
+  marketing:
+    type: sendgrid
+    api_key: ${{SENDGRID_API_KEY}}
+    data_privacy_consent: true
+    endpoint: {}
+    max_attempts: 2
+sources:
+  profiles: {{ format: parquet, path: data/profiles.parquet }}
+segments:
+  subscribed: SELECT * FROM profiles WHERE is_subscribed
+exports:
+  - name: daily
+    connection: marketing
+    segments: [subscribed]
+    order_by: customer_id
+    contacts_per_request: 50
+{export_lines}",
+            self.emulator.url()
+        );
+        write(self.dir.path(), &text)
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        pipeline(self.dir.path(), args, &[("SENDGRID_API_KEY", KEY)])
+    }
+
+    pub fn run_json(&self, args: &[&str]) -> (Run, Value) {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let run = self.run(&all);
+        let doc = run.json();
+        let export = doc["exports"][0].clone();
+        (run, export)
+    }
+
+    /// Upserted emails in requests from `from` on, in order.
+    pub fn upserted_since(&self, from: usize) -> Vec<String> {
+        self.emulator.requests()[from..]
+            .iter()
+            .flat_map(|r| r.upserted.iter().map(|u| u.email.clone()))
+            .collect()
+    }
+
+    pub fn log_len(&self) -> usize {
+        self.emulator.requests().len()
+    }
+
+    /// A list's contacts by email with their first name.
+    pub fn list_names(&self, list: &str) -> BTreeMap<String, String> {
+        let state = self.emulator.inspect();
+        state["lists"][list]["contacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["email"].as_str().unwrap().to_owned(),
+                    c["first_name"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn contacts_in_account(&self) -> u64 {
+        self.emulator.inspect()["contacts"].as_u64().unwrap()
+    }
+
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join(".state/daily")
+    }
+}
