@@ -146,14 +146,26 @@ pub async fn check(
         }
         match client.field_definitions().await {
             Ok(defs) => {
-                for name in query.custom_field_types.keys() {
+                for (name, ours) in &query.custom_field_types {
                     let subject = format!("export {} custom field {name}", export.name);
-                    verdicts.push(match defs.custom_fields.iter().find(|d| &d.name == name) {
-                        Some(d) => Verdict::pass(subject, format!("exists (id {}, {:?})", d.id, d.field_type)),
-                        None if export.create_missing_fields => {
+                    let found = pipeline_sendgrid::find_field(&defs.custom_fields, name);
+                    let mismatch = found.and_then(|d| {
+                        pipeline_sendgrid::type_mismatch(
+                            d,
+                            pipeline_sendgrid::field_type_named(ours),
+                        )
+                    });
+                    verdicts.push(match (found, mismatch) {
+                        (_, Some(why)) => Verdict::fail(subject, why),
+                        (Some(d), None) if d.name != *name => Verdict::pass(
+                            subject,
+                            format!("exists as {} (id {}, {:?}); names match whatever their case", d.name, d.id, d.field_type),
+                        ),
+                        (Some(d), None) => Verdict::pass(subject, format!("exists (id {}, {:?})", d.id, d.field_type)),
+                        (None, _) if export.create_missing_fields => {
                             Verdict::pass(subject, "missing; the run creates it (create_missing_fields)".into())
                         }
-                        None => Verdict::fail(
+                        (None, _) => Verdict::fail(
                             subject,
                             "does not exist: create it in SendGrid, or set create_missing_fields: true".into(),
                         ),

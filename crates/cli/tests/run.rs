@@ -59,7 +59,7 @@ fn quickstart_dry_run_writes_the_expected_contacts() {
     assert!(contacts[10].get("last_name").is_none(), "{}", contacts[10]);
     assert_eq!(
         contacts[0]["custom_fields"],
-        json!({"lifetime_value": 12500, "signup_date": "01/09/2022"})
+        json!({"lifetime_value": 12500, "signup_date": "2022-01-09T00:00:00Z"})
     );
 
     let body = &bodies(&out.path().join("newsletter"))[0];

@@ -386,6 +386,57 @@ fn a_missing_custom_field_fails_before_anything_is_sent_or_is_created_when_asked
 }
 
 #[test]
+fn custom_fields_match_whatever_their_case_and_dates_go_as_iso_8601() {
+    let s = Setup::new(
+        vec![("Lifetime_Value", "Number"), ("Signup_Date", "Date")],
+        Faults::default(),
+    );
+    let file = s.pipeline(
+        &EXPORT_LTV.replace(
+            "{ lifetime_value: lifetime_value }",
+            "{ lifetime_value: lifetime_value, signup_date: signup_date }",
+        ),
+        "",
+    );
+    let check = s.run(&["check", file], KEY);
+    assert_eq!(check.code, 0, "{}", check.stdout);
+    assert!(
+        check.stdout.contains(
+            "ok   export newsletter custom field lifetime_value: exists as Lifetime_Value"
+        ),
+        "{}",
+        check.stdout
+    );
+    let run = s.run(&["run", file], KEY);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let state = s.emulator.inspect();
+    let ada = &state["lists"][LIST]["contacts"][0];
+    assert_eq!(ada["email"], "ada.lovelace@example.com");
+    assert_eq!(ada["custom_fields"]["Lifetime_Value"], 12500.0);
+    assert_eq!(ada["custom_fields"]["Signup_Date"], "2022-01-09T00:00:00Z");
+}
+
+#[test]
+fn a_column_that_cannot_fill_its_fields_type_fails_check_and_run_before_sending() {
+    let s = Setup::new(vec![("lifetime_value", "Text")], Faults::default());
+    let file = s.pipeline(EXPORT_LTV, "");
+    let expected = "custom field lifetime_value is a Text field in SendGrid, but its mapped value is a number: map CAST(<expression> AS VARCHAR) instead";
+    let check = s.run(&["check", file], KEY);
+    assert_eq!(check.code, 4, "{}", check.stdout);
+    assert!(
+        check.stdout.contains(&format!(
+            "FAIL export newsletter custom field lifetime_value: {expected}"
+        )),
+        "{}",
+        check.stdout
+    );
+    let run = s.run(&["run", file], KEY);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains(expected), "{}", run.stderr);
+    assert!(s.upserted_emails().is_empty());
+}
+
+#[test]
 fn check_gives_a_verdict_per_item() {
     let s = Setup::new(vec![], Faults::default());
     let file = s.pipeline(EXPORT_LTV, "");

@@ -55,7 +55,18 @@ enum Shape {
     EmailList,
     Integer,
     Float,
-    Date,
+    Date(DateForm),
+}
+
+/// What a date custom field is filled from: each is sent as an ISO 8601 timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DateForm {
+    /// A date: midnight UTC that day.
+    Day,
+    /// A timestamp without a zone, taken as UTC.
+    Naive,
+    /// A timestamp with a zone, sent with its offset.
+    Zoned,
 }
 
 struct Mapped {
@@ -264,7 +275,9 @@ fn shape_of(field: &ContactField, data_type: &DataType) -> Result<Shape, String>
             Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => Ok(Shape::Integer),
             Float16 | Float32 | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..)
             | Decimal256(..) => Ok(Shape::Float),
-            Date32 | Date64 | Timestamp(..) => Ok(Shape::Date),
+            Date32 | Date64 => Ok(Shape::Date(DateForm::Day)),
+            Timestamp(_, None) => Ok(Shape::Date(DateForm::Naive)),
+            Timestamp(_, Some(_)) => Ok(Shape::Date(DateForm::Zoned)),
             t if is_string(t) || matches!(t, Boolean | Null) => Ok(Shape::Text),
             _ => Err("a custom field takes text, a number or a date".into()),
         },
@@ -279,8 +292,11 @@ fn value_sql(expr: &str, shape: Shape) -> String {
         Shape::EmailList => expr.to_string(),
         Shape::Integer => format!("CAST({expr} AS BIGINT)"),
         Shape::Float => format!("CAST({expr} AS DOUBLE)"),
-        // SendGrid's date custom fields take MM/DD/YYYY.
-        Shape::Date => format!("to_char({expr}, '%m/%d/%Y')"),
+        // ISO 8601, as recorded traffic of the live API shows Date fields taking (its
+        // MM/DD/YYYY is documented for CSV imports only); see docs/sendgrid.md.
+        Shape::Date(DateForm::Day) => format!("to_char({expr}, '%Y-%m-%dT00:00:00Z')"),
+        Shape::Date(DateForm::Naive) => format!("to_char({expr}, '%Y-%m-%dT%H:%M:%SZ')"),
+        Shape::Date(DateForm::Zoned) => format!("to_char({expr}, '%Y-%m-%dT%H:%M:%S%:z')"),
     }
 }
 
@@ -419,7 +435,7 @@ fn build_sql(
             .map(|m| {
                 let t = match m.shape {
                     Shape::Integer | Shape::Float => "Number",
-                    Shape::Date => "Date",
+                    Shape::Date(_) => "Date",
                     _ => "Text",
                 };
                 (m.field.name.clone(), t)

@@ -69,15 +69,17 @@ impl SendgridSink {
     ) -> Self {
         self.custom_types = types
             .into_iter()
-            .map(|(name, t)| {
-                let t = match *t {
-                    "Number" => FieldType::Number,
-                    "Date" => FieldType::Date,
-                    _ => FieldType::Text,
-                };
-                (name.clone(), t)
-            })
+            .map(|(name, t)| (name.clone(), field_type_named(t)))
             .collect();
         self
+    }
+}
+
+/// SendGrid's field type for the engine's type name (`Text`, `Number`, `Date`).
+pub fn field_type_named(name: &str) -> FieldType {
+    match name {
+        "Number" => FieldType::Number,
+        "Date" => FieldType::Date,
+        _ => FieldType::Text,
     }
 }

@@ -16,8 +16,9 @@ pub mod preflight;
 mod sink;
 pub mod upload;
 
-pub use config::{SendgridSettings, SendgridSink};
+pub use config::{SendgridSettings, SendgridSink, field_type_named};
 pub use jobs::follow_jobs;
+pub use preflight::{find_field, type_mismatch};
 
 use pipeline_sink::SinkError;
 use pipeline_spec::ErrorKind;

@@ -4,11 +4,46 @@
 use std::collections::BTreeMap;
 
 use pipeline_sink::{ContactField, ExportTarget, FieldKind, SinkError};
-use sendgrid_client::FieldType;
+use sendgrid_client::{FieldDefinition, FieldType};
 
 use crate::{SendgridSink, sink_error};
 
+/// The account's definition of custom field `name`. SendGrid's field names are unique
+/// whatever their case, so `lifetime_value` finds `Lifetime_Value`.
+pub fn find_field<'a>(defs: &'a [FieldDefinition], name: &str) -> Option<&'a FieldDefinition> {
+    defs.iter().find(|d| d.name.eq_ignore_ascii_case(name))
+}
+
+/// Why a value of type `ours` cannot fill the account's field `def`, if it cannot.
+pub fn type_mismatch(def: &FieldDefinition, ours: FieldType) -> Option<String> {
+    if def.field_type == ours {
+        return None;
+    }
+    let value = match ours {
+        FieldType::Text => "text",
+        FieldType::Number => "a number",
+        FieldType::Date => "a date or timestamp",
+    };
+    let cast = match def.field_type {
+        FieldType::Text => "VARCHAR",
+        FieldType::Number => "DOUBLE",
+        FieldType::Date => "DATE",
+    };
+    Some(format!(
+        "custom field {} is a {:?} field in SendGrid, but its mapped value is {value}: map CAST(<expression> AS {cast}) instead",
+        def.name, def.field_type
+    ))
+}
+
 impl SendgridSink {
+    /// The SendGrid type the planned value of custom field `name` fills.
+    fn custom_type(&self, name: &str) -> FieldType {
+        self.custom_types
+            .get(name)
+            .copied()
+            .unwrap_or(FieldType::Text)
+    }
+
     /// The export's fields with custom field names replaced by their ids.
     pub(crate) async fn preflight(
         &self,
@@ -36,20 +71,34 @@ impl SendgridSink {
         if custom.is_empty() {
             return Ok(target.fields.clone());
         }
-        let mut ids: BTreeMap<String, String> = self
+        let defs = self
             .client
             .field_definitions()
             .await
             .map_err(sink_error)?
-            .custom_fields
-            .into_iter()
-            .map(|d| (d.name, d.id))
-            .collect();
-        let missing: Vec<&str> = custom
-            .iter()
-            .filter(|f| !ids.contains_key(&f.name))
-            .map(|f| f.name.as_str())
-            .collect();
+            .custom_fields;
+        let mut ids: BTreeMap<String, String> = BTreeMap::new();
+        let mut missing = Vec::new();
+        let mut mismatched = Vec::new();
+        for field in custom {
+            let ours = self.custom_type(&field.name);
+            match find_field(&defs, &field.name) {
+                Some(def) => match type_mismatch(def, ours) {
+                    Some(why) => mismatched.push(why),
+                    None => {
+                        ids.insert(field.name.clone(), def.id.clone());
+                    }
+                },
+                None => missing.push(field.name.as_str()),
+            }
+        }
+        if !mismatched.is_empty() {
+            return Err(SinkError::Config(format!(
+                "export `{}`: {}",
+                target.export,
+                mismatched.join("; ")
+            )));
+        }
         if !missing.is_empty() && !self.settings.create_missing_fields {
             return Err(SinkError::Config(format!(
                 "custom field(s) {} do not exist in this SendGrid account: create them, or set create_missing_fields: true on export `{}`",
@@ -58,14 +107,9 @@ impl SendgridSink {
             )));
         }
         for name in missing {
-            let field_type = self
-                .custom_types
-                .get(name)
-                .copied()
-                .unwrap_or(FieldType::Text);
             let created = self
                 .client
-                .create_field(name, field_type)
+                .create_field(name, self.custom_type(name))
                 .await
                 .map_err(sink_error)?;
             tracing::info!(field = name, id = %created.id, "Created custom field");

@@ -18,7 +18,7 @@ pub use error::{Diagnostic, Location, SpecError};
 pub use kind::{Classified, ErrorKind};
 pub use model::*;
 pub use secret::{ApiKey, resolve_api_key};
-pub use validate::{is_loopback_http, is_uuid};
+pub use validate::{SENDGRID_RESERVED_FIELDS, check_custom_field_name, is_loopback_http, is_uuid};
 
 /// A parsed, interpolated and validated pipeline file.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 //!
 //! No file, network or credential is touched; SQL is checked later against the sources.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::Diagnostic;
 use crate::interpolate::sole_reference;
@@ -211,11 +211,17 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
                 );
             }
         }
+        let mut folded: BTreeMap<String, &str> = BTreeMap::new();
         for name in e.mapping.custom_fields.keys() {
-            if name.trim().is_empty() {
+            let field = format!("exports[{i}].mapping.custom_fields.{name}");
+            if let Err(message) = check_custom_field_name(name) {
+                err(field, message);
+            } else if let Some(first) = folded.insert(name.to_ascii_lowercase(), name) {
                 err(
-                    at("mapping.custom_fields"),
-                    "a custom field name is empty".into(),
+                    field,
+                    format!(
+                        "SendGrid's field names are unique whatever their case: `{first}` and `{name}` are one field"
+                    ),
                 );
             }
         }
@@ -267,6 +273,74 @@ fn check_identifier(name: &str) -> Result<(), String> {
 }
 
 /// A UUID in its hyphenated 8-4-4-4-12 form (the form SendGrid's list ids take).
+/// Names SendGrid keeps for its own fields (from its field-definitions API and contact
+/// identifiers): a custom field may not take one, in any case.
+pub const SENDGRID_RESERVED_FIELDS: [&str; 27] = [
+    "email",
+    "phone_number_id",
+    "external_id",
+    "anonymous_id",
+    "first_name",
+    "last_name",
+    "alternate_emails",
+    "address_line_1",
+    "address_line_2",
+    "city",
+    "state_province_region",
+    "postal_code",
+    "country",
+    "phone_number",
+    "whatsapp",
+    "line",
+    "facebook",
+    "unique_name",
+    "contact_id",
+    "created_at",
+    "updated_at",
+    "email_domains",
+    "last_clicked",
+    "last_emailed",
+    "last_opened",
+    "list_ids",
+    "segment_ids",
+];
+
+/// SendGrid's rules for a custom field name: 1 to 100 characters of `[A-Za-z0-9_]`,
+/// starting with a letter or an underscore, and not a reserved field's name.
+pub fn check_custom_field_name(name: &str) -> Result<(), String> {
+    let shown: String = name.chars().take(60).collect();
+    if name.is_empty() {
+        return Err("a custom field name is empty".into());
+    }
+    if name.len() > 100 {
+        return Err(format!(
+            "custom field name `{shown}…` is longer than SendGrid's 100 characters"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+    {
+        return Err(format!(
+            "custom field name `{shown}` has {c:?}: SendGrid takes only letters, digits and `_`"
+        ));
+    }
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!(
+            "custom field name `{shown}` starts with a digit: SendGrid's start with a letter or `_`"
+        ));
+    }
+    if let Some(reserved) = SENDGRID_RESERVED_FIELDS
+        .iter()
+        .find(|r| r.eq_ignore_ascii_case(name))
+    {
+        return Err(format!(
+            "`{name}` is SendGrid's reserved field `{reserved}`, not a custom field: map reserved fields by their own key under `mapping`, or pick another name"
+        ));
+    }
+    Ok(())
+}
+
 pub fn is_uuid(s: &str) -> bool {
     s.len() == 36 && uuid::Uuid::try_parse(s).is_ok()
 }

@@ -207,3 +207,37 @@ fn schema_describes_the_file() {
     assert!(text.contains("on_cap_exceeded"));
     assert_eq!(schema["title"], "PipelineFile");
 }
+
+#[test]
+fn custom_field_names_follow_sendgrids_rules() {
+    let text = GOOD.replace(
+        "custom_fields: { lifetime_value: lifetime_value }",
+        "custom_fields: { 1st_order: a, tier-name: b, Email: c, LTV: d, ltv: e, _ok: f }",
+    );
+    let found: Vec<(String, String)> = problems(&text)
+        .into_iter()
+        .map(|d| (d.path, d.message))
+        .collect();
+    let at = |f: &str| format!("exports[0].mapping.custom_fields.{f}");
+    assert_eq!(
+        found,
+        [
+            (
+                at("1st_order"),
+                "custom field name `1st_order` starts with a digit: SendGrid's start with a letter or `_`".into()
+            ),
+            (
+                at("Email"),
+                "`Email` is SendGrid's reserved field `email`, not a custom field: map reserved fields by their own key under `mapping`, or pick another name".into()
+            ),
+            (
+                at("ltv"),
+                "SendGrid's field names are unique whatever their case: `LTV` and `ltv` are one field".into()
+            ),
+            (
+                at("tier-name"),
+                "custom field name `tier-name` has '-': SendGrid takes only letters, digits and `_`".into()
+            ),
+        ]
+    );
+}

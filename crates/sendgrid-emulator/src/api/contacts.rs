@@ -189,8 +189,32 @@ fn custom_problem(fields: &[FieldDef], id: &str, value: &Value) -> Option<String
         Some(def) if def.field_type != "Number" && !value.is_string() => {
             Some("must be a string".into())
         }
+        Some(def) if def.field_type == "Date" && !value.as_str().is_some_and(iso_date) => {
+            Some("must be an ISO 8601 date".into())
+        }
         Some(_) => None,
     }
+}
+
+/// An ISO 8601 date or date and time (`2022-01-09`, `2022-01-09T00:00:00Z`, with an
+/// offset or fractional seconds). Recorded traffic shows the live API taking these; that
+/// it refuses `MM/DD/YYYY` in JSON is the emulator's guess.
+fn iso_date(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        b.get(range)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+    };
+    let date = digits(0..4)
+        && b.get(4) == Some(&b'-')
+        && digits(5..7)
+        && b.get(7) == Some(&b'-')
+        && digits(8..10);
+    date && (b.len() == 10
+        || (b.get(10) == Some(&b'T')
+            && digits(11..13)
+            && b.get(13) == Some(&b':')
+            && digits(14..16)))
 }
 
 fn email_ok(email: &str) -> bool {

@@ -206,9 +206,24 @@ pub(super) async fn create_field(call: Call, body: Bytes) -> Response {
             ),
         );
     }
+    if let Err(message) = field_name_ok(&name) {
+        return answer(
+            &app,
+            &method,
+            path,
+            rate,
+            StatusCode::BAD_REQUEST,
+            errors(Some("name"), message),
+        );
+    }
+    // Names are unique whatever their case.
     let def = {
         let mut account = app.lock();
-        if account.fields.iter().any(|f| f.name == name) {
+        if account
+            .fields
+            .iter()
+            .any(|f| f.name.eq_ignore_ascii_case(&name))
+        {
             None
         } else {
             Some(account.add_field(name, field_type))
@@ -232,6 +247,22 @@ pub(super) async fn create_field(call: Call, body: Bytes) -> Response {
             errors(Some("name"), "a field with this name exists"),
         ),
     }
+}
+
+/// SendGrid's naming rules for custom fields: letters, digits and `_`, starting with a
+/// letter or `_`, at most 100 characters, and not a reserved field's name (any case).
+fn field_name_ok(name: &str) -> Result<(), &'static str> {
+    let first_ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
+    let chars_ok = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !first_ok || !chars_ok || name.len() > 100 {
+        return Err(
+            "must start with a letter or underscore and hold only letters, digits and underscores (at most 100)",
+        );
+    }
+    if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+        return Err("is a reserved field name");
+    }
+    Ok(())
 }
 
 pub(super) async fn scopes(call: Call) -> Response {
