@@ -456,6 +456,13 @@ fn sync_lines(y: &pipeline_sync::SyncReport, ran: bool) -> String {
             ""
         }
     );
+    if y.counts.still_refused > 0 {
+        out.push_str(&format!(
+            "  refused: {} contact(s) SendGrid refused for good earlier, unchanged since: {} (change their data, or --full-refresh)\n",
+            y.counts.still_refused,
+            if y.full_refresh { "sent again" } else { "not sent" }
+        ));
+    }
     if y.resumed_jobs > 0 {
         out.push_str(&format!(
             "  resumed: {} import job(s) of an interrupted run{}\n",

@@ -67,7 +67,6 @@ pub fn sendgrid_sink(
         wait_for_import: export.wait_for_import,
         import_timeout: Duration::from_secs(export.import_timeout_secs),
         create_missing_fields: export.create_missing_fields,
-        contacts_per_request: export.contacts_per_request,
     };
     SendgridSink::new(client, settings).with_custom_types(&query.custom_field_types)
 }

@@ -265,3 +265,133 @@ fn a_mirror_run_survives_leavers_deleted_in_sendgrid_and_long_addresses() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(again["sync"]["leavers"], 0);
 }
+
+#[test]
+fn a_contact_refused_for_good_is_remembered_and_not_resent_until_it_changes() {
+    let s = Setup::new(0);
+    let mut data = rows(30);
+    write_profiles(s.dir.path(), &data);
+    let file = s.pipeline(UPSERT);
+    // One refused in the import (errors file), one refused at upload (a 400).
+    s.emulator.script(Faults {
+        jobs: [Fault::ErrorJob {
+            emails: vec![email(4)],
+        }]
+        .into(),
+        poisoned: [email(9)].into(),
+        ..Faults::default()
+    });
+    let (run, first) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(first["rejected_by_reason"]["import_errored"], 1);
+    assert_eq!(first["rejected_by_reason"]["sendgrid_rejected"], 1);
+
+    // Unchanged: nothing is sent, and the summary says why.
+    let before = s.log_len();
+    let (run, again) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(s.upserted_since(before).is_empty());
+    assert_eq!(again["sync"]["still_refused"], 2);
+    assert_eq!(again["sync"]["unchanged"], 28);
+    let text = s.run(&["plan", file]);
+    assert!(
+        text.stdout.contains(
+            "refused: 2 contact(s) SendGrid refused for good earlier, unchanged since: not sent"
+        ),
+        "{}",
+        text.stdout
+    );
+
+    // A changed one is sent again; the other stays remembered.
+    data[3].first_name = "Fixed".into();
+    write_profiles(s.dir.path(), &data);
+    let before = s.log_len();
+    let (run, changed) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(s.upserted_since(before), [email(4)]);
+    assert_eq!(changed["sync"]["still_refused"], 1);
+    assert!(s.emulator.list_emails(LIST).contains(&email(4)));
+
+    // --full-refresh sends everything, the refused one included.
+    let before = s.log_len();
+    let (run, _) = s.run_json(&["run", file, "--full-refresh"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(s.upserted_since(before).len(), 29, "all but the refused");
+    let requests = s.emulator.requests();
+    assert!(
+        requests[before..].iter().any(|r| r.status == 400),
+        "the poisoned contact was sent again"
+    );
+}
+
+#[test]
+fn many_refused_contacts_in_a_batch_cost_a_few_bodies_not_one_each() {
+    // About two requests per refusal: no rate limit, so the test measures bytes, not waits.
+    let s = Setup::with(Config {
+        rate_limits: None,
+        ..Config::default()
+    });
+    let data = rows(4700);
+    write_profiles(s.dir.path(), &data);
+    let file = s.pipeline(UPSERT);
+    let text = std::fs::read_to_string(s.dir.path().join(file)).unwrap();
+    std::fs::write(
+        s.dir.path().join(file),
+        text.replace("contacts_per_request: 50", "contacts_per_request: 30000")
+            .replace("allowed_rejects: 10", "allowed_rejects: 100"),
+    )
+    .unwrap();
+    // 95 refused contacts, spread through the one body; each 400 names only the first.
+    let poisoned: BTreeSet<String> = (0..95).map(|i| email(1 + i * 49)).collect();
+    s.emulator.script(Faults {
+        poisoned: poisoned.clone(),
+        first_problem_only: true,
+        ..Faults::default()
+    });
+    let dry = s.run(&["run", file, "--dry-run", "out", "--output", "json"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let full_body = dry.json()["exports"][0]["sink"]["bytes"].as_u64().unwrap();
+
+    let (run, summary) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(summary["rejected_by_reason"]["sendgrid_rejected"], 95);
+    assert_eq!(s.emulator.list_emails(LIST).len(), 4605);
+    let sent = summary["sink"]["bytes"].as_u64().unwrap();
+    let refusals = s
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.status == 400)
+        .count();
+    assert_eq!(refusals, 95, "each refusal named once");
+    // Resending the rest after each 400 would cost 95 bodies; halving costs a few.
+    assert!(
+        sent < 10 * full_body,
+        "{sent} bytes sent for a {full_body}-byte body"
+    );
+}
+
+#[test]
+fn the_dry_run_writes_the_bodies_a_run_sends() {
+    let s = Setup::new(0);
+    write_profiles(s.dir.path(), &rows(120));
+    let file = s.pipeline(UPSERT);
+    let dry = s.run(&["run", file, "--dry-run", "out"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let written: Vec<usize> = bodies(&s.dir.path().join("out/daily"))
+        .iter()
+        .map(|b| b["contacts"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(written, [50, 50, 20]);
+    let (run, _) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut sent: Vec<usize> = s
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.status == 202 && !r.upserted.is_empty())
+        .map(|r| r.upserted.len())
+        .collect();
+    sent.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(sent, written);
+}

@@ -274,6 +274,7 @@ impl Engine {
             export: query.export.clone(),
             list_ids: export.list_ids.clone(),
             fields: query.fields.clone(),
+            contacts_per_request: export.contacts_per_request,
         };
         let cap_of = |scanned: &Scanned| {
             CapVerdict::new(scanned.total, export.max_profiles, export.on_cap_exceeded)

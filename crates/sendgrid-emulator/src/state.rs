@@ -174,6 +174,8 @@ pub struct Faults {
     pub poisoned: BTreeSet<String>,
     /// Whether the 400 for a poisoned contact names its index.
     pub poisoned_without_index: bool,
+    /// Whether a 400 names only the first refused contact (as the live API was seen to).
+    pub first_problem_only: bool,
     /// Contacts deleted (as in SendGrid's UI) just before the next list-membership
     /// removal: found by the search, gone by the removal.
     pub vanish_before_removal: BTreeSet<String>,
@@ -186,6 +188,7 @@ impl Faults {
         self.jobs.extend(more.jobs);
         self.poisoned.extend(more.poisoned);
         self.poisoned_without_index |= more.poisoned_without_index;
+        self.first_problem_only |= more.first_problem_only;
         self.vanish_before_removal
             .extend(more.vanish_before_removal);
     }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pipeline_sink::UploadJournal;
-use pipeline_sink::encoder::MAX_CONTACTS_PER_REQUEST;
 use sendgrid_client::{Client, FieldType};
 
 /// How the sink uploads and waits.
@@ -19,8 +18,6 @@ pub struct SendgridSettings {
     pub import_timeout: Duration,
     /// Create custom fields that do not exist instead of failing.
     pub create_missing_fields: bool,
-    /// Contacts per request (at most SendGrid's 30,000).
-    pub contacts_per_request: usize,
 }
 
 impl Default for SendgridSettings {
@@ -30,7 +27,6 @@ impl Default for SendgridSettings {
             wait_for_import: true,
             import_timeout: Duration::from_secs(900),
             create_missing_fields: false,
-            contacts_per_request: MAX_CONTACTS_PER_REQUEST,
         }
     }
 }

@@ -62,6 +62,7 @@ pub fn parse_errors_file(text: &str) -> Result<Vec<SinkReject>, String> {
                 message
             },
             job_id: None,
+            hash: None,
         });
     }
     Ok(rejects)

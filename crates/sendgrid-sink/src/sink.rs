@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use pipeline_sink::encoder::{BodyEncoder, MAX_BODY_BYTES, bodies};
+use pipeline_sink::encoder::{BodyEncoder, bodies};
 use pipeline_sink::{
     ContactStream, ExportTarget, JobReport, JobStatus, Sink, SinkError, SinkReport,
 };
@@ -21,12 +21,10 @@ impl Sink for SendgridSink {
     ) -> BoxFuture<'a, Result<SinkReport, SinkError>> {
         Box::pin(async move {
             let fields = self.preflight(target).await?;
-            let encoder = BodyEncoder::with_limits(
-                &target.list_ids,
+            let encoder = BodyEncoder::for_target(&ExportTarget {
                 fields,
-                self.settings.contacts_per_request,
-                MAX_BODY_BYTES,
-            );
+                ..target.clone()
+            });
             let mut bodies = bodies(contacts, encoder);
             let concurrency = self.settings.concurrency.max(1);
             let mut tasks: JoinSet<Result<Uploaded, SinkError>> = JoinSet::new();

@@ -1,6 +1,6 @@
 //! Uploading one body: a 400 (or 413) never sinks it. The contacts SendGrid names are
-//! rejected and the rest resent; when it names none, the body is split in halves until the
-//! bad contacts stand alone. Each accepted body is journaled before the next request.
+//! rejected and the rest resent (halved when it named just one, since more may follow);
+//! when it names none, the body is split in halves until the bad contacts stand alone. Each accepted body is journaled before the next request.
 
 use std::collections::BTreeMap;
 
@@ -57,6 +57,7 @@ pub(crate) async fn upload(
     while let Some((bytes, keys, n)) = work.pop() {
         out.requests += 1;
         let size = bytes.len() as u64;
+        out.bytes += size;
         match client.upsert_contacts(Bytes::from(bytes.clone())).await {
             Ok(job_id) => {
                 if let Some(journal) = journal {
@@ -73,11 +74,10 @@ pub(crate) async fn upload(
                 tracing::debug!(job = %job_id, contacts = n, bytes = size, "Upload accepted");
                 out.jobs.push((job_id, n));
                 out.contacts += n;
-                out.bytes += size;
             }
             Err(ClientError::Rejected { errors, .. }) => {
                 let (list_ids, contacts) = split_body(&bytes).map_err(sink_error)?;
-                let hashes = hashes.get_or_insert_with(|| {
+                let hashes = &*hashes.get_or_insert_with(|| {
                     all_keys
                         .iter()
                         .flat_map(BodyKeys::iter)
@@ -95,16 +95,30 @@ pub(crate) async fn upload(
                     })
                 };
                 let named = by_index(&errors, contacts.len());
-                if !named.is_empty() {
-                    let mut keep = Vec::new();
+                if let Some(&first) = named.keys().next() {
+                    // SendGrid checks in order: the contacts before the first it names are
+                    // good. When it names one, more may follow it unnamed: the rest is
+                    // halved, the good ones riding with the first half. A batch with many
+                    // refused contacts then costs about two small requests per refusal
+                    // and a few bodies' worth of bytes, not a full body per refusal.
+                    let (mut before, mut after) = (Vec::new(), Vec::new());
                     for (i, c) in contacts.into_iter().enumerate() {
                         match named.get(&i) {
-                            Some(message) => out.rejects.push(reject(&c, message)),
-                            None => keep.push(c),
+                            Some(message) => out.rejects.push(reject(&c, message, hashes)),
+                            None if i < first => before.push(c),
+                            None => after.push(c),
                         }
                     }
-                    if !keep.is_empty() {
-                        work.push((join_body(&list_ids, &keep), keyed(&keep), keep.len() as u64));
+                    let parts = if named.len() == 1 && after.len() > 1 {
+                        let second = after.split_off(after.len() / 2);
+                        before.append(&mut after);
+                        vec![second, before]
+                    } else {
+                        before.append(&mut after);
+                        vec![before]
+                    };
+                    for part in parts.iter().filter(|p| !p.is_empty()) {
+                        work.push((join_body(&list_ids, part), keyed(part), part.len() as u64));
                     }
                 } else if contacts.len() == 1 {
                     let message = errors
@@ -112,7 +126,7 @@ pub(crate) async fn upload(
                         .map(|e| e.message.as_str())
                         .collect::<Vec<_>>()
                         .join("; ");
-                    out.rejects.push(reject(&contacts[0], &message));
+                    out.rejects.push(reject(&contacts[0], &message, hashes));
                 } else {
                     let half = contacts.len() / 2;
                     for part in [&contacts[half..], &contacts[..half]] {
@@ -150,12 +164,16 @@ fn by_index(errors: &[ApiError], len: usize) -> BTreeMap<usize, String> {
     named
 }
 
-fn reject(contact: &Value, message: &str) -> SinkReject {
+/// A contact SendGrid refused at upload, with the hash of its fields when the run
+/// journals (so the state remembers the refusal).
+fn reject(contact: &Value, message: &str, hashes: &BTreeMap<String, u64>) -> SinkReject {
+    let email = contact["email"].as_str().unwrap_or_default();
     SinkReject {
-        email: contact["email"].as_str().unwrap_or_default().to_owned(),
+        email: email.to_owned(),
         reason: "sendgrid_rejected",
         message: message.to_owned(),
         job_id: None,
+        hash: hashes.get(email).copied(),
     }
 }
 

@@ -36,7 +36,7 @@ impl Sink for DryRunSink {
             create_private_dir(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
             remove_old_bodies(&dir)?;
             let mut report = SinkReport::default();
-            let encoder = BodyEncoder::new(&target.list_ids, target.fields.clone());
+            let encoder = BodyEncoder::for_target(target);
             let mut bodies = bodies(contacts, encoder);
             while let Some(body) = bodies.next().await {
                 let body = body?;

@@ -19,7 +19,7 @@ use futures::stream::BoxStream;
 
 use crate::json::Column;
 pub use crate::json::write_json_string;
-use crate::{ContactField, ContactStream, FieldKind, SinkError};
+use crate::{ContactField, ContactStream, ExportTarget, FieldKind, SinkError};
 
 /// The optional last column of a contact batch: each contact's [`contact_hashes`] value.
 pub const HASH_COLUMN: &str = "__pipeline_field_hash";
@@ -91,6 +91,16 @@ impl BodyEncoder {
     /// An encoder with SendGrid's limits.
     pub fn new(list_ids: &[String], fields: Vec<ContactField>) -> Self {
         Self::with_limits(list_ids, fields, MAX_CONTACTS_PER_REQUEST, MAX_BODY_BYTES)
+    }
+
+    /// The encoder of `target`'s bodies: every sink writes the bodies a run sends.
+    pub fn for_target(target: &ExportTarget) -> Self {
+        Self::with_limits(
+            &target.list_ids,
+            target.fields.clone(),
+            target.contacts_per_request,
+            MAX_BODY_BYTES,
+        )
     }
 
     /// An encoder with smaller limits (tests).

@@ -61,6 +61,8 @@ pub struct ExportTarget {
     pub list_ids: Vec<String>,
     /// Column `i` of every batch fills `fields[i]`; column 0 is `email`.
     pub fields: Vec<ContactField>,
+    /// Most contacts in one request body (SendGrid's limit, or the export's smaller one).
+    pub contacts_per_request: usize,
 }
 
 /// What a sink did with one export's contacts.
@@ -70,7 +72,7 @@ pub struct SinkReport {
     pub requests: u64,
     /// Contacts in those requests.
     pub contacts: u64,
-    /// Bytes of request bodies.
+    /// Bytes of request bodies, refused ones included.
     pub bytes: u64,
     /// Where the bodies went: files for a dry run.
     pub outputs: Vec<PathBuf>,
@@ -165,6 +167,10 @@ pub struct SinkReject {
     /// The import job whose errors file named the contact.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// The hash of the fields SendGrid refused (known for a refusal at upload in a real
+    /// run), so the state can remember it.
+    #[serde(skip)]
+    pub hash: Option<u64>,
 }
 
 /// Why a sink stopped.

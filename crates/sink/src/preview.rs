@@ -23,7 +23,7 @@ impl Sink for PreviewSink {
     ) -> BoxFuture<'a, Result<SinkReport, SinkError>> {
         Box::pin(async move {
             let mut report = SinkReport::default();
-            let encoder = BodyEncoder::new(&target.list_ids, target.fields.clone());
+            let encoder = BodyEncoder::for_target(target);
             let mut bodies = bodies(contacts, encoder);
             while let Some(body) = bodies.next().await {
                 let body = body?;

@@ -29,6 +29,8 @@ struct KnownEntry {
     hash: u64,
     lists: Arc<str>,
     seen: bool,
+    /// SendGrid refused it for good with these fields: it is on no list.
+    refused: bool,
 }
 
 impl Known {
@@ -42,6 +44,7 @@ impl Known {
                     hash: e.hash,
                     lists: e.lists.clone(),
                     seen: false,
+                    refused: e.refused.is_some(),
                 };
                 (email.clone(), entry)
             })
@@ -53,6 +56,7 @@ impl Known {
                     hash,
                     lists: lists.clone(),
                     seen: false,
+                    refused: false,
                 };
                 entries.insert(email.to_owned(), entry);
             }
@@ -78,6 +82,9 @@ pub struct DiffCounts {
     pub changed: u64,
     /// Held by SendGrid exactly as selected: not sent.
     pub unchanged: u64,
+    /// Refused by SendGrid for good with exactly these fields and lists: not sent again
+    /// until they change (or `--full-refresh`).
+    pub still_refused: u64,
 }
 
 /// The filter of one run, shared with the sink that applies it.
@@ -122,7 +129,7 @@ impl Diff {
             .known
             .entries
             .iter()
-            .filter(|(_, e)| !e.seen)
+            .filter(|(_, e)| !e.seen && !e.refused)
             .map(|(email, e)| (email.clone(), e.lists.clone()))
             .collect();
         out.sort_unstable();
@@ -135,8 +142,20 @@ impl Diff {
             .known
             .entries
             .values()
-            .filter(|e| e.lists.split(',').any(|l| l == list_id))
+            .filter(|e| !e.refused && e.lists.split(',').any(|l| l == list_id))
             .count() as u64
+    }
+
+    /// Refused contacts the run never saw: they left the segments, and are forgotten.
+    pub fn unseen_refused(&self) -> Vec<String> {
+        let inner = self.lock();
+        inner
+            .known
+            .entries
+            .iter()
+            .filter(|(_, e)| e.refused && !e.seen)
+            .map(|(email, _)| email.clone())
+            .collect()
     }
 }
 
@@ -155,6 +174,10 @@ impl Diff {
             Some(entry) => {
                 entry.seen = true;
                 let same = entry.hash == hash && entry.lists == *lists;
+                if same && entry.refused {
+                    counts.still_refused += 1;
+                    return *full_refresh;
+                }
                 if !same {
                     counts.changed += 1;
                 }
@@ -220,6 +243,7 @@ mod tests {
                     hash,
                     lists: "l1".into(),
                     synced_at: 0,
+                    refused: None,
                 },
             );
         }
@@ -245,10 +269,57 @@ mod tests {
             DiffCounts {
                 new: 1,
                 changed: 1,
-                unchanged: 2
+                unchanged: 2,
+                still_refused: 0,
             }
         );
         assert_eq!(diff.leavers(), [("d@x.io".to_string(), "l1".into())]);
+    }
+
+    /// Known contacts `a` (accepted) and `r1`, `r2`, `r3` (refused), all with hash 1 on l1.
+    fn with_refusals(full_refresh: bool) -> Diff {
+        let mut snapshot = Snapshot::default();
+        for (email, refused) in [
+            ("a", None),
+            ("r1", Some("bounced")),
+            ("r2", Some("x")),
+            ("r3", Some("y")),
+        ] {
+            snapshot.entries.insert(
+                format!("{email}@x.io"),
+                Entry {
+                    hash: 1,
+                    lists: "l1".into(),
+                    synced_at: 0,
+                    refused: refused.map(Arc::from),
+                },
+            );
+        }
+        Diff::new(Known::new(&snapshot, &[]), &["l1".into()], full_refresh)
+    }
+
+    #[test]
+    fn a_refused_contact_is_sent_again_only_when_it_changes() {
+        let mut diff = with_refusals(false);
+        assert!(!diff.admit("a@x.io", 1));
+        assert!(!diff.admit("r1@x.io", 1), "refused with these very fields");
+        assert!(diff.admit("r2@x.io", 2), "its data changed since");
+        assert_eq!(
+            diff.counts(),
+            DiffCounts {
+                new: 0,
+                changed: 1,
+                unchanged: 1,
+                still_refused: 1,
+            }
+        );
+        // r3 left the segments: it is on no list, so it is not a leaver, only forgotten.
+        assert!(diff.leavers().is_empty());
+        assert_eq!(diff.unseen_refused(), ["r3@x.io"]);
+        assert_eq!(diff.known_on_list("l1"), 1);
+
+        let mut refresh = with_refusals(true);
+        assert!(refresh.admit("r1@x.io", 1), "--full-refresh sends it");
     }
 
     #[test]

@@ -1,23 +1,25 @@
 //! Folding: which accepted bodies join the snapshot, which are sent again, which wait.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use pipeline_sink::{JobStatus, SinkReject};
 
 use crate::{Entry, JournalBatch, Snapshot, list_key, unix_now};
 
-/// Folds accepted bodies whose jobs were imported into the snapshot (minus the contacts the
-/// job's errors name); drops those whose jobs failed (they are sent again); returns the
-/// ones still running or never followed.
+/// Folds accepted bodies whose jobs were imported into the snapshot; the contacts the job's
+/// errors name join it as refused (with the fields SendGrid refused, so they are not sent
+/// again until those change); drops the bodies whose jobs failed (they are sent again);
+/// returns the ones still running or never followed.
 pub fn fold(
     snapshot: &mut Snapshot,
     batches: Vec<JournalBatch>,
     statuses: &HashMap<String, JobStatus>,
     rejects: &[SinkReject],
 ) -> Vec<JournalBatch> {
-    let errored: HashSet<(&str, &str)> = rejects
+    let errored: HashMap<(&str, &str), &str> = rejects
         .iter()
-        .filter_map(|r| Some((r.job_id.as_deref()?, r.email.as_str())))
+        .filter_map(|r| Some(((r.job_id.as_deref()?, r.email.as_str()), r.message.as_str())))
         .collect();
     let now = unix_now();
     let mut unfinished = Vec::new();
@@ -27,17 +29,20 @@ pub fn fold(
                 let lists = list_key(&batch.list_ids);
                 snapshot.entries.reserve(batch.contacts.len());
                 for (email, hash) in batch.contacts {
-                    if !errored.is_empty()
-                        && errored.contains(&(batch.job_id.as_str(), email.as_str()))
-                    {
-                        continue;
-                    }
+                    let refused = if errored.is_empty() {
+                        None
+                    } else {
+                        errored
+                            .get(&(batch.job_id.as_str(), email.as_str()))
+                            .map(|message| Arc::from(*message))
+                    };
                     snapshot.entries.insert(
                         email,
                         Entry {
                             hash: hash.0,
                             lists: lists.clone(),
                             synced_at: now,
+                            refused,
                         },
                     );
                 }
@@ -47,6 +52,26 @@ pub fn fold(
         }
     }
     unfinished
+}
+
+/// Remembers the contacts SendGrid refused at upload (a 400 naming them) with the fields
+/// they were refused with, so an unchanged one is not sent again.
+pub fn remember_refusals(snapshot: &mut Snapshot, rejects: &[SinkReject], list_ids: &[String]) {
+    let lists = list_key(list_ids);
+    let now = unix_now();
+    for reject in rejects {
+        if let Some(hash) = reject.hash.filter(|_| reject.job_id.is_none()) {
+            snapshot.entries.insert(
+                reject.email.clone(),
+                Entry {
+                    hash,
+                    lists: lists.clone(),
+                    synced_at: now,
+                    refused: Some(Arc::from(reject.message.as_str())),
+                },
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -92,13 +117,18 @@ mod tests {
             reason: "import_errored",
             message: "bad".into(),
             job_id: Some("partly".into()),
+            hash: None,
         }];
         let left = fold(&mut snapshot, batches, &statuses, &rejects);
 
         let mut folded: Vec<&str> = snapshot.entries.keys().map(String::as_str).collect();
         folded.sort_unstable();
-        // c@x.io is named by its job's errors: it is not synced and is sent again.
-        assert_eq!(folded, ["a@x.io", "b@x.io"]);
+        assert_eq!(folded, ["a@x.io", "b@x.io", "c@x.io"]);
+        // c@x.io is named by its job's errors: it is remembered as refused, with the
+        // fields it was refused with.
+        assert_eq!(snapshot.entries["c@x.io"].refused.as_deref(), Some("bad"));
+        assert_eq!(snapshot.entries["c@x.io"].hash, 7);
+        assert_eq!(snapshot.entries["b@x.io"].refused, None);
         assert_eq!(snapshot.entries["a@x.io"].hash, 7);
         assert_eq!(&*snapshot.entries["a@x.io"].lists, "l1,l2");
         let open: Vec<&str> = left.iter().map(|b| b.job_id.as_str()).collect();
@@ -113,6 +143,7 @@ mod tests {
             reason: "import_errored",
             message: "bad".into(),
             job_id: Some("other".into()),
+            hash: None,
         }];
         fold(
             &mut snapshot,
@@ -120,7 +151,7 @@ mod tests {
             &statuses(&[("done", JobStatus::Completed)]),
             &rejects,
         );
-        assert!(snapshot.entries.contains_key("a@x.io"));
+        assert_eq!(snapshot.entries["a@x.io"].refused, None);
     }
 
     #[test]

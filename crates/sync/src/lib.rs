@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use diff::{Diff, DiffCounts, Known};
-pub use fold::fold;
+pub use fold::{fold, remember_refusals};
 pub use journal::{JournalBatch, JournalWriter, read_journal, rewrite_journal};
 pub use lock::RunLock;
 pub use protocol::{ExportSync, SyncError, SyncOptions};

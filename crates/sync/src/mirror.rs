@@ -186,6 +186,7 @@ mod tests {
                     hash: 1,
                     lists: lists.into(),
                     synced_at: 0,
+                    refused: None,
                 },
             );
         }

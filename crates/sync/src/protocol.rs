@@ -26,7 +26,8 @@ use sendgrid_client::Client;
 use crate::mirror::{Removals, remove_from_list};
 use crate::{
     Diff, JournalBatch, JournalWriter, Known, RemovalOutcome, RunLock, Snapshot, SnapshotMeta,
-    StateDir, StateError, SyncReport, SyncedExport, fold, read_journal, rewrite_journal,
+    StateDir, StateError, SyncReport, SyncedExport, fold, read_journal, remember_refusals,
+    rewrite_journal,
 };
 
 /// How a run treats the export's state.
@@ -286,6 +287,10 @@ impl<'a> ExportSync<'a> {
         rejects.extend(summary.sink.iter().flat_map(|s| s.rejects.iter().cloned()));
         let journaled = read_journal(&state.journal())?;
         let unfinished = fold(&mut snapshot, journaled, &statuses, &rejects);
+        remember_refusals(&mut snapshot, &rejects, &export.list_ids);
+        for email in diff.unseen_refused() {
+            snapshot.entries.remove(&email);
+        }
         snapshot.save(&state.snapshot())?;
         rewrite_journal(&state.journal(), &unfinished)?;
         tracing::debug!(
@@ -473,6 +478,7 @@ mod tests {
                 hash: 1,
                 lists: list_key(&[L1.into(), GONE.into()]),
                 synced_at: 0,
+                refused: None,
             },
         );
         let removals = Removals {

@@ -1,4 +1,5 @@
-//! `snapshot.parquet`: one row per contact SendGrid accepted for the export.
+//! `snapshot.parquet`: one row per contact SendGrid accepted for the export, or refused
+//! for good (with the message it refused it with).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,6 +30,9 @@ pub struct Entry {
     pub lists: Arc<str>,
     /// When it was accepted (Unix seconds).
     pub synced_at: i64,
+    /// SendGrid refused the contact for good with these fields (an address on its bounce
+    /// list, say), with this message: it is not sent again until its fields change.
+    pub refused: Option<Arc<str>>,
 }
 
 /// The entries' hashes as [`crate::hash_hex`] writes them, without a string per row.
@@ -124,10 +128,23 @@ impl Snapshot {
                 .as_primitive_opt::<TimestampSecondType>()
                 .cloned()
                 .ok_or_else(|| corrupt("column synced_at is not a timestamp".into()))?;
+            // Written since refusals are remembered; older snapshots have none.
+            let refused = match batch.column_by_name("refused") {
+                Some(c) => Some(
+                    c.as_string_opt::<i32>()
+                        .cloned()
+                        .ok_or_else(|| corrupt("column refused is not text".into()))?,
+                ),
+                None => None,
+            };
+            let refused = refused.as_ref();
             for row in 0..batch.num_rows() {
                 if email.is_null(row) || hash.is_null(row) {
                     return Err(corrupt(format!("row {row} has no email or hash")));
                 }
+                let refused = refused
+                    .filter(|r| r.is_valid(row))
+                    .map(|r| Arc::from(r.value(row)));
                 let h = parse_hash(hash.value(row))
                     .ok_or_else(|| corrupt(format!("row {row} has a malformed hash")))?;
                 entries.insert(
@@ -144,6 +161,7 @@ impl Snapshot {
                         } else {
                             0
                         },
+                        refused,
                     },
                 );
             }
@@ -164,6 +182,7 @@ impl Snapshot {
                 DataType::Timestamp(TimeUnit::Second, Some("UTC".into())),
                 false,
             ),
+            Field::new("refused", DataType::Utf8, true),
         ]));
         let props = WriterProperties::builder()
             .set_key_value_metadata(Some(vec![
@@ -196,6 +215,9 @@ impl Snapshot {
                             )
                             .with_timezone("UTC"),
                         ),
+                        Arc::new(StringArray::from_iter(
+                            chunk.iter().map(|r| r.1.refused.as_deref()),
+                        )),
                     ],
                 )
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -231,6 +253,7 @@ mod tests {
                     hash: i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
                     lists: "l1,l2".into(),
                     synced_at: 1_700_000_000 + i as i64,
+                    refused: (i % 1000 == 7).then(|| Arc::from("bounced, blocked")),
                 },
             );
         }

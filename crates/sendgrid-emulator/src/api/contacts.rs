@@ -63,16 +63,23 @@ pub(super) async fn upsert(
         );
     }
     // Checked outside the lock, so a large body does not hold up the imports.
-    let (fields, poisoned, poisoned_without_index) = {
+    let (fields, poisoned, poisoned_without_index, first_only) = {
         let account = app.lock();
         let faults = &account.faults;
         (
             account.fields.clone(),
             faults.poisoned.clone(),
             faults.poisoned_without_index,
+            faults.first_problem_only,
         )
     };
-    let request = match parse_upsert(&body, &fields, &poisoned, poisoned_without_index) {
+    let request = match parse_upsert(
+        &body,
+        &fields,
+        &poisoned,
+        poisoned_without_index,
+        first_only,
+    ) {
         Ok(request) => request,
         Err(problems) => {
             return answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, problems);
@@ -253,6 +260,7 @@ fn parse_upsert(
     fields: &[FieldDef],
     poisoned: &BTreeSet<String>,
     poisoned_without_index: bool,
+    first_only: bool,
 ) -> Result<UpsertRequest, Value> {
     match serde_json::from_slice::<UpsertRequest>(body) {
         Ok(request) if well_formed(fields, poisoned, &request) => return Ok(request),
@@ -261,7 +269,10 @@ fn parse_upsert(
     let Ok(Value::Object(request)) = serde_json::from_slice::<Value>(body) else {
         return Err(errors(None, "invalid JSON body"));
     };
-    let problems = validate_upsert(fields, poisoned, poisoned_without_index, &request);
+    let mut problems = validate_upsert(fields, poisoned, poisoned_without_index, &request);
+    if first_only {
+        problems.truncate(1);
+    }
     if !problems.is_empty() {
         let named: Vec<Value> = problems
             .iter()
