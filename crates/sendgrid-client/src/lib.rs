@@ -113,13 +113,14 @@ impl Http {
 }
 
 /// Endpoints that share one rate-limit window. Recorded answers of the live API carry
-/// `x-ratelimit-limit: 200` on contacts upsert, search and list-membership removal, and
-/// `600` on lists and field definitions: each family is paced on its own.
+/// `x-ratelimit-limit: 200` on the contacts endpoints (upsert, search, delete) and `600`
+/// on lists (list-membership removal included) and field definitions: each family is
+/// paced on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
-    /// `/v3/marketing/contacts…` and `/v3/marketing/lists/{id}/contacts`.
+    /// `/v3/marketing/contacts…`.
     Contacts,
-    /// `/v3/marketing/lists…` but membership.
+    /// `/v3/marketing/lists…`, list-membership removal included.
     Lists,
     /// `/v3/marketing/field_definitions…`.
     Fields,
@@ -134,11 +135,7 @@ impl Family {
         if path.starts_with("/v3/marketing/contacts") {
             Self::Contacts
         } else if path.starts_with("/v3/marketing/lists") {
-            if path.ends_with("/contacts") {
-                Self::Contacts
-            } else {
-                Self::Lists
-            }
+            Self::Lists
         } else if path.starts_with("/v3/marketing/field_definitions") {
             Self::Fields
         } else {
@@ -692,6 +689,25 @@ fn fatal(what: &str, status: StatusCode, body: &[u8]) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_families_follow_the_recorded_limits() {
+        assert_eq!(Family::of("/v3/marketing/contacts"), Family::Contacts);
+        assert_eq!(
+            Family::of("/v3/marketing/contacts/search/emails"),
+            Family::Contacts
+        );
+        assert_eq!(
+            Family::of("/v3/marketing/lists/x/contacts?contact_ids=a,b"),
+            Family::Lists
+        );
+        assert_eq!(Family::of("/v3/marketing/lists"), Family::Lists);
+        assert_eq!(
+            Family::of("/v3/marketing/field_definitions"),
+            Family::Fields
+        );
+        assert_eq!(Family::of("/v3/scopes"), Family::Other);
+    }
 
     #[test]
     fn error_bodies_are_read_in_every_shape_the_spec_gives() {

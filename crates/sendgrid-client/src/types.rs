@@ -40,6 +40,9 @@ pub struct JobAccepted {
 pub struct ImportJob {
     #[serde(default)]
     pub id: String,
+    /// `upsert` in the spec; the live API says `upsert_contacts`.
+    #[serde(default)]
+    pub job_type: String,
     pub status: String,
     #[serde(default)]
     pub results: ImportResults,

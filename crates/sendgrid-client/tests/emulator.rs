@@ -64,6 +64,11 @@ async fn upsert_then_follow_the_job_to_completion() {
         .unwrap();
     let first = c.import_status(&job).await.unwrap();
     assert_eq!(first.status, "pending");
+    assert_eq!(first.job_type, "upsert_contacts");
+    assert_eq!(
+        first.results.requested_count, 2.0,
+        "counts are filled while pending"
+    );
     assert!(
         e.list_emails(LIST).is_empty(),
         "nothing lands before the job ends"
@@ -276,4 +281,40 @@ async fn the_client_slows_down_when_the_rate_budget_is_spent() {
     assert_eq!(c.stats().rate_limited, 0);
     assert!(e.requests().iter().all(|r| r.status == 202));
     assert_eq!(e.list_emails(LIST).len(), 5);
+}
+
+#[tokio::test]
+async fn a_share_of_jobs_fails_when_asked() {
+    let e = Emulator::start(Config {
+        keys: vec![KeyConfig {
+            key: "good".into(),
+            scopes: marketing_scopes(),
+        }],
+        lists: vec![(LIST.into(), "news".into())],
+        fail_one_job_in: 3,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let c = client(&e, "good");
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let job = c
+            .upsert_contacts(body(&format!(r#"{{"email":"c{i}@example.com"}}"#)))
+            .await
+            .unwrap();
+        statuses.push(c.import_status(&job).await.unwrap().status);
+    }
+    assert_eq!(
+        statuses,
+        [
+            "completed",
+            "completed",
+            "failed",
+            "completed",
+            "completed",
+            "failed"
+        ]
+    );
+    assert_eq!(e.list_emails(LIST).len(), 4);
 }

@@ -1,11 +1,30 @@
-//! A local SendGrid Marketing API emulator, built from SendGrid's OpenAPI files.
+//! A local SendGrid Marketing API emulator, built from SendGrid's OpenAPI files (in
+//! `openapi/`) and from recorded answers of the live API.
 //!
-//! It serves the contacts, import-status, lists, field-definitions, scopes, search and
-//! list-membership endpoints over HTTP on loopback, with SendGrid's auth, validation,
-//! asynchronous import jobs, rate-limit headers and error bodies, plus scripted faults
-//! (status codes, delays, dropped connections, failing jobs, poisoned contacts) and an
-//! inspection endpoint. Tests start it in-process with [`Emulator::start`]; the
-//! `sendgrid-emulator` binary runs it standalone.
+//! It serves the contacts, import-status, lists, field-definitions, scopes, search (by
+//! emails and by identifier) and list-membership endpoints over HTTP on loopback, with
+//! SendGrid's auth, validation, asynchronous import jobs, rate-limit headers and error
+//! bodies in the spec's shapes, plus scripted faults (status codes, delays, dropped
+//! connections, failing jobs, refused contacts, contacts that vanish) and an inspection
+//! endpoint. Errors files are served by a second listener standing in for SendGrid's
+//! storage host: no auth, pre-signed-looking links that can expire. Tests start it
+//! in-process with [`Emulator::start`]; the `sendgrid-emulator` binary runs it standalone.
+//!
+//! What follows the live API (see `docs/sendgrid.md` for the sources): rate limits per
+//! endpoint family (200 for `/v3/marketing/contacts…`, 600 for the rest) with the reset as
+//! seconds until it (a Unix time on request); import jobs of type `upsert_contacts` whose
+//! counts are filled while pending, and that end `failed` (with an errors file) when every
+//! contact errored; a 404 from search when no address is a contact and from membership
+//! removal when one id is unknown; custom field names unique whatever their case.
+//!
+//! Where it still guesses:
+//! - the window length of the rate limits (60 s here; not documented);
+//! - the errors file's columns (`line`, `error`, `email`, every value quoted);
+//! - that a `Date` custom field refuses anything but ISO 8601 in a JSON upload;
+//! - how long jobs take and how many fail (`import_delay_ms`, `fail_one_job_in`);
+//! - whether one 400 names every refused contact of a body or only the first
+//!   (`first_problem_only` scripts the latter);
+//! - the reserved field names refused as custom field names.
 
 mod api;
 mod fields;

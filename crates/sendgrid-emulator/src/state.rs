@@ -40,17 +40,15 @@ pub struct RateLimit {
 /// Endpoints that share one rate-limit window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
-    /// Contacts upsert, import status, search, and list-membership removal.
+    /// Contacts upsert, import status and search.
     Contacts,
-    /// Lists, field definitions and scopes.
+    /// Lists (list-membership removal included), field definitions and scopes.
     Other,
 }
 
 impl Family {
     pub fn of(path: &str) -> Self {
-        let contacts = path.starts_with("/v3/marketing/contacts")
-            || (path.starts_with("/v3/marketing/lists/") && path.ends_with("/contacts"));
-        if contacts {
+        if path.starts_with("/v3/marketing/contacts") {
             Self::Contacts
         } else {
             Self::Other
