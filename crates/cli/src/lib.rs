@@ -171,7 +171,10 @@ fn init_logging(format: LogFormat, verbose: u8) {
 pub async fn execute(command: Command) -> Exit {
     match command {
         Command::Schema => {
-            println!("{:#}", pipeline_spec::json_schema());
+            emit(
+                Stream::Out,
+                &format!("{:#}\n", pipeline_spec::json_schema()),
+            );
             Exit::Success
         }
         Command::Validate { file, output } => {
@@ -270,11 +273,11 @@ fn finish<T: output::Outcome>(
         Ok(value) => {
             let exit = value.exit();
             match format {
-                OutputFormat::Table => print!("{}", render(&value)),
-                OutputFormat::Json => println!("{:#}", value.to_json(exit)),
+                OutputFormat::Table => emit(Stream::Out, &render(&value)),
+                OutputFormat::Json => emit(Stream::Out, &format!("{:#}\n", value.to_json(exit))),
             }
             if let Some(message) = value.problem(exit) {
-                eprintln!("error: {message}");
+                emit(Stream::Err, &format!("error: {message}\n"));
             }
             exit
         }
@@ -285,22 +288,70 @@ fn finish<T: output::Outcome>(
                     "exit_code": failure.exit.code(),
                     "error": failure.message,
                 });
-                println!("{doc:#}");
+                emit(Stream::Out, &format!("{doc:#}\n"));
             }
-            eprintln!("error: {}", failure.message);
+            emit(Stream::Err, &format!("error: {}\n", failure.message));
             failure.exit
         }
     }
 }
 
+/// What no output shows as it is: the values `${VAR}` references brought into the
+/// pipeline file and every API key read, registered as they become known.
+static HIDDEN: std::sync::LazyLock<std::sync::Mutex<pipeline_spec::Redactions>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Hides `redactions` from every output from now on.
+pub(crate) fn hide(redactions: &pipeline_spec::Redactions) {
+    HIDDEN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(redactions);
+}
+
+/// Hides an API key from every output from now on.
+pub(crate) fn hide_key(key: &str) {
+    HIDDEN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .add(key, "***");
+}
+
+#[derive(Clone, Copy)]
+enum Stream {
+    Out,
+    Err,
+}
+
+/// Writes `text` with every hidden value replaced. A closed pipe (`pipeline plan | head`)
+/// ends the output quietly, as ripgrep does: the command's exit code stands.
+fn emit(stream: Stream, text: &str) {
+    use std::io::Write;
+    let text = HIDDEN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .redact(text)
+        .into_owned();
+    let written = match stream {
+        Stream::Out => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        }
+        Stream::Err => std::io::stderr().lock().write_all(text.as_bytes()),
+    };
+    // Nothing can be reported about a failed write to the only places reports go.
+    drop(written);
+}
+
 fn progress(message: &str) {
     if std::io::stderr().is_terminal() {
-        eprintln!("{message}");
+        emit(Stream::Err, &format!("{message}\n"));
     }
 }
 
 async fn open(file: &Path) -> Result<(Pipeline, Engine), Failure> {
     let pipeline = pipeline_spec::load(file)?;
+    hide(&pipeline.redactions);
     let engine = Engine::open(&pipeline).await?;
     Ok((pipeline, engine))
 }
@@ -316,6 +367,9 @@ async fn validate(file: &Path) -> Result<output::Validation, Failure> {
             let found = pipeline_spec::resolve_api_key(name, c, pipeline.base_dir(), &|v| {
                 std::env::var(v).ok()
             });
+            if let Ok(key) = &found {
+                hide_key(key.expose());
+            }
             (name.clone(), found.err())
         })
         .collect();

@@ -29,6 +29,15 @@ pub fn client_for(
                 exit: Exit::Config,
                 message,
             })?;
+            crate::hide_key(key.expose());
+            if pipeline.redactions.any_contains(key.expose()) {
+                return Err(Failure {
+                    exit: Exit::Config,
+                    message: format!(
+                        "connections.{name}: its API key also comes into another field of the file through a `${{VAR}}`: the key may only be a connection's api_key, so that it never reaches a field, a file or SendGrid"
+                    ),
+                });
+            }
             (
                 connection
                     .endpoint
@@ -43,12 +52,19 @@ pub fn client_for(
         rate_limit_budget: Duration::from_secs(connection.rate_limit_wait_secs),
         ..RetryPolicy::default()
     };
+    let source = match (local, &connection.api_key, &connection.api_key_file) {
+        (Some(_), ..) => "the local emulator's key".to_owned(),
+        (None, Some(reference), _) => format!("connection {name}'s API key (from {reference})"),
+        (None, None, Some(file)) => format!("connection {name}'s API key (from the file {file})"),
+        (None, None, None) => format!("connection {name}'s API key"),
+    };
     Client::new(
         &endpoint,
         key.into(),
         Duration::from_secs(connection.request_timeout_secs),
         policy,
     )
+    .map(|client| client.with_key_source(source))
     .map_err(|e| Failure {
         exit: Exit::Config,
         message: format!("connections.{name}: {e}"),
@@ -111,7 +127,11 @@ pub async fn check(
             }
             Ok(_) => {
                 verdicts.push(Verdict::pass(subject.clone(), "API key accepted".into()));
-                verdicts.push(Verdict::fail(subject, ClientError::Forbidden.to_string()));
+                let key = format!("connection {name}'s API key");
+                verdicts.push(Verdict::fail(
+                    subject,
+                    ClientError::Forbidden { key }.to_string(),
+                ));
             }
             Err(e) => verdicts.push(Verdict::fail(subject, e.to_string())),
         }
@@ -178,4 +198,48 @@ pub async fn check(
         }
     }
     verdicts
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sendgrid_client::{Client, RetryPolicy};
+
+    /// The pipeline file's endpoint check and the HTTP client's read every URL alike:
+    /// a URL one accepts and the other refuses is where a key could go astray.
+    #[test]
+    fn the_file_and_the_client_agree_on_every_endpoint() {
+        for endpoint in [
+            "global",
+            "eu",
+            "https://api.sendgrid.com",
+            "https://api.sendgrid.com/",
+            "http://127.0.0.1:9",
+            "http://[::1]:9",
+            "http://localhost:9",
+            "http://127.0.0.1@evil.example/",
+            "http://evil.example#@127.0.0.1/",
+            "http://evil.example?@127.0.0.1/",
+            "https://user:pass@api.sendgrid.com",
+            "http://127.0.0.1.evil.example/",
+            "http://0x7f000001/",
+            "http://api.sendgrid.com",
+            "https://api.sendgrid.com/?x=1",
+            "ftp://127.0.0.1/",
+            "127.0.0.1:9",
+            "https://",
+            "not a url",
+        ] {
+            let file = pipeline_spec::check_endpoint(endpoint).is_ok();
+            let client = Client::new(
+                endpoint,
+                "k".to_owned().into(),
+                Duration::from_secs(1),
+                RetryPolicy::default(),
+            )
+            .is_ok();
+            assert_eq!(file, client, "{endpoint}: file {file}, client {client}");
+        }
+    }
 }

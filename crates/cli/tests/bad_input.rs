@@ -304,3 +304,196 @@ fn a_field_of_different_kinds_across_segments_is_refused() {
         ],
     );
 }
+
+#[test]
+fn numbers_out_of_range_are_refused_before_anything_runs() {
+    let text = pipeline_yaml(
+        SEGMENTS,
+        &format!("{EXPORT}\n    import_timeout_secs: 18446744073709551615"),
+    )
+    .replace(
+        "    data_privacy_consent: true\n",
+        "    data_privacy_consent: true\n    request_timeout_secs: 99999999\n",
+    )
+    .replace(
+        "version: 1\n",
+        "version: 1\nengine: { memory_limit_mib: 18446744073709551615 }\n",
+    );
+    let (_d, run) = run_file(&text);
+    assert_config_error(
+        &run,
+        &[
+            "engine.memory_limit_mib: must be between 16 and 1048576",
+            "connections.marketing.request_timeout_secs: must be between 1 and 3600",
+            "exports[0].import_timeout_secs: must be between 1 and 604800",
+        ],
+    );
+}
+
+#[test]
+fn thousands_of_or_terms_are_refused_with_a_message_not_a_crash() {
+    let terms: Vec<String> = (0..5000).map(|i| format!("customer_id = {i}")).collect();
+    let segments = format!(
+        "  vip: SELECT * FROM profiles WHERE {}\n  high_value: SELECT * FROM profiles",
+        terms.join(" OR ")
+    );
+    let (_d, run) = run_file(&pipeline_yaml(&segments, EXPORT));
+    assert_config_error(
+        &run,
+        &[
+            "segment `vip`: chains 4999 AND/OR operators, more than the 1000 that can be planned safely: write a long list of alternatives as `column IN (...)`",
+        ],
+    );
+}
+
+#[test]
+fn a_closed_stdout_ends_the_output_quietly() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .args(["schema"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close our end before the binary writes: it meets a broken pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn dictionary_encoded_text_columns_are_text() {
+    use std::sync::Arc;
+
+    use arrow::compute::cast;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let dir = sample_dir();
+    let path = dir.path().join("data/profiles.parquet");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    // Email and first name as pandas and Polars write categoricals.
+    let categorical = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let schema = batches[0].schema();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "email" | "first_name" => Field::new(f.name(), categorical.clone(), true),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let file = std::fs::File::create(&path).unwrap();
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), None).unwrap();
+    for batch in &batches {
+        let columns = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(f, c)| cast(c, f.data_type()).unwrap())
+            .collect();
+        writer
+            .write(&RecordBatch::try_new(schema.clone(), columns).unwrap())
+            .unwrap();
+    }
+    writer.close().unwrap();
+
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));
+    let run = pipeline(
+        dir.path(),
+        &["run", file, "--dry-run", "out", "--output", "json"],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["exports"][0]["sent"], 13);
+    let sent = contacts(&dir.path().join("out/newsletter"));
+    assert_eq!(sent[0]["email"], "ada.lovelace@example.com");
+    assert_eq!(sent[0]["first_name"], "Ada");
+}
+
+#[test]
+fn segments_that_select_from_themselves_say_so() {
+    let segments = "  vip: SELECT * FROM vip
+  high_value: SELECT * FROM loop_b
+  loop_b: SELECT * FROM loop_c
+  loop_c: SELECT * FROM high_value";
+    let (_d, run) = run_file(&pipeline_yaml(segments, EXPORT));
+    assert_config_error(
+        &run,
+        &[
+            "segment `vip` selects from itself",
+            "segment `high_value` is in a cycle of segments that select from each other (high_value → loop_b → loop_c → high_value)",
+        ],
+    );
+}
+
+#[test]
+fn an_aggregate_in_a_mapping_is_named_by_validate() {
+    let text = pipeline_yaml(
+        SEGMENTS,
+        &EXPORT.replace("first_name: first_name", "first_name: max(first_name)"),
+    );
+    let dir = sample_dir();
+    let file = write(dir.path(), &text);
+    let run = pipeline(dir.path(), &["validate", file], &[]);
+    assert_config_error(
+        &run,
+        &[
+            "mapping.first_name: `max(first_name)` is an aggregate or window expression (sum, count, row_number() OVER, ...), but a mapping fills each contact from its own row: compute it in the segment's SQL and map the column",
+        ],
+    );
+}
+
+#[test]
+fn a_byte_order_mark_is_not_part_of_the_file() {
+    let dir = sample_dir();
+    let text = format!("\u{feff}{}", pipeline_yaml(SEGMENTS, EXPORT));
+    let file = write(dir.path(), &text);
+    let run = pipeline(dir.path(), &["validate", file], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+#[test]
+fn a_folder_of_skipped_files_and_a_looping_link_say_what_they_are() {
+    let dir = sample_dir();
+    let data = dir.path().join("data");
+    // Only markers: nothing to read, and the message says why they were skipped.
+    std::fs::create_dir(dir.path().join("markers")).unwrap();
+    std::fs::write(dir.path().join("markers/_SUCCESS"), "").unwrap();
+    std::fs::write(dir.path().join("markers/.part.crc"), "").unwrap();
+    let text = pipeline_yaml(SEGMENTS, EXPORT).replace("data/profiles.parquet", "markers/");
+    let file = write(dir.path(), &text);
+    let run = pipeline(dir.path(), &["validate", file], &[]);
+    assert_config_error(
+        &run,
+        &["holds no .parquet file; 2 name(s) starting with `_` or `.` (such as `"],
+    );
+
+    // A link back to the folder itself: each file is read once.
+    std::fs::create_dir(dir.path().join("table")).unwrap();
+    std::fs::copy(
+        data.join("profiles.parquet"),
+        dir.path().join("table/part-0.parquet"),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(dir.path().join("table"), dir.path().join("table/again")).unwrap();
+    let text = pipeline_yaml(SEGMENTS, EXPORT).replace("data/profiles.parquet", "table/");
+    let file = write(dir.path(), &text);
+    let once = pipeline(
+        dir.path(),
+        &["run", file, "--dry-run", "out", "--output", "json"],
+        &[],
+    );
+    assert_eq!(once.code, 0, "{}", once.stderr);
+    assert_eq!(once.json()["exports"][0]["sent"], 13, "no row read twice");
+}

@@ -395,3 +395,201 @@ fn the_dry_run_writes_the_bodies_a_run_sends() {
     sent.sort_unstable_by(|a, b| b.cmp(a));
     assert_eq!(sent, written);
 }
+
+/// The emails a run's log slice accepted (202), each with its job id.
+fn accepted(requests: &[sendgrid_emulator::LoggedRequest]) -> Vec<(String, String)> {
+    requests
+        .iter()
+        .filter(|r| r.status == 202)
+        .filter_map(|r| Some((r.job_id.clone()?, r)))
+        .flat_map(|(job, r)| {
+            r.upserted
+                .iter()
+                .map(move |u| (u.email.clone(), job.clone()))
+        })
+        .collect()
+}
+
+/// Every email the rejects file names with a SendGrid refusal.
+fn refused_in(dir: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_to_string(dir.join("rejects/daily.rejects.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            matches!(
+                v["reason"].as_str(),
+                Some("sendgrid_rejected" | "import_errored")
+            )
+        })
+        .filter_map(|v| v["email"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// 200,000 contacts against mixed faults drawn from a printed seed (`SOAK_SEED` replays
+/// one): 5xx bursts, dropped connections, 429 storms, slow and failed import jobs,
+/// refused contacts. Then unchanged reruns: the list ends exactly right, nothing accepted
+/// is sent twice, and each summary says what happened.
+#[test]
+fn a_soak_under_mixed_faults_ends_exactly_right() {
+    let seed = std::env::var("SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("SOAK_SEED={seed}");
+    let mut rng = Lcg(seed);
+    let s = Setup::with(Config {
+        import_delay_ms: 200,
+        ..Config::default()
+    });
+    let n = 200_000;
+    let data = rows(n);
+    write_profiles(s.dir.path(), &data);
+    let file = s.pipeline(&UPSERT.replace(
+        "allowed_rejects: 10",
+        "allowed_rejects: 5000\n    max_profiles: 1000000",
+    ));
+    let text = std::fs::read_to_string(s.dir.path().join(file)).unwrap();
+    std::fs::write(
+        s.dir.path().join(file),
+        text.replace("contacts_per_request: 50", "contacts_per_request: 10000")
+            .replace("max_attempts: 2", "max_attempts: 4"),
+    )
+    .unwrap();
+
+    let mut upserts = Vec::new();
+    for _ in 0..12 {
+        upserts.push(match rng.below(6) {
+            0 => Fault::Status { status: 500 },
+            1 => Fault::Status { status: 503 },
+            2 => Fault::Status { status: 429 },
+            3 => Fault::Drop,
+            4 => Fault::Delay { ms: 300 },
+            _ => Fault::Status { status: 502 },
+        });
+    }
+    let some_emails = |rng: &mut Lcg, k: u64| -> Vec<String> {
+        (0..k)
+            .map(|_| email(1 + rng.below(n as u64) as i64))
+            .collect()
+    };
+    let mut jobs = Vec::new();
+    for _ in 0..20 {
+        jobs.push(match rng.below(5) {
+            0 => Fault::FailJob,
+            1 => Fault::ErrorJob {
+                emails: some_emails(&mut rng, 200),
+            },
+            _ => Fault::CompleteJob,
+        });
+    }
+    let poisoned: BTreeSet<String> = some_emails(&mut rng, 5).into_iter().collect();
+    s.emulator.script(Faults {
+        upserts: upserts.into(),
+        jobs: jobs.into(),
+        poisoned: poisoned.clone(),
+        ..Faults::default()
+    });
+
+    let everyone: BTreeSet<String> = data.iter().map(|r| r.email.clone()).collect();
+    let mut imported: BTreeSet<String> = BTreeSet::new();
+    // The rejects file holds one run's rejects: the refusals of all runs.
+    let mut refused: BTreeSet<String> = BTreeSet::new();
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        assert!(runs <= 6, "seed {seed}: not settled after 5 reruns");
+        let before = s.log_len();
+        let (run, summary) = s.run_json(&["run", file]);
+        let requests = s.emulator.requests();
+        let sent = accepted(&requests[before..]);
+        refused.extend(refused_in(s.dir.path()));
+        // Nothing SendGrid took and imported is sent again; nothing is sent twice in a run.
+        let sent_emails: BTreeSet<&String> = sent.iter().map(|(e, _)| e).collect();
+        assert_eq!(
+            sent_emails.len(),
+            sent.len(),
+            "seed {seed}: a contact sent twice in run {runs}"
+        );
+        let again: Vec<&&String> = sent_emails
+            .iter()
+            .filter(|e| imported.contains(**e))
+            .collect();
+        assert!(
+            again.is_empty(),
+            "seed {seed}: run {runs} resent {} imported contact(s)",
+            again.len()
+        );
+        if summary.is_null() {
+            // Retries ran out: the run failed with a message; the next run resumes.
+            assert_eq!(run.code, 4, "seed {seed}: run {runs}: {}", run.stderr);
+            assert!(
+                run.json()["error"].is_string(),
+                "seed {seed}: {}",
+                run.stdout
+            );
+            continue;
+        }
+        assert_eq!(
+            summary["sent"].as_u64(),
+            Some(sent.len() as u64),
+            "seed {seed}: run {runs}'s summary counts what was accepted"
+        );
+        // What the summary says was imported joins the imported set.
+        let imported_jobs: BTreeSet<&str> = summary["sink"]["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|j| matches!(j["status"].as_str(), Some("completed" | "errored")))
+            .filter_map(|j| j["job_id"].as_str())
+            .collect();
+        imported.extend(
+            sent.iter()
+                .filter(|(_, job)| imported_jobs.contains(job.as_str()))
+                .map(|(e, _)| e.clone()),
+        );
+        if run.code == 0 {
+            assert!(
+                refused.is_subset(&everyone),
+                "seed {seed}: refusals are of selected contacts"
+            );
+            assert!(
+                poisoned.is_subset(&refused),
+                "seed {seed}: every poisoned contact refused"
+            );
+            let landed: BTreeSet<String> = s.emulator.list_emails(LIST).into_iter().collect();
+            let expected: BTreeSet<String> = everyone.difference(&refused).cloned().collect();
+            let missing: Vec<&String> = expected.difference(&landed).take(5).collect();
+            let extra: Vec<&String> = landed.difference(&expected).take(5).collect();
+            assert!(
+                missing.is_empty() && extra.is_empty(),
+                "seed {seed}: {} landed, {} expected; missing {missing:?}, extra {extra:?}",
+                landed.len(),
+                expected.len()
+            );
+            // Settled: an unchanged rerun sends nothing and counts the refusals.
+            let before = s.log_len();
+            let (run, last) = s.run_json(&["run", file]);
+            assert_eq!(run.code, 0, "seed {seed}: {}", run.stderr);
+            assert!(
+                accepted(&s.emulator.requests()[before..]).is_empty(),
+                "seed {seed}"
+            );
+            assert_eq!(
+                last["sync"]["still_refused"].as_u64(),
+                Some(refused.len() as u64)
+            );
+            assert_eq!(
+                last["sync"]["unchanged"].as_u64(),
+                Some(n as u64 - refused.len() as u64)
+            );
+            break;
+        }
+        assert_eq!(run.code, 4, "seed {seed}: run {runs}: {}", run.stderr);
+    }
+}

@@ -319,7 +319,9 @@ fn a_bad_key_fails_at_once_and_sends_nothing() {
     let run = s.run(&["run", file], "SG.wrong");
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
-        run.stderr.contains("SendGrid refused the API key (401)"),
+        run.stderr.contains(
+            "SendGrid refused connection marketing's API key (from ${SENDGRID_API_KEY}) (401)"
+        ),
         "{}",
         run.stderr
     );
@@ -334,7 +336,9 @@ fn a_key_without_marketing_permissions_fails_at_once() {
     let run = s.run(&["run", file], "SG.mail-only");
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
-        run.stderr.contains("lacks Marketing permissions (403)"),
+        run.stderr.contains(
+            "connection marketing's API key (from ${SENDGRID_API_KEY}) lacks Marketing permissions (403)"
+        ),
         "{}",
         run.stderr
     );
@@ -470,7 +474,7 @@ fn check_gives_a_verdict_per_item() {
     let run = s.run(&["check", file], "SG.wrong");
     assert!(
         run.stdout
-            .contains("FAIL connection marketing: SendGrid refused the API key (401)"),
+            .contains("FAIL connection marketing: SendGrid refused connection marketing's API key (from ${SENDGRID_API_KEY}) (401)"),
         "{}",
         run.stdout
     );
@@ -578,4 +582,107 @@ fn truncate_mode_uploads_the_first_contacts_by_order_while_selecting() {
     assert_eq!(sum["cap"]["status"], "truncated");
     assert_eq!(sum["cap"]["over_by"], 9);
     assert_eq!(import_totals(&sum), (4, 4, 0));
+}
+
+/// Every file and output under `dir`, and `texts`, searched for `secret`.
+fn assert_nowhere(dir: &std::path::Path, texts: &[String], secret: &str, placement: &str) {
+    for t in texts {
+        assert!(!t.contains(secret), "{placement}: the key leaked:\n{t}");
+    }
+    let mut paths = vec![dir.to_path_buf()];
+    while let Some(p) = paths.pop() {
+        if p.is_dir() {
+            paths.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret),
+                "{placement}: the key leaked into {}",
+                p.display()
+            );
+        }
+    }
+}
+
+/// The key put by mistake in every field that takes a `${VAR}`, through its own variable
+/// and through another holding the same value: no command prints it or writes it.
+#[test]
+fn a_key_in_the_wrong_field_is_never_echoed_or_written() {
+    let s = Setup::new(vec![], Faults::default());
+    let base = s.pipeline(EXPORT, "");
+    let text = std::fs::read_to_string(s.dir.path().join(base)).unwrap();
+    let endpoint = s.emulator.url();
+    // Outside the folder the outputs are searched in.
+    let secrets = tempfile::tempdir().unwrap();
+    let placements: Vec<(&str, String)> = vec![
+        ("list id", text.replace(LIST, "${SENDGRID_API_KEY}")),
+        ("list id, other variable", text.replace(LIST, "${OTHER}")),
+        ("endpoint", text.replace(&endpoint, "${SENDGRID_API_KEY}")),
+        (
+            "display name",
+            text.replace(
+                "    data_privacy_consent: true",
+                "    display_name: ${OTHER}\n    data_privacy_consent: true",
+            ),
+        ),
+        (
+            "source path",
+            text.replace("data/profiles.parquet", "data/${OTHER}.parquet"),
+        ),
+        (
+            "segment SQL",
+            text.replace(
+                "lifetime_value > 5000",
+                "first_name = '${SENDGRID_API_KEY}'",
+            ),
+        ),
+        (
+            "mapping",
+            text.replace("first_name: first_name", "first_name: \"'${OTHER}'\""),
+        ),
+        (
+            "order_by",
+            text.replace("order_by: customer_id", "order_by: ${OTHER}"),
+        ),
+        // The key in a file is not known until it is read: the list id is refused for
+        // its shape, and the message shows the reference, not the value.
+        (
+            "list id, key from a file",
+            text.replace(
+                "api_key: ${SENDGRID_API_KEY}",
+                &format!("api_key_file: {}", secrets.path().join("key").display()),
+            )
+            .replace(LIST, "${OTHER}"),
+        ),
+    ];
+    let key_file = secrets.path().join("key");
+    std::fs::write(&key_file, KEY).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    for (placement, yaml) in placements {
+        std::fs::write(s.dir.path().join("p.yaml"), &yaml).unwrap();
+        let mut texts = Vec::new();
+        for args in [
+            vec!["validate", "p.yaml"],
+            vec!["validate", "p.yaml", "--output", "json"],
+            vec!["plan", "p.yaml", "--show-emails"],
+            vec!["run", "p.yaml", "--dry-run", "out", "-vv"],
+            vec!["run", "p.yaml", "--output", "json", "-vv"],
+            vec!["check", "p.yaml", "--output", "json"],
+        ] {
+            let run = pipeline(
+                s.dir.path(),
+                &args,
+                &[("SENDGRID_API_KEY", KEY), ("OTHER", KEY)],
+            );
+            assert_ne!(run.code, 0, "{placement}: {args:?} must not pass");
+            texts.push(run.stdout);
+            texts.push(run.stderr);
+        }
+        assert_nowhere(s.dir.path(), &texts, KEY, placement);
+    }
+    assert!(s.upserted_emails().is_empty(), "nothing was sent");
 }

@@ -369,19 +369,6 @@ fn contacts_of_a_failed_import_job_are_sent_again_by_the_next_run() {
     assert_eq!(again["sync"]["unchanged"], 120 - lost.len() as u64);
 }
 
-/// A small deterministic generator for the kill points.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
-
 /// SIGKILLs the binary at random points of a run over many rounds, reruns it, and checks
 /// each time that the list ends complete and that no body the journal recorded as
 /// accepted was sent again.

@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 
 use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::tree_node::TreeNode;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use pipeline_sink::{ContactField, FieldKind};
 use pipeline_spec::{Export, FieldLengthPolicy};
@@ -124,9 +126,10 @@ pub(crate) async fn plan_export(
         let mut exprs = Vec::with_capacity(mapped.len());
         for (i, m) in mapped.iter().enumerate() {
             let what = format!("mapping.{}", m.field.qualified_name());
-            let expr = resolve(&m.written, schema);
-            match expression_type(ctx, segment, &expr).await {
-                Ok(data_type) => match shape_of(&m.field, &data_type) {
+            let resolved = resolve(&m.written, schema);
+            let typed = expression_type(ctx, segment, &resolved).await;
+            match typed.map(|t| decoded(resolved, t)) {
+                Ok((expr, data_type)) => match shape_of(&m.field, &data_type) {
                     Ok(shape) if shapes[i].as_ref().is_some_and(|(first, _)| *first != shape) => {
                         let (_, first_segment) = &shapes[i].as_ref().expect("checked");
                         problems.push(format!(
@@ -214,6 +217,7 @@ async fn expression_type(
     segment: &str,
     expr: &str,
 ) -> Result<DataType, String> {
+    crate::segments::check_expression_size(expr)?;
     let sql = format!("SELECT {expr} AS v FROM {}", quote_ident(segment));
     let df = ctx
         .sql_with_options(&sql, query_only())
@@ -221,6 +225,23 @@ async fn expression_type(
         .map_err(|e| clean_sql_error(&e.to_string()))?;
     if df.schema().fields().len() != 1 {
         return Err("must be one expression".into());
+    }
+    // A mapping fills one contact from its own row; an aggregate or a window would pass
+    // here alone and fail beside the other fields at run time.
+    let per_row = !df
+        .logical_plan()
+        .exists(|node| {
+            Ok(matches!(
+                node,
+                LogicalPlan::Aggregate(_) | LogicalPlan::Window(_)
+            ))
+        })
+        .unwrap_or(false);
+    if !per_row {
+        return Err(
+            "is an aggregate or window expression (sum, count, row_number() OVER, ...), but a mapping fills each contact from its own row: compute it in the segment's SQL and map the column"
+                .into(),
+        );
     }
     Ok(df.schema().field(0).data_type().clone())
 }
@@ -232,7 +253,9 @@ fn explain_expression_error(
     message: &str,
 ) -> String {
     let is_name = !written.is_empty() && written.chars().all(|c| c.is_alphanumeric() || c == '_');
-    if is_name {
+    if message.starts_with("is an aggregate") {
+        format!("`{written}` {message}")
+    } else if is_name {
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         format!(
             "column `{written}` is not in segment `{segment}`; its columns are: {}",
@@ -240,6 +263,15 @@ fn explain_expression_error(
         )
     } else {
         format!("`{written}` is not a valid expression over segment `{segment}`: {message}")
+    }
+}
+
+/// A dictionary-encoded value (as pandas and Polars write categoricals) read as its
+/// values: the expression cast to the value type, and that type.
+fn decoded(expr: String, data_type: DataType) -> (String, DataType) {
+    match data_type {
+        DataType::Dictionary(_, value) => (format!("arrow_cast({expr}, '{value}')"), *value),
+        other => (expr, other),
     }
 }
 

@@ -185,4 +185,40 @@ mod tests {
             assert_eq!(RejectReason::from_code(r.code()), Some(r));
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any text: no panic, normalising twice changes nothing, and an address the
+            /// rules accept has one `@`, fits SendGrid's 254 characters and is lower case.
+            #[test]
+            fn the_email_rules_hold_for_any_text(raw in "\\PC{0,300}") {
+                let mut once = String::new();
+                normalize_email_into(&raw, &mut once);
+                let mut twice = String::new();
+                normalize_email_into(&once, &mut twice);
+                prop_assert_eq!(&once, &twice);
+                if email_problem(&once).is_none() {
+                    prop_assert_eq!(once.matches('@').count(), 1);
+                    prop_assert!(once.chars().count() <= EMAIL_MAX_CHARS);
+                    prop_assert_eq!(once.to_lowercase(), once.clone());
+                }
+            }
+
+            #[test]
+            fn addresses_of_the_usual_shape_are_accepted(
+                local in "[a-z0-9][a-z0-9._+-]{0,20}[a-z0-9]",
+                domain in "[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?\\.[a-z]{2,8}",
+            ) {
+                prop_assume!(!local.contains(".."));
+                let email = format!("{local}@{domain}");
+                prop_assert_eq!(email_problem(&email), None, "{}", email);
+            }
+        }
+    }
 }

@@ -59,16 +59,122 @@ pub(crate) async fn register_all(
             break;
         }
     }
+    let failed: Vec<&String> = pending
+        .keys()
+        .copied()
+        .filter(|name| !schemas.contains_key(*name))
+        .collect();
+    let cycles = cycles(ctx, pipeline, &failed);
     for (name, error) in pending {
-        if !schemas.contains_key(name) {
-            problems.push(format!("segment `{name}`: {}", clean_sql_error(&error)));
+        if schemas.contains_key(name) {
+            continue;
+        }
+        match cycles.get(name.as_str()) {
+            Some(cycle) if cycle.len() == 1 => problems.push(format!(
+                "segment `{name}` selects from itself: a segment may select from sources and other segments only"
+            )),
+            Some(cycle) => problems.push(format!(
+                "segment `{name}` is in a cycle of segments that select from each other ({} → {name}): break the cycle",
+                cycle.join(" → ")
+            )),
+            None => problems.push(format!("segment `{name}`: {}", clean_sql_error(&error))),
         }
     }
     (schemas, problems)
 }
 
+/// The segments among `failed` that select from themselves through other failed ones:
+/// each with the cycle it is in, starting from it.
+fn cycles<'a>(
+    ctx: &SessionContext,
+    pipeline: &'a Pipeline,
+    failed: &[&'a String],
+) -> BTreeMap<&'a str, Vec<&'a str>> {
+    let state = ctx.state();
+    // Which failed segments each failed segment selects from.
+    let edges: BTreeMap<&str, Vec<&str>> = failed
+        .iter()
+        .map(|name| {
+            let sql = &pipeline.file.segments[*name];
+            let refs = DFParser::parse_sql(sql)
+                .ok()
+                .and_then(|mut statements| statements.pop_front())
+                .and_then(|statement| state.resolve_table_references(&statement).ok())
+                .unwrap_or_default();
+            let targets = failed
+                .iter()
+                .filter(|other| refs.iter().any(|r| r.table() == other.as_str()))
+                .map(|other| other.as_str())
+                .collect();
+            (name.as_str(), targets)
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    for start in edges.keys().copied() {
+        // Breadth-first from `start`, remembering the way back, until `start` is reached.
+        let mut came_from: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut queue = std::collections::VecDeque::from([start]);
+        let mut closed = false;
+        while let Some(at) = queue.pop_front() {
+            for next in edges.get(at).into_iter().flatten().copied() {
+                if next == start {
+                    came_from.insert(start, at);
+                    closed = true;
+                    break;
+                }
+                if !came_from.contains_key(next) {
+                    came_from.insert(next, at);
+                    queue.push_back(next);
+                }
+            }
+            if closed {
+                break;
+            }
+        }
+        if closed {
+            let mut cycle = vec![start];
+            let mut at = came_from[start];
+            while at != start {
+                cycle.push(at);
+                at = came_from[at];
+            }
+            cycle[1..].reverse();
+            out.insert(start, cycle);
+        }
+    }
+    out
+}
+
+/// Most `AND`/`OR` operators one SQL text may chain. Planning and optimising walk an
+/// expression recursively, and a chain nests as deep as it is long: thousands of terms
+/// would overflow the stack instead of failing with a message.
+pub(crate) const MAX_BOOLEAN_OPERATORS: usize = 1_000;
+
+/// Refuses SQL whose `AND`/`OR` chains are too long to plan safely. The tokenizer is
+/// iterative, so counting cannot overflow whatever the text.
+pub(crate) fn check_expression_size(sql: &str) -> Result<(), String> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        // The parser reports what is wrong with the text.
+        return Ok(());
+    };
+    let chained = tokens
+        .iter()
+        .filter(|t| matches!(t, Token::Word(w) if matches!(w.keyword, Keyword::AND | Keyword::OR)))
+        .count();
+    if chained > MAX_BOOLEAN_OPERATORS {
+        return Err(format!(
+            "chains {chained} AND/OR operators, more than the {MAX_BOOLEAN_OPERATORS} that can be planned safely: write a long list of alternatives as `column IN (...)`, or join a table of the values"
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses anything but one query, naming what was found.
 pub(crate) fn check_query_only(sql: &str) -> Result<(), String> {
+    check_expression_size(sql)?;
     let statements = DFParser::parse_sql(sql)
         .map_err(|e| format!("SQL syntax error: {}", clean_sql_error(&e.to_string())))?;
     if statements.len() != 1 {

@@ -71,15 +71,23 @@ fn list_files(path: &Path) -> Result<Vec<PathBuf>, String> {
         }
         files
     } else if path.is_dir() {
-        let mut files = Vec::new();
-        walk(path, &mut files).map_err(|e| format!("cannot list {}: {e}", path.display()))?;
-        if files.is_empty() {
+        let mut walk = Walk::default();
+        walk.folder(path)
+            .map_err(|e| format!("cannot list {}: {e}", path.display()))?;
+        if walk.files.is_empty() {
+            let skipped = match walk.skipped.first() {
+                Some(first) => format!(
+                    "; {} name(s) starting with `_` or `.` (such as `{first}`) were skipped: tools like Spark leave such markers beside the data, so they are never read",
+                    walk.skipped.len()
+                ),
+                None => String::new(),
+            };
             return Err(format!(
-                "the folder {} holds no .parquet file",
+                "the folder {} holds no .parquet file{skipped}",
                 path.display()
             ));
         }
-        files
+        walk.files
     } else if path.is_file() {
         vec![absolute(path)?]
     } else {
@@ -92,24 +100,41 @@ fn list_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // Spark and friends leave `_SUCCESS`, `.crc` and similar beside the data.
-        if name.starts_with('.') || name.starts_with('_') {
-            continue;
+/// A folder's Parquet files, each once: a symbolic link back to a folder already read
+/// (or to a file already found) is not followed again.
+#[derive(Default)]
+struct Walk {
+    files: Vec<PathBuf>,
+    /// Names skipped for starting with `_` or `.`.
+    skipped: Vec<String>,
+    seen: std::collections::HashSet<PathBuf>,
+}
+
+impl Walk {
+    fn folder(&mut self, dir: &Path) -> std::io::Result<()> {
+        if !self.seen.insert(std::fs::canonicalize(dir)?) {
+            return Ok(());
         }
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else if name.ends_with(".parquet") {
-            out.push(std::path::absolute(&path)?);
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            // Spark and friends leave `_SUCCESS`, `.crc` and similar beside the data.
+            if name.starts_with('.') || name.starts_with('_') {
+                self.skipped.push(name);
+                continue;
+            }
+            if path.is_dir() {
+                self.folder(&path)?;
+            } else if name.ends_with(".parquet") && self.seen.insert(std::fs::canonicalize(&path)?)
+            {
+                self.files.push(std::path::absolute(&path)?);
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, String> {

@@ -35,12 +35,13 @@ pub const EU: &str = "https://api.eu.sendgrid.com";
 /// Why a request failed. Messages never contain the API key.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("SendGrid refused the API key (401): check that the key is right and not revoked")]
-    Unauthorized,
+    /// `key` says whose key and where it came from.
+    #[error("SendGrid refused {key} (401): check that the key is right and not revoked")]
+    Unauthorized { key: String },
     #[error(
-        "the API key lacks Marketing permissions (403): give it Marketing Campaigns access (read and write) in SendGrid's API key settings"
+        "{key} lacks Marketing permissions (403): give it Marketing Campaigns access (read and write) in SendGrid's API key settings"
     )]
-    Forbidden,
+    Forbidden { key: String },
     #[error("{what} not found (404): {message}")]
     NotFound { what: String, message: String },
     /// SendGrid refused the request's content (400, 413): the errors say which contacts.
@@ -166,6 +167,8 @@ pub struct Client {
     base: String,
     key: SecretString,
     policy: RetryPolicy,
+    /// Whose key this is and where it came from, for a 401 or 403 (never the key).
+    key_source: String,
     /// Per endpoint family: no request starts before this instant (set when the family's
     /// rate budget is spent or a 429 names its reset).
     not_before: Arc<std::sync::Mutex<HashMap<Family, Instant>>>,
@@ -235,9 +238,16 @@ impl Client {
             base,
             key,
             policy,
+            key_source: "the API key".into(),
             not_before: Arc::default(),
             stats: Arc::new(std::sync::Mutex::new(Stats::default())),
         })
+    }
+
+    /// Names the key in a 401 or 403: whose it is and where it came from (never the key).
+    pub fn with_key_source(mut self, source: impl Into<String>) -> Self {
+        self.key_source = source.into();
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -322,7 +332,7 @@ impl Client {
                             if verdict == Verdict::Done {
                                 return Ok((status, bytes));
                             }
-                            return Err(fatal(what, status, &bytes));
+                            return Err(fatal(what, &self.key_source, status, &bytes));
                         }
                         _ => (verdict, format!("HTTP {status}")),
                     }
@@ -654,12 +664,17 @@ fn error_list(body: &[u8]) -> Vec<ApiError> {
         .collect()
 }
 
-fn fatal(what: &str, status: StatusCode, body: &[u8]) -> ClientError {
+/// The error of a final answer; `key` names the key for a 401 or 403.
+fn fatal(what: &str, key: &str, status: StatusCode, body: &[u8]) -> ClientError {
     let errors = error_list(body);
     let message = describe(&errors);
     match status.as_u16() {
-        401 => ClientError::Unauthorized,
-        403 => ClientError::Forbidden,
+        401 => ClientError::Unauthorized {
+            key: key.to_owned(),
+        },
+        403 => ClientError::Forbidden {
+            key: key.to_owned(),
+        },
         404 => ClientError::NotFound {
             what: what.trim_start_matches("reading ").to_owned(),
             message: if message.is_empty() {

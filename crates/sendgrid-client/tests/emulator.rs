@@ -99,14 +99,14 @@ async fn bad_key_and_missing_permissions() {
         client(&e, "wrong")
             .upsert_contacts(body(r#"{"email":"a@b.co"}"#))
             .await,
-        Err(ClientError::Unauthorized)
+        Err(ClientError::Unauthorized { .. })
     ));
     let restricted = client(&e, "mail-only");
     assert!(matches!(
         restricted
             .upsert_contacts(body(r#"{"email":"a@b.co"}"#))
             .await,
-        Err(ClientError::Forbidden)
+        Err(ClientError::Forbidden { .. })
     ));
     let scopes = restricted.scopes().await.unwrap();
     assert!(!has_marketing_access(&scopes));

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pipeline_sink::UploadJournal;
+use pipeline_sink::{SinkReject, UploadJournal};
 use sendgrid_client::{Client, FieldType};
 
 /// How the sink uploads and waits.
@@ -38,6 +38,9 @@ pub struct SendgridSink {
     /// SendGrid types of custom fields, used when one is created.
     pub(crate) custom_types: BTreeMap<String, FieldType>,
     pub(crate) journal: Option<Arc<dyn UploadJournal>>,
+    /// Contacts refused in jobs of an earlier, interrupted run that this run followed:
+    /// reported with this run's rejects.
+    pub(crate) earlier_rejects: Vec<SinkReject>,
 }
 
 impl SendgridSink {
@@ -47,6 +50,7 @@ impl SendgridSink {
             settings,
             custom_types: BTreeMap::new(),
             journal: None,
+            earlier_rejects: Vec::new(),
         }
     }
 
@@ -54,6 +58,12 @@ impl SendgridSink {
     /// then carry the diff stage's hash column, which supplies what the journal records.
     pub fn with_journal(mut self, journal: Arc<dyn UploadJournal>) -> Self {
         self.journal = Some(journal);
+        self
+    }
+
+    /// Reports `rejects`, found by following an interrupted run's jobs, with this run's.
+    pub fn with_earlier_rejects(mut self, rejects: Vec<SinkReject>) -> Self {
+        self.earlier_rejects = rejects;
         self
     }
 

@@ -108,4 +108,51 @@ mod tests {
         assert_eq!(err, "line 2 names no email");
         assert_eq!(parse_errors_file("email,error\n").unwrap(), []);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            #[test]
+            fn any_text_is_read_or_refused_without_panicking(text in "\\PC{0,300}") {
+                let _ = parse_errors_file(&text);
+            }
+
+            /// Real CSV in any column order, with any message: every row comes back.
+            #[test]
+            fn written_csv_reads_back_whatever_the_column_order(
+                rows in proptest::collection::vec(("[a-z0-9.]{1,20}@[a-z]{1,10}\\.io", "[\\p{L}\\p{N},;\"'. ]{0,40}"), 0..20),
+                email_first in any::<bool>(),
+            ) {
+                let mut writer = csv::Writer::from_writer(Vec::new());
+                let header = if email_first { ["email", "error"] } else { ["error", "email"] };
+                writer.write_record(header).unwrap();
+                for (email, message) in &rows {
+                    if email_first {
+                        writer.write_record([email, message]).unwrap();
+                    } else {
+                        writer.write_record([message, email]).unwrap();
+                    }
+                }
+                let text = String::from_utf8(writer.into_inner().unwrap()).unwrap();
+                let back: Vec<(String, String)> = parse_errors_file(&text)
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| (r.email, r.message))
+                    .collect();
+                let expected: Vec<(String, String)> = rows
+                    .iter()
+                    .map(|(e, m)| {
+                        let m = m.trim();
+                        (e.clone(), if m.is_empty() { "import error".to_owned() } else { m.to_owned() })
+                    })
+                    .collect();
+                prop_assert_eq!(back, expected);
+            }
+        }
+    }
 }

@@ -28,8 +28,8 @@ use sendgrid_client::ClientError;
 /// resource are the user's to fix; the rest is SendGrid's or the network's.
 pub fn sink_error(e: ClientError) -> SinkError {
     let kind = match &e {
-        ClientError::Unauthorized
-        | ClientError::Forbidden
+        ClientError::Unauthorized { .. }
+        | ClientError::Forbidden { .. }
         | ClientError::NotFound { .. }
         | ClientError::Config(_) => ErrorKind::Config,
         ClientError::Rejected { .. }

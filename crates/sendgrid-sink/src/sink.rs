@@ -59,7 +59,10 @@ impl Sink for SendgridSink {
                 requests: done.requests,
                 contacts: done.contacts,
                 bytes: done.bytes,
-                rejects: done.rejects,
+                rejects: std::mem::take(&mut self.earlier_rejects)
+                    .into_iter()
+                    .chain(done.rejects)
+                    .collect(),
                 retries: stats.retries,
                 rate_limited: stats.rate_limited,
                 ..Default::default()

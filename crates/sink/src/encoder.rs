@@ -555,4 +555,48 @@ mod tests {
             "{err}"
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn email_and_name() -> Vec<ContactField> {
+            fields()[..2].to_vec()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Any text, any length mix: every body is valid JSON under the byte limit,
+            /// holds at most the contact limit, and gives back exactly what went in.
+            #[test]
+            fn any_text_encodes_to_valid_json_that_round_trips(
+                names in proptest::collection::vec(proptest::option::of(".{0,200}"), 1..60),
+                per_body in 1usize..10,
+                limit in 2_000usize..8_000,
+            ) {
+                let emails = StringArray::from_iter_values((0..names.len()).map(|i| format!("c{i}@example.com")));
+                let given = StringArray::from(names.clone());
+                let batch = RecordBatch::try_from_iter([
+                    ("email", Arc::new(emails) as ArrayRef),
+                    ("first_name", Arc::new(given) as ArrayRef),
+                ])
+                .unwrap();
+                let mut encoder = BodyEncoder::with_limits(&["l1".into()], email_and_name(), per_body, limit);
+                let mut bodies = encode(&mut encoder, &batch);
+                bodies.extend(encoder.finish());
+                let mut back = Vec::new();
+                for body in &bodies {
+                    prop_assert!(body.bytes.len() < limit, "{} bytes", body.bytes.len());
+                    prop_assert!(body.contacts <= per_body);
+                    let v: Value = serde_json::from_slice(&body.bytes).unwrap();
+                    let contacts = v["contacts"].as_array().unwrap();
+                    prop_assert_eq!(contacts.len(), body.contacts);
+                    back.extend(contacts.iter().map(|c| c.get("first_name").and_then(Value::as_str).map(str::to_owned)));
+                }
+                prop_assert_eq!(back, names);
+            }
+        }
+    }
 }

@@ -7,15 +7,34 @@
 use crate::error::Diagnostic;
 use crate::model::PipelineFile;
 
-/// Replaces `${VAR}` references in every string value that may hold one.
+/// One `${NAME}` replaced by a value from the environment, and where.
+#[derive(Debug, Clone)]
+pub(crate) struct Substitution {
+    /// The field path of the value it went into.
+    pub path: String,
+    pub name: String,
+    pub value: String,
+}
+
+/// Replaces `${VAR}` references in every string value that may hold one; returns the
+/// problems and every substitution made.
 pub(crate) fn interpolate(
     file: &mut PipelineFile,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Vec<Diagnostic> {
+) -> (Vec<Diagnostic>, Vec<Substitution>) {
     let mut diagnostics = Vec::new();
-    let mut apply = |path: String, value: &mut String| match expand(value, env) {
-        Ok(expanded) => *value = expanded,
-        Err(message) => diagnostics.push(Diagnostic::new(path, message)),
+    let mut substitutions = Vec::new();
+    let mut apply = |path: String, value: &mut String| {
+        let mut used = Vec::new();
+        match expand_recording(value, env, &mut used) {
+            Ok(expanded) => *value = expanded,
+            Err(message) => diagnostics.push(Diagnostic::new(path.clone(), message)),
+        }
+        substitutions.extend(used.into_iter().map(|(name, value)| Substitution {
+            path: path.clone(),
+            name,
+            value,
+        }));
     };
     for (name, connection) in &mut file.connections {
         for (field, value) in [
@@ -45,11 +64,21 @@ pub(crate) fn interpolate(
             apply(format!("exports[{i}].mapping.{field}"), expr);
         }
     }
-    diagnostics
+    (diagnostics, substitutions)
 }
 
 /// Expands `${NAME}` references in `text`.
+#[cfg(test)]
 pub(crate) fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    expand_recording(text, env, &mut Vec::new())
+}
+
+/// Expands `${NAME}` references in `text`, recording each (name, value) used.
+fn expand_recording(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    used: &mut Vec<(String, String)>,
+) -> Result<String, String> {
     if !text.contains('$') {
         return Ok(text.to_owned());
     }
@@ -72,7 +101,10 @@ pub(crate) fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result
                 ));
             }
             match env(name) {
-                Some(value) => out.push_str(&value),
+                Some(value) => {
+                    out.push_str(&value);
+                    used.push((name.to_owned(), value));
+                }
                 None => {
                     return Err(format!(
                         "environment variable {name} is not set; export it before running, or write the value in the file"

@@ -9,6 +9,9 @@ mod interpolate;
 mod kind;
 mod locate;
 mod model;
+#[cfg(test)]
+mod properties;
+mod redact;
 mod secret;
 mod validate;
 
@@ -17,8 +20,11 @@ use std::path::{Path, PathBuf};
 pub use error::{Diagnostic, Location, SpecError};
 pub use kind::{Classified, ErrorKind};
 pub use model::*;
+pub use redact::Redactions;
 pub use secret::{ApiKey, resolve_api_key};
-pub use validate::{SENDGRID_RESERVED_FIELDS, check_custom_field_name, is_loopback_http, is_uuid};
+pub use validate::{
+    SENDGRID_RESERVED_FIELDS, check_custom_field_name, check_endpoint, is_loopback_http, is_uuid,
+};
 
 /// A parsed, interpolated and validated pipeline file.
 #[derive(Debug, Clone)]
@@ -27,6 +33,8 @@ pub struct Pipeline {
     pub file: PipelineFile,
     /// Where the pipeline file is; relative paths in it are resolved against its folder.
     pub path: PathBuf,
+    /// The values `${VAR}` references brought in: never shown as they are.
+    pub redactions: Redactions,
 }
 
 impl Pipeline {
@@ -67,7 +75,9 @@ pub fn load(path: &Path) -> Result<Pipeline, SpecError> {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text, path, &|name| std::env::var(name).ok())
+    // A byte-order mark, as some Windows editors write, is not part of the YAML.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    parse(text, path, &|name| std::env::var(name).ok())
 }
 
 /// Parses pipeline text; `env` looks up `${VAR}` references.
@@ -82,17 +92,24 @@ pub fn parse(
     };
     let mut file: PipelineFile =
         serde_yaml::from_str(text).map_err(|e| invalid(vec![Diagnostic::from_yaml(&e)]))?;
-    let mut diagnostics = interpolate::interpolate(&mut file, env);
+    let (mut diagnostics, substitutions) = interpolate::interpolate(&mut file, env);
     diagnostics.extend(validate::validate(&file));
+    diagnostics.extend(secret::key_leaks(&file, &substitutions, env));
+    let mut redactions = Redactions::default();
+    for s in &substitutions {
+        redactions.add(&s.value, format!("${{{}}}", s.name));
+    }
     for d in &mut diagnostics {
         if d.location.is_none() && !d.path.is_empty() {
             d.location = locate::locate(text, &d.path);
         }
+        d.message = redactions.redact(&d.message).into_owned();
     }
     if diagnostics.is_empty() {
         Ok(Pipeline {
             file,
             path: path.to_path_buf(),
+            redactions,
         })
     } else {
         Err(invalid(diagnostics))

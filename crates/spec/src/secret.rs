@@ -3,8 +3,9 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::interpolate::sole_reference;
-use crate::model::Connection;
+use crate::error::Diagnostic;
+use crate::interpolate::{Substitution, sole_reference};
+use crate::model::{Connection, PipelineFile};
 
 /// An API key, held in `secrecy`'s string (wiped from memory when dropped). Its `Debug`
 /// and `Display` never show it; the HTTP client takes the inner secret.
@@ -41,6 +42,38 @@ impl fmt::Display for ApiKey {
     }
 }
 
+/// The places where a `${VAR}` brought a connection's API key into another field: the key
+/// may only be the connection's `api_key`, so that it never reaches a message, a file, a
+/// request body or SendGrid's contacts. (A key in a secret file is checked when read.)
+pub(crate) fn key_leaks(
+    file: &PipelineFile,
+    substitutions: &[Substitution],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (name, connection) in &file.connections {
+        let Some(var) = connection.api_key.as_deref().and_then(sole_reference) else {
+            continue;
+        };
+        let Some(key) = env(var)
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+        else {
+            continue;
+        };
+        for s in substitutions.iter().filter(|s| s.value.contains(&key)) {
+            out.push(Diagnostic::new(
+                s.path.clone(),
+                format!(
+                    "`${{{}}}` brings in the API key of connection {name} (from ${{{var}}}): the key may only be a connection's api_key, so that it never reaches a field, a file or SendGrid",
+                    s.name
+                ),
+            ));
+        }
+    }
+    out
+}
+
 /// Reads the API key of connection `name`. Errors name the variable or file, never the key.
 pub fn resolve_api_key(
     name: &str,
@@ -62,6 +95,7 @@ pub fn resolve_api_key(
     }
     if let Some(file) = &connection.api_key_file {
         let path = base_dir.join(file);
+        check_private(&path).map_err(|why| format!("connections.{name}.api_key_file: {why}"))?;
         let key = std::fs::read_to_string(&path).map_err(|e| {
             format!(
                 "connections.{name}.api_key_file: cannot read {}: {e}",
@@ -73,6 +107,31 @@ pub fn resolve_api_key(
     Err(format!(
         "connections.{name} has no API key: set api_key: ${{SENDGRID_API_KEY}} or api_key_file"
     ))
+}
+
+/// Refuses a key file that others may read or write, as ssh refuses such a private key:
+/// a key readable by the group or by everyone is a key already shared.
+#[cfg(unix)]
+fn check_private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        // Reading it says what is wrong.
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} can be read or written by others (mode {mode:03o}): run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_: &Path) -> Result<(), String> {
+    Ok(())
 }
 
 fn non_empty(key: &str, empty: impl FnOnce() -> String) -> Result<ApiKey, String> {
@@ -135,7 +194,24 @@ mod tests {
     #[test]
     fn reads_key_from_secret_file() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("key"), "SG.from-file\n").unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "SG.from-file\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = resolve_api_key("m", &connection(None, Some("key")), dir.path(), &|_| None)
+                .unwrap_err();
+            let shown = path.display();
+            assert_eq!(
+                err,
+                format!(
+                    "connections.m.api_key_file: {shown} can be read or written by others (mode 644): run `chmod 600 {shown}`"
+                )
+            );
+            assert!(!err.contains("SG.from-file"));
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let key =
             resolve_api_key("m", &connection(None, Some("key")), dir.path(), &|_| None).unwrap();
         assert_eq!(key.expose(), "SG.from-file");

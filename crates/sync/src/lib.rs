@@ -17,6 +17,8 @@ mod fold;
 mod journal;
 mod lock;
 pub mod mirror;
+#[cfg(test)]
+mod properties;
 mod protocol;
 mod report;
 mod snapshot;

@@ -265,7 +265,9 @@ impl<'a> ExportSync<'a> {
         // 2. Send what changed, journaling each accepted body.
         let diff = self.diff(&snapshot, &still_in_flight);
         let journal = Arc::new(JournalWriter::open(&state.journal())?);
-        let mut sink = sink.with_journal(journal);
+        let mut sink = sink
+            .with_journal(journal)
+            .with_earlier_rejects(resume_rejects.clone());
         let summary = self
             .select_and_send(engine, None, &diff, &mut sink, run_options)
             .await?;
