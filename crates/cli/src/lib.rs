@@ -134,8 +134,11 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     init_logging(cli.log_format, cli.verbose);
+    // Workers get the main thread's stack: plans and expressions are walked recursively
+    // on them too (long AND/OR chains are refused before that, with a message).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(8 << 20)
         .build()
     {
         Ok(rt) => rt,

@@ -259,8 +259,9 @@ fn data_that_cannot_be_cast_fails_the_run_with_its_code() {
     let (_d, run) = run_file(&pipeline_yaml(SEGMENTS, &export));
     assert_eq!(run.code, 4, "{}", run.stderr);
     assert!(
-        run.stderr
-            .contains("export `newsletter`: selecting contacts failed"),
+        run.stderr.contains(
+            "export `newsletter`: selecting contacts failed: segment `vip`, mapping.custom_fields.n: "
+        ),
         "{}",
         run.stderr
     );
@@ -496,4 +497,55 @@ fn a_folder_of_skipped_files_and_a_looping_link_say_what_they_are() {
     );
     assert_eq!(once.code, 0, "{}", once.stderr);
     assert_eq!(once.json()["exports"][0]["sent"], 13, "no row read twice");
+}
+
+#[test]
+fn a_damaged_data_page_names_the_source_and_the_file() {
+    let dir = sample_dir();
+    let path = dir.path().join("data/profiles.parquet");
+    let mut bytes = std::fs::read(&path).unwrap();
+    // The footer stays whole (the schema reads); the pages after the header do not.
+    for b in &mut bytes[200..1200] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "export `newsletter`: selecting contacts failed: source `profiles`, file {} cannot be read: ",
+            std::path::absolute(&path).unwrap().display()
+        )),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn files_of_one_source_with_other_types_name_the_file() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use arrow::record_batch::RecordBatch;
+
+    let dir = sample_dir();
+    std::fs::create_dir(dir.path().join("parts")).unwrap();
+    let write_part = |name: &str, column: ArrayRef| {
+        let batch = RecordBatch::try_from_iter([("customer_id", column)]).unwrap();
+        let file = std::fs::File::create(dir.path().join("parts").join(name)).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    };
+    write_part("a.parquet", Arc::new(Int64Array::from(vec![1, 2])));
+    write_part("b.parquet", Arc::new(StringArray::from(vec!["x"])));
+    let text =
+        pipeline_yaml(SEGMENTS, EXPORT).replace("data/segment_memberships.parquet", "parts/");
+    let file = write(dir.path(), &text);
+    let run = pipeline(dir.path(), &["validate", file], &[]);
+    assert_config_error(
+        &run,
+        &["b.parquet has a schema that does not fit the 1 file(s) before it"],
+    );
 }

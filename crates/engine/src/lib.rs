@@ -1,6 +1,7 @@
 //! The engine: a DataFusion session over the pipeline's Parquet sources, its segments as
 //! views, and each export as one query whose contacts stream into a sink.
 
+mod blame;
 mod error;
 mod plan;
 mod rejects;
@@ -22,7 +23,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use pipeline_spec::Pipeline;
 
 pub use error::EngineError;
-pub use plan::{ExportQuery, META_COLUMNS};
+pub use plan::{ExportQuery, META_COLUMNS, Probe};
 pub use run::{CapStatus, CapVerdict, ExportSummary, RunOptions, SegmentSummary};
 
 /// A pipeline opened for querying: sources registered, segments planned.

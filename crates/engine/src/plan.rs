@@ -47,6 +47,18 @@ pub struct ExportQuery {
     pub custom_field_types: BTreeMap<String, &'static str>,
     /// Whether each `order_by` expression sorts descending; its column follows the fields.
     pub order_descending: Vec<bool>,
+    /// One query per segment and mapped field, run only when the export's query fails, to
+    /// name the segment and field whose values fail.
+    pub probes: Vec<Probe>,
+}
+
+/// The values of one mapped field in one segment, on their own.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub segment: String,
+    /// `mapping.<field>`.
+    pub field: String,
+    pub sql: String,
 }
 
 /// How a mapped value is made into a SendGrid value.
@@ -339,6 +351,7 @@ fn build_sql(
     selects: Vec<(usize, String, Vec<String>, Vec<String>)>,
 ) -> ExportQuery {
     let mut members = Vec::new();
+    let mut probes = Vec::new();
     for (seg_index, segment, exprs, order_exprs) in &selects {
         let key = if order_exprs.is_empty() {
             format!("CAST({} AS VARCHAR)", exprs[0])
@@ -359,6 +372,15 @@ fn build_sql(
         }
         for (i, (m, e)) in mapped.iter().zip(exprs).enumerate() {
             cols.push(format!("{} AS __f{i}", value_sql(e, m.shape)));
+            probes.push(Probe {
+                segment: segment.clone(),
+                field: format!("mapping.{}", m.field.qualified_name()),
+                sql: format!(
+                    "SELECT {} FROM {}",
+                    value_sql(e, m.shape),
+                    quote_ident(segment)
+                ),
+            });
         }
         members.push(format!(
             "SELECT {} FROM {}",
@@ -474,5 +496,6 @@ fn build_sql(
             })
             .collect(),
         order_descending: order.iter().map(|(_, desc)| *desc).collect(),
+        probes,
     }
 }

@@ -269,6 +269,25 @@ impl Engine {
         sink: &mut dyn Sink,
         options: &RunOptions,
     ) -> Result<ExportSummary, EngineError> {
+        match self.select_and_sink(query, sink, options).await {
+            Err(EngineError::Execution { export, message }) => {
+                let at = self.blame(query, &message).await;
+                Err(EngineError::Execution {
+                    export,
+                    message: at.map_or(message.clone(), |at| format!("{at}: {message}")),
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// The run of [`Engine::run_export`], before a failure on the data is pinned down.
+    async fn select_and_sink(
+        &self,
+        query: &ExportQuery,
+        sink: &mut dyn Sink,
+        options: &RunOptions,
+    ) -> Result<ExportSummary, EngineError> {
         let export = self.export_by_name(&query.export);
         let target = ExportTarget {
             export: query.export.clone(),

@@ -32,12 +32,17 @@ fn register(
     source: &Source,
 ) -> Result<(), String> {
     let files = list_files(&pipeline.resolve_path(&source.path))?;
-    let mut schemas = Vec::with_capacity(files.len());
-    for file in &files {
-        schemas.push(read_schema(file).map_err(|e| format!("{}: {e}", file.display()))?);
+    let mut schema = Schema::empty();
+    for (i, file) in files.iter().enumerate() {
+        let read = read_schema(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        // Merged one file at a time, so a file that does not fit is named.
+        schema = Schema::try_merge([schema, read]).map_err(|e| {
+            format!(
+                "{} has a schema that does not fit the {i} file(s) before it ({e}); every file of a source needs the same column types",
+                file.display()
+            )
+        })?;
     }
-    let schema = Schema::try_merge(schemas)
-        .map_err(|e| format!("its files have incompatible schemas: {e}"))?;
     let urls = files
         .iter()
         .map(|f| ListingTableUrl::parse(f.to_string_lossy()))
@@ -54,7 +59,7 @@ fn register(
 }
 
 /// The Parquet files a source path names, sorted.
-fn list_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+pub(crate) fn list_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     let text = path.to_string_lossy();
     let mut files = if text.contains(['*', '?', '[']) {
         let paths = glob::glob(&text).map_err(|e| format!("is not a valid glob: {e}"))?;

@@ -287,7 +287,9 @@ impl Client {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let url = format!("{}{path}", self.base);
+        let url = url::Url::parse(&format!("{}{path}", self.base)).map_err(|_| {
+            ClientError::Config(format!("{path} does not make a URL with the endpoint"))
+        })?;
         let family = Family::of(path);
         let http = self.http.get().await?;
         let started = Instant::now();
@@ -306,9 +308,8 @@ impl Client {
                 }
             }
             attempts += 1;
-            let mut request = http
-                .request(method.clone(), &url)
-                .bearer_auth(self.key.expose_secret())
+            let mut request = self
+                .authorized(http.request(method.clone(), url.clone()), &url)
                 .header("accept", "application/json");
             if let Some(b) = &body {
                 request = request
@@ -552,10 +553,19 @@ impl Client {
         Ok(r.job_id)
     }
 
-    /// Whether `url` is on the configured endpoint's origin (scheme, host and port): the
-    /// only place the key is ever sent.
-    fn is_own_origin(&self, url: &url::Url) -> bool {
-        url::Url::parse(&self.base).is_ok_and(|base| base.origin() == url.origin())
+    /// `request` to `url`, with the key when `url` is on the configured endpoint's origin
+    /// (scheme, host and port): the one rule for where the key goes, for every request.
+    fn authorized(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &url::Url,
+    ) -> reqwest::RequestBuilder {
+        let own = url::Url::parse(&self.base).is_ok_and(|base| base.origin() == url.origin());
+        if own {
+            request.bearer_auth(self.key.expose_secret())
+        } else {
+            request
+        }
     }
 
     /// Downloads an import job's errors file. SendGrid hands out a pre-signed link on a
@@ -576,10 +586,7 @@ impl Client {
                 url.scheme()
             )));
         }
-        let mut request = self.http.get().await?.get(url.clone());
-        if self.is_own_origin(&url) {
-            request = request.bearer_auth(self.key.expose_secret());
-        }
+        let request = self.authorized(self.http.get().await?.get(url.clone()), &url);
         let response = request
             .send()
             .await

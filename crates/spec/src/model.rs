@@ -26,10 +26,13 @@ pub struct PipelineFile {
     #[serde(default)]
     pub engine: EngineSettings,
     /// Named SendGrid connections.
+    #[serde(deserialize_with = "unique::names")]
     pub connections: BTreeMap<String, Connection>,
     /// Named Parquet sources, registered as SQL tables under their names.
+    #[serde(deserialize_with = "unique::names")]
     pub sources: BTreeMap<String, Source>,
     /// Named segments: DataFusion SQL queries (SELECT only) whose rows are the members.
+    #[serde(deserialize_with = "unique::names")]
     pub segments: BTreeMap<String, String>,
     /// Exports: which segments go to which SendGrid lists, and how fields are filled.
     pub exports: Vec<Export>,
@@ -322,7 +325,7 @@ pub struct Mapping {
     #[serde(default)]
     pub anonymous_id: Option<String>,
     /// Custom fields by their SendGrid name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique::names")]
     pub custom_fields: BTreeMap<String, String>,
 }
 
@@ -376,5 +379,47 @@ impl Mapping {
             out.push((format!("custom_fields.{name}"), value));
         }
         out
+    }
+}
+
+/// Maps whose names must be unique: YAML lets a key repeat, and the second would silently
+/// replace the first.
+mod unique {
+    use std::collections::BTreeMap;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{Deserialize, Deserializer, Error, MapAccess, Visitor};
+
+    pub fn names<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        V: Deserialize<'de>,
+    {
+        struct Names<V>(PhantomData<V>);
+
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for Names<V> {
+            type Value = BTreeMap<String, V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of names")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    if out.contains_key(&name) {
+                        return Err(A::Error::custom(format!(
+                            "`{name}` is given twice: each name must be unique, or the second would silently replace the first"
+                        )));
+                    }
+                    let value = map.next_value()?;
+                    out.insert(name, value);
+                }
+                Ok(out)
+            }
+        }
+
+        deserializer.deserialize_map(Names(PhantomData))
     }
 }

@@ -241,3 +241,22 @@ fn custom_field_names_follow_sendgrids_rules() {
         ]
     );
 }
+
+#[test]
+fn a_name_given_twice_is_refused_where_it_repeats() {
+    let text = GOOD.replace(
+        "segments:\n  vip: SELECT * FROM profiles WHERE tier = '${TIER}'",
+        "segments:\n  vip: SELECT * FROM profiles WHERE tier = '${TIER}'\n  vip: SELECT 1",
+    );
+    let d = problems(&text);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(
+        d[0].message.contains(
+            "`vip` is given twice: each name must be unique, or the second would silently replace the first"
+        ),
+        "{}",
+        d[0].message
+    );
+    // The map that holds the repeated name.
+    assert_eq!(d[0].location.expect("located").line, 12);
+}

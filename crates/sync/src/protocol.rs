@@ -467,6 +467,7 @@ mod tests {
             segments: vec!["s".into()],
             custom_field_types: Default::default(),
             order_descending: Vec::new(),
+            probes: Vec::new(),
         };
         let options = SyncOptions {
             state_root: Some(dir.path().to_owned()),
