@@ -318,3 +318,25 @@ async fn a_share_of_jobs_fails_when_asked() {
     );
     assert_eq!(e.list_emails(LIST).len(), 4);
 }
+
+#[tokio::test]
+async fn custom_field_names_are_unique_whatever_their_case_and_follow_the_rules() {
+    let e = emulator(0).await;
+    let c = client(&e, "good");
+    c.create_field("Lifetime_Value", FieldType::Number)
+        .await
+        .unwrap();
+    for (name, why) in [
+        ("lifetime_value", "a field with this name exists"),
+        ("1st_order", "must start with a letter or underscore"),
+        ("tier-name", "must start with a letter or underscore"),
+        ("EMAIL", "is a reserved field name"),
+    ] {
+        let err = c.create_field(name, FieldType::Text).await.unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Rejected { status: 400, .. })
+                && err.to_string().contains(why),
+            "{name}: {err}"
+        );
+    }
+}

@@ -115,7 +115,7 @@ mod tests {
         use super::*;
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(128))]
+            #![proptest_config(ProptestConfig::default())]
 
             #[test]
             fn any_text_is_read_or_refused_without_panicking(text in "\\PC{0,300}") {

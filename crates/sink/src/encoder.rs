@@ -566,7 +566,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(64))]
+            #![proptest_config(ProptestConfig::default())]
 
             /// Any text, any length mix: every body is valid JSON under the byte limit,
             /// holds at most the contact limit, and gives back exactly what went in.

@@ -31,7 +31,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::default())]
 
     #[test]
     fn any_text_parses_or_fails_without_panicking(text in "\\PC{0,400}") {

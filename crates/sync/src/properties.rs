@@ -29,7 +29,11 @@ fn snapshot_bytes(dir: &std::path::Path, n: u64) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    // Each case writes Parquet: fewer than the default 256, unless PROPTEST_CASES asks.
+    #![proptest_config(ProptestConfig {
+        cases: if std::env::var_os("PROPTEST_CASES").is_some() { ProptestConfig::default().cases } else { 48 },
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn a_damaged_snapshot_is_read_or_refused_without_panicking(
