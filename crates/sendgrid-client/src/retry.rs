@@ -1,10 +1,13 @@
 //! One classifier decides what is retried, what waits for the rate limit, and what is
-//! fatal; the backoff is bounded and jittered.
+//! fatal; the backoff is bounded and jittered; rate limits are read per endpoint family.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
+use tokio::time::Instant;
+
+use crate::ClientError;
 
 /// Retry bounds.
 #[derive(Debug, Clone, Copy)]
@@ -122,6 +125,53 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Endpoints that share one rate-limit window. Recorded answers of the live API carry
+/// `x-ratelimit-limit: 200` on the contacts endpoints (upsert, search, delete) and `600`
+/// on lists (list-membership removal included) and field definitions: each family is
+/// paced on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `/v3/marketing/contacts…`.
+    Contacts,
+    /// `/v3/marketing/lists…`, list-membership removal included.
+    Lists,
+    /// `/v3/marketing/field_definitions…`.
+    Fields,
+    /// Anything else (`/v3/scopes`).
+    Other,
+}
+
+impl Family {
+    /// The family of a request path (the query is ignored).
+    pub fn of(path: &str) -> Self {
+        let path = path.split('?').next().unwrap_or(path);
+        if path.starts_with("/v3/marketing/contacts") {
+            Self::Contacts
+        } else if path.starts_with("/v3/marketing/lists") {
+            Self::Lists
+        } else if path.starts_with("/v3/marketing/field_definitions") {
+            Self::Fields
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// The error of a request whose rate-limit waits would pass the policy's budget.
+pub(crate) fn rate_limit_exhausted(
+    what: &str,
+    started: Instant,
+    next_wait: Duration,
+    policy: &RetryPolicy,
+) -> ClientError {
+    ClientError::RateLimited {
+        what: what.into(),
+        waited_secs: started.elapsed().as_secs(),
+        reset_secs: next_wait.as_secs_f64().ceil() as u64,
+        budget_secs: policy.rate_limit_budget.as_secs(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +247,25 @@ mod tests {
         let unusable = headers(&[("x-ratelimit-remaining", 3)]);
         assert_eq!(rate_limit_wait(&unusable), None);
         assert!(!budget_spent(&unusable));
+    }
+
+    #[test]
+    fn endpoint_families_follow_the_recorded_limits() {
+        assert_eq!(Family::of("/v3/marketing/contacts"), Family::Contacts);
+        assert_eq!(
+            Family::of("/v3/marketing/contacts/search/emails"),
+            Family::Contacts
+        );
+        assert_eq!(
+            Family::of("/v3/marketing/lists/x/contacts?contact_ids=a,b"),
+            Family::Lists
+        );
+        assert_eq!(Family::of("/v3/marketing/lists"), Family::Lists);
+        assert_eq!(
+            Family::of("/v3/marketing/field_definitions"),
+            Family::Fields
+        );
+        assert_eq!(Family::of("/v3/scopes"), Family::Other);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The contacts endpoints: upsert (validated as SendGrid validates it), import jobs and
-//! their errors files, and search by emails.
+//! their errors files (served by the storage host). Lookups are in [`super::search`].
 
 use super::*;
 
@@ -168,7 +168,7 @@ fn max_chars(field: &str) -> Option<usize> {
 }
 
 /// Whether `text` has more than `max` characters; no count when its bytes already fit.
-fn longer_than(text: &str, max: usize) -> bool {
+pub(super) fn longer_than(text: &str, max: usize) -> bool {
     text.len() > max && text.chars().count() > max
 }
 
@@ -224,7 +224,7 @@ fn iso_date(text: &str) -> bool {
             && digits(14..16)))
 }
 
-fn email_ok(email: &str) -> bool {
+pub(super) fn email_ok(email: &str) -> bool {
     email.split_once('@').is_some_and(|(l, d)| {
         !l.is_empty() && d.contains('.') && !d.contains('@') && !email.contains(' ')
     })
@@ -519,116 +519,4 @@ pub(super) async fn errors_file(
         job_id: Some(job_id.to_owned()),
     });
     response
-}
-
-/// `POST /v3/marketing/contacts/search/emails`: at most 100 addresses of at most 100
-/// characters (the spec's limits); 400 when one is invalid, 404 when none is a contact.
-pub(super) async fn search_emails(call: Call, body: Bytes) -> Response {
-    let path = "/v3/marketing/contacts/search/emails";
-    search(call, path, "emails", Some(100), body)
-}
-
-/// `POST /v3/marketing/contacts/search/identifiers/{type}`: as search by emails, for
-/// addresses of any length. Only the `email` type is emulated.
-pub(super) async fn search_identifiers(
-    call: Call,
-    Path(identifier_type): Path<String>,
-    body: Bytes,
-) -> Response {
-    let path = format!("/v3/marketing/contacts/search/identifiers/{identifier_type}");
-    if identifier_type != "email" {
-        let Call { app, method, .. } = call;
-        let message = "the emulator searches by the email identifier only";
-        return answer(
-            &app,
-            &method,
-            &path,
-            Rate(None),
-            StatusCode::BAD_REQUEST,
-            errors(Some("identifier_type"), message),
-        );
-    }
-    search(call, &path, "identifiers", None, body)
-}
-
-fn search(call: Call, path: &str, key: &str, max_chars: Option<usize>, body: Bytes) -> Response {
-    let Call {
-        app,
-        method,
-        headers,
-    } = call;
-    let (rate, _) = gate!(app, headers, method, path, Access::Read);
-    let given: Vec<Value> = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v.get(key).and_then(Value::as_array).cloned())
-        .unwrap_or_default();
-    let refuse = |field: String, message: &str| {
-        answer(
-            &app,
-            &method,
-            path,
-            rate,
-            StatusCode::BAD_REQUEST,
-            errors(Some(&field), message),
-        )
-    };
-    if given.is_empty() || given.len() > 100 {
-        return refuse(key.into(), "give 1 to 100 addresses");
-    }
-    let mut emails = Vec::with_capacity(given.len());
-    for (i, email) in given.iter().enumerate() {
-        match email.as_str() {
-            Some(e) if max_chars.is_some_and(|max| longer_than(e, max)) => {
-                return refuse(
-                    format!("{key}[{i}]"),
-                    "length must be less than or equal to 100",
-                );
-            }
-            Some(e) if email_ok(e) => emails.push(e.to_lowercase()),
-            _ => return refuse(format!("{key}[{i}]"), "must be a valid email address"),
-        }
-    }
-    let result: Map<String, Value> = {
-        let mut account = app.lock();
-        account.settle();
-        emails
-            .iter()
-            .map(|e| {
-                let v = match account.contacts.get(e) {
-                    Some(c) => json!({"contact": contact_json(c)}),
-                    None => json!({"error": "contact not found"}),
-                };
-                (e.clone(), v)
-            })
-            .collect()
-    };
-    if result.values().all(|v| v.get("contact").is_none()) {
-        return answer(
-            &app,
-            &method,
-            path,
-            rate,
-            StatusCode::NOT_FOUND,
-            errors(None, "No contacts found"),
-        );
-    }
-    answer(
-        &app,
-        &method,
-        path,
-        rate,
-        StatusCode::OK,
-        json!({"result": result}),
-    )
-}
-
-fn contact_json(c: &crate::state::Contact) -> Value {
-    let mut v = Value::Object(c.fields.reserved_json());
-    v["id"] = json!(c.id);
-    v["list_ids"] = json!(c.list_ids);
-    v["segment_ids"] = json!([]);
-    v["custom_fields"] = Value::Object(c.fields.custom.clone());
-    v["created_at"] = json!("2026-01-01T00:00:00Z");
-    v["updated_at"] = json!("2026-01-01T00:00:00Z");
-    v
 }

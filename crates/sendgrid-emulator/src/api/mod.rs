@@ -14,9 +14,11 @@ macro_rules! gate {
 
 mod contacts;
 mod lists;
+mod search;
 
-use contacts::{errors_file, import_status, search_emails, search_identifiers, upsert};
+use contacts::{errors_file, import_status, upsert};
 use lists::{create_field, create_list, field_definitions, get_list, remove_from_list, scopes};
+use search::{search_emails, search_identifiers};
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
