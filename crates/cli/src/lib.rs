@@ -17,7 +17,7 @@ use pipeline_engine::{Engine, RunOptions};
 use pipeline_sink::dry_run::DryRunSink;
 use pipeline_sink::preview::{PreviewSink, Sample};
 use pipeline_spec::{Classified, ErrorKind, Pipeline};
-use pipeline_sync::{ExportSync, SyncOptions};
+use pipeline_sync::{ExportSync, SyncOptions, SyncedExport};
 
 pub use exit::Exit;
 
@@ -382,6 +382,40 @@ async fn validate(file: &Path) -> Result<output::Validation, Failure> {
     })
 }
 
+/// The pipeline and its engine with the exports' named lists resolved to ids: the engine
+/// is opened again when any were, so that every part sees the same ids.
+async fn resolve_lists(
+    pipeline: Pipeline,
+    engine: Engine,
+    only: Option<&str>,
+    local: Option<&local::LocalEmulator>,
+    mode: remote::Resolve,
+) -> Result<(Pipeline, Engine, Vec<remote::NamedList>), Failure> {
+    if pipeline.file.exports.iter().all(|e| e.lists.is_empty()) {
+        return Ok((pipeline, engine, Vec::new()));
+    }
+    let mut pipeline = pipeline;
+    let named = remote::resolve_named_lists(&mut pipeline, only, local, mode).await?;
+    let engine = Engine::open(&pipeline).await?;
+    Ok((pipeline, engine, named))
+}
+
+/// Says in an export's summary how its named lists were resolved.
+fn note_named_lists(summary: &mut SyncedExport, named: &[remote::NamedList]) {
+    let Some(sync) = summary.sync.as_mut() else {
+        return;
+    };
+    for list in named.iter().filter(|l| l.export == summary.summary.export) {
+        sync.notes.push(match list.outcome {
+            "to be created" => format!(
+                "list `{}` does not exist yet: a run creates it (create_missing_lists)",
+                list.name
+            ),
+            outcome => format!("list `{}` is {} ({outcome} by name)", list.name, list.id),
+        });
+    }
+}
+
 async fn plan(
     file: &Path,
     only: Option<&str>,
@@ -390,6 +424,8 @@ async fn plan(
     options: &SyncOptions,
 ) -> Result<Vec<output::Plan>, Failure> {
     let (pipeline, engine) = open(file).await?;
+    let (pipeline, engine, named) =
+        resolve_lists(pipeline, engine, only, None, remote::Resolve::Preview).await?;
     let queries = engine.plan_exports(only).await?;
     let mut plans = Vec::new();
     for query in &queries {
@@ -407,6 +443,8 @@ async fn plan(
                 RunOptions::default(),
             )
             .await?;
+        let mut summary = summary;
+        note_named_lists(&mut summary, &named);
         plans.push(output::Plan {
             summary,
             sample: sample.batches(),
@@ -431,6 +469,13 @@ async fn run(
     } else {
         None
     };
+    let mode = match dry_run {
+        Some(_) => remote::Resolve::Preview,
+        None => remote::Resolve::Run,
+    };
+    let (pipeline, engine, named) =
+        resolve_lists(pipeline, engine, only, local.as_ref(), mode).await?;
+    let queries = engine.plan_exports(only).await?;
     // The in-process emulator forgets everything when the run ends, so must its state.
     let _local_state = match &local {
         Some(_) => {
@@ -472,6 +517,8 @@ async fn run(
                 sync.run(&engine, &client, sink, run_options).await?
             }
         };
+        let mut summary = summary;
+        note_named_lists(&mut summary, &named);
         tracing::info!(
             export = %summary.export,
             contacts = summary.contacts,
@@ -494,5 +541,33 @@ async fn check(file: &Path, local_emulator: bool) -> Result<Vec<output::Verdict>
     } else {
         None
     };
-    Ok(remote::check(&pipeline, &queries, local.as_ref()).await)
+    // A name that does not resolve is a failed check, not a stop.
+    let resolved = resolve_lists(
+        pipeline.clone(),
+        engine,
+        None,
+        local.as_ref(),
+        remote::Resolve::Preview,
+    )
+    .await;
+    let (pipeline, named, mut verdicts) = match resolved {
+        Ok((pipeline, _, named)) => (pipeline, named, Vec::new()),
+        Err(f) => (
+            pipeline,
+            Vec::new(),
+            vec![output::Verdict::fail("lists by name".into(), f.message)],
+        ),
+    };
+    for list in &named {
+        let subject = format!("export {} list `{}`", list.export, list.name);
+        verdicts.push(match list.outcome {
+            "to be created" => output::Verdict::pass(
+                subject,
+                "missing; the run creates it (create_missing_lists)".into(),
+            ),
+            _ => output::Verdict::pass(subject, format!("is {}", list.id)),
+        });
+    }
+    verdicts.extend(remote::check(&pipeline, &queries, local.as_ref()).await);
+    Ok(verdicts)
 }

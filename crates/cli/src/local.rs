@@ -36,6 +36,11 @@ mod with_emulator {
                 for id in &export.list_ids {
                     lists.push((id.clone(), format!("{} list", export.name)));
                 }
+                // Named lists exist under their names, with ids of the emulator's own.
+                for named in &export.lists {
+                    let id = format!("00000000-0000-4000-8000-{:012x}", lists.len() + 1);
+                    lists.push((id, named.name.clone()));
+                }
             }
             let mut custom_fields: BTreeMap<String, String> = BTreeMap::new();
             for q in queries {

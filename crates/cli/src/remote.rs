@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pipeline_engine::ExportQuery;
 use pipeline_sendgrid::{SendgridSettings, SendgridSink};
-use pipeline_spec::{Export, Pipeline};
+use pipeline_spec::{Classified, Export, Pipeline};
 use sendgrid_client::{Client, ClientError, RetryPolicy, has_marketing_access};
 
 use crate::local::LocalEmulator;
@@ -147,7 +147,12 @@ pub async fn check(
             ));
             continue;
         };
-        for id in &export.list_ids {
+        // A list a run would create (a preview's placeholder) has nothing to check yet.
+        for id in export
+            .list_ids
+            .iter()
+            .filter(|id| pipeline_spec::is_uuid(id))
+        {
             let subject = format!("export {} list {id}", export.name);
             verdicts.push(match client.get_list(id).await {
                 Ok(Some(list)) => Verdict::pass(
@@ -198,6 +203,105 @@ pub async fn check(
         }
     }
     verdicts
+}
+
+/// How one named list was resolved.
+#[derive(Debug, Clone)]
+pub struct NamedList {
+    pub export: String,
+    pub name: String,
+    /// The list's id; for a list a preview would create, a placeholder naming it.
+    pub id: String,
+    /// `found`, `created`, or `to be created` (a preview of `create_missing_lists`).
+    pub outcome: &'static str,
+}
+
+/// Whether missing named lists may be created now (a run) or only shown (a preview).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Resolve {
+    Run,
+    Preview,
+}
+
+/// Resolves the lists the exports in `only` (all by default) name, through each export's
+/// connection (paged `GET /v3/marketing/lists`), and adds their ids to the exports'
+/// `list_ids`. A missing list is created when the export allows it and this is a run; a
+/// name two lists share is an error that lists their ids.
+pub async fn resolve_named_lists(
+    pipeline: &mut Pipeline,
+    only: Option<&str>,
+    local: Option<&LocalEmulator>,
+    mode: Resolve,
+) -> Result<Vec<NamedList>, Failure> {
+    let mut resolved = Vec::new();
+    for i in 0..pipeline.file.exports.len() {
+        let export = &pipeline.file.exports[i];
+        if export.lists.is_empty() || only.is_some_and(|o| o != export.name) {
+            continue;
+        }
+        let (name, connection) = (export.name.clone(), export.connection.clone());
+        let client = client_for(pipeline, &connection, local)?;
+        let remote = |e: ClientError| {
+            let e = pipeline_sendgrid::sink_error(e);
+            Failure::of(
+                e.kind(),
+                &format!("export `{name}`: resolving its lists by name: {e}"),
+            )
+        };
+        let all = client.all_lists().await.map_err(remote)?;
+        let export = &pipeline.file.exports[i];
+        let mut ids = Vec::new();
+        for wanted in &export.lists {
+            let found: Vec<&sendgrid_client::List> =
+                all.iter().filter(|l| l.name == wanted.name).collect();
+            let (id, outcome) = match found.as_slice() {
+                [one] => (one.id.clone(), "found"),
+                [] if export.create_missing_lists && mode == Resolve::Run => {
+                    let created = client.create_list(&wanted.name).await.map_err(remote)?;
+                    tracing::info!(export = %name, list = %wanted.name, id = %created.id, "Created a list");
+                    (created.id, "created")
+                }
+                [] if export.create_missing_lists => {
+                    (format!("(new list {})", wanted.name), "to be created")
+                }
+                [] => {
+                    return Err(Failure {
+                        exit: Exit::Config,
+                        message: format!(
+                            "export `{name}`: no list is named `{}` in this SendGrid account: create it, fix the name, or set create_missing_lists: true",
+                            wanted.name
+                        ),
+                    });
+                }
+                many => {
+                    let ids: Vec<&str> = many.iter().map(|l| l.id.as_str()).collect();
+                    return Err(Failure {
+                        exit: Exit::Config,
+                        message: format!(
+                            "export `{name}`: {} lists are named `{}` ({}): name the one you mean by its id in list_ids",
+                            many.len(),
+                            wanted.name,
+                            ids.join(", ")
+                        ),
+                    });
+                }
+            };
+            resolved.push(NamedList {
+                export: name.clone(),
+                name: wanted.name.clone(),
+                id: id.clone(),
+                outcome,
+            });
+            ids.push(id);
+        }
+        let list_ids = &mut pipeline.file.exports[i].list_ids;
+        for id in ids {
+            if !list_ids.iter().any(|known| known.eq_ignore_ascii_case(&id)) {
+                list_ids.push(id);
+            }
+        }
+    }
+    Ok(resolved)
 }
 
 #[cfg(test)]

@@ -337,6 +337,40 @@ impl Client {
         }
     }
 
+    /// Every list of the account: `GET /v3/marketing/lists`, 1,000 a page. The next page
+    /// is asked for by its `page_token` on the configured endpoint, never by following the
+    /// URL SendGrid gives.
+    pub async fn all_lists(&self) -> Result<Vec<List>, ClientError> {
+        let mut lists = Vec::new();
+        let mut token: Option<String> = None;
+        // A bound, in case an answer kept pointing at itself.
+        for _ in 0..10_000 {
+            let mut path = "/v3/marketing/lists?page_size=1000".to_owned();
+            if let Some(token) = &token {
+                path.push_str("&page_token=");
+                path.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
+            }
+            let page: ListPage = self
+                .json("reading the lists", Method::GET, &path, None)
+                .await?;
+            lists.extend(page.result);
+            token = page
+                .metadata
+                .next
+                .and_then(|next| url::Url::parse(&next).ok())
+                .and_then(|next| {
+                    next.query_pairs()
+                        .find(|(k, _)| k == "page_token")
+                        .map(|(_, v)| v.into_owned())
+                })
+                .filter(|t| !t.is_empty());
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(lists)
+    }
+
     /// `POST /v3/marketing/lists`.
     pub async fn create_list(&self, name: &str) -> Result<List, ClientError> {
         let body = serde_json::to_vec(&serde_json::json!({ "name": name })).expect("serialises");

@@ -80,6 +80,22 @@ pub struct List {
     pub contact_count: u64,
 }
 
+/// One page of `GET /v3/marketing/lists`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ListPage {
+    #[serde(default)]
+    pub result: Vec<List>,
+    #[serde(default, rename = "_metadata")]
+    pub metadata: PageMetadata,
+}
+
+/// Where the next page is: a URL whose `page_token` the client reads.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PageMetadata {
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
 /// Custom field types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum FieldType {

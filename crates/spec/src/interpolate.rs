@@ -57,6 +57,9 @@ pub(crate) fn interpolate(
         for (j, id) in export.list_ids.iter_mut().enumerate() {
             apply(format!("exports[{i}].list_ids[{j}]"), id);
         }
+        for (j, list) in export.lists.iter_mut().enumerate() {
+            apply(format!("exports[{i}].lists[{j}].name"), &mut list.name);
+        }
         for (j, expr) in export.order_by.iter_mut().enumerate() {
             apply(format!("exports[{i}].order_by[{j}]"), expr);
         }

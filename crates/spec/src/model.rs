@@ -135,6 +135,14 @@ fn default_rate_limit_wait() -> u64 {
     600
 }
 
+/// A SendGrid list named by its name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListName {
+    /// The list's name, exactly as SendGrid shows it (1 to 100 characters).
+    pub name: String,
+}
+
 /// Format of a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -196,7 +204,15 @@ pub struct Export {
     /// Name of the connection to upload through.
     pub connection: String,
     /// SendGrid list ids (UUIDs) the contacts are added to.
+    #[serde(default)]
     pub list_ids: Vec<String>,
+    /// Lists named instead of (or beside) their ids: resolved to ids when a command talks
+    /// to SendGrid (`run`, `check`, `plan`, `--dry-run`).
+    #[serde(default)]
+    pub lists: Vec<ListName>,
+    /// Create the named lists that do not exist (default `false`).
+    #[serde(default)]
+    pub create_missing_lists: bool,
     /// Names of the segments whose members are sent.
     pub segments: Vec<String>,
     /// Which column or SQL expression fills each SendGrid field.

@@ -158,8 +158,22 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
                 ),
             );
         }
-        if e.list_ids.is_empty() {
-            err(at("list_ids"), "give at least one SendGrid list id".into());
+        if e.list_ids.is_empty() && e.lists.is_empty() {
+            err(
+                at("list_ids"),
+                "give at least one SendGrid list: its id in `list_ids`, or its name in `lists: [{ name: ... }]`"
+                    .into(),
+            );
+        }
+        let mut named = BTreeSet::new();
+        for (j, list) in e.lists.iter().enumerate() {
+            let field = format!("exports[{i}].lists[{j}].name");
+            let length = list.name.chars().count();
+            if list.name.trim().is_empty() || length > 100 {
+                err(field, "a list name has 1 to 100 characters".into());
+            } else if !named.insert(list.name.as_str()) {
+                err(field, format!("list `{}` is named twice", list.name));
+            }
         }
         let mut seen = BTreeSet::new();
         for (j, id) in e.list_ids.iter().enumerate() {

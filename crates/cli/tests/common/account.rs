@@ -99,17 +99,20 @@ impl Setup {
         })
     }
 
-    /// An account configured by `config` (its keys and lists are set here).
+    /// An account configured by `config`: its key is set here, and the lists `daily` and
+    /// `other` join the config's.
     pub fn with(config: Config) -> Self {
+        let mut lists = vec![
+            (LIST.into(), "daily".into()),
+            (OTHER_LIST.into(), "other".into()),
+        ];
+        lists.extend(config.lists.iter().cloned());
         let (rt, emulator) = start_emulator(Config {
             keys: vec![KeyConfig {
                 key: KEY.into(),
                 scopes: marketing_scopes(),
             }],
-            lists: vec![
-                (LIST.into(), "daily".into()),
-                (OTHER_LIST.into(), "other".into()),
-            ],
+            lists,
             ..config
         });
         Self {

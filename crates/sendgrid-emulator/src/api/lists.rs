@@ -37,6 +37,74 @@ pub(super) async fn create_list(call: Call, body: Bytes) -> Response {
     answer(&app, &method, path, rate, StatusCode::CREATED, body)
 }
 
+#[derive(serde::Deserialize)]
+pub(super) struct Page {
+    page_size: Option<String>,
+    page_token: Option<String>,
+}
+
+/// `GET /v3/marketing/lists`: pages of 1 to 1,000 lists (100 by default); the token is
+/// the emulator's own (an offset), as SendGrid's is opaque.
+pub(super) async fn all_lists(call: Call, Query(page): Query<Page>) -> Response {
+    let Call {
+        app,
+        method,
+        headers,
+    } = call;
+    let path = "/v3/marketing/lists";
+    let (rate, _) = gate!(app, headers, method, path, Access::Read);
+    let size = match page.page_size.as_deref().map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            let message = "must be a number from 1 to 1000";
+            let body = errors(Some("page_size"), message);
+            return answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, body);
+        }
+    };
+    let start = match page.page_token.as_deref().filter(|t| !t.is_empty()) {
+        None => 0,
+        Some(token) => match token.parse::<usize>() {
+            Ok(n) => n,
+            Err(_) => {
+                let body = errors(Some("page_token"), "is not a valid page token");
+                return answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, body);
+            }
+        },
+    };
+    let (result, total) = {
+        let mut account = app.lock();
+        account.settle();
+        let total = account.lists.len();
+        let result: Vec<Value> = account
+            .lists
+            .iter()
+            .skip(start)
+            .take(size)
+            .map(|(id, l)| {
+                json!({"id": id, "name": l.name, "contact_count": account.contact_count(id),
+                    "_metadata": {"self": format!("{}/v3/marketing/lists/{id}", app.base_url)}})
+            })
+            .collect();
+        (result, total)
+    };
+    let page_url = |token: usize| {
+        format!(
+            "{}/v3/marketing/lists?page_size={size}&page_token={token}",
+            app.base_url
+        )
+    };
+    let mut metadata = json!({"self": page_url(start), "count": total});
+    if start + size < total {
+        metadata["next"] = json!(page_url(start + size));
+    }
+    if start > 0 {
+        metadata["prev"] = json!(page_url(start.saturating_sub(size)));
+    }
+    let body = json!({"result": result, "_metadata": metadata});
+    answer(&app, &method, path, rate, StatusCode::OK, body)
+}
+
 pub(super) async fn get_list(call: Call, Path(id): Path<String>) -> Response {
     let Call {
         app,

@@ -17,7 +17,9 @@ mod lists;
 mod search;
 
 use contacts::{errors_file, import_status, upsert};
-use lists::{create_field, create_list, field_definitions, get_list, remove_from_list, scopes};
+use lists::{
+    all_lists, create_field, create_list, field_definitions, get_list, remove_from_list, scopes,
+};
 use search::{search_emails, search_identifiers};
 
 use std::collections::BTreeSet;
@@ -102,7 +104,7 @@ pub(crate) fn router(account: Arc<Mutex<Account>>, addr: SocketAddr, files: Sock
             "/v3/marketing/contacts/search/identifiers/{identifier_type}",
             post(search_identifiers),
         )
-        .route("/v3/marketing/lists", post(create_list))
+        .route("/v3/marketing/lists", get(all_lists).post(create_list))
         .route("/v3/marketing/lists/{id}", get(get_list))
         .route(
             "/v3/marketing/lists/{id}/contacts",
