@@ -22,6 +22,9 @@ pub enum Exit {
     /// Mirror mode would remove more of a list than `max_removal_share`: the changes were
     /// sent, the removals were not. Check the segments, or rerun with `--allow-mass-removal`.
     RemovalRefused = 7,
+    /// An export would add more contacts it never synced than its `max_new_contacts`:
+    /// nothing was sent for it.
+    NewContactsRefused = 8,
 }
 
 impl Exit {
@@ -39,6 +42,7 @@ impl Exit {
             Exit::Rejects => "finished_with_rejects",
             Exit::Busy => "already_running",
             Exit::RemovalRefused => "mass_removal_refused",
+            Exit::NewContactsRefused => "new_contacts_refused",
         }
     }
 }

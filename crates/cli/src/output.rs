@@ -82,6 +82,8 @@ impl Outcome for Vec<Plan> {
     fn exit(&self) -> Exit {
         if self.iter().any(|p| p.summary.cap.exceeded()) {
             Exit::CapExceeded
+        } else if self.iter().any(|p| new_contacts_refused(&p.summary)) {
+            Exit::NewContactsRefused
         } else {
             Exit::Success
         }
@@ -129,6 +131,11 @@ pub struct RunOutcome {
     pub landed: Option<BTreeMap<String, Vec<String>>>,
 }
 
+/// The new-contact guard stopped (or, in a plan, would stop) the export.
+fn new_contacts_refused(s: &SyncedExport) -> bool {
+    s.sync.as_ref().is_some_and(|y| y.new_contacts_refused)
+}
+
 /// Import jobs that failed or had not ended at the timeout.
 fn unfinished_jobs(s: &SyncedExport) -> Vec<String> {
     s.sink
@@ -143,6 +150,8 @@ impl Outcome for RunOutcome {
     fn exit(&self) -> Exit {
         if self.summaries.iter().any(|s| s.cap.exceeded()) {
             Exit::CapExceeded
+        } else if self.summaries.iter().any(new_contacts_refused) {
+            Exit::NewContactsRefused
         } else if self
             .summaries
             .iter()
@@ -456,6 +465,18 @@ fn sync_lines(y: &pipeline_sync::SyncReport, ran: bool) -> String {
             ""
         }
     );
+    if let Some(max) = y.max_new_contacts {
+        out.push_str(&format!(
+            "  new contacts: {} not yet synced by this export (max_new_contacts {max}){}\n",
+            y.counts.new,
+            match (y.new_contacts_refused, ran) {
+                (true, true) =>
+                    ": REFUSED, nothing was sent; narrow the segments or raise max_new_contacts",
+                (true, false) => ": a run would send nothing",
+                _ => "",
+            }
+        ));
+    }
     if y.counts.still_refused > 0 {
         out.push_str(&format!(
             "  refused: {} contact(s) SendGrid refused for good earlier, unchanged since: {} (change their data, or --full-refresh)\n",

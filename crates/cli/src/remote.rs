@@ -120,9 +120,20 @@ pub async fn check(
             Ok(scopes) if has_marketing_access(&scopes) => {
                 verdicts.push(Verdict::pass(subject.clone(), "API key accepted".into()));
                 verdicts.push(Verdict::pass(
-                    subject,
+                    subject.clone(),
                     "Marketing read and write permissions present".into(),
                 ));
+                // What the account holds, beside the contacts a run would add.
+                match client.contact_count().await {
+                    Ok(count) => verdicts.push(Verdict::pass(
+                        subject,
+                        format!(
+                            "the account holds {} contact(s), {} billable this month",
+                            count.contact_count, count.billable_count
+                        ),
+                    )),
+                    Err(e) => verdicts.push(Verdict::fail(subject, e.to_string())),
+                }
                 usable.insert(name.clone(), client);
             }
             Ok(_) => {

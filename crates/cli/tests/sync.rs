@@ -517,3 +517,59 @@ fn killed_runs_are_finished_by_the_next_run_without_resending_accepted_bodies() 
         "KILL_SEED={seed}: only {killed_mid_upload} of {ROUNDS} kills landed mid-upload"
     );
 }
+
+#[test]
+fn a_run_that_would_add_more_new_contacts_than_allowed_sends_nothing() {
+    let s = Setup::new(0);
+    let mut data = rows(100);
+    write_profiles(s.dir.path(), &data);
+    let file = s.pipeline(&format!("{UPSERT}\n    max_new_contacts: 50"));
+
+    let plan = s.run(&["plan", file]);
+    assert_eq!(plan.code, 8, "{}", plan.stderr);
+    assert!(
+        plan.stdout.contains(
+            "new contacts: 100 not yet synced by this export (max_new_contacts 50): a run would send nothing"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let (run, refused) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 8, "{}", run.stderr);
+    assert_eq!(refused["sync"]["new_contacts_refused"], true);
+    assert_eq!(refused["sent"], 0);
+    assert!(s.upserted_since(0).is_empty(), "nothing was sent");
+
+    let file = s.pipeline(&format!("{UPSERT}\n    max_new_contacts: 150"));
+    let (run, first) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(first["sent"], 100);
+    assert_eq!(first["sync"]["max_new_contacts"], 150);
+
+    // Changed contacts are not new: only the 160 added ones count.
+    for r in data.iter_mut().take(10) {
+        r.first_name = format!("Changed{}", r.id);
+    }
+    data.extend((101..=260).map(row));
+    write_profiles(s.dir.path(), &data);
+    let before = s.log_len();
+    let (run, over) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 8, "{}", run.stderr);
+    assert_eq!(
+        (
+            over["sync"]["new"].as_u64(),
+            over["sync"]["changed"].as_u64()
+        ),
+        (Some(160), Some(10))
+    );
+    assert!(s.upserted_since(before).is_empty());
+
+    let check = s.run(&["check", file]);
+    assert!(
+        check.stdout.contains(
+            "ok   connection marketing: the account holds 100 contact(s), 100 billable this month"
+        ),
+        "{}",
+        check.stdout
+    );
+}

@@ -309,6 +309,18 @@ impl Client {
         Ok(r.job_id)
     }
 
+    /// `GET /v3/marketing/contacts/count`: the account's contacts, and how many count
+    /// towards this month's bill.
+    pub async fn contact_count(&self) -> Result<ContactCount, ClientError> {
+        self.json(
+            "counting the account's contacts",
+            Method::GET,
+            "/v3/marketing/contacts/count",
+            None,
+        )
+        .await
+    }
+
     /// `GET /v3/marketing/contacts/imports/{id}`.
     pub async fn import_status(&self, job_id: &str) -> Result<ImportJob, ClientError> {
         self.json(

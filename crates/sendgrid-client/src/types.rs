@@ -80,6 +80,14 @@ pub struct List {
     pub contact_count: u64,
 }
 
+/// `GET /v3/marketing/contacts/count`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct ContactCount {
+    pub contact_count: u64,
+    #[serde(default)]
+    pub billable_count: u64,
+}
+
 /// One page of `GET /v3/marketing/lists`.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct ListPage {

@@ -213,6 +213,11 @@ pub struct Export {
     /// Create the named lists that do not exist (default `false`).
     #[serde(default)]
     pub create_missing_lists: bool,
+    /// Most contacts one run may add that this export never synced (each may be a new
+    /// contact in the account, counting against its allotment). Over it, the run sends
+    /// nothing for the export. Unset: no limit.
+    #[serde(default)]
+    pub max_new_contacts: Option<u64>,
     /// Names of the segments whose members are sent.
     pub segments: Vec<String>,
     /// Which column or SQL expression fills each SendGrid field.

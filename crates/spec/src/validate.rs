@@ -250,6 +250,14 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
                 "must be between 1 and 1000000000".into(),
             );
         }
+        if let Some(max) = e.max_new_contacts
+            && !(1..=1_000_000_000).contains(&max)
+        {
+            err(
+                at("max_new_contacts"),
+                "must be between 1 and 1000000000".into(),
+            );
+        }
         if !(1..=604_800).contains(&e.import_timeout_secs) {
             err(
                 at("import_timeout_secs"),

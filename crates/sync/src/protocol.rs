@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use pipeline_engine::{Engine, EngineError, ExportQuery, ExportSummary, RunOptions};
 use pipeline_sendgrid::{SendgridSink, follow_jobs};
+use pipeline_sink::preview::PreviewSink;
 use pipeline_sink::{JobReport, JobStatus, Sink, SinkReject, Stage, Staged};
 use pipeline_spec::{Classified, ErrorKind, Export, ExportMode, Pipeline};
 use sendgrid_client::Client;
@@ -213,6 +214,7 @@ impl<'a> ExportSync<'a> {
             .select_and_send(engine, tap, &diff, sink, run_options)
             .await?;
         report.counts = diff.counts();
+        report.guard_new_contacts(self.export.max_new_contacts);
         report.resumed_jobs = in_flight.len() as u64;
         report.snapshot_contacts = snapshot.entries.len() as u64;
         if self.export.mode == ExportMode::Mirror && !summary.cap.exceeded() {
@@ -262,7 +264,32 @@ impl<'a> ExportSync<'a> {
         }
         rewrite_journal(&state.journal(), &still_in_flight)?;
 
-        // 2. Send what changed, journaling each accepted body.
+        // 2. With a limit on new contacts, count them first: over it, nothing is sent.
+        if let Some(max) = export.max_new_contacts {
+            let counting = self.diff(&snapshot, &still_in_flight);
+            let mut counted = self
+                .select_and_send(
+                    engine,
+                    None,
+                    &counting,
+                    &mut PreviewSink,
+                    RunOptions::default(),
+                )
+                .await?;
+            report.counts = counting.counts();
+            if !counted.cap.exceeded() && report.guard_new_contacts(Some(max)) {
+                tracing::warn!(export = %export.name, new = report.counts.new, max, "More new contacts than max_new_contacts: nothing sent");
+                counted.sent = 0;
+                counted.sink = None;
+                report.snapshot_contacts = snapshot.entries.len() as u64;
+                return Ok(SyncedExport {
+                    summary: counted,
+                    sync: Some(report),
+                });
+            }
+        }
+
+        // 3. Send what changed, journaling each accepted body.
         let diff = self.diff(&snapshot, &still_in_flight);
         let journal = Arc::new(JournalWriter::open(&state.journal())?);
         let mut sink = sink
@@ -272,6 +299,7 @@ impl<'a> ExportSync<'a> {
             .select_and_send(engine, None, &diff, &mut sink, run_options)
             .await?;
         report.counts = diff.counts();
+        report.max_new_contacts = export.max_new_contacts;
         if summary.cap.exceeded() {
             report.snapshot_contacts = snapshot.entries.len() as u64;
             return Ok(SyncedExport {
@@ -280,7 +308,7 @@ impl<'a> ExportSync<'a> {
             });
         }
 
-        // 3. Fold this run's accepted bodies in; keep the unfinished ones for the next run.
+        // 4. Fold this run's accepted bodies in; keep the unfinished ones for the next run.
         let jobs = summary.sink.as_ref().map_or(&[][..], |s| &s.jobs[..]);
         let mut statuses = statuses;
         statuses.extend(jobs.iter().map(|j| (j.job_id.clone(), j.fold_status())));
@@ -301,7 +329,7 @@ impl<'a> ExportSync<'a> {
             "Saved the state"
         );
 
-        // 4. Mirror: take the leavers off the lists, if the upload finished cleanly.
+        // 5. Mirror: take the leavers off the lists, if the upload finished cleanly.
         if export.mode == ExportMode::Mirror {
             let clean = unfinished.is_empty() && jobs.iter().all(|j| j.status.imported());
             let removals = Removals::plan(&diff, &export.list_ids, &summary.rejected_emails);

@@ -52,11 +52,24 @@ pub struct SyncReport {
     pub max_removal_share: f64,
     /// Contacts in the snapshot after the run.
     pub snapshot_contacts: u64,
+    /// The export's `max_new_contacts`, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_new_contacts: Option<u64>,
+    /// More contacts were new to this export than `max_new_contacts`: a run sent nothing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub new_contacts_refused: bool,
     /// Things the user should know: a recovered lock, a changed mapping, a new endpoint.
     pub notes: Vec<String>,
 }
 
 impl SyncReport {
+    /// Records the new-contact guard's verdict for `counts`; true when it refuses.
+    pub fn guard_new_contacts(&mut self, max: Option<u64>) -> bool {
+        self.max_new_contacts = max;
+        self.new_contacts_refused = max.is_some_and(|max| self.counts.new > max);
+        self.new_contacts_refused
+    }
+
     /// The mass-removal guard stopped the removals.
     pub fn removal_refused(&self) -> bool {
         self.removal == RemovalOutcome::Refused

@@ -433,6 +433,24 @@ pub(super) async fn import_status(call: Call, Path(id): Path<String>) -> Respons
     }
 }
 
+/// `GET /v3/marketing/contacts/count`. Every contact counts towards the bill here.
+pub(super) async fn contact_count(call: Call) -> Response {
+    let Call {
+        app,
+        method,
+        headers,
+    } = call;
+    let path = "/v3/marketing/contacts/count";
+    let (rate, _) = gate!(app, headers, method, path, Access::Read);
+    let count = {
+        let mut account = app.lock();
+        account.settle();
+        account.contacts.len()
+    };
+    let body = json!({"contact_count": count, "billable_count": count});
+    answer(&app, &method, path, rate, StatusCode::OK, body)
+}
+
 /// An S3-style XML error, as a storage host answers a bad pre-signed link.
 fn storage_error(status: StatusCode, code: &str, message: &str) -> Response {
     let xml = format!(

@@ -16,7 +16,7 @@ mod contacts;
 mod lists;
 mod search;
 
-use contacts::{errors_file, import_status, upsert};
+use contacts::{contact_count, errors_file, import_status, upsert};
 use lists::{
     all_lists, create_field, create_list, field_definitions, get_list, remove_from_list, scopes,
 };
@@ -99,6 +99,7 @@ pub(crate) fn router(account: Arc<Mutex<Account>>, addr: SocketAddr, files: Sock
     Router::new()
         .route("/v3/marketing/contacts", put(upsert))
         .route("/v3/marketing/contacts/imports/{id}", get(import_status))
+        .route("/v3/marketing/contacts/count", get(contact_count))
         .route("/v3/marketing/contacts/search/emails", post(search_emails))
         .route(
             "/v3/marketing/contacts/search/identifiers/{identifier_type}",
