@@ -31,6 +31,10 @@ pub struct Cli {
     /// More log detail (-v debug, -vv trace); logs never show full emails below debug.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// A connections file whose connections the pipeline uses by name (default:
+    /// $PIPELINE_CONNECTIONS, else ~/.config/pipeline/connections.yaml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub connections: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -134,6 +138,7 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     init_logging(cli.log_format, cli.verbose);
+    let _ = CONNECTIONS.set(cli.connections.clone());
     // Workers get the main thread's stack: plans and expressions are walked recursively
     // on them too (long AND/OR chains are refused before that, with a message).
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -352,8 +357,13 @@ fn progress(message: &str) {
     }
 }
 
+/// The `--connections` flag, set once by [`main`].
+static CONNECTIONS: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
 async fn open(file: &Path) -> Result<(Pipeline, Engine), Failure> {
-    let pipeline = pipeline_spec::load(file)?;
+    let flag = CONNECTIONS.get().and_then(|c| c.as_deref());
+    let connections = pipeline_spec::connections::locate(flag);
+    let pipeline = pipeline_spec::load_with(file, connections.as_deref())?;
     hide(&pipeline.redactions);
     let engine = Engine::open(&pipeline).await?;
     Ok((pipeline, engine))
@@ -367,9 +377,10 @@ async fn validate(file: &Path) -> Result<output::Validation, Failure> {
         .connections
         .iter()
         .map(|(name, c)| {
-            let found = pipeline_spec::resolve_api_key(name, c, pipeline.base_dir(), &|v| {
-                std::env::var(v).ok()
-            });
+            let found =
+                pipeline_spec::resolve_api_key(name, c, pipeline.key_base_dir(name), &|v| {
+                    std::env::var(v).ok()
+                });
             if let Ok(key) = &found {
                 hide_key(key.expose());
             }

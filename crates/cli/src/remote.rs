@@ -22,9 +22,12 @@ pub fn client_for(
     let (endpoint, key) = match local {
         Some(l) => (l.url(), l.key()),
         None => {
-            let key = pipeline_spec::resolve_api_key(name, connection, pipeline.base_dir(), &|v| {
-                std::env::var(v).ok()
-            })
+            let key = pipeline_spec::resolve_api_key(
+                name,
+                connection,
+                pipeline.key_base_dir(name),
+                &|v| std::env::var(v).ok(),
+            )
             .map_err(|message| Failure {
                 exit: Exit::Config,
                 message,

@@ -686,3 +686,126 @@ fn a_key_in_the_wrong_field_is_never_echoed_or_written() {
     }
     assert!(s.upserted_emails().is_empty(), "nothing was sent");
 }
+
+/// A connections file kept apart from the pipeline, owner-writable only, with the key in a
+/// file beside it; the pipeline names the connection and has none of its own.
+fn connections_setup(s: &Setup, allowed: &str, mode: u32) -> (tempfile::TempDir, String) {
+    let admin = tempfile::tempdir().unwrap();
+    std::fs::write(admin.path().join("sendgrid.key"), KEY).unwrap();
+    let file = admin.path().join("connections.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 1
+connections:
+  marketing:
+    type: sendgrid
+    api_key_file: sendgrid.key
+    endpoint: {}
+    data_privacy_consent: true
+{allowed}",
+            s.emulator.url()
+        ),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let private = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(admin.path().join("sendgrid.key"), private).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let text = pipeline_yaml(SEGMENTS, EXPORT);
+    let start = text.find("connections:").unwrap();
+    let end = text.find("sources:").unwrap();
+    write(s.dir.path(), &format!("{}{}", &text[..start], &text[end..]));
+    (admin, file.display().to_string())
+}
+
+#[test]
+fn a_connections_file_kept_apart_supplies_the_connection() {
+    let s = Setup::new(vec![], Faults::default());
+    let (_admin, connections) = connections_setup(&s, "    allowed_exports: [newsletter]\n", 0o644);
+    let run = pipeline(
+        s.dir.path(),
+        &["run", "p.yaml", "--connections", &connections],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(s.emulator.list_emails(LIST), EXPECTED);
+    // Found through the environment too.
+    let check = pipeline(
+        s.dir.path(),
+        &["check", "p.yaml"],
+        &[("PIPELINE_CONNECTIONS", &connections)],
+    );
+    assert_eq!(check.code, 0, "{}", check.stdout);
+}
+
+#[test]
+fn a_connections_file_others_can_write_or_that_forbids_the_use_is_refused() {
+    let s = Setup::new(vec![], Faults::default());
+    let (_admin, connections) = connections_setup(&s, "", 0o664);
+    let run = pipeline(
+        s.dir.path(),
+        &["validate", "p.yaml", "--connections", &connections],
+        &[],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "connections file {connections} can be written by others (mode 664): run `chmod go-w {connections}`"
+        )),
+        "{}",
+        run.stderr
+    );
+
+    let (_admin, connections) = connections_setup(&s, "    allowed_exports: [weekly]\n", 0o600);
+    let run = pipeline(
+        s.dir.path(),
+        &["validate", "p.yaml", "--connections", &connections],
+        &[],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "exports[0].connection: connection `marketing` (from {connections}) may not be used by export `newsletter`: it allows weekly"
+        )),
+        "{}",
+        run.stderr
+    );
+
+    let (_admin, connections) =
+        connections_setup(&s, "    allowed_pipelines: [\"pipelines/*.yaml\"]\n", 0o600);
+    let run = pipeline(
+        s.dir.path(),
+        &["validate", "p.yaml", "--connections", &connections],
+        &[],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("connection `marketing` (from ")
+            && run.stderr.contains("may not be used by the pipeline ")
+            && run.stderr.contains("pipelines/*.yaml"),
+        "{}",
+        run.stderr
+    );
+    assert!(s.upserted_emails().is_empty());
+
+    // A pipeline may use the connection, not redefine it.
+    let (_admin, connections) = connections_setup(&s, "", 0o600);
+    std::fs::write(s.dir.path().join("p.yaml"), pipeline_yaml(SEGMENTS, EXPORT)).unwrap();
+    let run = pipeline(
+        s.dir.path(),
+        &["validate", "p.yaml", "--connections", &connections],
+        &[],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "connection `marketing` is defined by the connections file {connections}: the pipeline may use it, not redefine it"
+        )),
+        "{}",
+        run.stderr
+    );
+}

@@ -4,6 +4,7 @@
 //! pipeline file itself and the environment, and [`Pipeline::validate`] is pure. Reading
 //! the API key is a separate, explicit step ([`resolve_api_key`]).
 
+pub mod connections;
 mod error;
 mod interpolate;
 mod kind;
@@ -63,6 +64,18 @@ impl Pipeline {
         }
     }
 
+    /// The folder connection `name`'s `api_key_file` is relative to: its connections file's,
+    /// or the pipeline file's.
+    pub fn key_base_dir(&self, name: &str) -> &Path {
+        self.file
+            .connections
+            .get(name)
+            .and_then(|c| c.defined_in.as_deref())
+            .and_then(Path::parent)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| self.base_dir())
+    }
+
     /// The export called `name`.
     pub fn export(&self, name: &str) -> Option<&Export> {
         self.file.exports.iter().find(|e| e.name == name)
@@ -71,13 +84,38 @@ impl Pipeline {
 
 /// Reads, parses, interpolates and validates a pipeline file, reporting every problem found.
 pub fn load(path: &Path) -> Result<Pipeline, SpecError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    load_with(path, None)
+}
+
+/// [`load`], with the connections of the connections file at `connections` (see
+/// [`connections::locate`]) beside the pipeline's own.
+pub fn load_with(path: &Path, connections: Option<&Path>) -> Result<Pipeline, SpecError> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let text = read(path)?;
+    let shared = match connections {
+        Some(from) => {
+            connections::check_not_shared(from).map_err(|message| SpecError::Invalid {
+                path: from.to_owned(),
+                diagnostics: vec![Diagnostic::new("", message)],
+            })?;
+            Some((from, read(from)?))
+        }
+        None => None,
+    };
     // A byte-order mark, as some Windows editors write, is not part of the YAML.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    parse(text, path, &|name| std::env::var(name).ok())
+    let unmark = |t: &str| t.strip_prefix('\u{feff}').unwrap_or(t).to_owned();
+    let shared = shared.map(|(from, t)| (from, unmark(&t)));
+    parse_with(
+        &unmark(&text),
+        path,
+        shared.as_ref().map(|(from, t)| (*from, t.as_str())),
+        &|name| std::env::var(name).ok(),
+    )
 }
 
 /// Parses pipeline text; `env` looks up `${VAR}` references.
@@ -86,13 +124,34 @@ pub fn parse(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Pipeline, SpecError> {
+    parse_with(text, path, None, env)
+}
+
+/// [`parse`], with a connections file's path and text.
+pub fn parse_with(
+    text: &str,
+    path: &Path,
+    shared: Option<(&Path, &str)>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Pipeline, SpecError> {
     let invalid = |diagnostics| SpecError::Invalid {
         path: path.to_path_buf(),
         diagnostics,
     };
     let mut file: PipelineFile =
         serde_yaml::from_str(text).map_err(|e| invalid(vec![Diagnostic::from_yaml(&e)]))?;
+    let mut merged = Vec::new();
+    if let Some((from, shared_text)) = shared {
+        let shared: ConnectionsFile =
+            serde_yaml::from_str(shared_text).map_err(|e| SpecError::Invalid {
+                path: from.to_owned(),
+                diagnostics: vec![Diagnostic::from_yaml(&e)],
+            })?;
+        merged = connections::merge(&mut file, shared, from);
+    }
     let (mut diagnostics, substitutions) = interpolate::interpolate(&mut file, env);
+    diagnostics.extend(merged);
+    diagnostics.extend(connections::check_allowed(&file, path));
     diagnostics.extend(validate::validate(&file));
     diagnostics.extend(secret::key_leaks(&file, &substitutions, env));
     let mut redactions = Redactions::default();
@@ -100,8 +159,20 @@ pub fn parse(
         redactions.add(&s.value, format!("${{{}}}", s.name));
     }
     for d in &mut diagnostics {
-        if d.location.is_none() && !d.path.is_empty() {
-            d.location = locate::locate(text, &d.path);
+        let shared_from = d
+            .path
+            .strip_prefix("connections.")
+            .and_then(|rest| file.connections.get(rest.split('.').next().unwrap_or(rest)))
+            .and_then(|c| c.defined_in.as_deref());
+        match shared_from {
+            // Its place is in the connections file, whose text is not at hand here.
+            Some(from) => {
+                d.message = format!("{} (in the connections file {})", d.message, from.display())
+            }
+            None if d.location.is_none() && !d.path.is_empty() => {
+                d.location = locate::locate(text, &d.path);
+            }
+            None => {}
         }
         d.message = redactions.redact(&d.message).into_owned();
     }

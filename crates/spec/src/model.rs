@@ -25,8 +25,8 @@ pub struct PipelineFile {
     /// Settings of the query engine.
     #[serde(default)]
     pub engine: EngineSettings,
-    /// Named SendGrid connections.
-    #[serde(deserialize_with = "unique::names")]
+    /// Named SendGrid connections (beside those of a connections file).
+    #[serde(default, deserialize_with = "unique::names")]
     pub connections: BTreeMap<String, Connection>,
     /// Named Parquet sources, registered as SQL tables under their names.
     #[serde(deserialize_with = "unique::names")]
@@ -117,6 +117,18 @@ pub struct Connection {
     /// budgets together) before the run fails, in seconds.
     #[serde(default = "default_rate_limit_wait")]
     pub rate_limit_wait_secs: u64,
+    /// In a connections file: the pipeline files (paths or globs, relative to the
+    /// connections file) that may use this connection. Unset: any.
+    #[serde(default)]
+    pub allowed_pipelines: Option<Vec<String>>,
+    /// In a connections file: the exports (by name) that may use this connection.
+    /// Unset: any.
+    #[serde(default)]
+    pub allowed_exports: Option<Vec<String>>,
+    /// The connections file this connection came from; `None` for the pipeline file's own.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub defined_in: Option<std::path::PathBuf>,
 }
 
 fn default_concurrency() -> usize {
@@ -401,6 +413,18 @@ impl Mapping {
         }
         out
     }
+}
+
+/// A connections file: SendGrid connections an administrator keeps apart from the
+/// pipelines that use them by name.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsFile {
+    /// Version of the file format; only `1` exists.
+    pub version: u32,
+    /// Named SendGrid connections.
+    #[serde(deserialize_with = "unique::names")]
+    pub connections: BTreeMap<String, Connection>,
 }
 
 /// Maps whose names must be unique: YAML lets a key repeat, and the second would silently

@@ -159,6 +159,9 @@ mod tests {
             request_timeout_secs: 60,
             max_attempts: 6,
             rate_limit_wait_secs: 600,
+            allowed_pipelines: None,
+            allowed_exports: None,
+            defined_in: None,
         }
     }
 

@@ -40,7 +40,7 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
     if file.connections.is_empty() {
         err(
             "connections".into(),
-            "declare at least one connection".into(),
+            "declare at least one connection, here or in a connections file (--connections, PIPELINE_CONNECTIONS)".into(),
         );
     }
     for (name, c) in &file.connections {
