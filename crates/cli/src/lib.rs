@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pipeline_engine::{Engine, RunOptions};
+use pipeline_sendgrid::suppressions::SuppressionStage;
 use pipeline_sink::dry_run::DryRunSink;
 use pipeline_sink::preview::{PreviewSink, Sample};
 use pipeline_spec::{Classified, ErrorKind, Pipeline};
@@ -113,6 +114,10 @@ pub enum Command {
         /// Show sample emails in full instead of masked.
         #[arg(long)]
         show_emails: bool,
+        /// Count the selected contacts on the account's suppression lists (unsubscribed,
+        /// bounced, blocked, spam reports, invalid); needs the API key.
+        #[arg(long)]
+        suppressions: bool,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
         /// The folder of the exports' state, as for `run`.
@@ -194,6 +199,7 @@ pub async fn execute(command: Command) -> Exit {
             export,
             rows,
             show_emails,
+            suppressions,
             output,
             state_dir,
         } => {
@@ -201,7 +207,12 @@ pub async fn execute(command: Command) -> Exit {
                 state_root: state_dir,
                 ..Default::default()
             };
-            let result = plan(&file, export.as_deref(), rows, show_emails, &options).await;
+            let shown = Shown {
+                rows,
+                show_emails,
+                suppressions,
+            };
+            let result = plan(&file, export.as_deref(), shown, &options).await;
             finish(output, result, |plans| output::plans(plans))
         }
         Command::Run {
@@ -427,11 +438,25 @@ fn note_named_lists(summary: &mut SyncedExport, named: &[remote::NamedList]) {
     }
 }
 
+/// What `pipeline plan` shows beside the counts.
+struct Shown {
+    rows: usize,
+    show_emails: bool,
+    suppressions: bool,
+}
+
+/// Puts what the suppression stage counted in an export's summary.
+fn note_suppressions(summary: &mut SyncedExport, stage: Option<&SuppressionStage>) {
+    if let (Some(sync), Some(stage)) = (summary.sync.as_mut(), stage) {
+        sync.suppressed = Some(stage.counts());
+        sync.suppressed_skipped = stage.skips();
+    }
+}
+
 async fn plan(
     file: &Path,
     only: Option<&str>,
-    rows: usize,
-    show_emails: bool,
+    shown: Shown,
     options: &SyncOptions,
 ) -> Result<Vec<output::Plan>, Failure> {
     let (pipeline, engine) = open(file).await?;
@@ -442,24 +467,31 @@ async fn plan(
     for query in &queries {
         progress(&format!("Planning export {}…", query.export));
         let sync = ExportSync::new(&pipeline, query, options)?;
+        let export = pipeline
+            .export(&query.export)
+            .expect("planned from the pipeline");
+        let mut suppression =
+            remote::suppression_stage(&pipeline, export, None, shown.suppressions).await?;
         // The sample sees every contact, sent or not; the preview counts what would be sent.
-        let mut sample = Sample::new(rows);
+        let mut sample = Sample::new(shown.rows);
         let endpoint = remote::endpoint_of(&pipeline, &query.export);
+        let mut tap = (&mut sample, suppression.as_mut());
         let summary = sync
             .preview(
                 &engine,
                 &endpoint,
-                Some(&mut sample),
+                Some(&mut tap),
                 &mut PreviewSink,
                 RunOptions::default(),
             )
             .await?;
         let mut summary = summary;
         note_named_lists(&mut summary, &named);
+        note_suppressions(&mut summary, suppression.as_ref());
         plans.push(output::Plan {
             summary,
             sample: sample.batches(),
-            mask_emails: !show_emails,
+            mask_emails: !shown.show_emails,
         });
     }
     Ok(plans)
@@ -514,22 +546,30 @@ async fn run(
             ..RunOptions::default()
         };
         let sync = ExportSync::new(&pipeline, query, &options)?;
+        // With skip_suppressed the dry run leaves out what the run would: it reads the
+        // suppression lists too.
+        let mut suppression =
+            remote::suppression_stage(&pipeline, export, local.as_ref(), false).await?;
+        let tap = suppression
+            .as_mut()
+            .map(|s| s as &mut dyn pipeline_sink::Stage);
         let summary = match dry_run {
             Some(dir) => {
                 let endpoint = remote::endpoint_of(&pipeline, &query.export);
                 let mut sink = DryRunSink::new(dir);
-                sync.preview(&engine, &endpoint, None, &mut sink, run_options)
+                sync.preview(&engine, &endpoint, tap, &mut sink, run_options)
                     .await?
             }
             None => {
                 let client = remote::client_for(&pipeline, &export.connection, local.as_ref())?;
                 let concurrency = pipeline.file.connections[&export.connection].concurrency;
                 let sink = remote::sendgrid_sink(client.clone(), concurrency, export, query);
-                sync.run(&engine, &client, sink, run_options).await?
+                sync.run(&engine, &client, tap, sink, run_options).await?
             }
         };
         let mut summary = summary;
         note_named_lists(&mut summary, &named);
+        note_suppressions(&mut summary, suppression.as_ref());
         tracing::info!(
             export = %summary.export,
             contacts = summary.contacts,

@@ -477,6 +477,21 @@ fn sync_lines(y: &pipeline_sync::SyncReport, ran: bool) -> String {
             }
         ));
     }
+    if let Some(suppressed) = &y.suppressed {
+        let total: u64 = suppressed.values().sum();
+        let by_list: Vec<String> = suppressed.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        out.push_str(&match (total, y.suppressed_skipped) {
+            (0, _) => "  suppressed: none of the selected contacts is on SendGrid's suppression lists\n".to_owned(),
+            (n, true) => format!(
+                "  suppressed: {n} selected contact(s) on SendGrid's suppression lists ({}): left out (skip_suppressed)\n",
+                by_list.join(", ")
+            ),
+            (n, false) => format!(
+                "  suppressed: {n} selected contact(s) on SendGrid's suppression lists ({}): SendGrid will not email them; skip_suppressed leaves them out\n",
+                by_list.join(", ")
+            ),
+        });
+    }
     if y.counts.still_refused > 0 {
         out.push_str(&format!(
             "  refused: {} contact(s) SendGrid refused for good earlier, unchanged since: {} (change their data, or --full-refresh)\n",

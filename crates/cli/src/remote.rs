@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pipeline_engine::ExportQuery;
+use pipeline_sendgrid::suppressions::{SuppressionStage, Suppressions};
 use pipeline_sendgrid::{SendgridSettings, SendgridSink};
 use pipeline_spec::{Classified, Export, Pipeline};
 use sendgrid_client::{Client, ClientError, RetryPolicy, has_marketing_access};
@@ -217,6 +218,31 @@ pub async fn check(
         }
     }
     verdicts
+}
+
+/// The suppression stage of `export`, when its lists are wanted (`plan --suppressions`)
+/// or it skips suppressed contacts: the account's five suppression lists, read now.
+pub async fn suppression_stage(
+    pipeline: &Pipeline,
+    export: &Export,
+    local: Option<&LocalEmulator>,
+    wanted: bool,
+) -> Result<Option<SuppressionStage>, Failure> {
+    if !wanted && !export.skip_suppressed {
+        return Ok(None);
+    }
+    let client = client_for(pipeline, &export.connection, local)?;
+    let list = Suppressions::fetch(&client).await.map_err(|e| {
+        Failure::of(
+            e.kind(),
+            &format!(
+                "export `{}`: reading the suppression lists: {e}",
+                export.name
+            ),
+        )
+    })?;
+    tracing::debug!(export = %export.name, suppressed = list.len(), "Read the suppression lists");
+    Ok(Some(SuppressionStage::new(list, export.skip_suppressed)))
 }
 
 /// How one named list was resolved.

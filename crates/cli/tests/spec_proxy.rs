@@ -20,11 +20,12 @@ use common::account::*;
 use sendgrid_emulator::{Config, Faults};
 use serde_json::{Map, Value};
 
-const SPEC_FILES: [&str; 4] = [
+const SPEC_FILES: [&str; 5] = [
     "tsg_mc_contacts_v3.json",
     "tsg_mc_lists_v3.json",
     "tsg_mc_custom_fields_v3.json",
     "tsg_scopes_v3.json",
+    "tsg_suppressions_v3.json",
 ];
 
 /// Replaces every `$ref` equal to `from` with `to`.
@@ -201,6 +202,10 @@ fn export_check_and_mirror_traffic_follow_sendgrids_openapi_files() {
     };
     let s = Setup::with(Config {
         custom_fields: vec![("city_name".into(), "Text".into())],
+        suppressions: vec![
+            ("bounced".into(), email(9)),
+            ("unsubscribed".into(), email(10)),
+        ],
         ..Config::default()
     });
     let spec = s.dir.path().join("sendgrid-openapi.json");
@@ -239,6 +244,13 @@ fn export_check_and_mirror_traffic_follow_sendgrids_openapi_files() {
     });
     let check = s.run(&["check", file]);
     assert_eq!(check.code, 0, "{}\n{:?}", check.stdout, proxy.violations());
+    let plan = s.run(&["plan", file, "--suppressions"]);
+    assert_eq!(plan.code, 0, "{}\n{:?}", plan.stderr, proxy.violations());
+    assert!(
+        plan.stdout.contains("suppressed: 2 selected contact(s)"),
+        "{}",
+        plan.stdout
+    );
     let (run, first) = s.run_json(&["run", file]);
     assert_eq!(run.code, 0, "{}\n{:?}", run.stderr, proxy.violations());
     assert_eq!(first["sent"], 119);

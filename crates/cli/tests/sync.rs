@@ -573,3 +573,60 @@ fn a_run_that_would_add_more_new_contacts_than_allowed_sends_nothing() {
         check.stdout
     );
 }
+
+#[test]
+fn suppressed_contacts_are_counted_by_plan_and_left_out_with_skip_suppressed() {
+    let s = Setup::with(sendgrid_emulator::Config {
+        suppressions: vec![
+            ("bounced".into(), email(3)),
+            ("unsubscribed".into(), email(5).to_uppercase()),
+            ("spam_report".into(), email(7)),
+            ("invalid".into(), "nobody@example.com".into()),
+        ],
+        ..sendgrid_emulator::Config::default()
+    });
+    write_profiles(s.dir.path(), &rows(20));
+    let file = s.pipeline(UPSERT);
+    let reads_lists = |s: &Setup| {
+        s.emulator
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/v3/suppression/"))
+            .count()
+    };
+
+    // A plain run does not read the suppression lists.
+    let (run, _) = s.run_json(&["run", file, "--dry-run", "out"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(reads_lists(&s), 0);
+
+    let plan = s.run(&["plan", file, "--suppressions"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stdout.contains(
+            "suppressed: 3 selected contact(s) on SendGrid's suppression lists (bounced 1, spam_report 1, unsubscribed 1): SendGrid will not email them; skip_suppressed leaves them out"
+        ),
+        "{}",
+        plan.stdout
+    );
+    assert_eq!(reads_lists(&s), 5, "one page of each list");
+
+    let file = s.pipeline(&format!("{UPSERT}\n    skip_suppressed: true"));
+    let (run, summary) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(summary["sent"], 17);
+    assert_eq!(summary["sync"]["suppressed"]["bounced"], 1);
+    assert_eq!(summary["sync"]["suppressed_skipped"], true);
+    let sent = s.upserted_since(0);
+    for left_out in [email(3), email(5), email(7)] {
+        assert!(!sent.contains(&left_out), "{left_out} was sent");
+    }
+    assert_eq!(s.emulator.list_emails(LIST).len(), 17);
+
+    // Unchanged: nothing is sent, the suppressed ones still counted and left out.
+    let before = s.log_len();
+    let (run, again) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(s.upserted_since(before).is_empty());
+    assert_eq!(again["sync"]["unchanged"], 17);
+}

@@ -309,6 +309,25 @@ impl Client {
         Ok(r.job_id)
     }
 
+    /// Every address on suppression list `kind`, 500 a page (the spec's most).
+    pub async fn suppressed(&self, kind: Suppression) -> Result<Vec<String>, ClientError> {
+        const PAGE: usize = 500;
+        let mut out = Vec::new();
+        // Bounded, in case an answer kept filling pages: 10 million addresses.
+        for page in 0..20_000 {
+            let path = format!("{}?limit={PAGE}&offset={}", kind.path(), page * PAGE);
+            let entries: Vec<Suppressed> = self
+                .json("reading a suppression list", Method::GET, &path, None)
+                .await?;
+            let last = entries.len() < PAGE;
+            out.extend(entries.into_iter().map(|e| e.email));
+            if last {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// `GET /v3/marketing/contacts/count`: the account's contacts, and how many count
     /// towards this month's bill.
     pub async fn contact_count(&self) -> Result<ContactCount, ClientError> {

@@ -80,6 +80,57 @@ pub struct List {
     pub contact_count: u64,
 }
 
+/// Why SendGrid will not email an address: its suppression lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Suppression {
+    /// Globally unsubscribed.
+    Unsubscribed,
+    Bounced,
+    Blocked,
+    /// Marked a message as spam.
+    SpamReport,
+    /// An address SendGrid found invalid.
+    Invalid,
+}
+
+impl Suppression {
+    pub const ALL: [Suppression; 5] = [
+        Self::Unsubscribed,
+        Self::Bounced,
+        Self::Blocked,
+        Self::SpamReport,
+        Self::Invalid,
+    ];
+
+    /// The list's endpoint.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Unsubscribed => "/v3/suppression/unsubscribes",
+            Self::Bounced => "/v3/suppression/bounces",
+            Self::Blocked => "/v3/suppression/blocks",
+            Self::SpamReport => "/v3/suppression/spam_reports",
+            Self::Invalid => "/v3/suppression/invalid_emails",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unsubscribed => "unsubscribed",
+            Self::Bounced => "bounced",
+            Self::Blocked => "blocked",
+            Self::SpamReport => "spam_report",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// One entry of a suppression list (the fields all five share).
+#[derive(Debug, Deserialize)]
+pub(crate) struct Suppressed {
+    pub email: String,
+}
+
 /// `GET /v3/marketing/contacts/count`.
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 pub struct ContactCount {

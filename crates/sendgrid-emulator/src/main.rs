@@ -89,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         }),
         fail_one_job_in: args.fail_one_job_in,
         errors_file_ttl_ms: args.errors_file_ttl_ms,
+        suppressions: Vec::new(),
         lists: args
             .lists
             .into_iter()

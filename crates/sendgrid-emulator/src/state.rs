@@ -25,6 +25,7 @@ pub fn marketing_scopes() -> Vec<String> {
         "marketing_campaigns.update",
         "marketing_campaigns.delete",
         "marketing.read",
+        "suppression.read",
     ]
     .map(String::from)
     .to_vec()
@@ -126,6 +127,9 @@ pub struct Config {
     pub lists: Vec<(String, String)>,
     /// Custom fields that exist from the start: (name, field_type).
     pub custom_fields: Vec<(String, String)>,
+    /// Suppressed addresses: (list, email), the list being `unsubscribed`, `bounced`,
+    /// `blocked`, `spam_report` or `invalid`.
+    pub suppressions: Vec<(String, String)>,
 }
 
 impl Default for Config {
@@ -138,6 +142,7 @@ impl Default for Config {
             errors_file_ttl_ms: None,
             lists: Vec::new(),
             custom_fields: Vec::new(),
+            suppressions: Vec::new(),
         }
     }
 }

@@ -5,7 +5,8 @@
 //! - [`preflight`]: lists checked and custom field names resolved to ids before any upload;
 //! - [`upload`]: bodies sent with bounded concurrency, a 400 isolated to the contacts it names;
 //! - [`jobs`]: SendGrid's import jobs followed to the end;
-//! - [`errors_file`]: a finished job's errors file read into rejects.
+//! - [`errors_file`]: a finished job's errors file read into rejects;
+//! - [`suppressions`]: the account's suppression lists, counted and optionally skipped.
 //!
 //! Mirror removals are not the sink's: the sync protocol (`pipeline-sync`) decides them.
 
@@ -14,6 +15,7 @@ pub mod errors_file;
 pub mod jobs;
 pub mod preflight;
 mod sink;
+pub mod suppressions;
 pub mod upload;
 
 pub use config::{SendgridSettings, SendgridSink, field_type_named};

@@ -246,6 +246,14 @@ impl<S: Stage + ?Sized> Stage for &mut S {
     }
 }
 
+/// Two stages, the first in front of the second.
+impl<A: Stage, B: Stage> Stage for (A, B) {
+    fn apply(&mut self, target: &ExportTarget, contacts: ContactStream) -> ContactStream {
+        let first = self.0.apply(target, contacts);
+        self.1.apply(target, first)
+    }
+}
+
 /// No stage: the stream passes unchanged.
 impl<S: Stage> Stage for Option<S> {
     fn apply(&mut self, target: &ExportTarget, contacts: ContactStream) -> ContactStream {

@@ -230,6 +230,11 @@ pub struct Export {
     /// nothing for the export. Unset: no limit.
     #[serde(default)]
     pub max_new_contacts: Option<u64>,
+    /// Leave out the contacts on the account's suppression lists (unsubscribed, bounced,
+    /// blocked, spam reports, invalid), as if they were not selected; they are counted
+    /// in the summary (default `false`).
+    #[serde(default)]
+    pub skip_suppressed: bool,
     /// Names of the segments whose members are sent.
     pub segments: Vec<String>,
     /// Which column or SQL expression fills each SendGrid field.

@@ -232,11 +232,14 @@ impl<'a> ExportSync<'a> {
     }
 
     /// A real run of the export through `sink` (whose client is `client`): resume, send
-    /// the changes, fold, mirror.
+    /// the changes, fold, mirror. `tap` sees every selected contact before the diff and
+    /// may leave some out (the suppression stage); the count for `max_new_contacts` is
+    /// made without it.
     pub async fn run(
         &self,
         engine: &Engine,
         client: &Client,
+        tap: Option<&mut dyn Stage>,
         sink: SendgridSink,
         run_options: RunOptions,
     ) -> Result<SyncedExport, SyncError> {
@@ -296,7 +299,7 @@ impl<'a> ExportSync<'a> {
             .with_journal(journal)
             .with_earlier_rejects(resume_rejects.clone());
         let summary = self
-            .select_and_send(engine, None, &diff, &mut sink, run_options)
+            .select_and_send(engine, tap, &diff, &mut sink, run_options)
             .await?;
         report.counts = diff.counts();
         report.max_new_contacts = export.max_new_contacts;

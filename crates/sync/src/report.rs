@@ -58,6 +58,13 @@ pub struct SyncReport {
     /// More contacts were new to this export than `max_new_contacts`: a run sent nothing.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub new_contacts_refused: bool,
+    /// Selected contacts on the account's suppression lists, by list (when they were
+    /// looked up: `skip_suppressed`, or `plan --suppressions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<std::collections::BTreeMap<String, u64>>,
+    /// Whether those contacts were left out (`skip_suppressed`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub suppressed_skipped: bool,
     /// Things the user should know: a recovered lock, a changed mapping, a new endpoint.
     pub notes: Vec<String>,
 }

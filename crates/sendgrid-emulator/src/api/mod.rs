@@ -20,7 +20,7 @@ use contacts::{contact_count, errors_file, import_status, upsert};
 use lists::{
     all_lists, create_field, create_list, field_definitions, get_list, remove_from_list, scopes,
 };
-use search::{search_emails, search_identifiers};
+use search::{search_emails, search_identifiers, suppressions};
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -116,6 +116,7 @@ pub(crate) fn router(account: Arc<Mutex<Account>>, addr: SocketAddr, files: Sock
             get(field_definitions).post(create_field),
         )
         .route("/v3/scopes", get(scopes))
+        .route("/v3/suppression/{list}", get(suppressions))
         .route("/_emulator/state", get(inspect))
         .route("/_emulator/faults", post(add_faults))
         .layer(DefaultBodyLimit::max(64 << 20))
@@ -132,6 +133,8 @@ enum Access {
     Any,
     Read,
     Write,
+    /// The suppression lists (`suppression.read`).
+    Suppressions,
 }
 
 /// Rate-limit headers for one answer.
@@ -236,6 +239,7 @@ fn gate(
         || key.scopes.iter().any(|s| match access {
             Access::Any => true,
             Access::Read => s == "marketing.read" || s.starts_with("marketing_campaigns."),
+            Access::Suppressions => s == "suppression.read",
             Access::Write => matches!(
                 s.as_str(),
                 "marketing_campaigns.create"

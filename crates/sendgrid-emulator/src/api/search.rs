@@ -1,5 +1,6 @@
 //! Looking contacts up: search by emails and by identifier, as SendGrid's spec limits
-//! them (100 addresses, at most 100 characters each by emails), with its 400 and 404.
+//! them (100 addresses, at most 100 characters each by emails), with its 400 and 404;
+//! and the suppression lists, paged by limit and offset.
 
 use super::contacts::{email_ok, longer_than};
 use super::*;
@@ -114,4 +115,72 @@ fn contact_json(c: &crate::state::Contact) -> Value {
     v["created_at"] = json!("2026-01-01T00:00:00Z");
     v["updated_at"] = json!("2026-01-01T00:00:00Z");
     v
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct Paging {
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+/// `GET /v3/suppression/{unsubscribes,bounces,blocks,spam_reports,invalid_emails}`: at most
+/// 500 a page, each entry with the fields its list's spec gives.
+pub(super) async fn suppressions(
+    call: Call,
+    Path(list): Path<String>,
+    Query(paging): Query<Paging>,
+) -> Response {
+    let Call {
+        app,
+        method,
+        headers,
+    } = call;
+    let path = format!("/v3/suppression/{list}");
+    let (rate, _) = gate!(app, headers, method, path, Access::Suppressions);
+    let kind = match list.as_str() {
+        "unsubscribes" => "unsubscribed",
+        "bounces" => "bounced",
+        "blocks" => "blocked",
+        "spam_reports" => "spam_report",
+        "invalid_emails" => "invalid",
+        _ => {
+            let body = errors(None, "no such suppression list");
+            return answer(&app, &method, &path, rate, StatusCode::NOT_FOUND, body);
+        }
+    };
+    let number =
+        |v: &Option<String>, default: usize| v.as_deref().map_or(Ok(default), str::parse::<usize>);
+    let (Ok(limit), Ok(offset)) = (number(&paging.limit, 500), number(&paging.offset, 0)) else {
+        let body = errors(Some("limit"), "limit and offset are whole numbers");
+        return answer(&app, &method, &path, rate, StatusCode::BAD_REQUEST, body);
+    };
+    if !(1..=500).contains(&limit) {
+        let body = errors(Some("limit"), "must be between 1 and 500");
+        return answer(&app, &method, &path, rate, StatusCode::BAD_REQUEST, body);
+    }
+    let entries: Vec<Value> = app
+        .lock()
+        .config
+        .suppressions
+        .iter()
+        .filter(|(k, _)| k == kind)
+        .skip(offset)
+        .take(limit)
+        .map(|(_, email)| match kind {
+            "bounced" | "blocked" => json!({"created": 1_700_000_000, "email": email,
+                "reason": "550 5.1.1 mailbox unavailable", "status": "5.1.1"}),
+            "spam_report" => json!({"created": 1_700_000_000, "email": email, "ip": "10.0.0.1"}),
+            "invalid" => json!({"created": 1_700_000_000, "email": email,
+                "reason": "Mail domain mentioned in email address is unknown"}),
+            _ => json!({"created": 1_700_000_000, "email": email}),
+        })
+        .collect();
+    answer(
+        &app,
+        &method,
+        &path,
+        rate,
+        StatusCode::OK,
+        Value::Array(entries),
+    )
 }
