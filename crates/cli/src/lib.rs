@@ -305,7 +305,7 @@ fn finish<T: output::Outcome>(
                 let doc = serde_json::json!({
                     "status": failure.exit.status(),
                     "exit_code": failure.exit.code(),
-                    "error": failure.message,
+                    "error": redact_message(&failure.message),
                 });
                 emit(Stream::Out, &format!("{doc:#}\n"));
             }
@@ -315,48 +315,60 @@ fn finish<T: output::Outcome>(
     }
 }
 
-/// What no output shows as it is: the values `${VAR}` references brought into the
-/// pipeline file and every API key read, registered as they become known.
-static HIDDEN: std::sync::LazyLock<std::sync::Mutex<pipeline_spec::Redactions>> =
+/// What no output shows as it is: every API key read (as `***`).
+static HIDDEN_KEYS: std::sync::LazyLock<std::sync::Mutex<pipeline_spec::Redactions>> =
     std::sync::LazyLock::new(Default::default);
 
-/// Hides `redactions` from every output from now on.
+/// What no message shows as it is: the values `${VAR}` references brought into the
+/// pipeline file (shown as the reference). Results on stdout keep them, so a list id
+/// from the environment reads as itself there; a key among them is caught when keys are
+/// read (see [`open`]).
+static HIDDEN_VALUES: std::sync::LazyLock<std::sync::Mutex<pipeline_spec::Redactions>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn lock(
+    registry: &std::sync::Mutex<pipeline_spec::Redactions>,
+) -> std::sync::MutexGuard<'_, pipeline_spec::Redactions> {
+    registry.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Hides `redactions` from every message from now on.
 pub(crate) fn hide(redactions: &pipeline_spec::Redactions) {
-    HIDDEN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .extend(redactions);
+    lock(&HIDDEN_VALUES).extend(redactions);
 }
 
 /// Hides an API key from every output from now on.
 pub(crate) fn hide_key(key: &str) {
-    HIDDEN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .add(key, "***");
+    lock(&HIDDEN_KEYS).add(key, "***");
+}
+
+/// `message` with every hidden key and `${VAR}` value replaced.
+fn redact_message(message: &str) -> String {
+    let keys = lock(&HIDDEN_KEYS).redact(message).into_owned();
+    lock(&HIDDEN_VALUES).redact(&keys).into_owned()
 }
 
 #[derive(Clone, Copy)]
 enum Stream {
+    /// Results: keys hidden.
     Out,
+    /// Messages: keys and `${VAR}` values hidden.
     Err,
 }
 
-/// Writes `text` with every hidden value replaced. A closed pipe (`pipeline plan | head`)
+/// Writes `text` with the hidden values replaced. A closed pipe (`pipeline plan | head`)
 /// ends the output quietly, as ripgrep does: the command's exit code stands.
 fn emit(stream: Stream, text: &str) {
     use std::io::Write;
-    let text = HIDDEN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .redact(text)
-        .into_owned();
     let written = match stream {
         Stream::Out => {
+            let text = lock(&HIDDEN_KEYS).redact(text).into_owned();
             let mut out = std::io::stdout().lock();
             out.write_all(text.as_bytes()).and_then(|()| out.flush())
         }
-        Stream::Err => std::io::stderr().lock().write_all(text.as_bytes()),
+        Stream::Err => std::io::stderr()
+            .lock()
+            .write_all(redact_message(text).as_bytes()),
     };
     // Nothing can be reported about a failed write to the only places reports go.
     drop(written);
@@ -376,6 +388,24 @@ async fn open(file: &Path) -> Result<(Pipeline, Engine), Failure> {
     let connections = pipeline_spec::connections::locate(flag);
     let pipeline = pipeline_spec::load_with(file, connections.as_deref())?;
     hide(&pipeline.redactions);
+    // Every key that can be read now is hidden from the start, and may not have come
+    // into another field (a key in a file is not known when the file is parsed).
+    for (name, connection) in &pipeline.file.connections {
+        let env = |v: &str| std::env::var(v).ok();
+        if let Ok(key) =
+            pipeline_spec::resolve_api_key(name, connection, pipeline.key_base_dir(name), &env)
+        {
+            hide_key(key.expose());
+            if pipeline.redactions.any_contains(key.expose()) {
+                return Err(Failure {
+                    exit: Exit::Config,
+                    message: format!(
+                        "connections.{name}: its API key also comes into another field of the file through a `${{VAR}}`: the key may only be a connection's api_key, so that it never reaches a field, a file or SendGrid"
+                    ),
+                });
+            }
+        }
+    }
     let engine = Engine::open(&pipeline).await?;
     Ok((pipeline, engine))
 }
@@ -392,9 +422,6 @@ async fn validate(file: &Path) -> Result<output::Validation, Failure> {
                 pipeline_spec::resolve_api_key(name, c, pipeline.key_base_dir(name), &|v| {
                     std::env::var(v).ok()
                 });
-            if let Ok(key) = &found {
-                hide_key(key.expose());
-            }
             (name.clone(), found.err())
         })
         .collect();

@@ -33,15 +33,9 @@ pub fn client_for(
                 exit: Exit::Config,
                 message,
             })?;
+            // Hidden and checked when the pipeline was opened; hidden again in case the
+            // key changed on disk since.
             crate::hide_key(key.expose());
-            if pipeline.redactions.any_contains(key.expose()) {
-                return Err(Failure {
-                    exit: Exit::Config,
-                    message: format!(
-                        "connections.{name}: its API key also comes into another field of the file through a `${{VAR}}`: the key may only be a connection's api_key, so that it never reaches a field, a file or SendGrid"
-                    ),
-                });
-            }
             (
                 connection
                     .endpoint

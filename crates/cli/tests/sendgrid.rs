@@ -654,6 +654,16 @@ fn a_key_in_the_wrong_field_is_never_echoed_or_written() {
             )
             .replace(LIST, "${OTHER}"),
         ),
+        // ... and in a mapping, where a plan would show it as data: refused when the
+        // pipeline is opened, the key file read.
+        (
+            "mapping, key from a file",
+            text.replace(
+                "api_key: ${SENDGRID_API_KEY}",
+                &format!("api_key_file: {}", secrets.path().join("key").display()),
+            )
+            .replace("first_name: first_name", "first_name: \"'${OTHER}'\""),
+        ),
     ];
     let key_file = secrets.path().join("key");
     std::fs::write(&key_file, KEY).unwrap();
