@@ -1,9 +1,10 @@
-//! The `pipeline` command line: `run`, `validate`, `plan` and `schema`.
+//! The `pipeline` command line: `run`, `validate`, `check`, `plan`, `history` and `schema`.
 //!
 //! All logic lives in the library crates; this crate parses arguments, prints summaries
 //! and maps every outcome to an [`Exit`] code.
 
 mod exit;
+mod history;
 mod local;
 mod output;
 mod remote;
@@ -124,6 +125,22 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Show the last runs of each export: when, how it ended, what it selected and sent,
+    /// and what SendGrid made of it.
+    History {
+        file: PathBuf,
+        /// Only this export.
+        #[arg(long, value_name = "NAME")]
+        export: Option<String>,
+        /// How many of the latest runs to show.
+        #[arg(long, default_value_t = 20)]
+        last: usize,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+        /// The folder of the exports' state, as for `run`.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Print the JSON Schema of the pipeline file, for editors.
     Schema,
 }
@@ -189,6 +206,22 @@ pub async fn execute(command: Command) -> Exit {
                 &format!("{:#}\n", pipeline_spec::json_schema()),
             );
             Exit::Success
+        }
+        Command::History {
+            file,
+            export,
+            last,
+            output,
+            state_dir,
+        } => {
+            let options = SyncOptions {
+                state_root: state_dir,
+                ..Default::default()
+            };
+            let result = load(&file).and_then(|pipeline| {
+                history::history(&pipeline, &options, export.as_deref(), last)
+            });
+            finish(output, result, history::render)
         }
         Command::Validate { file, output } => {
             let result = validate(&file).await;
@@ -383,10 +416,15 @@ fn progress(message: &str) {
 /// The `--connections` flag, set once by [`main`].
 static CONNECTIONS: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
 
-async fn open(file: &Path) -> Result<(Pipeline, Engine), Failure> {
+/// Loads the pipeline file with the connections file, if any; reads no data.
+fn load(file: &Path) -> Result<Pipeline, Failure> {
     let flag = CONNECTIONS.get().and_then(|c| c.as_deref());
     let connections = pipeline_spec::connections::locate(flag);
-    let pipeline = pipeline_spec::load_with(file, connections.as_deref())?;
+    Ok(pipeline_spec::load_with(file, connections.as_deref())?)
+}
+
+async fn open(file: &Path) -> Result<(Pipeline, Engine), Failure> {
+    let pipeline = load(file)?;
     hide(&pipeline.redactions);
     // Every key that can be read now is hidden from the start, and may not have come
     // into another field (a key in a file is not known when the file is parsed).
@@ -572,31 +610,41 @@ async fn run(
             rejects_dir: Some(rejects_dir.clone()),
             ..RunOptions::default()
         };
-        let sync = ExportSync::new(&pipeline, query, &options)?;
-        // With skip_suppressed the dry run leaves out what the run would: it reads the
-        // suppression lists too.
-        let mut suppression =
-            remote::suppression_stage(&pipeline, export, local.as_ref(), false).await?;
-        let tap = suppression
-            .as_mut()
-            .map(|s| s as &mut dyn pipeline_sink::Stage);
-        let summary = match dry_run {
-            Some(dir) => {
-                let endpoint = remote::endpoint_of(&pipeline, &query.export);
-                let mut sink = DryRunSink::new(dir);
-                sync.preview(&engine, &endpoint, tap, &mut sink, run_options)
-                    .await?
-            }
-            None => {
-                let client = remote::client_for(&pipeline, &export.connection, local.as_ref())?;
-                let concurrency = pipeline.file.connections[&export.connection].concurrency;
-                let sink = remote::sendgrid_sink(client.clone(), concurrency, export, query);
-                sync.run(&engine, &client, tap, sink, run_options).await?
-            }
-        };
-        let mut summary = summary;
-        note_named_lists(&mut summary, &named);
-        note_suppressions(&mut summary, suppression.as_ref());
+        let started = pipeline_sync::unix_now();
+        let result: Result<SyncedExport, Failure> = async {
+            let sync = ExportSync::new(&pipeline, query, &options)?;
+            // With skip_suppressed the dry run leaves out what the run would: it reads the
+            // suppression lists too.
+            let mut suppression =
+                remote::suppression_stage(&pipeline, export, local.as_ref(), false).await?;
+            let tap = suppression
+                .as_mut()
+                .map(|s| s as &mut dyn pipeline_sink::Stage);
+            let mut summary = match dry_run {
+                Some(dir) => {
+                    let endpoint = remote::endpoint_of(&pipeline, &query.export);
+                    let mut sink = DryRunSink::new(dir);
+                    sync.preview(&engine, &endpoint, tap, &mut sink, run_options)
+                        .await?
+                }
+                None => {
+                    let client = remote::client_for(&pipeline, &export.connection, local.as_ref())?;
+                    let concurrency = pipeline.file.connections[&export.connection].concurrency;
+                    let sink = remote::sendgrid_sink(client.clone(), concurrency, export, query);
+                    sync.run(&engine, &client, tap, sink, run_options).await?
+                }
+            };
+            note_named_lists(&mut summary, &named);
+            note_suppressions(&mut summary, suppression.as_ref());
+            Ok(summary)
+        }
+        .await;
+        // Every real run leaves a line in the export's history, failed ones too.
+        if dry_run.is_none() {
+            let state = options.state_of(&pipeline, &query.export);
+            history::record(&state, started, &result);
+        }
+        let summary = result?;
         tracing::info!(
             export = %summary.export,
             contacts = summary.contacts,

@@ -131,6 +131,26 @@ pub struct RunOutcome {
     pub landed: Option<BTreeMap<String, Vec<String>>>,
 }
 
+/// The exit code of a run with these exports' results, the gravest first.
+pub fn run_exit(summaries: &[SyncedExport]) -> Exit {
+    if summaries.iter().any(|s| s.cap.exceeded()) {
+        Exit::CapExceeded
+    } else if summaries.iter().any(new_contacts_refused) {
+        Exit::NewContactsRefused
+    } else if summaries.iter().any(|s| !unfinished_jobs(s).is_empty()) {
+        Exit::RunFailed
+    } else if summaries
+        .iter()
+        .any(|s| s.sync.as_ref().is_some_and(|y| y.removal_refused()))
+    {
+        Exit::RemovalRefused
+    } else if summaries.iter().any(|s| s.rejects_over_threshold()) {
+        Exit::Rejects
+    } else {
+        Exit::Success
+    }
+}
+
 /// The new-contact guard stopped (or, in a plan, would stop) the export.
 fn new_contacts_refused(s: &SyncedExport) -> bool {
     s.sync.as_ref().is_some_and(|y| y.new_contacts_refused)
@@ -148,27 +168,7 @@ fn unfinished_jobs(s: &SyncedExport) -> Vec<String> {
 
 impl Outcome for RunOutcome {
     fn exit(&self) -> Exit {
-        if self.summaries.iter().any(|s| s.cap.exceeded()) {
-            Exit::CapExceeded
-        } else if self.summaries.iter().any(new_contacts_refused) {
-            Exit::NewContactsRefused
-        } else if self
-            .summaries
-            .iter()
-            .any(|s| !unfinished_jobs(s).is_empty())
-        {
-            Exit::RunFailed
-        } else if self
-            .summaries
-            .iter()
-            .any(|s| s.sync.as_ref().is_some_and(|y| y.removal_refused()))
-        {
-            Exit::RemovalRefused
-        } else if self.summaries.iter().any(|s| s.rejects_over_threshold()) {
-            Exit::Rejects
-        } else {
-            Exit::Success
-        }
+        run_exit(&self.summaries)
     }
 
     fn to_json(&self, exit: Exit) -> Value {

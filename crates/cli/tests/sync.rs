@@ -630,3 +630,70 @@ fn suppressed_contacts_are_counted_by_plan_and_left_out_with_skip_suppressed() {
     assert!(s.upserted_since(before).is_empty());
     assert_eq!(again["sync"]["unchanged"], 17);
 }
+
+#[test]
+fn every_run_leaves_a_line_in_the_exports_history() {
+    let s = Setup::new(0);
+    let mut data = rows(30);
+    write_profiles(s.dir.path(), &data);
+    let file = s.pipeline(UPSERT);
+    assert_eq!(s.run(&["run", file]).code, 0);
+    data[0].first_name = "Changed".into();
+    write_profiles(s.dir.path(), &data);
+    assert_eq!(s.run(&["run", file]).code, 0);
+    // Plans and dry runs are not runs.
+    assert_eq!(s.run(&["plan", file]).code, 0);
+    assert_eq!(s.run(&["run", file, "--dry-run", "out"]).code, 0);
+    // A failed run is recorded with its reason.
+    s.emulator.script(Faults {
+        jobs: [Fault::FailJob].into(),
+        ..Faults::default()
+    });
+    data[1].first_name = "Changed too".into();
+    write_profiles(s.dir.path(), &data);
+    assert_eq!(s.run(&["run", file]).code, 4);
+
+    let history = s.run(&["history", file, "--output", "json"]);
+    assert_eq!(history.code, 0, "{}", history.stderr);
+    let runs = history.json()["exports"][0]["runs"].clone();
+    let seen: Vec<(String, u64, u64, u64)> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap().to_owned(),
+                r["sent"].as_u64().unwrap(),
+                r["new"].as_u64().unwrap(),
+                r["changed"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("success".to_owned(), 30, 30, 0),
+            ("success".to_owned(), 1, 0, 1),
+            ("run_failed".to_owned(), 1, 0, 1),
+        ]
+    );
+    assert_eq!(runs[0]["created"], 30);
+    assert_eq!(runs[1]["updated"], 1);
+    assert_eq!(runs[0]["job_ids"].as_array().unwrap().len(), 1);
+    assert_eq!(runs[2]["exit_code"], 4);
+
+    let table = s.run(&["history", file, "--last", "1"]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(
+        table.stdout.starts_with("export daily: 1 run(s)\n"),
+        "{}",
+        table.stdout
+    );
+    assert!(table.stdout.contains("run_failed"), "{}", table.stdout);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(s.state_dir().join("history.jsonl")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+}

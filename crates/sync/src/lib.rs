@@ -14,6 +14,7 @@
 
 mod diff;
 mod fold;
+mod history;
 mod journal;
 mod lock;
 pub mod mirror;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 
 pub use diff::{Diff, DiffCounts, Known};
 pub use fold::{fold, remember_refusals};
+pub use history::{RunRecord, append_history, read_history};
 pub use journal::{JournalBatch, JournalWriter, read_journal, rewrite_journal};
 pub use lock::RunLock;
 pub use protocol::{ExportSync, SyncError, SyncOptions};
@@ -155,6 +157,10 @@ impl StateDir {
 
     pub fn lock(&self) -> PathBuf {
         self.dir.join("run.lock")
+    }
+
+    pub fn history(&self) -> PathBuf {
+        self.dir.join("history.jsonl")
     }
 
     /// Creates the folder, owner-only.

@@ -40,6 +40,16 @@ pub struct SyncOptions {
     pub allow_mass_removal: bool,
 }
 
+impl SyncOptions {
+    /// The state folder of export `name`.
+    pub fn state_of(&self, pipeline: &Pipeline, name: &str) -> StateDir {
+        StateDir::new(match &self.state_root {
+            Some(root) => root.join(name),
+            None => pipeline.state_dir(name),
+        })
+    }
+}
+
 /// Why a synced run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -90,10 +100,7 @@ impl<'a> ExportSync<'a> {
         let export = pipeline.export(&query.export).ok_or_else(|| {
             EngineError::Internal(format!("export `{}` was planned but is gone", query.export))
         })?;
-        let state = StateDir::new(match &options.state_root {
-            Some(root) => root.join(&export.name),
-            None => pipeline.state_dir(&export.name),
-        });
+        let state = options.state_of(pipeline, &export.name);
         Ok(Self {
             export,
             query,

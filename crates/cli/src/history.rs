@@ -1,0 +1,159 @@
+//! The run history: a record per real run, written when it ends, and `pipeline history`.
+
+use pipeline_sync::{RunRecord, StateDir, SyncedExport, append_history, read_history};
+use serde_json::{Value, json};
+
+use crate::output::{Outcome, run_exit};
+use crate::text::table;
+use crate::{Exit, Failure};
+
+/// Appends what the run of one export did (or why it failed) to its history. A history
+/// that cannot be written is a warning: the run itself stands.
+pub(crate) fn record(state: &StateDir, started: i64, result: &Result<SyncedExport, Failure>) {
+    if !state.dir.is_dir() {
+        // The run failed before it had a state: nothing to add a line to.
+        return;
+    }
+    let mut record = RunRecord {
+        started_at: started,
+        finished_at: pipeline_sync::unix_now(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..Default::default()
+    };
+    match result {
+        Ok(summary) => {
+            let exit = run_exit(std::slice::from_ref(summary));
+            record.outcome = exit.status().to_owned();
+            record.exit_code = exit.code();
+            record.selected = summary.contacts;
+            record.sent = summary.sent;
+            record.rejected = summary.rejected;
+            record.rejected_by_reason = summary.rejected_by_reason.clone();
+            if let Some(sync) = &summary.sync {
+                record.new = sync.counts.new;
+                record.changed = sync.counts.changed;
+                record.unchanged = sync.counts.unchanged;
+                record.removed = sync.removed;
+            }
+            for job in summary.sink.iter().flat_map(|s| &s.jobs) {
+                record.created += job.created;
+                record.updated += job.updated;
+                record.errored += job.errored;
+                record.job_ids.push(job.job_id.clone());
+            }
+        }
+        Err(failure) => {
+            record.outcome = failure.exit.status().to_owned();
+            record.exit_code = failure.exit.code();
+            record.error = Some(crate::redact_message(&failure.message));
+        }
+    }
+    if let Err(e) = append_history(&state.history(), &record) {
+        tracing::warn!(error = %e, "Cannot record the run in the export's history");
+    }
+}
+
+/// `pipeline history`: the last runs of each export.
+pub struct History {
+    pub exports: Vec<(String, Vec<RunRecord>)>,
+}
+
+impl Outcome for History {
+    fn exit(&self) -> Exit {
+        Exit::Success
+    }
+
+    fn to_json(&self, exit: Exit) -> Value {
+        let exports: Vec<Value> = self
+            .exports
+            .iter()
+            .map(|(name, runs)| json!({"export": name, "runs": runs}))
+            .collect();
+        json!({"status": exit.status(), "exit_code": exit.code(), "exports": exports})
+    }
+}
+
+/// Reads the last `last` runs of the exports (all, or `only`).
+pub(crate) fn history(
+    pipeline: &pipeline_spec::Pipeline,
+    options: &pipeline_sync::SyncOptions,
+    only: Option<&str>,
+    last: usize,
+) -> Result<History, Failure> {
+    let mut exports = Vec::new();
+    for export in &pipeline.file.exports {
+        if only.is_some_and(|o| o != export.name) {
+            continue;
+        }
+        let state = options.state_of(pipeline, &export.name);
+        let runs = read_history(&state.history())?;
+        let skip = runs.len().saturating_sub(last);
+        exports.push((export.name.clone(), runs.into_iter().skip(skip).collect()));
+    }
+    if let Some(name) = only
+        && exports.is_empty()
+    {
+        return Err(Failure {
+            exit: Exit::Config,
+            message: format!("no export named `{name}`"),
+        });
+    }
+    Ok(History { exports })
+}
+
+/// The history as tables, one per export, oldest run first.
+pub(crate) fn render(h: &History) -> String {
+    let mut out = String::new();
+    for (name, runs) in &h.exports {
+        out.push_str(&format!("export {name}: {} run(s)\n", runs.len()));
+        if runs.is_empty() {
+            continue;
+        }
+        let rows: Vec<Vec<String>> = runs
+            .iter()
+            .map(|r| {
+                vec![
+                    utc(r.finished_at),
+                    format!("{}s", (r.finished_at - r.started_at).max(0)),
+                    r.outcome.clone(),
+                    r.selected.to_string(),
+                    r.new.to_string(),
+                    r.changed.to_string(),
+                    r.sent.to_string(),
+                    r.created.to_string(),
+                    r.updated.to_string(),
+                    r.errored.to_string(),
+                    r.rejected.to_string(),
+                    r.removed.to_string(),
+                ]
+            })
+            .collect();
+        let headers = [
+            "finished (UTC)",
+            "took",
+            "outcome",
+            "selected",
+            "new",
+            "changed",
+            "sent",
+            "created",
+            "updated",
+            "errored",
+            "rejected",
+            "removed",
+        ];
+        out.push_str(&crate::text::indent(
+            &table(&headers, &rows, &[1, 3, 4, 5, 6, 7, 8, 9, 10, 11]),
+            "  ",
+        ));
+    }
+    out
+}
+
+/// Unix seconds as a UTC date and time.
+fn utc(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0).map_or_else(
+        || secs.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+    )
+}
