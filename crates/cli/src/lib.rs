@@ -493,12 +493,13 @@ fn note_named_lists(summary: &mut SyncedExport, named: &[remote::NamedList]) {
         return;
     };
     for list in named.iter().filter(|l| l.export == summary.summary.export) {
+        let (name, id) = (&list.name, &list.id);
         sync.notes.push(match list.outcome {
-            "to be created" => format!(
-                "list `{}` does not exist yet: a run creates it (create_missing_lists)",
-                list.name
-            ),
-            outcome => format!("list `{}` is {} ({outcome} by name)", list.name, list.id),
+            remote::ListOutcome::ToBeCreated => {
+                format!("list `{name}` does not exist yet: a run creates it (create_missing_lists)")
+            }
+            remote::ListOutcome::Found => format!("list `{name}` is {id} (found by name)"),
+            remote::ListOutcome::Created => format!("list `{name}` is {id} (created by name)"),
         });
     }
 }
@@ -687,7 +688,7 @@ async fn check(file: &Path, local_emulator: bool) -> Result<Vec<output::Verdict>
     for list in &named {
         let subject = format!("export {} list `{}`", list.export, list.name);
         verdicts.push(match list.outcome {
-            "to be created" => output::Verdict::pass(
+            remote::ListOutcome::ToBeCreated => output::Verdict::pass(
                 subject,
                 "missing; the run creates it (create_missing_lists)".into(),
             ),

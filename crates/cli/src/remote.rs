@@ -246,8 +246,16 @@ pub struct NamedList {
     pub name: String,
     /// The list's id; for a list a preview would create, a placeholder naming it.
     pub id: String,
-    /// `found`, `created`, or `to be created` (a preview of `create_missing_lists`).
-    pub outcome: &'static str,
+    pub outcome: ListOutcome,
+}
+
+/// What resolving a list's name found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOutcome {
+    Found,
+    Created,
+    /// A preview of `create_missing_lists`: a run would create it.
+    ToBeCreated,
 }
 
 /// Whether missing named lists may be created now (a run) or only shown (a preview).
@@ -289,15 +297,16 @@ pub async fn resolve_named_lists(
             let found: Vec<&sendgrid_client::List> =
                 all.iter().filter(|l| l.name == wanted.name).collect();
             let (id, outcome) = match found.as_slice() {
-                [one] => (one.id.clone(), "found"),
+                [one] => (one.id.clone(), ListOutcome::Found),
                 [] if export.create_missing_lists && mode == Resolve::Run => {
                     let created = client.create_list(&wanted.name).await.map_err(remote)?;
                     tracing::info!(export = %name, list = %wanted.name, id = %created.id, "Created a list");
-                    (created.id, "created")
+                    (created.id, ListOutcome::Created)
                 }
-                [] if export.create_missing_lists => {
-                    (format!("(new list {})", wanted.name), "to be created")
-                }
+                [] if export.create_missing_lists => (
+                    format!("(new list {})", wanted.name),
+                    ListOutcome::ToBeCreated,
+                ),
                 [] => {
                     return Err(Failure {
                         exit: Exit::Config,
