@@ -401,7 +401,7 @@ impl State {
             }
             _ => {
                 let every = u64::from(self.config.fail_one_job_in);
-                if every > 0 && self.jobs_created % every == 0 {
+                if every > 0 && self.jobs_created.is_multiple_of(every) {
                     JobEnd::Fail
                 } else {
                     JobEnd::Complete

@@ -120,7 +120,7 @@ pub(crate) fn check_allowed(file: &PipelineFile, pipeline: &Path) -> Vec<Diagnos
         let export_ok = c
             .allowed_exports
             .as_ref()
-            .is_none_or(|names| names.iter().any(|n| *n == export.name));
+            .is_none_or(|names| names.contains(&export.name));
         if !pipeline_ok {
             out.push(Diagnostic::new(
                 format!("exports[{i}].connection"),

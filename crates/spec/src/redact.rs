@@ -24,7 +24,7 @@ impl Redactions {
             return;
         }
         self.pairs.push((value.to_owned(), shown_as.into()));
-        self.pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.pairs.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
     }
 
     /// Adds every value of `other`.
