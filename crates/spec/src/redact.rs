@@ -24,7 +24,8 @@ impl Redactions {
             return;
         }
         self.pairs.push((value.to_owned(), shown_as.into()));
-        self.pairs.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
+        self.pairs
+            .sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
     }
 
     /// Adds every value of `other`.
