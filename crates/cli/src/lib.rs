@@ -187,7 +187,7 @@ fn init_logging(format: LogFormat, verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,pipeline={default}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactedStderr)
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder
@@ -379,6 +379,22 @@ pub(crate) fn hide_key(key: &str) {
 fn redact_message(message: &str) -> String {
     let keys = lock(&HIDDEN_KEYS).redact(message).into_owned();
     lock(&HIDDEN_VALUES).redact(&keys).into_owned()
+}
+
+/// Standard error for the logs, with the hidden values replaced as in every message. Each
+/// log event arrives in one write.
+struct RedactedStderr;
+
+impl std::io::Write for RedactedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = redact_message(&String::from_utf8_lossy(buf));
+        std::io::stderr().lock().write_all(text.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 #[derive(Clone, Copy)]
