@@ -684,17 +684,18 @@ async fn check(file: &Path, local_emulator: bool) -> Result<Vec<output::Verdict>
     } else {
         None
     };
-    // A name that does not resolve is a failed check, not a stop.
-    let resolved = resolve_lists(
-        pipeline.clone(),
-        engine,
+    // A name that does not resolve is a failed check, not a stop. Check runs no query,
+    // so the engine is not opened again with the resolved ids.
+    let mut resolved = pipeline.clone();
+    let outcome = remote::resolve_named_lists(
+        &mut resolved,
         None,
         local.as_ref(),
         remote::Resolve::Preview,
     )
     .await;
-    let (pipeline, named, mut verdicts) = match resolved {
-        Ok((pipeline, _, named)) => (pipeline, named, Vec::new()),
+    let (pipeline, named, mut verdicts) = match outcome {
+        Ok(named) => (resolved, named, Vec::new()),
         Err(f) => (
             pipeline,
             Vec::new(),

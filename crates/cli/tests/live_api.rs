@@ -211,11 +211,7 @@ fn a_mirror_run_survives_leavers_deleted_in_sendgrid_and_long_addresses() {
     let s = Setup::new(0);
     let mut data = rows(40);
     // 133 characters: more than search by emails takes.
-    data[39].email = format!(
-        "customer40@{}.{}.example.com",
-        "d".repeat(60),
-        "e".repeat(50)
-    );
+    data[39].email = long_email(40);
     write_profiles(s.dir.path(), &data);
     let file = s.pipeline(MIRROR);
     let (run, _) = s.run_json(&["run", file]);
@@ -432,17 +428,7 @@ fn refused_in(dir: &std::path::Path) -> BTreeSet<String> {
 /// is sent twice, and each summary says what happened.
 #[test]
 fn a_soak_under_mixed_faults_ends_exactly_right() {
-    let seed = std::env::var("SOAK_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("SOAK_SEED={seed}");
-    let mut rng = Lcg(seed);
+    let (seed, mut rng) = Lcg::from_env("SOAK_SEED");
     let s = Setup::with(Config {
         import_delay_ms: 200,
         ..Config::default()

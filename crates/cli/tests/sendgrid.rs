@@ -755,12 +755,15 @@ fn a_connections_file_kept_apart_supplies_the_connection() {
 #[test]
 fn a_connections_file_others_can_write_or_that_forbids_the_use_is_refused() {
     let s = Setup::new(vec![], Faults::default());
+    let validate = |connections: &str| {
+        pipeline(
+            s.dir.path(),
+            &["validate", "p.yaml", "--connections", connections],
+            &[],
+        )
+    };
     let (_admin, connections) = connections_setup(&s, "", 0o664);
-    let run = pipeline(
-        s.dir.path(),
-        &["validate", "p.yaml", "--connections", &connections],
-        &[],
-    );
+    let run = validate(&connections);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr.contains(&format!(
@@ -771,11 +774,7 @@ fn a_connections_file_others_can_write_or_that_forbids_the_use_is_refused() {
     );
 
     let (_admin, connections) = connections_setup(&s, "    allowed_exports: [weekly]\n", 0o600);
-    let run = pipeline(
-        s.dir.path(),
-        &["validate", "p.yaml", "--connections", &connections],
-        &[],
-    );
+    let run = validate(&connections);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr.contains(&format!(
@@ -787,11 +786,7 @@ fn a_connections_file_others_can_write_or_that_forbids_the_use_is_refused() {
 
     let (_admin, connections) =
         connections_setup(&s, "    allowed_pipelines: [\"pipelines/*.yaml\"]\n", 0o600);
-    let run = pipeline(
-        s.dir.path(),
-        &["validate", "p.yaml", "--connections", &connections],
-        &[],
-    );
+    let run = validate(&connections);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr.contains("connection `marketing` (from ")
@@ -805,11 +800,7 @@ fn a_connections_file_others_can_write_or_that_forbids_the_use_is_refused() {
     // A pipeline may use the connection, not redefine it.
     let (_admin, connections) = connections_setup(&s, "", 0o600);
     std::fs::write(s.dir.path().join("p.yaml"), pipeline_yaml(SEGMENTS, EXPORT)).unwrap();
-    let run = pipeline(
-        s.dir.path(),
-        &["validate", "p.yaml", "--connections", &connections],
-        &[],
-    );
+    let run = validate(&connections);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr.contains(&format!(

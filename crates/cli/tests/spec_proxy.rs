@@ -213,11 +213,7 @@ fn export_check_and_mirror_traffic_follow_sendgrids_openapi_files() {
     let proxy = Prism::start(&prism, &spec, &s.emulator.url());
 
     let mut data = rows(120);
-    data[119].email = format!(
-        "customer120@{}.{}.example.com",
-        "d".repeat(60),
-        "e".repeat(50)
-    );
+    data[119].email = long_email(120);
     write_profiles(s.dir.path(), &data);
     let file = s.pipeline(
         "    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]

@@ -374,16 +374,7 @@ fn contacts_of_a_failed_import_job_are_sent_again_by_the_next_run() {
 /// accepted was sent again.
 #[test]
 fn killed_runs_are_finished_by_the_next_run_without_resending_accepted_bodies() {
-    let seed = std::env::var("KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    let mut rng = Lcg(seed);
+    let (seed, mut rng) = Lcg::from_env("KILL_SEED");
     const ROUNDS: usize = 12;
     const CONTACTS: i64 = 1500;
     const BODIES: u64 = (CONTACTS as u64).div_ceil(50);

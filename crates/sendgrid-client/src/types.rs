@@ -22,13 +22,6 @@ impl ApiError {
     }
 }
 
-/// SendGrid's error body.
-#[derive(Debug, Default, Deserialize)]
-pub struct ErrorResponse {
-    #[serde(default)]
-    pub errors: Vec<ApiError>,
-}
-
 /// `202 {job_id}`.
 #[derive(Debug, Deserialize)]
 pub struct JobAccepted {

@@ -40,6 +40,15 @@ pub fn row(id: i64) -> Row {
     }
 }
 
+/// An address of 100-odd characters for profile `id`: more than search by emails takes.
+pub fn long_email(id: i64) -> String {
+    format!(
+        "customer{id}@{}.{}.example.com",
+        "d".repeat(60),
+        "e".repeat(50)
+    )
+}
+
 pub fn rows(n: i64) -> Vec<Row> {
     (1..=n).map(row).collect()
 }
@@ -203,6 +212,22 @@ exports:
 pub struct Lcg(pub u64);
 
 impl Lcg {
+    /// A generator seeded from the environment variable `var` when set (to replay a run),
+    /// else from the clock; the seed is printed.
+    pub fn from_env(var: &str) -> (u64, Self) {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("{var}={seed}");
+        (seed, Self(seed))
+    }
+
     pub fn below(&mut self, n: u64) -> u64 {
         self.0 = self
             .0
