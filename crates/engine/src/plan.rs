@@ -13,13 +13,13 @@ use datafusion::common::tree_node::TreeNode;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use pipeline_sink::{ContactField, FieldKind};
-use pipeline_spec::{Export, FieldLengthPolicy};
+use pipeline_spec::{Export, FieldLengthPolicy, Identifier};
 
 use crate::rules::{MAX_ALTERNATE_EMAILS, field_max_chars};
 use crate::segments::{clean_sql_error, query_only};
 
-/// Columns before the contact fields: segment index, rejects-file key, email as written,
-/// reject reason, reject detail, truncated flag.
+/// Columns before the contact fields: segment index, rejects-file key, the export's
+/// identifier as written, reject reason, reject detail, truncated flag.
 pub const META_COLUMNS: usize = 6;
 
 /// Where each meta column is, as `build_sql` writes them.
@@ -39,8 +39,11 @@ pub struct ExportQuery {
     pub export: String,
     /// The SQL that selects, checks and orders the members.
     pub sql: String,
-    /// The contact fields, in column order after the meta columns; `email` first.
+    /// The contact fields, in column order after the meta columns; the export's
+    /// identifier (`key`) first.
     pub fields: Vec<ContactField>,
+    /// The identifier that keys the contacts: rows are deduplicated by it.
+    pub key: Identifier,
     /// The export's segments, by index.
     pub segments: Vec<String>,
     /// SendGrid's type for each custom field: `Number`, `Date` or `Text`.
@@ -65,6 +68,8 @@ pub struct Probe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {
     Email,
+    /// An identifier other than the email: trimmed text, blank as none.
+    Identifier,
     Text,
     EmailList,
     Integer,
@@ -100,7 +105,7 @@ pub(crate) async fn plan_export(
     let mut problems = Vec::new();
     let mut mapped: Vec<Mapped> = export
         .mapping
-        .reserved()
+        .reserved_keyed(export.identifier)
         .into_iter()
         .map(|(name, written)| Mapped {
             field: ContactField {
@@ -307,6 +312,13 @@ fn shape_of(field: &ContactField, data_type: &DataType) -> Result<Shape, String>
             "the email must be text: map the email column, or convert with CAST(... AS VARCHAR)"
                 .into(),
         ),
+        (FieldKind::Reserved, name) if Identifier::named(name).is_some() => {
+            if scalar_text(data_type) {
+                Ok(Shape::Identifier)
+            } else {
+                Err(format!("{name} must be text or a number"))
+            }
+        }
         (FieldKind::Reserved, "alternate_emails") => match data_type {
             List(f) | LargeList(f) if is_string(f.data_type()) || *f.data_type() == Null => {
                 Ok(Shape::EmailList)
@@ -332,6 +344,7 @@ fn shape_of(field: &ContactField, data_type: &DataType) -> Result<Shape, String>
 fn value_sql(expr: &str, shape: Shape) -> String {
     match shape {
         Shape::Email => format!("sg_email({expr})"),
+        Shape::Identifier => format!("NULLIF(trim(CAST({expr} AS VARCHAR)), '')"),
         Shape::Text => format!("CAST({expr} AS VARCHAR)"),
         Shape::EmailList => expr.to_string(),
         Shape::Integer => format!("CAST({expr} AS BIGINT)"),
@@ -389,16 +402,46 @@ fn build_sql(
         ));
     }
 
+    // Identifier rules: each check is a reject reason code or NULL. The key must be there
+    // and valid; another identifier may be missing, but must be valid when it is there.
+    let mut checks: Vec<String> = Vec::new();
     // Length rules per field: (condition for "too long", the truncated value).
     let mut too_long: Vec<(String, String)> = Vec::new(); // (condition, field name)
     let mut finals: Vec<String> = Vec::new();
     for (i, m) in mapped.iter().enumerate() {
         let col = format!("__f{i}");
+        let is_key = i == 0;
         let limit = match (m.field.kind, m.shape) {
-            (FieldKind::Reserved, Shape::Text) => field_max_chars(&m.field.name),
+            (FieldKind::Reserved, Shape::Text | Shape::Identifier) => {
+                field_max_chars(&m.field.name)
+            }
             _ => None,
         };
         match (m.shape, limit) {
+            (Shape::Email, _) if is_key => {
+                checks.push(format!("sg_email_problem({col})"));
+                finals.push(col.clone());
+            }
+            (Shape::Email, _) => {
+                checks.push(format!(
+                    "CASE WHEN {col} <> '' THEN sg_email_problem({col}) END"
+                ));
+                finals.push(format!("NULLIF({col}, '') AS {col}"));
+            }
+            (Shape::Identifier, limit) => {
+                let long = limit.map_or(String::new(), |limit| {
+                    format!("WHEN character_length({col}) > {limit} THEN 'identifier_too_long' ")
+                });
+                let missing = if is_key {
+                    format!("WHEN {col} IS NULL THEN 'missing_identifier' ")
+                } else {
+                    String::new()
+                };
+                if !(long.is_empty() && missing.is_empty()) {
+                    checks.push(format!("CASE {missing}{long}END"));
+                }
+                finals.push(col.clone());
+            }
             (Shape::EmailList, _) => {
                 too_long.push((
                     format!("sg_alternate_email_count({col}) > {MAX_ALTERNATE_EMAILS}"),
@@ -419,6 +462,10 @@ fn build_sql(
             _ => finals.push(col.clone()),
         }
     }
+    let identifier_problem = match checks.as_slice() {
+        [one] => one.clone(),
+        many => format!("COALESCE({})", many.join(", ")),
+    };
 
     let any_too_long = if too_long.is_empty() {
         "false".to_owned()
@@ -455,14 +502,14 @@ fn build_sql(
             };
             (
                 format!(
-                    "COALESCE(sg_email_problem(__f0), CASE {list_clause}WHEN {any_too_long} THEN 'field_too_long' END)"
+                    "COALESCE({identifier_problem}, CASE {list_clause}WHEN {any_too_long} THEN 'field_too_long' END)"
                 ),
-                format!("CASE WHEN sg_email_problem(__f0) IS NULL THEN {detail} END"),
+                format!("CASE WHEN {identifier_problem} IS NULL THEN {detail} END"),
                 "false".to_owned(),
             )
         }
         FieldLengthPolicy::Truncate => (
-            "sg_email_problem(__f0)".to_owned(),
+            identifier_problem,
             "CAST(NULL AS VARCHAR)".to_owned(),
             format!("({any_too_long})"),
         ),
@@ -482,6 +529,7 @@ fn build_sql(
         export: export.name.clone(),
         sql,
         fields: mapped.iter().map(|m| m.field.clone()).collect(),
+        key: export.identifier,
         segments: selects.into_iter().map(|(_, s, _, _)| s).collect(),
         custom_field_types: mapped
             .iter()

@@ -12,23 +12,50 @@ use tempfile::NamedTempFile;
 
 use crate::error::EngineError;
 
-#[derive(Serialize)]
+/// One rejected row or contact.
 pub(crate) struct Reject<'a> {
     pub segment: Option<&'a str>,
     pub key: Option<&'a str>,
-    pub email: Option<&'a str>,
+    /// The export's identifier as written, under the identifier's name (`email`, ...).
+    pub identifier: Option<&'a str>,
     pub reason: &'static str,
     pub detail: Option<&'a str>,
 }
 
+/// A reject as one JSON object, its identifier named as the export names it.
+struct Line<'a> {
+    identifier: &'static str,
+    reject: &'a Reject<'a>,
+}
+
+impl Serialize for Line<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let r = self.reject;
+        let mut map = serializer.serialize_map(Some(5))?;
+        map.serialize_entry("segment", &r.segment)?;
+        map.serialize_entry("key", &r.key)?;
+        map.serialize_entry(self.identifier, &r.identifier)?;
+        map.serialize_entry("reason", r.reason)?;
+        map.serialize_entry("detail", &r.detail)?;
+        map.end()
+    }
+}
+
 pub(crate) struct RejectsWriter {
+    /// The export's identifier: `email`, `external_id`, ...
+    identifier: &'static str,
     path: PathBuf,
     out: BufWriter<NamedTempFile>,
     count: u64,
 }
 
 impl RejectsWriter {
-    pub(crate) fn create(dir: &Path, export: &str) -> Result<Self, EngineError> {
+    pub(crate) fn create(
+        dir: &Path,
+        export: &str,
+        identifier: &'static str,
+    ) -> Result<Self, EngineError> {
         create_private_dir(dir).map_err(|source| EngineError::Io {
             context: format!("cannot create the rejects folder {}", dir.display()),
             source,
@@ -44,6 +71,7 @@ impl RejectsWriter {
                 source,
             })?;
         Ok(Self {
+            identifier,
             path,
             out: BufWriter::new(partial),
             count: 0,
@@ -52,7 +80,11 @@ impl RejectsWriter {
 
     /// Appends one reject.
     pub(crate) fn write(&mut self, reject: &Reject<'_>) -> Result<(), EngineError> {
-        serde_json::to_writer(&mut self.out, reject)
+        let line = Line {
+            identifier: self.identifier,
+            reject,
+        };
+        serde_json::to_writer(&mut self.out, &line)
             .map_err(std::io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"))
             .map_err(|source| EngineError::Io {
@@ -95,7 +127,7 @@ mod tests {
         Reject {
             segment: Some("s"),
             key: None,
-            email: Some(email),
+            identifier: Some(email),
             reason: "invalid_email",
             detail: None,
         }
@@ -104,7 +136,7 @@ mod tests {
     #[test]
     fn a_file_with_rejects_is_kept_owner_only_and_an_empty_one_removes_the_old() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = RejectsWriter::create(dir.path(), "x").unwrap();
+        let mut w = RejectsWriter::create(dir.path(), "x", "email").unwrap();
         w.write(&reject("a")).unwrap();
         w.write(&reject("b")).unwrap();
         let path = w.finish().unwrap().unwrap();
@@ -121,7 +153,7 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert_eq!(
-            RejectsWriter::create(dir.path(), "x")
+            RejectsWriter::create(dir.path(), "x", "email")
                 .unwrap()
                 .finish()
                 .unwrap(),
@@ -135,10 +167,10 @@ mod tests {
     #[test]
     fn a_discarded_file_leaves_nothing_and_keeps_the_old_one() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = RejectsWriter::create(dir.path(), "x").unwrap();
+        let mut w = RejectsWriter::create(dir.path(), "x", "email").unwrap();
         w.write(&reject("a")).unwrap();
         let path = w.finish().unwrap().unwrap();
-        let mut w = RejectsWriter::create(dir.path(), "x").unwrap();
+        let mut w = RejectsWriter::create(dir.path(), "x", "email").unwrap();
         w.write(&reject("b")).unwrap();
         w.discard();
         assert!(std::fs::read_to_string(&path).unwrap().contains("\"a\""));

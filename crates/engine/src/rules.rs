@@ -33,15 +33,22 @@ pub enum RejectReason {
     FieldTooLong,
     /// More than 5 alternate emails and the policy is `reject`.
     TooManyAlternateEmails,
+    /// No value, or only blanks, for the identifier that keys the export.
+    MissingIdentifier,
+    /// An identifier longer than SendGrid allows: it is never cut, since a cut identifier
+    /// names another contact.
+    IdentifierTooLong,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 5] = [
+    pub const ALL: [RejectReason; 7] = [
         Self::MissingEmail,
         Self::InvalidEmail,
         Self::EmailTooLong,
         Self::FieldTooLong,
         Self::TooManyAlternateEmails,
+        Self::MissingIdentifier,
+        Self::IdentifierTooLong,
     ];
 
     pub fn code(self) -> &'static str {
@@ -51,6 +58,8 @@ impl RejectReason {
             Self::EmailTooLong => "email_too_long",
             Self::FieldTooLong => "field_too_long",
             Self::TooManyAlternateEmails => "too_many_alternate_emails",
+            Self::MissingIdentifier => "missing_identifier",
+            Self::IdentifierTooLong => "identifier_too_long",
         }
     }
 

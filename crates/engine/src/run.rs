@@ -14,7 +14,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use futures::StreamExt;
 use pipeline_sink::{ExportTarget, Sink, SinkReport};
-use pipeline_spec::OnCapExceeded;
+use pipeline_spec::{Identifier, OnCapExceeded};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -178,7 +178,7 @@ impl Engine {
         .map_err(|e| exec(&e))?;
         let (mut rejected_rows, rejects) = match &options.rejects_dir {
             Some(dir) => {
-                let writer = RejectsWriter::create(dir, &query.export)?;
+                let writer = RejectsWriter::create(dir, &query.export, query.key.name())?;
                 let order = export_order(query, &schema, true);
                 let sorter = Sorter::start(self.context(), schema.clone(), order)
                     .await
@@ -189,7 +189,7 @@ impl Engine {
             None => (None, None),
         };
 
-        let mut counts = Counts::new(&query.segments, options.collect_rejected_emails);
+        let mut counts = Counts::new(query, options.collect_rejected_emails);
         let mut emails = EmailSet::default();
         let email_at = keep
             .iter()
@@ -338,7 +338,7 @@ impl Engine {
                     writer.write(&Reject {
                         segment: None,
                         key: None,
-                        email: Some(&r.email),
+                        identifier: Some(&r.email),
                         reason: r.reason,
                         detail: Some(&r.message),
                     })?;
@@ -512,7 +512,7 @@ async fn write_rejects(
             writer.write(&Reject {
                 segment: segments.get(seg.value(row) as usize).map(String::as_str),
                 key: key.is_valid(row).then(|| key.value(row)),
-                email: raw.is_valid(row).then(|| raw.value(row)),
+                identifier: raw.is_valid(row).then(|| raw.value(row)),
                 reason: code.code(),
                 detail: detail.is_valid(row).then(|| detail.value(row)),
             })?;
@@ -535,12 +535,16 @@ struct Counts {
     segments: Vec<SegmentSummary>,
     by_reason: BTreeMap<&'static str, u64>,
     rejected_emails: Option<Vec<String>>,
+    /// The export's identifier, as the rejected rows' values are normalised.
+    key: Identifier,
 }
 
 impl Counts {
-    fn new(segments: &[String], collect_rejected_emails: bool) -> Self {
+    fn new(query: &ExportQuery, collect_rejected_emails: bool) -> Self {
         Self {
-            segments: segments
+            key: query.key,
+            segments: query
+                .segments
                 .iter()
                 .map(|s| SegmentSummary {
                     segment: s.clone(),
@@ -578,9 +582,15 @@ impl Counts {
             *self.by_reason.entry(code.code()).or_default() += 1;
             self.segments[seg.value(row) as usize].rejected += 1;
             if let Some(emails) = self.rejected_emails.as_mut().filter(|_| raw.is_valid(row)) {
-                let mut email = String::new();
-                crate::rules::normalize_email_into(raw.value(row), &mut email);
-                emails.push(email);
+                let raw = raw.value(row);
+                emails.push(match self.key {
+                    Identifier::Email => {
+                        let mut email = String::new();
+                        crate::rules::normalize_email_into(raw, &mut email);
+                        email
+                    }
+                    _ => raw.trim().to_owned(),
+                });
             }
         }
         Ok(rejected)

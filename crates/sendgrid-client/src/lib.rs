@@ -459,23 +459,23 @@ impl Client {
         emails: &[String],
     ) -> Result<Vec<(String, Option<String>)>, ClientError> {
         let body = serde_json::json!({ "emails": emails });
-        self.search("/v3/marketing/contacts/search/emails", body, emails)
+        self.search("/v3/marketing/contacts/search/emails", body, emails, true)
             .await
     }
 
-    /// `POST /v3/marketing/contacts/search/identifiers/email` (at most 100): contact ids
-    /// by email, for addresses longer than search by emails takes.
-    pub async fn search_email_identifiers(
+    /// `POST /v3/marketing/contacts/search/identifiers/{identifier_type}` (at most 100
+    /// values of one type: `email`, `phone_number_id`, `external_id` or `anonymous_id`):
+    /// contact ids by identifier. Emails match whatever their case; other identifiers
+    /// exactly.
+    pub async fn search_identifiers(
         &self,
-        emails: &[String],
+        identifier_type: &str,
+        values: &[String],
     ) -> Result<Vec<(String, Option<String>)>, ClientError> {
-        let body = serde_json::json!({ "identifiers": emails });
-        self.search(
-            "/v3/marketing/contacts/search/identifiers/email",
-            body,
-            emails,
-        )
-        .await
+        let body = serde_json::json!({ "identifiers": values });
+        let path = format!("/v3/marketing/contacts/search/identifiers/{identifier_type}");
+        self.search(&path, body, values, identifier_type == "email")
+            .await
     }
 
     async fn search(
@@ -483,7 +483,15 @@ impl Client {
         path: &str,
         body: serde_json::Value,
         emails: &[String],
+        any_case: bool,
     ) -> Result<Vec<(String, Option<String>)>, ClientError> {
+        let fold = |text: &str| {
+            if any_case {
+                text.to_lowercase()
+            } else {
+                text.to_owned()
+            }
+        };
         let body = serde_json::to_vec(&body).expect("serialises");
         let found: SearchResult = match self
             .json("looking up contacts", Method::POST, path, Some(body.into()))
@@ -493,18 +501,16 @@ impl Client {
             Err(ClientError::NotFound { .. }) => SearchResult::default(),
             Err(e) => return Err(e),
         };
-        // SendGrid keys the result by the address as it keeps it: lower case.
+        // SendGrid keys the result by the value as it keeps it: addresses in lower case.
         let by_email: HashMap<String, &str> = found
             .result
             .iter()
-            .filter_map(|(email, entry)| {
-                Some((email.to_lowercase(), entry.contact.as_ref()?.id.as_str()))
-            })
+            .filter_map(|(email, entry)| Some((fold(email), entry.contact.as_ref()?.id.as_str())))
             .collect();
         Ok(emails
             .iter()
             .map(|e| {
-                let id = by_email.get(&e.to_lowercase()).map(|id| (*id).to_owned());
+                let id = by_email.get(&fold(e)).map(|id| (*id).to_owned());
                 (e.clone(), id)
             })
             .collect())

@@ -44,6 +44,14 @@ impl ContactFields {
         self.text[0].as_deref()
     }
 
+    /// The identifiers the contact carries, by name.
+    pub fn identifiers(&self) -> Vec<(&'static str, String)> {
+        crate::state::IDENTIFIER_SLOTS
+            .iter()
+            .filter_map(|slot| Some((RESERVED[*slot], self.text[*slot].as_deref()?.to_owned())))
+            .collect()
+    }
+
     /// The text fields sent, by name.
     pub fn texts(&self) -> impl Iterator<Item = (&'static str, &str)> {
         RESERVED

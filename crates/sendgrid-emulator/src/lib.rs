@@ -101,9 +101,9 @@ impl Emulator {
         s.settle();
         let mut emails: Vec<String> = s
             .contacts
-            .iter()
-            .filter(|(_, c)| c.list_ids.contains(list_id))
-            .map(|(e, _)| e.clone())
+            .values()
+            .filter(|c| c.list_ids.contains(list_id))
+            .filter_map(|c| c.fields.email().map(str::to_owned))
             .collect();
         emails.sort_unstable();
         emails
@@ -113,7 +113,7 @@ impl Emulator {
     pub fn delete_contact(&self, email: &str) -> bool {
         let mut s = self.state.lock().expect("emulator state");
         s.settle();
-        s.contacts.remove(&email.to_lowercase()).is_some()
+        s.delete("email", email)
     }
 
     /// Everything the inspection endpoint shows: lists with their contacts, and the log.

@@ -1,7 +1,6 @@
 //! The emulator's account: keys, lists, contacts, custom fields, import jobs, scripted
 //! faults and the request log.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -200,7 +199,11 @@ impl Faults {
 /// One upserted contact as the request log records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upserted {
+    /// The contact's email, lower-cased; empty when it has none.
     pub email: String,
+    /// The contact's external id, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
     /// The request's list ids, shared by its contacts.
     #[serde(with = "shared")]
     pub list_ids: Arc<[String]>,
@@ -265,23 +268,30 @@ pub enum JobEnd {
 pub struct Job {
     pub created: Instant,
     pub list_ids: Arc<[String]>,
-    /// The contacts to apply, by lower-cased email; emptied when the job ends.
-    pub(crate) contacts: Vec<(String, ContactFields)>,
+    /// The contacts to apply (emails lower-cased); emptied when the job ends.
+    pub(crate) contacts: Vec<ContactFields>,
     /// How many contacts the upsert held.
     pub requested: usize,
     pub end: JobEnd,
     /// Set once the job has ended: (status, created, updated, errored).
     pub result: Option<(&'static str, u64, u64, u64)>,
-    pub errors: Vec<(String, String)>,
+    /// The contacts that errored: their identifiers (name, value), and why.
+    pub errors: Vec<(Vec<(&'static str, String)>, String)>,
     /// When the job ended (the errors file's link expires from then).
     pub ended: Option<Instant>,
 }
 
+/// Where the identifiers are in [`crate::fields::RESERVED`]: email, phone number id,
+/// external id, anonymous id.
+pub(crate) const IDENTIFIER_SLOTS: [usize; 4] = [0, 10, 11, 12];
+
 /// Everything the emulator knows.
 pub struct State {
     pub config: Config,
-    /// Contacts by email; the inspection views sort them.
+    /// Contacts by id; the inspection views sort them by identifier.
     pub contacts: HashMap<String, Contact>,
+    /// Contact ids by identifier: (slot in [`crate::fields::RESERVED`], value).
+    identifiers: HashMap<(usize, Box<str>), String>,
     pub lists: BTreeMap<String, List>,
     pub fields: Vec<FieldDef>,
     pub jobs: HashMap<String, Job>,
@@ -316,6 +326,7 @@ impl State {
     pub fn new(config: Config) -> Self {
         let mut state = Self {
             contacts: HashMap::new(),
+            identifiers: HashMap::new(),
             lists: BTreeMap::new(),
             fields: Vec::new(),
             jobs: HashMap::new(),
@@ -430,19 +441,21 @@ impl State {
             let status = match &end {
                 JobEnd::Fail => "failed",
                 JobEnd::Complete | JobEnd::Error(_) => {
-                    for (email, c) in contacts {
-                        if matches!(&end, JobEnd::Error(bad) if bad.contains(&email)) {
-                            errored += 1;
-                            errors.push((
-                                email,
-                                "undeliverable: bounced, blocked or invalid".to_owned(),
-                            ));
-                            continue;
-                        }
-                        if self.upsert(email, c, &list_ids) {
-                            created += 1;
+                    for c in contacts {
+                        let bad = matches!(&end, JobEnd::Error(bad) if c.email().is_some_and(|e| bad.contains(e)));
+                        let ids = c.identifiers();
+                        let outcome = if bad {
+                            Err("undeliverable: bounced, blocked or invalid".to_owned())
                         } else {
-                            updated += 1;
+                            self.upsert(c, &list_ids)
+                        };
+                        match outcome {
+                            Ok(true) => created += 1,
+                            Ok(false) => updated += 1,
+                            Err(why) => {
+                                errored += 1;
+                                errors.push((ids, why));
+                            }
                         }
                     }
                     match errored {
@@ -461,29 +474,86 @@ impl State {
         }
     }
 
-    /// Inserts or updates a contact; true when it was new.
-    fn upsert(&mut self, email: String, sent: ContactFields, list_ids: &[String]) -> bool {
-        let (contact, new) = match self.contacts.entry(email) {
-            Entry::Occupied(known) => {
-                let contact = known.into_mut();
+    /// Inserts or updates a contact found by any of its identifiers; true when it was new.
+    /// As SendGrid does, an update must carry all of the contact's identifiers with their
+    /// values, and identifiers of two contacts cannot meet in one: either is an error.
+    fn upsert(&mut self, sent: ContactFields, list_ids: &[String]) -> Result<bool, String> {
+        let given: Vec<(usize, Box<str>)> = IDENTIFIER_SLOTS
+            .iter()
+            .filter_map(|slot| Some((*slot, sent.text[*slot].clone()?)))
+            .collect();
+        let mut matched: Vec<&String> = given
+            .iter()
+            .filter_map(|key| self.identifiers.get(key))
+            .collect();
+        matched.sort_unstable();
+        matched.dedup();
+        let id = match matched.as_slice() {
+            [] => None,
+            [id] => Some((*id).clone()),
+            _ => return Err("the identifiers given belong to different contacts".into()),
+        };
+        let new = id.is_none();
+        let id = match id {
+            Some(id) => {
+                let contact = self.contacts.get_mut(&id).expect("indexed");
+                if let Some(slot) = IDENTIFIER_SLOTS.iter().find(|slot| {
+                    contact.fields.text[**slot].is_some()
+                        && contact.fields.text[**slot] != sent.text[**slot]
+                }) {
+                    return Err(format!(
+                        "{} is missing: an update must include all of the contact's identifiers",
+                        crate::fields::RESERVED[*slot]
+                    ));
+                }
                 contact.fields.update(sent);
-                (contact, false)
+                id
             }
-            Entry::Vacant(slot) => {
+            None => {
+                let id = next_uuid(&mut self.next_id);
                 let contact = Contact {
-                    id: next_uuid(&mut self.next_id),
+                    id: id.clone(),
                     fields: sent,
                     list_ids: BTreeSet::new(),
                 };
-                (slot.insert(contact), true)
+                self.contacts.insert(id.clone(), contact);
+                id
             }
         };
-        for id in list_ids {
-            if !contact.list_ids.contains(id) {
-                contact.list_ids.insert(id.clone());
+        for key in given {
+            self.identifiers.insert(key, id.clone());
+        }
+        let contact = self.contacts.get_mut(&id).expect("inserted");
+        for list in list_ids {
+            if !contact.list_ids.contains(list) {
+                contact.list_ids.insert(list.clone());
             }
         }
-        new
+        Ok(new)
+    }
+
+    /// The contact whose identifier `name` (`email`, `external_id`, ...) is `value`; an
+    /// email is matched whatever its case.
+    pub fn find(&self, name: &str, value: &str) -> Option<&Contact> {
+        let slot = crate::fields::RESERVED.iter().position(|n| *n == name)?;
+        let value: Box<str> = if slot == 0 {
+            value.to_lowercase().into()
+        } else {
+            value.into()
+        };
+        self.identifiers
+            .get(&(slot, value))
+            .and_then(|id| self.contacts.get(id))
+    }
+
+    /// Deletes a contact found by identifier, as someone might in SendGrid's UI; true when
+    /// it existed.
+    pub fn delete(&mut self, name: &str, value: &str) -> bool {
+        let Some(id) = self.find(name, value).map(|c| c.id.clone()) else {
+            return false;
+        };
+        self.identifiers.retain(|_, v| *v != id);
+        self.contacts.remove(&id).is_some()
     }
 
     pub fn contact_count(&self, list_id: &str) -> usize {

@@ -1,13 +1,15 @@
 //! An import job's errors file: CSV with a header row. Its columns are not documented; the
-//! email is the column whose header names it, the message the column whose header says
-//! error or message (else the other columns joined). A file without an email column, or
-//! with a row that is not CSV, is unreadable: nothing in it is guessed.
+//! contact is named by the column of the export's identifier (its header is the
+//! identifier's name; for emails, any header that says email), the message by the column
+//! whose header says error or message (else the other columns joined). A file without the
+//! identifier's column, or with a row that is not CSV, is unreadable: nothing in it is
+//! guessed.
 
 use pipeline_sink::SinkReject;
 
-/// The contacts an errors file names, as rejects (without their job id), or why the file
-/// cannot be read.
-pub fn parse_errors_file(text: &str) -> Result<Vec<SinkReject>, String> {
+/// The contacts an errors file names by identifier `key` (`email`, `external_id`, ...), as
+/// rejects (without their job id), or why the file cannot be read.
+pub fn parse_errors_file(text: &str, key: &str) -> Result<Vec<SinkReject>, String> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
@@ -21,10 +23,15 @@ pub fn parse_errors_file(text: &str) -> Result<Vec<SinkReject>, String> {
         .collect();
     let email_at = headers
         .iter()
-        .position(|h| h.contains("email"))
+        .position(|h| h == key)
+        .or_else(|| {
+            (key == "email")
+                .then(|| headers.iter().position(|h| h.contains("email")))
+                .flatten()
+        })
         .ok_or_else(|| {
             format!(
-                "no email column among its {} column(s) ({})",
+                "no {key} column among its {} column(s) ({})",
                 headers.len(),
                 headers.join(", ").chars().take(120).collect::<String>()
             )
@@ -41,7 +48,7 @@ pub fn parse_errors_file(text: &str) -> Result<Vec<SinkReject>, String> {
         let email = record.get(email_at).unwrap_or_default().to_owned();
         if email.is_empty() {
             let line = record.position().map_or(0, |p| p.line());
-            return Err(format!("line {line} names no email"));
+            return Err(format!("line {line} names no {key}"));
         }
         let message = match message_at.and_then(|i| record.get(i)) {
             Some(m) => m.to_owned(),
@@ -74,9 +81,11 @@ mod tests {
 
     #[test]
     fn errors_file_lines_become_rejects() {
-        let rejects =
-            parse_errors_file("email,error\na@x.io,undeliverable\n\n\"b@y.io\",\"blocked\"\n")
-                .unwrap();
+        let rejects = parse_errors_file(
+            "email,error\na@x.io,undeliverable\n\n\"b@y.io\",\"blocked\"\n",
+            "email",
+        )
+        .unwrap();
         assert_eq!(rejects.len(), 2);
         assert_eq!(rejects[1].email, "b@y.io");
         assert_eq!(rejects[1].message, "blocked");
@@ -87,6 +96,7 @@ mod tests {
     fn quoted_commas_stay_in_their_field_and_columns_are_found_by_header() {
         let rejects = parse_errors_file(
             "\u{feff}Line,Error,Email\n2,\"invalid, too long\",c@z.io\n3,\"say \"\"no\"\"\",d@z.io\n",
+            "email",
         )
         .unwrap();
         let got: Vec<(&str, &str)> = rejects
@@ -102,11 +112,11 @@ mod tests {
     #[test]
     fn a_file_that_cannot_be_read_is_an_error_not_an_empty_list() {
         let xml = "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code></Error>";
-        let err = parse_errors_file(xml).unwrap_err();
+        let err = parse_errors_file(xml, "email").unwrap_err();
         assert!(err.starts_with("no email column"), "{err}");
-        let err = parse_errors_file("error,email\nbounced,\n").unwrap_err();
+        let err = parse_errors_file("error,email\nbounced,\n", "email").unwrap_err();
         assert_eq!(err, "line 2 names no email");
-        assert_eq!(parse_errors_file("email,error\n").unwrap(), []);
+        assert_eq!(parse_errors_file("email,error\n", "email").unwrap(), []);
     }
 
     mod properties {
@@ -119,7 +129,7 @@ mod tests {
 
             #[test]
             fn any_text_is_read_or_refused_without_panicking(text in "\\PC{0,300}") {
-                let _ = parse_errors_file(&text);
+                let _ = parse_errors_file(&text, "email");
             }
 
             /// Real CSV in any column order, with any message: every row comes back.
@@ -139,7 +149,7 @@ mod tests {
                     }
                 }
                 let text = String::from_utf8(writer.into_inner().unwrap()).unwrap();
-                let back: Vec<(String, String)> = parse_errors_file(&text)
+                let back: Vec<(String, String)> = parse_errors_file(&text, "email")
                     .unwrap()
                     .into_iter()
                     .map(|r| (r.email, r.message))

@@ -11,13 +11,14 @@ use crate::errors_file::parse_errors_file;
 use crate::sink_error;
 
 /// Polls every job until it ends or the timeout passes; reads errored jobs' errors files
-/// and returns the contacts they name. A job SendGrid does not know (404) is `failed`. A
+/// and returns the contacts they name, by identifier `key`. A job SendGrid does not know (404) is `failed`. A
 /// job whose errors file cannot be read keeps its status and says why in
 /// [`JobReport::errors_unread`]; none of its contacts then count as synced.
 pub async fn follow_jobs(
     client: &Client,
     jobs: &mut [JobReport],
     timeout: Duration,
+    key: &str,
 ) -> Result<Vec<SinkReject>, SinkError> {
     let deadline = Instant::now() + timeout;
     let mut wait = Duration::from_millis(100);
@@ -55,7 +56,7 @@ pub async fn follow_jobs(
             if job.errored == 0 {
                 continue;
             }
-            match read_errors(client, results.errors_url.as_deref(), job.errored).await {
+            match read_errors(client, results.errors_url.as_deref(), job.errored, key).await {
                 Ok(named) => rejects.extend(named.into_iter().map(|mut r| {
                     r.job_id = Some(job.job_id.clone());
                     r
@@ -80,14 +81,15 @@ async fn read_errors(
     client: &Client,
     url: Option<&str>,
     errored: u64,
+    key: &str,
 ) -> Result<Vec<SinkReject>, String> {
     let url = url.ok_or("SendGrid gave no errors file for it")?;
     let text = client
         .fetch_errors(url)
         .await
         .map_err(|e| format!("its errors file could not be downloaded: {e}"))?;
-    let named =
-        parse_errors_file(&text).map_err(|e| format!("its errors file could not be read: {e}"))?;
+    let named = parse_errors_file(&text, key)
+        .map_err(|e| format!("its errors file could not be read: {e}"))?;
     if (named.len() as u64) < errored {
         return Err(format!(
             "its errors file names {} contact(s), but {errored} errored",

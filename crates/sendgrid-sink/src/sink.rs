@@ -43,9 +43,10 @@ impl Sink for SendgridSink {
                 let client = self.client.clone();
                 let journal = self.journal.clone();
                 let list_ids = target.list_ids.clone();
-                tasks.spawn(
-                    async move { upload(&client, body, &list_ids, journal.as_deref()).await },
-                );
+                let key = target.key().to_owned();
+                tasks.spawn(async move {
+                    upload(&client, body, &list_ids, &key, journal.as_deref()).await
+                });
             }
             while let Some(finished) = tasks.join_next().await {
                 if let Err(e) = done.absorb(finished) {
@@ -79,9 +80,13 @@ impl Sink for SendgridSink {
                 .collect();
             if self.settings.wait_for_import {
                 tracing::debug!(jobs = report.jobs.len(), "Following the import jobs");
-                let rejects =
-                    follow_jobs(&self.client, &mut report.jobs, self.settings.import_timeout)
-                        .await?;
+                let rejects = follow_jobs(
+                    &self.client,
+                    &mut report.jobs,
+                    self.settings.import_timeout,
+                    target.key(),
+                )
+                .await?;
                 report.rejects.extend(rejects);
             }
             Ok(report)

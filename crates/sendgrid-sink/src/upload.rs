@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use pipeline_sink::encoder::{Body, BodyKeys};
 use pipeline_sink::{SinkError, SinkReject, UploadJournal};
+use pipeline_spec::IdentifierSet;
 use sendgrid_client::{ApiError, Client, ClientError};
 use serde_json::Value;
 
@@ -47,11 +48,12 @@ pub(crate) async fn upload(
     client: &Client,
     body: Body,
     list_ids: &[String],
+    key: &str,
     journal: Option<&dyn UploadJournal>,
 ) -> Result<Uploaded, SinkError> {
     let mut out = Uploaded::default();
-    // Hashes by email, built only if a body has to be split.
-    let mut hashes: Option<BTreeMap<String, u64>> = None;
+    // Hashes and identifiers by key, built only if a body has to be split.
+    let mut hashes: Option<Keyed> = None;
     let all_keys = body.keys;
     let mut work = vec![(body.bytes, None::<BodyKeys>, body.contacts as u64)];
     while let Some((bytes, keys, n)) = work.pop() {
@@ -81,15 +83,16 @@ pub(crate) async fn upload(
                     all_keys
                         .iter()
                         .flat_map(BodyKeys::iter)
-                        .map(|(e, h)| (e.to_owned(), h))
+                        .map(|(k, h, i)| (k.to_owned(), (h, i)))
                         .collect()
                 });
                 let keyed = |contacts: &[Value]| {
                     all_keys.as_ref().map(|_| {
                         let mut keys = BodyKeys::default();
                         for c in contacts {
-                            let email = c["email"].as_str().unwrap_or_default();
-                            keys.push(email, hashes.get(email).copied().unwrap_or_default());
+                            let k = key_of(c, key);
+                            let (hash, identifiers) = hashes.get(&k).copied().unwrap_or_default();
+                            keys.push(&k, hash, identifiers);
                         }
                         keys
                     })
@@ -104,7 +107,7 @@ pub(crate) async fn upload(
                     let (mut before, mut after) = (Vec::new(), Vec::new());
                     for (i, c) in contacts.into_iter().enumerate() {
                         match named.get(&i) {
-                            Some(message) => out.rejects.push(reject(&c, message, hashes)),
+                            Some(message) => out.rejects.push(reject(&c, key, message, hashes)),
                             None if i < first => before.push(c),
                             None => after.push(c),
                         }
@@ -126,7 +129,8 @@ pub(crate) async fn upload(
                         .map(|e| e.message.as_str())
                         .collect::<Vec<_>>()
                         .join("; ");
-                    out.rejects.push(reject(&contacts[0], &message, hashes));
+                    out.rejects
+                        .push(reject(&contacts[0], key, &message, hashes));
                 } else {
                     let half = contacts.len() / 2;
                     for part in [&contacts[half..], &contacts[..half]] {
@@ -166,14 +170,26 @@ fn by_index(errors: &[ApiError], len: usize) -> BTreeMap<usize, String> {
 
 /// A contact SendGrid refused at upload, with the hash of its fields when the run
 /// journals (so the state remembers the refusal).
-fn reject(contact: &Value, message: &str, hashes: &BTreeMap<String, u64>) -> SinkReject {
-    let email = contact["email"].as_str().unwrap_or_default();
+fn reject(contact: &Value, key: &str, message: &str, hashes: &Keyed) -> SinkReject {
+    let k = key_of(contact, key);
     SinkReject {
-        email: email.to_owned(),
+        hash: hashes.get(&k).map(|(hash, _)| *hash),
+        email: k,
         reason: "sendgrid_rejected",
         message: message.to_owned(),
         job_id: None,
-        hash: hashes.get(email).copied(),
+    }
+}
+
+/// Field hash and identifier set of each contact of a body, by key.
+type Keyed = BTreeMap<String, (u64, IdentifierSet)>;
+
+/// The value of identifier `key` in a contact as the encoder wrote it.
+fn key_of(contact: &Value, key: &str) -> String {
+    match &contact[key] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
     }
 }
 

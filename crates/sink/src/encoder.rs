@@ -20,6 +20,7 @@ use futures::stream::BoxStream;
 use crate::json::Column;
 pub use crate::json::write_json_string;
 use crate::{ContactField, ContactStream, ExportTarget, FieldKind, SinkError};
+use pipeline_spec::{Identifier, IdentifierSet};
 
 /// The optional last column of a contact batch: each contact's [`contact_hashes`] value.
 pub const HASH_COLUMN: &str = "__pipeline_field_hash";
@@ -38,19 +39,29 @@ pub struct Body {
     pub keys: Option<BodyKeys>,
 }
 
-/// The emails and field hashes of a body's contacts, in body order.
+/// The keys (the export's identifier), field hashes and identifier sets of a body's
+/// contacts, in body order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BodyKeys {
-    /// Emails, each followed by `\n` (a valid email holds no line break).
+    /// Keys, each followed by `\n`.
     emails: String,
     hashes: Vec<u64>,
+    identifiers: Vec<IdentifierSet>,
 }
 
 impl BodyKeys {
-    pub fn push(&mut self, email: &str, hash: u64) {
-        self.emails.push_str(email);
+    pub fn push(&mut self, key: &str, hash: u64, identifiers: IdentifierSet) {
+        // A key is one line: SendGrid's identifiers hold no line break that matters, and
+        // one would split this record.
+        self.emails.extend(key.chars().filter(|c| *c != '\n'));
         self.emails.push('\n');
         self.hashes.push(hash);
+        self.identifiers.push(identifiers);
+    }
+
+    /// The identifier set of each contact, in body order.
+    pub fn identifiers(&self) -> &[IdentifierSet] {
+        &self.identifiers
     }
 
     pub fn len(&self) -> usize {
@@ -61,11 +72,13 @@ impl BodyKeys {
         self.hashes.is_empty()
     }
 
-    /// `(email, hash)` of each contact.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+    /// `(key, hash, identifiers)` of each contact.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64, IdentifierSet)> + '_ {
         self.emails
             .split_terminator('\n')
             .zip(self.hashes.iter().copied())
+            .zip(self.identifiers.iter().copied())
+            .map(|((key, hash), identifiers)| (key, hash, identifiers))
     }
 }
 
@@ -83,6 +96,8 @@ pub struct BodyEncoder {
     max_bytes: usize,
     /// The emails and hashes of the body being filled, when batches carry hashes.
     keys_of_body: Option<BodyKeys>,
+    /// The columns that hold identifiers.
+    identifier_columns: Vec<(usize, Identifier)>,
 }
 
 const SUFFIX: &[u8] = b"]}";
@@ -138,7 +153,9 @@ impl BodyEncoder {
                 .iter()
                 .all(|f| f.kind == FieldKind::Custom)
         );
+        let identifier_columns = identifier_columns(&fields);
         Self {
+            identifier_columns,
             fields,
             keys,
             first_custom,
@@ -188,7 +205,17 @@ impl BodyEncoder {
             self.body.extend_from_slice(&self.contact);
             self.contacts += 1;
             if let (Some(keys), Some(hashes)) = (self.keys_of_body.as_mut(), hashes) {
-                keys.push(columns[0].text(row).unwrap_or_default(), hashes.value(row));
+                let identifiers = self
+                    .identifier_columns
+                    .iter()
+                    .filter(|(at, _)| !columns[*at].is_null(row))
+                    .map(|(_, identifier)| *identifier)
+                    .collect();
+                keys.push(
+                    columns[0].text(row).unwrap_or_default(),
+                    hashes.value(row),
+                    identifiers,
+                );
             }
         }
         Ok(())
@@ -242,6 +269,33 @@ fn columns<'a>(
         .iter()
         .zip(fields.iter().zip(keys))
         .map(|(array, (field, key))| Column::new(array.as_ref(), field, key))
+        .collect()
+}
+
+/// Where the identifiers are among `fields`.
+pub fn identifier_columns(fields: &[ContactField]) -> Vec<(usize, Identifier)> {
+    fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.kind == FieldKind::Reserved)
+        .filter_map(|(at, f)| Some((at, Identifier::named(&f.name)?)))
+        .collect()
+}
+
+/// The identifier set of each contact of `batch`, whose columns fill `fields`.
+pub fn contact_identifiers(batch: &RecordBatch, fields: &[ContactField]) -> Vec<IdentifierSet> {
+    let columns: Vec<(&dyn arrow::array::Array, Identifier)> = identifier_columns(fields)
+        .into_iter()
+        .filter_map(|(at, identifier)| Some((batch.columns().get(at)?.as_ref(), identifier)))
+        .collect();
+    (0..batch.num_rows())
+        .map(|row| {
+            columns
+                .iter()
+                .filter(|(column, _)| column.is_valid(row))
+                .map(|(_, identifier)| *identifier)
+                .collect()
+        })
         .collect()
 }
 

@@ -59,10 +59,18 @@ pub struct ExportTarget {
     pub export: String,
     /// SendGrid list ids the contacts are added to.
     pub list_ids: Vec<String>,
-    /// Column `i` of every batch fills `fields[i]`; column 0 is `email`.
+    /// Column `i` of every batch fills `fields[i]`; column 0 is the identifier that keys
+    /// the contacts (`email` unless the export names another).
     pub fields: Vec<ContactField>,
     /// Most contacts in one request body (SendGrid's limit, or the export's smaller one).
     pub contacts_per_request: usize,
+}
+
+impl ExportTarget {
+    /// The name of the identifier that keys the contacts: the first field's.
+    pub fn key(&self) -> &str {
+        self.fields.first().map_or("email", |f| f.name.as_str())
+    }
 }
 
 /// What a sink did with one export's contacts.
@@ -157,11 +165,13 @@ impl JobReport {
     }
 }
 
-/// A contact SendGrid refused.
+/// A contact SendGrid refused, or a stage in front of the sink held back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SinkReject {
+    /// The contact's key: the value of the export's identifier (its email by default).
     pub email: String,
-    /// `sendgrid_rejected` (a 400 on upload) or `import_errored` (the import job's errors).
+    /// `sendgrid_rejected` (a 400 on upload), `import_errored` (the import job's errors)
+    /// or `identifier_dropped` (held back: it lacks an identifier it was sent with).
     pub reason: &'static str,
     pub message: String,
     /// The import job whose errors file named the contact.
@@ -238,11 +248,21 @@ pub trait Sink: Send {
 /// sink a stream of its own (fewer contacts, or the same ones observed).
 pub trait Stage: Send {
     fn apply(&mut self, target: &ExportTarget, contacts: ContactStream) -> ContactStream;
+
+    /// The contacts the stage held back as rejects, once the stream has ended; they join
+    /// the sink's report (and so the rejects file).
+    fn rejects(&mut self) -> Vec<SinkReject> {
+        Vec::new()
+    }
 }
 
 impl<S: Stage + ?Sized> Stage for &mut S {
     fn apply(&mut self, target: &ExportTarget, contacts: ContactStream) -> ContactStream {
         (**self).apply(target, contacts)
+    }
+
+    fn rejects(&mut self) -> Vec<SinkReject> {
+        (**self).rejects()
     }
 }
 
@@ -251,6 +271,12 @@ impl<A: Stage, B: Stage> Stage for (A, B) {
     fn apply(&mut self, target: &ExportTarget, contacts: ContactStream) -> ContactStream {
         let first = self.0.apply(target, contacts);
         self.1.apply(target, first)
+    }
+
+    fn rejects(&mut self) -> Vec<SinkReject> {
+        let mut out = self.0.rejects();
+        out.extend(self.1.rejects());
+        out
     }
 }
 
@@ -261,6 +287,10 @@ impl<S: Stage> Stage for Option<S> {
             Some(stage) => stage.apply(target, contacts),
             None => contacts,
         }
+    }
+
+    fn rejects(&mut self) -> Vec<SinkReject> {
+        self.as_mut().map(Stage::rejects).unwrap_or_default()
     }
 }
 
@@ -277,6 +307,10 @@ impl<St: Stage> Sink for Staged<'_, St> {
         contacts: ContactStream,
     ) -> BoxFuture<'a, Result<SinkReport, SinkError>> {
         let contacts = self.stage.apply(target, contacts);
-        self.sink.write_all(target, contacts)
+        Box::pin(async move {
+            let mut report = self.sink.write_all(target, contacts).await?;
+            report.rejects.extend(self.stage.rejects());
+            Ok(report)
+        })
     }
 }

@@ -207,6 +207,137 @@ pub enum ExportMode {
     Mirror,
 }
 
+/// A SendGrid contact identifier: every contact carries at least one.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Deserialize,
+    Serialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Identifier {
+    /// The email address (lower-cased by SendGrid).
+    #[default]
+    Email,
+    /// A phone number identifier.
+    PhoneNumberId,
+    /// The contact's id in your own systems.
+    ExternalId,
+    /// An id for a visitor not yet known by name.
+    AnonymousId,
+}
+
+impl Identifier {
+    /// In SendGrid's field order.
+    pub const ALL: [Identifier; 4] = [
+        Self::Email,
+        Self::PhoneNumberId,
+        Self::ExternalId,
+        Self::AnonymousId,
+    ];
+
+    /// The reserved field's name, as the contacts API and its identifier search spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::PhoneNumberId => "phone_number_id",
+            Self::ExternalId => "external_id",
+            Self::AnonymousId => "anonymous_id",
+        }
+    }
+
+    /// The identifier a reserved field name is, if it is one.
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|i| i.name() == name)
+    }
+}
+
+/// Which identifiers a contact carried, as a set: the state remembers it per contact so
+/// that no later update leaves one out (SendGrid refuses an update without all of a
+/// contact's identifiers). Empty means not known (state written before it was kept).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct IdentifierSet(u8);
+
+impl IdentifierSet {
+    fn bit(identifier: Identifier) -> u8 {
+        1 << (identifier as u8)
+    }
+
+    pub fn insert(&mut self, identifier: Identifier) {
+        self.0 |= Self::bit(identifier);
+    }
+
+    pub fn contains(self, identifier: Identifier) -> bool {
+        self.0 & Self::bit(identifier) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The identifiers of `self` that `other` lacks.
+    pub fn missing_from(self, other: IdentifierSet) -> IdentifierSet {
+        IdentifierSet(self.0 & !other.0)
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Identifier> {
+        Identifier::ALL
+            .into_iter()
+            .filter(move |i| self.contains(*i))
+    }
+
+    /// The set as one byte (its own encoding in the run journal).
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The set a byte of [`IdentifierSet::bits`] encodes; unknown bits are dropped.
+    pub const fn from_bits(bits: u8) -> Self {
+        Self(bits & 0b1111)
+    }
+
+    /// Names joined by `,` (`email,external_id`), as the snapshot stores the set.
+    pub fn to_names(self) -> String {
+        self.iter()
+            .map(Identifier::name)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The set [`IdentifierSet::to_names`] wrote; unknown names are dropped.
+    pub fn from_names(names: &str) -> Self {
+        let mut set = Self::default();
+        for identifier in names.split(',').filter_map(Identifier::named) {
+            set.insert(identifier);
+        }
+        set
+    }
+}
+
+impl FromIterator<Identifier> for IdentifierSet {
+    fn from_iter<I: IntoIterator<Item = Identifier>>(iter: I) -> Self {
+        let mut set = Self::default();
+        for identifier in iter {
+            set.insert(identifier);
+        }
+        set
+    }
+}
+
+impl fmt::Display for Identifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// An export: segments to SendGrid lists.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -237,6 +368,12 @@ pub struct Export {
     pub skip_suppressed: bool,
     /// Names of the segments whose members are sent.
     pub segments: Vec<String>,
+    /// The identifier that keys the export's contacts (`email`, `external_id`,
+    /// `phone_number_id` or `anonymous_id`; default `email`): rows are deduplicated by
+    /// it, the state remembers contacts by it, and mirror removals look contacts up by it.
+    /// It must be mapped; a row without it is rejected.
+    #[serde(default)]
+    pub identifier: Identifier,
     /// Which column or SQL expression fills each SendGrid field.
     pub mapping: Mapping,
     /// Most contacts sent per run, counted after dedupe and validation.
@@ -335,8 +472,9 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mapping {
-    /// The contact's email (required).
-    pub email: String,
+    /// The contact's email: required unless the export is keyed by another identifier.
+    #[serde(default)]
+    pub email: Option<String>,
     #[serde(default)]
     pub first_name: Option<String>,
     #[serde(default)]
@@ -368,9 +506,36 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    /// The reserved fields that are mapped, in SendGrid's field order, `email` first.
+    /// The mapped identifiers, in SendGrid's field order.
+    pub fn identifiers(&self) -> Vec<Identifier> {
+        Identifier::ALL
+            .into_iter()
+            .filter(|i| self.get(i.name()).is_some())
+            .collect()
+    }
+
+    /// The expression mapped to reserved field `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.reserved()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, x)| x)
+    }
+
+    /// The reserved fields that are mapped, `key` first, then in SendGrid's field order.
+    pub fn reserved_keyed(&self, key: Identifier) -> Vec<(&'static str, &str)> {
+        let mut fields = self.reserved();
+        if let Some(at) = fields.iter().position(|(n, _)| *n == key.name()) {
+            let keyed = fields.remove(at);
+            fields.insert(0, keyed);
+        }
+        fields
+    }
+
+    /// The reserved fields that are mapped, in SendGrid's field order.
     pub fn reserved(&self) -> Vec<(&'static str, &str)> {
-        let fields: [(&'static str, &Option<String>); 12] = [
+        let fields: [(&'static str, &Option<String>); 13] = [
+            ("email", &self.email),
             ("first_name", &self.first_name),
             ("last_name", &self.last_name),
             ("address_line_1", &self.address_line_1),
@@ -384,18 +549,16 @@ impl Mapping {
             ("external_id", &self.external_id),
             ("anonymous_id", &self.anonymous_id),
         ];
-        std::iter::once(("email", self.email.as_str()))
-            .chain(
-                fields
-                    .into_iter()
-                    .filter_map(|(name, value)| value.as_deref().map(|v| (name, v))),
-            )
+        fields
+            .into_iter()
+            .filter_map(|(name, value)| value.as_deref().map(|v| (name, v)))
             .collect()
     }
 
     pub(crate) fn expressions_mut(&mut self) -> Vec<(String, &mut String)> {
-        let mut out: Vec<(String, &mut String)> = vec![("email".to_owned(), &mut self.email)];
+        let mut out: Vec<(String, &mut String)> = Vec::new();
         for (name, value) in [
+            ("email", &mut self.email),
             ("first_name", &mut self.first_name),
             ("last_name", &mut self.last_name),
             ("address_line_1", &mut self.address_line_1),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::Diagnostic;
 use crate::interpolate::sole_reference;
-use crate::model::PipelineFile;
+use crate::model::{Identifier, PipelineFile};
 
 /// Every problem found, in file order.
 pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
@@ -243,6 +243,24 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
                     ),
                 );
             }
+        }
+        if e.mapping.get(e.identifier.name()).is_none() {
+            let key = e.identifier;
+            let mapped = e.mapping.identifiers();
+            let hint = match mapped.first() {
+                None => format!(
+                    "map the `{key}` column; every contact needs an identifier (email, external_id, phone_number_id or anonymous_id)"
+                ),
+                Some(other) => format!(
+                    "map it, or key the export by a mapped identifier with `identifier: {other}`"
+                ),
+            };
+            let (place, what) = if e.identifier == Identifier::Email {
+                (at("mapping"), "has no `email`")
+            } else {
+                (at("identifier"), "names an identifier that is not mapped")
+            };
+            err(place, format!("{what}: {hint}"));
         }
         if !(1..=1_000_000_000).contains(&e.max_profiles) {
             err(

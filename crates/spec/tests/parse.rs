@@ -154,8 +154,39 @@ fn wrong_version_and_missing_email_mapping() {
     let d = problems(&GOOD.replace("version: 1", "version: 2"));
     assert_eq!(d[0].path, "version");
     let d = problems(&GOOD.replace("      email: email\n", ""));
+    assert_eq!(d[0].path, "exports[0].mapping");
+    assert_eq!(
+        d[0].message,
+        "has no `email`: map the `email` column; every contact needs an identifier (email, external_id, phone_number_id or anonymous_id)"
+    );
+}
+
+#[test]
+fn an_export_is_keyed_by_a_mapped_identifier() {
+    // Keyed by external_id, without an email: valid.
+    let keyed = GOOD.replace("      email: email\n", "      external_id: customer_id\n");
+    let keyed = keyed.replace("on_cap_exceeded: truncate", "identifier: external_id");
+    let parsed = pipeline_spec::parse(&keyed, std::path::Path::new("p.yaml"), &env).unwrap();
+    let export = &parsed.file.exports[0];
+    assert_eq!(export.identifier, pipeline_spec::Identifier::ExternalId);
+    assert_eq!(
+        export.mapping.reserved_keyed(export.identifier)[0].0,
+        "external_id"
+    );
+
+    // Keyed by an identifier that is not mapped.
+    let d = problems(&GOOD.replace("on_cap_exceeded: truncate", "identifier: anonymous_id"));
+    assert_eq!(d[0].path, "exports[0].identifier");
+    assert_eq!(
+        d[0].message,
+        "names an identifier that is not mapped: map it, or key the export by a mapped identifier with `identifier: email`"
+    );
+
+    // Not an identifier at all.
+    let d = problems(&GOOD.replace("on_cap_exceeded: truncate", "identifier: first_name"));
+    assert_eq!(d[0].path, "exports[0].identifier");
     assert!(
-        d[0].message.contains("missing field `email`"),
+        d[0].message.contains("unknown variant `first_name`"),
         "{}",
         d[0].message
     );

@@ -12,13 +12,18 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
 use futures::StreamExt;
-use pipeline_sink::encoder::{HASH_COLUMN, contact_hashes, emails};
-use pipeline_sink::{ContactField, ContactStream, ExportTarget, Stage};
+use pipeline_sink::encoder::{HASH_COLUMN, contact_hashes, contact_identifiers, emails};
+use pipeline_sink::{ContactField, ContactStream, ExportTarget, SinkReject, Stage};
+use pipeline_spec::IdentifierSet;
 use serde::Serialize;
 
 use crate::{JournalBatch, Snapshot, list_key};
 
-/// What SendGrid holds (the snapshot) or is importing (the journal), by email.
+/// The reject reason of a contact held back because it lacks an identifier it was sent
+/// with.
+pub const IDENTIFIER_DROPPED: &str = "identifier_dropped";
+
+/// What SendGrid holds (the snapshot) or is importing (the journal), by key.
 #[derive(Debug, Clone, Default)]
 pub struct Known {
     entries: HashMap<String, KnownEntry>,
@@ -31,6 +36,8 @@ struct KnownEntry {
     seen: bool,
     /// SendGrid refused it for good with these fields: it is on no list.
     refused: bool,
+    /// The identifiers it was sent with (empty: not known).
+    identifiers: IdentifierSet,
 }
 
 impl Known {
@@ -45,18 +52,20 @@ impl Known {
                     lists: e.lists.clone(),
                     seen: false,
                     refused: e.refused.is_some(),
+                    identifiers: e.identifiers,
                 };
                 (email.clone(), entry)
             })
             .collect();
         for batch in in_flight {
             let lists = list_key(&batch.list_ids);
-            for (email, hash) in batch.entries() {
+            for (email, hash, identifiers) in batch.entries() {
                 let entry = KnownEntry {
                     hash,
                     lists: lists.clone(),
                     seen: false,
                     refused: false,
+                    identifiers,
                 };
                 entries.insert(email.to_owned(), entry);
             }
@@ -98,6 +107,8 @@ struct Inner {
     lists: Arc<str>,
     full_refresh: bool,
     counts: DiffCounts,
+    /// Contacts held back because they lack an identifier they were sent with.
+    held: Vec<SinkReject>,
 }
 
 impl Diff {
@@ -110,6 +121,7 @@ impl Diff {
                 lists: list_key(list_ids),
                 full_refresh,
                 counts: DiffCounts::default(),
+                held: Vec::new(),
             })),
         }
     }
@@ -160,19 +172,27 @@ impl Diff {
 }
 
 impl Diff {
-    /// Sees one contact of the export with the hash of its mapped fields; says whether to
-    /// send it.
-    pub fn admit(&mut self, email: &str, hash: u64) -> bool {
+    /// Sees one contact of the export with the hash of its mapped fields and the
+    /// identifiers it carries; says whether to send it. A contact without an identifier
+    /// it was sent with is never sent (SendGrid refuses an update that leaves one out,
+    /// even with `--full-refresh`): it is held back as a reject.
+    pub fn admit(&mut self, email: &str, hash: u64, identifiers: IdentifierSet) -> bool {
         let mut inner = self.lock();
         let Inner {
             known,
             lists,
             full_refresh,
             counts,
+            held,
         } = &mut *inner;
         let same = match known.entries.get_mut(email) {
             Some(entry) => {
                 entry.seen = true;
+                let dropped = entry.identifiers.missing_from(identifiers);
+                if !entry.refused && !dropped.is_empty() {
+                    held.push(identifier_dropped(email, dropped));
+                    return false;
+                }
                 let same = entry.hash == hash && entry.lists == *lists;
                 if same && entry.refused {
                     counts.still_refused += 1;
@@ -195,6 +215,22 @@ impl Diff {
     }
 }
 
+/// The reject of a contact that lacks the identifiers `dropped` it was sent with.
+fn identifier_dropped(key: &str, dropped: IdentifierSet) -> SinkReject {
+    let names = dropped.to_names().replace(',', ", ");
+    SinkReject {
+        email: key.to_owned(),
+        reason: IDENTIFIER_DROPPED,
+        message: format!(
+            "it was sent to SendGrid with {names}, which this row has no value for; SendGrid \
+             refuses an update without all of a contact's identifiers: map a value for it \
+             (or delete the contact in SendGrid and run with --full-refresh)"
+        ),
+        job_id: None,
+        hash: None,
+    }
+}
+
 impl Stage for Diff {
     fn apply(&mut self, target: &ExportTarget, contacts: ContactStream) -> ContactStream {
         let mut diff = self.clone();
@@ -202,6 +238,10 @@ impl Stage for Diff {
         contacts
             .map(move |batch| diff.changed(&batch?, &fields))
             .boxed()
+    }
+
+    fn rejects(&mut self) -> Vec<SinkReject> {
+        std::mem::take(&mut self.lock().held)
     }
 }
 
@@ -215,10 +255,12 @@ impl Diff {
         let stage = |e: pipeline_sink::SinkError| ArrowError::ComputeError(e.to_string());
         let hashes = contact_hashes(batch, fields).map_err(stage)?;
         let emails = emails(batch).map_err(stage)?;
+        let identifiers = contact_identifiers(batch, fields);
         let send: BooleanArray = emails
             .iter()
             .zip(hashes.values())
-            .map(|(email, hash)| Some(self.admit(email, *hash)))
+            .zip(identifiers)
+            .map(|((email, hash), identifiers)| Some(self.admit(email, *hash, identifiers)))
             .collect();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         columns.push(Arc::new(hashes));
@@ -232,7 +274,9 @@ impl Diff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::EMAIL;
     use crate::Entry;
+    use pipeline_spec::IdentifierSet;
 
     fn known() -> Known {
         let mut snapshot = Snapshot::default();
@@ -244,6 +288,7 @@ mod tests {
                     lists: "l1".into(),
                     synced_at: 0,
                     refused: None,
+                    identifiers: IdentifierSet::default(),
                 },
             );
         }
@@ -252,6 +297,7 @@ mod tests {
             job_id: "j".into(),
             list_ids: vec!["l1".into()],
             contacts: vec![("c@x.io".into(), crate::FieldHash(30))],
+            identifiers: vec![],
         }];
         Known::new(&snapshot, &in_flight)
     }
@@ -261,7 +307,7 @@ mod tests {
         let mut diff = Diff::new(known(), &["l1".into()], false);
         let sent: Vec<bool> = [("a@x.io", 1), ("b@x.io", 20), ("c@x.io", 30), ("e@x.io", 5)]
             .into_iter()
-            .map(|(e, h)| diff.admit(e, h))
+            .map(|(e, h)| diff.admit(e, h, EMAIL))
             .collect();
         assert_eq!(sent, [false, true, false, true]);
         assert_eq!(
@@ -292,6 +338,7 @@ mod tests {
                     lists: "l1".into(),
                     synced_at: 0,
                     refused: refused.map(Arc::from),
+                    identifiers: IdentifierSet::default(),
                 },
             );
         }
@@ -301,9 +348,12 @@ mod tests {
     #[test]
     fn a_refused_contact_is_sent_again_only_when_it_changes() {
         let mut diff = with_refusals(false);
-        assert!(!diff.admit("a@x.io", 1));
-        assert!(!diff.admit("r1@x.io", 1), "refused with these very fields");
-        assert!(diff.admit("r2@x.io", 2), "its data changed since");
+        assert!(!diff.admit("a@x.io", 1, EMAIL));
+        assert!(
+            !diff.admit("r1@x.io", 1, EMAIL),
+            "refused with these very fields"
+        );
+        assert!(diff.admit("r2@x.io", 2, EMAIL), "its data changed since");
         assert_eq!(
             diff.counts(),
             DiffCounts {
@@ -319,20 +369,23 @@ mod tests {
         assert_eq!(diff.known_on_list("l1"), 1);
 
         let mut refresh = with_refusals(true);
-        assert!(refresh.admit("r1@x.io", 1), "--full-refresh sends it");
+        assert!(
+            refresh.admit("r1@x.io", 1, EMAIL),
+            "--full-refresh sends it"
+        );
     }
 
     #[test]
     fn a_new_list_makes_every_contact_changed() {
         let mut diff = Diff::new(known(), &["l2".into(), "l1".into()], false);
-        assert!(diff.admit("a@x.io", 1));
+        assert!(diff.admit("a@x.io", 1, EMAIL));
         assert_eq!(diff.counts().changed, 1);
     }
 
     #[test]
     fn full_refresh_sends_everything_but_still_counts() {
         let mut diff = Diff::new(known(), &["l1".into()], true);
-        assert!(diff.admit("a@x.io", 1));
+        assert!(diff.admit("a@x.io", 1, EMAIL));
         assert_eq!(diff.counts().unchanged, 1);
         assert_eq!(diff.known_on_list("l1"), 4);
     }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pipeline_sink::{JobStatus, SinkReject};
+use pipeline_spec::IdentifierSet;
 
 use crate::{Entry, JournalBatch, Snapshot, list_key, unix_now};
 
@@ -28,21 +29,28 @@ pub fn fold(
             Some(status) if status.imported() => {
                 let lists = list_key(&batch.list_ids);
                 snapshot.entries.reserve(batch.contacts.len());
-                for (email, hash) in batch.contacts {
+                for (email, hash, identifiers) in batch.entries() {
                     let refused = if errored.is_empty() {
                         None
                     } else {
                         errored
-                            .get(&(batch.job_id.as_str(), email.as_str()))
+                            .get(&(batch.job_id.as_str(), email))
                             .map(|message| Arc::from(*message))
                     };
+                    // A refused contact's identifiers are not SendGrid's to keep.
+                    let identifiers = if refused.is_some() {
+                        IdentifierSet::default()
+                    } else {
+                        identifiers
+                    };
                     snapshot.entries.insert(
-                        email,
+                        email.to_owned(),
                         Entry {
-                            hash: hash.0,
+                            hash,
                             lists: lists.clone(),
                             synced_at: now,
                             refused,
+                            identifiers,
                         },
                     );
                 }
@@ -68,6 +76,8 @@ pub fn remember_refusals(snapshot: &mut Snapshot, rejects: &[SinkReject], list_i
                     lists: lists.clone(),
                     synced_at: now,
                     refused: Some(Arc::from(reject.message.as_str())),
+                    // SendGrid stored none of them.
+                    identifiers: IdentifierSet::default(),
                 },
             );
         }
@@ -77,6 +87,7 @@ pub fn remember_refusals(snapshot: &mut Snapshot, rejects: &[SinkReject], list_i
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::EMAIL;
     use crate::{Diff, FieldHash, Known};
 
     fn batch(job: &str, emails: &[&str]) -> JournalBatch {
@@ -87,6 +98,7 @@ mod tests {
                 .iter()
                 .map(|e| ((*e).to_owned(), FieldHash(7)))
                 .collect(),
+            identifiers: vec![],
         }
     }
 
@@ -170,9 +182,9 @@ mod tests {
             &["l1".into(), "l2".into()],
             false,
         );
-        assert!(!diff.admit("a@x.io", 7), "synced and unchanged");
-        assert!(!diff.admit("b@x.io", 7), "in flight and unchanged");
-        assert!(diff.admit("b@x.io", 8), "in flight, then changed");
-        assert!(diff.admit("c@x.io", 7), "new");
+        assert!(!diff.admit("a@x.io", 7, EMAIL), "synced and unchanged");
+        assert!(!diff.admit("b@x.io", 7, EMAIL), "in flight and unchanged");
+        assert!(diff.admit("b@x.io", 8, EMAIL), "in flight, then changed");
+        assert!(diff.admit("c@x.io", 7, EMAIL), "new");
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use pipeline_sink::UploadJournal;
 use pipeline_sink::encoder::BodyKeys;
+use pipeline_spec::IdentifierSet;
 use serde::{Deserialize, Serialize};
 
 use crate::{FieldHash, StateError, io};
@@ -17,14 +18,27 @@ use crate::{FieldHash, StateError, io};
 pub struct JournalBatch {
     pub job_id: String,
     pub list_ids: Vec<String>,
-    /// `[email, hash]` pairs; the hash written as 16 hex digits.
+    /// `[key, hash]` pairs (the key is the value of the export's identifier, its email
+    /// by default); the hash written as 16 hex digits.
     pub contacts: Vec<(String, FieldHash)>,
+    /// The identifiers each contact was sent with, in `contacts` order, as
+    /// [`IdentifierSet::bits`]. Journals written before it was kept have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identifiers: Vec<u8>,
 }
 
 impl JournalBatch {
-    /// The contacts with their hashes.
-    pub fn entries(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
-        self.contacts.iter().map(|(e, h)| (e.as_str(), h.0))
+    /// The contacts with their hashes and identifier sets (empty when not recorded).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, u64, IdentifierSet)> + '_ {
+        let identifiers = self
+            .identifiers
+            .iter()
+            .map(|bits| IdentifierSet::from_bits(*bits))
+            .chain(std::iter::repeat(IdentifierSet::default()));
+        self.contacts
+            .iter()
+            .zip(identifiers)
+            .map(|((e, h), i)| (e.as_str(), h.0, i))
     }
 }
 
@@ -105,6 +119,7 @@ struct Line<'a> {
     job_id: &'a str,
     list_ids: &'a [String],
     contacts: Vec<(&'a str, FieldHash)>,
+    identifiers: Vec<u8>,
 }
 
 impl UploadJournal for JournalWriter {
@@ -117,7 +132,8 @@ impl UploadJournal for JournalWriter {
         let line = Line {
             job_id,
             list_ids,
-            contacts: contacts.iter().map(|(e, h)| (e, FieldHash(h))).collect(),
+            contacts: contacts.iter().map(|(e, h, _)| (e, FieldHash(h))).collect(),
+            identifiers: contacts.identifiers().iter().map(|i| i.bits()).collect(),
         };
         let mut bytes = serde_json::to_vec(&line)?;
         bytes.push(b'\n');
@@ -135,7 +151,7 @@ mod tests {
     fn keys(emails: &[&str]) -> BodyKeys {
         let mut k = BodyKeys::default();
         for (i, e) in emails.iter().enumerate() {
-            k.push(e, i as u64 + 1);
+            k.push(e, i as u64 + 1, IdentifierSet::from_bits(1));
         }
         k
     }
@@ -155,7 +171,10 @@ mod tests {
         assert_eq!(read[0].job_id, "job-1");
         assert_eq!(
             read[0].entries().collect::<Vec<_>>(),
-            [("a@x.io", 1), ("b@x.io", 2)]
+            [
+                ("a@x.io", 1, IdentifierSet::from_bits(1)),
+                ("b@x.io", 2, IdentifierSet::from_bits(1))
+            ]
         );
         assert_eq!(read[1].list_ids, lists);
     }
@@ -182,6 +201,7 @@ mod tests {
             job_id: "j".into(),
             list_ids: vec![],
             contacts: vec![("a@x.io".into(), FieldHash(7))],
+            identifiers: vec![0b101],
         };
         rewrite_journal(&path, std::slice::from_ref(&batch)).unwrap();
         assert_eq!(read_journal(&path).unwrap(), [batch]);

@@ -216,3 +216,7 @@ mod tests {
         );
     }
 }
+
+/// A contact that carries its email alone, for the tests.
+#[cfg(test)]
+pub(crate) const EMAIL: pipeline_spec::IdentifierSet = pipeline_spec::IdentifierSet::from_bits(1);

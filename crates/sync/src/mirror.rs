@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use pipeline_spec::Identifier;
 use sendgrid_client::{Client, ClientError, MAX_SEARCH_EMAIL_CHARS};
 use serde::Serialize;
 
@@ -80,29 +81,31 @@ pub const SEARCH_BATCH: usize = 100;
 /// Memberships are removed this many contact ids per request.
 pub const REMOVE_BATCH: usize = 100;
 
-/// Takes `emails` off list `list_id`: membership only, the contacts stay in the account.
-/// Emails are looked up by [`SEARCH_BATCH`] (addresses longer than search by emails takes
+/// Takes the contacts keyed `keys` by identifier `key` off list `list_id`: membership
+/// only, the contacts stay in the account. Keys are looked up by [`SEARCH_BATCH`] (emails
+/// through search by emails, but for addresses longer than it takes; other identifiers
 /// through the identifiers search), memberships removed by [`REMOVE_BATCH`]. A batch that
-/// SendGrid refuses because one address is invalid (400), or because one contact
-/// vanished between lookup and removal (404), is split until the culprit stands alone;
-/// it then counts as not found. A missing list is an error.
+/// SendGrid refuses because one value is invalid (400), or because one contact vanished
+/// between lookup and removal (404), is split until the culprit stands alone; it then
+/// counts as not found. A missing list is an error.
 pub async fn remove_from_list(
     client: &Client,
     list_id: &str,
-    emails: &[String],
+    key: Identifier,
+    keys: &[String],
 ) -> Result<Removal, ClientError> {
     let mut out = Removal {
         list_id: list_id.to_owned(),
         ..Default::default()
     };
-    let (short, long): (Vec<String>, Vec<String>) = emails
+    let (short, long): (Vec<String>, Vec<String>) = keys
         .iter()
         .cloned()
-        .partition(|e| e.chars().count() <= MAX_SEARCH_EMAIL_CHARS);
+        .partition(|e| key == Identifier::Email && e.chars().count() <= MAX_SEARCH_EMAIL_CHARS);
     let mut ids = Vec::new();
-    for (emails, by_identifier) in [(short, false), (long, true)] {
-        for chunk in emails.chunks(SEARCH_BATCH) {
-            look_up(client, chunk, by_identifier, &mut ids, &mut out).await?;
+    for (keys, search) in [(short, None), (long, Some(key))] {
+        for chunk in keys.chunks(SEARCH_BATCH) {
+            look_up(client, chunk, search, &mut ids, &mut out).await?;
         }
     }
     let mut list_checked = false;
@@ -133,21 +136,21 @@ pub async fn remove_from_list(
     Ok(out)
 }
 
-/// Looks `emails` up, splitting a batch SendGrid refuses for an invalid address.
+/// Looks `keys` up (through the identifiers search for `identifier`, or by emails),
+/// splitting a batch SendGrid refuses for an invalid value.
 async fn look_up(
     client: &Client,
-    emails: &[String],
-    by_identifier: bool,
+    keys: &[String],
+    identifier: Option<Identifier>,
     ids: &mut Vec<String>,
     out: &mut Removal,
 ) -> Result<(), ClientError> {
-    let mut pending = vec![emails];
+    let mut pending = vec![keys];
     while let Some(part) = pending.pop() {
         out.requests += 1;
-        let found = if by_identifier {
-            client.search_email_identifiers(part).await
-        } else {
-            client.search_emails(part).await
+        let found = match identifier {
+            Some(identifier) => client.search_identifiers(identifier.name(), part).await,
+            None => client.search_emails(part).await,
         };
         match found {
             Ok(found) => {
@@ -173,7 +176,9 @@ async fn look_up(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::EMAIL;
     use crate::{Entry, Known, Snapshot};
+    use pipeline_spec::IdentifierSet;
 
     /// A snapshot of `n` contacts on list `l1`, the first `on_l2` of them also on `l2`.
     fn diff(n: usize, on_l2: usize) -> Diff {
@@ -187,6 +192,7 @@ mod tests {
                     lists: lists.into(),
                     synced_at: 0,
                     refused: None,
+                    identifiers: IdentifierSet::default(),
                 },
             );
         }
@@ -208,7 +214,7 @@ mod tests {
     fn leavers_are_the_known_contacts_the_run_never_saw_grouped_by_list() {
         let mut diff = diff(10, 2);
         for i in 2..9 {
-            diff.admit(&format!("c{i:02}@x.io"), 1);
+            diff.admit(&format!("c{i:02}@x.io"), 1, EMAIL);
         }
         let removals = Removals::plan(&diff, &["l1".into(), "l2".into()], &[]);
         assert_eq!(removals.leavers, ["c00@x.io", "c01@x.io", "c09@x.io"]);
@@ -221,7 +227,7 @@ mod tests {
     #[test]
     fn rejected_members_are_never_removed() {
         let mut diff = diff(4, 0);
-        diff.admit("c00@x.io", 1);
+        diff.admit("c00@x.io", 1, EMAIL);
         let protected = vec!["c01@x.io".to_string()];
         let removals = Removals::plan(&diff, &["l1".into()], &protected);
         assert_eq!(removals.leavers, ["c02@x.io", "c03@x.io"]);
@@ -232,7 +238,7 @@ mod tests {
     fn the_guard_trips_above_the_share_unless_allowed() {
         let mut diff = diff(10, 0);
         for i in 0..7 {
-            diff.admit(&format!("c{i:02}@x.io"), 1);
+            diff.admit(&format!("c{i:02}@x.io"), 1, EMAIL);
         }
         let removals = Removals::plan(&diff, &["l1".into()], &[]);
         let mut at_limit = report(0.3);

@@ -7,6 +7,8 @@ use pipeline_sink::UploadJournal;
 use pipeline_sink::encoder::BodyKeys;
 use proptest::prelude::*;
 
+use pipeline_spec::IdentifierSet;
+
 use crate::{Entry, JournalWriter, Snapshot, read_journal};
 
 /// A snapshot of `n` contacts, some refused, written to a file; its bytes.
@@ -20,6 +22,7 @@ fn snapshot_bytes(dir: &std::path::Path, n: u64) -> Vec<u8> {
                 lists: "l1".into(),
                 synced_at: 1_700_000_000,
                 refused: (i % 3 == 0).then(|| Arc::from("bounced")),
+                identifiers: IdentifierSet::default(),
             },
         );
     }
@@ -64,14 +67,14 @@ proptest! {
         let writer = JournalWriter::open(&path).unwrap();
         let mut keys = BodyKeys::default();
         for (i, e) in emails.iter().enumerate() {
-            keys.push(e, i as u64);
+            keys.push(e, i as u64, IdentifierSet::from_bits(1));
         }
         writer.accepted("job-1", &["l1".into()], &keys).unwrap();
         writer.accepted("job-2", &["l1".into()], &keys).unwrap();
         drop(writer);
         let read = read_journal(&path).unwrap();
         prop_assert_eq!(read.len(), 2);
-        let back: Vec<&str> = read[0].entries().map(|(e, _)| e).collect();
+        let back: Vec<&str> = read[0].entries().map(|(e, _, _)| e).collect();
         prop_assert_eq!(back, emails.iter().map(String::as_str).collect::<Vec<_>>());
 
         let mut bytes = std::fs::read(&path).unwrap();

@@ -131,6 +131,17 @@ impl<'a> ExportSync<'a> {
             snapshot = Snapshot::default();
             in_flight.clear();
         }
+        // The state's contacts are keyed by the first field it was written with.
+        let key = self.query.key.name();
+        let state_key = snapshot.meta.fields.first().map(String::as_str);
+        if had_state && state_key.is_some_and(|k| k != key) {
+            report.notes.push(format!(
+                "the state keys contacts by {}, this export now keys them by {key}: every contact is sent and the old state is replaced (contacts only in the old state are not taken off the lists)",
+                state_key.unwrap_or_default()
+            ));
+            snapshot = Snapshot::default();
+            in_flight.clear();
+        }
         let fields: Vec<String> = self
             .query
             .fields
@@ -378,7 +389,7 @@ impl<'a> ExportSync<'a> {
             .collect();
         tracing::info!(%export, jobs = resumed.len(), "Resuming the import jobs of an interrupted run");
         let timeout = Duration::from_secs(self.export.import_timeout_secs);
-        let rejects = follow_jobs(client, &mut resumed, timeout)
+        let rejects = follow_jobs(client, &mut resumed, timeout, self.query.key.name())
             .await
             .map_err(|e| SyncError::Remote {
                 kind: e.kind(),
@@ -417,7 +428,8 @@ impl<'a> ExportSync<'a> {
             return Ok(());
         }
         for (list, emails) in &removals.by_list {
-            let removal = remove_from_list(client, list, emails).await.map_err(|e| {
+            let key = self.query.key;
+            let removal = remove_from_list(client, list, key, emails).await.map_err(|e| {
                 let e = pipeline_sendgrid::sink_error(e);
                 SyncError::Remote {
                     kind: e.kind(),
@@ -456,6 +468,7 @@ fn note_unread_errors(jobs: &[JobReport], report: &mut SyncReport) {
 mod tests {
     use super::*;
     use crate::{Entry, list_key};
+    use pipeline_spec::IdentifierSet;
 
     const L1: &str = "0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11";
     /// A list the account does not have: removing from it fails.
@@ -502,6 +515,7 @@ mod tests {
             export: "x".into(),
             sql: String::new(),
             fields: Vec::new(),
+            key: pipeline_spec::Identifier::Email,
             segments: vec!["s".into()],
             custom_field_types: Default::default(),
             order_descending: Vec::new(),
@@ -520,6 +534,7 @@ mod tests {
                 lists: list_key(&[L1.into(), GONE.into()]),
                 synced_at: 0,
                 refused: None,
+                identifiers: IdentifierSet::default(),
             },
         );
         let removals = Removals {

@@ -15,6 +15,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::{StateError, io, parse_hash};
+use pipeline_spec::IdentifierSet;
 
 const VERSION_KEY: &str = "pipeline.state_version";
 const ENDPOINT_KEY: &str = "pipeline.endpoint";
@@ -33,6 +34,9 @@ pub struct Entry {
     /// SendGrid refused the contact for good with these fields (an address on its bounce
     /// list, say), with this message: it is not sent again until its fields change.
     pub refused: Option<Arc<str>>,
+    /// The identifiers it was last accepted with; empty when not known (a snapshot
+    /// written before they were kept, or a refused contact).
+    pub identifiers: IdentifierSet,
 }
 
 /// The entries' hashes as [`crate::hash_hex`] writes them, without a string per row.
@@ -40,6 +44,27 @@ fn hashes(rows: &[(&String, &Entry)]) -> StringArray {
     let mut out = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
     for (_, entry) in rows {
         crate::with_hash_hex(entry.hash, |digits| out.append_value(digits));
+    }
+    out.finish()
+}
+
+/// The entries' identifier sets as names (`email,external_id`), null when not known.
+fn identifier_names(rows: &[(&String, &Entry)]) -> StringArray {
+    // Most contacts share one set: its names are written once.
+    let mut last: Option<(IdentifierSet, String)> = None;
+    let mut out = StringBuilder::with_capacity(rows.len(), rows.len() * 6);
+    for (_, entry) in rows {
+        if entry.identifiers.is_empty() {
+            out.append_null();
+            continue;
+        }
+        if last
+            .as_ref()
+            .is_none_or(|(set, _)| *set != entry.identifiers)
+        {
+            last = Some((entry.identifiers, entry.identifiers.to_names()));
+        }
+        out.append_value(&last.as_ref().expect("set above").1);
     }
     out.finish()
 }
@@ -138,6 +163,16 @@ impl Snapshot {
                 None => None,
             };
             let refused = refused.as_ref();
+            // Written since identifier sets are kept; older snapshots have none.
+            let identifiers = match batch.column_by_name("identifiers") {
+                Some(c) => Some(
+                    c.as_string_opt::<i32>()
+                        .cloned()
+                        .ok_or_else(|| corrupt("column identifiers is not text".into()))?,
+                ),
+                None => None,
+            };
+            let identifiers = identifiers.as_ref();
             for row in 0..batch.num_rows() {
                 if email.is_null(row) || hash.is_null(row) {
                     return Err(corrupt(format!("row {row} has no email or hash")));
@@ -162,6 +197,11 @@ impl Snapshot {
                             0
                         },
                         refused,
+                        identifiers: identifiers
+                            .filter(|i| i.is_valid(row))
+                            .map_or_else(IdentifierSet::default, |i| {
+                                IdentifierSet::from_names(i.value(row))
+                            }),
                     },
                 );
             }
@@ -183,6 +223,7 @@ impl Snapshot {
                 false,
             ),
             Field::new("refused", DataType::Utf8, true),
+            Field::new("identifiers", DataType::Utf8, true),
         ]));
         let props = WriterProperties::builder()
             .set_key_value_metadata(Some(vec![
@@ -218,6 +259,7 @@ impl Snapshot {
                         Arc::new(StringArray::from_iter(
                             chunk.iter().map(|r| r.1.refused.as_deref()),
                         )),
+                        Arc::new(identifier_names(chunk)),
                     ],
                 )
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -254,6 +296,7 @@ mod tests {
                     lists: "l1,l2".into(),
                     synced_at: 1_700_000_000 + i as i64,
                     refused: (i % 1000 == 7).then(|| Arc::from("bounced, blocked")),
+                    identifiers: IdentifierSet::from_bits((i % 16) as u8),
                 },
             );
         }

@@ -87,21 +87,23 @@ pub(super) async fn upsert(
     };
     let list_ids: Arc<[String]> = request.list_ids.into();
     // Each contact with its email as SendGrid keys and keeps it: lower-cased.
-    let contacts: Vec<(String, ContactFields)> = request
+    let contacts: Vec<ContactFields> = request
         .contacts
         .into_iter()
         .map(|mut c| {
-            let email = c.email().unwrap_or_default().to_lowercase();
-            if c.email() != Some(email.as_str()) {
-                c.text[0] = Some(email.as_str().into());
+            if let Some(email) = c.email().map(str::to_lowercase)
+                && c.email() != Some(email.as_str())
+            {
+                c.text[0] = Some(email.into());
             }
-            (email, c)
+            c
         })
         .collect();
     let upserted = contacts
         .iter()
-        .map(|(email, _)| Upserted {
-            email: email.clone(),
+        .map(|c| Upserted {
+            email: c.email().unwrap_or_default().to_owned(),
+            external_id: c.text[11].as_deref().map(str::to_owned),
             list_ids: list_ids.clone(),
         })
         .collect();
@@ -239,8 +241,9 @@ fn well_formed(fields: &[FieldDef], poisoned: &BTreeSet<String>, request: &Upser
     request.list_ids.iter().all(|id| is_uuid(id))
         && (1..=MAX_CONTACTS).contains(&request.contacts.len())
         && request.contacts.iter().all(|c| {
-            c.email()
-                .is_some_and(|e| email_ok(e) && !is_poisoned(poisoned, e))
+            !c.identifiers().is_empty()
+                && c.email()
+                    .is_none_or(|e| email_ok(e) && !is_poisoned(poisoned, e))
                 && c.texts()
                     .all(|(field, text)| text_problem(field, text).is_none())
                 && c.alternate_emails
@@ -363,8 +366,15 @@ fn validate_upsert(
                 },
             }
         }
+        let identified = ["email", "phone_number_id", "external_id", "anonymous_id"]
+            .iter()
+            .any(|name| contact.get(*name).is_some_and(|v| !v.is_null()));
         match contact.get("email").and_then(Value::as_str) {
-            None => out.push((at("email"), "is required".into())),
+            None if !identified => out.push((
+                at("email"),
+                "at least one identifier (email, phone_number_id, external_id or anonymous_id) is required".into(),
+            )),
+            None => {}
             Some(email) if !email_ok(email) => {
                 out.push((at("email"), "must be a valid email address".into()));
             }
@@ -460,7 +470,8 @@ fn storage_error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// The errors file of a job, from the storage host: CSV whose columns are not documented.
-/// The emulator puts the email last and quotes every value; a request that carries an
+/// The emulator names each contact by every identifier its errors carry, the email last,
+/// and quotes every value; a request that carries an
 /// API key is refused (a pre-signed link takes no other credentials), and after
 /// `errors_file_ttl_ms` the link has expired.
 pub(super) async fn errors_file(
@@ -497,12 +508,30 @@ pub(super) async fn errors_file(
                 let mut out = csv::WriterBuilder::new()
                     .quote_style(csv::QuoteStyle::Always)
                     .from_writer(Vec::new());
-                let written = out.write_record(["line", "error", "email"]).and_then(|()| {
+                // Other identifiers first, in SendGrid's order, then the email.
+                let mut names: Vec<&str> = ["phone_number_id", "external_id", "anonymous_id"]
+                    .into_iter()
+                    .filter(|n| {
+                        job.errors
+                            .iter()
+                            .any(|(ids, _)| ids.iter().any(|(i, _)| i == n))
+                    })
+                    .collect();
+                names.push("email");
+                let header = ["line", "error"].into_iter().chain(names.iter().copied());
+                let written = out.write_record(header).and_then(|()| {
                     job.errors
                         .iter()
                         .enumerate()
-                        .try_for_each(|(i, (email, error))| {
-                            out.write_record([(i + 2).to_string().as_str(), error, email])
+                        .try_for_each(|(i, (ids, error))| {
+                            let line = (i + 2).to_string();
+                            let values = names.iter().map(|n| {
+                                ids.iter()
+                                    .find(|(i, _)| i == n)
+                                    .map_or("", |(_, v)| v.as_str())
+                            });
+                            let row = [line.as_str(), error.as_str()].into_iter().chain(values);
+                            out.write_record(row)
                         })
                 });
                 let body = written

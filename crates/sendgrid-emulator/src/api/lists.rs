@@ -175,7 +175,7 @@ pub(super) async fn remove_from_list(
         let mut account = app.lock();
         account.settle();
         for email in std::mem::take(&mut account.faults.vanish_before_removal) {
-            account.contacts.remove(&email.to_lowercase());
+            account.delete("email", &email);
         }
         let known = account
             .contacts

@@ -272,8 +272,13 @@ async fn add_faults(State(app): State<App>, axum::Json(faults): axum::Json<Fault
 /// The lists with their contacts, the custom fields, and the request log.
 pub(crate) fn inspection(account: &mut Account) -> Value {
     account.settle();
-    let mut by_email: Vec<(&String, &Contact)> = account.contacts.iter().collect();
-    by_email.sort_unstable_by_key(|(email, _)| *email);
+    // By identifiers, email first: contacts with an email by it, then the others.
+    let mut by_email: Vec<(Vec<(&str, String)>, &Contact)> = account
+        .contacts
+        .values()
+        .map(|c| (c.fields.identifiers(), c))
+        .collect();
+    by_email.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let lists: Map<String, Value> = account
         .lists
         .iter()

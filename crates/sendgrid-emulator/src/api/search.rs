@@ -9,20 +9,22 @@ use super::*;
 /// characters (the spec's limits); 400 when one is invalid, 404 when none is a contact.
 pub(super) async fn search_emails(call: Call, body: Bytes) -> Response {
     let path = "/v3/marketing/contacts/search/emails";
-    search(call, path, "emails", Some(100), body)
+    search(call, path, "emails", "email", Some(100), body)
 }
 
 /// `POST /v3/marketing/contacts/search/identifiers/{type}`: as search by emails, for
-/// addresses of any length. Only the `email` type is emulated.
+/// addresses of any length, or by another identifier (matched exactly).
 pub(super) async fn search_identifiers(
     call: Call,
     Path(identifier_type): Path<String>,
     body: Bytes,
 ) -> Response {
     let path = format!("/v3/marketing/contacts/search/identifiers/{identifier_type}");
-    if identifier_type != "email" {
+    if !["email", "phone_number_id", "external_id", "anonymous_id"]
+        .contains(&identifier_type.as_str())
+    {
         let Call { app, method, .. } = call;
-        let message = "the emulator searches by the email identifier only";
+        let message = "must be one of email, phone_number_id, external_id, anonymous_id";
         return answer(
             &app,
             &method,
@@ -32,10 +34,23 @@ pub(super) async fn search_identifiers(
             errors(Some("identifier_type"), message),
         );
     }
-    search(call, &path, "identifiers", None, body)
+    let identifier = match identifier_type.as_str() {
+        "email" => "email",
+        "phone_number_id" => "phone_number_id",
+        "external_id" => "external_id",
+        _ => "anonymous_id",
+    };
+    search(call, &path, "identifiers", identifier, None, body)
 }
 
-fn search(call: Call, path: &str, key: &str, max_chars: Option<usize>, body: Bytes) -> Response {
+fn search(
+    call: Call,
+    path: &str,
+    key: &str,
+    identifier: &str,
+    max_chars: Option<usize>,
+    body: Bytes,
+) -> Response {
     let Call {
         app,
         method,
@@ -68,7 +83,11 @@ fn search(call: Call, path: &str, key: &str, max_chars: Option<usize>, body: Byt
                     "length must be less than or equal to 100",
                 );
             }
+            Some(e) if identifier != "email" && !e.is_empty() => emails.push(e.to_owned()),
             Some(e) if email_ok(e) => emails.push(e.to_lowercase()),
+            _ if identifier != "email" => {
+                return refuse(format!("{key}[{i}]"), "must be a non-empty string");
+            }
             _ => return refuse(format!("{key}[{i}]"), "must be a valid email address"),
         }
     }
@@ -78,7 +97,7 @@ fn search(call: Call, path: &str, key: &str, max_chars: Option<usize>, body: Byt
         emails
             .iter()
             .map(|e| {
-                let v = match account.contacts.get(e) {
+                let v = match account.find(identifier, e) {
                     Some(c) => json!({"contact": contact_json(c)}),
                     None => json!({"error": "contact not found"}),
                 };
