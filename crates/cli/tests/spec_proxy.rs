@@ -268,6 +268,23 @@ fn export_check_and_mirror_traffic_follow_sendgrids_openapi_files() {
     assert_eq!(mirror["sync"]["removal"], "done");
     assert_eq!(mirror["sync"]["leavers"], 5);
 
+    // Keyed by external_id: the upserts carry it, and a leaver is looked up by it.
+    let path = s.dir.path().join(file);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "    mapping:\n      email: email\n",
+        "    identifier: external_id\n    mapping:\n      external_id: customer_id\n      email: email\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let (run, keyed) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}\n{:?}", run.stderr, proxy.violations());
+    assert_eq!(keyed["sent"], 114);
+    data[4].subscribed = false;
+    write_profiles(s.dir.path(), &data);
+    let (run, keyed) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}\n{:?}", run.stderr, proxy.violations());
+    assert_eq!(keyed["sync"]["leavers"], 1);
+    assert_eq!(keyed["sync"]["removed"], 1);
+
     assert_eq!(proxy.violations(), Vec::<String>::new());
     let through = proxy.forwarded();
     assert!(through >= 10, "only {through} requests went through Prism");

@@ -15,11 +15,18 @@
 //! seconds until it (a Unix time on request); import jobs of type `upsert_contacts` whose
 //! counts are filled while pending, and that end `failed` (with an errors file) when every
 //! contact errored; a 404 from search when no address is a contact and from membership
-//! removal when one id is unknown; custom field names unique whatever their case.
+//! removal when one id is unknown; custom field names unique whatever their case;
+//! contacts found by any of their four identifiers, an upsert needing at least one, and
+//! an update refused (in the job's errors file) when it leaves out an identifier the
+//! contact has, as the spec's description of `PUT /v3/marketing/contacts` says.
 //!
 //! Where it still guesses:
 //! - the window length of the rate limits (60 s here; not documented);
-//! - the errors file's columns (`line`, `error`, `email`, every value quoted);
+//! - the errors file's columns (`line`, `error`, then the contact's identifiers other
+//!   than the email by name, the email last; every value quoted);
+//! - that an update whose identifiers belong to two contacts, or that gives another value
+//!   for an identifier the contact has, errors in the job like a missing one;
+//! - that identifiers other than the email are matched exactly (case and all);
 //! - that a `Date` custom field refuses anything but ISO 8601 in a JSON upload;
 //! - how long jobs take and how many fail (`import_delay_ms`, `fail_one_job_in`);
 //! - whether one 400 names every refused contact of a body or only the first
