@@ -570,6 +570,14 @@ async fn plan(
         let mut summary = summary;
         note_named_lists(&mut summary, &named);
         note_suppressions(&mut summary, suppression.as_ref());
+        if shown.suppressions
+            && export.mapping.email.is_none()
+            && let Some(sync) = summary.sync.as_mut()
+        {
+            sync.notes.push(
+                "suppressions not checked: the export maps no email, and SendGrid's suppression lists hold addresses".into(),
+            );
+        }
         plans.push(output::Plan {
             summary,
             sample: sample.batches(),

@@ -222,7 +222,9 @@ pub async fn suppression_stage(
     local: Option<&LocalEmulator>,
     wanted: bool,
 ) -> Result<Option<SuppressionStage>, Failure> {
-    if !wanted && !export.skip_suppressed {
+    // The lists hold addresses: without a mapped email there is nothing to match
+    // (validate refuses `skip_suppressed` then; plan notes it).
+    if (!wanted && !export.skip_suppressed) || export.mapping.email.is_none() {
         return Ok(None);
     }
     let client = client_for(pipeline, &export.connection, local)?;

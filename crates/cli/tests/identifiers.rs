@@ -312,3 +312,41 @@ fn changing_the_identifier_replaces_the_state_and_says_so() {
     // The contacts were matched by both identifiers: still five.
     assert_eq!(s.contacts_in_account(), 5);
 }
+
+#[test]
+fn suppressions_are_matched_by_email_whatever_keys_the_export() {
+    let s = Setup::with(sendgrid_emulator::Config {
+        suppressions: vec![("bounced".into(), email(3))],
+        ..sendgrid_emulator::Config::default()
+    });
+    write_profiles(s.dir.path(), &rows(6));
+    let file = s.pipeline(&format!("{BY_EXTERNAL_ID}\n    skip_suppressed: true"));
+    let (run, summary) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(summary["sent"], 5);
+    assert_eq!(summary["sync"]["suppressed"]["bounced"], 1);
+    assert!(find(&s.emulator.inspect(), "3").is_null());
+
+    // Without an email there is nothing to match: skip_suppressed is refused, and plan
+    // says why it did not check.
+    let no_email = BY_EXTERNAL_ID.replace("      email: email\n", "");
+    let file = s.pipeline(&format!("{no_email}\n    skip_suppressed: true"));
+    let validate = s.run(&["validate", file]);
+    assert_eq!(validate.code, 2, "{}", validate.stderr);
+    assert!(
+        validate.stderr.contains(
+            "exports[0].skip_suppressed: needs `mapping.email`: SendGrid's suppression lists hold addresses"
+        ),
+        "{}",
+        validate.stderr
+    );
+    let file = s.pipeline(&no_email);
+    let plan = s.run(&["plan", file, "--suppressions"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stdout
+            .contains("suppressions not checked: the export maps no email"),
+        "{}",
+        plan.stdout
+    );
+}

@@ -9,8 +9,8 @@ use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
 use arrow::error::ArrowError;
 use futures::StreamExt;
-use pipeline_sink::encoder::emails;
-use pipeline_sink::{ContactStream, ExportTarget, SinkError, Stage};
+use pipeline_sink::encoder::texts;
+use pipeline_sink::{ContactStream, ExportTarget, FieldKind, SinkError, Stage};
 use sendgrid_client::{Client, Suppression};
 
 use crate::sink_error;
@@ -77,12 +77,21 @@ impl SuppressionStage {
 }
 
 impl Stage for SuppressionStage {
-    fn apply(&mut self, _: &ExportTarget, contacts: ContactStream) -> ContactStream {
+    fn apply(&mut self, target: &ExportTarget, contacts: ContactStream) -> ContactStream {
         let stage = self.clone();
+        // Suppressions are by address: an export that maps no email has none to match.
+        let Some(email_at) = target
+            .fields
+            .iter()
+            .position(|f| f.kind == FieldKind::Reserved && f.name == "email")
+        else {
+            return contacts;
+        };
         contacts
             .map(move |batch| {
                 let batch = batch?;
-                let emails = emails(&batch).map_err(|e| ArrowError::ComputeError(e.to_string()))?;
+                let emails =
+                    texts(&batch, email_at).map_err(|e| ArrowError::ComputeError(e.to_string()))?;
                 let mut counts = stage.counts.lock().unwrap_or_else(|e| e.into_inner());
                 let keep: BooleanArray = emails
                     .iter()

@@ -332,12 +332,18 @@ pub fn contact_hashes(
         .collect())
 }
 
-/// The emails of `batch`'s contacts (column 0; a null reads as empty).
-pub fn emails(batch: &RecordBatch) -> Result<Vec<&str>, SinkError> {
+/// The keys of `batch`'s contacts: the export's identifier, column 0 (a null reads as
+/// empty).
+pub fn keys(batch: &RecordBatch) -> Result<Vec<&str>, SinkError> {
+    texts(batch, 0)
+}
+
+/// Column `at` of `batch` as text (a null reads as empty).
+pub fn texts(batch: &RecordBatch, at: usize) -> Result<Vec<&str>, SinkError> {
     let column = batch
         .columns()
-        .first()
-        .ok_or_else(|| SinkError::Internal("a contact batch without columns".into()))?;
+        .get(at)
+        .ok_or_else(|| SinkError::Internal(format!("a contact batch without column {at}")))?;
     fn text(v: Option<&str>) -> &str {
         v.unwrap_or_default()
     }
@@ -347,7 +353,7 @@ pub fn emails(batch: &RecordBatch) -> Result<Vec<&str>, SinkError> {
         DataType::Utf8View => column.as_string_view().iter().map(text).collect(),
         other => {
             return Err(SinkError::Internal(format!(
-                "the email column arrived as {other}"
+                "contact column {at} arrived as {other}, not text"
             )));
         }
     })

@@ -262,6 +262,12 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
             };
             err(place, format!("{what}: {hint}"));
         }
+        if e.skip_suppressed && e.mapping.email.is_none() {
+            err(
+                at("skip_suppressed"),
+                "needs `mapping.email`: SendGrid's suppression lists hold addresses".into(),
+            );
+        }
         if !(1..=1_000_000_000).contains(&e.max_profiles) {
             err(
                 at("max_profiles"),

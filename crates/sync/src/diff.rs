@@ -12,7 +12,7 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
 use futures::StreamExt;
-use pipeline_sink::encoder::{HASH_COLUMN, contact_hashes, contact_identifiers, emails};
+use pipeline_sink::encoder::{HASH_COLUMN, contact_hashes, contact_identifiers, keys};
 use pipeline_sink::{ContactField, ContactStream, ExportTarget, SinkReject, Stage};
 use pipeline_spec::IdentifierSet;
 use serde::Serialize;
@@ -254,7 +254,7 @@ impl Diff {
     ) -> Result<RecordBatch, ArrowError> {
         let stage = |e: pipeline_sink::SinkError| ArrowError::ComputeError(e.to_string());
         let hashes = contact_hashes(batch, fields).map_err(stage)?;
-        let emails = emails(batch).map_err(stage)?;
+        let emails = keys(batch).map_err(stage)?;
         let identifiers = contact_identifiers(batch, fields);
         let send: BooleanArray = emails
             .iter()
@@ -373,6 +373,46 @@ mod tests {
             refresh.admit("r1@x.io", 1, EMAIL),
             "--full-refresh sends it"
         );
+    }
+
+    #[test]
+    fn a_contact_without_an_identifier_it_was_sent_with_is_held_back() {
+        use pipeline_spec::Identifier::{Email, ExternalId};
+        let both: IdentifierSet = [Email, ExternalId].into_iter().collect();
+        let mut snapshot = Snapshot::default();
+        for (key, identifiers) in [("1", both), ("2", both), ("3", IdentifierSet::default())] {
+            snapshot.entries.insert(
+                key.into(),
+                Entry {
+                    hash: 1,
+                    lists: "l1".into(),
+                    synced_at: 0,
+                    refused: None,
+                    identifiers,
+                },
+            );
+        }
+        let only_id: IdentifierSet = [ExternalId].into_iter().collect();
+        for full_refresh in [false, true] {
+            let mut diff = Diff::new(Known::new(&snapshot, &[]), &["l1".into()], full_refresh);
+            assert!(!diff.admit("1", 2, only_id), "lost its email: held back");
+            assert!(diff.admit("2", 2, both), "changed, all identifiers");
+            assert!(diff.admit("3", 2, only_id), "identifiers not known: sent");
+            let held = diff.rejects();
+            assert_eq!(held.len(), 1);
+            assert_eq!(
+                (held[0].email.as_str(), held[0].reason),
+                ("1", IDENTIFIER_DROPPED)
+            );
+            assert!(
+                held[0]
+                    .message
+                    .starts_with("it was sent to SendGrid with email,")
+            );
+            assert_eq!(held[0].hash, None, "not remembered as a refusal");
+            // Held back is still a member: not a leaver.
+            assert!(diff.leavers().is_empty());
+        }
     }
 
     #[test]
