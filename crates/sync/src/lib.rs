@@ -179,6 +179,10 @@ pub fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// A contact that carries its email alone, for the tests.
+#[cfg(test)]
+pub(crate) const EMAIL: pipeline_spec::IdentifierSet = pipeline_spec::IdentifierSet::from_bits(1);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,7 +220,3 @@ mod tests {
         );
     }
 }
-
-/// A contact that carries its email alone, for the tests.
-#[cfg(test)]
-pub(crate) const EMAIL: pipeline_spec::IdentifierSet = pipeline_spec::IdentifierSet::from_bits(1);
