@@ -7,6 +7,7 @@ mod exit;
 mod history;
 mod local;
 mod output;
+mod progress;
 mod remote;
 mod text;
 
@@ -159,7 +160,19 @@ pub fn main() -> std::process::ExitCode {
             .into();
         }
     };
-    init_logging(cli.log_format, cli.verbose);
+    // Progress is for a person at a terminal: not for pipes, JSON output or JSON logs.
+    let shows_progress = matches!(
+        cli.command,
+        Command::Run {
+            output: OutputFormat::Table,
+            ..
+        } | Command::Plan {
+            output: OutputFormat::Table,
+            ..
+        }
+    ) && cli.log_format == LogFormat::Text
+        && std::io::stderr().is_terminal();
+    init_logging(cli.log_format, cli.verbose, shows_progress);
     let _ = CONNECTIONS.set(cli.connections.clone());
     // Workers get the main thread's stack: plans and expressions are walked recursively
     // on them too (long AND/OR chains are refused before that, with a message).
@@ -177,7 +190,8 @@ pub fn main() -> std::process::ExitCode {
     runtime.block_on(execute(cli.command)).into()
 }
 
-fn init_logging(format: LogFormat, verbose: u8) {
+fn init_logging(format: LogFormat, verbose: u8, shows_progress: bool) {
+    use tracing_subscriber::prelude::*;
     let default = match verbose {
         0 => "info",
         1 => "debug",
@@ -185,16 +199,38 @@ fn init_logging(format: LogFormat, verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PIPELINE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,pipeline={default}")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(|| RedactedStderr)
         .with_target(false);
+    let display = shows_progress.then(|| {
+        let display = progress::Progress::on_stderr();
+        let _ = PROGRESS.set(display.bar());
+        display.with_filter(tracing_subscriber::filter::filter_fn(
+            progress::only_progress,
+        ))
+    });
+    let registry = tracing_subscriber::registry().with(display);
     let _ = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
+        LogFormat::Text => registry
+            .with(
+                logs.with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(filter),
+            )
             .try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => registry.with(logs.json().with_filter(filter)).try_init(),
     };
+}
+
+/// The progress line, when one is shown: log lines and messages are written around it,
+/// and it is cleared before the results.
+static PROGRESS: std::sync::OnceLock<indicatif::ProgressBar> = std::sync::OnceLock::new();
+
+/// Writes to standard error without tearing the progress line.
+fn above_progress(write: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
+    match PROGRESS.get() {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
 }
 
 /// Runs one command and reports its outcome on stdout/stderr.
@@ -388,7 +424,7 @@ struct RedactedStderr;
 impl std::io::Write for RedactedStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = redact_message(&String::from_utf8_lossy(buf));
-        std::io::stderr().lock().write_all(text.as_bytes())?;
+        above_progress(|| std::io::stderr().lock().write_all(text.as_bytes()))?;
         Ok(buf.len())
     }
 
@@ -411,13 +447,17 @@ fn emit(stream: Stream, text: &str) {
     use std::io::Write;
     let written = match stream {
         Stream::Out => {
+            if let Some(bar) = PROGRESS.get() {
+                bar.finish_and_clear();
+            }
             let text = lock(&HIDDEN_KEYS).redact(text).into_owned();
             let mut out = std::io::stdout().lock();
             out.write_all(text.as_bytes()).and_then(|()| out.flush())
         }
-        Stream::Err => std::io::stderr()
-            .lock()
-            .write_all(redact_message(text).as_bytes()),
+        Stream::Err => {
+            let text = redact_message(text);
+            above_progress(|| std::io::stderr().lock().write_all(text.as_bytes()))
+        }
     };
     // Nothing can be reported about a failed write to the only places reports go.
     drop(written);

@@ -4,6 +4,7 @@
 mod blame;
 mod error;
 mod plan;
+pub mod progress;
 mod rejects;
 pub mod rules;
 mod run;
@@ -31,6 +32,8 @@ pub struct Engine {
     ctx: SessionContext,
     pipeline: Pipeline,
     segment_schemas: BTreeMap<String, SchemaRef>,
+    /// Rows per source file, from the footers (for progress).
+    footers: progress::FooterRows,
 }
 
 impl Engine {
@@ -65,7 +68,7 @@ impl Engine {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         udf::register(&ctx);
 
-        let mut problems = sources::register_all(&ctx, pipeline);
+        let (footers, mut problems) = sources::register_all(&ctx, pipeline);
         let (segment_schemas, segment_problems) = if problems.is_empty() {
             segments::register_all(&ctx, pipeline).await
         } else {
@@ -80,6 +83,7 @@ impl Engine {
             ctx,
             pipeline: pipeline.clone(),
             segment_schemas,
+            footers,
         })
     }
 

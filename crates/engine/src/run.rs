@@ -165,7 +165,11 @@ impl Engine {
             .sql_with_options(&query.sql, query_only())
             .await
             .map_err(|e| exec(&e))?;
-        let mut stream = df.execute_stream().await.map_err(|e| exec(&e))?;
+        let plan = df.create_physical_plan().await.map_err(|e| exec(&e))?;
+        let mut stream =
+            datafusion::physical_plan::execute_stream(plan.clone(), self.context().task_ctx())
+                .map_err(|e| exec(&e))?;
+        let watching = crate::progress::watch(plan, &self.footers, &query.export);
         let schema = stream.schema();
         let keep = valid_columns(&schema);
         let valid_schema: SchemaRef = Arc::new(schema.project(&keep).map_err(|e| exec(&e))?);
@@ -223,6 +227,10 @@ impl Engine {
         }
         // Ending the inputs lets the sorts finish.
         drop(rejected_rows);
+        if let Some(watching) = watching {
+            watching.abort();
+        }
+        tracing::trace!(target: "pipeline::progress", export = %query.export, phase = "sorting", contacts = emails.len());
         let fields = query
             .fields
             .iter()
@@ -417,6 +425,10 @@ impl Scanned {
     ) -> Result<u64, EngineError> {
         let exec = |e: &dyn std::fmt::Display| engine.execution_error(query, e);
         let mut keep = keep.filter(|_| !cap.exceeded());
+        if keep.is_some() {
+            let planned = self.total.min(cap.max_profiles);
+            tracing::trace!(target: "pipeline::progress", export = %query.export, phase = "sending", planned);
+        }
         let mut kept = 0u64;
         let mut truncated = 0u64;
         let (email_at, _) = self.fields[0];

@@ -14,15 +14,18 @@ use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use datafusion::prelude::SessionContext;
 use pipeline_spec::{Pipeline, Source};
 
+use crate::progress::{FooterRows, footer_key};
+
 /// Registers every source; returns one message per problem.
-pub(crate) fn register_all(ctx: &SessionContext, pipeline: &Pipeline) -> Vec<String> {
+pub(crate) fn register_all(ctx: &SessionContext, pipeline: &Pipeline) -> (FooterRows, Vec<String>) {
     let mut problems = Vec::new();
+    let mut footers = FooterRows::new();
     for (name, source) in &pipeline.file.sources {
-        if let Err(message) = register(ctx, pipeline, name, source) {
+        if let Err(message) = register(ctx, pipeline, name, source, &mut footers) {
             problems.push(format!("source `{name}` ({}): {message}", source.path));
         }
     }
-    problems
+    (footers, problems)
 }
 
 fn register(
@@ -30,11 +33,13 @@ fn register(
     pipeline: &Pipeline,
     name: &str,
     source: &Source,
+    footers: &mut FooterRows,
 ) -> Result<(), String> {
     let files = list_files(&pipeline.resolve_path(&source.path))?;
     let mut schema = Schema::empty();
     for (i, file) in files.iter().enumerate() {
-        let read = read_schema(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let (read, rows) = read_schema(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        footers.insert(footer_key(&file.to_string_lossy()), rows);
         // Merged one file at a time, so a file that does not fit is named.
         schema = Schema::try_merge([schema, read]).map_err(|e| {
             format!(
@@ -146,12 +151,14 @@ fn absolute(path: &Path) -> Result<PathBuf, String> {
     std::path::absolute(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))
 }
 
-/// Reads a file's footer: a corrupt or non-Parquet file fails here, named.
-fn read_schema(path: &Path) -> Result<Schema, String> {
+/// Reads a file's footer: its schema and row count. A corrupt or non-Parquet file fails
+/// here, named.
+fn read_schema(path: &Path) -> Result<(Schema, u64), String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let reader = SerializedFileReader::new(file)
         .map_err(|e| format!("is not a readable Parquet file ({e})"))?;
     let meta = reader.metadata().file_metadata();
-    parquet_to_arrow_schema(meta.schema_descr(), meta.key_value_metadata())
-        .map_err(|e| format!("has a schema Arrow cannot read ({e})"))
+    let schema = parquet_to_arrow_schema(meta.schema_descr(), meta.key_value_metadata())
+        .map_err(|e| format!("has a schema Arrow cannot read ({e})"))?;
+    Ok((schema, u64::try_from(meta.num_rows()).unwrap_or(0)))
 }

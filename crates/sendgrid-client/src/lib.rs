@@ -212,6 +212,7 @@ impl Client {
                         return Err(rate_limit_exhausted(what, started, wait, &self.policy));
                     }
                     rate_waited += wait;
+                    tracing::trace!(target: "pipeline::progress", phase = "rate_limited", wait_ms = wait.as_millis() as u64);
                     tokio::time::sleep(wait).await;
                 }
             }

@@ -67,6 +67,12 @@ pub async fn follow_jobs(
                 }
             }
         }
+        tracing::trace!(
+            target: "pipeline::progress",
+            phase = "waiting",
+            finished = (jobs.len() - pending) as u64,
+            started = jobs.len() as u64
+        );
         if pending == 0 || Instant::now() >= deadline {
             tracing::debug!(pending, "Stopped following the import jobs");
             return Ok(rejects);

@@ -74,6 +74,7 @@ pub(crate) async fn upload(
                         })?;
                 }
                 tracing::debug!(job = %job_id, contacts = n, bytes = size, "Upload accepted");
+                tracing::trace!(target: "pipeline::progress", phase = "uploading", contacts = n);
                 out.jobs.push((job_id, n));
                 out.contacts += n;
             }

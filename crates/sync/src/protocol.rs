@@ -427,6 +427,12 @@ impl<'a> ExportSync<'a> {
                 .push("leavers stay on the lists until a run whose uploads all finish".into());
             return Ok(());
         }
+        tracing::trace!(
+            target: "pipeline::progress",
+            phase = "removing",
+            removed = 0u64,
+            leavers = removals.leavers.len() as u64
+        );
         for (list, emails) in &removals.by_list {
             let key = self.query.key;
             let removal = remove_from_list(client, list, key, emails).await.map_err(|e| {
@@ -441,6 +447,12 @@ impl<'a> ExportSync<'a> {
             })?;
             report.removed += removal.removed;
             report.not_found += removal.not_found;
+            tracing::trace!(
+                target: "pipeline::progress",
+                phase = "removing",
+                removed = report.removed + report.not_found,
+                leavers = removals.leavers.len() as u64
+            );
         }
         for email in &removals.leavers {
             snapshot.entries.remove(email);
