@@ -34,6 +34,10 @@ pub(crate) fn record(state: &StateDir, started: i64, result: &Result<SyncedExpor
                 record.changed = sync.counts.changed;
                 record.unchanged = sync.counts.unchanged;
                 record.removed = sync.removed;
+                record.state_contacts = sync.snapshot_contacts;
+            }
+            if let Some(sink) = &summary.sink {
+                record.import_wait_secs = sink.import_wait_ms as f64 / 1000.0;
             }
             for job in summary.sink.iter().flat_map(|s| &s.jobs) {
                 record.created += job.created;
@@ -151,7 +155,7 @@ pub(crate) fn render(h: &History) -> String {
 }
 
 /// Unix seconds as a UTC date and time.
-fn utc(secs: i64) -> String {
+pub(crate) fn utc(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0).map_or_else(
         || secs.to_string(),
         |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),

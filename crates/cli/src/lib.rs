@@ -9,6 +9,7 @@ mod local;
 mod output;
 mod progress;
 mod remote;
+mod report;
 mod text;
 
 use std::io::IsTerminal;
@@ -142,6 +143,26 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Write one self-contained HTML page of the exports' run history: charts of the
+    /// contacts kept, changes per run, rejects by reason and import waits, and the last
+    /// run's details.
+    Report {
+        file: PathBuf,
+        /// The HTML file to write.
+        #[arg(long, value_name = "FILE", default_value = "report.html")]
+        out: PathBuf,
+        /// Only this export.
+        #[arg(long, value_name = "NAME")]
+        export: Option<String>,
+        /// How many of the latest runs to chart.
+        #[arg(long, default_value_t = 100)]
+        last: usize,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+        /// The folder of the exports' state, as for `run`.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Print the JSON Schema of the pipeline file, for editors.
     Schema,
 }
@@ -258,6 +279,24 @@ pub async fn execute(command: Command) -> Exit {
                 history::history(&pipeline, &options, export.as_deref(), last)
             });
             finish(output, result, history::render)
+        }
+        Command::Report {
+            file,
+            out,
+            export,
+            last,
+            output,
+            state_dir,
+        } => {
+            let options = SyncOptions {
+                state_root: state_dir,
+                ..Default::default()
+            };
+            let result = load(&file).and_then(|pipeline| {
+                let history = history::history(&pipeline, &options, export.as_deref(), last)?;
+                report::write(&file, &history, &out)
+            });
+            finish(output, result, report::render_written)
         }
         Command::Validate { file, output } => {
             let result = validate(&file).await;

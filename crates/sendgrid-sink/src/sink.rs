@@ -80,6 +80,7 @@ impl Sink for SendgridSink {
                 .collect();
             if self.settings.wait_for_import {
                 tracing::debug!(jobs = report.jobs.len(), "Following the import jobs");
+                let following = std::time::Instant::now();
                 let rejects = follow_jobs(
                     &self.client,
                     &mut report.jobs,
@@ -87,6 +88,7 @@ impl Sink for SendgridSink {
                     target.key(),
                 )
                 .await?;
+                report.import_wait_ms = following.elapsed().as_millis() as u64;
                 report.rejects.extend(rejects);
             }
             Ok(report)

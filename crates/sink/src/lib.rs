@@ -92,6 +92,9 @@ pub struct SinkReport {
     pub retries: u64,
     /// 429 answers waited out.
     pub rate_limited: u64,
+    /// Time spent following the import jobs until they ended (or the run stopped
+    /// waiting), in milliseconds.
+    pub import_wait_ms: u64,
 }
 
 /// Where an import job stands.

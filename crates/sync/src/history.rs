@@ -37,6 +37,13 @@ pub struct RunRecord {
     pub rejected_by_reason: BTreeMap<String, u64>,
     /// Leavers taken off the lists (mirror mode).
     pub removed: u64,
+    /// Contacts the export's state holds after the run: those it keeps on its lists (and
+    /// those SendGrid refused for good).
+    #[serde(default)]
+    pub state_contacts: u64,
+    /// Seconds spent waiting for SendGrid's import jobs to end.
+    #[serde(default)]
+    pub import_wait_secs: f64,
     #[serde(default)]
     pub job_ids: Vec<String>,
     /// The version of pipeline that ran.
