@@ -1,0 +1,251 @@
+"""Run ``pipeline`` exports from Python: notebooks, Airflow, Dagster.
+
+The wheel that ships this module also ships the ``pipeline`` binary. Each function runs
+it with ``--output json`` and returns the JSON summary as a dict; a run that ends with a
+non-zero exit code raises :class:`PipelineError`, which carries the code, the status word
+and the message. Nothing the binary does is done again here.
+
+>>> import sendgrid_pipeline as sp
+>>> summary = sp.run("pipelines/quickstart.yaml", local_emulator=True)  # doctest: +SKIP
+>>> summary["exports"][0]["sent"]  # doctest: +SKIP
+13
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Union
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow
+
+__all__ = [
+    "EXIT_CODES",
+    "RETRYABLE",
+    "PipelineError",
+    "binary",
+    "check",
+    "history",
+    "plan",
+    "read_rejects",
+    "rejects_files",
+    "run",
+    "validate",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: The binary's exit codes by their status word (README.md, "Exit codes").
+EXIT_CODES: Dict[int, str] = {
+    0: "success",
+    1: "internal_error",
+    2: "config_error",
+    3: "cap_exceeded",
+    4: "run_failed",
+    5: "finished_with_rejects",
+    6: "already_running",
+    7: "mass_removal_refused",
+    8: "new_contacts_refused",
+}
+
+#: Exit codes worth retrying as they are: another run held the lock (6), or the run failed
+#: on the outside world (SendGrid, the network, the disk; 4). Resuming is safe: a rerun
+#: finishes what an interrupted run left. Configuration errors, a blown cap, a refused
+#: mass removal or allotment need a person.
+RETRYABLE = frozenset({4, 6})
+
+
+class PipelineError(Exception):
+    """A ``pipeline`` command that did not succeed.
+
+    Attributes:
+        exit_code: the binary's exit code (see :data:`EXIT_CODES`).
+        status: its status word, such as ``"config_error"``.
+        message: what went wrong, as the binary said it.
+        result: the JSON document the binary wrote (with the summary of every export when
+            the run got that far), or an empty dict.
+    """
+
+    def __init__(self, exit_code: int, status: str, message: str, result: Dict[str, Any]):
+        super().__init__(f"pipeline exited with {exit_code} ({status}): {message}")
+        self.exit_code = exit_code
+        self.status = status
+        self.message = message
+        self.result = result
+
+    @property
+    def retryable(self) -> bool:
+        """Whether running again unchanged may succeed (see :data:`RETRYABLE`)."""
+        return self.exit_code in RETRYABLE
+
+
+def binary() -> str:
+    """The ``pipeline`` executable: ``$PIPELINE_BIN``, else the one installed beside this
+    interpreter's scripts (the wheel's), else the first on ``PATH``."""
+    named = os.environ.get("PIPELINE_BIN")
+    if named:
+        return named
+    beside = Path(sysconfig.get_path("scripts")) / ("pipeline.exe" if os.name == "nt" else "pipeline")
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("pipeline")
+    if found:
+        return found
+    raise FileNotFoundError(
+        "no `pipeline` executable: install the sendgrid-pipeline wheel in this environment, "
+        "or set PIPELINE_BIN"
+    )
+
+
+def _call(
+    command: str,
+    file: PathLike,
+    args: Iterable[str],
+    *,
+    accept: Iterable[int] = (),
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[PathLike] = None,
+) -> Dict[str, Any]:
+    argv = [binary(), command, os.fspath(file), *args, "--output", "json"]
+    environment = dict(os.environ)
+    if env:
+        environment.update(env)
+    done = subprocess.run(argv, capture_output=True, text=True, env=environment, cwd=cwd)
+    try:
+        result = json.loads(done.stdout) if done.stdout.strip() else {}
+    except ValueError:
+        result = {}
+    if done.returncode == 0 or done.returncode in set(accept):
+        return result
+    status = result.get("status") or EXIT_CODES.get(done.returncode, "unknown")
+    message = result.get("error") or _last_line(done.stderr) or status
+    raise PipelineError(done.returncode, status, message, result)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _flags(**flags: Any) -> List[str]:
+    out: List[str] = []
+    for name, value in flags.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif value not in (None, False):
+            out.extend([flag, os.fspath(value) if isinstance(value, os.PathLike) else str(value)])
+    return out
+
+
+def run(
+    file: PathLike,
+    *,
+    export: Optional[str] = None,
+    dry_run: Optional[PathLike] = None,
+    local_emulator: bool = False,
+    full_refresh: bool = False,
+    allow_mass_removal: bool = False,
+    state_dir: Optional[PathLike] = None,
+    rejects_dir: Optional[PathLike] = None,
+    allow_rejects: bool = False,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[PathLike] = None,
+) -> Dict[str, Any]:
+    """``pipeline run FILE``: runs the exports and returns the summary.
+
+    Args:
+        allow_rejects: return the summary instead of raising when the run finished but
+            rejected more contacts than an export allows (exit code 5).
+        env: variables added to the environment (the API key's variable, say).
+
+    Raises:
+        PipelineError: the run did not succeed.
+    """
+    args = _flags(
+        export=export,
+        dry_run=dry_run,
+        local_emulator=local_emulator,
+        full_refresh=full_refresh,
+        allow_mass_removal=allow_mass_removal,
+        state_dir=state_dir,
+        rejects_dir=rejects_dir,
+    )
+    return _call("run", file, args, accept=(5,) if allow_rejects else (), env=env, cwd=cwd)
+
+
+def plan(
+    file: PathLike,
+    *,
+    export: Optional[str] = None,
+    rows: int = 10,
+    suppressions: bool = False,
+    state_dir: Optional[PathLike] = None,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[PathLike] = None,
+) -> Dict[str, Any]:
+    """``pipeline plan FILE``: what a run would do; writes and sends nothing."""
+    args = _flags(export=export, rows=rows, suppressions=suppressions, state_dir=state_dir)
+    return _call("plan", file, args, env=env, cwd=cwd)
+
+
+def check(
+    file: PathLike,
+    *,
+    local_emulator: bool = False,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[PathLike] = None,
+) -> Dict[str, Any]:
+    """``pipeline check FILE``: the connections and exports against SendGrid."""
+    return _call("check", file, _flags(local_emulator=local_emulator), env=env, cwd=cwd)
+
+
+def validate(
+    file: PathLike,
+    *,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[PathLike] = None,
+) -> Dict[str, Any]:
+    """``pipeline validate FILE``: every check that needs no network."""
+    return _call("validate", file, [], env=env, cwd=cwd)
+
+
+def history(
+    file: PathLike,
+    *,
+    export: Optional[str] = None,
+    last: int = 20,
+    state_dir: Optional[PathLike] = None,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[PathLike] = None,
+) -> Dict[str, Any]:
+    """``pipeline history FILE``: each export's last runs."""
+    args = _flags(export=export, last=last, state_dir=state_dir)
+    return _call("history", file, args, env=env, cwd=cwd)
+
+
+def rejects_files(summary: Mapping[str, Any]) -> List[Path]:
+    """The rejects files a run's summary names, one per export that rejected anything."""
+    return [
+        Path(export["rejects_file"])
+        for export in summary.get("exports", [])
+        if export.get("rejects_file")
+    ]
+
+
+def read_rejects(path: PathLike) -> "pyarrow.Table":
+    """A rejects file (JSON lines) as a pyarrow table: one row per rejected row or
+    contact, with its segment, key, identifier, reason and detail. Call ``.to_pandas()``
+    on it for a data frame. Needs ``pyarrow`` (``pip install sendgrid-pipeline[arrow]``)."""
+    try:
+        import pyarrow.json as pajson
+    except ImportError as e:  # pragma: no cover
+        raise ImportError(
+            "read_rejects needs pyarrow: pip install 'sendgrid-pipeline[arrow]'"
+        ) from e
+    return pajson.read_json(os.fspath(path))

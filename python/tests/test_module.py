@@ -1,0 +1,85 @@
+"""The installed wheel: its `pipeline` binary on the environment's PATH, and the module
+that runs it. Run by crates/cli/tests/python.rs with the Python of an environment the
+wheel was installed into (`.ci/run` builds and installs it)."""
+
+import os
+import shutil
+import sysconfig
+import tempfile
+import unittest
+from pathlib import Path
+
+import sendgrid_pipeline as sp
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class WheelTest(unittest.TestCase):
+    def setUp(self):
+        os.environ.pop("PIPELINE_BIN", None)
+        self.dir = Path(tempfile.mkdtemp())
+        shutil.copytree(REPO / "pipelines", self.dir / "pipelines")
+        self.quickstart = self.dir / "pipelines" / "quickstart.yaml"
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def test_the_wheel_puts_pipeline_beside_the_interpreter(self):
+        scripts = Path(sysconfig.get_path("scripts"))
+        self.assertEqual(Path(sp.binary()), scripts / "pipeline")
+        self.assertTrue(os.access(sp.binary(), os.X_OK))
+
+    def test_the_quickstart_runs_and_its_rejects_read_into_arrow(self):
+        summary = sp.run(self.quickstart, local_emulator=True)
+        self.assertEqual(summary["status"], "success")
+        self.assertEqual(summary["exit_code"], 0)
+        export = summary["exports"][0]
+        self.assertEqual(export["export"], "newsletter")
+        self.assertEqual(export["sent"], 13)
+        self.assertEqual(export["rejected"], 7)
+        self.assertEqual(export["rejected_by_reason"], {"invalid_email": 4, "missing_email": 3})
+
+        files = sp.rejects_files(summary)
+        self.assertEqual(len(files), 1)
+        table = sp.read_rejects(files[0])
+        self.assertEqual(table.num_rows, 7)
+        self.assertEqual(
+            table.column_names, ["segment", "key", "email", "reason", "detail"]
+        )
+        reasons = sorted(table.column("reason").to_pylist())
+        self.assertEqual(reasons, ["invalid_email"] * 4 + ["missing_email"] * 3)
+        frame = table.to_pandas()
+        self.assertEqual(len(frame), 7)
+
+    def test_plan_and_validate_return_their_documents(self):
+        self.assertEqual(sp.validate(self.quickstart)["status"], "success")
+        planned = sp.plan(self.quickstart, rows=3)
+        self.assertEqual(planned["exports"][0]["contacts"], 13)
+
+    def test_a_failure_raises_with_the_exit_code_and_message(self):
+        broken = self.dir / "pipelines" / "broken.yaml"
+        broken.write_text(
+            self.quickstart.read_text().replace("max_profiles", "max_profile"), encoding="utf-8"
+        )
+        with self.assertRaises(sp.PipelineError) as caught:
+            sp.run(broken, local_emulator=True)
+        error = caught.exception
+        self.assertEqual(error.exit_code, 2)
+        self.assertEqual(error.status, "config_error")
+        self.assertFalse(error.retryable)
+        self.assertIn("max_profile", error.message)
+        self.assertEqual(error.result["status"], "config_error")
+
+        with self.assertRaises(sp.PipelineError) as caught:
+            sp.run(self.dir / "missing.yaml")
+        self.assertIn("cannot read pipeline file", caught.exception.message)
+
+    def test_busy_and_failed_runs_are_the_retryable_ones(self):
+        self.assertTrue(sp.PipelineError(6, "already_running", "", {}).retryable)
+        self.assertTrue(sp.PipelineError(4, "run_failed", "", {}).retryable)
+        for code in (2, 3, 5, 7, 8):
+            self.assertFalse(sp.PipelineError(code, sp.EXIT_CODES[code], "", {}).retryable)
+
+
+if __name__ == "__main__":
+    unittest.main()
