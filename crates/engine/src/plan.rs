@@ -462,7 +462,9 @@ fn build_sql(
             _ => finals.push(col.clone()),
         }
     }
+    // The key always has a check; validation refuses an export whose key is not mapped.
     let identifier_problem = match checks.as_slice() {
+        [] => "CAST(NULL AS VARCHAR)".to_owned(),
         [one] => one.clone(),
         many => format!("COALESCE({})", many.join(", ")),
     };
