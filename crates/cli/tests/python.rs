@@ -27,16 +27,20 @@ fn the_installed_wheel_passes_its_python_tests() {
         }
     };
     let out = Command::new(&python)
-        .args(["-m", "unittest", "discover", "-v", "-s", "python/tests"])
+        .args(["-m", "pytest", "-v", "-p", "no:cacheprovider", "python/tests"])
         .current_dir(common::repo())
         .env_remove("PIPELINE_BIN")
         .env_remove("SENDGRID_API_KEY")
         .env("PIPELINE_CONNECTIONS", "")
         .output()
         .expect("the Python interpreter runs");
-    let report = String::from_utf8_lossy(&out.stderr);
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{report}");
     // Every test ran: none was skipped or missing.
-    assert!(report.contains("Ran 12 tests"), "{report}");
+    assert!(report.contains(" 12 passed"), "{report}");
     assert!(!report.contains("skipped"), "{report}");
 }
