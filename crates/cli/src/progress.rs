@@ -30,6 +30,8 @@ struct State {
     total: u64,
     contacts: u64,
     planned: u64,
+    /// Most bodies the planned contacts fill (unchanged ones are not sent).
+    planned_bodies: u64,
     uploaded: u64,
     bodies: u64,
     finished: u64,
@@ -122,6 +124,7 @@ impl State {
             Some("sending") => {
                 self.phase = "uploading";
                 self.planned = number("planned");
+                self.planned_bodies = self.planned.div_ceil(number("per_request").max(1));
             }
             Some("uploading") => {
                 self.phase = "uploading";
@@ -158,8 +161,8 @@ impl State {
                 self.export, self.contacts
             ),
             "uploading" => format!(
-                "{}: uploading, {} contacts in {} bodies ({} selected)",
-                self.export, self.uploaded, self.bodies, self.planned
+                "{}: uploading, {} of at most {} bodies, {} of {} contacts",
+                self.export, self.bodies, self.planned_bodies, self.uploaded, self.planned
             ),
             "waiting" => format!(
                 "{}: waiting for import jobs, {} of {} finished",

@@ -46,8 +46,7 @@ fn progress_shows_on_a_terminal_and_nowhere_else() {
         "daily: reading sources",
         "of 120 rows",
         "daily: selecting, 120 distinct contacts, sorting",
-        "daily: uploading,",
-        "(120 selected)",
+        "daily: uploading, 0 of at most 3 bodies, 0 of 120 contacts",
         "daily: waiting for import jobs, 0 of 3 finished",
         "daily: waiting for import jobs, 3 of 3 finished",
     ] {

@@ -27,7 +27,14 @@ fn the_installed_wheel_passes_its_python_tests() {
         }
     };
     let out = Command::new(&python)
-        .args(["-m", "pytest", "-v", "-p", "no:cacheprovider", "python/tests"])
+        .args([
+            "-m",
+            "pytest",
+            "-v",
+            "-p",
+            "no:cacheprovider",
+            "python/tests",
+        ])
         .current_dir(common::repo())
         .env_remove("PIPELINE_BIN")
         .env_remove("SENDGRID_API_KEY")

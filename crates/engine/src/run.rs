@@ -427,7 +427,8 @@ impl Scanned {
         let mut keep = keep.filter(|_| !cap.exceeded());
         if keep.is_some() {
             let planned = self.total.min(cap.max_profiles);
-            tracing::trace!(target: "pipeline::progress", export = %query.export, phase = "sending", planned);
+            let per_request = engine.export_by_name(&query.export).contacts_per_request as u64;
+            tracing::trace!(target: "pipeline::progress", export = %query.export, phase = "sending", planned, per_request);
         }
         let mut kept = 0u64;
         let mut truncated = 0u64;
