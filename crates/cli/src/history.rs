@@ -105,6 +105,21 @@ pub(crate) fn history(
     Ok(History { exports })
 }
 
+/// The last `last` runs of the exports (all, or `only`) of the pipeline `file`, its state
+/// under `state_dir` when given (as for `run`).
+pub(crate) fn of_file(
+    file: &std::path::Path,
+    state_dir: Option<std::path::PathBuf>,
+    only: Option<&str>,
+    last: usize,
+) -> Result<History, Failure> {
+    let options = pipeline_sync::SyncOptions {
+        state_root: state_dir,
+        ..Default::default()
+    };
+    history(&crate::load(file)?, &options, only, last)
+}
+
 /// The history as tables, one per export, oldest run first.
 pub(crate) fn render(h: &History) -> String {
     let mut out = String::new();

@@ -271,13 +271,7 @@ pub async fn execute(command: Command) -> Exit {
             output,
             state_dir,
         } => {
-            let options = SyncOptions {
-                state_root: state_dir,
-                ..Default::default()
-            };
-            let result = load(&file).and_then(|pipeline| {
-                history::history(&pipeline, &options, export.as_deref(), last)
-            });
+            let result = history::of_file(&file, state_dir, export.as_deref(), last);
             finish(output, result, history::render)
         }
         Command::Report {
@@ -288,14 +282,8 @@ pub async fn execute(command: Command) -> Exit {
             output,
             state_dir,
         } => {
-            let options = SyncOptions {
-                state_root: state_dir,
-                ..Default::default()
-            };
-            let result = load(&file).and_then(|pipeline| {
-                let history = history::history(&pipeline, &options, export.as_deref(), last)?;
-                report::write(&file, &history, &out)
-            });
+            let result = history::of_file(&file, state_dir, export.as_deref(), last)
+                .and_then(|history| report::write(&file, &history, &out));
             finish(output, result, report::render_written)
         }
         Command::Validate { file, output } => {
