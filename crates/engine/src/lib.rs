@@ -11,6 +11,7 @@ mod run;
 mod segments;
 mod select;
 mod sources;
+pub mod store;
 mod udf;
 
 use std::collections::BTreeMap;
@@ -68,7 +69,7 @@ impl Engine {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         udf::register(&ctx);
 
-        let (footers, mut problems) = sources::register_all(&ctx, pipeline);
+        let (footers, mut problems) = sources::register_all(&ctx, pipeline).await;
         let (segment_schemas, segment_problems) = if problems.is_empty() {
             segments::register_all(&ctx, pipeline).await
         } else {

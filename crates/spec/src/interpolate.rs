@@ -49,6 +49,11 @@ pub(crate) fn interpolate(
     }
     for (name, source) in &mut file.sources {
         apply(format!("sources.{name}.path"), &mut source.path);
+        for (key, value) in &mut source.storage {
+            if let crate::StorageValue::Text(text) = value {
+                apply(format!("sources.{name}.storage.{key}"), text);
+            }
+        }
     }
     for (name, sql) in &mut file.segments {
         apply(format!("segments.{name}"), sql);

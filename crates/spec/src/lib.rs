@@ -14,6 +14,7 @@ mod model;
 mod properties;
 mod redact;
 mod secret;
+mod storage;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ pub use kind::{Classified, ErrorKind};
 pub use model::*;
 pub use redact::Redactions;
 pub use secret::{ApiKey, resolve_api_key};
+pub use storage::{Cloud, Place, Storage, StorageValue, check_storage, place_of};
 pub use validate::{
     SENDGRID_RESERVED_FIELDS, check_custom_field_name, check_endpoint, is_loopback_http, is_uuid,
 };

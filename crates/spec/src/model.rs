@@ -161,16 +161,27 @@ pub struct ListName {
 pub enum SourceFormat {
     /// Apache Parquet.
     Parquet,
+    /// A Delta Lake table: its current Parquet files (or those of `version`).
+    Delta,
 }
 
-/// A Parquet source: a file, a folder of files, or a glob.
+/// A source: Parquet files or a Delta table, on local disk or in an object store.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
-    /// File format: `parquet`.
+    /// `parquet` or `delta`.
     pub format: SourceFormat,
-    /// A file, a folder, or a glob such as `data/profiles/*.parquet`, relative to the pipeline file.
+    /// A file, a folder, or a glob such as `data/profiles/*.parquet`, relative to the
+    /// pipeline file; or an object-store URL (`s3://bucket/profiles/`, `gs://…`,
+    /// `az://…`, `abfss://…`), which may end in a glob. A Delta table is its folder.
     pub path: String,
+    /// Non-secret settings of the object store: `region`, `endpoint`, `allow_http`
+    /// (loopback endpoints only) and the like. Credentials come from the environment.
+    #[serde(default)]
+    pub storage: crate::Storage,
+    /// Delta tables only: the table version to read (default: the latest).
+    #[serde(default)]
+    pub version: Option<u64>,
 }
 
 /// What happens when an export has more contacts than its cap.

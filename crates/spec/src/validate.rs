@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::Diagnostic;
 use crate::interpolate::sole_reference;
-use crate::model::{Identifier, PipelineFile};
+use crate::model::{Identifier, PipelineFile, SourceFormat};
 
 /// Every problem found, in file order.
 pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
@@ -105,6 +105,27 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
                 format!("sources.{name}.path"),
                 "is empty; give a Parquet file, folder or glob".into(),
             );
+        }
+        if let Err(message) = crate::place_of(&source.path) {
+            err(format!("sources.{name}.path"), message);
+        }
+        for (key, message) in crate::check_storage(&source.path, &source.storage) {
+            let at = match key {
+                Some(key) => format!("sources.{name}.storage.{key}"),
+                None => format!("sources.{name}.storage"),
+            };
+            err(at, message);
+        }
+        match source.format {
+            SourceFormat::Parquet if source.version.is_some() => err(
+                format!("sources.{name}.version"),
+                "applies to Delta tables only; write `format: delta` or remove `version`".into(),
+            ),
+            SourceFormat::Delta if source.path.contains(['*', '?', '[']) => err(
+                format!("sources.{name}.path"),
+                "a Delta table is a folder (the one holding `_delta_log/`), not a glob".into(),
+            ),
+            _ => {}
         }
     }
 

@@ -1,6 +1,9 @@
-//! Parquet sources: a file, a folder or a glob, checked file by file and registered as
-//! SQL tables.
+//! Parquet sources: a file, a folder or a glob, on local disk or in an object store,
+//! checked file by file and registered as SQL tables.
 
+mod remote;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,23 +15,47 @@ use datafusion::datasource::listing::{
 use datafusion::parquet::arrow::parquet_to_arrow_schema;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use datafusion::prelude::SessionContext;
-use pipeline_spec::{Pipeline, Source};
+use pipeline_spec::{Cloud, Pipeline, Place, Source, Storage, place_of};
+
+use crate::store;
 
 use crate::progress::{FooterRows, footer_key};
 
 /// Registers every source; returns one message per problem.
-pub(crate) fn register_all(ctx: &SessionContext, pipeline: &Pipeline) -> (FooterRows, Vec<String>) {
+pub(crate) async fn register_all(
+    ctx: &SessionContext,
+    pipeline: &Pipeline,
+) -> (FooterRows, Vec<String>) {
     let mut problems = Vec::new();
     let mut footers = FooterRows::new();
+    let mut stores: HashMap<String, (&str, &Storage)> = HashMap::new();
     for (name, source) in &pipeline.file.sources {
-        if let Err(message) = register(ctx, pipeline, name, source, &mut footers) {
+        let result = match place_of(&source.path) {
+            Err(message) => Err(message),
+            Ok(Place::Local) => register_local(ctx, pipeline, name, source, &mut footers),
+            Ok(Place::Remote { cloud, url }) => {
+                // A session holds one store per bucket: two sources on one bucket must
+                // agree on its settings.
+                let root = store::root_of(&url).to_string();
+                match stores.get(&root) {
+                    Some((other, settings)) if *settings != &source.storage => Err(format!(
+                        "reads {root} like source `{other}` but with other `storage:` settings; give both the same"
+                    )),
+                    _ => {
+                        stores.insert(root, (name, &source.storage));
+                        register_remote(ctx, name, source, cloud, &url, &mut footers).await
+                    }
+                }
+            }
+        };
+        if let Err(message) = result {
             problems.push(format!("source `{name}` ({}): {message}", source.path));
         }
     }
     (footers, problems)
 }
 
-fn register(
+fn register_local(
     ctx: &SessionContext,
     pipeline: &Pipeline,
     name: &str,
@@ -36,23 +63,64 @@ fn register(
     footers: &mut FooterRows,
 ) -> Result<(), String> {
     let files = list_files(&pipeline.resolve_path(&source.path))?;
-    let mut schema = Schema::empty();
-    for (i, file) in files.iter().enumerate() {
-        let (read, rows) = read_schema(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut read = Vec::with_capacity(files.len());
+    for file in &files {
+        let (schema, rows) = read_schema(file).map_err(|e| format!("{}: {e}", file.display()))?;
         footers.insert(footer_key(&file.to_string_lossy()), rows);
-        // Merged one file at a time, so a file that does not fit is named.
-        schema = Schema::try_merge([schema, read]).map_err(|e| {
-            format!(
-                "{} has a schema that does not fit the {i} file(s) before it ({e}); every file of a source needs the same column types",
-                file.display()
-            )
-        })?;
+        read.push((file.display().to_string(), schema));
     }
     let urls = files
         .iter()
         .map(|f| ListingTableUrl::parse(f.to_string_lossy()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
+    register_listing(ctx, name, urls, merge_schemas(read)?)
+}
+
+/// Lists a source's objects, reads their footers concurrently, and registers them.
+async fn register_remote(
+    ctx: &SessionContext,
+    name: &str,
+    source: &Source,
+    cloud: Cloud,
+    url: &url::Url,
+    footers: &mut FooterRows,
+) -> Result<(), String> {
+    let store = store::open(cloud, url, &source.storage)?;
+    store::register(ctx, &store);
+    let objects = remote::list_objects(&store, url).await?;
+    let read = remote::read_footers(&store, &objects).await?;
+    let mut schemas = Vec::with_capacity(read.len());
+    let mut urls = Vec::with_capacity(read.len());
+    for (object, (schema, rows)) in objects.iter().zip(read) {
+        footers.insert(footer_key(object.location.as_ref()), rows);
+        let object_url = remote::url_of(&store, &object.location);
+        schemas.push((object_url.clone(), schema));
+        urls.push(ListingTableUrl::parse(&object_url).map_err(|e| e.to_string())?);
+    }
+    register_listing(ctx, name, urls, merge_schemas(schemas)?)
+}
+
+/// One schema for a source's files, merged one file at a time so that a file that does
+/// not fit is named.
+fn merge_schemas(files: Vec<(String, Schema)>) -> Result<Schema, String> {
+    let mut merged = Schema::empty();
+    for (i, (file, schema)) in files.into_iter().enumerate() {
+        merged = Schema::try_merge([merged, schema]).map_err(|e| {
+            format!(
+                "{file} has a schema that does not fit the {i} file(s) before it ({e}); every file of a source needs the same column types"
+            )
+        })?;
+    }
+    Ok(merged)
+}
+
+fn register_listing(
+    ctx: &SessionContext,
+    name: &str,
+    urls: Vec<ListingTableUrl>,
+    schema: Schema,
+) -> Result<(), String> {
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)

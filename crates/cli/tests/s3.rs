@@ -1,0 +1,265 @@
+//! Sources in an object store: exports whose profiles and segment tables are Parquet
+//! folders and globs on a real S3 server (moto) on loopback, and every error a user can
+//! meet there, as `pipeline validate` reports it.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, StringArray};
+use arrow::record_batch::RecordBatch;
+use common::account::*;
+use common::s3::S3Server;
+use common::*;
+
+/// A Parquet file of rows, as bytes.
+fn parquet_bytes(columns: Vec<(&str, ArrayRef)>) -> Vec<u8> {
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut out = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    out
+}
+
+/// Profile rows as the bytes of a Parquet file (the columns `write_profiles` writes).
+fn profiles_bytes(dir: &std::path::Path, rows: &[Row]) -> Vec<u8> {
+    write_profiles(dir, rows);
+    std::fs::read(dir.join("data/profiles.parquet")).unwrap()
+}
+
+fn members_bytes(ids: &[i64]) -> Vec<u8> {
+    parquet_bytes(vec![
+        (
+            "customer_id",
+            Arc::new(Int64Array::from(ids.to_vec())) as ArrayRef,
+        ),
+        (
+            "segment_name",
+            Arc::new(StringArray::from_iter_values(ids.iter().map(|_| "vip"))),
+        ),
+    ])
+}
+
+fn yaml(s: &Setup, sources: &str) -> String {
+    format!(
+        "version: 1
+connections:
+  marketing:
+    type: sendgrid
+    api_key: ${{SENDGRID_API_KEY}}
+    data_privacy_consent: true
+    endpoint: {}
+    max_attempts: 2
+sources:
+{sources}
+segments:
+  vip: SELECT p.* FROM profiles p JOIN members m ON m.customer_id = p.customer_id WHERE m.segment_name = 'vip'
+exports:
+  - name: daily
+    connection: marketing
+    segments: [vip]
+    order_by: customer_id
+    list_ids: [{LIST}]
+    mapping:
+      email: email
+      first_name: first_name
+",
+        s.emulator.url()
+    )
+}
+
+fn run_with(s: &Setup, server: &S3Server, args: &[&str], extra: &[(&str, &str)]) -> Run {
+    let env = server.env();
+    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.push(("SENDGRID_API_KEY", KEY));
+    all.extend_from_slice(extra);
+    pipeline(s.dir.path(), args, &all)
+}
+
+#[test]
+fn an_export_reads_a_parquet_folder_and_a_glob_on_s3() {
+    let Some(server) = S3Server::start(&["lake"], &[]) else {
+        return;
+    };
+    let s = Setup::new(10);
+    let scratch = tempfile::tempdir().unwrap();
+    let data = rows(600);
+    // The profiles: a folder of two parts with the markers Spark leaves beside them.
+    server.put(
+        "lake",
+        "profiles/part-00000.parquet",
+        profiles_bytes(scratch.path(), &data[..300]),
+    );
+    server.put(
+        "lake",
+        "profiles/part-00001.parquet",
+        profiles_bytes(scratch.path(), &data[300..]),
+    );
+    server.put("lake", "profiles/_SUCCESS", Vec::new());
+    server.put("lake", "profiles/.part-00000.parquet.crc", b"crc".to_vec());
+    // The segment table: daily folders, read through a glob that leaves out December
+    // (not Parquet at all: reading it would fail the run) and the notes.
+    let vip_jan: Vec<i64> = (1..=600).filter(|id| id % 10 == 0).collect();
+    let vip_feb: Vec<i64> = (1..=600).filter(|id| id % 25 == 1).collect();
+    server.put(
+        "lake",
+        "members/2026-01/part-0.parquet",
+        members_bytes(&vip_jan),
+    );
+    server.put(
+        "lake",
+        "members/2026-02/part-0.parquet",
+        members_bytes(&vip_feb),
+    );
+    server.put(
+        "lake",
+        "members/2025-12/part-0.parquet",
+        b"not parquet".to_vec(),
+    );
+    server.put("lake", "members/2026-02/notes.txt", b"not parquet".to_vec());
+
+    let storage = server.storage();
+    let file = write(
+        s.dir.path(),
+        &yaml(
+            &s,
+            &format!(
+                "  profiles: {{ format: parquet, path: \"s3://lake/profiles/\", storage: {storage} }}
+  members: {{ format: parquet, path: \"s3://lake/members/2026-*/part-*.parquet\", storage: {storage} }}"
+            ),
+        ),
+    );
+    let checked = run_with(&s, &server, &["validate", file], &[]);
+    assert_eq!(checked.code, 0, "{}", checked.stderr);
+
+    let first = run_with(&s, &server, &["run", file, "--output", "json"], &[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let expected: BTreeSet<String> = vip_jan
+        .iter()
+        .chain(&vip_feb)
+        .map(|id| email(*id))
+        .collect();
+    let listed: BTreeSet<String> = s.list_names(LIST).into_keys().collect();
+    assert_eq!(listed, expected);
+    assert_eq!(first.json()["exports"][0]["sent"], expected.len());
+
+    // The same objects read again: nothing changed, nothing is sent.
+    let before = s.log_len();
+    let second = run_with(&s, &server, &["run", file, "--output", "json"], &[]);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(s.upserted_since(before).is_empty());
+    assert_eq!(
+        second.json()["exports"][0]["sync"]["unchanged"],
+        expected.len()
+    );
+}
+
+#[test]
+fn every_object_store_problem_is_named_by_validate() {
+    let Some(server) = S3Server::start(&["lake"], &[]) else {
+        return;
+    };
+    let s = Setup::new(10);
+    let scratch = tempfile::tempdir().unwrap();
+    server.put(
+        "lake",
+        "profiles/part-0.parquet",
+        profiles_bytes(scratch.path(), &rows(10)),
+    );
+    server.put("lake", "members/part-0.parquet", members_bytes(&[1, 2]));
+    server.put("lake", "empty/_SUCCESS", Vec::new());
+    let storage = server.storage();
+    let check = |profiles: &str, storage: &str, env: &[(&str, &str)]| {
+        let file = write(
+            s.dir.path(),
+            &yaml(
+                &s,
+                &format!(
+                    "  profiles: {{ format: parquet, path: \"{profiles}\", storage: {storage} }}
+  members: {{ format: parquet, path: \"s3://lake/members/\", storage: {} }}",
+                    server.storage()
+                ),
+            ),
+        );
+        let run = run_with(&s, &server, &["validate", file], env);
+        assert_eq!(run.code, 2, "{profiles}: {}{}", run.stdout, run.stderr);
+        run.stderr
+    };
+
+    let missing = check("s3://no-such-bucket/profiles/", &storage, &[]);
+    assert!(
+        missing.contains("source `profiles` (s3://no-such-bucket/profiles/): the bucket of s3://no-such-bucket/profiles/ does not exist"),
+        "{missing}"
+    );
+    let nothing = check("s3://lake/profiles/2027-*/part-*.parquet", &storage, &[]);
+    assert!(
+        nothing.contains("the glob s3://lake/profiles/2027-*/part-*.parquet matches no object"),
+        "{nothing}"
+    );
+    let markers = check("s3://lake/empty/", &storage, &[]);
+    assert!(
+        markers.contains("no .parquet object is at s3://lake/empty/; 1 name(s) starting with `_` or `.` (such as `_SUCCESS`) were skipped"),
+        "{markers}"
+    );
+    let no_object = check("s3://lake/profiles/part-9.parquet", &storage, &[]);
+    assert!(
+        no_object.contains("no .parquet object is at s3://lake/profiles/part-9.parquet"),
+        "{no_object}"
+    );
+    let anonymous = check(
+        "s3://lake/profiles/",
+        &storage,
+        &[("AWS_ACCESS_KEY_ID", "")],
+    );
+    assert!(
+        anonymous.contains(
+            "no AWS credentials: the environment has none, and the instance metadata service is off"
+        ),
+        "{anonymous}"
+    );
+    let secret = check(
+        "s3://lake/profiles/",
+        &format!(
+            "{{ endpoint: \"{}\", secret_access_key: abc }}",
+            server.endpoint()
+        ),
+        &[],
+    );
+    assert!(
+        secret.contains("sources.profiles.storage.secret_access_key")
+            && secret.contains("is a credential"),
+        "{secret}"
+    );
+    assert!(
+        !secret.contains("abc"),
+        "the secret is not echoed: {secret}"
+    );
+    let http = check(
+        "s3://lake/profiles/",
+        "{ endpoint: \"http://10.1.2.3:9000\", allow_http: true }",
+        &[],
+    );
+    assert!(
+        http.contains("sources.profiles.storage.allow_http"),
+        "{http}"
+    );
+    let unreachable = check(
+        "s3://elsewhere/profiles/",
+        "{ endpoint: \"http://127.0.0.1:9\", allow_http: true }",
+        &[],
+    );
+    assert!(
+        unreachable.contains("cannot reach the S3 endpoint for s3://elsewhere/profiles/"),
+        "{unreachable}"
+    );
+
+    // A server that checks credentials refuses the test's made-up keys.
+    let strict = S3Server::start(&["guarded"], &[("INITIAL_NO_AUTH_ACTION_COUNT", "1")]).unwrap();
+    let denied = check("s3://guarded/profiles/", &strict.storage(), &[]);
+    assert!(
+        denied.contains("access to s3://guarded/profiles/ was denied: the credentials in the environment (AWS_ACCESS_KEY_ID"),
+        "{denied}"
+    );
+}
