@@ -82,7 +82,7 @@ impl S3Server {
         ]
     }
 
-    fn bucket(&self, bucket: &str) -> Arc<dyn ObjectStore> {
+    pub fn bucket(&self, bucket: &str) -> Arc<dyn ObjectStore> {
         Arc::new(
             AmazonS3Builder::new()
                 .with_bucket_name(bucket)

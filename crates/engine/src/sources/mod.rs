@@ -1,6 +1,7 @@
-//! Parquet sources: a file, a folder or a glob, on local disk or in an object store,
-//! checked file by file and registered as SQL tables.
+//! Sources: Parquet files (a file, a folder or a glob) or a Delta table, on local disk
+//! or in an object store, checked and registered as SQL tables.
 
+mod delta;
 mod remote;
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use datafusion::datasource::listing::{
 use datafusion::parquet::arrow::parquet_to_arrow_schema;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use datafusion::prelude::SessionContext;
-use pipeline_spec::{Cloud, Pipeline, Place, Source, Storage, place_of};
+use pipeline_spec::{Cloud, Pipeline, Place, Source, SourceFormat, Storage, place_of};
 
 use crate::store;
 
@@ -32,6 +33,9 @@ pub(crate) async fn register_all(
     for (name, source) in &pipeline.file.sources {
         let result = match place_of(&source.path) {
             Err(message) => Err(message),
+            Ok(place) if source.format == SourceFormat::Delta => {
+                delta::register(ctx, pipeline, name, source, place).await
+            }
             Ok(Place::Local) => register_local(ctx, pipeline, name, source, &mut footers),
             Ok(Place::Remote { cloud, url }) => {
                 // A session holds one store per bucket: two sources on one bucket must

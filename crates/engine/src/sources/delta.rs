@@ -1,0 +1,136 @@
+//! A Delta Lake table, local or in an object store, read through the `deltalake` table
+//! provider at its latest version or a pinned one: the files the log holds at that
+//! version are read (with their deletion vectors and partition values), removed files
+//! are not.
+
+use std::sync::{Arc, Once};
+
+use datafusion::prelude::SessionContext;
+use deltalake_core::logstore::{
+    LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig, default_logstore, logstore_factories,
+};
+use deltalake_core::{DeltaResult, DeltaTableBuilder, DeltaTableError};
+use pipeline_spec::{Cloud, Pipeline, Place, Source};
+
+use crate::store;
+
+/// Reading needs no commit protocol, so every store gets deltalake's default log store;
+/// the object store itself is built by [`store::open`], from the source's settings.
+struct ReadLogStores;
+
+impl LogStoreFactory for ReadLogStores {
+    fn with_options(
+        &self,
+        prefixed_store: ObjectStoreRef,
+        root_store: ObjectStoreRef,
+        location: &url::Url,
+        options: &StorageConfig,
+    ) -> DeltaResult<Arc<dyn LogStore>> {
+        Ok(default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
+fn register_log_stores() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for scheme in [
+            "s3://", "s3a://", "gs://", "az://", "azure://", "abfs://", "abfss://",
+        ] {
+            if let Ok(url) = url::Url::parse(scheme) {
+                logstore_factories().insert(url, Arc::new(ReadLogStores));
+            }
+        }
+    });
+}
+
+/// Opens the table `source` names and registers it as `name`.
+pub(super) async fn register(
+    ctx: &SessionContext,
+    pipeline: &Pipeline,
+    name: &str,
+    source: &Source,
+    place: Place,
+) -> Result<(), String> {
+    register_log_stores();
+    let (url, cloud, builder) = match place {
+        Place::Local => {
+            let folder = pipeline.resolve_path(&source.path);
+            if !folder.join("_delta_log").is_dir() {
+                return Err(format!(
+                    "{} is not a Delta table: it has no `_delta_log/` folder (for Parquet files, write `format: parquet`)",
+                    folder.display()
+                ));
+            }
+            let folder = std::path::absolute(&folder)
+                .map_err(|e| format!("cannot resolve {}: {e}", folder.display()))?;
+            let url = url::Url::from_directory_path(&folder)
+                .map_err(|()| format!("{} cannot be read as a folder", folder.display()))?;
+            let builder = DeltaTableBuilder::from_url(url.clone()).map_err(|e| e.to_string())?;
+            (url, None, builder)
+        }
+        Place::Remote { cloud, mut url } => {
+            if !url.path().ends_with('/') {
+                url.set_path(&format!("{}/", url.path()));
+            }
+            let store = store::open(cloud, &url, &source.storage)?;
+            let builder = DeltaTableBuilder::from_url(url.clone())
+                .map_err(|e| e.to_string())?
+                .with_storage_backend(store.inner, store::root_of(&url));
+            (url, Some(cloud), builder)
+        }
+    };
+    let builder = match source.version {
+        Some(version) => builder.with_version(version),
+        None => builder,
+    };
+    let table = builder
+        .load()
+        .await
+        .map_err(|e| explain(&url, cloud, source, e))?;
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| explain(&url, cloud, source, e))?;
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(|e| format!("cannot read the Delta table at {url} ({e})"))?;
+    ctx.register_table(name, provider)
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// What a failed load means: a missing table, a version it never had, or the store's
+/// own trouble.
+fn explain(
+    url: &url::Url,
+    cloud: Option<Cloud>,
+    source: &Source,
+    error: DeltaTableError,
+) -> String {
+    match error {
+        DeltaTableError::NotATable(_) => format!(
+            "{url} is not a Delta table: it has no `_delta_log/` (for Parquet files, write `format: parquet`)"
+        ),
+        DeltaTableError::InvalidVersion(v) => format!(
+            "the Delta table at {url} has no version {v}; remove `version` to read the latest"
+        ),
+        DeltaTableError::ObjectStore { source: e } => match cloud {
+            Some(cloud) => store::describe(cloud, url, &e),
+            None => format!("cannot read the Delta table at {url} ({e})"),
+        },
+        other => {
+            let text = other.to_string();
+            match source.version {
+                Some(v) if text.contains("version") => format!(
+                    "cannot read version {v} of the Delta table at {url} ({text}); remove `version` to read the latest"
+                ),
+                _ => format!("cannot read the Delta table at {url} ({text})"),
+            }
+        }
+    }
+}
