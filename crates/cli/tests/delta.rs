@@ -15,16 +15,7 @@ use common::*;
 /// Writes the three-version table at `dir/table` from rows 1–300 and 301–600; `None`
 /// when no Python is configured (and none is required).
 fn write_table(dir: &Path) -> Option<()> {
-    let python = match std::env::var_os("PIPELINE_PYTHON") {
-        Some(p) => p,
-        None if std::env::var_os("PIPELINE_REQUIRE_PYTHON").is_some() => {
-            panic!("PIPELINE_REQUIRE_PYTHON is set but PIPELINE_PYTHON names no interpreter")
-        }
-        None => {
-            eprintln!("SKIPPED: set PIPELINE_PYTHON to a Python with `deltalake`; .ci/run does");
-            return None;
-        }
-    };
+    let python = python("`deltalake` installed")?;
     let all = rows(600);
     for (name, part) in [("first", &all[..300]), ("second", &all[300..])] {
         let scratch = dir.join(name);

@@ -14,17 +14,10 @@ use std::process::Command;
 
 #[test]
 fn the_installed_wheel_passes_its_python_tests() {
-    let python = match std::env::var_os("PIPELINE_PYTHON") {
-        Some(python) => python,
-        None if std::env::var_os("PIPELINE_REQUIRE_PYTHON").is_some() => {
-            panic!("PIPELINE_REQUIRE_PYTHON is set but PIPELINE_PYTHON names no interpreter")
-        }
-        None => {
-            eprintln!(
-                "SKIPPED: set PIPELINE_PYTHON to the Python of an environment with the sendgrid-pipeline wheel installed (maturin build -m python/pyproject.toml); .ci/run does"
-            );
-            return;
-        }
+    let Some(python) = common::python(
+        "the sendgrid-pipeline wheel installed (maturin build -m python/pyproject.toml)",
+    ) else {
+        return;
     };
     let out = Command::new(&python)
         .args([

@@ -12,6 +12,24 @@ use serde_json::Value;
 
 pub const LIST: &str = "0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11";
 
+/// The Python of `PIPELINE_PYTHON` (an environment with the wheel, moto and deltalake;
+/// `.ci/run` makes one), or `None` with a note when none is configured and
+/// `PIPELINE_REQUIRE_PYTHON` is unset, when the caller skips.
+pub fn python(needs: &str) -> Option<std::ffi::OsString> {
+    match std::env::var_os("PIPELINE_PYTHON") {
+        Some(python) => Some(python),
+        None if std::env::var_os("PIPELINE_REQUIRE_PYTHON").is_some() => {
+            panic!("PIPELINE_REQUIRE_PYTHON is set but PIPELINE_PYTHON names no interpreter")
+        }
+        None => {
+            eprintln!(
+                "SKIPPED: set PIPELINE_PYTHON to the Python of an environment with {needs}; .ci/run does"
+            );
+            None
+        }
+    }
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -24,18 +24,7 @@ impl S3Server {
     /// settings from there). `None` when no Python with moto is configured and none is
     /// required (the test then says it was skipped).
     pub fn start(buckets: &[&str], env: &[(&str, &str)]) -> Option<Self> {
-        let python = match std::env::var_os("PIPELINE_PYTHON") {
-            Some(python) => python,
-            None if std::env::var_os("PIPELINE_REQUIRE_PYTHON").is_some() => {
-                panic!("PIPELINE_REQUIRE_PYTHON is set but PIPELINE_PYTHON names no interpreter")
-            }
-            None => {
-                eprintln!(
-                    "SKIPPED: set PIPELINE_PYTHON to a Python with `moto[server]` and `deltalake` installed; .ci/run does"
-                );
-                return None;
-            }
-        };
+        let python = super::python("`moto[server]` and `deltalake` installed")?;
         let mut command = Command::new(python);
         command
             .arg(repo().join("crates/cli/tests/support/s3_server.py"))
