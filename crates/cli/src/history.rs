@@ -1,6 +1,6 @@
 //! The run history: a record per real run, written when it ends, and `pipeline history`.
 
-use pipeline_sync::{RunRecord, StateDir, SyncedExport, append_history, read_history};
+use pipeline_sync::{RunRecord, StateDir, SyncedExport};
 use serde_json::{Value, json};
 
 use crate::output::{Outcome, run_exit};
@@ -9,8 +9,8 @@ use crate::{Exit, Failure};
 
 /// Appends what the run of one export did (or why it failed) to its history. A history
 /// that cannot be written is a warning: the run itself stands.
-pub(crate) fn record(state: &StateDir, started: i64, result: &Result<SyncedExport, Failure>) {
-    if !state.dir.is_dir() {
+pub(crate) async fn record(state: &StateDir, started: i64, result: &Result<SyncedExport, Failure>) {
+    if !state.is_in_store() && !state.dir.is_dir() {
         // The run failed before it had a state: nothing to add a line to.
         return;
     }
@@ -52,7 +52,7 @@ pub(crate) fn record(state: &StateDir, started: i64, result: &Result<SyncedExpor
             record.error = Some(crate::redact_message(&failure.message));
         }
     }
-    if let Err(e) = append_history(&state.history(), &record) {
+    if let Err(e) = state.append_history(&record).await {
         tracing::warn!(error = %e, "Cannot record the run in the export's history");
     }
 }
@@ -78,7 +78,7 @@ impl Outcome for History {
 }
 
 /// Reads the last `last` runs of the exports (all, or `only`).
-pub(crate) fn history(
+pub(crate) async fn history(
     pipeline: &pipeline_spec::Pipeline,
     options: &pipeline_sync::SyncOptions,
     only: Option<&str>,
@@ -89,8 +89,8 @@ pub(crate) fn history(
         if only.is_some_and(|o| o != export.name) {
             continue;
         }
-        let state = options.state_of(pipeline, &export.name);
-        let runs = read_history(&state.history())?;
+        let state = options.state_of(pipeline, &export.name)?;
+        let runs = state.read_history().await?;
         let skip = runs.len().saturating_sub(last);
         exports.push((export.name.clone(), runs.into_iter().skip(skip).collect()));
     }
@@ -107,7 +107,7 @@ pub(crate) fn history(
 
 /// The last `last` runs of the exports (all, or `only`) of the pipeline `file`, its state
 /// under `state_dir` when given (as for `run`).
-pub(crate) fn of_file(
+pub(crate) async fn of_file(
     file: &std::path::Path,
     state_dir: Option<std::path::PathBuf>,
     only: Option<&str>,
@@ -117,7 +117,7 @@ pub(crate) fn of_file(
         state_root: state_dir,
         ..Default::default()
     };
-    history(&crate::load(file)?, &options, only, last)
+    history(&crate::load(file)?, &options, only, last).await
 }
 
 /// The history as tables, one per export, oldest run first.

@@ -271,7 +271,7 @@ pub async fn execute(command: Command) -> Exit {
             output,
             state_dir,
         } => {
-            let result = history::of_file(&file, state_dir, export.as_deref(), last);
+            let result = history::of_file(&file, state_dir, export.as_deref(), last).await;
             finish(output, result, history::render)
         }
         Command::Report {
@@ -283,6 +283,7 @@ pub async fn execute(command: Command) -> Exit {
             state_dir,
         } => {
             let result = history::of_file(&file, state_dir, export.as_deref(), last)
+                .await
                 .and_then(|history| report::write(&file, &history, &out));
             finish(output, result, report::render_written)
         }
@@ -733,8 +734,12 @@ async fn run(
         .await;
         // Every real run leaves a line in the export's history, failed ones too.
         if dry_run.is_none() {
-            let state = options.state_of(&pipeline, &query.export);
-            history::record(&state, started, &result);
+            match options.state_of(&pipeline, &query.export) {
+                Ok(state) => history::record(&state, started, &result).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot record the run in the export's history")
+                }
+            }
         }
         let summary = result?;
         tracing::info!(

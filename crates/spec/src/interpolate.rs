@@ -47,6 +47,14 @@ pub(crate) fn interpolate(
             }
         }
     }
+    if let Some(dir) = file.state_dir.as_mut() {
+        apply("state_dir".into(), dir);
+    }
+    for (key, value) in &mut file.state_storage {
+        if let crate::StorageValue::Text(text) = value {
+            apply(format!("state_storage.{key}"), text);
+        }
+    }
     for (name, source) in &mut file.sources {
         apply(format!("sources.{name}.path"), &mut source.path);
         for (key, value) in &mut source.storage {

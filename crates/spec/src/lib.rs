@@ -53,7 +53,13 @@ impl Pipeline {
     /// beside the file), then the export's name.
     pub fn state_dir(&self, name: &str) -> PathBuf {
         let root = self.file.state_dir.as_deref().unwrap_or(".state");
-        self.resolve_path(root).join(name)
+        match place_of(root) {
+            // An object-store URL is a location of its own, not relative to the file.
+            Ok(Place::Remote { .. }) => {
+                PathBuf::from(format!("{}/{name}", root.trim_end_matches('/')))
+            }
+            _ => self.resolve_path(root).join(name),
+        }
     }
 
     /// Resolves a path written in the file against the file's folder.

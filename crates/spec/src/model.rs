@@ -37,9 +37,21 @@ pub struct PipelineFile {
     /// Exports: which segments go to which SendGrid lists, and how fields are filled.
     pub exports: Vec<Export>,
     /// Folder for each export's sync state (what SendGrid accepted, the run journal, the
-    /// lock), relative to the pipeline file. Default: `.state` beside the file.
+    /// lock), relative to the pipeline file, or an object-store URL (`s3://bucket/state/`)
+    /// that every worker running the pipeline shares. Default: `.state` beside the file.
     #[serde(default)]
     pub state_dir: Option<String>,
+    /// Non-secret settings of the store a `state_dir` URL names (as a source's `storage:`).
+    #[serde(default)]
+    pub state_storage: crate::Storage,
+    /// With the state in an object store: how long a run's lock lasts unless the run
+    /// renews it (every third of it). A killed run's lock is taken over after this long.
+    #[serde(default = "default_state_lease")]
+    pub state_lease_secs: u64,
+}
+
+fn default_state_lease() -> u64 {
+    60
 }
 
 /// Query engine settings.

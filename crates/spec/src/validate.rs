@@ -93,6 +93,27 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
         }
     }
 
+    if let Some(state_dir) = &file.state_dir {
+        if let Err(message) = crate::place_of(state_dir) {
+            err("state_dir".into(), message);
+        }
+        for (key, message) in crate::check_storage(state_dir, &file.state_storage) {
+            let at = key.map_or_else(|| "state_storage".into(), |k| format!("state_storage.{k}"));
+            err(at, message);
+        }
+    } else if !file.state_storage.is_empty() {
+        err(
+            "state_storage".into(),
+            "applies to a `state_dir` in an object store; set `state_dir: s3://bucket/prefix/` or remove it".into(),
+        );
+    }
+    if !(5..=3_600).contains(&file.state_lease_secs) {
+        err(
+            "state_lease_secs".into(),
+            "must be between 5 and 3600 seconds".into(),
+        );
+    }
+
     if file.sources.is_empty() {
         err("sources".into(), "declare at least one source".into());
     }

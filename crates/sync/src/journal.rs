@@ -4,13 +4,14 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pipeline_sink::UploadJournal;
 use pipeline_sink::encoder::BodyKeys;
 use pipeline_spec::IdentifierSet;
 use serde::{Deserialize, Serialize};
 
+use crate::remote::{self, RemoteState};
 use crate::{FieldHash, StateError, io};
 
 /// One accepted body: its import job, its lists, and its contacts with their field hashes.
@@ -102,14 +103,17 @@ pub fn rewrite_journal(path: &Path, batches: &[JournalBatch]) -> Result<(), Stat
 /// Appends accepted bodies to the journal, each synced to disk before the upload goes on.
 pub struct JournalWriter {
     file: Mutex<File>,
+    /// The state in a store each record is also uploaded to.
+    remote: Option<Arc<RemoteState>>,
 }
 
 impl JournalWriter {
-    pub fn open(path: &Path) -> Result<Self, StateError> {
+    pub fn open(path: &Path, remote: Option<Arc<RemoteState>>) -> Result<Self, StateError> {
         let file = pipeline_sink::private_fs::append_private_file(path)
             .map_err(io(format!("cannot open {}", path.display())))?;
         Ok(Self {
             file: Mutex::new(file),
+            remote,
         })
     }
 }
@@ -140,7 +144,12 @@ impl UploadJournal for JournalWriter {
         // One write per line, so a line is either whole or the cut-short last one.
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         file.write_all(&bytes)?;
-        file.sync_data()
+        file.sync_data()?;
+        if let Some(remote) = &self.remote {
+            remote::block_on(remote.push_record(&bytes))?
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        Ok(())
     }
 }
 
@@ -161,7 +170,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");
         assert!(read_journal(&path).unwrap().is_empty());
-        let w = JournalWriter::open(&path).unwrap();
+        let w = JournalWriter::open(&path, None).unwrap();
         let lists = vec!["l1".to_string()];
         w.accepted("job-1", &lists, &keys(&["a@x.io", "b@x.io"]))
             .unwrap();

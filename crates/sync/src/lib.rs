@@ -16,11 +16,13 @@ mod diff;
 mod fold;
 mod history;
 mod journal;
+mod lease;
 mod lock;
 pub mod mirror;
 #[cfg(test)]
 mod properties;
 mod protocol;
+pub mod remote;
 mod report;
 mod snapshot;
 
@@ -31,8 +33,10 @@ pub use diff::{Diff, DiffCounts, Known};
 pub use fold::{fold, remember_refusals};
 pub use history::{RunRecord, append_history, read_history};
 pub use journal::{JournalBatch, JournalWriter, read_journal, rewrite_journal};
+pub use lease::LeaseLock;
 pub use lock::RunLock;
 pub use protocol::{ExportSync, SyncError, SyncOptions};
+pub use remote::RemoteState;
 pub use report::{RemovalOutcome, SyncReport, SyncedExport};
 pub use snapshot::{Entry, Snapshot, SnapshotMeta};
 
@@ -60,6 +64,9 @@ pub enum StateError {
         holder: String,
         path: PathBuf,
     },
+    /// The object store holding the state failed or refused.
+    #[error("{context}: {message}")]
+    Store { context: String, message: String },
 }
 
 impl pipeline_spec::Classified for StateError {
@@ -69,6 +76,7 @@ impl pipeline_spec::Classified for StateError {
             Self::Io { .. } => ErrorKind::Io,
             Self::Corrupt { .. } => ErrorKind::Config,
             Self::Busy { .. } => ErrorKind::Busy,
+            Self::Store { .. } => ErrorKind::Remote,
         }
     }
 }
@@ -136,15 +144,62 @@ pub fn list_key(list_ids: &[String]) -> Arc<str> {
     ids.join(",").into()
 }
 
-/// The paths of one export's state.
+/// One export's state: a local folder, or a folder in an object store worked on through
+/// a private local copy ([`remote`]).
 #[derive(Debug, Clone)]
 pub struct StateDir {
+    /// The local folder the state's files are read from and written to.
     pub dir: PathBuf,
+    remote: Option<Arc<RemoteState>>,
+    lease: std::time::Duration,
+}
+
+/// The lock of an export's run, held until dropped.
+#[derive(Debug)]
+pub enum StateLock {
+    Local(RunLock),
+    Lease(LeaseLock),
+}
+
+impl StateLock {
+    /// Who held the lock before and ended without releasing it, if anyone.
+    pub fn recovered_from(&self) -> Option<&str> {
+        match self {
+            Self::Local(l) => l.recovered_from.as_deref(),
+            Self::Lease(l) => l.recovered_from.as_deref(),
+        }
+    }
 }
 
 impl StateDir {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            remote: None,
+            lease: std::time::Duration::from_secs(60),
+        }
+    }
+
+    /// A state in an object store, locked by leases of `lease`.
+    pub fn in_store(remote: RemoteState, lease: std::time::Duration) -> Self {
+        Self {
+            dir: remote.work_dir().to_owned(),
+            remote: Some(Arc::new(remote)),
+            lease,
+        }
+    }
+
+    /// Whether the state lives in an object store.
+    pub fn is_in_store(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// Where the state is, for people: the folder, or the store URL.
+    pub fn location(&self) -> PathBuf {
+        match &self.remote {
+            Some(r) => PathBuf::from(r.url.as_str()),
+            None => self.dir.clone(),
+        }
     }
 
     pub fn snapshot(&self) -> PathBuf {
@@ -155,7 +210,7 @@ impl StateDir {
         self.dir.join("journal.jsonl")
     }
 
-    pub fn lock(&self) -> PathBuf {
+    pub fn lock_path(&self) -> PathBuf {
         self.dir.join("run.lock")
     }
 
@@ -169,6 +224,74 @@ impl StateDir {
             "cannot create the state folder {}",
             self.dir.display()
         )))
+    }
+
+    /// Takes the export's lock: an OS lock on a local folder, a lease in a store.
+    pub async fn lock(&self, export: &str) -> Result<StateLock, StateError> {
+        match &self.remote {
+            Some(remote) => Ok(StateLock::Lease(
+                LeaseLock::acquire(remote, export, self.lease).await?,
+            )),
+            None => Ok(StateLock::Local(RunLock::acquire(
+                &self.lock_path(),
+                export,
+            )?)),
+        }
+    }
+
+    /// Brings the local copy of a state in a store up to date (nothing for a local one).
+    pub async fn pull(&self) -> Result<(), StateError> {
+        match &self.remote {
+            Some(remote) => remote.pull().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Saves the snapshot, and uploads it to the store.
+    pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StateError> {
+        snapshot.save(&self.snapshot())?;
+        match &self.remote {
+            Some(remote) => remote.push("snapshot.parquet").await,
+            None => Ok(()),
+        }
+    }
+
+    /// Rewrites the journal with `batches` (removed when empty), in the store too.
+    pub async fn rewrite_journal(&self, batches: &[JournalBatch]) -> Result<(), StateError> {
+        rewrite_journal(&self.journal(), batches)?;
+        match &self.remote {
+            Some(remote) => remote.replace_journal().await,
+            None => Ok(()),
+        }
+    }
+
+    /// A writer appending accepted bodies to the journal, each durable (on disk, and in
+    /// the store) before the upload goes on.
+    pub fn journal_writer(&self) -> Result<JournalWriter, StateError> {
+        JournalWriter::open(&self.journal(), self.remote.clone())
+    }
+
+    /// Appends a run to the export's history.
+    pub async fn append_history(&self, record: &RunRecord) -> Result<(), StateError> {
+        match &self.remote {
+            Some(remote) => {
+                let mut line = serde_json::to_vec(record).map_err(|e| StateError::Store {
+                    context: "cannot write the history".into(),
+                    message: e.to_string(),
+                })?;
+                line.push(b'\n');
+                remote.append_history(&line).await
+            }
+            None => append_history(&self.history(), record),
+        }
+    }
+
+    /// The export's run history, oldest first.
+    pub async fn read_history(&self) -> Result<Vec<RunRecord>, StateError> {
+        match &self.remote {
+            Some(remote) => read_history(&remote.pull_history().await?),
+            None => read_history(&self.history()),
+        }
     }
 }
 

@@ -64,7 +64,7 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");
-        let writer = JournalWriter::open(&path).unwrap();
+        let writer = JournalWriter::open(&path, None).unwrap();
         let mut keys = BodyKeys::default();
         for (i, e) in emails.iter().enumerate() {
             keys.push(e, i as u64, IdentifierSet::from_bits(1));

@@ -21,14 +21,15 @@ use pipeline_engine::{Engine, EngineError, ExportQuery, ExportSummary, RunOption
 use pipeline_sendgrid::{SendgridSink, follow_jobs};
 use pipeline_sink::preview::PreviewSink;
 use pipeline_sink::{JobReport, JobStatus, Sink, SinkReject, Stage, Staged};
-use pipeline_spec::{Classified, ErrorKind, Export, ExportMode, Pipeline};
+use pipeline_spec::{
+    Classified, ErrorKind, Export, ExportMode, Pipeline, Place, check_storage, place_of,
+};
 use sendgrid_client::Client;
 
 use crate::mirror::{Removals, remove_from_list};
 use crate::{
-    Diff, JournalBatch, JournalWriter, Known, RemovalOutcome, RunLock, Snapshot, SnapshotMeta,
-    StateDir, StateError, SyncReport, SyncedExport, fold, read_journal, remember_refusals,
-    rewrite_journal,
+    Diff, JournalBatch, Known, RemoteState, RemovalOutcome, Snapshot, SnapshotMeta, StateDir,
+    StateError, SyncReport, SyncedExport, fold, read_journal, remember_refusals,
 };
 
 /// How a run treats the export's state.
@@ -42,11 +43,33 @@ pub struct SyncOptions {
 
 impl SyncOptions {
     /// The state folder of export `name`.
-    pub fn state_of(&self, pipeline: &Pipeline, name: &str) -> StateDir {
-        StateDir::new(match &self.state_root {
+    pub fn state_of(&self, pipeline: &Pipeline, name: &str) -> Result<StateDir, StateError> {
+        let dir = match &self.state_root {
             Some(root) => root.join(name),
             None => pipeline.state_dir(name),
-        })
+        };
+        let text = dir.to_string_lossy();
+        let store_error = |message: String| StateError::Store {
+            context: format!("the state folder {text}"),
+            message,
+        };
+        match place_of(&text).map_err(store_error)? {
+            Place::Local => Ok(StateDir::new(dir.clone())),
+            Place::Remote { cloud, url } => {
+                let settings = &pipeline.file.state_storage;
+                if let Some((key, message)) = check_storage(&text, settings).into_iter().next() {
+                    let at = key
+                        .map_or_else(|| "state_storage".into(), |k| format!("state_storage.{k}"));
+                    return Err(store_error(format!("{at} {message}")));
+                }
+                let store =
+                    pipeline_engine::store::open(cloud, &url, settings).map_err(store_error)?;
+                Ok(StateDir::in_store(
+                    RemoteState::new(store, url)?,
+                    std::time::Duration::from_secs(pipeline.file.state_lease_secs),
+                ))
+            }
+        }
     }
 }
 
@@ -100,7 +123,7 @@ impl<'a> ExportSync<'a> {
         let export = pipeline.export(&query.export).ok_or_else(|| {
             EngineError::Internal(format!("export `{}` was planned but is gone", query.export))
         })?;
-        let state = options.state_of(pipeline, &export.name);
+        let state = options.state_of(pipeline, &export.name)?;
         Ok(Self {
             export,
             query,
@@ -111,11 +134,12 @@ impl<'a> ExportSync<'a> {
 
     /// Reads the export's state. A snapshot of another SendGrid endpoint is set aside:
     /// its contacts say nothing about this account.
-    fn load(&self, endpoint: &str) -> Result<Loaded, SyncError> {
+    async fn load(&self, endpoint: &str) -> Result<Loaded, SyncError> {
+        self.state.pull().await?;
         let export = self.export;
         let mut report = SyncReport {
             mode: export.mode,
-            state_dir: self.state.dir.clone(),
+            state_dir: self.state.location(),
             full_refresh: self.options.full_refresh,
             max_removal_share: export.max_removal_share,
             ..Default::default()
@@ -226,7 +250,7 @@ impl<'a> ExportSync<'a> {
             in_flight,
             mut report,
             ..
-        } = self.load(endpoint)?;
+        } = self.load(endpoint).await?;
         let diff = self.diff(&snapshot, &in_flight);
         let summary = self
             .select_and_send(engine, tap, &diff, sink, run_options)
@@ -264,14 +288,14 @@ impl<'a> ExportSync<'a> {
         let export = self.export;
         let state = &self.state;
         state.create()?;
-        let lock = RunLock::acquire(&state.lock(), &export.name)?;
+        let lock = state.lock(&export.name).await?;
         let Loaded {
             mut snapshot,
             in_flight,
             mut report,
             meta_changed,
-        } = self.load(client.base_url())?;
-        if let Some(holder) = &lock.recovered_from {
+        } = self.load(client.base_url()).await?;
+        if let Some(holder) = lock.recovered_from() {
             report.notes.push(format!(
                 "recovered the lock of an interrupted run ({holder}); its accepted uploads are resumed"
             ));
@@ -281,9 +305,9 @@ impl<'a> ExportSync<'a> {
         let (statuses, resume_rejects) = self.resume(client, &in_flight, &mut report).await?;
         let still_in_flight = fold(&mut snapshot, in_flight, &statuses, &resume_rejects);
         if !statuses.is_empty() || meta_changed {
-            snapshot.save(&state.snapshot())?;
+            state.save_snapshot(&snapshot).await?;
         }
-        rewrite_journal(&state.journal(), &still_in_flight)?;
+        state.rewrite_journal(&still_in_flight).await?;
 
         // 2. With a limit on new contacts, count them first: over it, nothing is sent.
         if let Some(max) = export.max_new_contacts {
@@ -312,7 +336,7 @@ impl<'a> ExportSync<'a> {
 
         // 3. Send what changed, journaling each accepted body.
         let diff = self.diff(&snapshot, &still_in_flight);
-        let journal = Arc::new(JournalWriter::open(&state.journal())?);
+        let journal = Arc::new(state.journal_writer()?);
         let mut sink = sink
             .with_journal(journal)
             .with_earlier_rejects(resume_rejects.clone());
@@ -342,8 +366,8 @@ impl<'a> ExportSync<'a> {
         for email in diff.unseen_refused() {
             snapshot.entries.remove(&email);
         }
-        snapshot.save(&state.snapshot())?;
-        rewrite_journal(&state.journal(), &unfinished)?;
+        state.save_snapshot(&snapshot).await?;
+        state.rewrite_journal(&unfinished).await?;
         tracing::debug!(
             contacts = snapshot.entries.len(),
             unfinished = unfinished.len(),
@@ -457,7 +481,7 @@ impl<'a> ExportSync<'a> {
         for email in &removals.leavers {
             snapshot.entries.remove(email);
         }
-        snapshot.save(&self.state.snapshot())?;
+        self.state.save_snapshot(snapshot).await?;
         report.removal = RemovalOutcome::Done;
         Ok(())
     }

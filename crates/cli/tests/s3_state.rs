@@ -1,0 +1,326 @@
+//! Export state in an object store (a real S3 server, moto, on loopback): incremental
+//! reruns from another working folder, the lease that keeps two runs apart across
+//! machines, and a killed run finished by a run elsewhere.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::account::*;
+use common::s3::S3Server;
+use common::*;
+use sendgrid_emulator::{Fault, Faults};
+
+/// The pipeline: profiles and state on S3, one export `daily` of subscribed profiles.
+fn yaml(s: &Setup, server: &S3Server, lease: u64) -> String {
+    let storage = server.storage();
+    format!(
+        "version: 1
+state_dir: s3://lake/state/
+state_storage: {storage}
+state_lease_secs: {lease}
+connections:
+  marketing:
+    type: sendgrid
+    api_key: ${{SENDGRID_API_KEY}}
+    data_privacy_consent: true
+    endpoint: {}
+    max_attempts: 2
+sources:
+  profiles: {{ format: parquet, path: \"s3://lake/profiles/\", storage: {storage} }}
+segments:
+  subscribed: SELECT * FROM profiles WHERE is_subscribed
+exports:
+  - name: daily
+    connection: marketing
+    segments: [subscribed]
+    order_by: customer_id
+    contacts_per_request: 50
+    list_ids: [{LIST}]
+    mapping:
+      email: email
+      first_name: first_name
+",
+        s.emulator.url()
+    )
+}
+
+fn upload_profiles(server: &S3Server, rows: &[Row]) {
+    let scratch = tempfile::tempdir().unwrap();
+    write_profiles(scratch.path(), rows);
+    server.put(
+        "lake",
+        "profiles/part-0.parquet",
+        std::fs::read(scratch.path().join("data/profiles.parquet")).unwrap(),
+    );
+}
+
+/// A fresh folder holding only the pipeline file: another "machine".
+fn machine(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), text);
+    dir
+}
+
+fn run_in(dir: &Path, server: &S3Server, args: &[&str]) -> Run {
+    let env = server.env();
+    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.push(("SENDGRID_API_KEY", KEY));
+    pipeline(dir, args, &all)
+}
+
+fn spawn_in(dir: &Path, server: &S3Server, args: &[&str]) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeline"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env("SENDGRID_API_KEY", KEY)
+        .env("PIPELINE_CONNECTIONS", "")
+        .env_remove("PIPELINE_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in server.env() {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// The lock object's holder note, while a run holds it.
+fn held(server: &S3Server) -> bool {
+    server
+        .get("lake", "state/daily/run.lock")
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| v["released"] == false)
+}
+
+#[test]
+fn state_on_s3_makes_a_rerun_on_another_machine_incremental() {
+    let Some(server) = S3Server::start(&["lake"], &[]) else {
+        return;
+    };
+    let s = Setup::new(10);
+    let mut data = rows(400);
+    upload_profiles(&server, &data);
+    let text = yaml(&s, &server, 60);
+
+    let first = machine(&text);
+    let run = run_in(
+        first.path(),
+        &server,
+        &["run", "p.yaml", "--output", "json"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["exports"][0]["sync"]["new"], 400);
+    assert_eq!(
+        doc["exports"][0]["sync"]["state_dir"],
+        "s3://lake/state/daily"
+    );
+    assert_eq!(
+        server.keys("lake", "state/"),
+        [
+            "state/daily/history.jsonl",
+            "state/daily/run.lock",
+            "state/daily/snapshot.parquet"
+        ],
+        "the journal is folded and gone; the lock is released"
+    );
+    assert!(!held(&server));
+    assert!(
+        !first.path().join(".state").exists(),
+        "nothing is kept locally"
+    );
+
+    // 1% changes; the next run starts in another folder with nothing but the file.
+    let mut changed = BTreeSet::new();
+    for r in data.iter_mut().filter(|r| r.id % 100 == 7) {
+        r.first_name = format!("Renamed{}", r.id);
+        changed.insert(email(r.id));
+    }
+    upload_profiles(&server, &data);
+    let second = machine(&text);
+    let before = s.log_len();
+    let run = run_in(
+        second.path(),
+        &server,
+        &["run", "p.yaml", "--output", "json"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let sent: BTreeSet<String> = s.upserted_since(before).into_iter().collect();
+    assert_eq!(sent, changed);
+    assert_eq!(run.json()["exports"][0]["sync"]["unchanged"], 396);
+
+    // A third machine reads the history both runs left.
+    let third = machine(&text);
+    let history = run_in(
+        third.path(),
+        &server,
+        &["history", "p.yaml", "--output", "json"],
+    );
+    assert_eq!(history.code, 0, "{}", history.stderr);
+    let runs = history.json()["exports"][0]["runs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let sent: Vec<u64> = runs.iter().map(|r| r["sent"].as_u64().unwrap()).collect();
+    assert_eq!(sent, [400, 4]);
+}
+
+#[test]
+fn a_second_run_waits_for_the_lease_and_racing_runs_never_both_win() {
+    let Some(server) = S3Server::start(&["lake"], &[]) else {
+        return;
+    };
+    let s = Setup::new(10);
+    upload_profiles(&server, &rows(300));
+    let text = yaml(&s, &server, 60);
+    // Slow uploads keep the first run holding the lock.
+    s.emulator.script(Faults {
+        upserts: (0..6).map(|_| Fault::Delay { ms: 400 }).collect(),
+        ..Faults::default()
+    });
+    let first = machine(&text);
+    let mut child = spawn_in(first.path(), &server, &["run", "p.yaml"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !held(&server) {
+        assert!(
+            Instant::now() < deadline,
+            "the first run never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let second = machine(&text);
+    let refused = run_in(second.path(), &server, &["run", "p.yaml"]);
+    assert_eq!(refused.code, 6, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("export `daily` is already running (pid ")
+            && refused.stderr.contains("s3://lake/state/daily/run.lock"),
+        "{}",
+        refused.stderr
+    );
+    assert!(child.wait().unwrap().success());
+    let after = run_in(second.path(), &server, &["run", "p.yaml"]);
+    assert_eq!(after.code, 0, "{}", after.stderr);
+
+    // Eight workers race for a free lock: exactly one gets it.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let won = rt.block_on(async {
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let url = url::Url::parse("s3://lake/state/daily").unwrap();
+                let store = pipeline_engine::store::Store {
+                    cloud: pipeline_spec::Cloud::S3,
+                    root: pipeline_engine::store::root_of(&url),
+                    inner: server.bucket("lake"),
+                };
+                let remote = pipeline_sync::RemoteState::new(store, url).unwrap();
+                let state = pipeline_sync::StateDir::in_store(remote, Duration::from_secs(60));
+                tokio::spawn(async move { state.lock("daily").await.map(|l| (l, state)) })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for task in tasks {
+            if let Ok(held) = task.await.unwrap() {
+                won.push(held);
+            }
+        }
+        won.len()
+    });
+    assert_eq!(won, 1);
+}
+
+/// A run killed mid-upload on one machine is finished by a run on another: after the
+/// dead run's lease, without sending again what its journal recorded as accepted.
+#[test]
+fn a_killed_run_is_resumed_from_another_machine_after_its_lease() {
+    let Some(server) = S3Server::start(&["lake"], &[]) else {
+        return;
+    };
+    let s = Setup::new(100);
+    let data = rows(1000);
+    upload_profiles(&server, &data);
+    let text = yaml(&s, &server, 5);
+    s.emulator.script(Faults {
+        upserts: (0..20).map(|_| Fault::Delay { ms: 40 }).collect(),
+        ..Faults::default()
+    });
+    let first = machine(&text);
+    let mut child = spawn_in(first.path(), &server, &["run", "p.yaml"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.job_id.is_some())
+        .count()
+        < 8
+    {
+        assert!(Instant::now() < deadline, "the run never got going");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(held(&server), "a killed run leaves its lease behind");
+
+    // What the journal in the store holds as accepted when the process died.
+    let mut journaled = BTreeSet::new();
+    for key in server.keys("lake", "state/daily/journal/") {
+        let bytes = server.get("lake", &key).unwrap();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            for pair in v["contacts"].as_array().unwrap() {
+                journaled.insert(pair[0].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert!(journaled.len() >= 8 * 50, "{} journaled", journaled.len());
+
+    let second = machine(&text);
+    let early = run_in(second.path(), &server, &["run", "p.yaml"]);
+    assert_eq!(early.code, 6, "the lease still holds: {}", early.stderr);
+    let before = s.log_len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (run, doc) = loop {
+        let run = run_in(
+            second.path(),
+            &server,
+            &["run", "p.yaml", "--output", "json"],
+        );
+        if run.code != 6 {
+            let doc = run.json();
+            break (run, doc);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead run's lease never ran out"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let notes = doc["exports"][0]["sync"]["notes"].to_string();
+    assert!(
+        notes.contains("recovered the lock of an interrupted run (pid "),
+        "{notes}"
+    );
+    let resent: BTreeSet<String> = s.upserted_since(before).into_iter().collect();
+    assert!(
+        resent.is_disjoint(&journaled),
+        "a journaled body was sent again"
+    );
+    let all: BTreeSet<String> = data.iter().map(|r| r.email.clone()).collect();
+    let listed: BTreeSet<String> = s.list_names(LIST).into_keys().collect();
+    assert_eq!(listed, all);
+    assert!(server.keys("lake", "state/daily/journal/").is_empty());
+}
