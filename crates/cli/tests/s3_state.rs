@@ -249,26 +249,20 @@ fn a_killed_run_is_resumed_from_another_machine_after_its_lease() {
     upload_profiles(&server, &data);
     let text = yaml(&s, &server, 5);
     s.emulator.script(Faults {
-        upserts: (0..20).map(|_| Fault::Delay { ms: 40 }).collect(),
+        upserts: (0..20).map(|_| Fault::Delay { ms: 150 }).collect(),
         ..Faults::default()
     });
     let first = machine(&text);
     let mut child = spawn_in(first.path(), &server, &["run", "p.yaml"]);
+    // Killed once four accepted bodies are on record in the store.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while s
-        .emulator
-        .requests()
-        .iter()
-        .filter(|r| r.job_id.is_some())
-        .count()
-        < 8
-    {
+    while server.keys("lake", "state/daily/journal/").len() < 4 {
         assert!(Instant::now() < deadline, "the run never got going");
         assert!(
             child.try_wait().unwrap().is_none(),
             "the run ended before it was killed"
         );
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().unwrap();
     child.wait().unwrap();
@@ -285,7 +279,7 @@ fn a_killed_run_is_resumed_from_another_machine_after_its_lease() {
             }
         }
     }
-    assert!(journaled.len() >= 8 * 50, "{} journaled", journaled.len());
+    assert!(journaled.len() >= 4 * 50, "{} journaled", journaled.len());
 
     let second = machine(&text);
     let early = run_in(second.path(), &server, &["run", "p.yaml"]);

@@ -68,6 +68,7 @@ pub(crate) async fn upload(
                     })?;
                     journal
                         .accepted(&job_id, list_ids, keys)
+                        .await
                         .map_err(|source| SinkError::Io {
                             context: "cannot record an accepted upload in the run journal".into(),
                             source,

@@ -228,13 +228,14 @@ impl Classified for SinkError {
 /// Records each body SendGrid accepted, as it happens, so that a later run can finish
 /// an interrupted one without sending those contacts again.
 pub trait UploadJournal: Send + Sync {
-    /// SendGrid answered `job_id` for a body holding `contacts` for `list_ids`.
-    fn accepted(
-        &self,
-        job_id: &str,
-        list_ids: &[String],
-        contacts: &encoder::BodyKeys,
-    ) -> std::io::Result<()>;
+    /// SendGrid answered `job_id` for a body holding `contacts` for `list_ids`. The
+    /// upload goes on only once the returned future has made the record durable.
+    fn accepted<'a>(
+        &'a self,
+        job_id: &'a str,
+        list_ids: &'a [String],
+        contacts: &'a encoder::BodyKeys,
+    ) -> futures::future::BoxFuture<'a, std::io::Result<()>>;
 }
 
 /// Consumes an export's contact stream.

@@ -6,12 +6,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
 use pipeline_sink::UploadJournal;
 use pipeline_sink::encoder::BodyKeys;
 use pipeline_spec::IdentifierSet;
 use serde::{Deserialize, Serialize};
 
-use crate::remote::{self, RemoteState};
+use crate::remote::RemoteState;
 use crate::{FieldHash, StateError, io};
 
 /// One accepted body: its import job, its lists, and its contacts with their field hashes.
@@ -126,36 +127,49 @@ struct Line<'a> {
     identifiers: Vec<u8>,
 }
 
-impl UploadJournal for JournalWriter {
-    fn accepted(
-        &self,
-        job_id: &str,
-        list_ids: &[String],
-        contacts: &BodyKeys,
-    ) -> std::io::Result<()> {
-        let line = Line {
-            job_id,
-            list_ids,
-            contacts: contacts.iter().map(|(e, h, _)| (e, FieldHash(h))).collect(),
-            identifiers: contacts.identifiers().iter().map(|i| i.bits()).collect(),
-        };
-        let mut bytes = serde_json::to_vec(&line)?;
-        bytes.push(b'\n');
-        // One write per line, so a line is either whole or the cut-short last one.
+impl JournalWriter {
+    /// Appends one line and syncs it; one write per line, so a line is either whole or
+    /// the cut-short last one.
+    fn append(&self, bytes: &[u8]) -> std::io::Result<()> {
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.write_all(&bytes)?;
-        file.sync_data()?;
-        if let Some(remote) = &self.remote {
-            remote::block_on(remote.push_record(&bytes))?
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-        }
-        Ok(())
+        file.write_all(bytes)?;
+        file.sync_data()
+    }
+}
+
+impl UploadJournal for JournalWriter {
+    fn accepted<'a>(
+        &'a self,
+        job_id: &'a str,
+        list_ids: &'a [String],
+        contacts: &'a BodyKeys,
+    ) -> BoxFuture<'a, std::io::Result<()>> {
+        Box::pin(async move {
+            let line = Line {
+                job_id,
+                list_ids,
+                contacts: contacts.iter().map(|(e, h, _)| (e, FieldHash(h))).collect(),
+                identifiers: contacts.identifiers().iter().map(|i| i.bits()).collect(),
+            };
+            let mut bytes = serde_json::to_vec(&line)?;
+            bytes.push(b'\n');
+            self.append(&bytes)?;
+            // No lock is held here: each record is an object of its own, numbered apart.
+            if let Some(remote) = &self.remote {
+                remote
+                    .push_record(&bytes)
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+            }
+            Ok(())
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
 
     fn keys(emails: &[&str]) -> BodyKeys {
         let mut k = BodyKeys::default();
@@ -173,8 +187,13 @@ mod tests {
         let w = JournalWriter::open(&path, None).unwrap();
         let lists = vec!["l1".to_string()];
         w.accepted("job-1", &lists, &keys(&["a@x.io", "b@x.io"]))
+            .now_or_never()
+            .unwrap()
             .unwrap();
-        w.accepted("job-2", &lists, &keys(&["c@x.io"])).unwrap();
+        w.accepted("job-2", &lists, &keys(&["c@x.io"]))
+            .now_or_never()
+            .unwrap()
+            .unwrap();
         let read = read_journal(&path).unwrap();
         assert_eq!(read.len(), 2);
         assert_eq!(read[0].job_id, "job-1");

@@ -220,3 +220,116 @@ impl Drop for LeaseLock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    fn state(store: &Arc<InMemory>) -> RemoteState {
+        let url = url::Url::parse("s3://lake/state/daily").unwrap();
+        let store = Store {
+            cloud: pipeline_spec::Cloud::S3,
+            root: pipeline_engine::store::root_of(&url),
+            inner: Arc::clone(store) as Arc<dyn ObjectStore>,
+        };
+        RemoteState::new(store, url).unwrap()
+    }
+
+    async fn holder(store: &InMemory) -> Holder {
+        let path = StorePath::from("state/daily/run.lock");
+        let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_lease_refuses_a_second_run_and_a_released_one_is_taken_quietly() {
+        let store = Arc::new(InMemory::new());
+        let lease = Duration::from_secs(60);
+        let first = LeaseLock::acquire(&state(&store), "daily", lease)
+            .await
+            .unwrap();
+        assert_eq!(first.recovered_from, None);
+        let held = holder(&store).await;
+        assert!(!held.released && held.expires > unix_now());
+
+        let refused = LeaseLock::acquire(&state(&store), "daily", lease)
+            .await
+            .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("export `daily` is already running (pid "),
+            "{refused}"
+        );
+        drop(first);
+        assert!(holder(&store).await.released);
+        let second = LeaseLock::acquire(&state(&store), "daily", lease)
+            .await
+            .unwrap();
+        assert_eq!(
+            second.recovered_from, None,
+            "a released lock is no recovery"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_lease_is_taken_over_and_its_holder_named() {
+        let store = Arc::new(InMemory::new());
+        let dead = Holder {
+            holder: "pid 7 on worker-a".into(),
+            since: 100,
+            expires: unix_now() - 1,
+            released: false,
+        };
+        store
+            .put(
+                &StorePath::from("state/daily/run.lock"),
+                PutPayload::from(serde_json::to_vec(&dead).unwrap()),
+            )
+            .await
+            .unwrap();
+        let taken = LeaseLock::acquire(&state(&store), "daily", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            taken.recovered_from.as_deref(),
+            Some("pid 7 on worker-a, since 100")
+        );
+        assert_eq!(holder(&store).await.holder, who());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_taken_over_by_another_run_is_lost_and_left_alone() {
+        let store = Arc::new(InMemory::new());
+        let remote = state(&store);
+        let lock = LeaseLock::acquire(&remote, "daily", Duration::from_secs(6))
+            .await
+            .unwrap();
+        // Another run overwrites the lock (as after this run hung past its lease).
+        let path = StorePath::from("state/daily/run.lock");
+        let other = Holder {
+            holder: "pid 9 on worker-b".into(),
+            since: unix_now(),
+            expires: unix_now() + 60,
+            released: false,
+        };
+        store
+            .put(&path, PutPayload::from(serde_json::to_vec(&other).unwrap()))
+            .await
+            .unwrap();
+        // The next renewal (after a third of the lease) fails its condition.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !remote.lost.load(Ordering::SeqCst) {
+            assert!(std::time::Instant::now() < deadline, "the loss went unseen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let refused = remote.push_record(b"{}\n").await.unwrap_err();
+        assert!(
+            refused.to_string().contains("this run lost its lock"),
+            "{refused}"
+        );
+        drop(lock);
+        assert_eq!(holder(&store).await.holder, "pid 9 on worker-b");
+    }
+}

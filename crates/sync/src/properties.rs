@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use pipeline_sink::UploadJournal;
 use pipeline_sink::encoder::BodyKeys;
 use proptest::prelude::*;
@@ -69,8 +70,8 @@ proptest! {
         for (i, e) in emails.iter().enumerate() {
             keys.push(e, i as u64, IdentifierSet::from_bits(1));
         }
-        writer.accepted("job-1", &["l1".into()], &keys).unwrap();
-        writer.accepted("job-2", &["l1".into()], &keys).unwrap();
+        writer.accepted("job-1", &["l1".into()], &keys).now_or_never().unwrap().unwrap();
+        writer.accepted("job-2", &["l1".into()], &keys).now_or_never().unwrap().unwrap();
         drop(writer);
         let read = read_journal(&path).unwrap();
         prop_assert_eq!(read.len(), 2);

@@ -146,11 +146,11 @@ impl RemoteState {
         Ok(())
     }
 
-    async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<(), StateError> {
+    async fn put(&self, path: &StorePath, bytes: Vec<u8>) -> Result<(), StateError> {
         self.check_lease()?;
         self.store
             .inner
-            .put(&self.object(name), PutPayload::from(bytes))
+            .put(path, PutPayload::from(bytes))
             .await
             .map_err(|e| self.error("cannot write", &e))?;
         Ok(())
@@ -160,14 +160,14 @@ impl RemoteState {
     pub async fn push(&self, name: &str) -> Result<(), StateError> {
         let bytes = std::fs::read(self.local(name))
             .map_err(crate::io(format!("cannot read the working copy of {name}")))?;
-        self.put(name, bytes).await
+        self.put(&self.object(name), bytes).await
     }
 
     /// Uploads one journal record as an object of its own.
     pub async fn push_record(&self, line: &[u8]) -> Result<(), StateError> {
         let n = self.next_record.fetch_add(1, Ordering::SeqCst);
-        self.put(&format!("{JOURNAL}/{n:010}.jsonl"), line.to_vec())
-            .await
+        let path = self.object(JOURNAL).join(format!("{n:010}.jsonl"));
+        self.put(&path, line.to_vec()).await
     }
 
     /// Replaces the journal's objects with the local journal (or none when it is gone).
