@@ -31,6 +31,8 @@ pub use run::{CapStatus, CapVerdict, ExportSummary, RunOptions, SegmentSummary};
 /// A pipeline opened for querying: sources registered, segments planned.
 pub struct Engine {
     ctx: SessionContext,
+    /// The session of the selection's sorts, under its own share of the memory limit.
+    sort_ctx: SessionContext,
     pipeline: Pipeline,
     segment_schemas: BTreeMap<String, SchemaRef>,
     /// Rows per source file, from the footers (for progress).
@@ -43,30 +45,12 @@ impl Engine {
     pub async fn open(pipeline: &Pipeline) -> Result<Self, EngineError> {
         let settings = &pipeline.file.engine;
         let limit = (settings.memory_limit_mib as usize) << 20;
-        // A fair pool shares the limit among the segment SQL's sorts, joins and aggregates
-        // so one cannot starve another; each spills to disk when it reaches its share.
-        let pool = TrackConsumersPool::new(
-            FairSpillPool::new(limit),
-            NonZeroUsize::new(3).expect("non-zero"),
-        );
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(pool))
-            .build_arc()
-            .map_err(|e| EngineError::config(format!("cannot start the query engine: {e}")))?;
-        // Each sort keeps this much back for merging its spills; DataFusion's 10 MiB
-        // default starves many sorts under a small limit.
-        let config = SessionConfig::new()
-            .set_usize(
-                "datafusion.execution.sort_spill_reservation_bytes",
-                (limit / 32).min(10 << 20),
-            )
-            // Decode the filter columns first and the rest only for the rows that pass
-            // (late materialisation): a segment keeps about 1% of a profile table.
-            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
-            .set_bool("datafusion.execution.parquet.reorder_filters", true)
-            .with_batch_size(settings.batch_size)
-            .with_information_schema(false);
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        // The selection's own sorts (contacts and rejects, which hold every member row)
+        // get a quarter of the limit in a pool of their own; the segment SQL keeps the
+        // rest, and its hash joins (which cannot spill) are never starved by them.
+        let sort_limit = limit / 4;
+        let ctx = session(limit - sort_limit, settings.batch_size)?;
+        let sort_ctx = session(sort_limit, settings.batch_size)?;
         udf::register(&ctx);
 
         let (footers, mut problems) = sources::register_all(&ctx, pipeline).await;
@@ -82,6 +66,7 @@ impl Engine {
         }
         Ok(Self {
             ctx,
+            sort_ctx,
             pipeline: pipeline.clone(),
             segment_schemas,
             footers,
@@ -126,9 +111,41 @@ impl Engine {
         &self.ctx
     }
 
+    pub(crate) fn sort_context(&self) -> &SessionContext {
+        &self.sort_ctx
+    }
+
     pub(crate) fn export_by_name(&self, name: &str) -> &pipeline_spec::Export {
         self.pipeline
             .export(name)
             .expect("planned exports come from the pipeline")
     }
+}
+
+/// A session whose operators share `limit` bytes, spilling to disk past their share.
+fn session(limit: usize, batch_size: usize) -> Result<SessionContext, EngineError> {
+    // A fair pool shares the limit among the sorts, joins and aggregates so one cannot
+    // starve another; each spills to disk when it reaches its share.
+    let pool = TrackConsumersPool::new(
+        FairSpillPool::new(limit),
+        NonZeroUsize::new(3).expect("non-zero"),
+    );
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
+        .build_arc()
+        .map_err(|e| EngineError::config(format!("cannot start the query engine: {e}")))?;
+    // Each sort keeps this much back for merging its spills; DataFusion's 10 MiB default
+    // starves many sorts under a small limit.
+    let config = SessionConfig::new()
+        .set_usize(
+            "datafusion.execution.sort_spill_reservation_bytes",
+            (limit / 32).min(10 << 20),
+        )
+        // Decode the filter columns first and the rest only for the rows that pass (late
+        // materialisation): a segment keeps about 1% of a profile table.
+        .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+        .set_bool("datafusion.execution.parquet.reorder_filters", true)
+        .with_batch_size(batch_size)
+        .with_information_schema(false);
+    Ok(SessionContext::new_with_config_rt(config, runtime))
 }

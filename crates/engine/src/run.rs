@@ -174,7 +174,7 @@ impl Engine {
         let keep = valid_columns(&schema);
         let valid_schema: SchemaRef = Arc::new(schema.project(&keep).map_err(|e| exec(&e))?);
         let contacts = Sorter::start(
-            self.context(),
+            self.sort_context(),
             valid_schema.clone(),
             export_order(query, &valid_schema, false),
         )
@@ -184,7 +184,7 @@ impl Engine {
             Some(dir) => {
                 let writer = RejectsWriter::create(dir, &query.export, query.key.name())?;
                 let order = export_order(query, &schema, true);
-                let sorter = Sorter::start(self.context(), schema.clone(), order)
+                let sorter = Sorter::start(self.sort_context(), schema.clone(), order)
                     .await
                     .map_err(|e| exec(&e))?;
                 let writing = write_rejects(sorter.output, writer, query.clone());
