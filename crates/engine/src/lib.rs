@@ -31,8 +31,10 @@ pub use run::{CapStatus, CapVerdict, ExportSummary, RunOptions, SegmentSummary};
 /// A pipeline opened for querying: sources registered, segments planned.
 pub struct Engine {
     ctx: SessionContext,
-    /// The session of the selection's sorts, under its own share of the memory limit.
+    /// The sessions of the selection's two sorts (contacts, rejects), each under its
+    /// own share of the memory limit.
     sort_ctx: SessionContext,
+    rejects_ctx: SessionContext,
     pipeline: Pipeline,
     segment_schemas: BTreeMap<String, SchemaRef>,
     /// Rows per source file, from the footers (for progress).
@@ -45,12 +47,19 @@ impl Engine {
     pub async fn open(pipeline: &Pipeline) -> Result<Self, EngineError> {
         let settings = &pipeline.file.engine;
         let limit = (settings.memory_limit_mib as usize) << 20;
-        // The selection's own sorts (contacts and rejects, which hold every member row)
-        // get a quarter of the limit in a pool of their own; the segment SQL keeps the
-        // rest, and its hash joins (which cannot spill) are never starved by them.
-        let sort_limit = limit / 4;
-        let ctx = session(limit - sort_limit, settings.batch_size)?;
+        // The selection's own sorts hold every member row: the contacts' sort gets a
+        // quarter of the limit and the rejects' a sixteenth (at least 8 MiB each, enough
+        // for a sort to hold and merge a few batches), each in a pool of its own so that
+        // one sort's merge never starves the other's. The segment SQL keeps the rest
+        // (at least 8 MiB), and its hash joins, which cannot spill, are never starved by
+        // the sorts.
+        const FLOOR: usize = 8 << 20;
+        let sort_limit = (limit / 4).max(FLOOR);
+        let rejects_limit = (limit / 16).max(FLOOR);
+        let query_limit = limit.saturating_sub(sort_limit + rejects_limit).max(FLOOR);
+        let ctx = session(query_limit, settings.batch_size)?;
         let sort_ctx = session(sort_limit, settings.batch_size)?;
+        let rejects_ctx = session(rejects_limit, settings.batch_size)?;
         udf::register(&ctx);
 
         let (footers, mut problems) = sources::register_all(&ctx, pipeline).await;
@@ -67,6 +76,7 @@ impl Engine {
         Ok(Self {
             ctx,
             sort_ctx,
+            rejects_ctx,
             pipeline: pipeline.clone(),
             segment_schemas,
             footers,
@@ -113,6 +123,10 @@ impl Engine {
 
     pub(crate) fn sort_context(&self) -> &SessionContext {
         &self.sort_ctx
+    }
+
+    pub(crate) fn rejects_context(&self) -> &SessionContext {
+        &self.rejects_ctx
     }
 
     pub(crate) fn export_by_name(&self, name: &str) -> &pipeline_spec::Export {

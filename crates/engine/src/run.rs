@@ -184,7 +184,7 @@ impl Engine {
             Some(dir) => {
                 let writer = RejectsWriter::create(dir, &query.export, query.key.name())?;
                 let order = export_order(query, &schema, true);
-                let sorter = Sorter::start(self.sort_context(), schema.clone(), order)
+                let sorter = Sorter::start(self.rejects_context(), schema.clone(), order)
                     .await
                     .map_err(|e| exec(&e))?;
                 let writing = write_rejects(sorter.output, writer, query.clone());
