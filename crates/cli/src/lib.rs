@@ -3,11 +3,13 @@
 //! All logic lives in the library crates; this crate parses arguments, prints summaries
 //! and maps every outcome to an [`Exit`] code.
 
+mod commands;
 mod exit;
 mod history;
 mod local;
 mod output;
 mod progress;
+mod redact;
 mod remote;
 mod report;
 mod text;
@@ -16,14 +18,13 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pipeline_engine::{Engine, RunOptions};
-use pipeline_sendgrid::suppressions::SuppressionStage;
-use pipeline_sink::dry_run::DryRunSink;
-use pipeline_sink::preview::{PreviewSink, Sample};
+use pipeline_engine::Engine;
 use pipeline_spec::{Classified, ErrorKind, Pipeline};
-use pipeline_sync::{ExportSync, SyncOptions, SyncedExport};
+use pipeline_sync::SyncOptions;
 
+use commands::{Shown, check, plan, run, validate};
 pub use exit::Exit;
+pub(crate) use redact::{RedactedStderr, Stream, emit, hide, hide_key, redact_message};
 
 /// Export customer segments from Parquet profile tables into SendGrid Marketing lists.
 #[derive(Debug, Parser)]
@@ -412,91 +413,6 @@ fn finish<T: output::Outcome>(
     }
 }
 
-/// What no output shows as it is: every API key read (as `***`).
-static HIDDEN_KEYS: std::sync::LazyLock<std::sync::Mutex<pipeline_spec::Redactions>> =
-    std::sync::LazyLock::new(Default::default);
-
-/// What no message shows as it is: the values `${VAR}` references brought into the
-/// pipeline file (shown as the reference). Results on stdout keep them, so a list id
-/// from the environment reads as itself there; a key among them is caught when keys are
-/// read (see [`open`]).
-static HIDDEN_VALUES: std::sync::LazyLock<std::sync::Mutex<pipeline_spec::Redactions>> =
-    std::sync::LazyLock::new(Default::default);
-
-fn lock(
-    registry: &std::sync::Mutex<pipeline_spec::Redactions>,
-) -> std::sync::MutexGuard<'_, pipeline_spec::Redactions> {
-    registry.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Hides `redactions` from every message from now on.
-pub(crate) fn hide(redactions: &pipeline_spec::Redactions) {
-    lock(&HIDDEN_VALUES).extend(redactions);
-}
-
-/// Hides an API key from every output from now on.
-pub(crate) fn hide_key(key: &str) {
-    lock(&HIDDEN_KEYS).add(key, "***");
-}
-
-/// `message` with every hidden key and `${VAR}` value replaced.
-fn redact_message(message: &str) -> String {
-    let keys = lock(&HIDDEN_KEYS).redact(message).into_owned();
-    lock(&HIDDEN_VALUES).redact(&keys).into_owned()
-}
-
-/// Standard error for the logs, with the hidden values replaced as in every message. Each
-/// log event arrives in one write.
-struct RedactedStderr;
-
-impl std::io::Write for RedactedStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let text = redact_message(&String::from_utf8_lossy(buf));
-        above_progress(|| std::io::stderr().lock().write_all(text.as_bytes()))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Stream {
-    /// Results: keys hidden.
-    Out,
-    /// Messages: keys and `${VAR}` values hidden.
-    Err,
-}
-
-/// Writes `text` with the hidden values replaced. A closed pipe (`pipeline plan | head`)
-/// ends the output quietly, as ripgrep does: the command's exit code stands.
-fn emit(stream: Stream, text: &str) {
-    use std::io::Write;
-    let written = match stream {
-        Stream::Out => {
-            if let Some(bar) = PROGRESS.get() {
-                bar.finish_and_clear();
-            }
-            let text = lock(&HIDDEN_KEYS).redact(text).into_owned();
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes()).and_then(|()| out.flush())
-        }
-        Stream::Err => {
-            let text = redact_message(text);
-            above_progress(|| std::io::stderr().lock().write_all(text.as_bytes()))
-        }
-    };
-    // Nothing can be reported about a failed write to the only places reports go.
-    drop(written);
-}
-
-fn progress(message: &str) {
-    if std::io::stderr().is_terminal() {
-        emit(Stream::Err, &format!("{message}\n"));
-    }
-}
-
 /// The `--connections` flag, set once by [`main`].
 static CONNECTIONS: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
 
@@ -530,268 +446,4 @@ async fn open(file: &Path) -> Result<(Pipeline, Engine), Failure> {
     }
     let engine = Engine::open(&pipeline).await?;
     Ok((pipeline, engine))
-}
-
-async fn validate(file: &Path) -> Result<output::Validation, Failure> {
-    let (pipeline, engine) = open(file).await?;
-    engine.plan_exports(None).await?;
-    let key_notes = pipeline
-        .file
-        .connections
-        .iter()
-        .map(|(name, c)| {
-            let found =
-                pipeline_spec::resolve_api_key(name, c, pipeline.key_base_dir(name), &|v| {
-                    std::env::var(v).ok()
-                });
-            (name.clone(), found.err())
-        })
-        .collect();
-    Ok(output::Validation {
-        pipeline,
-        key_notes,
-    })
-}
-
-/// The pipeline and its engine with the exports' named lists resolved to ids: the engine
-/// is opened again when any were, so that every part sees the same ids.
-async fn resolve_lists(
-    pipeline: Pipeline,
-    engine: Engine,
-    only: Option<&str>,
-    local: Option<&local::LocalEmulator>,
-    mode: remote::Resolve,
-) -> Result<(Pipeline, Engine, Vec<remote::NamedList>), Failure> {
-    if pipeline.file.exports.iter().all(|e| e.lists.is_empty()) {
-        return Ok((pipeline, engine, Vec::new()));
-    }
-    let mut pipeline = pipeline;
-    let named = remote::resolve_named_lists(&mut pipeline, only, local, mode).await?;
-    let engine = Engine::open(&pipeline).await?;
-    Ok((pipeline, engine, named))
-}
-
-/// Says in an export's summary how its named lists were resolved.
-fn note_named_lists(summary: &mut SyncedExport, named: &[remote::NamedList]) {
-    let Some(sync) = summary.sync.as_mut() else {
-        return;
-    };
-    for list in named.iter().filter(|l| l.export == summary.summary.export) {
-        let (name, id) = (&list.name, &list.id);
-        sync.notes.push(match list.outcome {
-            remote::ListOutcome::ToBeCreated => {
-                format!("list `{name}` does not exist yet: a run creates it (create_missing_lists)")
-            }
-            remote::ListOutcome::Found => format!("list `{name}` is {id} (found by name)"),
-            remote::ListOutcome::Created => format!("list `{name}` is {id} (created by name)"),
-        });
-    }
-}
-
-/// What `pipeline plan` shows beside the counts.
-struct Shown {
-    rows: usize,
-    show_emails: bool,
-    suppressions: bool,
-}
-
-/// Puts what the suppression stage counted in an export's summary.
-fn note_suppressions(summary: &mut SyncedExport, stage: Option<&SuppressionStage>) {
-    if let (Some(sync), Some(stage)) = (summary.sync.as_mut(), stage) {
-        sync.suppressed = Some(stage.counts());
-        sync.suppressed_skipped = stage.skips();
-    }
-}
-
-async fn plan(
-    file: &Path,
-    only: Option<&str>,
-    shown: Shown,
-    options: &SyncOptions,
-) -> Result<Vec<output::Plan>, Failure> {
-    let (pipeline, engine) = open(file).await?;
-    let (pipeline, engine, named) =
-        resolve_lists(pipeline, engine, only, None, remote::Resolve::Preview).await?;
-    let queries = engine.plan_exports(only).await?;
-    let mut plans = Vec::new();
-    for query in &queries {
-        progress(&format!("Planning export {}…", query.export));
-        let sync = ExportSync::new(&pipeline, query, options)?;
-        let export = pipeline
-            .export(&query.export)
-            .expect("planned from the pipeline");
-        let mut suppression =
-            remote::suppression_stage(&pipeline, export, None, shown.suppressions).await?;
-        // The sample sees every contact, sent or not; the preview counts what would be sent.
-        let mut sample = Sample::new(shown.rows);
-        let endpoint = remote::endpoint_of(&pipeline, &query.export);
-        let mut tap = (&mut sample, suppression.as_mut());
-        let summary = sync
-            .preview(
-                &engine,
-                &endpoint,
-                Some(&mut tap),
-                &mut PreviewSink,
-                RunOptions::default(),
-            )
-            .await?;
-        let mut summary = summary;
-        note_named_lists(&mut summary, &named);
-        note_suppressions(&mut summary, suppression.as_ref());
-        if shown.suppressions
-            && export.mapping.email.is_none()
-            && let Some(sync) = summary.sync.as_mut()
-        {
-            sync.notes.push(
-                "suppressions not checked: the export maps no email, and SendGrid's suppression lists hold addresses".into(),
-            );
-        }
-        plans.push(output::Plan {
-            summary,
-            sample: sample.batches(),
-            mask_emails: !shown.show_emails,
-        });
-    }
-    Ok(plans)
-}
-
-async fn run(
-    file: &Path,
-    dry_run: Option<&Path>,
-    only: Option<&str>,
-    rejects_dir: Option<PathBuf>,
-    local_emulator: bool,
-    mut options: SyncOptions,
-) -> Result<output::RunOutcome, Failure> {
-    let (pipeline, engine) = open(file).await?;
-    let queries = engine.plan_exports(only).await?;
-    let local = if local_emulator {
-        Some(local::LocalEmulator::start(&pipeline, &queries).await?)
-    } else {
-        None
-    };
-    let mode = match dry_run {
-        Some(_) => remote::Resolve::Preview,
-        None => remote::Resolve::Run,
-    };
-    let (pipeline, engine, named) =
-        resolve_lists(pipeline, engine, only, local.as_ref(), mode).await?;
-    let queries = engine.plan_exports(only).await?;
-    // The in-process emulator forgets everything when the run ends, so must its state.
-    let _local_state = match &local {
-        Some(_) => {
-            let dir = tempfile::tempdir().map_err(|e| Failure {
-                exit: Exit::RunFailed,
-                message: format!("cannot create a temporary state folder: {e}"),
-            })?;
-            options.state_root = Some(dir.path().to_owned());
-            Some(dir)
-        }
-        None => None,
-    };
-    let rejects_dir = rejects_dir
-        .or_else(|| dry_run.map(Path::to_path_buf))
-        .unwrap_or_else(|| pipeline.base_dir().join("rejects"));
-    let mut summaries = Vec::new();
-    for query in &queries {
-        let export = pipeline
-            .export(&query.export)
-            .expect("planned from the pipeline");
-        progress(&format!("Running export {}…", query.export));
-        tracing::info!(export = %query.export, "Selecting contacts");
-        let run_options = RunOptions {
-            rejects_dir: Some(rejects_dir.clone()),
-            ..RunOptions::default()
-        };
-        let started = pipeline_sync::unix_now();
-        let result: Result<SyncedExport, Failure> = async {
-            let sync = ExportSync::new(&pipeline, query, &options)?;
-            // With skip_suppressed the dry run leaves out what the run would: it reads the
-            // suppression lists too.
-            let mut suppression =
-                remote::suppression_stage(&pipeline, export, local.as_ref(), false).await?;
-            let tap = suppression
-                .as_mut()
-                .map(|s| s as &mut dyn pipeline_sink::Stage);
-            let mut summary = match dry_run {
-                Some(dir) => {
-                    let endpoint = remote::endpoint_of(&pipeline, &query.export);
-                    let mut sink = DryRunSink::new(dir);
-                    sync.preview(&engine, &endpoint, tap, &mut sink, run_options)
-                        .await?
-                }
-                None => {
-                    let client = remote::client_for(&pipeline, &export.connection, local.as_ref())?;
-                    let concurrency = pipeline.file.connections[&export.connection].concurrency;
-                    let sink = remote::sendgrid_sink(client.clone(), concurrency, export, query);
-                    sync.run(&engine, &client, tap, sink, run_options).await?
-                }
-            };
-            note_named_lists(&mut summary, &named);
-            note_suppressions(&mut summary, suppression.as_ref());
-            Ok(summary)
-        }
-        .await;
-        // Every real run leaves a line in the export's history, failed ones too.
-        if dry_run.is_none() {
-            match options.state_of(&pipeline, &query.export) {
-                Ok(state) => history::record(&state, started, &result).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Cannot record the run in the export's history")
-                }
-            }
-        }
-        let summary = result?;
-        tracing::info!(
-            export = %summary.export,
-            contacts = summary.contacts,
-            sent = summary.sent,
-            rejected = summary.rejected,
-            duplicates = summary.duplicates,
-            "Export finished"
-        );
-        summaries.push(summary);
-    }
-    let landed = local.map(|l| l.landed(&summaries));
-    Ok(output::RunOutcome { summaries, landed })
-}
-
-async fn check(file: &Path, local_emulator: bool) -> Result<Vec<output::Verdict>, Failure> {
-    let (pipeline, engine) = open(file).await?;
-    let queries = engine.plan_exports(None).await?;
-    let local = if local_emulator {
-        Some(local::LocalEmulator::start(&pipeline, &queries).await?)
-    } else {
-        None
-    };
-    // A name that does not resolve is a failed check, not a stop. Check runs no query,
-    // so the engine is not opened again with the resolved ids.
-    let mut resolved = pipeline.clone();
-    let outcome = remote::resolve_named_lists(
-        &mut resolved,
-        None,
-        local.as_ref(),
-        remote::Resolve::Preview,
-    )
-    .await;
-    let (pipeline, named, mut verdicts) = match outcome {
-        Ok(named) => (resolved, named, Vec::new()),
-        Err(f) => (
-            pipeline,
-            Vec::new(),
-            vec![output::Verdict::fail("lists by name".into(), f.message)],
-        ),
-    };
-    for list in &named {
-        let subject = format!("export {} list `{}`", list.export, list.name);
-        verdicts.push(match list.outcome {
-            remote::ListOutcome::ToBeCreated => output::Verdict::pass(
-                subject,
-                "missing; the run creates it (create_missing_lists)".into(),
-            ),
-            _ => output::Verdict::pass(subject, format!("is {}", list.id)),
-        });
-    }
-    verdicts.extend(remote::check(&pipeline, &queries, local.as_ref()).await);
-    Ok(verdicts)
 }

@@ -38,14 +38,10 @@ fn write_table(dir: &Path) -> Option<()> {
 }
 
 fn yaml(source: &str) -> String {
+    let connections = connections_yaml(None);
     format!(
         "version: 1
-connections:
-  marketing:
-    type: sendgrid
-    api_key: ${{SENDGRID_API_KEY}}
-    data_privacy_consent: true
-sources:
+{connections}sources:
   profiles: {source}
 segments:
   subscribed: SELECT * FROM profiles WHERE is_subscribed

@@ -43,16 +43,10 @@ fn members_bytes(ids: &[i64]) -> Vec<u8> {
 }
 
 fn yaml(s: &Setup, sources: &str) -> String {
+    let connections = connections_yaml(Some(&s.emulator.url()));
     format!(
         "version: 1
-connections:
-  marketing:
-    type: sendgrid
-    api_key: ${{SENDGRID_API_KEY}}
-    data_privacy_consent: true
-    endpoint: {}
-    max_attempts: 2
-sources:
+{connections}sources:
 {sources}
 segments:
   vip: SELECT p.* FROM profiles p JOIN members m ON m.customer_id = p.customer_id WHERE m.segment_name = 'vip'
@@ -65,17 +59,8 @@ exports:
     mapping:
       email: email
       first_name: first_name
-",
-        s.emulator.url()
+"
     )
-}
-
-fn run_with(s: &Setup, server: &S3Server, args: &[&str], extra: &[(&str, &str)]) -> Run {
-    let env = server.env();
-    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    all.push(("SENDGRID_API_KEY", KEY));
-    all.extend_from_slice(extra);
-    pipeline(s.dir.path(), args, &all)
 }
 
 #[test]
@@ -131,10 +116,10 @@ fn an_export_reads_a_parquet_folder_and_a_glob_on_s3() {
             ),
         ),
     );
-    let checked = run_with(&s, &server, &["validate", file], &[]);
+    let checked = server.run(s.dir.path(), &["validate", file], &[]);
     assert_eq!(checked.code, 0, "{}", checked.stderr);
 
-    let first = run_with(&s, &server, &["run", file, "--output", "json"], &[]);
+    let first = server.run(s.dir.path(), &["run", file, "--output", "json"], &[]);
     assert_eq!(first.code, 0, "{}", first.stderr);
     let expected: BTreeSet<String> = vip_jan
         .iter()
@@ -147,7 +132,7 @@ fn an_export_reads_a_parquet_folder_and_a_glob_on_s3() {
 
     // The same objects read again: nothing changed, nothing is sent.
     let before = s.log_len();
-    let second = run_with(&s, &server, &["run", file, "--output", "json"], &[]);
+    let second = server.run(s.dir.path(), &["run", file, "--output", "json"], &[]);
     assert_eq!(second.code, 0, "{}", second.stderr);
     assert!(s.upserted_since(before).is_empty());
     assert_eq!(
@@ -183,7 +168,7 @@ fn every_object_store_problem_is_named_by_validate() {
                 ),
             ),
         );
-        let run = run_with(&s, &server, &["validate", file], env);
+        let run = server.run(s.dir.path(), &["validate", file], env);
         assert_eq!(run.code, 2, "{profiles}: {}{}", run.stdout, run.stderr);
         run.stderr
     };

@@ -17,19 +17,13 @@ use sendgrid_emulator::{Fault, Faults};
 /// The pipeline: profiles and state on S3, one export `daily` of subscribed profiles.
 fn yaml(s: &Setup, server: &S3Server, lease: u64) -> String {
     let storage = server.storage();
+    let connections = connections_yaml(Some(&s.emulator.url()));
     format!(
         "version: 1
 state_dir: s3://lake/state/
 state_storage: {storage}
 state_lease_secs: {lease}
-connections:
-  marketing:
-    type: sendgrid
-    api_key: ${{SENDGRID_API_KEY}}
-    data_privacy_consent: true
-    endpoint: {}
-    max_attempts: 2
-sources:
+{connections}sources:
   profiles: {{ format: parquet, path: \"s3://lake/profiles/\", storage: {storage} }}
 segments:
   subscribed: SELECT * FROM profiles WHERE is_subscribed
@@ -43,8 +37,7 @@ exports:
     mapping:
       email: email
       first_name: first_name
-",
-        s.emulator.url()
+"
     )
 }
 
@@ -63,13 +56,6 @@ fn machine(text: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), text);
     dir
-}
-
-fn run_in(dir: &Path, server: &S3Server, args: &[&str]) -> Run {
-    let env = server.env();
-    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    all.push(("SENDGRID_API_KEY", KEY));
-    pipeline(dir, args, &all)
 }
 
 fn spawn_in(dir: &Path, server: &S3Server, args: &[&str]) -> std::process::Child {
@@ -106,11 +92,7 @@ fn state_on_s3_makes_a_rerun_on_another_machine_incremental() {
     let text = yaml(&s, &server, 60);
 
     let first = machine(&text);
-    let run = run_in(
-        first.path(),
-        &server,
-        &["run", "p.yaml", "--output", "json"],
-    );
+    let run = server.run(first.path(), &["run", "p.yaml", "--output", "json"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let doc = run.json();
     assert_eq!(doc["exports"][0]["sync"]["new"], 400);
@@ -142,11 +124,7 @@ fn state_on_s3_makes_a_rerun_on_another_machine_incremental() {
     upload_profiles(&server, &data);
     let second = machine(&text);
     let before = s.log_len();
-    let run = run_in(
-        second.path(),
-        &server,
-        &["run", "p.yaml", "--output", "json"],
-    );
+    let run = server.run(second.path(), &["run", "p.yaml", "--output", "json"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let sent: BTreeSet<String> = s.upserted_since(before).into_iter().collect();
     assert_eq!(sent, changed);
@@ -154,11 +132,7 @@ fn state_on_s3_makes_a_rerun_on_another_machine_incremental() {
 
     // A third machine reads the history both runs left.
     let third = machine(&text);
-    let history = run_in(
-        third.path(),
-        &server,
-        &["history", "p.yaml", "--output", "json"],
-    );
+    let history = server.run(third.path(), &["history", "p.yaml", "--output", "json"], &[]);
     assert_eq!(history.code, 0, "{}", history.stderr);
     let runs = history.json()["exports"][0]["runs"]
         .as_array()
@@ -192,7 +166,7 @@ fn a_second_run_waits_for_the_lease_and_racing_runs_never_both_win() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let second = machine(&text);
-    let refused = run_in(second.path(), &server, &["run", "p.yaml"]);
+    let refused = server.run(second.path(), &["run", "p.yaml"], &[]);
     assert_eq!(refused.code, 6, "{}", refused.stderr);
     assert!(
         refused
@@ -203,7 +177,7 @@ fn a_second_run_waits_for_the_lease_and_racing_runs_never_both_win() {
         refused.stderr
     );
     assert!(child.wait().unwrap().success());
-    let after = run_in(second.path(), &server, &["run", "p.yaml"]);
+    let after = server.run(second.path(), &["run", "p.yaml"], &[]);
     assert_eq!(after.code, 0, "{}", after.stderr);
 
     // Eight workers race for a free lock: exactly one gets it.
@@ -282,16 +256,12 @@ fn a_killed_run_is_resumed_from_another_machine_after_its_lease() {
     assert!(journaled.len() >= 4 * 50, "{} journaled", journaled.len());
 
     let second = machine(&text);
-    let early = run_in(second.path(), &server, &["run", "p.yaml"]);
+    let early = server.run(second.path(), &["run", "p.yaml"], &[]);
     assert_eq!(early.code, 6, "the lease still holds: {}", early.stderr);
     let before = s.log_len();
     let deadline = Instant::now() + Duration::from_secs(30);
     let (run, doc) = loop {
-        let run = run_in(
-            second.path(),
-            &server,
-            &["run", "p.yaml", "--output", "json"],
-        );
+        let run = server.run(second.path(), &["run", "p.yaml", "--output", "json"], &[]);
         if run.code != 6 {
             let doc = run.json();
             break (run, doc);

@@ -8,6 +8,7 @@ pub mod progress;
 mod rejects;
 pub mod rules;
 mod run;
+mod summary;
 mod segments;
 mod select;
 mod sources;
@@ -26,7 +27,8 @@ use pipeline_spec::Pipeline;
 
 pub use error::EngineError;
 pub use plan::{ExportQuery, META_COLUMNS, Probe};
-pub use run::{CapStatus, CapVerdict, ExportSummary, RunOptions, SegmentSummary};
+pub use run::RunOptions;
+pub use summary::{CapStatus, CapVerdict, ExportSummary, SegmentSummary};
 
 /// A pipeline opened for querying: sources registered, segments planned.
 pub struct Engine {

@@ -9,6 +9,7 @@ mod error;
 mod interpolate;
 mod kind;
 mod locate;
+mod identifier;
 mod model;
 #[cfg(test)]
 mod properties;

@@ -133,16 +133,10 @@ impl Setup {
 
     /// Writes the pipeline: one export `daily` of the subscribed profiles.
     pub fn pipeline(&self, export_lines: &str) -> &'static str {
+        let connections = super::connections_yaml(Some(&self.emulator.url()));
         let text = format!(
             "version: 1
-connections:
-  marketing:
-    type: sendgrid
-    api_key: ${{SENDGRID_API_KEY}}
-    data_privacy_consent: true
-    endpoint: {}
-    max_attempts: 2
-sources:
+{connections}sources:
   profiles: {{ format: parquet, path: data/profiles.parquet }}
 segments:
   subscribed: SELECT * FROM profiles WHERE is_subscribed
@@ -152,8 +146,7 @@ exports:
     segments: [subscribed]
     order_by: customer_id
     contacts_per_request: 50
-{export_lines}",
-            self.emulator.url()
+{export_lines}"
         );
         write(self.dir.path(), &text)
     }

@@ -99,16 +99,23 @@ pub fn sample_dir() -> tempfile::TempDir {
     dir
 }
 
+/// The `connections:` block of a test pipeline: `marketing`, its key from
+/// `SENDGRID_API_KEY`, and with `endpoint` (an emulator) two attempts per request.
+pub fn connections_yaml(endpoint: Option<&str>) -> String {
+    let endpoint = endpoint
+        .map(|url| format!("    endpoint: {url}\n    max_attempts: 2\n"))
+        .unwrap_or_default();
+    format!(
+        "connections:\n  marketing:\n    type: sendgrid\n    api_key: ${{SENDGRID_API_KEY}}\n    data_privacy_consent: true\n{endpoint}"
+    )
+}
+
 /// A pipeline file around one export body (YAML lines of the export, indented 4).
 pub fn pipeline_yaml(segments: &str, export: &str) -> String {
+    let connections = connections_yaml(None);
     format!(
         "version: 1
-connections:
-  marketing:
-    type: sendgrid
-    api_key: ${{SENDGRID_API_KEY}}
-    data_privacy_consent: true
-sources:
+{connections}sources:
   profiles: {{ format: parquet, path: data/profiles.parquet }}
   memberships: {{ format: parquet, path: data/segment_memberships.parquet }}
 segments:

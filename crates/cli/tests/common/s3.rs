@@ -71,6 +71,16 @@ impl S3Server {
         ]
     }
 
+    /// Runs `pipeline` in `dir` with this server's credentials, the test account's key
+    /// and `extra`.
+    pub fn run(&self, dir: &Path, args: &[&str], extra: &[(&str, &str)]) -> super::Run {
+        let env = self.env();
+        let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.push(("SENDGRID_API_KEY", super::account::KEY));
+        all.extend_from_slice(extra);
+        super::pipeline(dir, args, &all)
+    }
+
     pub fn bucket(&self, bucket: &str) -> Arc<dyn ObjectStore> {
         Arc::new(
             AmazonS3Builder::new()
