@@ -236,7 +236,10 @@ pub(crate) async fn run(
     Ok(output::RunOutcome { summaries, landed })
 }
 
-pub(crate) async fn check(file: &Path, local_emulator: bool) -> Result<Vec<output::Verdict>, Failure> {
+pub(crate) async fn check(
+    file: &Path,
+    local_emulator: bool,
+) -> Result<Vec<output::Verdict>, Failure> {
     let (pipeline, engine) = open(file).await?;
     let queries = engine.plan_exports(None).await?;
     let local = if local_emulator {

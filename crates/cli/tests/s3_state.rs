@@ -132,7 +132,11 @@ fn state_on_s3_makes_a_rerun_on_another_machine_incremental() {
 
     // A third machine reads the history both runs left.
     let third = machine(&text);
-    let history = server.run(third.path(), &["history", "p.yaml", "--output", "json"], &[]);
+    let history = server.run(
+        third.path(),
+        &["history", "p.yaml", "--output", "json"],
+        &[],
+    );
     assert_eq!(history.code, 0, "{}", history.stderr);
     let runs = history.json()["exports"][0]["runs"]
         .as_array()

@@ -8,11 +8,11 @@ pub mod progress;
 mod rejects;
 pub mod rules;
 mod run;
-mod summary;
 mod segments;
 mod select;
 mod sources;
 pub mod store;
+mod summary;
 mod udf;
 
 use std::collections::BTreeMap;

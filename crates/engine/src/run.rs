@@ -20,13 +20,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::Engine;
-use crate::summary::{CapVerdict, ExportSummary, SegmentSummary};
 use crate::error::EngineError;
 use crate::plan::{ExportQuery, META_COLUMNS, meta};
 use crate::rejects::{Reject, RejectsWriter};
 use crate::rules::RejectReason;
 use crate::segments::query_only;
 use crate::select::{EmailSet, Sorter, export_order};
+use crate::summary::{CapVerdict, ExportSummary, SegmentSummary};
 
 /// What a selection keeps and writes.
 #[derive(Debug, Clone, Default)]

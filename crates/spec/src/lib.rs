@@ -6,10 +6,10 @@
 
 pub mod connections;
 mod error;
+mod identifier;
 mod interpolate;
 mod kind;
 mod locate;
-mod identifier;
 mod model;
 #[cfg(test)]
 mod properties;

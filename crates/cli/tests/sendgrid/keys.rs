@@ -45,6 +45,7 @@ fn the_key_never_appears_in_any_output_log_or_file() {
     }
 }
 
+/// Every file and output under `dir`, and `texts`, searched for `secret`.
 fn assert_nowhere(dir: &std::path::Path, texts: &[String], secret: &str, placement: &str) {
     for t in texts {
         assert!(!t.contains(secret), "{placement}: the key leaked:\n{t}");

@@ -543,5 +543,3 @@ fn truncate_mode_uploads_the_first_contacts_by_order_while_selecting() {
     assert_eq!(sum["cap"]["over_by"], 9);
     assert_eq!(import_totals(&sum), (4, 4, 0));
 }
-
-/// Every file and output under `dir`, and `texts`, searched for `secret`.

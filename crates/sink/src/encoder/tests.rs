@@ -1,8 +1,6 @@
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Float64Array, Int64Array, ListBuilder, StringArray, StringBuilder,
-};
+use arrow::array::{ArrayRef, Float64Array, Int64Array, ListBuilder, StringArray, StringBuilder};
 use serde_json::{Value, json};
 
 use super::*;
