@@ -211,13 +211,26 @@ impl Drop for LeaseLock {
                 .put_opts(&path, payload, PutOptions::from(PutMode::Update(current)))
                 .await
         };
-        match crate::remote::block_on(release) {
+        match block_on(release) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "Could not release the export's lock; the next run takes it over when its lease ends");
             }
             Err(e) => tracing::warn!(error = %e, "Could not release the export's lock"),
         }
+    }
+}
+
+/// Runs the release from `Drop` inside the run's (multi-threaded) runtime. Nothing may be
+/// held across it that a runtime task waits for: that task could sit on this very worker.
+fn block_on<F: std::future::Future>(future: F) -> std::io::Result<F::Output> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| handle.block_on(future)))
+        }
+        _ => Err(std::io::Error::other(
+            "a state in an object store is written from a multi-threaded runtime only",
+        )),
     }
 }
 

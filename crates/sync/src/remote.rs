@@ -259,15 +259,3 @@ fn write_local(path: &Path, bytes: Option<&[u8]>) -> Result<(), StateError> {
         },
     }
 }
-
-/// Runs a store request from synchronous code inside the run's (multi-threaded) runtime.
-pub(crate) fn block_on<F: std::future::Future>(future: F) -> std::io::Result<F::Output> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            Ok(tokio::task::block_in_place(|| handle.block_on(future)))
-        }
-        _ => Err(std::io::Error::other(
-            "a state in an object store is written from a multi-threaded runtime only",
-        )),
-    }
-}
