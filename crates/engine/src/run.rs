@@ -13,9 +13,8 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use futures::StreamExt;
-use pipeline_sink::{ExportTarget, Sink, SinkReport};
+use pipeline_sink::{ExportTarget, Sink};
 use pipeline_spec::{Identifier, OnCapExceeded};
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
