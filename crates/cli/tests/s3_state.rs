@@ -17,27 +17,12 @@ use sendgrid_emulator::{Fault, Faults};
 /// The pipeline: profiles and state on S3, one export `daily` of subscribed profiles.
 fn yaml(s: &Setup, server: &S3Server, lease: u64) -> String {
     let storage = server.storage();
-    let connections = connections_yaml(Some(&s.emulator.url()));
-    format!(
-        "version: 1
-state_dir: s3://lake/state/
-state_storage: {storage}
-state_lease_secs: {lease}
-{connections}sources:
-  profiles: {{ format: parquet, path: \"s3://lake/profiles/\", storage: {storage} }}
-segments:
-  subscribed: SELECT * FROM profiles WHERE is_subscribed
-exports:
-  - name: daily
-    connection: marketing
-    segments: [subscribed]
-    order_by: customer_id
-    contacts_per_request: 50
-    list_ids: [{LIST}]
-    mapping:
-      email: email
-      first_name: first_name
-"
+    s.pipeline_text(
+        &format!(
+            "state_dir: s3://lake/state/\nstate_storage: {storage}\nstate_lease_secs: {lease}\n"
+        ),
+        &format!("{{ format: parquet, path: \"s3://lake/profiles/\", storage: {storage} }}"),
+        &format!("    list_ids: [{LIST}]\n    mapping:\n      email: email\n      first_name: first_name\n"),
     )
 }
 

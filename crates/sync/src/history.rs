@@ -52,14 +52,20 @@ pub struct RunRecord {
 
 /// Appends `record` to the history at `path` (created owner-only).
 pub fn append_history(path: &Path, record: &RunRecord) -> Result<(), StateError> {
-    let mut line = serde_json::to_vec(record).map_err(|e| StateError::Corrupt {
+    let line = history_line(record).map_err(|e| StateError::Corrupt {
         path: path.to_owned(),
         message: e.to_string(),
     })?;
-    line.push(b'\n');
     let context = || format!("cannot append to {}", path.display());
     let mut file = pipeline_sink::private_fs::append_private_file(path).map_err(io(context()))?;
     file.write_all(&line).map_err(io(context()))
+}
+
+/// One record as a line of the history.
+pub(crate) fn history_line(record: &RunRecord) -> Result<Vec<u8>, serde_json::Error> {
+    let mut line = serde_json::to_vec(record)?;
+    line.push(b'\n');
+    Ok(line)
 }
 
 /// The records of the history at `path`, oldest first; no file is no runs. A line that

@@ -275,11 +275,10 @@ impl StateDir {
     pub async fn append_history(&self, record: &RunRecord) -> Result<(), StateError> {
         match &self.remote {
             Some(remote) => {
-                let mut line = serde_json::to_vec(record).map_err(|e| StateError::Store {
+                let line = history::history_line(record).map_err(|e| StateError::Store {
                     context: "cannot write the history".into(),
                     message: e.to_string(),
                 })?;
-                line.push(b'\n');
                 remote.append_history(&line).await
             }
             None => append_history(&self.history(), record),

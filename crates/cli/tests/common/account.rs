@@ -133,11 +133,22 @@ impl Setup {
 
     /// Writes the pipeline: one export `daily` of the subscribed profiles.
     pub fn pipeline(&self, export_lines: &str) -> &'static str {
+        let text = self.pipeline_text(
+            "",
+            "{ format: parquet, path: data/profiles.parquet }",
+            export_lines,
+        );
+        write(self.dir.path(), &text)
+    }
+
+    /// The pipeline's text: top-level `settings` lines, the `profiles` source, and one
+    /// export `daily` of the subscribed profiles ending with `export_lines`.
+    pub fn pipeline_text(&self, settings: &str, profiles: &str, export_lines: &str) -> String {
         let connections = super::connections_yaml(Some(&self.emulator.url()));
-        let text = format!(
+        format!(
             "version: 1
-{connections}sources:
-  profiles: {{ format: parquet, path: data/profiles.parquet }}
+{settings}{connections}sources:
+  profiles: {profiles}
 segments:
   subscribed: SELECT * FROM profiles WHERE is_subscribed
 exports:
@@ -147,8 +158,7 @@ exports:
     order_by: customer_id
     contacts_per_request: 50
 {export_lines}"
-        );
-        write(self.dir.path(), &text)
+        )
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
