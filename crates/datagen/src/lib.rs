@@ -3,7 +3,8 @@
 //! The mess is what real profile tables carry: missing and malformed emails, the same
 //! address in several spellings, names in many scripts, fields longer than SendGrid
 //! allows, and segment memberships that overlap and repeat. Output depends only on the
-//! arguments (seeded), so tests can compare it with expected results.
+//! arguments (seeded), so tests can compare it with expected results. [`write_realistic`]
+//! writes the performance harness's tables, shaped like warehouse exports.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,9 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+
+mod realistic;
+pub use realistic::{Realistic, customer_id, realistic_schema, write_realistic};
 
 /// Rows per generated record batch and Parquet row group.
 const BATCH_ROWS: u64 = 65_536;

@@ -36,6 +36,19 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// A table shaped like a warehouse export: string ids in random order, many column
+    /// types, files of 262,144 rows in row groups of 131,072; plus its memberships.
+    Realistic {
+        #[arg(long)]
+        rows: u64,
+        #[arg(long)]
+        out: PathBuf,
+        /// Share of profiles that are members of some segment.
+        #[arg(long, default_value_t = 0.014)]
+        member_share: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +64,17 @@ fn main() -> anyhow::Result<()> {
             rows,
             out,
             files,
+            member_share,
+            seed,
+        }),
+        Command::Realistic {
+            rows,
+            out,
+            member_share,
+            seed,
+        } => pipeline_datagen::write_realistic(&pipeline_datagen::Realistic {
+            rows,
+            out,
             member_share,
             seed,
         }),

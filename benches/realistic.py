@@ -1,0 +1,144 @@
+"""The realistic suite of the whole-run harness: tables shaped like warehouse exports.
+
+`pipeline-datagen realistic` writes them: a 20-character string `customer_id` in random
+order, emails on many domains, names in many scripts, low-cardinality strings, a float with
+ties, a decimal, a timestamp with a zone, a date and a boolean, in files of 262,144 rows with
+row groups of 131,072 (snappy). 1.4% of the profiles are segment members.
+
+Each case is a segment shape, its selectivity and the export's `order_by`. For each, the
+dry run, the DuckDB and pandas peers (`benches/peers.py`, same bodies, checked contact by
+contact) and the decode floor (DuckDB reading every value of the columns the export reads,
+with no filter) run in turn, `--repeat` times.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from harness import (BENCH, PANDAS_MAX_ROWS, compare, contacts_of, log, measure, median,
+                     pipeline_file)
+
+MEMBER_SHARE = 0.014
+ORDERS = ["customer_id", "last_seen_at DESC", "lifetime_value DESC"]
+# (shape, share of the profiles the segment selects, order_by)
+CASES = ([("membership", MEMBER_SHARE, order) for order in ORDERS]
+         + [("filter", MEMBER_SHARE, order) for order in ORDERS]
+         + [("filter", 0.001, "customer_id"), ("filter", 0.10, "customer_id")])
+MEMBERSHIP = ("SELECT p.* FROM profiles p JOIN memberships m ON m.customer_id = p.customer_id "
+              "WHERE m.segment_name IN ('vip', 'newsletter', 'winback')")
+# The generator's lifetime values are uniform over [0, 20000) and present in 98% of rows;
+# 75% of profiles are subscribed.
+FILTERABLE = 0.98 * 0.75
+
+DRY = "pipeline dry run"
+TOOLS = [DRY, "DuckDB", "pandas", "decode floor (DuckDB)"]
+
+
+def min_ltv(share):
+    """The `lifetime_value` threshold that, with `is_subscribed`, selects `share` of rows."""
+    return round(20000 * (1 - share / FILTERABLE), 2)
+
+
+def label(case):
+    shape, share, order = case
+    return f"{shape} {share * 100:g}%, order_by {order}"
+
+
+def generate(bins, rows):
+    out = os.path.join(BENCH, "data", f"realistic-rows-{rows}")
+    done = os.path.join(out, ".done")
+    if not os.path.exists(done):
+        log(f"Generating {rows:,} realistic profile rows in {out}")
+        shutil.rmtree(out, ignore_errors=True)
+        subprocess.run([bins["pipeline-datagen"], "realistic", "--rows", str(rows), "--out", out,
+                        "--member-share", str(MEMBER_SHARE), "--seed", "42"], check=True)
+        open(done, "w").close()
+    return out
+
+
+def run_case(bins, data, rows, case, repeat, peers_script, env):
+    shape, share, order = case
+    segments = ({"members": MEMBERSHIP} if shape == "membership" else
+                {"valuable": f"SELECT * FROM profiles WHERE lifetime_value >= {min_ltv(share)} "
+                             "AND is_subscribed"})
+    slug = f"{shape}-{share:g}-{order.replace(' ', '-').lower()}"
+    dry_file = pipeline_file(f"realistic-{rows}-{slug}", data, segments, order=order)
+    peer_args = ["--shape", shape, "--data", data, "--order", order, "--min-ltv",
+                 str(min_ltv(share))]
+    peers = [("duckdb", "DuckDB")] + ([("pandas", "pandas")] if rows <= PANDAS_MAX_ROWS else [])
+    results = {DRY: [], "decode floor (DuckDB)": []} | {l: [] for _, l in peers}
+    contacts = None
+    for r in range(repeat):
+        log(f"{rows:,} realistic rows, {label(case)}: repetition {r + 1} of {repeat}")
+        out = os.path.join(BENCH, "out", f"realistic-{rows}-{slug}")
+        shutil.rmtree(out, ignore_errors=True)
+        ours = os.path.join(out, "pipeline")
+        results[DRY].append(measure(
+            [bins["pipeline"], "run", dry_file, "--dry-run", ours, "--state-dir",
+             os.path.join(out, "state")], env))
+        mine = contacts_of(os.path.join(ours, "bench"))
+        contacts = len(mine)
+        for peer, name in peers:
+            dest = os.path.join(out, peer)
+            results[name].append(measure([sys.executable, peers_script, peer, *peer_args,
+                                          "--out", dest], env))
+            compare(mine, contacts_of(dest), f"{name} ({label(case)})")
+        results["decode floor (DuckDB)"].append(measure(
+            [sys.executable, peers_script, "floor", *peer_args, "--out", out], env))
+    return results, contacts
+
+
+def run(bins, sizes, repeat, peers_script, env):
+    """Every case at every size: {(rows, case): (results, contacts)}."""
+    table = {}
+    for rows in sizes:
+        data = generate(bins, rows)
+        for case in CASES:
+            table[(rows, case)] = run_case(bins, data, rows, case, repeat, peers_script, env)
+    return table
+
+
+def report(table):
+    """The suite's section of docs/performance.md, as lines."""
+    lines = [
+        "## Realistic tables",
+        "",
+        __doc__.split("\n\n", 1)[1].strip(),
+        "",
+        "The decode floor reads the mapped columns and the `order_by` column of every row;",
+        "the export reads those (and the filter's columns) but decodes the mapped ones only",
+        "for the rows the filter keeps.",
+        "",
+        "| rows | case | tool | wall s | peak RSS MiB |",
+        "|---:|---|---|---:|---:|",
+    ]
+    for (rows, case), (results, _) in table.items():
+        for tool in TOOLS:
+            if tool in results:
+                runs = results[tool]
+                lines.append(f"| {rows:,} | {label(case)} | {tool} | "
+                             f"{median([w for w, _ in runs]):.2f} | "
+                             f"{max(m for _, m in runs):.0f} |")
+    lines += ["", "### Targets on realistic tables", "",
+              "| rows | case | contacts | dry run / DuckDB (< 1; membership ≤ 0.5) | "
+              "dry run / decode floor (filter ≤ 1.15) | dry run / pandas (≤ 0.2) | "
+              "peak RSS MiB (≤ 256) |",
+              "|---:|---|---:|---:|---:|---:|---:|"]
+    for (rows, case), (results, contacts) in table.items():
+        ours = results[DRY]
+
+        def ratio(peer, limit, strict=False):
+            if peer not in results:
+                return "not run"
+            v = median([o[0] / t[0] for o, t in zip(ours, results[peer])])
+            good = v < limit if strict else v <= limit
+            return f"{v:.2f} {'✅' if good else '❌'}"
+
+        duck = ratio("DuckDB", 0.5) if case[0] == "membership" else ratio("DuckDB", 1, True)
+        floor = (ratio("decode floor (DuckDB)", 1.15) if case[0] == "filter" else
+                 ratio("decode floor (DuckDB)", float("inf")).replace(" ✅", ""))
+        rss = max(m for _, m in ours)
+        lines.append(f"| {rows:,} | {label(case)} | {contacts:,} | {duck} | {floor} | "
+                     f"{ratio('pandas', 0.2)} | {rss:.0f} {'✅' if rss <= 256 else '❌'} |")
+    return lines
