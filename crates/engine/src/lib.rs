@@ -2,6 +2,7 @@
 //! views, and each export as one query whose contacts stream into a sink.
 
 mod blame;
+mod cut;
 mod error;
 mod plan;
 pub mod progress;
@@ -37,6 +38,8 @@ pub struct Engine {
     /// own share of the memory limit.
     sort_ctx: SessionContext,
     rejects_ctx: SessionContext,
+    /// Most bytes the cap's cut may hold: half the contacts' sort share (see [`cut`]).
+    cut_budget: usize,
     pipeline: Pipeline,
     segment_schemas: BTreeMap<String, SchemaRef>,
     /// Rows per source file, from the footers (for progress).
@@ -79,6 +82,7 @@ impl Engine {
             ctx,
             sort_ctx,
             rejects_ctx,
+            cut_budget: sort_limit / 2,
             pipeline: pipeline.clone(),
             segment_schemas,
             footers,
@@ -129,6 +133,10 @@ impl Engine {
 
     pub(crate) fn rejects_context(&self) -> &SessionContext {
         &self.rejects_ctx
+    }
+
+    pub(crate) fn cut_budget(&self) -> usize {
+        self.cut_budget
     }
 
     pub(crate) fn export_by_name(&self, name: &str) -> &pipeline_spec::Export {

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::Engine;
+use crate::cut::Cut;
 use crate::error::EngineError;
 use crate::plan::{ExportQuery, META_COLUMNS, meta};
 use crate::rejects::{Reject, RejectsWriter};
@@ -108,6 +109,9 @@ impl Engine {
             .iter()
             .position(|c| *c == META_COLUMNS)
             .expect("the email is a valid column");
+        let cap = self.export_by_name(&query.export).max_profiles;
+        let mut cut =
+            Cut::new(query, &valid_schema, cap, self.cut_budget()).map_err(|e| exec(&e))?;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| exec(&e))?;
             let rejected = counts.absorb(&batch)?;
@@ -126,9 +130,22 @@ impl Engine {
             if valid.num_rows() == 0 {
                 continue;
             }
-            for email in text(valid.column(email_at))?.iter().flatten() {
+            let valid_emails = text(valid.column(email_at))?;
+            for email in valid_emails.iter().flatten() {
                 emails.insert(email);
             }
+            let valid = match cut.as_mut() {
+                None => valid,
+                Some(c) => match c.apply(&valid, &valid_emails).map_err(|e| exec(&e))? {
+                    Some(kept) if kept.num_rows() == 0 => continue,
+                    Some(kept) => kept,
+                    // Past its budget, the cut lets every row through from here on.
+                    None => {
+                        cut = None;
+                        valid
+                    }
+                },
+            };
             if contacts.input.send(Ok(valid)).await.is_err() {
                 // The sort stopped: its error comes out of its output.
                 break;
@@ -380,6 +397,11 @@ impl Scanned {
             if tx.send(Ok(contacts)).await.is_err() {
                 keep = None;
             }
+        }
+        if let [only] = self.counts.segments.as_mut_slice() {
+            // Every contact's first row is in the one segment, including those the cap's
+            // cut kept out of the sort.
+            only.contacts = self.total;
         }
         for s in &mut self.counts.segments {
             s.duplicates = s.rows - s.rejected - s.contacts;
