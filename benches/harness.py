@@ -18,6 +18,11 @@ LIST_ID = "0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11"
 # pandas holds the whole table: at 100M rows it would need more memory than the machine has.
 PANDAS_MAX_ROWS = 10_000_000
 
+
+def repetitions(rows, repeat):
+    """`--repeat` below 100M rows; 100M rows run once (each repetition takes minutes)."""
+    return 1 if rows >= 100_000_000 else repeat
+
 def log(message):
     print(message, file=sys.stderr, flush=True)
 

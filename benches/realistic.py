@@ -8,7 +8,7 @@ row groups of 131,072 (snappy). 1.4% of the profiles are segment members.
 Each case is a segment shape, its selectivity and the export's `order_by`. For each, the
 dry run, the DuckDB and pandas peers (`benches/peers.py`, same bodies, checked contact by
 contact) and the decode floor (DuckDB reading every value of the columns the export reads,
-with no filter) run in turn, `--repeat` times.
+with no filter) run in turn, `--repeat` times (once at 100M rows).
 """
 
 import os
@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from harness import (BENCH, PANDAS_MAX_ROWS, compare, contacts_of, log, measure, median,
-                     pipeline_file)
+                     pipeline_file, repetitions)
 
 MEMBER_SHARE = 0.014
 ORDERS = ["customer_id", "last_seen_at DESC", "lifetime_value DESC"]
@@ -69,6 +69,7 @@ def run_case(bins, data, rows, case, repeat, peers_script, env):
     peers = [("duckdb", "DuckDB")] + ([("pandas", "pandas")] if rows <= PANDAS_MAX_ROWS else [])
     results = {DRY: [], "decode floor (DuckDB)": []} | {l: [] for _, l in peers}
     contacts = None
+    repeat = repetitions(rows, repeat)
     for r in range(repeat):
         log(f"{rows:,} realistic rows, {label(case)}: repetition {r + 1} of {repeat}")
         out = os.path.join(BENCH, "out", f"realistic-{rows}-{slug}")

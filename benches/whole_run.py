@@ -7,7 +7,7 @@
 It builds the release binaries, installs DuckDB, pandas and pyarrow into a private virtual
 environment under target/bench/, generates the profile and membership tables with the
 repo's generator (kept between runs), and for each size and segment shape runs, in turn
-and `--repeat` times: `pipeline run --dry-run`, the DuckDB peer, the pandas peer, and a
+and `--repeat` times (once at 100M rows): `pipeline run --dry-run`, the DuckDB peer, the pandas peer, and a
 full `pipeline run` against the SendGrid emulator (import delay 0). Each process's wall
 time and peak RSS are measured from outside (wait4). Ratios are taken pair by pair within
 a repetition, then the median, so a noisy moment hits both sides of a ratio. The request
@@ -26,7 +26,8 @@ import time
 
 import realistic
 from harness import (BENCH, KEY, LIST_ID, PANDAS_MAX_ROWS, ROOT, build, compare, contacts_of,
-                     ensure_venv, log, machine, measure, median, pipeline_file, start_runner)
+                     ensure_venv, log, machine, measure, median, pipeline_file, repetitions,
+                     start_runner)
 
 MEMBER_SHARE = "0.011"
 # The large-plan case: a cap that never binds on the 10M table, so every member is sorted
@@ -141,6 +142,7 @@ def run_size(bins, rows, shape, repeat, peers_script, s3):
         results["pipeline dry run, 3 segments"] = []
     contacts = None
     try:
+        repeat = repetitions(rows, repeat)
         for r in range(repeat):
             log(f"{rows:,} rows, {shape}: repetition {r + 1} of {repeat}")
             out = os.path.join(BENCH, "out", f"{shape}-{rows}")
@@ -252,9 +254,12 @@ def write_report(args, table, real, encoder):
         + (f" --sizes {args.sizes}" if args.sizes != "1000000,10000000" else "")
         + (" --with-100m" if args.with_100m else "")
         + (f" --repeat {args.repeat}" if args.repeat != 3 else "")
+        + (f" --suites {args.suites}" if args.suites != "realistic,friendly" else "")
+        + (f" --realistic-sizes {args.realistic_sizes}" if args.realistic_sizes != "10000000" else "")
         + "` on " + machine() + ", " + time.strftime("%Y-%m-%d") + ".",
         "",
-        "Each figure is the median of the repetitions; ratios are taken pair by pair within a",
+        "Each figure is the median of the repetitions (one at 100M rows); ratios are taken",
+        "pair by pair within a",
         "repetition (pipeline's time over the peer's), then the median. Peak RSS is the",
         "process's maximum resident set, read with wait4 by a small runner process (a child",
         "of the harness itself would report the harness's own peak when its own is lower).",

@@ -52,14 +52,14 @@ impl Engine {
     pub async fn open(pipeline: &Pipeline) -> Result<Self, EngineError> {
         let settings = &pipeline.file.engine;
         let limit = (settings.memory_limit_mib as usize) << 20;
-        // The selection's own sorts hold every member row: the contacts' sort gets a
-        // quarter of the limit and the rejects' a sixteenth (at least 8 MiB each, enough
+        // The selection's own sorts hold the member rows: the contacts' sort gets an
+        // eighth of the limit and the rejects' a sixteenth (at least 8 MiB each, enough
         // for a sort to hold and merge a few batches), each in a pool of its own so that
         // one sort's merge never starves the other's. The segment SQL keeps the rest
         // (at least 8 MiB), and its hash joins, which cannot spill, are never starved by
         // the sorts.
         const FLOOR: usize = 8 << 20;
-        let sort_limit = (limit / 4).max(FLOOR);
+        let sort_limit = (limit / 8).max(FLOOR);
         let rejects_limit = (limit / 16).max(FLOOR);
         let query_limit = limit.saturating_sub(sort_limit + rejects_limit).max(FLOOR);
         let ctx = session(query_limit, settings.batch_size)?;
