@@ -34,10 +34,11 @@ pub use summary::{CapStatus, CapVerdict, ExportSummary, SegmentSummary};
 /// A pipeline opened for querying: sources registered, segments planned.
 pub struct Engine {
     ctx: SessionContext,
-    /// The sessions of the selection's two sorts (contacts, rejects), each under its
-    /// own share of the memory limit.
+    /// The sessions of the selection's three sorts (contacts, rejects, the distinct
+    /// emails' count), each under its own share of the memory limit.
     sort_ctx: SessionContext,
     rejects_ctx: SessionContext,
+    count_ctx: SessionContext,
     /// Most bytes the cap's cut may hold: half the contacts' sort share (see [`cut`]).
     cut_budget: usize,
     pipeline: Pipeline,
@@ -53,18 +54,23 @@ impl Engine {
         let settings = &pipeline.file.engine;
         let limit = (settings.memory_limit_mib as usize) << 20;
         // The selection's own sorts hold the member rows: the contacts' sort gets an
-        // eighth of the limit and the rejects' a sixteenth (at least 8 MiB each, enough
-        // for a sort to hold and merge a few batches), each in a pool of its own so that
-        // one sort's merge never starves the other's. The segment SQL keeps the rest
+        // eighth of the limit, the rejects' and the distinct emails' count a sixteenth
+        // each (at least 8 MiB each, enough for a sort to hold and merge a few batches),
+        // each in a pool of its own so that one sort's merge never starves another's.
+        // The segment SQL keeps the rest
         // (at least 8 MiB), and its hash joins, which cannot spill, are never starved by
         // the sorts.
         const FLOOR: usize = 8 << 20;
         let sort_limit = (limit / 8).max(FLOOR);
         let rejects_limit = (limit / 16).max(FLOOR);
-        let query_limit = limit.saturating_sub(sort_limit + rejects_limit).max(FLOOR);
+        let count_limit = (limit / 16).max(FLOOR);
+        let query_limit = limit
+            .saturating_sub(sort_limit + rejects_limit + count_limit)
+            .max(FLOOR);
         let ctx = session(query_limit, settings.batch_size)?;
         let sort_ctx = session(sort_limit, settings.batch_size)?;
         let rejects_ctx = session(rejects_limit, settings.batch_size)?;
+        let count_ctx = session(count_limit, settings.batch_size)?;
         udf::register(&ctx);
 
         let (footers, mut problems) = sources::register_all(&ctx, pipeline).await;
@@ -82,6 +88,7 @@ impl Engine {
             ctx,
             sort_ctx,
             rejects_ctx,
+            count_ctx,
             cut_budget: sort_limit / 2,
             pipeline: pipeline.clone(),
             segment_schemas,
@@ -133,6 +140,10 @@ impl Engine {
 
     pub(crate) fn rejects_context(&self) -> &SessionContext {
         &self.rejects_ctx
+    }
+
+    pub(crate) fn count_context(&self) -> &SessionContext {
+        &self.count_ctx
     }
 
     pub(crate) fn cut_budget(&self) -> usize {

@@ -25,7 +25,7 @@ use crate::plan::{ExportQuery, META_COLUMNS, meta};
 use crate::rejects::{Reject, RejectsWriter};
 use crate::rules::RejectReason;
 use crate::segments::query_only;
-use crate::select::{EmailSet, Sorter, export_order};
+use crate::select::{DistinctCount, EmailSet, Sorter, export_order};
 use crate::summary::{CapVerdict, ExportSummary, SegmentSummary};
 
 /// What a selection keeps and writes.
@@ -44,7 +44,6 @@ struct Scanned {
     counts: Counts,
     /// Distinct emails of the valid rows (the contacts before the cap).
     total: u64,
-    emails: EmailSet,
     /// The valid rows in the export's order.
     contacts: mpsc::Receiver<Result<RecordBatch, DataFusionError>>,
     /// The columns of the sorted valid rows that fill the SendGrid fields, with their names.
@@ -104,7 +103,9 @@ impl Engine {
         };
 
         let mut counts = Counts::new(query, options.collect_rejected_emails);
-        let mut emails = EmailSet::default();
+        let distinct = DistinctCount::start(self.count_context())
+            .await
+            .map_err(|e| exec(&e))?;
         let email_at = keep
             .iter()
             .position(|c| *c == META_COLUMNS)
@@ -131,8 +132,9 @@ impl Engine {
                 continue;
             }
             let valid_emails = text(valid.column(email_at))?;
-            for email in valid_emails.iter().flatten() {
-                emails.insert(email);
+            if !distinct.add(&valid_emails).await.map_err(|e| exec(&e))? {
+                // The count stopped: its error comes out of its end, below.
+                break;
             }
             let valid = match cut.as_mut() {
                 None => valid,
@@ -153,10 +155,17 @@ impl Engine {
         }
         // Ending the inputs lets the sorts finish.
         drop(rejected_rows);
+        let Sorter {
+            input: contacts_in,
+            output: contacts,
+            ..
+        } = contacts;
+        drop(contacts_in);
         if let Some(watching) = watching {
             watching.abort();
         }
-        tracing::trace!(target: "pipeline::progress", export = %query.export, phase = "sorting", contacts = emails.len());
+        let total = distinct.finish().await.map_err(|e| exec(&e))?;
+        tracing::trace!(target: "pipeline::progress", export = %query.export, phase = "sorting", contacts = total);
         let fields = query
             .fields
             .iter()
@@ -169,9 +178,8 @@ impl Engine {
             .expect("the truncated flag is a valid column");
         Ok(Scanned {
             counts,
-            total: emails.len(),
-            emails,
-            contacts: contacts.output,
+            total,
+            contacts,
             fields,
             truncated_at,
             rejects,
@@ -358,9 +366,15 @@ impl Scanned {
         }
         let mut kept = 0u64;
         let mut truncated = 0u64;
+        let mut seen = EmailSet::default();
+        // With one segment every contact's segment is known: reading stops at the cap.
+        let one_segment = self.counts.segments.len() == 1;
         let (email_at, _) = self.fields[0];
         let mut untrimmed = true;
         while let Some(batch) = self.contacts.recv().await {
+            if one_segment && (keep.is_none() || kept >= cap.max_profiles) {
+                break;
+            }
             let batch = batch.map_err(|e| exec(&e))?;
             if std::mem::take(&mut untrimmed) {
                 // The scan and the sort's input are done with their memory.
@@ -374,7 +388,7 @@ impl Scanned {
             let emails = text(batch.column(email_at))?;
             let mut chosen = Vec::with_capacity(batch.num_rows());
             for (row, email) in emails.iter().enumerate() {
-                let first = email.is_some_and(|e| self.emails.take(e));
+                let first = email.is_some_and(|e| seen.first(e));
                 if first {
                     self.counts.segments[segments.value(row) as usize].contacts += 1;
                 }
@@ -398,9 +412,11 @@ impl Scanned {
                 keep = None;
             }
         }
+        // The rest of the sorted rows are not needed: the sort stops.
+        self.contacts.close();
         if let [only] = self.counts.segments.as_mut_slice() {
             // Every contact's first row is in the one segment, including those the cap's
-            // cut kept out of the sort.
+            // cut kept out of the sort and those after the cap.
             only.contacts = self.total;
         }
         for s in &mut self.counts.segments {

@@ -7,15 +7,17 @@
 //!
 //! Rows arrive in any order. A [`Sorter`] feeds them, as they stream, into a DataFusion
 //! sort over a streaming table: the sort runs under the session's memory pool and spills
-//! to disk past its share, so no selection needs memory in proportion to its rows. An
-//! [`EmailSet`] counts the distinct emails while the rows stream, so the cap's verdict is
-//! known before the sorted rows come back; each email's first sorted row is its contact.
+//! to disk past its share, so no selection needs memory in proportion to its rows.
+//! [`DistinctCount`] counts the distinct emails the same way, with a sort of their hashes,
+//! so the cap's verdict is known before the sorted rows come back. Each email's first
+//! sorted row is its contact; an [`EmailSet`] remembers the emails already seen.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::array::{Array, AsArray, FixedSizeBinaryBuilder, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::DataFusionError;
@@ -66,6 +68,7 @@ pub(crate) fn export_order(query: &ExportQuery, schema: &Schema, rejects: bool) 
 pub(crate) struct Sorter {
     pub(crate) input: mpsc::Sender<Batch>,
     pub(crate) output: mpsc::Receiver<Batch>,
+    schema: SchemaRef,
 }
 
 impl Sorter {
@@ -80,7 +83,7 @@ impl Sorter {
             schema: schema.clone(),
             rows: Mutex::new(Some(rx)),
         };
-        let table = StreamingTable::try_new(schema, vec![Arc::new(fed)])?;
+        let table = StreamingTable::try_new(schema.clone(), vec![Arc::new(fed)])?;
         let mut sorted = ctx
             .read_table(Arc::new(table))?
             .sort(order)?
@@ -96,7 +99,11 @@ impl Sorter {
                 }
             }
         });
-        Ok(Self { input, output })
+        Ok(Self {
+            input,
+            output,
+            schema,
+        })
     }
 }
 
@@ -126,7 +133,7 @@ impl PartitionStream for Fed {
     }
 }
 
-/// The distinct emails of the valid rows, by a 128-bit hash of the normalised email.
+/// Emails seen, by a 128-bit hash of the normalised email.
 #[derive(Default)]
 pub(crate) struct EmailSet(HashSet<u128, BuildHasherDefault<Prehashed>>);
 
@@ -135,17 +142,56 @@ impl EmailSet {
         xxhash_rust::xxh3::xxh3_128(email.as_bytes())
     }
 
-    pub(crate) fn insert(&mut self, email: &str) {
-        self.0.insert(Self::key(email));
+    /// True the first time an email is seen: its first row in the export's order.
+    pub(crate) fn first(&mut self, email: &str) -> bool {
+        self.0.insert(Self::key(email))
+    }
+}
+
+/// The number of distinct emails among the valid rows: their 128-bit hashes go into a
+/// DataFusion sort (which spills past its share), and the sorted hashes are counted.
+pub(crate) struct DistinctCount(Sorter);
+
+impl DistinctCount {
+    pub(crate) async fn start(ctx: &SessionContext) -> Result<Self, DataFusionError> {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "h",
+            DataType::FixedSizeBinary(16),
+            false,
+        )]));
+        let order = vec![ident("h").sort(true, false)];
+        Ok(Self(Sorter::start(ctx, schema, order).await?))
     }
 
-    pub(crate) fn len(&self) -> u64 {
-        self.0.len() as u64
+    /// Adds a batch's emails (nulls are none). False once the sort has stopped: its error
+    /// comes out of [`DistinctCount::finish`].
+    pub(crate) async fn add(&self, emails: &StringArray) -> Result<bool, DataFusionError> {
+        let mut hashes = FixedSizeBinaryBuilder::with_capacity(emails.len(), 16);
+        for email in emails.iter().flatten() {
+            hashes.append_value(EmailSet::key(email).to_le_bytes())?;
+        }
+        let batch = RecordBatch::try_new(self.0.schema.clone(), vec![Arc::new(hashes.finish())])?;
+        Ok(self.0.input.send(Ok(batch)).await.is_ok())
     }
 
-    /// True the first time an email is taken: its first row in the export's order.
-    pub(crate) fn take(&mut self, email: &str) -> bool {
-        self.0.remove(&Self::key(email))
+    /// Ends the input and counts.
+    pub(crate) async fn finish(self) -> Result<u64, DataFusionError> {
+        let Sorter {
+            input, mut output, ..
+        } = self.0;
+        drop(input);
+        let mut count = 0u64;
+        let mut last = [0u8; 16];
+        while let Some(batch) = output.recv().await {
+            let batch = batch?;
+            for hash in batch.column(0).as_fixed_size_binary().iter().flatten() {
+                if count == 0 || hash != last {
+                    count += 1;
+                    last.copy_from_slice(hash);
+                }
+            }
+        }
+        Ok(count)
     }
 }
 
