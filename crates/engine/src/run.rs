@@ -103,7 +103,7 @@ impl Engine {
         };
 
         let mut counts = Counts::new(query, options.collect_rejected_emails);
-        let distinct = DistinctCount::start(self.count_context())
+        let mut distinct = DistinctCount::start(self.count_context())
             .await
             .map_err(|e| exec(&e))?;
         let email_at = keep

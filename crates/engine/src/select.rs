@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, AsArray, FixedSizeBinaryBuilder, StringArray};
+use arrow::array::{ArrayBuilder, AsArray, FixedSizeBinaryBuilder, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::streaming::StreamingTable;
@@ -149,8 +149,16 @@ impl EmailSet {
 }
 
 /// The number of distinct emails among the valid rows: their 128-bit hashes go into a
-/// DataFusion sort (which spills past its share), and the sorted hashes are counted.
-pub(crate) struct DistinctCount(Sorter);
+/// DataFusion sort (which spills past its share) in batches of [`HASH_BATCH`], and the
+/// sorted hashes are counted.
+pub(crate) struct DistinctCount {
+    sorter: Sorter,
+    hashes: FixedSizeBinaryBuilder,
+}
+
+/// Hashes per batch sent to the count's sort: a scan's valid rows come in small batches,
+/// and a sort fed many small batches spends its time on them.
+const HASH_BATCH: usize = 65_536;
 
 impl DistinctCount {
     pub(crate) async fn start(ctx: &SessionContext) -> Result<Self, DataFusionError> {
@@ -160,25 +168,39 @@ impl DistinctCount {
             false,
         )]));
         let order = vec![ident("h").sort(true, false)];
-        Ok(Self(Sorter::start(ctx, schema, order).await?))
+        Ok(Self {
+            sorter: Sorter::start(ctx, schema, order).await?,
+            hashes: FixedSizeBinaryBuilder::with_capacity(HASH_BATCH, 16),
+        })
     }
 
     /// Adds a batch's emails (nulls are none). False once the sort has stopped: its error
     /// comes out of [`DistinctCount::finish`].
-    pub(crate) async fn add(&self, emails: &StringArray) -> Result<bool, DataFusionError> {
-        let mut hashes = FixedSizeBinaryBuilder::with_capacity(emails.len(), 16);
+    pub(crate) async fn add(&mut self, emails: &StringArray) -> Result<bool, DataFusionError> {
         for email in emails.iter().flatten() {
-            hashes.append_value(EmailSet::key(email).to_le_bytes())?;
+            self.hashes
+                .append_value(EmailSet::key(email).to_le_bytes())?;
         }
-        let batch = RecordBatch::try_new(self.0.schema.clone(), vec![Arc::new(hashes.finish())])?;
-        Ok(self.0.input.send(Ok(batch)).await.is_ok())
+        if self.hashes.len() < HASH_BATCH {
+            return Ok(true);
+        }
+        self.send().await
+    }
+
+    async fn send(&mut self) -> Result<bool, DataFusionError> {
+        let hashes = Arc::new(self.hashes.finish());
+        let batch = RecordBatch::try_new(self.sorter.schema.clone(), vec![hashes])?;
+        Ok(self.sorter.input.send(Ok(batch)).await.is_ok())
     }
 
     /// Ends the input and counts.
-    pub(crate) async fn finish(self) -> Result<u64, DataFusionError> {
+    pub(crate) async fn finish(mut self) -> Result<u64, DataFusionError> {
+        if !self.hashes.is_empty() {
+            self.send().await?;
+        }
         let Sorter {
             input, mut output, ..
-        } = self.0;
+        } = self.sorter;
         drop(input);
         let mut count = 0u64;
         let mut last = [0u8; 16];
@@ -214,5 +236,30 @@ impl Hasher for Prehashed {
 
     fn write_u128(&mut self, n: u128) {
         self.0 = n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_distinct_count_is_exact_past_its_memory_share() {
+        // 1.2M hashes (19 MiB) in an 8 MiB pool: the count's sort spills.
+        let ctx = crate::session(8 << 20, 8192).unwrap();
+        let mut count = DistinctCount::start(&ctx).await.unwrap();
+        for chunk in 0..120 {
+            let emails = StringArray::from_iter((0..10_000).map(|i| {
+                (i % 7 != 0).then(|| format!("c{}@x.org", (chunk * 10_000 + i) % 700_000))
+            }));
+            assert!(count.add(&emails).await.unwrap());
+        }
+        // Every email is in the batches once or twice, less those left null.
+        let expected = (0..1_200_000u64)
+            .filter(|n| (n % 10_000) % 7 != 0)
+            .map(|n| n % 700_000)
+            .collect::<HashSet<_>>()
+            .len() as u64;
+        assert_eq!(count.finish().await.unwrap(), expected);
     }
 }
