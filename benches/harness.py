@@ -4,6 +4,7 @@ release build, the measuring runner, the pipeline file and the body comparison."
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -17,6 +18,19 @@ KEY = "SG.benchmark-key"
 LIST_ID = "0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11"
 # pandas holds the whole table: at 100M rows it would need more memory than the machine has.
 PANDAS_MAX_ROWS = 10_000_000
+
+
+def generate(bins, folder, command, rows, *args):
+    """BENCH/data/<folder>: a table `pipeline-datagen <command>` writes once and keeps."""
+    out = os.path.join(BENCH, "data", folder)
+    done = os.path.join(out, ".done")
+    if not os.path.exists(done):
+        log(f"Generating {rows:,} profile rows in {out} ({command})")
+        shutil.rmtree(out, ignore_errors=True)
+        subprocess.run([bins["pipeline-datagen"], command, "--rows", str(rows), "--out", out,
+                        *args, "--seed", "42"], check=True)
+        open(done, "w").close()
+    return out
 
 
 def repetitions(rows, repeat):

@@ -13,9 +13,9 @@ with no filter) run in turn, `--repeat` times (once at 100M rows).
 
 import os
 import shutil
-import subprocess
 import sys
 
+import harness
 from harness import (BENCH, PANDAS_MAX_ROWS, compare, contacts_of, log, measure, median,
                      pipeline_file, repetitions)
 
@@ -46,15 +46,8 @@ def label(case):
 
 
 def generate(bins, rows):
-    out = os.path.join(BENCH, "data", f"realistic-rows-{rows}")
-    done = os.path.join(out, ".done")
-    if not os.path.exists(done):
-        log(f"Generating {rows:,} realistic profile rows in {out}")
-        shutil.rmtree(out, ignore_errors=True)
-        subprocess.run([bins["pipeline-datagen"], "realistic", "--rows", str(rows), "--out", out,
-                        "--member-share", str(MEMBER_SHARE), "--seed", "42"], check=True)
-        open(done, "w").close()
-    return out
+    return harness.generate(bins, f"realistic-rows-{rows}", "realistic", rows,
+                            "--member-share", str(MEMBER_SHARE))
 
 
 def run_case(bins, data, rows, case, repeat, peers_script, env):

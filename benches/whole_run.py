@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 
+import harness
 import realistic
 from harness import (BENCH, KEY, LIST_ID, PANDAS_MAX_ROWS, ROOT, build, compare, contacts_of,
                      ensure_venv, log, machine, measure, median, pipeline_file, repetitions,
@@ -42,17 +43,9 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
 
 
 def generate(bins, rows):
-    out = os.path.join(BENCH, "data", f"rows-{rows}")
-    done = os.path.join(out, ".done")
-    if not os.path.exists(done):
-        log(f"Generating {rows:,} profile rows in {out}")
-        shutil.rmtree(out, ignore_errors=True)
-        files = max(1, rows // 1_250_000)
-        subprocess.run([bins["pipeline-datagen"], "profiles", "--rows", str(rows), "--out", out,
-                        "--files", str(files), "--member-share", MEMBER_SHARE, "--seed", "42"],
-                       check=True)
-        open(done, "w").close()
-    return out
+    files = str(max(1, rows // 1_250_000))
+    return harness.generate(bins, f"rows-{rows}", "profiles", rows, "--files", files,
+                            "--member-share", MEMBER_SHARE)
 
 
 SEGMENTS = {

@@ -59,28 +59,40 @@ pub struct Realistic {
     pub seed: u64,
 }
 
-/// The realistic profile table's schema.
+/// The realistic profile table's schema: the friendly table's columns, with a string id,
+/// a plan, a balance and a last-seen time.
 pub fn realistic_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("customer_id", DataType::Utf8, false),
-        Field::new("email", DataType::Utf8, true),
-        Field::new("first_name", DataType::Utf8, true),
-        Field::new("last_name", DataType::Utf8, true),
-        Field::new("country", DataType::Utf8, true),
-        Field::new("state", DataType::Utf8, true),
-        Field::new("city", DataType::Utf8, true),
-        Field::new("postal_code", DataType::Utf8, true),
-        Field::new("plan", DataType::Utf8, false),
-        Field::new("lifetime_value", DataType::Float64, true),
-        Field::new("balance", DataType::Decimal128(12, 2), true),
-        Field::new("is_subscribed", DataType::Boolean, false),
-        Field::new("signup_date", DataType::Date32, true),
-        Field::new(
-            "last_seen_at",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            true,
-        ),
-    ]))
+    let friendly = crate::profile_schema();
+    let column = |name: &str| {
+        friendly
+            .field_with_name(name)
+            .expect("a friendly column")
+            .clone()
+    };
+    let mut fields = vec![Field::new("customer_id", DataType::Utf8, false)];
+    fields.extend(
+        [
+            "email",
+            "first_name",
+            "last_name",
+            "country",
+            "state",
+            "city",
+            "postal_code",
+        ]
+        .map(column),
+    );
+    fields.push(Field::new("plan", DataType::Utf8, false));
+    fields.push(column("lifetime_value"));
+    fields.push(Field::new("balance", DataType::Decimal128(12, 2), true));
+    fields.push(column("is_subscribed"));
+    fields.push(column("signup_date"));
+    fields.push(Field::new(
+        "last_seen_at",
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        true,
+    ));
+    Arc::new(Schema::new(fields))
 }
 
 /// The membership table's schema: string ids.
