@@ -109,6 +109,14 @@ def measure(cmd, env=None):
     return result["wall"], result["maxrss_kib"] / 1024
 
 
+def dry_run(bins, pipeline_yaml, out, state, env):
+    """`pipeline run --dry-run` of the bench export into `out`: its measurement (wall
+    seconds, peak RSS MiB) and the contacts of its bodies."""
+    measured = measure([bins["pipeline"], "run", pipeline_yaml, "--dry-run", out, "--state-dir",
+                        state], env)
+    return measured, contacts_of(os.path.join(out, "bench"))
+
+
 def contacts_of(folder):
     out = []
     for name in sorted(os.listdir(folder)):

@@ -16,8 +16,8 @@ import shutil
 import sys
 
 import harness
-from harness import (BENCH, PANDAS_MAX_ROWS, compare, contacts_of, log, measure, median,
-                     pipeline_file, repetitions)
+from harness import (BENCH, PANDAS_MAX_ROWS, compare, contacts_of, dry_run, log, measure,
+                     median, pipeline_file, repetitions)
 
 MEMBER_SHARE = 0.014
 ORDERS = ["customer_id", "last_seen_at DESC", "lifetime_value DESC"]
@@ -67,11 +67,9 @@ def run_case(bins, data, rows, case, repeat, peers_script, env):
         log(f"{rows:,} realistic rows, {label(case)}: repetition {r + 1} of {repeat}")
         out = os.path.join(BENCH, "out", f"realistic-{rows}-{slug}")
         shutil.rmtree(out, ignore_errors=True)
-        ours = os.path.join(out, "pipeline")
-        results[DRY].append(measure(
-            [bins["pipeline"], "run", dry_file, "--dry-run", ours, "--state-dir",
-             os.path.join(out, "state")], env))
-        mine = contacts_of(os.path.join(ours, "bench"))
+        measured, mine = dry_run(bins, dry_file, os.path.join(out, "pipeline"),
+                                 os.path.join(out, "state"), env)
+        results[DRY].append(measured)
         contacts = len(mine)
         for peer, name in peers:
             dest = os.path.join(out, peer)

@@ -27,7 +27,7 @@ import time
 import harness
 import realistic
 from harness import (BENCH, KEY, LIST_ID, PANDAS_MAX_ROWS, ROOT, build, compare, contacts_of,
-                     ensure_venv, log, machine, measure, median, pipeline_file, repetitions,
+                     dry_run, ensure_venv, log, machine, measure, median, pipeline_file, repetitions,
                      start_runner)
 
 MEMBER_SHARE = "0.011"
@@ -141,11 +141,8 @@ def run_size(bins, rows, shape, repeat, peers_script, s3):
             out = os.path.join(BENCH, "out", f"{shape}-{rows}")
             shutil.rmtree(out, ignore_errors=True)
             state = os.path.join(out, "state")
-            ours = os.path.join(out, "pipeline")
-            results["pipeline dry run"].append(measure(
-                [bins["pipeline"], "run", dry_file, "--dry-run", ours, "--state-dir", state],
-                env))
-            mine = contacts_of(os.path.join(ours, "bench"))
+            measured, mine = dry_run(bins, dry_file, os.path.join(out, "pipeline"), state, env)
+            results["pipeline dry run"].append(measured)
             contacts = len(mine)
             if three:
                 split = os.path.join(out, "pipeline-3")

@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 
-use arrow::array::{Array, BooleanArray, StringArray};
+use arrow::array::BooleanArray;
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::{SortOptions, filter_record_batch};
 use arrow::datatypes::Schema;
@@ -27,7 +27,6 @@ use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 
 use crate::plan::ExportQuery;
-use crate::select::EmailSet;
 
 pub(crate) struct Cut {
     converter: RowConverter,
@@ -83,12 +82,12 @@ impl Cut {
         }))
     }
 
-    /// The rows of `batch` that may still be among the first `cap` contacts; `emails` is
-    /// its identifier column.
+    /// The rows of `batch` that may still be among the first `cap` contacts; `emails` are
+    /// the keys of its identifier column ([`crate::select::EmailSet::keys`]).
     pub(crate) fn apply(
         &mut self,
         batch: &RecordBatch,
-        emails: &StringArray,
+        emails: &[Option<u128>],
     ) -> Result<Option<RecordBatch>, ArrowError> {
         let columns: Vec<_> = self
             .columns
@@ -100,11 +99,10 @@ impl Cut {
             .map(|i| {
                 let key = keys.row(i);
                 let pass = self.threshold.as_deref().is_none_or(|t| key.as_ref() <= t);
-                if pass && emails.is_valid(i) {
+                if let Some(email) = emails[i].filter(|_| pass) {
                     let start = self.bytes.len();
                     self.bytes.extend_from_slice(key.as_ref());
-                    self.rows
-                        .push((start, self.bytes.len(), EmailSet::key(emails.value(i))));
+                    self.rows.push((start, self.bytes.len(), email));
                 }
                 pass
             })
@@ -163,7 +161,8 @@ impl Cut {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{AsArray, Int64Array};
+    use crate::select::EmailSet;
+    use arrow::array::{Array, AsArray, Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field};
     use std::sync::Arc;
 
@@ -202,7 +201,10 @@ mod tests {
                 vec![Arc::new(emails.clone()), Arc::new(keys)],
             )
             .unwrap();
-            let kept = cut.apply(&b, &emails).unwrap().expect("within the budget");
+            let kept = cut
+                .apply(&b, &EmailSet::keys(&emails))
+                .unwrap()
+                .expect("within the budget");
             let e = kept.column(0).as_string::<i32>();
             let k = kept.column(1).as_primitive::<arrow::datatypes::Int64Type>();
             out.extend(
@@ -285,7 +287,7 @@ mod tests {
             vec![Arc::new(emails.clone()), Arc::new(keys)],
         )
         .unwrap();
-        assert!(cut.apply(&b, &emails).unwrap().is_none());
+        assert!(cut.apply(&b, &EmailSet::keys(&emails)).unwrap().is_none());
         assert!(
             Cut::new(&query(2, false), &schema(), 10, usize::MAX)
                 .unwrap()

@@ -131,7 +131,7 @@ impl Engine {
             if valid.num_rows() == 0 {
                 continue;
             }
-            let valid_emails = text(valid.column(email_at))?;
+            let valid_emails = EmailSet::keys(&text(valid.column(email_at))?);
             if !distinct.add(&valid_emails).await.map_err(|e| exec(&e))? {
                 // The count stopped: its error comes out of its end, below.
                 break;
