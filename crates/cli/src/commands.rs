@@ -47,7 +47,7 @@ async fn resolve_lists(
     }
     let mut pipeline = pipeline;
     let named = remote::resolve_named_lists(&mut pipeline, only, local, mode).await?;
-    let engine = Engine::open(&pipeline).await?;
+    let engine = Engine::open_with(&pipeline, crate::cluster::client()).await?;
     Ok((pipeline, engine, named))
 }
 

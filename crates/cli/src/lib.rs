@@ -3,6 +3,7 @@
 //! All logic lives in the library crates; this crate parses arguments, prints summaries
 //! and maps every outcome to an [`Exit`] code.
 
+mod cluster;
 mod commands;
 mod exit;
 mod history;
@@ -166,6 +167,13 @@ pub enum Command {
     },
     /// Print the JSON Schema of the pipeline file, for editors.
     Schema,
+    /// Run a process of a Ballista cluster that runs export queries (`engine.cluster`; see
+    /// docs/cluster.md).
+    #[cfg(feature = "cluster")]
+    Cluster {
+        #[command(subcommand)]
+        role: cluster::Role,
+    },
 }
 
 /// Parses the process arguments, runs, and returns the exit code.
@@ -258,6 +266,8 @@ fn above_progress(write: impl FnOnce() -> std::io::Result<()>) -> std::io::Resul
 /// Runs one command and reports its outcome on stdout/stderr.
 pub async fn execute(command: Command) -> Exit {
     match command {
+        #[cfg(feature = "cluster")]
+        Command::Cluster { role } => cluster::serve(role).await,
         Command::Schema => {
             emit(
                 Stream::Out,
@@ -444,6 +454,6 @@ async fn open(file: &Path) -> Result<(Pipeline, Engine), Failure> {
             }
         }
     }
-    let engine = Engine::open(&pipeline).await?;
+    let engine = Engine::open_with(&pipeline, cluster::client()).await?;
     Ok((pipeline, engine))
 }

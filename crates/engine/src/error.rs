@@ -20,6 +20,9 @@ pub enum EngineError {
         context: String,
         source: std::io::Error,
     },
+    /// The cluster in `engine.cluster` could not be reached, or failed a query.
+    #[error("{0}")]
+    Cluster(String),
     /// A bug in pipeline.
     #[error("internal error: {0}; please report it")]
     Internal(String),
@@ -34,6 +37,7 @@ impl Classified for EngineError {
             Self::Config(_) => ErrorKind::Config,
             Self::Execution { .. } => ErrorKind::Data,
             Self::Io { .. } => ErrorKind::Io,
+            Self::Cluster(_) => ErrorKind::Remote,
             Self::Internal(_) => ErrorKind::Internal,
             Self::Sink { source, .. } => source.kind(),
         }

@@ -21,6 +21,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use datafusion::execution::SessionState;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -30,10 +31,29 @@ pub use error::EngineError;
 pub use plan::{ExportQuery, META_COLUMNS, Probe};
 pub use run::RunOptions;
 pub use summary::{CapStatus, CapVerdict, ExportSummary, SegmentSummary};
+pub use udf::contact_rules;
+
+/// Where a pipeline with `engine.cluster` runs its export queries. Implemented outside
+/// the engine (the `pipeline-cluster` crate), so that the engine does not carry a
+/// distributed runtime.
+pub trait Cluster: Send + Sync {
+    /// A session whose queries run on the scheduler at `address` (`HOST:PORT`): planned
+    /// here with `state` (the engine's settings; the contact rules are registered on the
+    /// session after), executed there, their rows streamed back. Fails when the scheduler
+    /// cannot be reached.
+    fn connect<'a>(
+        &'a self,
+        address: &'a str,
+        state: SessionState,
+        pipeline: &'a Pipeline,
+    ) -> futures::future::BoxFuture<'a, Result<SessionContext, String>>;
+}
 
 /// A pipeline opened for querying: sources registered, segments planned.
 pub struct Engine {
     ctx: SessionContext,
+    /// The scheduler the export queries run on (`engine.cluster`), as written.
+    cluster: Option<String>,
     /// The sessions of the selection's three sorts (contacts, rejects, the distinct
     /// emails' count), each under its own share of the memory limit.
     sort_ctx: SessionContext,
@@ -49,8 +69,18 @@ pub struct Engine {
 
 impl Engine {
     /// Builds the session, registers sources and segments. Reads Parquet footers, never
-    /// the data; every problem found is reported at once.
+    /// the data; every problem found is reported at once. A pipeline with `engine.cluster`
+    /// needs [`Engine::open_with`].
     pub async fn open(pipeline: &Pipeline) -> Result<Self, EngineError> {
+        Self::open_with(pipeline, None).await
+    }
+
+    /// [`Engine::open`], with the export queries sent to `cluster` when the pipeline names
+    /// one in `engine.cluster`.
+    pub async fn open_with(
+        pipeline: &Pipeline,
+        cluster: Option<&dyn Cluster>,
+    ) -> Result<Self, EngineError> {
         let settings = &pipeline.file.engine;
         let limit = (settings.memory_limit_mib as usize) << 20;
         // The selection's own sorts hold the member rows: the contacts' sort gets an
@@ -68,6 +98,26 @@ impl Engine {
             .saturating_sub(sort_limit + rejects_limit + count_limit)
             .max(FLOOR);
         let ctx = session(query_limit, settings.batch_size)?;
+        let ctx = match (&settings.cluster, cluster) {
+            (None, _) => ctx,
+            (Some(written), Some(cluster)) => {
+                let address = pipeline_spec::cluster_address(written)
+                    .map_err(|e| EngineError::config(format!("engine.cluster: {e}")))?;
+                cluster
+                    .connect(&address, ctx.state(), pipeline)
+                    .await
+                    .map_err(|e| {
+                        EngineError::Cluster(format!("engine.cluster (`{written}`): {e}"))
+                    })?
+            }
+            (Some(_), None) => {
+                return Err(EngineError::config(
+                    "engine.cluster: this build of pipeline has no cluster mode; build it with \
+                     `cargo build -p pipeline-cli --features cluster` (see docs/cluster.md), or \
+                     remove `cluster` to run the selection here",
+                ));
+            }
+        };
         let sort_ctx = session(sort_limit, settings.batch_size)?;
         let rejects_ctx = session(rejects_limit, settings.batch_size)?;
         let count_ctx = session(count_limit, settings.batch_size)?;
@@ -86,6 +136,7 @@ impl Engine {
         }
         Ok(Self {
             ctx,
+            cluster: settings.cluster.clone(),
             sort_ctx,
             rejects_ctx,
             count_ctx,
@@ -169,12 +220,15 @@ fn session(limit: usize, batch_size: usize) -> Result<SessionContext, EngineErro
         .with_memory_pool(Arc::new(pool))
         .build_arc()
         .map_err(|e| EngineError::config(format!("cannot start the query engine: {e}")))?;
-    // Each sort keeps this much back for merging its spills; DataFusion's 10 MiB default
-    // starves many sorts under a small limit.
+    // Each sort keeps a quarter of its pool back for merging its spills. The merge of
+    // spilled runs takes as many runs as its estimate lets fit in the pool, then needs
+    // more for the sort keys of wide rows (the contacts' order runs over every field): with
+    // DataFusion's 10 MiB (or a thirty-second of the pool) a two-segment export of 1M rows
+    // failed with "Resources exhausted" at every memory limit from 256 MiB to 4 GiB.
     let config = SessionConfig::new()
         .set_usize(
             "datafusion.execution.sort_spill_reservation_bytes",
-            (limit / 32).min(10 << 20),
+            limit / 4,
         )
         // Decode the filter columns first and the rest only for the rows that pass (late
         // materialisation): a segment keeps about 1% of a profile table.

@@ -69,15 +69,17 @@ impl Engine {
         options: &RunOptions,
     ) -> Result<Scanned, EngineError> {
         let exec = |e: &dyn std::fmt::Display| self.execution_error(query, e);
+        // The query's own failures: on a cluster, the cluster's.
+        let select = |e: &dyn std::fmt::Display| self.select_error(query, e);
         let df = self
             .context()
             .sql_with_options(&query.sql, query_only())
             .await
-            .map_err(|e| exec(&e))?;
-        let plan = df.create_physical_plan().await.map_err(|e| exec(&e))?;
+            .map_err(|e| select(&e))?;
+        let plan = df.create_physical_plan().await.map_err(|e| select(&e))?;
         let mut stream =
             datafusion::physical_plan::execute_stream(plan.clone(), self.context().task_ctx())
-                .map_err(|e| exec(&e))?;
+                .map_err(|e| select(&e))?;
         let watching = crate::progress::watch(plan, &self.footers, &query.export);
         let schema = stream.schema();
         let keep = valid_columns(&schema);
@@ -114,7 +116,7 @@ impl Engine {
         let mut cut =
             Cut::new(query, &valid_schema, cap, self.cut_budget()).map_err(|e| exec(&e))?;
         while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| exec(&e))?;
+            let batch = batch.map_err(|e| select(&e))?;
             let rejected = counts.absorb(&batch)?;
             if rejected.true_count() > 0
                 && let Some(tx) = &rejected_rows
@@ -184,6 +186,19 @@ impl Engine {
             truncated_at,
             rejects,
         })
+    }
+
+    /// A failure of the selection query: on a cluster, the cluster's (an executor lost, a
+    /// scheduler gone), and the run stops before any contact is sent.
+    fn select_error(&self, query: &ExportQuery, e: &dyn std::fmt::Display) -> EngineError {
+        match &self.cluster {
+            Some(cluster) => EngineError::Cluster(format!(
+                "export `{}`: the selection on the cluster `{cluster}` failed, and no contact was sent: {}",
+                query.export,
+                crate::segments::clean_sql_error(&e.to_string())
+            )),
+            None => self.execution_error(query, e),
+        }
     }
 
     fn execution_error(&self, query: &ExportQuery, e: &dyn std::fmt::Display) -> EngineError {

@@ -14,16 +14,24 @@ use datafusion::prelude::SessionContext;
 
 use crate::rules::{MAX_ALTERNATE_EMAILS, email_problem, normalize_email_into};
 
-/// Registers `sg_email`, `sg_email_problem`, `sg_alternate_emails` and
-/// `sg_alternate_email_count`.
-pub fn register(ctx: &SessionContext) {
-    for f in [
+/// The rules as functions: `sg_email`, `sg_email_problem`, `sg_alternate_emails` and
+/// `sg_alternate_email_count`. A cluster's scheduler and executors register them too.
+pub fn contact_rules() -> Vec<ScalarUDF> {
+    [
         Function::Email,
         Function::EmailProblem,
         Function::Alternates,
         Function::AlternateCount,
-    ] {
-        ctx.register_udf(ScalarUDF::from(ContactRule::new(f)));
+    ]
+    .into_iter()
+    .map(|f| ScalarUDF::from(ContactRule::new(f)))
+    .collect()
+}
+
+/// Registers the [`contact_rules`] on a session.
+pub fn register(ctx: &SessionContext) {
+    for f in contact_rules() {
+        ctx.register_udf(f);
     }
 }
 

@@ -308,3 +308,19 @@ async fn over_the_cap_with_fail_nothing_is_sent_and_the_counts_are_complete() {
     assert!(summary.rejects_file.is_none());
     assert!(!dir.path().join("rejects/x.rejects.jsonl").exists());
 }
+
+/// A pipeline that names a cluster, opened by an engine that has no cluster client (a
+/// build without the `cluster` feature), is refused with what to do, before any query.
+#[tokio::test]
+async fn a_cluster_without_a_cluster_client_is_refused() {
+    let (dir, _) = table();
+    let mut pipeline = pipeline(dir.path(), 64, "truncate");
+    pipeline.file.engine.cluster = Some("df://127.0.0.1:50050".into());
+    let Err(e) = Engine::open(&pipeline).await else {
+        panic!("opened");
+    };
+    assert_eq!(
+        e.to_string(),
+        "engine.cluster: this build of pipeline has no cluster mode; build it with `cargo build -p pipeline-cli --features cluster` (see docs/cluster.md), or remove `cluster` to run the selection here"
+    );
+}

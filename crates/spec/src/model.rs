@@ -66,6 +66,10 @@ pub struct EngineSettings {
     /// Rows per Arrow record batch.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// A Ballista scheduler (`df://HOST:PORT`) that runs each export's selection query;
+    /// none runs it in this process. See docs/cluster.md.
+    #[serde(default)]
+    pub cluster: Option<String>,
 }
 
 impl Default for EngineSettings {
@@ -73,6 +77,7 @@ impl Default for EngineSettings {
         Self {
             memory_limit_mib: DEFAULT_MEMORY_LIMIT_MIB,
             batch_size: DEFAULT_BATCH_SIZE,
+            cluster: None,
         }
     }
 }

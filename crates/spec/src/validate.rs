@@ -37,6 +37,12 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
         );
     }
 
+    if let Some(cluster) = &file.engine.cluster
+        && let Err(message) = cluster_address(cluster)
+    {
+        err("engine.cluster".into(), message);
+    }
+
     if file.connections.is_empty() {
         err(
             "connections".into(),
@@ -496,6 +502,33 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
     }
 }
 
+/// The `HOST:PORT` of a Ballista scheduler written as `df://HOST:PORT`.
+pub fn cluster_address(written: &str) -> Result<String, String> {
+    let hint = "write the scheduler as `df://HOST:PORT`, for example `df://localhost:50050`";
+    let url = url::Url::parse(written.trim())
+        .map_err(|e| format!("`{written}` is not a URL ({e}); {hint}"))?;
+    if url.scheme() != "df" {
+        return Err(format!("`{written}` has scheme `{}`; {hint}", url.scheme()));
+    }
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("`{written}` names no host; {hint}"))?;
+    if !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || !matches!(url.path(), "" | "/")
+    {
+        return Err(format!(
+            "`{written}` has more than a host and a port; {hint}"
+        ));
+    }
+    let port = url
+        .port()
+        .ok_or_else(|| format!("`{written}` names no port; {hint}"))?;
+    Ok(format!("{host}:{port}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,5 +553,37 @@ mod tests {
                 .contains("unencrypted")
         );
         assert!(check_endpoint("ftp://x").is_err());
+    }
+
+    #[test]
+    fn cluster_addresses() {
+        assert_eq!(
+            cluster_address("df://localhost:50050").unwrap(),
+            "localhost:50050"
+        );
+        assert_eq!(
+            cluster_address("df://10.0.0.5:7000/").unwrap(),
+            "10.0.0.5:7000"
+        );
+        assert!(
+            cluster_address("df://localhost")
+                .unwrap_err()
+                .contains("names no port")
+        );
+        assert!(
+            cluster_address("localhost:50050")
+                .unwrap_err()
+                .contains("has scheme `localhost`")
+        );
+        assert!(
+            cluster_address("df://u:p@host:1")
+                .unwrap_err()
+                .contains("more than a host")
+        );
+        assert!(
+            cluster_address("grpc://host:1")
+                .unwrap_err()
+                .contains("write the scheduler as `df://HOST:PORT`")
+        );
     }
 }

@@ -1,0 +1,450 @@
+//! Cluster mode: a scheduler and two executors started as separate `pipeline cluster`
+//! processes on loopback. The same pipeline run locally and on the cluster writes the same
+//! request bodies, byte for byte; a lost executor never lets a partial selection through;
+//! a scheduler that is not there is a clear error from `validate` and `check`.
+
+#![cfg(feature = "cluster")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::s3::S3Server;
+use common::{account, pipeline, sample_dir, write};
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A process of the cluster, its log in a file.
+struct Process {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn start(args: &[String], env: &[(&str, String)], log: PathBuf) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pipeline"));
+        command
+            .arg("cluster")
+            .args(args)
+            .env_remove("SENDGRID_API_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Self {
+            child: command.spawn().expect("the binary runs"),
+            log,
+        }
+    }
+
+    /// Waits until the process accepts connections on `port`.
+    fn wait_for(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "the cluster process exited ({status}) before listening on {port}:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing listens on {port} after 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scheduler and `executors` executors, stopped when dropped.
+struct Cluster {
+    port: u16,
+    scheduler: Process,
+    executors: Vec<(Process, PathBuf)>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(executors: usize, env: &[(&str, String)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut scheduler = Process::start(
+            &[
+                "scheduler".into(),
+                "--bind".into(),
+                format!("127.0.0.1:{port}"),
+            ],
+            env,
+            dir.path().join("scheduler.log"),
+        );
+        scheduler.wait_for(port);
+        let mut started = Vec::new();
+        for i in 0..executors {
+            let (flight, grpc) = (free_port(), free_port());
+            let work = dir.path().join(format!("executor-{i}"));
+            let mut executor = Process::start(
+                &[
+                    "executor".into(),
+                    "--scheduler".into(),
+                    format!("127.0.0.1:{port}"),
+                    "--port".into(),
+                    flight.to_string(),
+                    "--grpc-port".into(),
+                    grpc.to_string(),
+                    "--concurrent-tasks".into(),
+                    "2".into(),
+                    "--work-dir".into(),
+                    work.display().to_string(),
+                ],
+                env,
+                dir.path().join(format!("executor-{i}.log")),
+            );
+            executor.wait_for(flight);
+            executor.wait_for(grpc);
+            started.push((executor, work));
+        }
+        Self {
+            port,
+            scheduler,
+            executors: started,
+            dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("df://127.0.0.1:{}", self.port)
+    }
+
+    /// How many executors have run a task (each task writes its output under its
+    /// executor's work folder).
+    fn executors_used(&self) -> usize {
+        self.executors
+            .iter()
+            .filter(|(_, work)| std::fs::read_dir(work).is_ok_and(|mut d| d.next().is_some()))
+            .count()
+    }
+
+    /// Every process's log, for a failed assertion.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                out.push_str(&format!("--- {}\n", path.display()));
+                out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (executor, _) in &mut self.executors {
+            executor.kill();
+        }
+        self.scheduler.kill();
+    }
+}
+
+/// Every file under `dir`, by path relative to it, with its bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let name = path.strip_prefix(root).unwrap().display().to_string();
+                out.insert(name, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if dir.exists() {
+        walk(dir, dir, &mut out);
+    }
+    out
+}
+
+/// `text` with the selection sent to `cluster`.
+fn on_cluster(text: &str, cluster: &str) -> String {
+    format!("{text}\nengine:\n  cluster: {cluster}\n")
+}
+
+/// Runs `file` (in `dir`) as a dry run into `out`, with its rejects under `out/rejects`.
+fn dry_run(dir: &Path, file: &str, out: &str) -> common::Run {
+    pipeline(
+        dir,
+        &[
+            "run",
+            file,
+            "--dry-run",
+            out,
+            "--rejects-dir",
+            &format!("{out}/rejects"),
+            "--output",
+            "json",
+        ],
+        &[("SENDGRID_API_KEY", account::KEY)],
+    )
+}
+
+/// The summary of a run without what differs between any two runs (times, paths).
+fn counts(run: &common::Run) -> serde_json::Value {
+    let mut json = run.json();
+    for export in json["exports"].as_array_mut().unwrap() {
+        let export = export.as_object_mut().unwrap();
+        export.retain(|k, _| {
+            ["contacts", "segments", "rejected", "cap", "export"].contains(&k.as_str())
+        });
+    }
+    json["exports"].clone()
+}
+
+fn assert_same_run(
+    dir: &Path,
+    local: &str,
+    cluster: &str,
+    local_run: &common::Run,
+    run: &common::Run,
+) {
+    let (local_files, cluster_files) = (files(&dir.join(local)), files(&dir.join(cluster)));
+    assert!(
+        local_files.keys().any(|k| k.ends_with(".json")),
+        "the local run wrote no bodies: {local_files:?}"
+    );
+    assert_eq!(
+        local_files.keys().collect::<Vec<_>>(),
+        cluster_files.keys().collect::<Vec<_>>(),
+        "the cluster run wrote other files"
+    );
+    for (name, bytes) in &local_files {
+        assert!(
+            cluster_files[name] == *bytes,
+            "{name} differs between the local and the cluster run"
+        );
+    }
+    assert_eq!(counts(local_run), counts(run));
+}
+
+/// The quickstart, locally and on the cluster: the same bodies and rejects, byte for byte.
+#[test]
+fn the_quickstart_sends_the_same_bodies_from_a_cluster() {
+    let cluster = Cluster::start(2, &[]);
+    let dir = sample_dir();
+    let quickstart =
+        std::fs::read_to_string(common::repo().join("pipelines/quickstart.yaml")).unwrap();
+    std::fs::write(dir.path().join("local.yaml"), &quickstart).unwrap();
+    let local = dry_run(dir.path(), "local.yaml", "local");
+    assert_eq!(local.code, 0, "{}", local.stderr);
+
+    let file = write(dir.path(), &on_cluster(&quickstart, &cluster.url()));
+    let run = dry_run(dir.path(), file, "cluster");
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, cluster.logs());
+    assert!(cluster.executors_used() >= 1, "no executor ran a task");
+    assert_same_run(dir.path(), "local", "cluster", &local, &run);
+}
+
+/// A generated table of a million rows in eight files, with a membership join and a filter
+/// segment: the cluster's executors share the scan, and the bodies are the local run's.
+/// Then an executor is killed while the next query runs: the run either finishes on the
+/// other executor with the same bodies, or fails saying so, having sent nothing.
+#[test]
+fn a_million_row_export_matches_and_survives_a_lost_executor() {
+    let dir = tempfile::tempdir().unwrap();
+    pipeline_datagen::write_profiles(&pipeline_datagen::Profiles {
+        rows: 1_000_000,
+        out: dir.path().join("data"),
+        files: 8,
+        member_share: 0.02,
+        seed: 7,
+    })
+    .unwrap();
+    let text = common::pipeline_yaml(common::SEGMENTS, common::EXPORT)
+        .replace("data/profiles.parquet", "data/profiles/")
+        .replace(
+            "allowed_rejects: 100",
+            "allowed_rejects: 100000\n    on_cap_exceeded: truncate",
+        );
+    std::fs::write(dir.path().join("local.yaml"), &text).unwrap();
+    let local = dry_run(dir.path(), "local.yaml", "local");
+    assert_eq!(local.code, 0, "{}", local.stderr);
+    assert!(local.json()["exports"][0]["contacts"].as_u64().unwrap() > 10_000);
+
+    let mut cluster = Cluster::start(2, &[]);
+    let file = write(dir.path(), &on_cluster(&text, &cluster.url()));
+    let run = dry_run(dir.path(), file, "cluster");
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, cluster.logs());
+    assert_eq!(cluster.executors_used(), 2, "the scan was not shared");
+    assert_same_run(dir.path(), "local", "cluster", &local, &run);
+
+    // The next run's query: kill the first executor as soon as it has taken a task.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .args([
+            "run",
+            file,
+            "--dry-run",
+            "lost",
+            "--rejects-dir",
+            "lost/rejects",
+        ])
+        .args(["--output", "json"])
+        .current_dir(dir.path())
+        .env("SENDGRID_API_KEY", account::KEY)
+        .env("PIPELINE_CONNECTIONS", "")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (executor, work) = &mut cluster.executors[0];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_dir(&*work).map_or(0, |d| d.count()) <= 1 {
+        if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    executor.kill();
+    let lost: common::Run = child.wait_with_output().unwrap().into();
+    eprintln!(
+        "with an executor lost, the run {}",
+        if lost.code == 0 {
+            "finished on the other"
+        } else {
+            "failed"
+        }
+    );
+    if lost.code == 0 {
+        assert_same_run(dir.path(), "local", "lost", &local, &lost);
+    } else {
+        assert!(
+            lost.stderr.contains("the selection on the cluster")
+                && lost.stderr.contains("no contact was sent"),
+            "{}",
+            lost.stderr
+        );
+        let written = files(&dir.path().join("lost"));
+        assert!(
+            !written.keys().any(|k| k.ends_with(".json")),
+            "a failed run wrote bodies: {:?}",
+            written.keys()
+        );
+    }
+}
+
+/// A scheduler that is not there: `validate` and `check` say so, with the address, and
+/// the run does not start.
+#[test]
+fn a_scheduler_that_is_not_there_is_named_by_validate_and_check() {
+    let dir = sample_dir();
+    let port = free_port();
+    let quickstart =
+        std::fs::read_to_string(common::repo().join("pipelines/quickstart.yaml")).unwrap();
+    let file = write(
+        dir.path(),
+        &on_cluster(&quickstart, &format!("df://127.0.0.1:{port}")),
+    );
+    for command in ["validate", "check"] {
+        let run = pipeline(
+            dir.path(),
+            &[command, file],
+            &[("SENDGRID_API_KEY", account::KEY)],
+        );
+        assert_ne!(run.code, 0, "{command}: {}", run.stdout);
+        assert!(
+            run.stderr.contains(&format!(
+                "engine.cluster (`df://127.0.0.1:{port}`): no scheduler answers at 127.0.0.1:{port}"
+            )),
+            "{command}: {}",
+            run.stderr
+        );
+    }
+    let run = pipeline(
+        dir.path(),
+        &[
+            "validate",
+            write(
+                dir.path(),
+                &on_cluster(&quickstart, "http://localhost:50050"),
+            ),
+        ],
+        &[("SENDGRID_API_KEY", account::KEY)],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("engine.cluster: `http://localhost:50050` has scheme `http`; write the scheduler as `df://HOST:PORT`"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Sources in S3: the executors and the scheduler open the bucket from the pipeline's
+/// `storage:` settings, with credentials from their own environment.
+#[test]
+fn executors_read_s3_sources_with_the_pipelines_settings() {
+    let Some(server) = S3Server::start(&["lake"], &[]) else {
+        return;
+    };
+    let sample = sample_dir();
+    server.put_dir("lake", "crm", &sample.path().join("data"));
+    let quickstart =
+        std::fs::read_to_string(common::repo().join("pipelines/quickstart.yaml")).unwrap();
+    let storage = server.storage();
+    let text = quickstart
+        .replace(
+            "path: data/profiles.parquet }",
+            &format!("path: s3://lake/crm/profiles.parquet, storage: {storage} }}"),
+        )
+        .replace(
+            "path: data/segment_memberships.parquet }",
+            &format!("path: s3://lake/crm/segment_memberships.parquet, storage: {storage} }}"),
+        );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("local.yaml"), &text).unwrap();
+    let env: Vec<(&str, String)> = server.env();
+    let with_env = |file: &str, out: &str| {
+        server.run(
+            dir.path(),
+            &[
+                "run",
+                file,
+                "--dry-run",
+                out,
+                "--rejects-dir",
+                &format!("{out}/rejects"),
+                "--output",
+                "json",
+            ],
+            &[],
+        )
+    };
+    let local = with_env("local.yaml", "local");
+    assert_eq!(local.code, 0, "{}", local.stderr);
+
+    let cluster = Cluster::start(2, &env);
+    let file = write(dir.path(), &on_cluster(&text, &cluster.url()));
+    let run = with_env(file, "cluster");
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, cluster.logs());
+    assert!(cluster.executors_used() >= 1, "no executor ran a task");
+    assert_same_run(dir.path(), "local", "cluster", &local, &run);
+}
