@@ -59,15 +59,28 @@ def ensure_venv():
     os.execv(python, [python, *sys.argv])
 
 
-def build():
-    os.makedirs(BENCH, exist_ok=True)
+def build(cluster=False):
+    """The release binaries, copied to BENCH/bin; with `cluster`, also `pipeline-cluster`:
+    `pipeline` built with `--features cluster` (the same target folder holds both builds,
+    so the second overwrites the first's `pipeline`)."""
+    bin_dir = os.path.join(BENCH, "bin")
+    os.makedirs(bin_dir, exist_ok=True)
     log("Building release binaries")
     subprocess.run(
         ["cargo", "build", "--release", "-p", "pipeline-cli", "-p", "pipeline-datagen",
          "-p", "sendgrid-emulator"],
         cwd=ROOT, check=True)
-    return {name: os.path.join(TARGET, "release", name)
-            for name in ["pipeline", "pipeline-datagen", "sendgrid-emulator"]}
+    bins = {}
+    for name in ["pipeline", "pipeline-datagen", "sendgrid-emulator"]:
+        bins[name] = os.path.join(bin_dir, name)
+        shutil.copy2(os.path.join(TARGET, "release", name), bins[name])
+    if cluster:
+        log("Building the release binary with --features cluster")
+        subprocess.run(["cargo", "build", "--release", "-p", "pipeline-cli", "--features",
+                        "cluster"], cwd=ROOT, check=True)
+        bins["pipeline-cluster"] = os.path.join(bin_dir, "pipeline-cluster")
+        shutil.copy2(os.path.join(TARGET, "release", "pipeline"), bins["pipeline-cluster"])
+    return bins
 
 
 # Linux counts a process's peak RSS from the memory of the process that forked it: a
@@ -109,10 +122,10 @@ def measure(cmd, env=None):
     return result["wall"], result["maxrss_kib"] / 1024
 
 
-def dry_run(bins, pipeline_yaml, out, state, env):
-    """`pipeline run --dry-run` of the bench export into `out`: its measurement (wall
-    seconds, peak RSS MiB) and the contacts of its bodies."""
-    measured = measure([bins["pipeline"], "run", pipeline_yaml, "--dry-run", out, "--state-dir",
+def dry_run(bins, pipeline_yaml, out, state, env, binary="pipeline"):
+    """`pipeline run --dry-run` of the bench export into `out` (with `bins[binary]`): its
+    measurement (wall seconds, peak RSS MiB) and the contacts of its bodies."""
+    measured = measure([bins[binary], "run", pipeline_yaml, "--dry-run", out, "--state-dir",
                         state], env)
     return measured, contacts_of(os.path.join(out, "bench"))
 
@@ -157,14 +170,16 @@ def median(xs):
 
 
 def pipeline_file(name, data, segments, endpoint=None, max_profiles=100_000, storage=None,
-                  order="customer_id"):
+                  order="customer_id", cluster=None):
     """Writes BENCH/<name>.yaml: the bench export of `segments` (name: SQL) over the tables
-    under `data` (a folder or an s3:// URL), in `order`; returns its path."""
+    under `data` (a folder or an s3:// URL), in `order`, its selection on the Ballista
+    scheduler `cluster` when given; returns its path."""
     sql = "\n".join(f"  {n}: {q}" for n, q in segments.items())
     store = f", storage: {storage}" if storage else ""
     endpoint_line = f"    endpoint: {endpoint}\n" if endpoint else ""
+    engine = f"engine: {{ cluster: {cluster} }}\n" if cluster else ""
     text = f"""version: 1
-connections:
+{engine}connections:
   marketing:
     type: sendgrid
     api_key: ${{SENDGRID_API_KEY}}

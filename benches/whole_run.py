@@ -15,6 +15,10 @@ bodies of every peer are checked against pipeline's, contact by contact.
 
 At 10M rows the dry run also reads the same tables from a local S3 server (moto, on
 loopback, started by the harness), to compare an object-store source with local disk.
+
+The cluster suite (`benches/cluster.py`) builds `pipeline` a second time with `--features
+cluster`, starts a scheduler and two executors on loopback, and runs the friendly 10M
+export with its selection on them beside the local run.
 """
 
 import argparse
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import time
 
+import cluster
 import harness
 import realistic
 from harness import (BENCH, KEY, LIST_ID, PANDAS_MAX_ROWS, ROOT, build, compare, contacts_of,
@@ -38,6 +43,8 @@ MEMORY_LIMIT_MIB = 256
 # The sizes whose dry run is also measured with the tables in the local S3 server.
 S3_SIZES = {10_000_000}
 S3_LABEL = "pipeline dry run, tables on S3 (moto)"
+# The table the cluster suite runs on (friendly).
+CLUSTER_ROWS = 10_000_000
 S3_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
           "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
 
@@ -196,14 +203,14 @@ def main():
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "performance.md"))
     p.add_argument("--skip-micro", action="store_true")
-    p.add_argument("--suites", default="realistic,friendly",
-                   help="which tables to run: realistic, friendly or both")
+    p.add_argument("--suites", default="realistic,friendly,cluster",
+                   help="which suites to run: realistic, friendly, cluster (comma-separated)")
     p.add_argument("--realistic-sizes", default="10000000")
     args = p.parse_args()
     start_runner()
     ensure_venv()
-    bins = build()
     suites = args.suites.split(",")
+    bins = build(cluster="cluster" in suites)
     sizes = [int(s) for s in args.sizes.split(",")] if "friendly" in suites else []
     real_sizes = ([int(s) for s in args.realistic_sizes.split(",")]
                   if "realistic" in suites else [])
@@ -222,8 +229,13 @@ def main():
     finally:
         if s3:
             s3.close()
+    clustered = None
+    if "cluster" in suites:
+        rows = CLUSTER_ROWS
+        segments = {shape: SEGMENTS[shape] for shape in ["membership", "filter"]}
+        clustered = (rows, *cluster.run(bins, generate(bins, rows), segments, args.repeat, env))
     encoder = None if args.skip_micro else encoder_rate()
-    write_report(args, table, real, encoder)
+    write_report(args, table, real, clustered, encoder)
 
 
 # Why the S3 dry run differs from the local one (see the figures above).
@@ -236,7 +248,7 @@ server's cost per request and per byte, not pipeline's: a real S3 bucket in the 
 region serves ranges in parallel at far higher throughput and adds latency instead."""
 
 
-def write_report(args, table, real, encoder):
+def write_report(args, table, real, clustered, encoder):
     lines = [
         "# Performance",
         "",
@@ -244,7 +256,7 @@ def write_report(args, table, real, encoder):
         + (f" --sizes {args.sizes}" if args.sizes != "1000000,10000000" else "")
         + (" --with-100m" if args.with_100m else "")
         + (f" --repeat {args.repeat}" if args.repeat != 3 else "")
-        + (f" --suites {args.suites}" if args.suites != "realistic,friendly" else "")
+        + (f" --suites {args.suites}" if args.suites != "realistic,friendly,cluster" else "")
         + (f" --realistic-sizes {args.realistic_sizes}" if args.realistic_sizes != "10000000" else "")
         + "` on " + machine() + ", " + time.strftime("%Y-%m-%d") + ".",
         "",
@@ -262,6 +274,8 @@ def write_report(args, table, real, encoder):
         lines += realistic.report(real) + [""]
     if table:
         lines += friendly_report(table)
+    if clustered:
+        lines += [""] + cluster.report(*clustered)
     if encoder:
         lines += ["", f"Encoder micro-benchmark (`cargo bench -p pipeline-sink --bench encoder`): "
                       f"{encoder / 1e6:.2f} million contacts per second on one core "
