@@ -155,6 +155,8 @@ impl State {
                 self.total,
                 self.read.min(self.total) * 100 / self.total
             ),
+            // A query on a cluster: its scans run on the executors, out of sight.
+            "reading" if self.read == 0 => format!("{}: selecting contacts", self.export),
             "reading" => format!("{}: reading sources, {} rows", self.export, self.read),
             "sorting" => format!(
                 "{}: selecting, {} distinct contacts, sorting",

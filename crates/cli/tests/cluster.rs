@@ -369,7 +369,8 @@ fn a_scheduler_that_is_not_there_is_named_by_validate_and_check() {
             &[command, file],
             &[("SENDGRID_API_KEY", account::KEY)],
         );
-        assert_ne!(run.code, 0, "{command}: {}", run.stdout);
+        // The outside world's failure: exit 4, as for SendGrid unreachable.
+        assert_eq!(run.code, 4, "{command}: {}\n{}", run.stdout, run.stderr);
         assert!(
             run.stderr.contains(&format!(
                 "engine.cluster (`df://127.0.0.1:{port}`): no scheduler answers at 127.0.0.1:{port}"
