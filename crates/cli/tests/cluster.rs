@@ -262,6 +262,10 @@ fn the_quickstart_sends_the_same_bodies_from_a_cluster() {
     assert_eq!(run.code, 0, "{}\n{}", run.stderr, cluster.logs());
     assert!(cluster.executors_used() >= 1, "no executor ran a task");
     assert_same_run(dir.path(), "local", "cluster", &local, &run);
+    // The executors' task outputs hold the selected rows: their folders are owner-only.
+    for (_, work) in &cluster.executors {
+        assert_eq!(common::mode(work), 0o700, "{}", work.display());
+    }
 }
 
 /// A generated table of a million rows in eight files, with a membership join and a filter

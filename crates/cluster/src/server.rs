@@ -86,7 +86,8 @@ pub async fn executor(options: ExecutorOptions) -> Result<(), String> {
             std::process::id()
         )),
     };
-    std::fs::create_dir_all(&work_dir)
+    // Task outputs are the selected rows, personal data: the folder is the owner's only.
+    pipeline_sink::private_fs::create_private_dir(&work_dir)
         .map_err(|e| format!("cannot create the work folder {}: {e}", work_dir.display()))?;
     let temp_dir = work_dir.clone();
     let config = ExecutorProcessConfig {
@@ -101,6 +102,10 @@ pub async fn executor(options: ExecutorOptions) -> Result<(), String> {
         vcores: options.concurrent_tasks.unwrap_or(defaults.vcores),
         work_dir: Some(work_dir.display().to_string()),
         print_thread_info: false,
+        // The scheduler removes a job's outputs five minutes after it ends; an output the
+        // scheduler never cleared (it was restarted) goes after an hour.
+        job_data_clean_up_interval_seconds: 300,
+        job_data_ttl_seconds: 3600,
         executor_heartbeat_interval_seconds: HEARTBEAT_SECS,
         memory_pool_size: options.memory_limit_mib.map(|m| m << 20),
         override_config_producer: Some(Arc::new(session_config)),
