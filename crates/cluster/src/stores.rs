@@ -19,7 +19,7 @@ use pipeline_spec::{Pipeline, Place, SourceFormat, Storage};
 use serde::{Deserialize, Serialize};
 
 /// The session option `pipeline.stores`: the stores a query reads, as JSON
-/// (`[{"root": "s3://bucket/", "storage": {...}}]`).
+/// (`[{"root": "s3://bucket", "storage": {...}}]`).
 #[derive(Debug, Clone, Default)]
 pub struct StoreOptions {
     stores: String,
@@ -132,5 +132,77 @@ impl StoreOptions {
             .get::<Self>()
             .cloned()
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::config::ConfigOptions;
+
+    use super::*;
+
+    fn pipeline(sources: &str) -> Pipeline {
+        let text = format!(
+            r#"
+version: 1
+connections:
+  m: {{ type: sendgrid, api_key: "${{K}}", data_privacy_consent: true }}
+sources:
+{sources}
+segments:
+  a: SELECT * FROM t
+exports:
+  - name: x
+    connection: m
+    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]
+    segments: [a]
+    mapping: {{ email: email }}
+"#
+        );
+        pipeline_spec::parse(&text, std::path::Path::new("/p.yaml"), &|_| {
+            Some("k".into())
+        })
+        .unwrap()
+    }
+
+    /// What Ballista sends (the entries, by key) arrives in a config that knows the
+    /// extension, and opens the stores there.
+    #[test]
+    fn the_stores_travel_as_a_prefixed_option_and_open_on_the_other_side() {
+        let p = pipeline(
+            r#"  t: { format: parquet, path: "s3://lake/crm/t/", storage: { region: eu-west-1, skip_signature: true } }
+  u: { format: parquet, path: local/u.parquet }"#,
+        );
+        let sent = StoreOptions::of(&p).unwrap();
+        let entries = sent.entries();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].key, "pipeline.stores");
+
+        let mut received = ConfigOptions::new();
+        received.extensions.insert(StoreOptions::default());
+        for entry in &entries {
+            received
+                .set(&entry.key, entry.value.as_deref().unwrap())
+                .unwrap();
+        }
+        let options = received.extensions.get::<StoreOptions>().unwrap();
+        let remotes: Vec<Remote> = serde_json::from_str(&options.stores).unwrap();
+        assert_eq!(remotes.len(), 1);
+        assert_eq!(remotes[0].root, "s3://lake");
+        let registry = options.registry().unwrap();
+        let url = url::Url::parse("s3://lake/crm/t/part-0.parquet").unwrap();
+        assert!(registry.get_store(&url).is_ok());
+        let other = url::Url::parse("s3://elsewhere/t.parquet").unwrap();
+        assert!(registry.get_store(&other).is_err());
+    }
+
+    #[test]
+    fn a_delta_source_is_refused_with_what_to_do() {
+        let p = pipeline("  t: { format: delta, path: tables/t }");
+        let message = StoreOptions::of(&p).unwrap_err();
+        assert!(
+            message.starts_with("sources.t is a Delta table, which cluster mode cannot read yet"),
+            "{message}"
+        );
     }
 }
