@@ -190,22 +190,20 @@ fn on_cluster(text: &str, cluster: &str) -> String {
     format!("{text}\nengine:\n  cluster: {cluster}\n")
 }
 
-/// Runs `file` (in `dir`) as a dry run into `out`, with its rejects under `out/rejects`.
+/// The arguments of a dry run of `file` into `out`, with its rejects under `out/rejects`.
+fn dry_run_args(file: &str, out: &str) -> Vec<String> {
+    ["run", file, "--dry-run", out, "--rejects-dir"]
+        .map(String::from)
+        .into_iter()
+        .chain([format!("{out}/rejects"), "--output".into(), "json".into()])
+        .collect()
+}
+
+/// Runs `file` (in `dir`) as a dry run into `out` ([`dry_run_args`]).
 fn dry_run(dir: &Path, file: &str, out: &str) -> common::Run {
-    pipeline(
-        dir,
-        &[
-            "run",
-            file,
-            "--dry-run",
-            out,
-            "--rejects-dir",
-            &format!("{out}/rejects"),
-            "--output",
-            "json",
-        ],
-        &[("SENDGRID_API_KEY", account::KEY)],
-    )
+    let args = dry_run_args(file, out);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    pipeline(dir, &args, &[("SENDGRID_API_KEY", account::KEY)])
 }
 
 /// The summary of a run without what differs between any two runs (times, paths).
@@ -303,15 +301,7 @@ fn a_million_row_export_matches_and_survives_a_lost_executor() {
 
     // The next run's query: kill the first executor as soon as it has taken a task.
     let mut child = Command::new(env!("CARGO_BIN_EXE_pipeline"))
-        .args([
-            "run",
-            file,
-            "--dry-run",
-            "lost",
-            "--rejects-dir",
-            "lost/rejects",
-        ])
-        .args(["--output", "json"])
+        .args(dry_run_args(file, "lost"))
         .current_dir(dir.path())
         .env("SENDGRID_API_KEY", account::KEY)
         .env("PIPELINE_CONNECTIONS", "")
@@ -428,20 +418,9 @@ fn executors_read_s3_sources_with_the_pipelines_settings() {
     std::fs::write(dir.path().join("local.yaml"), &text).unwrap();
     let env: Vec<(&str, String)> = server.env();
     let with_env = |file: &str, out: &str| {
-        server.run(
-            dir.path(),
-            &[
-                "run",
-                file,
-                "--dry-run",
-                out,
-                "--rejects-dir",
-                &format!("{out}/rejects"),
-                "--output",
-                "json",
-            ],
-            &[],
-        )
+        let args = dry_run_args(file, out);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        server.run(dir.path(), &args, &[])
     };
     let local = with_env("local.yaml", "local");
     assert_eq!(local.code, 0, "{}", local.stderr);

@@ -27,31 +27,43 @@ use crate::stores::StoreOptions;
 const HEARTBEAT_SECS: u64 = 5;
 const EXECUTOR_TIMEOUT_SECS: u64 = 20;
 
-/// Where a scheduler listens.
-#[derive(Debug, Clone)]
+/// Where a scheduler listens (the arguments of `pipeline cluster scheduler`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct SchedulerOptions {
-    /// The address to listen on, `HOST:PORT`.
+    /// The address to listen on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50050")]
     pub bind: SocketAddr,
 }
 
-/// Where an executor listens, and which scheduler it serves.
-#[derive(Debug, Clone)]
+/// Where an executor listens, and which scheduler it serves (the arguments of `pipeline
+/// cluster executor`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ExecutorOptions {
-    /// The scheduler, `HOST:PORT`.
+    /// The scheduler to serve.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50050")]
     pub scheduler: String,
     /// The host to listen on.
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
     pub bind_host: String,
-    /// The host name the scheduler and clients reach this executor at.
+    /// The host name the scheduler and pipelines reach this executor at (default: the
+    /// bind host).
+    #[arg(long, value_name = "HOST")]
     pub external_host: Option<String>,
-    /// The port the executor serves query results on (Arrow Flight).
+    /// The port that serves query results (Arrow Flight).
+    #[arg(long, default_value_t = 50051)]
     pub port: u16,
-    /// The port the executor takes tasks on (gRPC).
+    /// The port that takes tasks from the scheduler (gRPC).
+    #[arg(long, default_value_t = 50052)]
     pub grpc_port: u16,
-    /// Tasks run at once; the machine's cores by default.
+    /// Tasks run at once (default: the machine's cores).
+    #[arg(long, value_name = "N")]
     pub concurrent_tasks: Option<usize>,
-    /// Memory the executor's tasks may hold together, in MiB; they spill beyond it.
+    /// Memory the tasks may hold together, in MiB; they spill to disk beyond it
+    /// (default: most of the machine's memory).
+    #[arg(long, value_name = "MIB")]
     pub memory_limit_mib: Option<u64>,
-    /// Where task outputs and spills are written; a temporary folder by default.
+    /// Where task outputs and spills are written (default: a new temporary folder).
+    #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
 }
 

@@ -52,8 +52,6 @@ pub trait Cluster: Send + Sync {
 /// A pipeline opened for querying: sources registered, segments planned.
 pub struct Engine {
     ctx: SessionContext,
-    /// The scheduler the export queries run on (`engine.cluster`), as written.
-    cluster: Option<String>,
     /// The sessions of the selection's three sorts (contacts, rejects, the distinct
     /// emails' count), each under its own share of the memory limit.
     sort_ctx: SessionContext,
@@ -136,7 +134,6 @@ impl Engine {
         }
         Ok(Self {
             ctx,
-            cluster: settings.cluster.clone(),
             sort_ctx,
             rejects_ctx,
             count_ctx,

@@ -191,7 +191,7 @@ impl Engine {
     /// A failure of the selection query: on a cluster, the cluster's (an executor lost, a
     /// scheduler gone), and the run stops before any contact is sent.
     fn select_error(&self, query: &ExportQuery, e: &dyn std::fmt::Display) -> EngineError {
-        match &self.cluster {
+        match &self.pipeline().file.engine.cluster {
             Some(cluster) => EngineError::Cluster(format!(
                 "export `{}`: the selection on the cluster `{cluster}` failed, and no contact was sent: {}",
                 query.export,
