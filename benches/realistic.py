@@ -12,7 +12,9 @@ with no filter) run in turn, `--repeat` times (once at 100M rows).
 """
 
 import os
+import re
 import shutil
+import subprocess
 import sys
 
 import harness
@@ -50,13 +52,19 @@ def generate(bins, rows):
                             "--member-share", str(MEMBER_SHARE))
 
 
-def run_case(bins, data, rows, case, repeat, peers_script, env):
+def case_file(data, rows, case):
+    """The case's pipeline file and its slug (its name in BENCH/out)."""
     shape, share, order = case
     segments = ({"members": MEMBERSHIP} if shape == "membership" else
                 {"valuable": f"SELECT * FROM profiles WHERE lifetime_value >= {min_ltv(share)} "
                              "AND is_subscribed"})
     slug = f"{shape}-{share:g}-{order.replace(' ', '-').lower()}"
-    dry_file = pipeline_file(f"realistic-{rows}-{slug}", data, segments, order=order)
+    return pipeline_file(f"realistic-{rows}-{slug}", data, segments, order=order), slug
+
+
+def run_case(bins, data, rows, case, repeat, peers_script, env):
+    shape, share, order = case
+    dry_file, slug = case_file(data, rows, case)
     peer_args = ["--shape", shape, "--data", data, "--order", order, "--min-ltv",
                  str(min_ltv(share))]
     peers = [("duckdb", "DuckDB")] + ([("pandas", "pandas")] if rows <= PANDAS_MAX_ROWS else [])
@@ -81,6 +89,71 @@ def run_case(bins, data, rows, case, repeat, peers_script, env):
     return results, contacts
 
 
+# The cases `perf` profiles (the filter that misses its floor target, and the join), at
+# PROFILE_ROWS, once each; the report lists each one's top entries.
+PROFILED = [("filter", 0.10, "customer_id"), ("membership", MEMBER_SHARE, "customer_id")]
+PROFILE_ROWS = 10_000_000
+TOP = 15
+
+
+def profile(bins, case, env):
+    """`perf record` of one dry run of case: its top symbols by self time and the same time
+    by library, each as [(percent, name)]."""
+    data = generate(bins, PROFILE_ROWS)
+    dry_file, slug = case_file(data, PROFILE_ROWS, case)
+    out = os.path.join(BENCH, "out", f"profile-{PROFILE_ROWS}-{slug}")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    record = os.path.join(out, "perf.data")
+    log(f"Profiling {label(case)} at {PROFILE_ROWS:,} rows")
+    subprocess.run(["perf", "record", "-q", "-F", "999", "-o", record, "--", bins["pipeline"],
+                    "run", dry_file, "--dry-run", os.path.join(out, "pipeline"), "--state-dir",
+                    os.path.join(out, "state")], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    text = subprocess.run(["perf", "report", "-i", record, "--stdio", "--no-children", "--sort",
+                           "sym", "-q", "--percent-limit", "0"],
+                          capture_output=True, text=True, check=True).stdout
+    symbols = []
+    for line in text.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+\[(.)\]\s+(.*\S)", line)
+        if m:
+            name = re.sub(r"::h[0-9a-f]{16}$", "", m.group(3))
+            symbols.append((float(m.group(1)), "kernel" if m.group(2) == "k" else name))
+    libraries = {}
+    for percent, name in symbols:
+        libraries[library(name)] = libraries.get(library(name), 0) + percent
+    by_library = sorted(((p, n) for n, p in libraries.items()), reverse=True)
+    return symbols[:TOP], by_library[:TOP]
+
+
+def library(symbol):
+    """The crate a symbol's code comes from, as far as its name tells."""
+    if symbol == "kernel":
+        return "kernel"
+    name = symbol.lstrip("<")
+    if "::" not in name:
+        return "libc (memcpy, memcmp, malloc, …)" if not name.startswith("0x") else "unknown"
+    crate = name.split("::", 1)[0].split(" ", 1)[0]
+    return "Rust core, alloc, std" if crate in ("core", "alloc", "std") else crate
+
+
+def profile_report(profiles):
+    """The profiles' part of the suite's section, as lines."""
+    lines = ["", "### Where the time goes", "",
+             f"`perf record -F 999` of one dry run per case at {PROFILE_ROWS:,} rows (both cores' "
+             "samples, self time). The first table names the functions, the second adds them "
+             "up by the crate their code comes from (generic code counts where it is "
+             "instantiated from: a sort's comparisons show as Rust core)."]
+    for case, (symbols, by_library) in profiles.items():
+        lines += ["", f"{label(case)}:", "", "| self % | function |", "|---:|---|"]
+        for percent, name in symbols:
+            short = name if len(name) <= 110 else name[:109] + "…"
+            lines.append(f"| {percent:.1f} | `{short}` |")
+        lines += ["", "| self % | crate |", "|---:|---|"]
+        lines += [f"| {p:.1f} | {n} |" for p, n in by_library[:8]]
+    return lines
+
+
 def run(bins, sizes, repeat, peers_script, env):
     """Every case at every size: {(rows, case): (results, contacts)}."""
     table = {}
@@ -91,7 +164,7 @@ def run(bins, sizes, repeat, peers_script, env):
     return table
 
 
-def report(table):
+def report(table, profiles):
     """The suite's section of docs/performance.md, as lines."""
     lines = [
         "## Realistic tables",
@@ -133,4 +206,6 @@ def report(table):
         rss = max(m for _, m in ours)
         lines.append(f"| {rows:,} | {label(case)} | {contacts:,} | {duck} | {floor} | "
                      f"{ratio('pandas', 0.2)} | {rss:.0f} {'✅' if rss <= 256 else '❌'} |")
+    if profiles:
+        lines += profile_report(profiles)
     return lines

@@ -203,6 +203,8 @@ def main():
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "performance.md"))
     p.add_argument("--skip-micro", action="store_true")
+    p.add_argument("--skip-profile", action="store_true",
+                   help="do not profile the realistic suite's cases with perf")
     p.add_argument("--suites", default="realistic,friendly,cluster",
                    help="which suites to run: realistic, friendly, cluster (comma-separated)")
     p.add_argument("--realistic-sizes", default="10000000")
@@ -220,6 +222,12 @@ def main():
     peers_script = os.path.join(ROOT, "benches", "peers.py")
     env = dict(os.environ, SENDGRID_API_KEY=KEY, PIPELINE_LOG="warn")
     real = realistic.run(bins, real_sizes, args.repeat, peers_script, env)
+    profiles = {}
+    if real and not args.skip_profile:
+        if shutil.which("perf"):
+            profiles = {case: realistic.profile(bins, case, env) for case in realistic.PROFILED}
+        else:
+            log("perf is not installed: the report has no profile (see --skip-profile)")
     table = {}
     s3 = S3Server() if S3_SIZES & set(sizes) else None
     try:
@@ -235,7 +243,7 @@ def main():
         segments = {shape: SEGMENTS[shape] for shape in ["membership", "filter"]}
         clustered = (rows, *cluster.run(bins, generate(bins, rows), segments, args.repeat, env))
     encoder = None if args.skip_micro else encoder_rate()
-    write_report(args, table, real, clustered, encoder)
+    write_report(args, table, real, profiles, clustered, encoder)
 
 
 # Why the S3 dry run differs from the local one (see the figures above).
@@ -248,7 +256,7 @@ server's cost per request and per byte, not pipeline's: a real S3 bucket in the 
 region serves ranges in parallel at far higher throughput and adds latency instead."""
 
 
-def write_report(args, table, real, clustered, encoder):
+def write_report(args, table, real, profiles, clustered, encoder):
     lines = [
         "# Performance",
         "",
@@ -271,7 +279,7 @@ def write_report(args, table, real, clustered, encoder):
         "",
     ]
     if real:
-        lines += realistic.report(real) + [""]
+        lines += realistic.report(real, profiles) + [""]
     if table:
         lines += friendly_report(table)
     if clustered:
