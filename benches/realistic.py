@@ -113,15 +113,19 @@ def profile(bins, case, env):
     text = subprocess.run(["perf", "report", "-i", record, "--stdio", "--no-children", "--sort",
                            "sym", "-q", "--percent-limit", "0"],
                           capture_output=True, text=True, check=True).stdout
-    symbols = []
+    # One row per name: the kernel's functions count as one, and so do the copies of a
+    # generic function that differ only in their symbol's hash.
+    by_name = {}
     for line in text.splitlines():
         m = re.match(r"\s*([\d.]+)%\s+\[(.)\]\s+(.*\S)", line)
         if m:
             name = re.sub(r"::h[0-9a-f]{16}$", "", m.group(3))
-            symbols.append((float(m.group(1)), "kernel" if m.group(2) == "k" else name))
+            name = "kernel" if m.group(2) == "k" else name
+            by_name[name] = by_name.get(name, 0) + float(m.group(1))
     libraries = {}
-    for percent, name in symbols:
+    for name, percent in by_name.items():
         libraries[library(name)] = libraries.get(library(name), 0) + percent
+    symbols = sorted(((p, n) for n, p in by_name.items()), reverse=True)
     by_library = sorted(((p, n) for n, p in libraries.items()), reverse=True)
     return symbols[:TOP], by_library[:TOP]
 
