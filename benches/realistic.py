@@ -210,6 +210,45 @@ def report(table, profiles):
         rss = max(m for _, m in ours)
         lines.append(f"| {rows:,} | {label(case)} | {contacts:,} | {duck} | {floor} | "
                      f"{ratio('pandas', 0.2)} | {rss:.0f} {'✅' if rss <= 256 else '❌'} |")
+    lines += misses(table)
     if profiles:
         lines += profile_report(profiles)
     return lines
+
+
+# What stands behind a target this suite's cases are known to miss, said only when a run
+# misses it.
+FLOOR_MISS = """The filter at 10% is over its floor because the floor decodes the columns and
+does nothing else. At 10% the filter keeps a tenth of the rows, and each of them is work
+the floor does not do: its mapped values are normalised and checked, its email is hashed
+and counted for the cap's verdict, and its `order_by` key goes through the cap's cut, which
+lets about `cap × (1 + ln(kept / cap))` rows (a third of them at 10M rows) into the sort by the
+export's full order. In a call-graph profile (`perf record --call-graph dwarf`) the
+projection that normalises the fields and the contacts' sort are each about an eighth of
+the samples. The scan itself costs what the floor costs: the kept rows sit in every page,
+so every page of the mapped columns is decompressed (snappy) and decoded through a row
+mask, the copies that put `memmove` at the top of the profile below. Deciding the cut
+inside the scan, before the mapped columns are decoded, would close most of the gap, but
+the counts of rejects and distinct emails are taken over every kept row, so the mapped
+columns of every kept row are needed today."""
+
+JOIN_RSS_MISS = """The membership shape at 100M rows peaks above 256 MiB because of its join:
+DataFusion builds one hash table from the membership side (a `CollectLeft` join, which
+cannot spill), and that side holds the members' 20-character ids, ten times more of them
+than at 10M rows. Every peak also counts the pages of the binary's code that the run
+touched."""
+
+
+def misses(table):
+    """The notes for the targets this run missed, as lines."""
+    def over_floor(results):
+        ours, floor = results[DRY], results.get("decode floor (DuckDB)", [])
+        return floor and median([o[0] / f[0] for o, f in zip(ours, floor)]) > 1.15
+    notes = []
+    if any(case[0] == "filter" and over_floor(results)
+           for (_, case), (results, _) in table.items()):
+        notes.append(FLOOR_MISS)
+    if any(case[0] == "membership" and max(m for _, m in results[DRY]) > 256
+           for (_, case), (results, _) in table.items()):
+        notes.append(JOIN_RSS_MISS)
+    return [line for note in notes for line in ["", *note.splitlines()]]
