@@ -81,8 +81,8 @@ impl StoreOptions {
         for (name, source) in &pipeline.file.sources {
             if source.format == SourceFormat::Delta {
                 return Err(format!(
-                    "sources.{name} is a Delta table, which cluster mode cannot read yet; \
-                     export it to Parquet, or run this pipeline without `engine.cluster`"
+                    "sources.{name} {}",
+                    pipeline_spec::DELTA_ON_CLUSTER
                 ));
             }
             if let Ok(Place::Remote { url, .. }) = pipeline_spec::place_of(&source.path) {

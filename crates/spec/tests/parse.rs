@@ -291,3 +291,26 @@ fn a_name_given_twice_is_refused_where_it_repeats() {
     // The map that holds the repeated name.
     assert_eq!(d[0].location.expect("located").line, 12);
 }
+
+#[test]
+fn a_delta_source_on_a_cluster_is_refused_with_what_to_do() {
+    let delta = GOOD.replace(
+        "{ format: parquet, path: data/profiles/ }",
+        "{ format: delta, path: lake/profiles }",
+    );
+    let on_cluster = format!("engine: {{ cluster: \"df://localhost:50050\" }}\n{delta}");
+    let d = problems(&on_cluster);
+    let messages: Vec<String> = d
+        .iter()
+        .map(|d| format!("{}: {}", d.path, d.message))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "sources.profiles.format: is a Delta table, which cluster mode cannot read yet; \
+             export it to Parquet, or run this pipeline without `engine.cluster`"
+        ]
+    );
+    // Without the cluster, the same Delta source is accepted.
+    assert!(parse(&delta, Path::new("p.yaml"), &env).is_ok());
+}
