@@ -44,6 +44,14 @@ fn problems(text: &str) -> Vec<Diagnostic> {
     }
 }
 
+/// The problems of `text`, each as `path: message`.
+fn problem_lines(text: &str) -> Vec<String> {
+    problems(text)
+        .iter()
+        .map(|d| format!("{}: {}", d.path, d.message))
+        .collect()
+}
+
 #[test]
 fn good_file_parses_with_defaults_and_interpolation() {
     let p = parse(GOOD, Path::new("dir/p.yaml"), &env).unwrap();
@@ -198,13 +206,8 @@ fn mirror_settings_out_of_range_are_refused() {
         "on_cap_exceeded: truncate",
         "mode: mirror\n    max_removal_share: 1.5\n    contacts_per_request: 30001",
     );
-    let d = problems(&text);
-    let messages: Vec<String> = d
-        .iter()
-        .map(|d| format!("{}: {}", d.path, d.message))
-        .collect();
     assert_eq!(
-        messages,
+        problem_lines(&text),
         [
             "exports[0].max_removal_share: must be between 0 and 1 (a share of the list, 0.2 is 20%)",
             "exports[0].contacts_per_request: must be between 1 and 30000 (SendGrid's limit per request)",
@@ -299,13 +302,8 @@ fn a_delta_source_on_a_cluster_is_refused_with_what_to_do() {
         "{ format: delta, path: lake/profiles }",
     );
     let on_cluster = format!("engine: {{ cluster: \"df://localhost:50050\" }}\n{delta}");
-    let d = problems(&on_cluster);
-    let messages: Vec<String> = d
-        .iter()
-        .map(|d| format!("{}: {}", d.path, d.message))
-        .collect();
     assert_eq!(
-        messages,
+        problem_lines(&on_cluster),
         [
             "sources.profiles.format: is a Delta table, which cluster mode cannot read yet; \
              export it to Parquet, or run this pipeline without `engine.cluster`"
