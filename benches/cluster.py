@@ -2,7 +2,8 @@
 cluster (a scheduler and two executors, separate `pipeline cluster` processes on loopback)
 beside the same export run locally.
 
-The cluster binary is the release build with `--features cluster`. For each shape of the
+The cluster binary is the release build with `--features cluster`, the local one the release
+build without it. For each shape of the
 friendly 10M-row table, the local dry run and the cluster dry run alternate, `--repeat`
 times; the cluster run's bodies are checked against the local run's, contact by contact.
 The client's peak RSS is measured as for every case; the executors' is read from
@@ -102,7 +103,8 @@ def run(bins, data, segments_by_shape, repeat, env):
                 out = os.path.join(BENCH, "out", f"cluster-{name}")
                 shutil.rmtree(out, ignore_errors=True)
                 runs = {}
-                for tool, file, binary in [(LOCAL, local_file, "pipeline"),
+                # Both sides are release builds, so that the comparison is the cluster's.
+                for tool, file, binary in [(LOCAL, local_file, "pipeline-release"),
                                            (CLUSTER, cluster_file, "pipeline-cluster")]:
                     measured, runs[tool] = dry_run(bins, file, os.path.join(out, binary),
                                                    os.path.join(out, f"{binary}-state"), env,
@@ -125,7 +127,8 @@ def report(rows, table, peaks):
         f"The friendly {rows:,}-row table, each shape's export run locally and with its",
         "selection on a Ballista cluster of one scheduler and two executors, separate",
         "`pipeline cluster` processes on this same machine (release build with",
-        "`--features cluster`; each executor runs as many tasks as the machine has cores).",
+        "`--features cluster`, and the local run the release build without it; each",
+        "executor runs as many tasks as the machine has cores).",
         "The cluster run's bodies matched the local run's, contact by contact. Peak RSS is",
         "the client's (`pipeline run`); the executors' peaks were "
         + ", ".join(f"{p:.0f}" for p in peaks) + " MiB.",

@@ -60,9 +60,10 @@ def ensure_venv():
 
 
 def build(cluster=False):
-    """The release binaries, copied to BENCH/bin; with `cluster`, also `pipeline-cluster`:
-    `pipeline` built with `--features cluster` (the same target folder holds both builds,
-    so the second overwrites the first's `pipeline`)."""
+    """The binaries, copied to BENCH/bin: `pipeline` as users ship it (the `dist` profile:
+    fat LTO, stripped), `pipeline-release` (the release profile, whose symbols the profiler
+    reads), the generator and the emulator; with `cluster`, also `pipeline-cluster`:
+    `pipeline` built with `--features cluster` (release profile)."""
     bin_dir = os.path.join(BENCH, "bin")
     os.makedirs(bin_dir, exist_ok=True)
     log("Building release binaries")
@@ -71,9 +72,16 @@ def build(cluster=False):
          "-p", "sendgrid-emulator"],
         cwd=ROOT, check=True)
     bins = {}
-    for name in ["pipeline", "pipeline-datagen", "sendgrid-emulator"]:
+    for name in ["pipeline-datagen", "sendgrid-emulator"]:
         bins[name] = os.path.join(bin_dir, name)
         shutil.copy2(os.path.join(TARGET, "release", name), bins[name])
+    bins["pipeline-release"] = os.path.join(bin_dir, "pipeline-release")
+    shutil.copy2(os.path.join(TARGET, "release", "pipeline"), bins["pipeline-release"])
+    log("Building the binary to ship (--profile dist)")
+    subprocess.run(["cargo", "build", "--profile", "dist", "-p", "pipeline-cli"], cwd=ROOT,
+                   check=True)
+    bins["pipeline"] = os.path.join(bin_dir, "pipeline")
+    shutil.copy2(os.path.join(TARGET, "dist", "pipeline"), bins["pipeline"])
     if cluster:
         log("Building the release binary with --features cluster")
         subprocess.run(["cargo", "build", "--release", "-p", "pipeline-cli", "--features",

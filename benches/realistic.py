@@ -110,7 +110,9 @@ def profile(bins, case, env):
     os.makedirs(out)
     record = os.path.join(out, "perf.data")
     log(f"Profiling {label(case)} at {PROFILE_ROWS:,} rows")
-    subprocess.run(["perf", "record", "-q", "-F", "999", "-o", record, "--", bins["pipeline"],
+    # The shipped binary is stripped: the release build's symbols name the functions.
+    subprocess.run(["perf", "record", "-q", "-F", "999", "-o", record, "--",
+                    bins["pipeline-release"],
                     "run", dry_file, "--dry-run", os.path.join(out, "pipeline"), "--state-dir",
                     os.path.join(out, "state")], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

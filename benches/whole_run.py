@@ -4,7 +4,7 @@
     python3 benches/whole_run.py --with-100m     # also 100M rows (about 7 GB of Parquet)
     python3 benches/whole_run.py --sizes 1000000 --repeat 1 --out /tmp/perf.md   # quick look
 
-It builds the release binaries, installs DuckDB, pandas and pyarrow into a private virtual
+It builds the binaries (`pipeline` with `--profile dist`, as users ship it), installs DuckDB, pandas and pyarrow into a private virtual
 environment under target/bench/, generates the profile and membership tables with the
 repo's generator (kept between runs), and for each size and segment shape runs, in turn
 and `--repeat` times (once at 100M rows): `pipeline run --dry-run`, the DuckDB peer, the pandas peer, and a
@@ -267,6 +267,10 @@ def write_report(args, table, real, profiles, clustered, encoder):
         + (f" --suites {args.suites}" if args.suites != "realistic,friendly,cluster" else "")
         + (f" --realistic-sizes {args.realistic_sizes}" if args.realistic_sizes != "10000000" else "")
         + "` on " + machine() + ", " + time.strftime("%Y-%m-%d") + ".",
+        "",
+        "`pipeline` is the binary a user ships (`--profile dist`: fat link-time",
+        "optimisation, stripped); the profiles below run the release build, whose symbols",
+        "name the functions.",
         "",
         "Each figure is the median of the repetitions (one at 100M rows); ratios are taken",
         "pair by pair within a",
