@@ -25,7 +25,7 @@ use crate::plan::{ExportQuery, META_COLUMNS, meta};
 use crate::rejects::{Reject, RejectsWriter};
 use crate::rules::RejectReason;
 use crate::segments::query_only;
-use crate::select::{DistinctCount, EmailSet, Sorter, export_order};
+use crate::select::{DistinctCount, EmailSet, LaterContacts, Sorter, export_order};
 use crate::summary::{CapVerdict, ExportSummary, SegmentSummary};
 
 /// What a selection keeps and writes.
@@ -381,7 +381,11 @@ impl Scanned {
         }
         let mut kept = 0u64;
         let mut truncated = 0u64;
+        // The emails of the contacts sent: at most `max_profiles` of them. Those that come
+        // after are counted for their segments by a sort, not held in memory.
         let mut seen = EmailSet::default();
+        let mut later = LaterContacts::new(engine.count_context());
+        let mut position = 0u64;
         // With one segment every contact's segment is known: reading stops at the cap.
         let one_segment = self.counts.segments.len() == 1;
         let (email_at, _) = self.fields[0];
@@ -403,16 +407,26 @@ impl Scanned {
             let emails = text(batch.column(email_at))?;
             let mut chosen = Vec::with_capacity(batch.num_rows());
             for (row, email) in emails.iter().enumerate() {
-                let first = email.is_some_and(|e| seen.first(e));
-                if first {
-                    self.counts.segments[segments.value(row) as usize].contacts += 1;
-                }
-                let send = first && keep.is_some() && kept < cap.max_profiles;
+                let segment = segments.value(row);
+                let key = email.map(EmailSet::key);
+                let sending = keep.is_some() && kept < cap.max_profiles;
+                let send = sending && key.is_some_and(|k| seen.first(k));
                 if send {
+                    self.counts.segments[segment as usize].contacts += 1;
                     kept += 1;
                     truncated += u64::from(flags.is_some_and(|f| f.value(row)));
+                } else if let Some(k) =
+                    key.filter(|k| !one_segment && !sending && !seen.contains(*k))
+                {
+                    let segment = u32::try_from(segment).map_err(|e| exec(&e))?;
+                    later.add(k, position, segment).map_err(|e| exec(&e))?;
                 }
+                position += 1;
                 chosen.push(send);
+            }
+            if !later.flush().await.map_err(|e| exec(&e))? {
+                // The count stopped: its error comes out of its end, below.
+                break;
             }
             let Some(tx) = &keep else { continue };
             let chosen = BooleanArray::from(chosen);
@@ -429,6 +443,13 @@ impl Scanned {
         }
         // The rest of the sorted rows are not needed: the sort stops.
         self.contacts.close();
+        let later = later
+            .finish(self.counts.segments.len())
+            .await
+            .map_err(|e| exec(&e))?;
+        for (segment, contacts) in self.counts.segments.iter_mut().zip(later) {
+            segment.contacts += contacts;
+        }
         if let [only] = self.counts.segments.as_mut_slice() {
             // Every contact's first row is in the one segment, including those the cap's
             // cut kept out of the sort and those after the cap.

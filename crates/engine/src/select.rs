@@ -10,14 +10,21 @@
 //! to disk past its share, so no selection needs memory in proportion to its rows.
 //! [`DistinctCount`] counts the distinct emails the same way, with a sort of their hashes,
 //! so the cap's verdict is known before the sorted rows come back. Each email's first
-//! sorted row is its contact; an [`EmailSet`] remembers the emails already seen.
+//! sorted row is its contact; an [`EmailSet`] remembers the emails of the contacts sent
+//! (at most `max_profiles`), and [`LaterContacts`] counts the contacts after them for
+//! their segments with one more sort.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{ArrayBuilder, AsArray, FixedSizeBinaryBuilder, StringArray};
+use arrow::array::{
+    ArrayBuilder, ArrayRef, AsArray, FixedSizeBinaryBuilder, StringArray, UInt32Builder,
+    UInt64Builder,
+};
+use arrow::datatypes::UInt32Type;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::DataFusionError;
@@ -148,9 +155,114 @@ impl EmailSet {
         emails.iter().map(|e| e.map(Self::key)).collect()
     }
 
-    /// True the first time an email is seen: its first row in the export's order.
-    pub(crate) fn first(&mut self, email: &str) -> bool {
-        self.0.insert(Self::key(email))
+    /// True the first time a key is seen: its email's first row in the export's order.
+    pub(crate) fn first(&mut self, key: u128) -> bool {
+        self.0.insert(key)
+    }
+
+    pub(crate) fn contains(&self, key: u128) -> bool {
+        self.0.contains(&key)
+    }
+}
+
+/// The contacts of an export with several segments that come after those it sends, counted
+/// for their segments: an email's contact is its first row in the export's order, and the
+/// segment of that row gets the count. Rows go in as read in that order, each with its
+/// position; their email hashes and positions go into a DataFusion sort (which spills past
+/// its share), so that these emails, as many as the export's rows, need no set in memory.
+pub(crate) struct LaterContacts {
+    ctx: SessionContext,
+    sorter: Option<Sorter>,
+    hashes: FixedSizeBinaryBuilder,
+    positions: UInt64Builder,
+    segments: UInt32Builder,
+}
+
+impl LaterContacts {
+    /// Counts with `ctx`'s pool; the sort starts with the first batch.
+    pub(crate) fn new(ctx: &SessionContext) -> Self {
+        Self {
+            ctx: ctx.clone(),
+            sorter: None,
+            hashes: FixedSizeBinaryBuilder::with_capacity(HASH_BATCH, 16),
+            positions: UInt64Builder::with_capacity(HASH_BATCH),
+            segments: UInt32Builder::with_capacity(HASH_BATCH),
+        }
+    }
+
+    /// Adds the row at `position` of the export's order, whose email has key `key`, of the
+    /// segment at index `segment`.
+    pub(crate) fn add(&mut self, key: u128, position: u64, segment: u32) -> Result<(), ArrowError> {
+        self.hashes.append_value(key.to_le_bytes())?;
+        self.positions.append_value(position);
+        self.segments.append_value(segment);
+        Ok(())
+    }
+
+    /// Hands the rows added so far to the sort once they fill a batch. False once the sort
+    /// has stopped: its error comes out of [`LaterContacts::finish`].
+    pub(crate) async fn flush(&mut self) -> Result<bool, DataFusionError> {
+        if self.hashes.len() < HASH_BATCH {
+            return Ok(true);
+        }
+        self.send().await
+    }
+
+    async fn send(&mut self) -> Result<bool, DataFusionError> {
+        let sorter = match &mut self.sorter {
+            Some(sorter) => sorter,
+            None => {
+                let schema = Arc::new(Schema::new(vec![
+                    Field::new("h", DataType::FixedSizeBinary(16), false),
+                    Field::new("p", DataType::UInt64, false),
+                    Field::new("s", DataType::UInt32, false),
+                ]));
+                let order = vec![ident("h").sort(true, false), ident("p").sort(true, false)];
+                self.sorter
+                    .insert(Sorter::start(&self.ctx, schema, order).await?)
+            }
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.hashes.finish()),
+            Arc::new(self.positions.finish()),
+            Arc::new(self.segments.finish()),
+        ];
+        let batch = RecordBatch::try_new(sorter.schema.clone(), columns)?;
+        Ok(sorter.input.send(Ok(batch)).await.is_ok())
+    }
+
+    /// Ends the input and counts, for each of `segments` segments, the emails whose first
+    /// row is in it.
+    pub(crate) async fn finish(mut self, segments: usize) -> Result<Vec<u64>, DataFusionError> {
+        let mut contacts = vec![0u64; segments];
+        if !self.hashes.is_empty() {
+            self.send().await?;
+        }
+        let Some(Sorter {
+            input, mut output, ..
+        }) = self.sorter
+        else {
+            return Ok(contacts);
+        };
+        drop(input);
+        let (mut first, mut last) = (true, [0u8; 16]);
+        while let Some(batch) = output.recv().await {
+            let batch = batch?;
+            let hashes = batch.column(0).as_fixed_size_binary();
+            let of = batch.column(2).as_primitive::<UInt32Type>();
+            for (row, hash) in hashes.iter().enumerate() {
+                let Some(hash) = hash.filter(|h| first || *h != last) else {
+                    continue;
+                };
+                let segment = of.value(row) as usize;
+                *contacts.get_mut(segment).ok_or_else(|| {
+                    DataFusionError::Internal(format!("no segment at index {segment}"))
+                })? += 1;
+                first = false;
+                last.copy_from_slice(hash);
+            }
+        }
+        Ok(contacts)
     }
 }
 
@@ -266,5 +378,36 @@ mod tests {
             .collect::<HashSet<_>>()
             .len() as u64;
         assert_eq!(count.finish().await.unwrap(), expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn later_contacts_count_each_email_for_its_first_row_past_their_memory_share() {
+        // 900k rows (25 MiB of keys, positions and segments) in an 8 MiB pool: the sort
+        // spills. Each of 400k emails recurs in up to three segments, in a shuffled order.
+        let ctx = crate::session(8 << 20, 8192).unwrap();
+        let mut later = LaterContacts::new(&ctx);
+        let mut first_segment = std::collections::HashMap::new();
+        for position in 0..900_000u64 {
+            let email = (position * 7_919) % 400_000;
+            let segment = ((position / 3 + email) % 3) as u32;
+            first_segment.entry(email).or_insert(segment);
+            let key = EmailSet::key(&format!("c{email}@x.org"));
+            later.add(key, position, segment).unwrap();
+            if position % 10_000 == 0 {
+                assert!(later.flush().await.unwrap());
+            }
+        }
+        let mut expected = vec![0u64; 3];
+        for segment in first_segment.values() {
+            expected[*segment as usize] += 1;
+        }
+        assert!(expected.iter().all(|n| *n > 0), "{expected:?}");
+        assert_eq!(later.finish(3).await.unwrap(), expected);
+    }
+
+    #[tokio::test]
+    async fn later_contacts_with_no_rows_count_none() {
+        let ctx = crate::session(8 << 20, 8192).unwrap();
+        assert_eq!(LaterContacts::new(&ctx).finish(2).await.unwrap(), [0, 0]);
     }
 }
