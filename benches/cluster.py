@@ -3,9 +3,9 @@ cluster (a scheduler and two executors, separate `pipeline cluster` processes on
 beside the same export run locally.
 
 The cluster binary is the release build with `--features cluster`, the local one the release
-build without it. For each shape of the
-friendly 10M-row table, the local dry run and the cluster dry run alternate, `--repeat`
-times; the cluster run's bodies are checked against the local run's, contact by contact.
+build without it. For each shape of the friendly 10M-row table, the local dry run and the
+cluster dry run alternate, `--repeat` times; the cluster run's bodies are checked against
+the local run's, contact by contact.
 The client's peak RSS is measured as for every case; the executors' is read from
 /proc/PID/status (VmHWM) when the suite ends.
 """
