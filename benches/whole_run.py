@@ -354,25 +354,23 @@ def friendly_report(table):
     for rows, shape, contacts, d, pd_, full, rss in verdicts:
         lines.append(f"| {rows:,} | {shape} | {contacts:,} | {ok(d, 0.5)} | {ok(pd_, 0.2)} | "
                      f"{ok(full, 1.5)} | {rss:.0f} {'✅' if rss <= 256 else '❌'} |")
-    large_label = f"pipeline dry run, max_profiles {LARGE_CAP:,}"
-    bound = MEMORY_LIMIT_MIB + 64
-    for (rows, shape), (results, _) in table.items():
-        if large_label in results:
-            rss = max(m for _, m in results[large_label])
-            wall = median([w for w, _ in results[large_label]])
-            lines.append("")
-            lines.append(f"- {rows:,} rows, {shape}, `max_profiles: {LARGE_CAP:,}` (every member "
-                         f"kept): {wall:.2f} s, peak RSS {rss:.0f} MiB "
-                         f"({'✅' if rss <= bound else '❌'} bound: memory_limit_mib {MEMORY_LIMIT_MIB} + 64)")
-    for (rows, shape), (results, _) in table.items():
-        if BROAD_LABEL in results:
-            rss = max(m for _, m in results[BROAD_LABEL])
-            wall = median([w for w, _ in results[BROAD_LABEL]])
-            lines.append("")
-            lines.append(f"- {rows:,} rows, two broad segments (`is_subscribed`; "
-                         f"`lifetime_value >= 10000`; most rows are contacts, far past the cap): "
-                         f"{wall:.2f} s, peak RSS {rss:.0f} MiB "
-                         f"({'✅' if rss <= 256 else '❌'} ≤ 256)")
+    def bounded(label, case, bound, says):
+        """A bullet per size for the case measured under `label`: its time and its peak RSS
+        against `bound` MiB."""
+        for (rows, shape), (results, _) in table.items():
+            if label in results:
+                rss = max(m for _, m in results[label])
+                wall = median([w for w, _ in results[label]])
+                lines.extend(["", f"- {rows:,} rows, {case(shape)}: {wall:.2f} s, peak RSS "
+                                  f"{rss:.0f} MiB ({'✅' if rss <= bound else '❌'} {says})"])
+
+    bounded(f"pipeline dry run, max_profiles {LARGE_CAP:,}",
+            lambda shape: f"{shape}, `max_profiles: {LARGE_CAP:,}` (every member kept)",
+            MEMORY_LIMIT_MIB + 64, f"bound: memory_limit_mib {MEMORY_LIMIT_MIB} + 64")
+    bounded(BROAD_LABEL,
+            lambda _: "two broad segments (`is_subscribed`; `lifetime_value >= 10000`; most "
+                      "rows are contacts, far past the cap)",
+            256, "≤ 256")
     for (rows, shape), (results, _) in table.items():
         if S3_LABEL in results:
             remote = median([w for w, _ in results[S3_LABEL]])
