@@ -2,6 +2,7 @@
 //! views, and each export as one query whose contacts stream into a sink.
 
 mod blame;
+mod counts;
 mod cut;
 mod error;
 mod plan;

@@ -2,23 +2,23 @@
 //! rejects file and valid rows to a sort, apply the profile cap, and hand each email's
 //! first contact to a sink in the export's order.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray};
-use arrow::compute::{cast, filter_record_batch, is_not_null, not};
+use arrow::compute::{cast, filter_record_batch, not};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use futures::StreamExt;
 use pipeline_sink::{ExportTarget, Sink};
-use pipeline_spec::{Identifier, OnCapExceeded};
+use pipeline_spec::OnCapExceeded;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::Engine;
+use crate::counts::Counts;
 use crate::cut::Cut;
 use crate::error::EngineError;
 use crate::plan::{ExportQuery, META_COLUMNS, meta};
@@ -26,7 +26,7 @@ use crate::rejects::{Reject, RejectsWriter};
 use crate::rules::RejectReason;
 use crate::segments::query_only;
 use crate::select::{DistinctCount, EmailSet, LaterContacts, Sorter, export_order};
-use crate::summary::{CapVerdict, ExportSummary, SegmentSummary};
+use crate::summary::{CapVerdict, ExportSummary};
 
 /// What a selection keeps and writes.
 #[derive(Debug, Clone, Default)]
@@ -517,80 +517,14 @@ async fn write_rejects(
     Ok(writer)
 }
 
-fn internal(what: &str) -> EngineError {
+pub(crate) fn internal(what: &str) -> EngineError {
     EngineError::Internal(format!("the export query returned {what}"))
 }
 
 /// A text column as plain UTF-8 (the query may hand out views).
-fn text(column: &ArrayRef) -> Result<StringArray, EngineError> {
+pub(crate) fn text(column: &ArrayRef) -> Result<StringArray, EngineError> {
     let column = cast(column, &DataType::Utf8).map_err(|_| internal("a non-text column"))?;
     Ok(column.as_string::<i32>().clone())
-}
-
-struct Counts {
-    segments: Vec<SegmentSummary>,
-    by_reason: BTreeMap<&'static str, u64>,
-    rejected_emails: Option<Vec<String>>,
-    /// The export's identifier, as the rejected rows' values are normalised.
-    key: Identifier,
-}
-
-impl Counts {
-    fn new(query: &ExportQuery, collect_rejected_emails: bool) -> Self {
-        Self {
-            key: query.key,
-            segments: query
-                .segments
-                .iter()
-                .map(|s| SegmentSummary {
-                    segment: s.clone(),
-                    ..Default::default()
-                })
-                .collect(),
-            by_reason: BTreeMap::new(),
-            rejected_emails: collect_rejected_emails.then(Vec::new),
-        }
-    }
-
-    /// Counts one batch of members; returns which rows are rejected.
-    fn absorb(&mut self, batch: &RecordBatch) -> Result<BooleanArray, EngineError> {
-        let seg = batch
-            .column(meta::SEGMENT)
-            .as_primitive_opt::<Int64Type>()
-            .ok_or_else(|| internal("no segment index"))?;
-        for s in seg.values() {
-            let segment = self
-                .segments
-                .get_mut(*s as usize)
-                .ok_or_else(|| internal("a segment index out of range"))?;
-            segment.rows += 1;
-        }
-        let rejected =
-            is_not_null(batch.column(meta::REASON)).map_err(|e| internal(&e.to_string()))?;
-        if rejected.true_count() == 0 {
-            return Ok(rejected);
-        }
-        let reason = text(batch.column(meta::REASON))?;
-        let raw = text(batch.column(meta::RAW_EMAIL))?;
-        for row in (0..batch.num_rows()).filter(|r| rejected.value(*r)) {
-            let code = RejectReason::from_code(reason.value(row))
-                .ok_or_else(|| internal("an unknown reject reason"))?;
-            *self.by_reason.entry(code.code()).or_default() += 1;
-            self.segments[seg.value(row) as usize].rejected += 1;
-            if let Some(emails) = self.rejected_emails.as_mut().filter(|_| raw.is_valid(row)) {
-                let raw = raw.value(row);
-                emails.push(match self.key {
-                    Identifier::Email => {
-                        let mut email = String::new();
-                        crate::rules::normalize_email_into(raw, &mut email);
-                        email
-                    }
-                    _ => raw.trim().to_owned(),
-                });
-            }
-        }
-        Ok(rejected)
-    }
 }
 
 /// Gives the memory the scan and the sort freed back to the system before the contacts are
