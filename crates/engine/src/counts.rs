@@ -15,6 +15,7 @@ use crate::rules::RejectReason;
 use crate::run::{internal, text};
 use crate::summary::SegmentSummary;
 
+/// One export's counts, gathered batch by batch as its members stream.
 pub(crate) struct Counts {
     pub(crate) segments: Vec<SegmentSummary>,
     pub(crate) by_reason: BTreeMap<&'static str, u64>,
