@@ -12,9 +12,9 @@
 //! With rows in random order, about `cap × (1 + ln(rows / cap))` rows reach the sort
 //! instead of all of them; with rows already in key order, little more than the cap.
 //!
-//! The cut applies only to an export with one segment (a contact's segment is then known
-//! without its first row) and an `order_by`. It gives up, letting every row through, when
-//! its keys would hold more than `budget` bytes.
+//! The cut applies to an export with an `order_by` (the count of each segment's contacts
+//! sees every row before the cut, see [`crate::select::ContactCount`]). It gives up,
+//! letting every row through, when its keys would hold more than `budget` bytes.
 
 use std::collections::HashSet;
 
@@ -50,7 +50,7 @@ impl Cut {
         cap: u64,
         budget: usize,
     ) -> Result<Option<Self>, ArrowError> {
-        if query.segments.len() != 1 || query.order_descending.is_empty() || cap == 0 {
+        if query.order_descending.is_empty() || cap == 0 {
             return Ok(None);
         }
         let columns = (0..query.order_descending.len())
@@ -275,7 +275,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cut_gives_up_past_its_budget_and_skips_exports_it_cannot_serve() {
+    fn the_cut_gives_up_past_its_budget_and_skips_exports_without_an_order() {
         let all = rows(5_000, 3_000);
         let mut cut = Cut::new(&query(1, false), &schema(), 4_000, 10_000)
             .unwrap()
@@ -288,10 +288,11 @@ mod tests {
         )
         .unwrap();
         assert!(cut.apply(&b, &EmailSet::keys(&emails)).unwrap().is_none());
+        // Several segments are cut too: their counts come from every row, before the cut.
         assert!(
             Cut::new(&query(2, false), &schema(), 10, usize::MAX)
                 .unwrap()
-                .is_none()
+                .is_some()
         );
         let mut unordered = query(1, false);
         unordered.order_descending.clear();

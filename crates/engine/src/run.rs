@@ -25,7 +25,7 @@ use crate::plan::{ExportQuery, META_COLUMNS, meta};
 use crate::rejects::{Reject, RejectsWriter};
 use crate::rules::RejectReason;
 use crate::segments::query_only;
-use crate::select::{DistinctCount, EmailSet, LaterContacts, Sorter, export_order};
+use crate::select::{ContactCount, EmailSet, Sorter, export_order};
 use crate::summary::{CapVerdict, ExportSummary};
 
 /// What a selection keeps and writes.
@@ -105,9 +105,14 @@ impl Engine {
         };
 
         let mut counts = Counts::new(query, options.collect_rejected_emails);
-        let mut distinct = DistinctCount::start(self.count_context())
-            .await
-            .map_err(|e| exec(&e))?;
+        let mut count = ContactCount::start(
+            self.count_context(),
+            query.segments.len(),
+            &query.order_descending,
+            &valid_schema,
+        )
+        .await
+        .map_err(|e| exec(&e))?;
         let email_at = keep
             .iter()
             .position(|c| *c == META_COLUMNS)
@@ -134,7 +139,11 @@ impl Engine {
                 continue;
             }
             let valid_emails = EmailSet::keys(&text(valid.column(email_at))?);
-            if !distinct.add(&valid_emails).await.map_err(|e| exec(&e))? {
+            if !count
+                .add(&valid_emails, &valid)
+                .await
+                .map_err(|e| exec(&e))?
+            {
                 // The count stopped: its error comes out of its end, below.
                 break;
             }
@@ -166,7 +175,12 @@ impl Engine {
         if let Some(watching) = watching {
             watching.abort();
         }
-        let total = distinct.finish().await.map_err(|e| exec(&e))?;
+        let counted = count.finish().await.map_err(|e| exec(&e))?;
+        for (segment, contacts) in counts.segments.iter_mut().zip(counted.by_segment) {
+            segment.contacts = contacts;
+            segment.duplicates = segment.rows - segment.rejected - contacts;
+        }
+        let total = counted.total;
         tracing::trace!(target: "pipeline::progress", export = %query.export, phase = "sorting", contacts = total);
         let fields = query
             .fields
@@ -363,8 +377,8 @@ impl Engine {
 
 impl Scanned {
     /// Reads the valid rows back in the export's order: each email's first row is its
-    /// contact (counted for its segment); the first `max_profiles` contacts go to `keep`
-    /// unless the cap failed the export. Returns how many of those had a field cut.
+    /// contact; the first `max_profiles` contacts go to `keep` unless the cap failed the
+    /// export. Returns how many of those had a field cut.
     async fn emit(
         &mut self,
         engine: &Engine,
@@ -381,54 +395,31 @@ impl Scanned {
         }
         let mut kept = 0u64;
         let mut truncated = 0u64;
-        // The emails of the contacts sent: at most `max_profiles` of them. Those that come
-        // after are counted for their segments by a sort, not held in memory.
+        // The emails of the contacts sent: at most `max_profiles` of them.
         let mut seen = EmailSet::default();
-        let mut later = LaterContacts::new(engine.count_context());
-        let mut position = 0u64;
-        // With one segment every contact's segment is known: reading stops at the cap.
-        let one_segment = self.counts.segments.len() == 1;
         let (email_at, _) = self.fields[0];
         let mut untrimmed = true;
         while let Some(batch) = self.contacts.recv().await {
-            if one_segment && (keep.is_none() || kept >= cap.max_profiles) {
+            let Some(tx) = keep.as_ref().filter(|_| kept < cap.max_profiles) else {
                 break;
-            }
+            };
             let batch = batch.map_err(|e| exec(&e))?;
             if std::mem::take(&mut untrimmed) {
                 // The scan and the sort's input are done with their memory.
                 release_freed_memory();
             }
-            let segments = batch
-                .column(0)
-                .as_primitive_opt::<Int64Type>()
-                .ok_or_else(|| internal("no segment index"))?;
             let flags = batch.column(self.truncated_at).as_boolean_opt();
             let emails = text(batch.column(email_at))?;
             let mut chosen = Vec::with_capacity(batch.num_rows());
             for (row, email) in emails.iter().enumerate() {
-                let segment = segments.value(row);
-                let key = email.map(EmailSet::key);
-                let sending = keep.is_some() && kept < cap.max_profiles;
-                let send = sending && key.is_some_and(|k| seen.first(k));
+                let send =
+                    kept < cap.max_profiles && email.is_some_and(|e| seen.first(EmailSet::key(e)));
                 if send {
-                    self.counts.segments[segment as usize].contacts += 1;
                     kept += 1;
                     truncated += u64::from(flags.is_some_and(|f| f.value(row)));
-                } else if let Some(k) =
-                    key.filter(|k| !one_segment && !sending && !seen.contains(*k))
-                {
-                    let segment = u32::try_from(segment).map_err(|e| exec(&e))?;
-                    later.add(k, position, segment).map_err(|e| exec(&e))?;
                 }
-                position += 1;
                 chosen.push(send);
             }
-            if !later.flush().await.map_err(|e| exec(&e))? {
-                // The count stopped: its error comes out of its end, below.
-                break;
-            }
-            let Some(tx) = &keep else { continue };
             let chosen = BooleanArray::from(chosen);
             if chosen.true_count() == 0 {
                 continue;
@@ -443,21 +434,6 @@ impl Scanned {
         }
         // The rest of the sorted rows are not needed: the sort stops.
         self.contacts.close();
-        let later = later
-            .finish(self.counts.segments.len())
-            .await
-            .map_err(|e| exec(&e))?;
-        for (segment, contacts) in self.counts.segments.iter_mut().zip(later) {
-            segment.contacts += contacts;
-        }
-        if let [only] = self.counts.segments.as_mut_slice() {
-            // Every contact's first row is in the one segment, including those the cap's
-            // cut kept out of the sort and those after the cap.
-            only.contacts = self.total;
-        }
-        for s in &mut self.counts.segments {
-            s.duplicates = s.rows - s.rejected - s.contacts;
-        }
         Ok(truncated)
     }
 

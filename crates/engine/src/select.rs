@@ -8,23 +8,19 @@
 //! Rows arrive in any order. A [`Sorter`] feeds them, as they stream, into a DataFusion
 //! sort over a streaming table: the sort runs under the session's memory pool and spills
 //! to disk past its share, so no selection needs memory in proportion to its rows.
-//! [`DistinctCount`] counts the distinct emails the same way, with a sort of their hashes,
-//! so the cap's verdict is known before the sorted rows come back. Each email's first
-//! sorted row is its contact; an [`EmailSet`] remembers the emails of the contacts sent
-//! (at most `max_profiles`), and [`LaterContacts`] counts the contacts after them for
-//! their segments with one more sort.
+//! [`ContactCount`] counts the contacts the same way, with a sort of their email hashes
+//! (and, for several segments, of what decides each email's first row), so the cap's
+//! verdict and each segment's count are known before the sorted rows come back. Each
+//! email's first sorted row is its contact; an [`EmailSet`] remembers the emails of the
+//! contacts sent (at most `max_profiles`), and reading stops at the cap.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{
-    ArrayBuilder, ArrayRef, AsArray, FixedSizeBinaryBuilder, StringArray, UInt32Builder,
-    UInt64Builder,
-};
-use arrow::datatypes::UInt32Type;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::error::ArrowError;
+use arrow::array::{ArrayRef, AsArray, BooleanArray, FixedSizeBinaryArray, StringArray};
+use arrow::compute::{cast, concat_batches, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use arrow::record_batch::RecordBatch;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::DataFusionError;
@@ -45,13 +41,10 @@ type Batch = Result<RecordBatch, DataFusionError>;
 /// come out in one order whatever order the query returned them in.
 pub(crate) fn export_order(query: &ExportQuery, schema: &Schema, rejects: bool) -> Vec<SortExpr> {
     let ascending = |name: &str| ident(name).sort(true, false);
-    let mut order: Vec<SortExpr> = query
-        .order_descending
-        .iter()
-        .enumerate()
-        .map(|(j, descending)| ident(format!("__o{j}")).sort(!descending, false))
+    let mut order: Vec<SortExpr> = contact_order(&query.order_descending)
+        .into_iter()
+        .map(|(_, sort)| sort)
         .collect();
-    order.push(ascending("__seg"));
     let is_list = |name: &str| {
         schema
             .field_with_name(name)
@@ -67,6 +60,22 @@ pub(crate) fn export_order(query: &ExportQuery, schema: &Schema, rejects: bool) 
     if rejects {
         order.extend(["__key", "__reason", "__detail"].map(ascending));
     }
+    order
+}
+
+/// The start of the export's order, which alone decides which segment an email's first
+/// row is in: the `order_by` columns, then the segment's position. With each column's name.
+fn contact_order(order_descending: &[bool]) -> Vec<(String, SortExpr)> {
+    let mut order: Vec<(String, SortExpr)> = order_descending
+        .iter()
+        .enumerate()
+        .map(|(j, descending)| {
+            let name = format!("__o{j}");
+            let sort = ident(&name).sort(!descending, false);
+            (name, sort)
+        })
+        .collect();
+    order.push((SEGMENT.to_owned(), ident(SEGMENT).sort(true, false)));
     order
 }
 
@@ -159,179 +168,152 @@ impl EmailSet {
     pub(crate) fn first(&mut self, key: u128) -> bool {
         self.0.insert(key)
     }
-
-    pub(crate) fn contains(&self, key: u128) -> bool {
-        self.0.contains(&key)
-    }
 }
 
-/// The contacts of an export with several segments that come after those it sends, counted
-/// for their segments: an email's contact is its first row in the export's order, and the
-/// segment of that row gets the count. Rows go in as read in that order, each with its
-/// position; their email hashes and positions go into a DataFusion sort (which spills past
-/// its share), so that these emails, as many as the export's rows, need no set in memory.
-pub(crate) struct LaterContacts {
-    ctx: SessionContext,
-    sorter: Option<Sorter>,
-    hashes: FixedSizeBinaryBuilder,
-    positions: UInt64Builder,
-    segments: UInt32Builder,
-}
-
-impl LaterContacts {
-    /// Counts with `ctx`'s pool; the sort starts with the first batch.
-    pub(crate) fn new(ctx: &SessionContext) -> Self {
-        Self {
-            ctx: ctx.clone(),
-            sorter: None,
-            hashes: FixedSizeBinaryBuilder::with_capacity(HASH_BATCH, 16),
-            positions: UInt64Builder::with_capacity(HASH_BATCH),
-            segments: UInt32Builder::with_capacity(HASH_BATCH),
-        }
-    }
-
-    /// Adds the row at `position` of the export's order, whose email has key `key`, of the
-    /// segment at index `segment`.
-    pub(crate) fn add(&mut self, key: u128, position: u64, segment: u32) -> Result<(), ArrowError> {
-        self.hashes.append_value(key.to_le_bytes())?;
-        self.positions.append_value(position);
-        self.segments.append_value(segment);
-        Ok(())
-    }
-
-    /// Hands the rows added so far to the sort once they fill a batch. False once the sort
-    /// has stopped: its error comes out of [`LaterContacts::finish`].
-    pub(crate) async fn flush(&mut self) -> Result<bool, DataFusionError> {
-        if self.hashes.len() < HASH_BATCH {
-            return Ok(true);
-        }
-        self.send().await
-    }
-
-    async fn send(&mut self) -> Result<bool, DataFusionError> {
-        let sorter = match &mut self.sorter {
-            Some(sorter) => sorter,
-            None => {
-                let schema = Arc::new(Schema::new(vec![
-                    Field::new("h", DataType::FixedSizeBinary(16), false),
-                    Field::new("p", DataType::UInt64, false),
-                    Field::new("s", DataType::UInt32, false),
-                ]));
-                let order = vec![ident("h").sort(true, false), ident("p").sort(true, false)];
-                self.sorter
-                    .insert(Sorter::start(&self.ctx, schema, order).await?)
-            }
-        };
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.hashes.finish()),
-            Arc::new(self.positions.finish()),
-            Arc::new(self.segments.finish()),
-        ];
-        let batch = RecordBatch::try_new(sorter.schema.clone(), columns)?;
-        Ok(sorter.input.send(Ok(batch)).await.is_ok())
-    }
-
-    /// Ends the input and counts, for each of `segments` segments, the emails whose first
-    /// row is in it.
-    pub(crate) async fn finish(mut self, segments: usize) -> Result<Vec<u64>, DataFusionError> {
-        let mut contacts = vec![0u64; segments];
-        if !self.hashes.is_empty() {
-            self.send().await?;
-        }
-        let Some(Sorter {
-            input, mut output, ..
-        }) = self.sorter
-        else {
-            return Ok(contacts);
-        };
-        drop(input);
-        let (mut first, mut last) = (true, [0u8; 16]);
-        while let Some(batch) = output.recv().await {
-            let batch = batch?;
-            let hashes = batch.column(0).as_fixed_size_binary();
-            let of = batch.column(2).as_primitive::<UInt32Type>();
-            for (row, hash) in hashes.iter().enumerate() {
-                let Some(hash) = hash.filter(|h| first || *h != last) else {
-                    continue;
-                };
-                let segment = of.value(row) as usize;
-                *contacts.get_mut(segment).ok_or_else(|| {
-                    DataFusionError::Internal(format!("no segment at index {segment}"))
-                })? += 1;
-                first = false;
-                last.copy_from_slice(hash);
-            }
-        }
-        Ok(contacts)
-    }
-}
-
-/// The number of distinct emails among the valid rows: their 128-bit hashes go into a
-/// DataFusion sort (which spills past its share) in batches of [`HASH_BATCH`], and the
-/// sorted hashes are counted.
-pub(crate) struct DistinctCount {
+/// The export's contacts, counted while the members stream: each valid row's email hash
+/// goes into a DataFusion sort (which spills past its share), in batches of
+/// [`HASH_BATCH`]. With several segments the row's `order_by` values and segment go with
+/// it, sorted as in the export's order, so that each email's rows come out together and
+/// its first row, whose segment counts the contact, comes first. The cap's verdict and
+/// every segment's count are known before the contacts' sorted rows come back, whatever
+/// the cap's cut left out of that sort.
+pub(crate) struct ContactCount {
     sorter: Sorter,
-    hashes: FixedSizeBinaryBuilder,
+    /// The valid rows' columns that go with the hashes: the `order_by` values and the
+    /// segment, or none for an export of one segment.
+    columns: Vec<usize>,
+    segments: usize,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
 }
 
-/// Hashes per batch sent to the count's sort: a scan's valid rows come in small batches,
+/// Rows per batch sent to the count's sort: a scan's valid rows come in small batches,
 /// and a sort fed many small batches spends its time on them.
 const HASH_BATCH: usize = 65_536;
 
-impl DistinctCount {
-    pub(crate) async fn start(ctx: &SessionContext) -> Result<Self, DataFusionError> {
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "h",
-            DataType::FixedSizeBinary(16),
-            false,
-        )]));
-        let order = vec![ident("h").sort(true, false)];
+/// The query's column of each row's segment, by index.
+const SEGMENT: &str = "__seg";
+
+impl ContactCount {
+    /// Counts the contacts of an export of `segments` segments, ordered by columns sorted
+    /// as `order_descending` says, from its valid rows (of `schema`) with `ctx`'s pool.
+    pub(crate) async fn start(
+        ctx: &SessionContext,
+        segments: usize,
+        order_descending: &[bool],
+        schema: &Schema,
+    ) -> Result<Self, DataFusionError> {
+        let mut fields = vec![Field::new("h", DataType::FixedSizeBinary(16), false)];
+        let mut order = vec![ident("h").sort(true, false)];
+        let mut columns = Vec::new();
+        if segments > 1 {
+            for (name, sort) in contact_order(order_descending) {
+                let at = schema.index_of(&name)?;
+                let field = schema.field(at);
+                let data_type = match name.as_str() {
+                    SEGMENT => DataType::UInt32,
+                    _ => field.data_type().clone(),
+                };
+                fields.push(Field::new(name, data_type, field.is_nullable()));
+                columns.push(at);
+                order.push(sort);
+            }
+        }
+        let schema = Arc::new(Schema::new(fields));
         Ok(Self {
             sorter: Sorter::start(ctx, schema, order).await?,
-            hashes: FixedSizeBinaryBuilder::with_capacity(HASH_BATCH, 16),
+            columns,
+            segments,
+            pending: Vec::new(),
+            pending_rows: 0,
         })
     }
 
-    /// Adds a batch's email keys ([`EmailSet::keys`]; nulls are none). False once the sort
-    /// has stopped: its error comes out of [`DistinctCount::finish`].
-    pub(crate) async fn add(&mut self, keys: &[Option<u128>]) -> Result<bool, DataFusionError> {
-        for key in keys.iter().flatten() {
-            self.hashes.append_value(key.to_le_bytes())?;
+    /// Adds a batch of valid rows and their email keys ([`EmailSet::keys`]; rows with none
+    /// have no contact). False once the sort has stopped: its error comes out of
+    /// [`ContactCount::finish`].
+    pub(crate) async fn add(
+        &mut self,
+        keys: &[Option<u128>],
+        valid: &RecordBatch,
+    ) -> Result<bool, DataFusionError> {
+        let hashes = keys.iter().flatten().map(|k| k.to_le_bytes());
+        let hashes = FixedSizeBinaryArray::try_from_iter(hashes);
+        let Ok(hashes) = hashes else {
+            // No row has an email.
+            return Ok(true);
+        };
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(hashes)];
+        if !self.columns.is_empty() {
+            let with_email = BooleanArray::from_iter(keys.iter().map(|k| Some(k.is_some())));
+            let rows = filter_record_batch(&valid.project(&self.columns)?, &with_email)?;
+            let last = rows.num_columns() - 1;
+            for (i, column) in rows.columns().iter().enumerate() {
+                columns.push(match i == last {
+                    true => cast(column, &DataType::UInt32)?,
+                    false => column.clone(),
+                });
+            }
         }
-        if self.hashes.len() < HASH_BATCH {
+        let batch = RecordBatch::try_new(self.sorter.schema.clone(), columns)?;
+        self.pending_rows += batch.num_rows();
+        self.pending.push(batch);
+        if self.pending_rows < HASH_BATCH {
             return Ok(true);
         }
         self.send().await
     }
 
     async fn send(&mut self) -> Result<bool, DataFusionError> {
-        let hashes = Arc::new(self.hashes.finish());
-        let batch = RecordBatch::try_new(self.sorter.schema.clone(), vec![hashes])?;
+        let batch = concat_batches(&self.sorter.schema, &self.pending)?;
+        self.pending.clear();
+        self.pending_rows = 0;
         Ok(self.sorter.input.send(Ok(batch)).await.is_ok())
     }
 
-    /// Ends the input and counts.
-    pub(crate) async fn finish(mut self) -> Result<u64, DataFusionError> {
-        if !self.hashes.is_empty() {
+    /// Ends the input and counts the distinct emails, and for each segment the emails
+    /// whose first row is in it.
+    pub(crate) async fn finish(mut self) -> Result<Contacts, DataFusionError> {
+        if self.pending_rows > 0 {
             self.send().await?;
         }
         let Sorter {
             input, mut output, ..
         } = self.sorter;
         drop(input);
-        let mut count = 0u64;
+        let mut counted = Contacts {
+            total: 0,
+            by_segment: vec![0; self.segments],
+        };
         let mut last = [0u8; 16];
         while let Some(batch) = output.recv().await {
             let batch = batch?;
-            for hash in batch.column(0).as_fixed_size_binary().iter().flatten() {
-                if count == 0 || hash != last {
-                    count += 1;
-                    last.copy_from_slice(hash);
-                }
+            let segments = batch
+                .column_by_name(SEGMENT)
+                .map(|c| c.as_primitive::<UInt32Type>());
+            let hashes = batch.column(0).as_fixed_size_binary();
+            for (row, hash) in hashes.iter().enumerate() {
+                let Some(hash) = hash.filter(|h| counted.total == 0 || *h != last) else {
+                    continue;
+                };
+                counted.total += 1;
+                last.copy_from_slice(hash);
+                let segment = segments.map_or(0, |s| s.value(row) as usize);
+                *counted.by_segment.get_mut(segment).ok_or_else(|| {
+                    DataFusionError::Internal(format!("no segment at index {segment}"))
+                })? += 1;
             }
         }
-        Ok(count)
+        Ok(counted)
     }
+}
+
+/// An export's contacts: distinct emails among its valid rows, and how many of them have
+/// their first row in each segment.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Contacts {
+    pub(crate) total: u64,
+    pub(crate) by_segment: Vec<u64>,
 }
 
 /// The keys are hashes already: their low bits serve as the table's hash.
@@ -358,18 +340,54 @@ impl Hasher for Prehashed {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use arrow::array::Int64Array;
+
     use super::*;
 
+    /// Valid rows as the scan hands them over: the email, one `order_by` column and the
+    /// segment.
+    fn rows(
+        emails: Vec<Option<String>>,
+        order: Vec<Option<i64>>,
+        segments: Vec<i64>,
+    ) -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new("__seg", DataType::Int64, false),
+            Field::new("__f0", DataType::Utf8, true),
+            Field::new("__o0", DataType::Int64, true),
+        ]);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(segments)),
+            Arc::new(StringArray::from(emails)),
+            Arc::new(Int64Array::from(order)),
+        ];
+        RecordBatch::try_new(Arc::new(schema), columns).unwrap()
+    }
+
+    async fn add(count: &mut ContactCount, batch: &RecordBatch) {
+        let keys = EmailSet::keys(batch.column(1).as_string::<i32>());
+        assert!(count.add(&keys, batch).await.unwrap());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_distinct_count_is_exact_past_its_memory_share() {
+    async fn one_segment_counts_the_distinct_emails_past_its_memory_share() {
         // 1.2M hashes (19 MiB) in an 8 MiB pool: the count's sort spills.
         let ctx = crate::session(8 << 20, 8192).unwrap();
-        let mut count = DistinctCount::start(&ctx).await.unwrap();
+        let batch = rows(vec![], vec![], vec![]);
+        let mut count = ContactCount::start(&ctx, 1, &[false], &batch.schema())
+            .await
+            .unwrap();
         for chunk in 0..120 {
-            let emails = StringArray::from_iter((0..10_000).map(|i| {
-                (i % 7 != 0).then(|| format!("c{}@x.org", (chunk * 10_000 + i) % 700_000))
-            }));
-            assert!(count.add(&EmailSet::keys(&emails)).await.unwrap());
+            let emails = (0..10_000)
+                .map(|i| (i % 7 != 0).then(|| format!("c{}@x.org", (chunk * 10_000 + i) % 700_000)))
+                .collect();
+            add(
+                &mut count,
+                &rows(emails, vec![Some(1); 10_000], vec![0; 10_000]),
+            )
+            .await;
         }
         // Every email is in the batches once or twice, less those left null.
         let expected = (0..1_200_000u64)
@@ -377,37 +395,86 @@ mod tests {
             .map(|n| n % 700_000)
             .collect::<HashSet<_>>()
             .len() as u64;
-        assert_eq!(count.finish().await.unwrap(), expected);
+        let counted = count.finish().await.unwrap();
+        assert_eq!(
+            counted,
+            Contacts {
+                total: expected,
+                by_segment: vec![expected]
+            }
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn later_contacts_count_each_email_for_its_first_row_past_their_memory_share() {
-        // 900k rows (25 MiB of keys, positions and segments) in an 8 MiB pool: the sort
-        // spills. Each of 400k emails recurs in up to three segments, in a shuffled order.
+    async fn each_email_counts_for_the_segment_of_its_first_row_past_the_memory_share() {
+        // 900k rows in an 8 MiB pool: the sort spills. 400k emails recur in up to three
+        // segments, with `order_by` values descending, null last, and ties broken by the
+        // segment's position.
         let ctx = crate::session(8 << 20, 8192).unwrap();
-        let mut later = LaterContacts::new(&ctx);
-        let mut first_segment = std::collections::HashMap::new();
-        for position in 0..900_000u64 {
-            let email = (position * 7_919) % 400_000;
-            let segment = ((position / 3 + email) % 3) as u32;
-            first_segment.entry(email).or_insert(segment);
-            let key = EmailSet::key(&format!("c{email}@x.org"));
-            later.add(key, position, segment).unwrap();
-            if position % 10_000 == 0 {
-                assert!(later.flush().await.unwrap());
+        let schema = rows(vec![], vec![], vec![]).schema();
+        let mut count = ContactCount::start(&ctx, 3, &[true], &schema)
+            .await
+            .unwrap();
+        // Each email's first row: (order_by descending with null last, segment).
+        let mut first: HashMap<u64, (Option<i64>, u32)> = HashMap::new();
+        let before = |a: (Option<i64>, u32), b: (Option<i64>, u32)| match (a.0, b.0) {
+            (Some(x), Some(y)) if x != y => x > y,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            _ => a.1 < b.1,
+        };
+        for chunk in 0..90u64 {
+            let (mut emails, mut order, mut segments) = (vec![], vec![], vec![]);
+            for i in 0..10_000u64 {
+                let n = chunk * 10_000 + i;
+                let email = (n * 7_919) % 400_000;
+                let row = (
+                    (n % 11 != 0).then_some(((n * 31) % 50) as i64),
+                    ((n / 3 + email) % 3) as u32,
+                );
+                let kept = first.entry(email).or_insert(row);
+                if before(row, *kept) {
+                    *kept = row;
+                }
+                emails.push(Some(format!("c{email}@x.org")));
+                order.push(row.0);
+                segments.push(i64::from(row.1));
             }
+            // A row without an email has no contact.
+            emails.push(None);
+            order.push(Some(99));
+            segments.push(2);
+            add(&mut count, &rows(emails, order, segments)).await;
         }
-        let mut expected = vec![0u64; 3];
-        for segment in first_segment.values() {
-            expected[*segment as usize] += 1;
+        let mut by_segment = vec![0u64; 3];
+        for (_, segment) in first.values() {
+            by_segment[*segment as usize] += 1;
         }
-        assert!(expected.iter().all(|n| *n > 0), "{expected:?}");
-        assert_eq!(later.finish(3).await.unwrap(), expected);
+        assert!(by_segment.iter().all(|n| *n > 0), "{by_segment:?}");
+        let counted = count.finish().await.unwrap();
+        assert_eq!(
+            counted,
+            Contacts {
+                total: 400_000,
+                by_segment
+            }
+        );
     }
 
     #[tokio::test]
-    async fn later_contacts_with_no_rows_count_none() {
+    async fn no_rows_count_no_contacts() {
         let ctx = crate::session(8 << 20, 8192).unwrap();
-        assert_eq!(LaterContacts::new(&ctx).finish(2).await.unwrap(), [0, 0]);
+        let schema = rows(vec![], vec![], vec![]).schema();
+        let count = ContactCount::start(&ctx, 2, &[false], &schema)
+            .await
+            .unwrap();
+        let counted = count.finish().await.unwrap();
+        assert_eq!(
+            counted,
+            Contacts {
+                total: 0,
+                by_segment: vec![0, 0]
+            }
+        );
     }
 }
