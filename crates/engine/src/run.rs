@@ -175,6 +175,8 @@ impl Engine {
         if let Some(watching) = watching {
             watching.abort();
         }
+        // The scan is done with its memory; the count's merge comes next.
+        release_freed_memory();
         let counted = count.finish().await.map_err(|e| exec(&e))?;
         for (segment, contacts) in counts.segments.iter_mut().zip(counted.by_segment) {
             segment.contacts = contacts;

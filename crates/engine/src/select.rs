@@ -18,10 +18,13 @@ use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, FixedSizeBinaryArray, StringArray};
-use arrow::compute::{cast, concat_batches, filter_record_batch};
+use arrow::array::{
+    ArrayRef, AsArray, BinaryBuilder, BooleanArray, FixedSizeBinaryArray, StringArray,
+};
+use arrow::compute::{SortOptions, cast, concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, SortField};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -43,7 +46,7 @@ pub(crate) fn export_order(query: &ExportQuery, schema: &Schema, rejects: bool) 
     let ascending = |name: &str| ident(name).sort(true, false);
     let mut order: Vec<SortExpr> = contact_order(&query.order_descending)
         .into_iter()
-        .map(|(_, sort)| sort)
+        .map(|(name, descending)| ident(name).sort(!descending, false))
         .collect();
     let is_list = |name: &str| {
         schema
@@ -64,18 +67,15 @@ pub(crate) fn export_order(query: &ExportQuery, schema: &Schema, rejects: bool) 
 }
 
 /// The start of the export's order, which alone decides which segment an email's first
-/// row is in: the `order_by` columns, then the segment's position. With each column's name.
-fn contact_order(order_descending: &[bool]) -> Vec<(String, SortExpr)> {
-    let mut order: Vec<(String, SortExpr)> = order_descending
+/// row is in: the `order_by` columns, then the segment's position. Each column's name, and
+/// whether it sorts descending (nulls last).
+fn contact_order(order_descending: &[bool]) -> Vec<(String, bool)> {
+    let mut order: Vec<(String, bool)> = order_descending
         .iter()
         .enumerate()
-        .map(|(j, descending)| {
-            let name = format!("__o{j}");
-            let sort = ident(&name).sort(!descending, false);
-            (name, sort)
-        })
+        .map(|(j, descending)| (format!("__o{j}"), *descending))
         .collect();
-    order.push((SEGMENT.to_owned(), ident(SEGMENT).sort(true, false)));
+    order.push((SEGMENT.to_owned(), false));
     order
 }
 
@@ -171,25 +171,34 @@ impl EmailSet {
 }
 
 /// The export's contacts, counted while the members stream: each valid row's email hash
-/// goes into a DataFusion sort (which spills past its share), in batches of
-/// [`HASH_BATCH`]. With several segments the row's `order_by` values and segment go with
-/// it, sorted as in the export's order, so that each email's rows come out together and
-/// its first row, whose segment counts the contact, comes first. The cap's verdict and
-/// every segment's count are known before the contacts' sorted rows come back, whatever
-/// the cap's cut left out of that sort.
+/// goes into a DataFusion sort (which spills past its share), in batches. With several
+/// segments the hash leads a key that goes on with the row's `order_by` values and
+/// segment, encoded to sort as in the export's order, so that each email's rows come out
+/// together and its first row, whose segment counts the contact, comes first. The cap's
+/// verdict and every segment's count are known before the contacts' sorted rows come back,
+/// whatever the cap's cut left out of that sort.
 pub(crate) struct ContactCount {
     sorter: Sorter,
-    /// The valid rows' columns that go with the hashes: the `order_by` values and the
-    /// segment, or none for an export of one segment.
-    columns: Vec<usize>,
+    /// For several segments: the valid rows' `order_by` columns and segment (last), and
+    /// their encoding.
+    first_rows: Option<(Vec<usize>, RowConverter)>,
     segments: usize,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
+    /// Rows per batch sent to the sort.
+    batch_rows: usize,
 }
 
-/// Rows per batch sent to the count's sort: a scan's valid rows come in small batches,
-/// and a sort fed many small batches spends its time on them.
+/// Hashes per batch sent to the count's sort of one segment's contacts: a scan's valid rows
+/// come in small batches, and a sort of one column fed many small batches spends its time
+/// on them (the 100M-row membership export took three times as long in batches of 8,192).
 const HASH_BATCH: usize = 65_536;
+
+/// Keys per batch sent to the count's sort of several segments' contacts. This sort spills
+/// its runs in the batches it was fed, and its merge holds a batch of each run: in batches
+/// of 65,536, an export of two broad segments over 10M rows peaked 60-90 MiB higher and
+/// took twice as long as in batches of 8,192.
+const ROW_BATCH: usize = 8_192;
 
 /// The query's column of each row's segment, by index.
 const SEGMENT: &str = "__seg";
@@ -203,26 +212,42 @@ impl ContactCount {
         order_descending: &[bool],
         schema: &Schema,
     ) -> Result<Self, DataFusionError> {
-        let mut fields = vec![Field::new("h", DataType::FixedSizeBinary(16), false)];
-        let mut order = vec![ident("h").sort(true, false)];
-        let mut columns = Vec::new();
-        if segments > 1 {
-            for (name, sort) in contact_order(order_descending) {
+        let (fields, first_rows) = if segments > 1 {
+            let mut columns = Vec::new();
+            let mut sort_fields = Vec::new();
+            for (name, descending) in contact_order(order_descending) {
                 let at = schema.index_of(&name)?;
-                let field = schema.field(at);
-                let data_type = match name.as_str() {
-                    SEGMENT => DataType::UInt32,
-                    _ => field.data_type().clone(),
+                let options = SortOptions {
+                    descending,
+                    nulls_first: false,
                 };
-                fields.push(Field::new(name, data_type, field.is_nullable()));
+                let data_type = schema.field(at).data_type().clone();
+                sort_fields.push(SortField::new_with_options(data_type, options));
                 columns.push(at);
-                order.push(sort);
             }
-        }
+            // One binary key, so that the sort's merge compares it as it is and needs no
+            // room for converted rows (a 16 MiB share ran out merging three columns).
+            let fields = vec![
+                Field::new("k", DataType::Binary, false),
+                Field::new("s", DataType::UInt32, false),
+            ];
+            (fields, Some((columns, RowConverter::new(sort_fields)?)))
+        } else {
+            (
+                vec![Field::new("k", DataType::FixedSizeBinary(16), false)],
+                None,
+            )
+        };
         let schema = Arc::new(Schema::new(fields));
+        let order = vec![ident("k").sort(true, false)];
         Ok(Self {
             sorter: Sorter::start(ctx, schema, order).await?,
-            columns,
+            batch_rows: if first_rows.is_some() {
+                ROW_BATCH
+            } else {
+                HASH_BATCH
+            },
+            first_rows,
             segments,
             pending: Vec::new(),
             pending_rows: 0,
@@ -237,28 +262,36 @@ impl ContactCount {
         keys: &[Option<u128>],
         valid: &RecordBatch,
     ) -> Result<bool, DataFusionError> {
-        let hashes = keys.iter().flatten().map(|k| k.to_le_bytes());
-        let hashes = FixedSizeBinaryArray::try_from_iter(hashes);
-        let Ok(hashes) = hashes else {
-            // No row has an email.
-            return Ok(true);
-        };
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(hashes)];
-        if !self.columns.is_empty() {
-            let with_email = BooleanArray::from_iter(keys.iter().map(|k| Some(k.is_some())));
-            let rows = filter_record_batch(&valid.project(&self.columns)?, &with_email)?;
-            let last = rows.num_columns() - 1;
-            for (i, column) in rows.columns().iter().enumerate() {
-                columns.push(match i == last {
-                    true => cast(column, &DataType::UInt32)?,
-                    false => column.clone(),
-                });
+        let hashes = keys.iter().flatten().map(|k| k.to_be_bytes());
+        let columns: Vec<ArrayRef> = match &self.first_rows {
+            None => match FixedSizeBinaryArray::try_from_iter(hashes) {
+                Ok(hashes) => vec![Arc::new(hashes)],
+                // No row has an email.
+                Err(_) => return Ok(true),
+            },
+            Some((columns, converter)) => {
+                let with_email = BooleanArray::from_iter(keys.iter().map(|k| Some(k.is_some())));
+                let rows = filter_record_batch(&valid.project(columns)?, &with_email)?;
+                let encoded = converter.convert_columns(rows.columns())?;
+                let mut keys = BinaryBuilder::with_capacity(rows.num_rows(), encoded.size());
+                let mut key = Vec::new();
+                for (hash, row) in hashes.zip(encoded.iter()) {
+                    key.clear();
+                    key.extend_from_slice(&hash);
+                    key.extend_from_slice(row.as_ref());
+                    keys.append_value(&key);
+                }
+                let segments = cast(rows.column(columns.len() - 1), &DataType::UInt32)?;
+                vec![Arc::new(keys.finish()), segments]
             }
-        }
+        };
         let batch = RecordBatch::try_new(self.sorter.schema.clone(), columns)?;
+        if batch.num_rows() == 0 {
+            return Ok(true);
+        }
         self.pending_rows += batch.num_rows();
         self.pending.push(batch);
-        if self.pending_rows < HASH_BATCH {
+        if self.pending_rows < self.batch_rows {
             return Ok(true);
         }
         self.send().await
@@ -289,13 +322,20 @@ impl ContactCount {
         while let Some(batch) = output.recv().await {
             let batch = batch?;
             let segments = batch
-                .column_by_name(SEGMENT)
+                .column_by_name("s")
                 .map(|c| c.as_primitive::<UInt32Type>());
-            let hashes = batch.column(0).as_fixed_size_binary();
-            for (row, hash) in hashes.iter().enumerate() {
-                let Some(hash) = hash.filter(|h| counted.total == 0 || *h != last) else {
+            let keys = batch.column(0);
+            let hashes: Vec<&[u8]> = match keys.data_type() {
+                DataType::Binary => keys.as_binary::<i32>().iter().flatten().collect(),
+                _ => keys.as_fixed_size_binary().iter().flatten().collect(),
+            };
+            for (row, key) in hashes.into_iter().enumerate() {
+                let hash = key.get(..16).ok_or_else(|| {
+                    DataFusionError::Internal("a contact key without its email hash".into())
+                })?;
+                if counted.total > 0 && hash == last {
                     continue;
-                };
+                }
                 counted.total += 1;
                 last.copy_from_slice(hash);
                 let segment = segments.map_or(0, |s| s.value(row) as usize);
