@@ -240,8 +240,13 @@ impl ContactCount {
         };
         let schema = Arc::new(Schema::new(fields));
         let order = vec![ident("k").sort(true, false)];
+        let ctx = if first_rows.is_some() {
+            sorting_in_place(ctx)
+        } else {
+            ctx.clone()
+        };
         Ok(Self {
-            sorter: Sorter::start(ctx, schema, order).await?,
+            sorter: Sorter::start(&ctx, schema, order).await?,
             batch_rows: if first_rows.is_some() {
                 ROW_BATCH
             } else {
@@ -346,6 +351,24 @@ impl ContactCount {
         }
         Ok(counted)
     }
+}
+
+/// `ctx`, with its pool, but sorting what a sort holds as one batch before it spills it.
+///
+/// By default DataFusion sorts each batch alone and merges them once a sort holds more
+/// than 1 MiB, and that merge of tens of batches of keys needs more than the room the sort
+/// keeps back for it: the membership export of three segments over 100M rows failed with
+/// "Resources exhausted" in the count's 16 MiB share. One column of hashes alone needs no
+/// change (DataFusion joins its batches into larger runs itself), and sorting it in place
+/// would cost the 100M-row membership export 12-15 MiB more.
+fn sorting_in_place(ctx: &SessionContext) -> SessionContext {
+    let mut state = ctx.state();
+    state
+        .config_mut()
+        .options_mut()
+        .execution
+        .sort_in_place_threshold_bytes = usize::MAX;
+    SessionContext::new_with_state(state)
 }
 
 /// An export's contacts: distinct emails among its valid rows, and how many of them have
@@ -496,6 +519,45 @@ mod tests {
             counted,
             Contacts {
                 total: 400_000,
+                by_segment
+            }
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn several_segments_count_in_the_default_share_when_the_sort_spills_many_runs() {
+        // The count's share at the default memory limit (16 MiB) and about 2M rows of
+        // three segments, as in a membership export over 100M profiles: the sort spills
+        // tens of runs, and its merge must fit in the same share.
+        let ctx = crate::session(16 << 20, 8192).unwrap();
+        let schema = rows(vec![], vec![], vec![]).schema();
+        let mut count = ContactCount::start(&ctx, 3, &[false], &schema)
+            .await
+            .unwrap();
+        let mut first: HashMap<u64, (i64, u32)> = HashMap::new();
+        for chunk in 0..210u64 {
+            let (mut emails, mut order, mut segments) = (vec![], vec![], vec![]);
+            for i in 0..10_000u64 {
+                let n = chunk * 10_000 + i;
+                let email = (n * 7_919) % 1_800_000;
+                let row = (((n * 104_729) % 1_000_000_007) as i64, (n % 3) as u32);
+                let kept = first.entry(email).or_insert(row);
+                *kept = (*kept).min(row);
+                emails.push(Some(format!("customer-{email}@example.org")));
+                order.push(Some(row.0));
+                segments.push(i64::from(row.1));
+            }
+            add(&mut count, &rows(emails, order, segments)).await;
+        }
+        let mut by_segment = vec![0u64; 3];
+        for (_, segment) in first.values() {
+            by_segment[*segment as usize] += 1;
+        }
+        let counted = count.finish().await.unwrap();
+        assert_eq!(
+            counted,
+            Contacts {
+                total: first.len() as u64,
                 by_segment
             }
         );
