@@ -34,9 +34,11 @@ pub(crate) struct Cut {
     columns: Vec<usize>,
     cap: usize,
     budget: usize,
-    /// The keys of the rows let through, end to end, and each row's key span and email.
+    /// The keys of the rows let through, end to end, and each row's key start and email
+    /// (a row's key ends where the next row's starts). The email's bytes, not a `u128`,
+    /// keep a row at 24 bytes, not 32 (a `u128` is aligned to 16).
     bytes: Vec<u8>,
-    rows: Vec<(usize, usize, u128)>,
+    rows: Vec<(usize, [u8; 16])>,
     /// How many rows to hold before the next compaction.
     next: usize,
     threshold: Option<Vec<u8>>,
@@ -100,9 +102,8 @@ impl Cut {
                 let key = keys.row(i);
                 let pass = self.threshold.as_deref().is_none_or(|t| key.as_ref() <= t);
                 if let Some(email) = emails[i].filter(|_| pass) {
-                    let start = self.bytes.len();
+                    self.rows.push((self.bytes.len(), email.to_ne_bytes()));
                     self.bytes.extend_from_slice(key.as_ref());
-                    self.rows.push((start, self.bytes.len(), email));
                 }
                 pass
             })
@@ -110,7 +111,7 @@ impl Cut {
         if self.rows.len() >= self.next {
             self.compact();
         }
-        let held = self.bytes.len() + self.rows.len() * size_of::<(usize, usize, u128)>();
+        let held = self.bytes.len() + self.rows.len() * size_of::<(usize, [u8; 16])>();
         if held > self.budget {
             return Ok(None);
         }
@@ -123,32 +124,34 @@ impl Cut {
     /// Sorts the rows let through and keeps those up to the key at which `cap` distinct
     /// emails are complete.
     fn compact(&mut self) {
-        let key = |&(start, end, _): &(usize, usize, u128)| &self.bytes[start..end];
+        let key = |i: usize| {
+            let end = self.rows.get(i + 1).map_or(self.bytes.len(), |r| r.0);
+            &self.bytes[self.rows[i].0..end]
+        };
         let mut order: Vec<usize> = (0..self.rows.len()).collect();
-        order.sort_unstable_by(|a, b| key(&self.rows[*a]).cmp(key(&self.rows[*b])));
+        order.sort_unstable_by(|a, b| key(*a).cmp(key(*b)));
         let mut seen = HashSet::with_capacity(self.cap.min(self.rows.len()));
         let complete = order
             .iter()
-            .position(|i| seen.insert(self.rows[*i].2) && seen.len() == self.cap);
+            .position(|i| seen.insert(self.rows[*i].1) && seen.len() == self.cap);
         let Some(at) = complete else {
             // Fewer distinct emails than the cap: no threshold yet.
             self.next = self.rows.len().saturating_mul(2);
             return;
         };
-        let threshold = key(&self.rows[order[at]]).to_vec();
+        let threshold = key(order[at]).to_vec();
         let end = at
             + order[at..]
                 .iter()
-                .take_while(|i| key(&self.rows[**i]) == threshold.as_slice())
+                .take_while(|i| key(**i) == threshold.as_slice())
                 .count();
         let mut bytes = Vec::with_capacity(self.bytes.len() / 2);
         let rows = order[..end]
             .iter()
             .map(|i| {
-                let (start, stop, email) = self.rows[*i];
-                let from = bytes.len();
-                bytes.extend_from_slice(&self.bytes[start..stop]);
-                (from, bytes.len(), email)
+                let start = bytes.len();
+                bytes.extend_from_slice(key(*i));
+                (start, self.rows[*i].1)
             })
             .collect::<Vec<_>>();
         self.bytes = bytes;
