@@ -185,8 +185,6 @@ pub(crate) struct ContactCount {
     segments: usize,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
-    /// Rows per batch sent to the sort.
-    batch_rows: usize,
 }
 
 /// Hashes per batch sent to the count's sort of one segment's contacts: a scan's valid rows
@@ -247,11 +245,6 @@ impl ContactCount {
         };
         Ok(Self {
             sorter: Sorter::start(&ctx, schema, order).await?,
-            batch_rows: if first_rows.is_some() {
-                ROW_BATCH
-            } else {
-                HASH_BATCH
-            },
             first_rows,
             segments,
             pending: Vec::new(),
@@ -296,7 +289,11 @@ impl ContactCount {
         }
         self.pending_rows += batch.num_rows();
         self.pending.push(batch);
-        if self.pending_rows < self.batch_rows {
+        let batch_rows = match self.first_rows {
+            Some(_) => ROW_BATCH,
+            None => HASH_BATCH,
+        };
+        if self.pending_rows < batch_rows {
             return Ok(true);
         }
         self.send().await
