@@ -348,11 +348,13 @@ def friendly_report(table):
         pandas = ratio("pandas") if "pandas" in results else None
         verdicts.append((rows, shape, contacts, ratio("DuckDB"), pandas, full, rss))
     lines += ["", "### Targets on friendly tables", "",
-              "| rows | shape | contacts | dry run / DuckDB (≤ 0.5) | dry run / pandas (≤ 0.2) | full / dry run (≤ 1.5) | peak RSS MiB (≤ 256) |",
+              "| rows | shape | contacts | dry run / DuckDB (≤ 0.5 up to 10M rows) | dry run / pandas (≤ 0.2) | full / dry run (≤ 1.5) | peak RSS MiB (≤ 256) |",
               "|---:|---|---:|---:|---:|---:|---:|"]
     ok = lambda v, limit: "not run" if v is None else f"{v:.2f} {'✅' if v <= limit else '❌'}"
     for rows, shape, contacts, d, pd_, full, rss in verdicts:
-        lines.append(f"| {rows:,} | {shape} | {contacts:,} | {ok(d, 0.5)} | {ok(pd_, 0.2)} | "
+        # The bar on DuckDB's time is for 10M rows; past that the ratio is reported only.
+        duck = ok(d, 0.5) if rows <= 10_000_000 else f"{d:.2f}"
+        lines.append(f"| {rows:,} | {shape} | {contacts:,} | {duck} | {ok(pd_, 0.2)} | "
                      f"{ok(full, 1.5)} | {rss:.0f} {'✅' if rss <= 256 else '❌'} |")
     def bounded(label, case, bound, says):
         """A bullet per size for the case measured under `label`: its time and its peak RSS
