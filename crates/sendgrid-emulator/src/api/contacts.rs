@@ -8,63 +8,40 @@ pub(super) async fn upsert(
     Extension(drop_connection): Extension<DropConnection>,
     body: Bytes,
 ) -> Response {
-    let Call {
-        app,
-        method,
-        headers,
-    } = call;
-    let path = "/v3/marketing/contacts";
-    let (rate, _) = gate!(app, headers, method, path, Access::Write);
-    let fault = app.lock().faults.upserts.pop_front();
+    let mut call = admit!(call, "/v3/marketing/contacts", Access::Write);
+    let fault = call.lock().faults.upserts.pop_front();
     match fault {
         Some(Fault::Status { status }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let rate = if status == StatusCode::TOO_MANY_REQUESTS {
-                let reset = app.lock().reset_header(Duration::from_secs(1));
-                Rate(Some(RateHeaders {
-                    limit: rate.0.map_or(200, |r| r.limit),
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let reset = call.lock().reset_header(Duration::from_secs(1));
+                call.rate = Rate(Some(RateHeaders {
+                    limit: call.rate.0.map_or(200, |r| r.limit),
                     remaining: 0,
                     reset,
-                }))
-            } else {
-                rate
-            };
-            return answer(
-                &app,
-                &method,
-                path,
-                rate,
-                status,
-                errors(None, "scripted fault"),
-            );
+                }));
+            }
+            return call.answer(status, errors(None, "scripted fault"));
         }
         Some(Fault::Delay { ms }) => tokio::time::sleep(Duration::from_millis(ms)).await,
         Some(Fault::Drop) => {
-            app.lock().log.push(LoggedRequest {
-                method: method.to_string(),
-                path: path.into(),
-                status: 0,
-                upserted: Vec::new(),
-                job_id: None,
-            });
+            // Logged with no status: the connection closes without an answer.
+            let entry = call.entry(0);
+            call.lock().log.push(entry);
             drop_connection.0.notify_one();
             std::future::pending::<()>().await;
         }
         _ => {}
     }
     if body.len() >= MAX_BODY_BYTES {
-        return answer(
-            &app,
-            &method,
-            path,
-            rate,
+        return call.answer(
             StatusCode::PAYLOAD_TOO_LARGE,
             errors(None, "request body too large"),
         );
     }
     // Checked outside the lock, so a large body does not hold up the imports.
     let (fields, poisoned, poisoned_without_index, first_only) = {
-        let account = app.lock();
+        let account = call.lock();
         let faults = &account.faults;
         (
             account.fields.clone(),
@@ -82,7 +59,7 @@ pub(super) async fn upsert(
     ) {
         Ok(request) => request,
         Err(problems) => {
-            return answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, problems);
+            return call.answer(StatusCode::BAD_REQUEST, problems);
         }
     };
     let list_ids: Arc<[String]> = request.list_ids.into();
@@ -107,18 +84,11 @@ pub(super) async fn upsert(
             list_ids: list_ids.clone(),
         })
         .collect();
-    let mut account = app.lock();
+    let mut account = call.lock();
     if let Some(missing) = list_ids.iter().find(|id| !account.lists.contains_key(*id)) {
         let message = format!("list {missing} does not exist");
         drop(account);
-        return answer(
-            &app,
-            &method,
-            path,
-            rate,
-            StatusCode::NOT_FOUND,
-            errors(Some("list_ids"), &message),
-        );
+        return call.answer(StatusCode::NOT_FOUND, errors(Some("list_ids"), &message));
     }
     let end = account.next_job_end();
     let job_id = account.uuid();
@@ -139,19 +109,15 @@ pub(super) async fn upsert(
     drop(account);
     // The import runs in the background once its delay has passed, as SendGrid's does;
     // a status request in the meantime settles due jobs too.
-    let importer = app.clone();
+    let importer = call.app.clone();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         importer.lock().settle();
     });
-    let entry = LoggedRequest {
-        method: method.to_string(),
-        path: path.to_owned(),
-        status: StatusCode::ACCEPTED.as_u16(),
-        upserted,
-        job_id: Some(job_id.clone()),
-    };
-    respond(&app, entry, rate, json!({"job_id": job_id}))
+    let mut entry = call.entry(StatusCode::ACCEPTED.as_u16());
+    entry.upserted = upserted;
+    entry.job_id = Some(job_id.clone());
+    respond(&call.app, entry, call.rate, json!({"job_id": job_id}))
 }
 
 fn is_uuid(s: &str) -> bool {
@@ -395,15 +361,13 @@ fn validate_upsert(
 }
 
 pub(super) async fn import_status(call: Call, Path(id): Path<String>) -> Response {
-    let Call {
-        app,
-        method,
-        headers,
-    } = call;
-    let path = format!("/v3/marketing/contacts/imports/{id}");
-    let (rate, _) = gate!(app, headers, method, path, Access::Read);
+    let call = admit!(
+        call,
+        format!("/v3/marketing/contacts/imports/{id}"),
+        Access::Read
+    );
     let body = {
-        let mut account = app.lock();
+        let mut account = call.lock();
         account.settle();
         account.jobs.get(&id).map(|job| {
             // Counts are filled while the job is still pending, as the live API's are.
@@ -423,7 +387,7 @@ pub(super) async fn import_status(call: Call, Path(id): Path<String>) -> Respons
             if !job.errors.is_empty() {
                 body["results"]["errors_url"] = json!(format!(
                     "{}/errors/{id}.csv?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=900&X-Amz-Signature={}",
-                    app.files_url,
+                    call.app.files_url,
                     &id.replace('-', "")
                 ));
             }
@@ -431,34 +395,21 @@ pub(super) async fn import_status(call: Call, Path(id): Path<String>) -> Respons
         })
     };
     match body {
-        Some(body) => answer(&app, &method, &path, rate, StatusCode::OK, body),
-        None => answer(
-            &app,
-            &method,
-            &path,
-            rate,
-            StatusCode::NOT_FOUND,
-            errors(None, "job not found"),
-        ),
+        Some(body) => call.answer(StatusCode::OK, body),
+        None => call.answer(StatusCode::NOT_FOUND, errors(None, "job not found")),
     }
 }
 
 /// `GET /v3/marketing/contacts/count`. Every contact counts towards the bill here.
 pub(super) async fn contact_count(call: Call) -> Response {
-    let Call {
-        app,
-        method,
-        headers,
-    } = call;
-    let path = "/v3/marketing/contacts/count";
-    let (rate, _) = gate!(app, headers, method, path, Access::Read);
+    let call = admit!(call, "/v3/marketing/contacts/count", Access::Read);
     let count = {
-        let mut account = app.lock();
+        let mut account = call.lock();
         account.settle();
         account.contacts.len()
     };
     let body = json!({"contact_count": count, "billable_count": count});
-    answer(&app, &method, path, rate, StatusCode::OK, body)
+    call.answer(StatusCode::OK, body)
 }
 
 /// An S3-style XML error, as a storage host answers a bad pre-signed link.

@@ -3,29 +3,19 @@
 use super::*;
 
 pub(super) async fn create_list(call: Call, body: Bytes) -> Response {
-    let Call {
-        app,
-        method,
-        headers,
-    } = call;
-    let path = "/v3/marketing/lists";
-    let (rate, _) = gate!(app, headers, method, path, Access::Write);
+    let call = admit!(call, "/v3/marketing/lists", Access::Write);
     let name = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_owned))
         .filter(|n| !n.is_empty() && n.chars().count() <= 100);
     let Some(name) = name else {
-        return answer(
-            &app,
-            &method,
-            path,
-            rate,
+        return call.answer(
             StatusCode::BAD_REQUEST,
             errors(Some("name"), "is required (1 to 100 characters)"),
         );
     };
     let id = {
-        let mut account = app.lock();
+        let mut account = call.lock();
         let id = account.uuid();
         account
             .lists
@@ -33,8 +23,8 @@ pub(super) async fn create_list(call: Call, body: Bytes) -> Response {
         id
     };
     let body = json!({"id": id, "name": name, "contact_count": 0,
-        "_metadata": {"self": format!("{}/v3/marketing/lists/{id}", app.base_url)}});
-    answer(&app, &method, path, rate, StatusCode::CREATED, body)
+        "_metadata": {"self": format!("{}/v3/marketing/lists/{id}", call.app.base_url)}});
+    call.answer(StatusCode::CREATED, body)
 }
 
 #[derive(serde::Deserialize)]
@@ -46,20 +36,14 @@ pub(super) struct Page {
 /// `GET /v3/marketing/lists`: pages of 1 to 1,000 lists (100 by default); the token is
 /// the emulator's own (an offset), as SendGrid's is opaque.
 pub(super) async fn all_lists(call: Call, Query(page): Query<Page>) -> Response {
-    let Call {
-        app,
-        method,
-        headers,
-    } = call;
-    let path = "/v3/marketing/lists";
-    let (rate, _) = gate!(app, headers, method, path, Access::Read);
+    let call = admit!(call, "/v3/marketing/lists", Access::Read);
     let size = match page.page_size.as_deref().map(str::parse::<usize>) {
         None => 100,
         Some(Ok(n)) if (1..=1000).contains(&n) => n,
         Some(_) => {
             let message = "must be a number from 1 to 1000";
             let body = errors(Some("page_size"), message);
-            return answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, body);
+            return call.answer(StatusCode::BAD_REQUEST, body);
         }
     };
     let start = match page.page_token.as_deref().filter(|t| !t.is_empty()) {
@@ -68,12 +52,12 @@ pub(super) async fn all_lists(call: Call, Query(page): Query<Page>) -> Response 
             Ok(n) => n,
             Err(_) => {
                 let body = errors(Some("page_token"), "is not a valid page token");
-                return answer(&app, &method, path, rate, StatusCode::BAD_REQUEST, body);
+                return call.answer(StatusCode::BAD_REQUEST, body);
             }
         },
     };
     let (result, total) = {
-        let mut account = app.lock();
+        let mut account = call.lock();
         account.settle();
         let total = account.lists.len();
         let result: Vec<Value> = account
@@ -83,7 +67,7 @@ pub(super) async fn all_lists(call: Call, Query(page): Query<Page>) -> Response 
             .take(size)
             .map(|(id, l)| {
                 json!({"id": id, "name": l.name, "contact_count": account.contact_count(id),
-                    "_metadata": {"self": format!("{}/v3/marketing/lists/{id}", app.base_url)}})
+                    "_metadata": {"self": format!("{}/v3/marketing/lists/{id}", call.app.base_url)}})
             })
             .collect();
         (result, total)
@@ -91,7 +75,7 @@ pub(super) async fn all_lists(call: Call, Query(page): Query<Page>) -> Response 
     let page_url = |token: usize| {
         format!(
             "{}/v3/marketing/lists?page_size={size}&page_token={token}",
-            app.base_url
+            call.app.base_url
         )
     };
     let mut metadata = json!({"self": page_url(start), "count": total});
@@ -102,19 +86,13 @@ pub(super) async fn all_lists(call: Call, Query(page): Query<Page>) -> Response 
         metadata["prev"] = json!(page_url(start.saturating_sub(size)));
     }
     let body = json!({"result": result, "_metadata": metadata});
-    answer(&app, &method, path, rate, StatusCode::OK, body)
+    call.answer(StatusCode::OK, body)
 }
 
 pub(super) async fn get_list(call: Call, Path(id): Path<String>) -> Response {
-    let Call {
-        app,
-        method,
-        headers,
-    } = call;
-    let path = format!("/v3/marketing/lists/{id}");
-    let (rate, _) = gate!(app, headers, method, path, Access::Read);
+    let call = admit!(call, format!("/v3/marketing/lists/{id}"), Access::Read);
     let body = {
-        let mut account = app.lock();
+        let mut account = call.lock();
         account.settle();
         account
             .lists
@@ -122,13 +100,9 @@ pub(super) async fn get_list(call: Call, Path(id): Path<String>) -> Response {
             .map(|l| json!({"id": id, "name": l.name, "contact_count": account.contact_count(&id)}))
     };
     match body {
-        Some(body) => answer(&app, &method, &path, rate, StatusCode::OK, body),
+        Some(body) => call.answer(StatusCode::OK, body),
         // The spec's 404 for a list is a bare array of errors.
-        None => answer(
-            &app,
-            &method,
-            &path,
-            rate,
+        None => call.answer(
             StatusCode::NOT_FOUND,
             json!([error(Some("id"), "list not found")]),
         ),
@@ -145,13 +119,11 @@ pub(super) async fn remove_from_list(
     Path(id): Path<String>,
     Query(query): Query<ContactIds>,
 ) -> Response {
-    let Call {
-        app,
-        method,
-        headers,
-    } = call;
-    let path = format!("/v3/marketing/lists/{id}/contacts");
-    let (rate, _) = gate!(app, headers, method, path, Access::Write);
+    let call = admit!(
+        call,
+        format!("/v3/marketing/lists/{id}/contacts"),
+        Access::Write
+    );
     let ids: BTreeSet<String> = query
         .contact_ids
         .unwrap_or_default()
@@ -161,18 +133,14 @@ pub(super) async fn remove_from_list(
         .collect();
     if ids.is_empty() {
         // The spec's 400 here is a single error object.
-        return answer(
-            &app,
-            &method,
-            &path,
-            rate,
+        return call.answer(
             StatusCode::BAD_REQUEST,
             error(Some("contact_ids"), "is required"),
         );
     }
     // 404 when the list or any of the contacts does not exist; nothing is removed then.
     let job_id = {
-        let mut account = app.lock();
+        let mut account = call.lock();
         account.settle();
         for email in std::mem::take(&mut account.faults.vanish_before_removal) {
             account.delete("email", &email);
@@ -194,19 +162,8 @@ pub(super) async fn remove_from_list(
         }
     };
     match job_id {
-        Some(job_id) => answer(
-            &app,
-            &method,
-            &path,
-            rate,
-            StatusCode::ACCEPTED,
-            json!({"job_id": job_id}),
-        ),
-        None => answer(
-            &app,
-            &method,
-            &path,
-            rate,
+        Some(job_id) => call.answer(StatusCode::ACCEPTED, json!({"job_id": job_id})),
+        None => call.answer(
             StatusCode::NOT_FOUND,
             errors(None, "the list or one or more contact IDs do not exist"),
         ),
@@ -214,14 +171,8 @@ pub(super) async fn remove_from_list(
 }
 
 pub(super) async fn field_definitions(call: Call) -> Response {
-    let Call {
-        app,
-        method,
-        headers,
-    } = call;
-    let path = "/v3/marketing/field_definitions";
-    let (rate, _) = gate!(app, headers, method, path, Access::Read);
-    let custom: Vec<Value> = app
+    let call = admit!(call, "/v3/marketing/field_definitions", Access::Read);
+    let custom: Vec<Value> = call
         .lock()
         .fields
         .iter()
@@ -232,24 +183,14 @@ pub(super) async fn field_definitions(call: Call) -> Response {
         .enumerate()
         .map(|(i, n)| json!({"id": format!("_rf{i}_T"), "name": n, "field_type": "Text"}))
         .collect();
-    answer(
-        &app,
-        &method,
-        path,
-        rate,
+    call.answer(
         StatusCode::OK,
         json!({"custom_fields": custom, "reserved_fields": reserved}),
     )
 }
 
 pub(super) async fn create_field(call: Call, body: Bytes) -> Response {
-    let Call {
-        app,
-        method,
-        headers,
-    } = call;
-    let path = "/v3/marketing/field_definitions";
-    let (rate, _) = gate!(app, headers, method, path, Access::Write);
+    let call = admit!(call, "/v3/marketing/field_definitions", Access::Write);
     let request = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
     let name = request
         .get("name")
@@ -262,11 +203,7 @@ pub(super) async fn create_field(call: Call, body: Bytes) -> Response {
         .unwrap_or_default()
         .to_owned();
     if name.is_empty() || !matches!(field_type.as_str(), "Text" | "Number" | "Date") {
-        return answer(
-            &app,
-            &method,
-            path,
-            rate,
+        return call.answer(
             StatusCode::BAD_REQUEST,
             errors(
                 Some("field_type"),
@@ -275,18 +212,11 @@ pub(super) async fn create_field(call: Call, body: Bytes) -> Response {
         );
     }
     if let Err(message) = field_name_ok(&name) {
-        return answer(
-            &app,
-            &method,
-            path,
-            rate,
-            StatusCode::BAD_REQUEST,
-            errors(Some("name"), message),
-        );
+        return call.answer(StatusCode::BAD_REQUEST, errors(Some("name"), message));
     }
     // Names are unique whatever their case.
     let def = {
-        let mut account = app.lock();
+        let mut account = call.lock();
         if account
             .fields
             .iter()
@@ -298,19 +228,11 @@ pub(super) async fn create_field(call: Call, body: Bytes) -> Response {
         }
     };
     match def {
-        Some(d) => answer(
-            &app,
-            &method,
-            path,
-            rate,
+        Some(d) => call.answer(
             StatusCode::OK,
             json!({"id": d.id, "name": d.name, "field_type": d.field_type}),
         ),
-        None => answer(
-            &app,
-            &method,
-            path,
-            rate,
+        None => call.answer(
             StatusCode::BAD_REQUEST,
             errors(Some("name"), "a field with this name exists"),
         ),
@@ -334,19 +256,6 @@ fn field_name_ok(name: &str) -> Result<(), &'static str> {
 }
 
 pub(super) async fn scopes(call: Call) -> Response {
-    let Call {
-        app,
-        method,
-        headers,
-    } = call;
-    let path = "/v3/scopes";
-    let (rate, key) = gate!(app, headers, method, path, Access::Any);
-    answer(
-        &app,
-        &method,
-        path,
-        rate,
-        StatusCode::OK,
-        json!({"scopes": key.scopes}),
-    )
+    let call = admit!(call, "/v3/scopes", Access::Any);
+    call.answer(StatusCode::OK, json!({"scopes": call.key.scopes}))
 }

@@ -2,10 +2,10 @@
 //! gate every request passes (key, scopes, rate limit, scripted faults), and the
 //! emulator's own inspection endpoints. The handlers live in [`contacts`] and [`lists`].
 
-/// The rate-limit headers of an admitted request; returns the refusal otherwise.
-macro_rules! gate {
-    ($app:expr, $headers:expr, $method:expr, $path:expr, $access:expr) => {
-        match gate(&$app, &$headers, &$method, &$path, $access) {
+/// The request past the gate (an [`Admitted`]); returns the gate's refusal otherwise.
+macro_rules! admit {
+    ($call:expr, $path:expr, $access:expr) => {
+        match $call.admit($path, $access) {
             Ok(admitted) => admitted,
             Err(response) => return response,
         }
@@ -195,69 +195,99 @@ fn respond(app: &App, entry: LoggedRequest, rate: Rate, body: Value) -> Response
     response
 }
 
-/// Rate limit, then auth: a 429, 401 or 403 answer, or the headers to send and the key.
-#[allow(clippy::result_large_err)]
-fn gate(
-    app: &App,
-    headers: &HeaderMap,
-    method: &Method,
-    path: &str,
-    access: Access,
-) -> Result<(Rate, KeyConfig), Response> {
-    let (rate, allowed, key) = {
-        let mut account = app.lock();
-        let rate = account.rate(path);
-        let key = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .and_then(|k| account.config.keys.iter().find(|c| c.key == k).cloned());
-        (rate, rate.is_none_or(|r| r.1), key)
-    };
-    let headers = Rate(rate.map(|(headers, _)| headers));
-    if !allowed {
-        return Err(answer(
+impl Call {
+    /// Rate limit, then auth, for a request to `path`: a 429, 401 or 403 answer, or the
+    /// admitted request.
+    #[allow(clippy::result_large_err)]
+    fn admit(self, path: impl Into<String>, access: Access) -> Result<Admitted, Response> {
+        let Call {
+            app,
+            method,
+            headers,
+        } = self;
+        let path = path.into();
+        let (rate, allowed, key) = {
+            let mut account = app.lock();
+            let rate = account.rate(&path);
+            let key = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(|k| account.config.keys.iter().find(|c| c.key == k).cloned());
+            (rate, rate.is_none_or(|r| r.1), key)
+        };
+        let rate = Rate(rate.map(|(headers, _)| headers));
+        let refuse = |status, message| {
+            Err(answer(
+                &app,
+                &method,
+                &path,
+                rate,
+                status,
+                gate_error(message),
+            ))
+        };
+        if !allowed {
+            return refuse(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+        }
+        let Some(key) = key else {
+            return refuse(StatusCode::UNAUTHORIZED, "authorization required");
+        };
+        let permitted = access == Access::Any
+            || key.scopes.iter().any(|s| match access {
+                Access::Any => true,
+                Access::Read => s == "marketing.read" || s.starts_with("marketing_campaigns."),
+                Access::Suppressions => s == "suppression.read",
+                Access::Write => matches!(
+                    s.as_str(),
+                    "marketing_campaigns.create"
+                        | "marketing_campaigns.update"
+                        | "marketing_campaigns.delete"
+                ),
+            });
+        if !permitted {
+            return refuse(StatusCode::FORBIDDEN, "access forbidden");
+        }
+        Ok(Admitted {
             app,
             method,
             path,
-            headers,
-            StatusCode::TOO_MANY_REQUESTS,
-            gate_error("too many requests"),
-        ));
+            rate,
+            key,
+        })
     }
-    let Some(key) = key else {
-        return Err(answer(
-            app,
-            method,
-            path,
-            headers,
-            StatusCode::UNAUTHORIZED,
-            gate_error("authorization required"),
-        ));
-    };
-    let permitted = access == Access::Any
-        || key.scopes.iter().any(|s| match access {
-            Access::Any => true,
-            Access::Read => s == "marketing.read" || s.starts_with("marketing_campaigns."),
-            Access::Suppressions => s == "suppression.read",
-            Access::Write => matches!(
-                s.as_str(),
-                "marketing_campaigns.create"
-                    | "marketing_campaigns.update"
-                    | "marketing_campaigns.delete"
-            ),
-        });
-    if !permitted {
-        return Err(answer(
-            app,
-            method,
-            path,
-            headers,
-            StatusCode::FORBIDDEN,
-            gate_error("access forbidden"),
-        ));
+}
+
+/// A request the gate let through: what its answer is logged with, the rate-limit headers
+/// to send and the key that made it.
+struct Admitted {
+    app: App,
+    method: Method,
+    path: String,
+    rate: Rate,
+    key: KeyConfig,
+}
+
+impl Admitted {
+    fn lock(&self) -> MutexGuard<'_, Account> {
+        self.app.lock()
     }
-    Ok((headers, key))
+
+    /// Answers with `status` and `body`: logged, with the rate-limit headers.
+    fn answer(&self, status: StatusCode, body: Value) -> Response {
+        answer(&self.app, &self.method, &self.path, self.rate, status, body)
+    }
+
+    /// What the request log records of this request, answered with `status`.
+    fn entry(&self, status: u16) -> LoggedRequest {
+        LoggedRequest {
+            method: self.method.to_string(),
+            path: self.path.clone(),
+            status,
+            upserted: Vec::new(),
+            job_id: None,
+        }
+    }
 }
 
 async fn inspect(State(app): State<App>) -> Response {

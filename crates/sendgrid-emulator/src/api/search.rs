@@ -51,25 +51,13 @@ fn search(
     max_chars: Option<usize>,
     body: Bytes,
 ) -> Response {
-    let Call {
-        app,
-        method,
-        headers,
-    } = call;
-    let (rate, _) = gate!(app, headers, method, path, Access::Read);
+    let call = admit!(call, path, Access::Read);
     let given: Vec<Value> = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get(key).and_then(Value::as_array).cloned())
         .unwrap_or_default();
     let refuse = |field: String, message: &str| {
-        answer(
-            &app,
-            &method,
-            path,
-            rate,
-            StatusCode::BAD_REQUEST,
-            errors(Some(&field), message),
-        )
+        call.answer(StatusCode::BAD_REQUEST, errors(Some(&field), message))
     };
     if given.is_empty() || given.len() > 100 {
         return refuse(key.into(), "give 1 to 100 addresses");
@@ -92,7 +80,7 @@ fn search(
         }
     }
     let result: Map<String, Value> = {
-        let mut account = app.lock();
+        let mut account = call.lock();
         account.settle();
         emails
             .iter()
@@ -106,23 +94,9 @@ fn search(
             .collect()
     };
     if result.values().all(|v| v.get("contact").is_none()) {
-        return answer(
-            &app,
-            &method,
-            path,
-            rate,
-            StatusCode::NOT_FOUND,
-            errors(None, "No contacts found"),
-        );
+        return call.answer(StatusCode::NOT_FOUND, errors(None, "No contacts found"));
     }
-    answer(
-        &app,
-        &method,
-        path,
-        rate,
-        StatusCode::OK,
-        json!({"result": result}),
-    )
+    call.answer(StatusCode::OK, json!({"result": result}))
 }
 
 fn contact_json(c: &crate::state::Contact) -> Value {
@@ -149,13 +123,11 @@ pub(super) async fn suppressions(
     Path(list): Path<String>,
     Query(paging): Query<Paging>,
 ) -> Response {
-    let Call {
-        app,
-        method,
-        headers,
-    } = call;
-    let path = format!("/v3/suppression/{list}");
-    let (rate, _) = gate!(app, headers, method, path, Access::Suppressions);
+    let call = admit!(
+        call,
+        format!("/v3/suppression/{list}"),
+        Access::Suppressions
+    );
     let kind = match list.as_str() {
         "unsubscribes" => "unsubscribed",
         "bounces" => "bounced",
@@ -164,20 +136,20 @@ pub(super) async fn suppressions(
         "invalid_emails" => "invalid",
         _ => {
             let body = errors(None, "no such suppression list");
-            return answer(&app, &method, &path, rate, StatusCode::NOT_FOUND, body);
+            return call.answer(StatusCode::NOT_FOUND, body);
         }
     };
     let number =
         |v: &Option<String>, default: usize| v.as_deref().map_or(Ok(default), str::parse::<usize>);
     let (Ok(limit), Ok(offset)) = (number(&paging.limit, 500), number(&paging.offset, 0)) else {
         let body = errors(Some("limit"), "limit and offset are whole numbers");
-        return answer(&app, &method, &path, rate, StatusCode::BAD_REQUEST, body);
+        return call.answer(StatusCode::BAD_REQUEST, body);
     };
     if !(1..=500).contains(&limit) {
         let body = errors(Some("limit"), "must be between 1 and 500");
-        return answer(&app, &method, &path, rate, StatusCode::BAD_REQUEST, body);
+        return call.answer(StatusCode::BAD_REQUEST, body);
     }
-    let entries: Vec<Value> = app
+    let entries: Vec<Value> = call
         .lock()
         .config
         .suppressions
@@ -194,12 +166,5 @@ pub(super) async fn suppressions(
             _ => json!({"created": 1_700_000_000, "email": email}),
         })
         .collect();
-    answer(
-        &app,
-        &method,
-        &path,
-        rate,
-        StatusCode::OK,
-        Value::Array(entries),
-    )
+    call.answer(StatusCode::OK, Value::Array(entries))
 }
