@@ -15,6 +15,7 @@ mod select;
 mod sources;
 pub mod store;
 mod summary;
+mod turns;
 mod udf;
 
 use std::collections::BTreeMap;
