@@ -1,6 +1,8 @@
 //! Running an export's selection a segment at a time: DataFusion starts every partition of
 //! a plan at once, so an export of several segments (a `UNION ALL` of their queries) would
-//! hold every segment's scan buffers and hash-join table together.
+//! scan them all together. A hash join keeps the table it built in its plan node, so each
+//! segment's table still lives until the plan is dropped (docs/performance.md, "Several
+//! segments past the cap").
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use futures::StreamExt;
 
 /// Streams all of `plan`'s partitions. Under a `UNION ALL` (an export of several segments)
 /// the union's inputs run in turn, each with its partitions side by side: one segment's
-/// scan buffers and hash-join table at a time, where DataFusion would start them all.
+/// scan buffers at a time, where DataFusion would start them all.
 pub(crate) fn execute_by_input(
     plan: Arc<dyn ExecutionPlan>,
     context: Arc<TaskContext>,
