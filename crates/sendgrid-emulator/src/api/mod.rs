@@ -170,14 +170,19 @@ fn answer(
     status: StatusCode,
     body: Value,
 ) -> Response {
-    let entry = LoggedRequest {
+    respond(app, logged(method, path, status.as_u16()), rate, body)
+}
+
+/// What the request log records of a request to `path` answered with `status` (0 when the
+/// connection was dropped without an answer).
+fn logged(method: &Method, path: &str, status: u16) -> LoggedRequest {
+    LoggedRequest {
         method: method.to_string(),
         path: path.to_owned(),
-        status: status.as_u16(),
+        status,
         upserted: Vec::new(),
         job_id: None,
-    };
-    respond(app, entry, rate, body)
+    }
 }
 
 /// Logs `entry` and answers with its status, `body` and the rate-limit headers.
@@ -280,13 +285,7 @@ impl Admitted {
 
     /// What the request log records of this request, answered with `status`.
     fn entry(&self, status: u16) -> LoggedRequest {
-        LoggedRequest {
-            method: self.method.to_string(),
-            path: self.path.clone(),
-            status,
-            upserted: Vec::new(),
-            job_id: None,
-        }
+        logged(&self.method, &self.path, status)
     }
 }
 
