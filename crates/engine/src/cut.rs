@@ -173,6 +173,7 @@ mod tests {
         ExportQuery {
             export: "e".into(),
             sql: String::new(),
+            segment_sql: Vec::new(),
             fields: Vec::new(),
             key: pipeline_spec::Identifier::Email,
             segments: (0..segments).map(|s| format!("s{s}")).collect(),

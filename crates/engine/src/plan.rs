@@ -37,8 +37,12 @@ pub(crate) mod meta {
 pub struct ExportQuery {
     /// The export's name.
     pub export: String,
-    /// The SQL that selects, checks and orders the members.
+    /// The SQL that selects and checks the members of every segment, one `UNION ALL`; the
+    /// types of its columns are the selection's.
     pub sql: String,
+    /// The same query for each segment on its own, by index: a run plans and runs them in
+    /// turn (`turns.rs`).
+    pub segment_sql: Vec<String>,
     /// The contact fields, in column order after the meta columns; the export's
     /// identifier (`key`) first.
     pub fields: Vec<ContactField>,
@@ -518,18 +522,20 @@ fn build_sql(
     };
 
     let order_columns: String = order.iter().map(|(c, _)| format!(", {c}")).collect();
-    let sql = format!(
-        "WITH __members AS ({members}), \
-         __checked AS (SELECT *, {reason} AS __reason, {reason_detail} AS __detail, {truncated} AS __truncated FROM __members) \
-         SELECT __seg, CASE WHEN __reason IS NOT NULL THEN __key END AS __key, \
-         CASE WHEN __reason IS NOT NULL THEN __raw_email END AS __raw_email, \
-         __reason, __detail, __truncated, {finals}{order_columns} FROM __checked",
-        members = members.join(" UNION ALL "),
-        finals = finals.join(", "),
-    );
+    let finals = finals.join(", ");
+    let checked = |members: &str| {
+        format!(
+            "WITH __members AS ({members}), \
+             __checked AS (SELECT *, {reason} AS __reason, {reason_detail} AS __detail, {truncated} AS __truncated FROM __members) \
+             SELECT __seg, CASE WHEN __reason IS NOT NULL THEN __key END AS __key, \
+             CASE WHEN __reason IS NOT NULL THEN __raw_email END AS __raw_email, \
+             __reason, __detail, __truncated, {finals}{order_columns} FROM __checked"
+        )
+    };
     ExportQuery {
         export: export.name.clone(),
-        sql,
+        sql: checked(&members.join(" UNION ALL ")),
+        segment_sql: members.iter().map(|m| checked(m)).collect(),
         fields: mapped.iter().map(|m| m.field.clone()).collect(),
         key: export.identifier,
         segments: selects.into_iter().map(|(_, s, _, _)| s).collect(),

@@ -6,7 +6,7 @@
 //! terminal). When nothing subscribes, nothing is measured.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use datafusion::datasource::physical_plan::FileScanConfig;
@@ -27,20 +27,33 @@ pub(crate) fn footer_key(path: &str) -> String {
     path.trim_start_matches('/').to_owned()
 }
 
-/// Reports, every 200 ms until aborted, the rows `plan`'s scans have read for `export`.
+/// Reports, every 200 ms until aborted, the rows `plans`' scans have read for `export`.
+/// The plans run in turn and each is dropped after its turn (with the tables its joins
+/// built): the watch holds them weakly and keeps the last count of each one gone.
 pub(crate) fn watch(
-    plan: Arc<dyn ExecutionPlan>,
+    plans: &[Arc<dyn ExecutionPlan>],
     footers: &FooterRows,
     export: &str,
 ) -> Option<JoinHandle<()>> {
     if !wanted() {
         return None;
     }
-    let total = total_rows(&plan, footers).unwrap_or(0);
+    let total = plans
+        .iter()
+        .map(|plan| total_rows(plan, footers))
+        .sum::<Option<u64>>()
+        .unwrap_or(0);
+    let plans: Vec<Weak<dyn ExecutionPlan>> = plans.iter().map(Arc::downgrade).collect();
+    let mut last = vec![0; plans.len()];
     let export = export.to_owned();
     Some(tokio::spawn(async move {
         loop {
-            let read = rows_read(&plan);
+            for (plan, last) in plans.iter().zip(&mut last) {
+                if let Some(plan) = plan.upgrade() {
+                    *last = rows_read(&plan);
+                }
+            }
+            let read: u64 = last.iter().sum();
             tracing::trace!(target: "pipeline::progress", export = %export, phase = "reading", read, total);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

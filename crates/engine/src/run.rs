@@ -24,10 +24,9 @@ use crate::error::EngineError;
 use crate::plan::{ExportQuery, META_COLUMNS, meta};
 use crate::rejects::{Reject, RejectsWriter};
 use crate::rules::RejectReason;
-use crate::segments::query_only;
 use crate::select::{ContactCount, EmailSet, Sorter, export_order};
 use crate::summary::{CapVerdict, ExportSummary};
-use crate::turns::execute_by_input;
+use crate::turns::Turns;
 
 /// What a selection keeps and writes.
 #[derive(Debug, Clone, Default)]
@@ -72,15 +71,11 @@ impl Engine {
         let exec = |e: &dyn std::fmt::Display| self.execution_error(query, e);
         // The query's own failures: on a cluster, the cluster's.
         let select = |e: &dyn std::fmt::Display| self.select_error(query, e);
-        let df = self
-            .context()
-            .sql_with_options(&query.sql, query_only())
+        let turns = Turns::plan(self.context(), query)
             .await
             .map_err(|e| select(&e))?;
-        let plan = df.create_physical_plan().await.map_err(|e| select(&e))?;
-        let mut stream =
-            execute_by_input(plan.clone(), self.context().task_ctx()).map_err(|e| select(&e))?;
-        let watching = crate::progress::watch(plan, &self.footers, &query.export);
+        let watching = crate::progress::watch(&turns.plans, &self.footers, &query.export);
+        let mut stream = turns.execute(self.context().task_ctx());
         let schema = stream.schema();
         let keep = valid_columns(&schema);
         let valid_schema: SchemaRef = Arc::new(schema.project(&keep).map_err(|e| exec(&e))?);

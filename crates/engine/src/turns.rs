@@ -1,78 +1,94 @@
-//! Running an export's selection a segment at a time: DataFusion starts every partition of
-//! a plan at once, so an export of several segments (a `UNION ALL` of their queries) would
-//! scan them all together. A hash join keeps the table it built in its plan node, so each
-//! segment's table still lives until the plan is dropped (docs/performance.md, "Several
-//! segments past the cap").
+//! Running an export's selection a segment at a time. DataFusion starts every partition of
+//! a plan at once, and a hash join keeps the table it built in its plan node for as long
+//! as the plan lives (docs/performance.md, "Several segments past the cap"). So each
+//! segment of an export is a physical plan of its own, planned from
+//! [`ExportQuery::segment_sql`]: the plans run one after another, each with its
+//! partitions side by side, and each is dropped, with what its joins built, once its rows
+//! are through.
 
-use std::ops::Range;
 use std::sync::Arc;
 
+use arrow::array::ArrayRef;
+use arrow::compute::cast;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::stream::{RecordBatchReceiverStream, RecordBatchStreamAdapter};
-use datafusion::physical_plan::union::UnionExec;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
-/// Streams all of `plan`'s partitions. Under a `UNION ALL` (an export of several segments)
-/// the union's inputs run in turn, each with its partitions side by side: one segment's
-/// scan buffers at a time, where DataFusion would start them all.
-pub(crate) fn execute_by_input(
-    plan: Arc<dyn ExecutionPlan>,
-    context: Arc<TaskContext>,
-) -> Result<SendableRecordBatchStream, DataFusionError> {
-    let groups = union_partitions(&plan);
-    if groups.len() < 2 {
-        return datafusion::physical_plan::execute_stream(plan, context);
-    }
-    let schema = plan.schema();
-    let turns = futures::stream::iter(groups).flat_map(move |partitions| {
-        let mut builder = RecordBatchReceiverStream::builder(plan.schema(), partitions.len());
-        for partition in partitions {
-            let (plan, context, output) = (plan.clone(), context.clone(), builder.tx());
-            builder.spawn(async move {
-                let mut batches = plan.execute(partition, context)?;
-                while let Some(batch) = batches.next().await {
-                    let failed = batch.is_err();
-                    // A closed output means the run stopped reading: nothing more to do.
-                    if output.send(batch).await.is_err() || failed {
-                        break;
-                    }
-                }
-                Ok(())
-            });
-        }
-        builder.build()
-    });
-    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, turns)))
+use crate::plan::ExportQuery;
+use crate::segments::query_only;
+
+/// An export's selection: one physical plan per segment, not yet run, and the columns of
+/// the rows they return.
+pub(crate) struct Turns {
+    pub(crate) schema: SchemaRef,
+    pub(crate) plans: Vec<Arc<dyn ExecutionPlan>>,
 }
 
-/// `plan`'s output partitions grouped by the union input each comes from, when the plan
-/// is a union under operators that pass each partition through on its own; one group
-/// otherwise.
-fn union_partitions(plan: &Arc<dyn ExecutionPlan>) -> Vec<Range<usize>> {
-    let all = 0..plan.output_partitioning().partition_count();
-    let mut node = plan;
-    loop {
-        if let Some(union) = node.downcast_ref::<UnionExec>() {
-            let mut start = 0;
-            return union
-                .inputs()
-                .iter()
-                .map(|input| {
-                    let end = start + input.output_partitioning().partition_count();
-                    std::mem::replace(&mut start, end)..end
-                })
-                .collect();
+impl Turns {
+    /// Plans each segment's query of `query`. Its rows take the column types of the whole
+    /// export's query (a `UNION ALL` of the segments, whose types are the common ones).
+    pub(crate) async fn plan(
+        ctx: &SessionContext,
+        query: &ExportQuery,
+    ) -> Result<Self, DataFusionError> {
+        let mut plans = Vec::with_capacity(query.segment_sql.len());
+        for sql in &query.segment_sql {
+            let df = ctx.sql_with_options(sql, query_only()).await?;
+            plans.push(df.create_physical_plan().await?);
         }
-        let passes_through = node.is::<ProjectionExec>() || node.is::<FilterExec>();
-        match node.children().as_slice() {
-            [child] if passes_through => node = child,
-            _ => return vec![all],
-        }
+        let schema = match plans.as_slice() {
+            [one] => one.schema(),
+            _ => {
+                let union = ctx.sql_with_options(&query.sql, query_only()).await?;
+                // Nullable throughout: a column one segment never leaves empty may be
+                // empty in another.
+                let fields = union
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true));
+                Arc::new(Schema::new(fields.collect::<Vec<_>>()))
+            }
+        };
+        Ok(Self { schema, plans })
     }
+
+    /// Streams the plans' rows, one plan after another; each plan is dropped once its rows
+    /// are through.
+    pub(crate) fn execute(self, context: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let schema = self.schema.clone();
+        let turns = futures::stream::iter(self.plans).flat_map(move |plan| {
+            let schema = schema.clone();
+            match execute_stream(plan, context.clone()) {
+                Ok(rows) => rows
+                    .map(move |batch| batch.and_then(|b| conform(&schema, &b)))
+                    .boxed(),
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema, turns))
+    }
+}
+
+/// `batch` in `schema`'s column types.
+fn conform(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch, DataFusionError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(
+            |(column, field)| match column.data_type() == field.data_type() {
+                true => Ok(column.clone()),
+                false => cast(column, field.data_type()),
+            },
+        )
+        .collect::<Result<Vec<ArrayRef>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 #[cfg(test)]
@@ -81,13 +97,12 @@ mod tests {
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
     use arrow::record_batch::RecordBatch;
-    use datafusion::physical_plan::displayable;
-    use futures::TryStreamExt;
 
     use crate::Engine;
 
-    /// An export of two segments is a union whose inputs run in turn, and every row of
-    /// both comes back.
+    /// An export of two segments runs as two plans, one after the other: the first plan
+    /// is gone (with anything its joins built) before the second one's rows come, and
+    /// every row of both comes back, in the export query's column types.
     #[tokio::test]
     async fn each_segment_of_an_export_runs_in_its_own_turn() {
         let dir = tempfile::tempdir().unwrap();
@@ -108,6 +123,8 @@ mod tests {
         let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
         writer.write(&batch).unwrap();
         writer.close().unwrap();
+        // The two segments' `order_by` values differ in type: every batch comes in the
+        // export query's one type.
         let text = r#"
 version: 1
 connections:
@@ -115,8 +132,8 @@ connections:
 sources:
   t: { format: parquet, path: t.parquet }
 segments:
-  a: SELECT * FROM t WHERE id > 1
-  b: SELECT * FROM t WHERE id < 3
+  a: SELECT *, CAST(id AS INT) AS rank FROM t WHERE id > 1
+  b: SELECT *, id AS rank FROM t WHERE id < 3
 exports:
   - name: x
     connection: m
@@ -124,32 +141,38 @@ exports:
     segments: [a, b]
     mapping:
       email: email
+    order_by: rank
+    max_profiles: 10
 "#;
         let pipeline =
             pipeline_spec::parse(text, &dir.path().join("p.yaml"), &|_| Some("k".into())).unwrap();
         let engine = Engine::open(&pipeline).await.unwrap();
         let query = engine.plan_exports(None).await.unwrap().remove(0);
-        let plan = engine
-            .context()
-            .sql(&query.sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let turns = Turns::plan(engine.context(), &query).await.unwrap();
+        assert_eq!(turns.plans.len(), 2, "one plan per segment");
+        let first = Arc::downgrade(&turns.plans[0]);
+        let schema = turns.schema.clone();
 
-        let turns = union_partitions(&plan);
-        let shown = displayable(plan.as_ref()).indent(true).to_string();
-        assert_eq!(turns.len(), 2, "one turn per segment in\n{shown}");
-        assert_eq!(turns[0].start, 0);
-        assert_eq!(turns[0].end, turns[1].start);
-        assert_eq!(turns[1].end, plan.output_partitioning().partition_count());
-        let batches: Vec<RecordBatch> = execute_by_input(plan, engine.context().task_ctx())
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        assert_eq!(rows, 4, "ids 2 and 3 from a, 1 and 2 from b");
+        let mut rows = turns.execute(engine.context().task_ctx());
+        let mut seen = Vec::new();
+        while let Some(batch) = rows.next().await {
+            let batch = batch.unwrap();
+            assert_eq!(batch.schema(), schema);
+            let segment = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            let ranks = cast(batch.column_by_name("__o0").unwrap(), &DataType::Int64).unwrap();
+            let ranks = ranks.as_any().downcast_ref::<Int64Array>().unwrap();
+            for i in 0..batch.num_rows() {
+                if segment.value(i) == 1 {
+                    assert!(first.upgrade().is_none(), "segment a's plan is dropped");
+                }
+                seen.push((segment.value(i), ranks.value(i)));
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, [(0, 2), (0, 3), (1, 1), (1, 2)]);
     }
 }

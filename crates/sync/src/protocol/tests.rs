@@ -46,6 +46,7 @@ async fn a_failed_removal_leaves_the_leavers_in_the_state_for_the_next_run() {
     let query = ExportQuery {
         export: "x".into(),
         sql: String::new(),
+        segment_sql: Vec::new(),
         fields: Vec::new(),
         key: pipeline_spec::Identifier::Email,
         segments: vec!["s".into()],
