@@ -64,9 +64,14 @@ impl Turns {
         let schema = self.schema.clone();
         let turns = futures::stream::iter(self.plans).flat_map(move |plan| {
             let schema = schema.clone();
-            match execute_stream(plan, context.clone()) {
+            match execute_stream(plan.clone(), context.clone()) {
+                // The turn's stream holds its plan, whose scans count the rows read for
+                // the progress display, until its last row.
                 Ok(rows) => rows
-                    .map(move |batch| batch.and_then(|b| conform(&schema, &b)))
+                    .map(move |batch| {
+                        let _turn = &plan;
+                        batch.and_then(|b| conform(&schema, &b))
+                    })
                     .boxed(),
                 Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
             }
