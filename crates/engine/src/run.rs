@@ -71,7 +71,8 @@ impl Engine {
         let exec = |e: &dyn std::fmt::Display| self.execution_error(query, e);
         // The query's own failures: on a cluster, the cluster's.
         let select = |e: &dyn std::fmt::Display| self.select_error(query, e);
-        let turns = Turns::plan(self.context(), query)
+        let on_cluster = self.pipeline().file.engine.cluster.is_some();
+        let turns = Turns::plan(self.context(), query, on_cluster)
             .await
             .map_err(|e| select(&e))?;
         let watching = crate::progress::watch(&turns.plans, &self.footers, &query.export);

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use arrow::array::ArrayRef;
-use arrow::compute::cast;
+use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
@@ -32,19 +32,32 @@ pub(crate) struct Turns {
 impl Turns {
     /// Plans each segment's query of `query`. Its rows take the column types of the whole
     /// export's query (a `UNION ALL` of the segments, whose types are the common ones).
+    /// On a cluster (`on_cluster`) the export's query is one plan: its executors share the
+    /// scans of every segment at once, and no join table is held here.
     pub(crate) async fn plan(
         ctx: &SessionContext,
         query: &ExportQuery,
+        on_cluster: bool,
     ) -> Result<Self, DataFusionError> {
-        let mut plans = Vec::with_capacity(query.segment_sql.len());
-        for sql in &query.segment_sql {
+        let whole = [query.sql.clone()];
+        let queries = match on_cluster {
+            true => whole.as_slice(),
+            false => query.segment_sql.as_slice(),
+        };
+        let mut plans = Vec::with_capacity(queries.len());
+        for sql in queries {
             let df = ctx.sql_with_options(sql, query_only()).await?;
             plans.push(df.create_physical_plan().await?);
         }
         let schema = match plans.as_slice() {
             [one] => one.schema(),
             _ => {
-                let union = ctx.sql_with_options(&query.sql, query_only()).await?;
+                // The analysed plan: the SQL planner gives a union its first input's
+                // types, and type coercion then widens them to the common ones.
+                let union = ctx
+                    .sql_with_options(&query.sql, query_only())
+                    .await?
+                    .into_optimized_plan()?;
                 // Nullable throughout: a column one segment never leaves empty may be
                 // empty in another.
                 let fields = union
@@ -80,8 +93,13 @@ impl Turns {
     }
 }
 
-/// `batch` in `schema`'s column types.
+/// `batch` in `schema`'s column types; a value the type cannot hold is an error, never a
+/// null.
 fn conform(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch, DataFusionError> {
+    let strict = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
     let columns = batch
         .columns()
         .iter()
@@ -89,7 +107,7 @@ fn conform(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch, DataF
         .map(
             |(column, field)| match column.data_type() == field.data_type() {
                 true => Ok(column.clone()),
-                false => cast(column, field.data_type()),
+                false => cast_with_options(column, field.data_type(), &strict),
             },
         )
         .collect::<Result<Vec<ArrayRef>, _>>()?;
@@ -128,8 +146,8 @@ mod tests {
         let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
         writer.write(&batch).unwrap();
         writer.close().unwrap();
-        // The two segments' `order_by` values differ in type: every batch comes in the
-        // export query's one type.
+        // The two segments' `order_by` values differ in type: every batch comes in their
+        // common type.
         let text = r#"
 version: 1
 connections:
@@ -153,10 +171,12 @@ exports:
             pipeline_spec::parse(text, &dir.path().join("p.yaml"), &|_| Some("k".into())).unwrap();
         let engine = Engine::open(&pipeline).await.unwrap();
         let query = engine.plan_exports(None).await.unwrap().remove(0);
-        let turns = Turns::plan(engine.context(), &query).await.unwrap();
+        let turns = Turns::plan(engine.context(), &query, false).await.unwrap();
         assert_eq!(turns.plans.len(), 2, "one plan per segment");
         let first = Arc::downgrade(&turns.plans[0]);
         let schema = turns.schema.clone();
+        let rank = schema.field_with_name("__o0").unwrap().data_type().clone();
+        assert_eq!(rank, DataType::Int64, "the common type of Int32 and Int64");
 
         let mut rows = turns.execute(engine.context().task_ctx());
         let mut seen = Vec::new();
@@ -168,7 +188,7 @@ exports:
                 .as_any()
                 .downcast_ref::<Int64Array>()
                 .unwrap();
-            let ranks = cast(batch.column_by_name("__o0").unwrap(), &DataType::Int64).unwrap();
+            let ranks = batch.column_by_name("__o0").unwrap();
             let ranks = ranks.as_any().downcast_ref::<Int64Array>().unwrap();
             for i in 0..batch.num_rows() {
                 if segment.value(i) == 1 {
