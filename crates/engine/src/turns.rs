@@ -4,7 +4,8 @@
 //! segment of an export is a physical plan of its own, planned from
 //! [`ExportQuery::segment_sql`]: the plans run one after another, each with its
 //! partitions side by side, and each is dropped, with what its joins built, once its rows
-//! are through.
+//! are through. On a cluster the export's whole query stays one plan (see
+//! [`Turns::plan`]).
 
 use std::sync::Arc;
 
