@@ -40,9 +40,8 @@ impl Turns {
         query: &ExportQuery,
         on_cluster: bool,
     ) -> Result<Self, DataFusionError> {
-        let whole = [query.sql.clone()];
         let queries = match on_cluster {
-            true => whole.as_slice(),
+            true => std::slice::from_ref(&query.sql),
             false => query.segment_sql.as_slice(),
         };
         let mut plans = Vec::with_capacity(queries.len());
