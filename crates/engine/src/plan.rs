@@ -165,9 +165,10 @@ pub(crate) async fn plan_export(
                         exprs.push(expr);
                     }
                     Err(message) => problems.push(format!(
-                        "{}: in segment `{segment}`, `{}` is {data_type}; {message}",
+                        "{}: in segment `{segment}`, `{}` is {data_type}; {message}{}",
                         at(&what),
-                        m.written
+                        m.written,
+                        bytes_hint(&data_type)
                     )),
                 },
                 Err(message) => problems.push(format!(
@@ -293,6 +294,17 @@ fn decoded(expr: String, data_type: DataType) -> (String, DataType) {
     match data_type {
         DataType::Dictionary(_, value) => (format!("arrow_cast({expr}, '{value}')"), *value),
         other => (expr, other),
+    }
+}
+
+/// What to do when a mapped column holds bytes: most often it is text a writer stored
+/// without its string annotation.
+fn bytes_hint(t: &DataType) -> &'static str {
+    match t {
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+            " (if the column is text that Impala or Hive stored as bytes, set `binary_as_string: true` on its source)"
+        }
+        _ => "",
     }
 }
 

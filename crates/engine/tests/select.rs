@@ -324,3 +324,142 @@ async fn a_cluster_without_a_cluster_client_is_refused() {
         "engine.cluster: this build of pipeline has no cluster mode; build it with `cargo build -p pipeline-cli --features cluster` (see docs/cluster.md), or remove `cluster` to run the selection here"
     );
 }
+
+/// A table whose text columns are stored as bytes with no string annotation, as Impala
+/// and older Hive write them; `email` holds `emails`.
+fn write_bytes_table(path: &Path, emails: &[&[u8]]) {
+    use arrow::array::BinaryArray;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("email", DataType::Binary, false),
+        Field::new("name", DataType::Binary, false),
+    ]));
+    let names: [&[u8]; 3] = ["Zoë".as_bytes(), b"skip", "Émile".as_bytes()];
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![3, 2, 1])),
+            Arc::new(BinaryArray::from(emails.to_vec())),
+            Arc::new(BinaryArray::from(names.to_vec())),
+        ],
+    )
+    .unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+fn bytes_pipeline(dir: &Path, source_options: &str) -> pipeline_spec::Pipeline {
+    let text = format!(
+        r#"
+version: 1
+connections:
+  m: {{ type: sendgrid, api_key: "${{K}}", data_privacy_consent: true }}
+sources:
+  t: {{ format: parquet, path: t.parquet{source_options} }}
+segments:
+  a: SELECT * FROM t WHERE name <> 'skip'
+exports:
+  - name: x
+    connection: m
+    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]
+    segments: [a]
+    mapping: {{ email: email, first_name: name }}
+    order_by: id
+"#
+    );
+    pipeline_spec::parse(&text, &dir.join("p.yaml"), &|_| Some("k".into())).unwrap()
+}
+
+const BYTES_EMAILS: [&[u8]; 3] = [
+    b"zoe@example.com",
+    b"skip@example.com",
+    b"emile@example.com",
+];
+
+/// With `binary_as_string`, byte columns are text: filtered in SQL and sent as fields.
+#[tokio::test]
+async fn binary_as_string_reads_byte_columns_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    write_bytes_table(&dir.path().join("t.parquet"), &BYTES_EMAILS);
+    let pipeline = bytes_pipeline(dir.path(), ", binary_as_string: true");
+    let engine = Engine::open(&pipeline).await.unwrap();
+    let query = engine.plan_exports(None).await.unwrap().remove(0);
+    let mut sink = Capture::default();
+    let summary = engine
+        .run_export(&query, &mut sink, &RunOptions::default())
+        .await
+        .unwrap();
+    let got: Vec<(String, String)> = sink
+        .0
+        .iter()
+        .flat_map(|b| {
+            let text = |name: &str| {
+                let c = b.column_by_name(name).unwrap();
+                arrow::compute::cast(c, &DataType::Utf8).unwrap()
+            };
+            let (email, name) = (text("email"), text("first_name"));
+            let (email, name) = (
+                email.as_string::<i32>().clone(),
+                name.as_string::<i32>().clone(),
+            );
+            (0..b.num_rows())
+                .map(move |i| (email.value(i).to_owned(), name.value(i).to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("emile@example.com".to_owned(), "Émile".to_owned()),
+            ("zoe@example.com".to_owned(), "Zoë".to_owned()),
+        ]
+    );
+    assert_eq!(summary.contacts, 2);
+}
+
+/// Without it, mapping a byte column says what the column is and what to set.
+#[tokio::test]
+async fn a_byte_email_column_names_the_option() {
+    let dir = tempfile::tempdir().unwrap();
+    write_bytes_table(&dir.path().join("t.parquet"), &BYTES_EMAILS);
+    let engine = Engine::open(&bytes_pipeline(dir.path(), "")).await.unwrap();
+    let Err(e) = engine.plan_exports(None).await else {
+        panic!("planned");
+    };
+    let message = e.to_string();
+    assert!(
+        message.contains(
+            "mapping.email: in segment `a`, `email` is Binary; the email must be text: map the email column, or convert with CAST(... AS VARCHAR) (if the column is text that Impala or Hive stored as bytes, set `binary_as_string: true` on its source)"
+        ),
+        "{message}"
+    );
+}
+
+/// Bytes that are not UTF-8 stop the run with the column named, before anything is sent.
+#[tokio::test]
+async fn binary_as_string_refuses_bytes_that_are_not_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let emails: [&[u8]; 3] = [
+        b"zoe@example.com",
+        b"skip@example.com",
+        b"\xffmile@example.com",
+    ];
+    write_bytes_table(&dir.path().join("t.parquet"), &emails);
+    let pipeline = bytes_pipeline(dir.path(), ", binary_as_string: true");
+    let engine = Engine::open(&pipeline).await.unwrap();
+    let query = engine.plan_exports(None).await.unwrap().remove(0);
+    let mut sink = Capture::default();
+    let e = engine
+        .run_export(&query, &mut sink, &RunOptions::default())
+        .await
+        .expect_err("ran");
+    assert!(sink.0.is_empty());
+    let message = e.to_string();
+    assert!(
+        message.contains("segment `a`, mapping.email")
+            && message.contains("Encountered non UTF-8 data"),
+        "{message}"
+    );
+}

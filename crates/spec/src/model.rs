@@ -201,6 +201,10 @@ pub struct Source {
     /// Delta tables only: the table version to read (default: the latest).
     #[serde(default)]
     pub version: Option<u64>,
+    /// Parquet only: read byte columns with no string annotation as text, as Impala and
+    /// older Hive write their strings (default: false, they stay bytes).
+    #[serde(default)]
+    pub binary_as_string: bool,
 }
 
 /// What happens when an export has more contacts than its cap.

@@ -148,6 +148,10 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
                 format!("sources.{name}.version"),
                 "applies to Delta tables only; write `format: delta` or remove `version`".into(),
             ),
+            SourceFormat::Delta if source.binary_as_string => err(
+                format!("sources.{name}.binary_as_string"),
+                "applies to Parquet files only; a Delta table's schema already says which columns are strings".into(),
+            ),
             SourceFormat::Delta if source.path.contains(['*', '?', '[']) => err(
                 format!("sources.{name}.path"),
                 "a Delta table is a folder (the one holding `_delta_log/`), not a glob".into(),
@@ -156,6 +160,12 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
         }
         if source.format == SourceFormat::Delta && file.engine.cluster.is_some() {
             err(format!("sources.{name}.format"), DELTA_ON_CLUSTER.into());
+        }
+        if source.binary_as_string && file.engine.cluster.is_some() {
+            err(
+                format!("sources.{name}.binary_as_string"),
+                "cluster mode does not take it yet; remove it and convert the columns in the segment's SQL with CAST(... AS VARCHAR)".into(),
+            );
         }
     }
 

@@ -312,3 +312,30 @@ fn a_delta_source_on_a_cluster_is_refused_with_what_to_do() {
     // Without the cluster, the same Delta source is accepted.
     assert!(parse(&delta, Path::new("p.yaml"), &env).is_ok());
 }
+
+#[test]
+fn binary_as_string_is_for_parquet_sources_only() {
+    let parquet = GOOD.replace(
+        "{ format: parquet, path: data/profiles/ }",
+        "{ format: parquet, path: data/profiles/, binary_as_string: true }",
+    );
+    let source = parse(&parquet, Path::new("p.yaml"), &env).expect("a Parquet source takes it");
+    assert!(source.file.sources["profiles"].binary_as_string);
+    let on_cluster = format!("engine: {{ cluster: \"df://localhost:50050\" }}\n{parquet}");
+    assert_eq!(
+        problem_lines(&on_cluster),
+        [
+            "sources.profiles.binary_as_string: cluster mode does not take it yet; remove it and convert the columns in the segment's SQL with CAST(... AS VARCHAR)"
+        ]
+    );
+    let delta = GOOD.replace(
+        "{ format: parquet, path: data/profiles/ }",
+        "{ format: delta, path: lake/profiles, binary_as_string: true }",
+    );
+    assert_eq!(
+        problem_lines(&delta),
+        [
+            "sources.profiles.binary_as_string: applies to Parquet files only; a Delta table's schema already says which columns are strings"
+        ]
+    );
+}

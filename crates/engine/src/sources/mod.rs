@@ -8,14 +8,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::datatypes::Schema;
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::parquet::arrow::parquet_to_arrow_schema;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionContext, cast, ident};
 use pipeline_spec::{Cloud, Pipeline, Place, Source, SourceFormat, Storage, place_of};
 
 use crate::store;
@@ -78,7 +79,7 @@ fn register_local(
         .map(|f| ListingTableUrl::parse(f.to_string_lossy()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    register_listing(ctx, name, urls, merge_schemas(read)?)
+    register_listing(ctx, name, urls, source, merge_schemas(read)?)
 }
 
 /// Lists a source's objects, reads their footers concurrently, and registers them.
@@ -102,7 +103,7 @@ async fn register_remote(
         schemas.push((object_url.clone(), schema));
         urls.push(ListingTableUrl::parse(&object_url).map_err(|e| e.to_string())?);
     }
-    register_listing(ctx, name, urls, merge_schemas(schemas)?)
+    register_listing(ctx, name, urls, source, merge_schemas(schemas)?)
 }
 
 /// One schema for a source's files, merged one file at a time so that a file that does
@@ -123,19 +124,59 @@ fn register_listing(
     ctx: &SessionContext,
     name: &str,
     urls: Vec<ListingTableUrl>,
+    source: &Source,
     schema: Schema,
 ) -> Result<(), String> {
     // The strings stay `Utf8`, not the view types DataFusion picks when it infers a schema
     // itself: views spared the 10% filter a sixth of its time but held the pages their
     // values sit in, 5-55 MiB more at every peak (docs/performance.md, "String view types").
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
+    let bytes = source.binary_as_string && schema.fields().iter().any(|f| is_bytes(f));
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
         .with_schema(Arc::new(schema));
-    let table = ListingTable::try_new(config).map_err(|e| e.to_string())?;
-    ctx.register_table(name, Arc::new(table))
-        .map_err(|e| e.to_string())?;
+    let table = Arc::new(ListingTable::try_new(config).map_err(|e| e.to_string())?);
+    let table = if bytes {
+        bytes_as_text(ctx, table)?
+    } else {
+        table
+    };
+    ctx.register_table(name, table).map_err(|e| e.to_string())?;
     Ok(())
+}
+
+fn is_bytes(field: &Field) -> bool {
+    matches!(
+        field.data_type(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+    )
+}
+
+/// `table` with its byte columns cast to text. The cast runs after the scan, on Arrow
+/// arrays: it checks every value is UTF-8 and fails the query naming the bytes that are
+/// not. (Handing the Parquet reader a `Utf8` schema for the bytes would skip that check.)
+fn bytes_as_text(
+    ctx: &SessionContext,
+    table: Arc<dyn TableProvider>,
+) -> Result<Arc<dyn TableProvider>, String> {
+    let columns = table
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let column = ident(f.name());
+            if is_bytes(f) {
+                cast(column, DataType::Utf8).alias(f.name())
+            } else {
+                column
+            }
+        })
+        .collect::<Vec<_>>();
+    let frame = ctx
+        .read_table(table)
+        .and_then(|t| t.select(columns))
+        .map_err(|e| e.to_string())?;
+    Ok(frame.into_view())
 }
 
 /// The Parquet files a source path names, sorted.
