@@ -372,6 +372,18 @@ exports:
     pipeline_spec::parse(&text, &dir.join("p.yaml"), &|_| Some("k".into())).unwrap()
 }
 
+/// Runs the export of `dir`'s byte table with `binary_as_string: true`.
+async fn run_bytes(dir: &Path) -> (Result<ExportSummary, pipeline_engine::EngineError>, Capture) {
+    let pipeline = bytes_pipeline(dir, ", binary_as_string: true");
+    let engine = Engine::open(&pipeline).await.unwrap();
+    let query = engine.plan_exports(None).await.unwrap().remove(0);
+    let mut sink = Capture::default();
+    let summary = engine
+        .run_export(&query, &mut sink, &RunOptions::default())
+        .await;
+    (summary, sink)
+}
+
 const BYTES_EMAILS: [&[u8]; 3] = [
     b"zoe@example.com",
     b"skip@example.com",
@@ -383,14 +395,8 @@ const BYTES_EMAILS: [&[u8]; 3] = [
 async fn binary_as_string_reads_byte_columns_as_text() {
     let dir = tempfile::tempdir().unwrap();
     write_bytes_table(&dir.path().join("t.parquet"), &BYTES_EMAILS);
-    let pipeline = bytes_pipeline(dir.path(), ", binary_as_string: true");
-    let engine = Engine::open(&pipeline).await.unwrap();
-    let query = engine.plan_exports(None).await.unwrap().remove(0);
-    let mut sink = Capture::default();
-    let summary = engine
-        .run_export(&query, &mut sink, &RunOptions::default())
-        .await
-        .unwrap();
+    let (summary, sink) = run_bytes(dir.path()).await;
+    let summary = summary.unwrap();
     let got: Vec<(String, String)> = sink
         .0
         .iter()
@@ -447,14 +453,8 @@ async fn binary_as_string_refuses_bytes_that_are_not_text() {
         b"\xffmile@example.com",
     ];
     write_bytes_table(&dir.path().join("t.parquet"), &emails);
-    let pipeline = bytes_pipeline(dir.path(), ", binary_as_string: true");
-    let engine = Engine::open(&pipeline).await.unwrap();
-    let query = engine.plan_exports(None).await.unwrap().remove(0);
-    let mut sink = Capture::default();
-    let e = engine
-        .run_export(&query, &mut sink, &RunOptions::default())
-        .await
-        .expect_err("ran");
+    let (summary, sink) = run_bytes(dir.path()).await;
+    let e = summary.expect_err("ran");
     assert!(sink.0.is_empty());
     let message = e.to_string();
     assert!(
