@@ -300,12 +300,20 @@ fn decoded(expr: String, data_type: DataType) -> (String, DataType) {
 /// What to do when a mapped column holds bytes: most often it is text a writer stored
 /// without its string annotation.
 fn bytes_hint(t: &DataType) -> &'static str {
-    match t {
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
-            " (if the column is text that Impala or Hive stored as bytes, set `binary_as_string: true` on its source)"
-        }
-        _ => "",
+    if is_bytes(t) {
+        " (if the column is text that Impala or Hive stored as bytes, set `binary_as_string: true` on its source)"
+    } else {
+        ""
     }
+}
+
+/// Whether values of `t` are bytes (what a Parquet BINARY column without the string
+/// annotation reads as).
+pub(crate) fn is_bytes(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+    )
 }
 
 fn is_string(t: &DataType) -> bool {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Schema};
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -19,6 +19,7 @@ use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use datafusion::prelude::{SessionContext, cast, ident};
 use pipeline_spec::{Cloud, Pipeline, Place, Source, SourceFormat, Storage, place_of};
 
+use crate::plan::is_bytes;
 use crate::store;
 
 use crate::progress::{FooterRows, footer_key};
@@ -131,7 +132,7 @@ fn register_listing(
     // itself: views spared the 10% filter a sixth of its time but held the pages their
     // values sit in, 5-55 MiB more at every peak (docs/performance.md, "String view types").
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
-    let bytes = source.binary_as_string && schema.fields().iter().any(|f| is_bytes(f));
+    let bytes = source.binary_as_string && schema.fields().iter().any(|f| is_bytes(f.data_type()));
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
         .with_schema(Arc::new(schema));
@@ -143,13 +144,6 @@ fn register_listing(
     };
     ctx.register_table(name, table).map_err(|e| e.to_string())?;
     Ok(())
-}
-
-fn is_bytes(field: &Field) -> bool {
-    matches!(
-        field.data_type(),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
-    )
 }
 
 /// `table` with its byte columns cast to text. The cast runs after the scan, on Arrow
@@ -166,7 +160,7 @@ fn bytes_as_text(
         .iter()
         .map(|f| {
             let column = ident(f.name());
-            if is_bytes(f) {
+            if is_bytes(f.data_type()) {
                 cast(column, DataType::Utf8).alias(f.name())
             } else {
                 column
