@@ -216,6 +216,65 @@ fn bad_order_by_names_the_export() {
 }
 
 #[test]
+fn order_by_takes_nulls_last_and_says_how_to_put_nulls_first() {
+    let dir = sample_dir();
+    let mut sent = Vec::new();
+    for order in ["lifetime_value DESC", "lifetime_value desc nulls last"] {
+        let export = EXPORT.replace("order_by: customer_id", &format!("order_by: {order}"));
+        let file = write(dir.path(), &pipeline_yaml(SEGMENTS, &export));
+        let out = format!("out-{}", sent.len());
+        let run = pipeline(dir.path(), &["run", file, "--dry-run", &out], &[]);
+        assert_eq!(run.code, 0, "{order}: {}", run.stderr);
+        sent.push(emails(&contacts(&dir.path().join(out).join("newsletter"))));
+    }
+    assert!(!sent[0].is_empty());
+    assert_eq!(sent[0], sent[1]);
+
+    let export = EXPORT.replace(
+        "order_by: customer_id",
+        "order_by: [lifetime_value DESC NULLS FIRST]",
+    );
+    let (_d, run) = run_file(&pipeline_yaml(SEGMENTS, &export));
+    assert_config_error(
+        &run,
+        &[
+            "exports[0] (`newsletter`) order_by[0]: `lifetime_value DESC NULLS FIRST`: rows without a value always come last in `order_by`; to put them first, write `lifetime_value IS NOT NULL` before it (false sorts first)",
+        ],
+    );
+    assert_eq!(
+        run.stderr.matches("order_by[0]").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_mapping_is_one_expression_without_a_name_of_its_own() {
+    let export = EXPORT.replace("first_name: first_name", "first_name: \"first_name ||\"");
+    let (_d, run) = run_file(&pipeline_yaml(SEGMENTS, &export));
+    assert_config_error(
+        &run,
+        &[
+            "exports[0] (`newsletter`) mapping.first_name: `first_name ||` is not a valid expression over segment `vip`: Expected: an expression, found: EOF",
+        ],
+    );
+    assert!(!run.stderr.contains("No field named as"), "{}", run.stderr);
+
+    let export = EXPORT.replace(
+        "first_name: first_name",
+        "first_name: upper(first_name) AS given",
+    );
+    let (_d, run) = run_file(&pipeline_yaml(SEGMENTS, &export));
+    assert_config_error(
+        &run,
+        &[
+            "mapping.first_name: `upper(first_name) AS given` is not a valid expression over segment `vip`: names itself `given`, but a field is named by its key in the mapping: write the expression without `AS`",
+        ],
+    );
+}
+
+#[test]
 fn unknown_export_is_a_usage_error() {
     let dir = sample_dir();
     let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));

@@ -12,6 +12,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::TreeNode;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::DFParser;
 use pipeline_sink::{ContactField, FieldKind};
 use pipeline_spec::{Export, FieldLengthPolicy, Identifier};
 
@@ -180,7 +181,15 @@ pub(crate) async fn plan_export(
         }
         let mut order_exprs = Vec::new();
         for (j, written) in export.order_by.iter().enumerate() {
-            let (expr_text, descending) = split_direction(written);
+            let (expr_text, descending) = match split_direction(written) {
+                Ok(split) => split,
+                Err(message) => {
+                    if seg_index == 0 {
+                        problems.push(format!("{}: {message}", at(&format!("order_by[{j}]"))));
+                    }
+                    continue;
+                }
+            };
             let expr = resolve(expr_text, schema);
             match expression_type(ctx, segment, &expr).await {
                 Ok(_) => order_exprs.push(expr),
@@ -222,16 +231,38 @@ fn quote_str(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn split_direction(written: &str) -> (&str, bool) {
-    let trimmed = written.trim();
-    let lower = trimmed.to_ascii_lowercase();
-    if lower.ends_with(" desc") {
-        (trimmed[..trimmed.len() - 5].trim_end(), true)
-    } else if lower.ends_with(" asc") {
-        (trimmed[..trimmed.len() - 4].trim_end(), false)
-    } else {
-        (trimmed, false)
+/// An `order_by` entry's expression and whether it sorts descending. Rows without a
+/// value come last either way, so `NULLS LAST` may be written; `NULLS FIRST` is refused
+/// with the entry that gives it.
+fn split_direction(written: &str) -> Result<(&str, bool), String> {
+    let mut rest = written.trim();
+    if let Some(before) = strip_last_word(rest, "last").and_then(|r| strip_last_word(r, "nulls")) {
+        rest = before;
+    } else if let Some(before) =
+        strip_last_word(rest, "first").and_then(|r| strip_last_word(r, "nulls"))
+    {
+        let expr = strip_last_word(before, "desc")
+            .or_else(|| strip_last_word(before, "asc"))
+            .unwrap_or(before);
+        return Err(format!(
+            "`{written}`: rows without a value always come last in `order_by`; to put them first, write `{expr} IS NOT NULL` before it (false sorts first)"
+        ));
     }
+    if let Some(expr) = strip_last_word(rest, "desc") {
+        Ok((expr, true))
+    } else if let Some(expr) = strip_last_word(rest, "asc") {
+        Ok((expr, false))
+    } else {
+        Ok((rest, false))
+    }
+}
+
+/// `text` without its last word when that word is `word` (any case) after white space.
+fn strip_last_word<'a>(text: &'a str, word: &str) -> Option<&'a str> {
+    let cut = text.len().checked_sub(word.len())?;
+    let (before, last) = (text.get(..cut)?, text.get(cut..)?);
+    (last.eq_ignore_ascii_case(word) && before.ends_with(char::is_whitespace))
+        .then(|| before.trim_end())
 }
 
 async fn expression_type(
@@ -240,6 +271,15 @@ async fn expression_type(
     expr: &str,
 ) -> Result<DataType, String> {
     crate::segments::check_expression_size(expr)?;
+    // Parsed alone first: inside the query below, trailing text would be read as more
+    // SQL (`email ||` as `email || AS`).
+    let parsed =
+        DFParser::parse_sql_into_expr(expr).map_err(|e| clean_sql_error(&e.to_string()))?;
+    if let Some(alias) = parsed.alias {
+        return Err(format!(
+            "names itself `{alias}`, but a field is named by its key in the mapping: write the expression without `AS`"
+        ));
+    }
     let sql = format!("SELECT {expr} AS v FROM {}", quote_ident(segment));
     let df = ctx
         .sql_with_options(&sql, query_only())

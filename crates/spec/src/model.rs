@@ -287,7 +287,8 @@ pub struct Export {
     pub on_cap_exceeded: OnCapExceeded,
     /// Column names or SQL expressions, each optionally followed by `ASC` or `DESC`,
     /// that order the contacts: the first row of an email wins the dedupe and the first
-    /// `max_profiles` survive a truncation. Defaults to the email and then every mapped field.
+    /// `max_profiles` survive a truncation. Nulls come last (`NULLS LAST` may be written).
+    /// Defaults to the email and then every mapped field.
     #[serde(default, deserialize_with = "one_or_many")]
     #[schemars(with = "Option<OneOrMany>")]
     pub order_by: Vec<String>,
