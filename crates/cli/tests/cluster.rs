@@ -432,3 +432,30 @@ fn executors_read_s3_sources_with_the_pipelines_settings() {
     assert!(cluster.executors_used() >= 1, "no executor ran a task");
     assert_same_run(dir.path(), "local", "cluster", &local, &run);
 }
+
+/// A Delta table on the cluster: `pipeline run` reads its log and sends the cluster the
+/// files of the version read. At the latest version (after a delete that rewrote files)
+/// and at a pinned one, the bodies are those of the local run, byte for byte.
+#[test]
+fn a_delta_table_sends_the_same_bodies_from_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    if account::write_delta_table(dir.path()).is_none() {
+        return;
+    }
+    let cluster = Cluster::start(2, &[]);
+    for (case, source) in [
+        ("latest", "{ format: delta, path: table }"),
+        ("pinned", "{ format: delta, path: table, version: 0 }"),
+    ] {
+        let text = account::delta_yaml(source);
+        std::fs::write(dir.path().join("local.yaml"), &text).unwrap();
+        let (local_out, cluster_out) = (format!("{case}-local"), format!("{case}-cluster"));
+        let local = dry_run(dir.path(), "local.yaml", &local_out);
+        assert_eq!(local.code, 0, "{}", local.stderr);
+        let file = write(dir.path(), &on_cluster(&text, &cluster.url()));
+        let run = dry_run(dir.path(), file, &cluster_out);
+        assert_eq!(run.code, 0, "{case}: {}\n{}", run.stderr, cluster.logs());
+        assert_same_run(dir.path(), &local_out, &cluster_out, &local, &run);
+    }
+    assert!(cluster.executors_used() >= 1, "no executor ran a task");
+}

@@ -6,61 +6,14 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 use common::account::*;
 use common::s3::S3Server;
 use common::*;
 
-/// Writes the three-version table at `dir/table` from rows 1–300 and 301–600; `None`
-/// when no Python is configured (and none is required).
-fn write_table(dir: &Path) -> Option<()> {
-    let python = python("`deltalake` installed")?;
-    let all = rows(600);
-    for (name, part) in [("first", &all[..300]), ("second", &all[300..])] {
-        let scratch = dir.join(name);
-        write_profiles(&scratch, part);
-    }
-    let out = Command::new(python)
-        .arg(repo().join("crates/cli/tests/support/write_delta.py"))
-        .arg(dir.join("table"))
-        .arg(dir.join("first/data/profiles.parquet"))
-        .arg(dir.join("second/data/profiles.parquet"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
-    Some(())
-}
-
-fn yaml(source: &str) -> String {
-    let connections = connections_yaml(None);
-    format!(
-        "version: 1
-{connections}sources:
-  profiles: {source}
-segments:
-  subscribed: SELECT * FROM profiles WHERE is_subscribed
-exports:
-  - name: daily
-    connection: marketing
-    segments: [subscribed]
-    order_by: customer_id
-    list_ids: [{LIST}]
-    mapping:
-      email: email
-      first_name: first_name
-"
-    )
-}
-
 /// The emails a dry run of `source` would send, in order.
 fn dry_run(dir: &Path, source: &str, env: &[(&str, &str)]) -> Vec<String> {
-    let file = write(dir, &yaml(source));
+    let file = write(dir, &delta_yaml(source));
     let _ = std::fs::remove_dir_all(dir.join("out"));
     let run = pipeline(dir, &["run", file, "--dry-run", "out"], env);
     assert_eq!(run.code, 0, "{source}: {}{}", run.stdout, run.stderr);
@@ -74,7 +27,7 @@ fn expected(ids: impl Iterator<Item = i64>) -> Vec<String> {
 #[test]
 fn a_delta_table_exports_its_current_rows_or_a_pinned_version() {
     let dir = tempfile::tempdir().unwrap();
-    if write_table(dir.path()).is_none() {
+    if write_delta_table(dir.path()).is_none() {
         return;
     }
     let latest = dry_run(dir.path(), "{ format: delta, path: table }", &[]);
@@ -125,7 +78,7 @@ fn a_delta_table_exports_its_current_rows_or_a_pinned_version() {
     // on Parquet files are each named.
     let file = write(
         dir.path(),
-        &yaml("{ format: delta, path: table, version: 9 }"),
+        &delta_yaml("{ format: delta, path: table, version: 9 }"),
     );
     let run = pipeline(dir.path(), &["validate", file], &[]);
     assert_eq!(run.code, 2, "{}", run.stderr);
@@ -135,7 +88,7 @@ fn a_delta_table_exports_its_current_rows_or_a_pinned_version() {
         run.stderr
     );
     assert!(run.stderr.contains("version 9"), "{}", run.stderr);
-    let file = write(dir.path(), &yaml("{ format: delta, path: flat }"));
+    let file = write(dir.path(), &delta_yaml("{ format: delta, path: flat }"));
     let run = pipeline(dir.path(), &["validate", file], &[]);
     assert!(
         run.stderr.contains("is not a Delta table: it has no `_delta_log/` folder (for Parquet files, write `format: parquet`)"),
@@ -144,7 +97,7 @@ fn a_delta_table_exports_its_current_rows_or_a_pinned_version() {
     );
     let file = write(
         dir.path(),
-        &yaml("{ format: parquet, path: flat, version: 1 }"),
+        &delta_yaml("{ format: parquet, path: flat, version: 1 }"),
     );
     let run = pipeline(dir.path(), &["validate", file], &[]);
     assert!(
@@ -158,7 +111,7 @@ fn a_delta_table_exports_its_current_rows_or_a_pinned_version() {
 #[test]
 fn a_delta_table_on_s3_exports_the_same_contacts_as_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    if write_table(dir.path()).is_none() {
+    if write_delta_table(dir.path()).is_none() {
         return;
     }
     let Some(server) = S3Server::start(&["lake"], &[]) else {
@@ -186,7 +139,7 @@ fn a_delta_table_on_s3_exports_the_same_contacts_as_on_disk() {
         "{{ format: delta, path: \"s3://lake/tables/nothing/\", storage: {} }}",
         server.storage()
     );
-    let file = write(dir.path(), &yaml(&missing));
+    let file = write(dir.path(), &delta_yaml(&missing));
     let run = pipeline(dir.path(), &["validate", file], &env);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(

@@ -15,7 +15,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
 use datafusion::prelude::SessionConfig;
 use pipeline_engine::store;
-use pipeline_spec::{Pipeline, Place, SourceFormat, Storage};
+use pipeline_spec::{Pipeline, Place, Storage};
 use serde::{Deserialize, Serialize};
 
 /// The session option `pipeline.stores`: the stores a query reads, as JSON
@@ -74,17 +74,11 @@ struct Remote {
 }
 
 impl StoreOptions {
-    /// The stores of `pipeline`'s remote sources. Delta tables are refused: their table
-    /// provider is not one Ballista can send to its executors.
+    /// The stores of `pipeline`'s remote sources, Delta tables' among them (the client
+    /// reads a Delta table's log and sends its files as a Parquet listing).
     pub fn of(pipeline: &Pipeline) -> Result<Self, String> {
         let mut remotes: BTreeMap<String, Storage> = BTreeMap::new();
-        for (name, source) in &pipeline.file.sources {
-            if source.format == SourceFormat::Delta {
-                return Err(format!(
-                    "sources.{name} {}",
-                    pipeline_spec::DELTA_ON_CLUSTER
-                ));
-            }
+        for source in pipeline.file.sources.values() {
             if let Ok(Place::Remote { url, .. }) = pipeline_spec::place_of(&source.path) {
                 remotes.insert(store::root_of(&url).to_string(), source.storage.clone());
             }
@@ -197,12 +191,13 @@ exports:
     }
 
     #[test]
-    fn a_delta_source_is_refused_with_what_to_do() {
-        let p = pipeline("  t: { format: delta, path: tables/t }");
-        let message = StoreOptions::of(&p).unwrap_err();
-        assert!(
-            message.starts_with("sources.t is a Delta table, which cluster mode cannot read yet"),
-            "{message}"
+    fn a_delta_tables_store_travels_too() {
+        let p = pipeline(
+            r#"  t: { format: delta, path: "s3://lake/tables/t", storage: { region: eu-west-1 } }"#,
         );
+        let remotes: Vec<Remote> =
+            serde_json::from_str(&StoreOptions::of(&p).unwrap().stores).unwrap();
+        assert_eq!(remotes.len(), 1);
+        assert_eq!(remotes[0].root, "s3://lake");
     }
 }

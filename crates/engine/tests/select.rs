@@ -2,16 +2,16 @@
 //! first `max_profiles` emails kept, per-segment counts, and the rejects file in order, with
 //! a memory limit below the rows sorted (about 50 MB: the sorts must spill to get there).
 
+mod common;
+
 use std::cmp::Ordering;
 use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
-use futures::StreamExt;
-use futures::future::BoxFuture;
+use common::Capture;
 use pipeline_engine::{CapStatus, Engine, ExportSummary, RunOptions};
-use pipeline_sink::{ContactStream, ExportTarget, Sink, SinkError, SinkReport};
 
 const ROWS: usize = 120_000;
 const EMAILS: u64 = 40_000;
@@ -175,27 +175,6 @@ fn expected(rows: &[Row]) -> Expected {
         kept: contacts.into_iter().take(CAP).collect(),
         segments,
         rejected_keys,
-    }
-}
-
-#[derive(Default)]
-struct Capture(Vec<RecordBatch>);
-
-impl Sink for Capture {
-    fn write_all<'a>(
-        &'a mut self,
-        _target: &'a ExportTarget,
-        mut contacts: ContactStream,
-    ) -> BoxFuture<'a, Result<SinkReport, SinkError>> {
-        Box::pin(async move {
-            let mut report = SinkReport::default();
-            while let Some(batch) = contacts.next().await {
-                let batch = batch.map_err(SinkError::Upstream)?;
-                report.contacts += batch.num_rows() as u64;
-                self.0.push(batch);
-            }
-            Ok(report)
-        })
     }
 }
 

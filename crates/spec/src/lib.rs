@@ -27,8 +27,8 @@ pub use redact::Redactions;
 pub use secret::{ApiKey, resolve_api_key};
 pub use storage::{Cloud, Place, Storage, StorageValue, check_storage, place_of};
 pub use validate::{
-    DELTA_ON_CLUSTER, SENDGRID_RESERVED_FIELDS, check_custom_field_name, check_endpoint,
-    cluster_address, is_loopback_http, is_uuid,
+    SENDGRID_RESERVED_FIELDS, check_custom_field_name, check_endpoint, cluster_address,
+    is_loopback_http, is_uuid,
 };
 
 /// A parsed, interpolated and validated pipeline file.

@@ -158,9 +158,6 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
             ),
             _ => {}
         }
-        if source.format == SourceFormat::Delta && file.engine.cluster.is_some() {
-            err(format!("sources.{name}.format"), DELTA_ON_CLUSTER.into());
-        }
         if source.binary_as_string && file.engine.cluster.is_some() {
             err(
                 format!("sources.{name}.binary_as_string"),
@@ -514,11 +511,6 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
         )),
     }
 }
-
-/// Why a Delta source and `engine.cluster` do not go together, and what to do: a Delta
-/// table's provider is not one Ballista can send to its executors.
-pub const DELTA_ON_CLUSTER: &str = "is a Delta table, which cluster mode cannot read yet; \
-     export it to Parquet, or run this pipeline without `engine.cluster`";
 
 /// The `HOST:PORT` of a Ballista scheduler written as `df://HOST:PORT`.
 pub fn cluster_address(written: &str) -> Result<String, String> {

@@ -296,21 +296,13 @@ fn a_name_given_twice_is_refused_where_it_repeats() {
 }
 
 #[test]
-fn a_delta_source_on_a_cluster_is_refused_with_what_to_do() {
+fn a_delta_source_is_accepted_on_a_cluster() {
     let delta = GOOD.replace(
         "{ format: parquet, path: data/profiles/ }",
         "{ format: delta, path: lake/profiles }",
     );
     let on_cluster = format!("engine: {{ cluster: \"df://localhost:50050\" }}\n{delta}");
-    assert_eq!(
-        problem_lines(&on_cluster),
-        [
-            "sources.profiles.format: is a Delta table, which cluster mode cannot read yet; \
-             export it to Parquet, or run this pipeline without `engine.cluster`"
-        ]
-    );
-    // Without the cluster, the same Delta source is accepted.
-    assert!(parse(&delta, Path::new("p.yaml"), &env).is_ok());
+    assert!(parse(&on_cluster, Path::new("p.yaml"), &env).is_ok());
 }
 
 #[test]

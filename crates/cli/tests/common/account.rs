@@ -53,6 +53,54 @@ pub fn rows(n: i64) -> Vec<Row> {
     (1..=n).map(row).collect()
 }
 
+/// Writes the three-version table at `dir/table` from rows 1–300 and 301–600; `None`
+/// when no Python is configured (and none is required).
+pub fn write_delta_table(dir: &Path) -> Option<()> {
+    let python = python("`deltalake` installed")?;
+    let all = rows(600);
+    for (name, part) in [("first", &all[..300]), ("second", &all[300..])] {
+        let scratch = dir.join(name);
+        write_profiles(&scratch, part);
+    }
+    let out = std::process::Command::new(python)
+        .arg(repo().join("crates/cli/tests/support/write_delta.py"))
+        .arg(dir.join("table"))
+        .arg(dir.join("first/data/profiles.parquet"))
+        .arg(dir.join("second/data/profiles.parquet"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    Some(())
+}
+
+/// A pipeline exporting the subscribed rows of `source` (as [`write_delta_table`] writes
+/// them) to one list.
+pub fn delta_yaml(source: &str) -> String {
+    let connections = connections_yaml(None);
+    format!(
+        "version: 1
+{connections}sources:
+  profiles: {source}
+segments:
+  subscribed: SELECT * FROM profiles WHERE is_subscribed
+exports:
+  - name: daily
+    connection: marketing
+    segments: [subscribed]
+    order_by: customer_id
+    list_ids: [{LIST}]
+    mapping:
+      email: email
+      first_name: first_name
+"
+    )
+}
+
 pub fn write_profiles(dir: &Path, rows: &[Row]) {
     let columns: Vec<(&str, ArrayRef)> = vec![
         (

@@ -1,15 +1,18 @@
 //! A Delta Lake table, local or in an object store, read through the `deltalake` table
 //! provider at its latest version or a pinned one: the files the log holds at that
 //! version are read (with their deletion vectors and partition values), removed files
-//! are not.
+//! are not. On a cluster, where Ballista cannot send that provider to its executors, the
+//! same files are read as a Parquet listing (see [`as_files`]).
 
 use std::sync::{Arc, Once};
 
+use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::prelude::SessionContext;
+use deltalake_core::kernel::engine::arrow_conversion::TryIntoArrow as _;
 use deltalake_core::logstore::{
     LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig, default_logstore, logstore_factories,
 };
-use deltalake_core::{DeltaResult, DeltaTableBuilder, DeltaTableError};
+use deltalake_core::{DeltaResult, DeltaTable, DeltaTableBuilder, DeltaTableError};
 use pipeline_spec::{Cloud, Pipeline, Place, Source};
 
 use crate::store;
@@ -78,6 +81,8 @@ pub(super) async fn register(
                 url.set_path(&format!("{}/", url.path()));
             }
             let store = store::open(cloud, &url, &source.storage)?;
+            // The session reads the files itself on a cluster (and the scheduler lists them).
+            store::register(ctx, &store);
             let builder = DeltaTableBuilder::from_url(url.clone())
                 .map_err(|e| e.to_string())?
                 .with_storage_backend(store.inner, store::root_of(&url));
@@ -92,6 +97,9 @@ pub(super) async fn register(
         .load()
         .await
         .map_err(|e| explain(&url, cloud, source, e))?;
+    if pipeline.file.engine.cluster.is_some() {
+        return as_files(ctx, name, source, &table, &url);
+    }
     table
         .update_datafusion_session(&ctx.state())
         .map_err(|e| explain(&url, cloud, source, e))?;
@@ -102,6 +110,64 @@ pub(super) async fn register(
     ctx.register_table(name, provider)
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Registers the table as the Parquet files its log holds at the loaded version, which
+/// is what the provider reads when the table has no partition columns, no column mapping
+/// and no deletion vectors; a table with any of them is refused, saying which.
+fn as_files(
+    ctx: &SessionContext,
+    name: &str,
+    source: &Source,
+    table: &DeltaTable,
+    url: &url::Url,
+) -> Result<(), String> {
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| format!("cannot read the Delta table at {url} ({e})"))?;
+    let version = snapshot.version();
+    let instead = "export it to Parquet, or run this pipeline without `engine.cluster`";
+    let metadata = snapshot.metadata();
+    if !metadata.partition_columns().is_empty() {
+        return Err(format!(
+            "the Delta table at {url} is partitioned (by {}), which cluster mode cannot read yet: its partition values are in the log, not in the files; {instead}",
+            metadata.partition_columns().join(", ")
+        ));
+    }
+    if let Some(mode) = metadata
+        .configuration()
+        .get("delta.columnMapping.mode")
+        .filter(|mode| !mode.eq_ignore_ascii_case("none"))
+    {
+        return Err(format!(
+            "the Delta table at {url} maps its columns by {mode} (`delta.columnMapping.mode`), which cluster mode cannot read yet: the files' column names are not the table's; {instead}"
+        ));
+    }
+    let with_deletions = snapshot
+        .log_data()
+        .iter()
+        .filter(|file| file.deletion_vector_descriptor().is_some())
+        .count();
+    if with_deletions > 0 {
+        return Err(format!(
+            "{with_deletions} file(s) of the Delta table at {url} (version {version}) have deletion vectors, which cluster mode cannot read yet: rows deleted from them would be read; rewrite them (`REORG TABLE ... APPLY (PURGE)`), or {instead}"
+        ));
+    }
+    let schema: arrow::datatypes::Schema =
+        snapshot.schema().as_ref().try_into_arrow().map_err(|e| {
+            format!("the Delta table at {url} has a schema Arrow cannot read ({e})")
+        })?;
+    let urls = table
+        .get_file_uris()
+        .map_err(|e| format!("cannot read the Delta table at {url} ({e})"))?
+        .map(|uri| ListingTableUrl::parse(&uri).map_err(|e| format!("{uri}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if urls.is_empty() {
+        return Err(format!(
+            "the Delta table at {url} holds no data file at version {version}, and cluster mode cannot read an empty table yet; {instead}"
+        ));
+    }
+    super::register_listing(ctx, name, urls, source, schema)
 }
 
 /// What a failed load means: a missing table, a version it never had, or the store's

@@ -121,7 +121,7 @@ fn merge_schemas(files: Vec<(String, Schema)>) -> Result<Schema, String> {
     Ok(merged)
 }
 
-fn register_listing(
+pub(super) fn register_listing(
     ctx: &SessionContext,
     name: &str,
     urls: Vec<ListingTableUrl>,

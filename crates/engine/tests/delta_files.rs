@@ -1,0 +1,258 @@
+//! A Delta table where the selection runs on a cluster: read as the Parquet files its log
+//! holds at the version read (Ballista cannot send deltalake's provider to executors).
+//! The tables are written here, log and files, so that each case is exactly what it says;
+//! the cluster is this process's own session, which is what the engine hands the sources
+//! to (crates/cli/tests/cluster.rs runs a real one).
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use common::Capture;
+use datafusion::execution::SessionState;
+use datafusion::prelude::SessionContext;
+use futures::future::BoxFuture;
+use pipeline_engine::{Cluster, Engine, RunOptions};
+use serde_json::{Value, json};
+
+/// A "cluster" that runs the queries in this process, with the session it is given.
+struct Here;
+
+impl Cluster for Here {
+    fn connect<'a>(
+        &'a self,
+        _address: &'a str,
+        state: SessionState,
+        _pipeline: &'a pipeline_spec::Pipeline,
+    ) -> BoxFuture<'a, Result<SessionContext, String>> {
+        Box::pin(async move { Ok(SessionContext::new_with_state(state)) })
+    }
+}
+
+/// Writes `ids` (with their emails) as the Parquet file `name` of the table at `dir`;
+/// returns the file's `add` action.
+fn data_file(dir: &Path, name: &str, ids: &[i64]) -> Value {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("email", DataType::Utf8, true),
+    ]));
+    let emails: Vec<String> = ids.iter().map(|i| format!("p{i}@example.com")).collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(ids.to_vec())),
+            Arc::new(StringArray::from(emails)),
+        ],
+    )
+    .unwrap();
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None)
+            .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    json!({"add": {
+        "path": name,
+        "partitionValues": {},
+        "size": std::fs::metadata(&path).unwrap().len(),
+        "modificationTime": 1_700_000_000_000u64,
+        "dataChange": true,
+    }})
+}
+
+/// A column of the table's schema, with `metadata`.
+fn column(name: &str, kind: &str, metadata: Value) -> Value {
+    json!({"name": name, "type": kind, "nullable": true, "metadata": metadata})
+}
+
+/// The columns `id` and `email` that [`data_file`] writes.
+fn columns() -> Vec<Value> {
+    vec![
+        column("id", "long", json!({})),
+        column("email", "string", json!({})),
+    ]
+}
+
+/// The table's first commit: its protocol and metadata (`fields`, partitioned by
+/// `partitions`), then `actions`.
+fn first_commit(
+    dir: &Path,
+    protocol: Value,
+    configuration: Value,
+    (fields, partitions): (Vec<Value>, &[&str]),
+    actions: &[Value],
+) {
+    let schema = json!({"type": "struct", "fields": fields});
+    let metadata = json!({"metaData": {
+        "id": "5fba94ed-9794-4965-ba6e-6ee3c0d22af9",
+        "format": {"provider": "parquet", "options": {}},
+        "schemaString": schema.to_string(),
+        "partitionColumns": partitions,
+        "configuration": configuration,
+        "createdTime": 1_700_000_000_000u64,
+    }});
+    let mut lines = vec![json!({ "protocol": protocol }), metadata];
+    lines.extend(actions.iter().cloned());
+    commit(dir, 0, &lines);
+}
+
+fn commit(dir: &Path, version: u64, lines: &[Value]) {
+    let log = dir.join("_delta_log");
+    std::fs::create_dir_all(&log).unwrap();
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(log.join(format!("{version:020}.json")), text).unwrap();
+}
+
+fn pipeline(dir: &Path, source: &str, cluster: bool) -> pipeline_spec::Pipeline {
+    let engine = if cluster {
+        "engine: { cluster: \"df://127.0.0.1:50050\" }"
+    } else {
+        ""
+    };
+    let text = format!(
+        r#"
+version: 1
+{engine}
+connections:
+  m: {{ type: sendgrid, api_key: "${{K}}", data_privacy_consent: true }}
+sources:
+  t: {source}
+segments:
+  a: SELECT * FROM t
+exports:
+  - name: x
+    connection: m
+    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]
+    segments: [a]
+    mapping: {{ email: email }}
+    order_by: id
+"#
+    );
+    pipeline_spec::parse(&text, &dir.join("p.yaml"), &|_| Some("k".into())).unwrap()
+}
+
+async fn open(dir: &Path, source: &str, cluster: bool) -> Result<Engine, String> {
+    Engine::open_with(&pipeline(dir, source, cluster), Some(&Here))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The emails the export sends, in order.
+async fn sent(dir: &Path, source: &str, cluster: bool) -> Vec<String> {
+    let engine = open(dir, source, cluster).await.unwrap();
+    let query = engine.plan_exports(None).await.unwrap().remove(0);
+    let mut sink = Capture::default();
+    engine
+        .run_export(&query, &mut sink, &RunOptions::default())
+        .await
+        .unwrap();
+    sink.0
+        .iter()
+        .flat_map(|b| {
+            let email = b.column_by_name("email").unwrap().as_string::<i32>();
+            (0..b.num_rows())
+                .map(|i| email.value(i).to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn emails(ids: std::ops::RangeInclusive<i64>) -> Vec<String> {
+    ids.map(|i| format!("p{i}@example.com")).collect()
+}
+
+/// Version 1 replaced `a.parquet` with `b.parquet`; the replaced file stays on disk and
+/// is not read, on the cluster as here, at the latest version and at a pinned one.
+#[tokio::test]
+async fn a_delta_table_on_a_cluster_reads_the_files_of_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("t");
+    let a = data_file(&table, "a.parquet", &[1, 2, 3]);
+    first_commit(
+        &table,
+        json!({"minReaderVersion": 1, "minWriterVersion": 2}),
+        json!({}),
+        (columns(), &[]),
+        &[a],
+    );
+    let b = data_file(&table, "b.parquet", &[4, 5, 6, 7]);
+    let remove = json!({"remove": {"path": "a.parquet", "deletionTimestamp": 1_700_000_001_000u64, "dataChange": true}});
+    commit(&table, 1, &[remove, b]);
+
+    let latest = "{ format: delta, path: t }";
+    assert_eq!(sent(dir.path(), latest, true).await, emails(4..=7));
+    assert_eq!(sent(dir.path(), latest, false).await, emails(4..=7));
+    let first = "{ format: delta, path: t, version: 0 }";
+    assert_eq!(sent(dir.path(), first, true).await, emails(1..=3));
+}
+
+/// What the files alone do not say is refused on a cluster, each with its reason: the
+/// partition values, renamed columns, rows deleted by deletion vectors.
+#[tokio::test]
+async fn delta_tables_the_files_do_not_describe_are_refused_on_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = "{ format: delta, path: t }";
+    let refused = |message: &str, needle: &str| {
+        assert!(
+            message.contains("source `t` (t): the Delta table at file://")
+                && message.contains(needle),
+            "expected `{needle}` in: {message}"
+        );
+    };
+
+    let table = dir.path().join("t");
+    let mut add = data_file(&table, "country=US/a.parquet", &[1]);
+    add["add"]["partitionValues"] = json!({"country": "US"});
+    let mut fields = columns();
+    fields.push(column("country", "string", json!({})));
+    let v1 = json!({"minReaderVersion": 1, "minWriterVersion": 2});
+    first_commit(&table, v1, json!({}), (fields, &["country"]), &[add]);
+    // Read here, the partition column is there.
+    assert_eq!(sent(dir.path(), source, false).await, emails(1..=1));
+    let message = open(dir.path(), source, true).await.err().unwrap();
+    refused(
+        &message,
+        "is partitioned (by country), which cluster mode cannot read yet: its partition values are in the log, not in the files; export it to Parquet, or run this pipeline without `engine.cluster`",
+    );
+
+    std::fs::remove_dir_all(&table).unwrap();
+    let add = data_file(&table, "a.parquet", &[1]);
+    let mapped = |id: u64, name: &str| json!({"delta.columnMapping.id": id, "delta.columnMapping.physicalName": name});
+    let fields = vec![
+        column("id", "long", mapped(1, "id")),
+        column("email", "string", mapped(2, "email")),
+    ];
+    first_commit(
+        &table,
+        json!({"minReaderVersion": 2, "minWriterVersion": 5}),
+        json!({"delta.columnMapping.mode": "name", "delta.columnMapping.maxColumnId": "2"}),
+        (fields, &[]),
+        &[add],
+    );
+    let message = open(dir.path(), source, true).await.err().unwrap();
+    refused(
+        &message,
+        "maps its columns by name (`delta.columnMapping.mode`), which cluster mode cannot read yet",
+    );
+
+    std::fs::remove_dir_all(&table).unwrap();
+    let mut add = data_file(&table, "a.parquet", &[1, 2, 3]);
+    add["add"]["deletionVector"] = json!({"storageType": "u", "pathOrInlineDv": "ab^-aqEH.-t@S}K{vb[*k^", "offset": 1, "sizeInBytes": 36, "cardinality": 2});
+    first_commit(
+        &table,
+        json!({"minReaderVersion": 3, "minWriterVersion": 7, "readerFeatures": ["deletionVectors"], "writerFeatures": ["deletionVectors"]}),
+        json!({"delta.enableDeletionVectors": "true"}),
+        (columns(), &[]),
+        &[add],
+    );
+    let message = open(dir.path(), source, true).await.err().unwrap();
+    assert!(
+        message.contains("1 file(s) of the Delta table at file://")
+            && message.contains("(version 0) have deletion vectors, which cluster mode cannot read yet: rows deleted from them would be read"),
+        "{message}"
+    );
+}
