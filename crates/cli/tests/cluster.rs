@@ -434,26 +434,40 @@ fn executors_read_s3_sources_with_the_pipelines_settings() {
 }
 
 /// A Delta table on the cluster: `pipeline run` reads its log and sends the cluster the
-/// files of the version read. At the latest version (after a delete that rewrote files)
-/// and at a pinned one, the bodies are those of the local run, byte for byte.
+/// files of the version read. At the latest version (after a delete that rewrote files),
+/// at a pinned one, and from S3, the bodies are those of the local run, byte for byte.
 #[test]
 fn a_delta_table_sends_the_same_bodies_from_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
     if account::write_delta_table(dir.path()).is_none() {
         return;
     }
-    let cluster = Cluster::start(2, &[]);
+    let Some(server) = S3Server::start(&["lake"], &[]) else {
+        return;
+    };
+    server.put_dir("lake", "tables/profiles", &dir.path().join("table"));
+    let in_s3 = format!(
+        "{{ format: delta, path: \"s3://lake/tables/profiles\", storage: {} }}",
+        server.storage()
+    );
+    let cluster = Cluster::start(2, &server.env());
     for (case, source) in [
         ("latest", "{ format: delta, path: table }"),
         ("pinned", "{ format: delta, path: table, version: 0 }"),
+        ("s3", in_s3.as_str()),
     ] {
         let text = account::delta_yaml(source);
+        let run_into = |file: &str, out: &str| {
+            let args = dry_run_args(file, out);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            server.run(dir.path(), &args, &[])
+        };
         std::fs::write(dir.path().join("local.yaml"), &text).unwrap();
         let (local_out, cluster_out) = (format!("{case}-local"), format!("{case}-cluster"));
-        let local = dry_run(dir.path(), "local.yaml", &local_out);
+        let local = run_into("local.yaml", &local_out);
         assert_eq!(local.code, 0, "{}", local.stderr);
         let file = write(dir.path(), &on_cluster(&text, &cluster.url()));
-        let run = dry_run(dir.path(), file, &cluster_out);
+        let run = run_into(file, &cluster_out);
         assert_eq!(run.code, 0, "{case}: {}\n{}", run.stderr, cluster.logs());
         assert_same_run(dir.path(), &local_out, &cluster_out, &local, &run);
     }
