@@ -81,11 +81,28 @@ pub fn write_delta_table(dir: &Path) -> Option<()> {
 /// A pipeline exporting the subscribed rows of `source` (as [`write_delta_table`] writes
 /// them) to one list.
 pub fn delta_yaml(source: &str) -> String {
-    let connections = connections_yaml(None);
+    subscribed_pipeline(
+        &connections_yaml(None),
+        "",
+        source,
+        &format!(
+            "    list_ids: [{LIST}]\n    mapping:\n      email: email\n      first_name: first_name\n"
+        ),
+    )
+}
+
+/// A pipeline's text: top-level `settings` lines, `connections`, the `profiles` source,
+/// and one export `daily` of the subscribed profiles ending with `export_lines`.
+pub fn subscribed_pipeline(
+    connections: &str,
+    settings: &str,
+    profiles: &str,
+    export_lines: &str,
+) -> String {
     format!(
         "version: 1
-{connections}sources:
-  profiles: {source}
+{settings}{connections}sources:
+  profiles: {profiles}
 segments:
   subscribed: SELECT * FROM profiles WHERE is_subscribed
 exports:
@@ -93,11 +110,8 @@ exports:
     connection: marketing
     segments: [subscribed]
     order_by: customer_id
-    list_ids: [{LIST}]
-    mapping:
-      email: email
-      first_name: first_name
-"
+    contacts_per_request: 50
+{export_lines}"
     )
 }
 
@@ -193,20 +207,7 @@ impl Setup {
     /// export `daily` of the subscribed profiles ending with `export_lines`.
     pub fn pipeline_text(&self, settings: &str, profiles: &str, export_lines: &str) -> String {
         let connections = super::connections_yaml(Some(&self.emulator.url()));
-        format!(
-            "version: 1
-{settings}{connections}sources:
-  profiles: {profiles}
-segments:
-  subscribed: SELECT * FROM profiles WHERE is_subscribed
-exports:
-  - name: daily
-    connection: marketing
-    segments: [subscribed]
-    order_by: customer_id
-    contacts_per_request: 50
-{export_lines}"
-        )
+        subscribed_pipeline(&connections, settings, profiles, export_lines)
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
