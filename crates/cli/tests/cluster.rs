@@ -435,13 +435,15 @@ fn executors_read_s3_sources_with_the_pipelines_settings() {
 
 /// A Delta table on the cluster: `pipeline run` reads its log and sends the cluster the
 /// files of the version read. At the latest version (after a delete that rewrote files),
-/// at a pinned one, and from S3, the bodies are those of the local run, byte for byte.
+/// at a pinned one, from S3, and partitioned (the partition values come from the log),
+/// the bodies are those of the local run, byte for byte.
 #[test]
 fn a_delta_table_sends_the_same_bodies_from_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    if account::write_delta_table(dir.path()).is_none() {
+    if account::write_delta_table(dir.path(), None).is_none() {
         return;
     }
+    account::write_delta_table(&dir.path().join("by-city"), Some("city")).unwrap();
     let Some(server) = S3Server::start(&["lake"], &[]) else {
         return;
     };
@@ -455,8 +457,21 @@ fn a_delta_table_sends_the_same_bodies_from_a_cluster() {
         ("latest", "{ format: delta, path: table }"),
         ("pinned", "{ format: delta, path: table, version: 0 }"),
         ("s3", in_s3.as_str()),
+        ("partitioned", "{ format: delta, path: by-city/table }"),
     ] {
-        let text = account::delta_yaml(source);
+        let mut text = account::delta_yaml(source);
+        if case == "partitioned" {
+            // The partition column mapped, and filtered on.
+            text = text
+                .replace(
+                    "WHERE is_subscribed",
+                    "WHERE is_subscribed AND city <> 'City3'",
+                )
+                .replace(
+                    "first_name: first_name",
+                    "first_name: first_name\n      city: city",
+                );
+        }
         let run_into = |file: &str, out: &str| {
             let args = dry_run_args(file, out);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -27,7 +27,7 @@ fn expected(ids: impl Iterator<Item = i64>) -> Vec<String> {
 #[test]
 fn a_delta_table_exports_its_current_rows_or_a_pinned_version() {
     let dir = tempfile::tempdir().unwrap();
-    if write_delta_table(dir.path()).is_none() {
+    if write_delta_table(dir.path(), None).is_none() {
         return;
     }
     let latest = dry_run(dir.path(), "{ format: delta, path: table }", &[]);
@@ -111,7 +111,7 @@ fn a_delta_table_exports_its_current_rows_or_a_pinned_version() {
 #[test]
 fn a_delta_table_on_s3_exports_the_same_contacts_as_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    if write_delta_table(dir.path()).is_none() {
+    if write_delta_table(dir.path(), None).is_none() {
         return;
     }
     let Some(server) = S3Server::start(&["lake"], &[]) else {

@@ -107,7 +107,16 @@ fn commit(dir: &Path, version: u64, lines: &[Value]) {
     std::fs::write(log.join(format!("{version:020}.json")), text).unwrap();
 }
 
-fn pipeline(dir: &Path, source: &str, cluster: bool) -> pipeline_spec::Pipeline {
+/// Every row of `t`, its email sent.
+const ALL: (&str, &str) = ("SELECT * FROM t", "email: email");
+
+/// A pipeline exporting `segment` of the source `t` with `mapping`.
+fn pipeline(
+    dir: &Path,
+    source: &str,
+    cluster: bool,
+    (segment, mapping): (&str, &str),
+) -> pipeline_spec::Pipeline {
     let engine = if cluster {
         "engine: { cluster: \"df://127.0.0.1:50050\" }"
     } else {
@@ -122,13 +131,13 @@ connections:
 sources:
   t: {source}
 segments:
-  a: SELECT * FROM t
+  a: {segment}
 exports:
   - name: x
     connection: m
     list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]
     segments: [a]
-    mapping: {{ email: email }}
+    mapping: {{ {mapping} }}
     order_by: id
 "#
     );
@@ -136,14 +145,28 @@ exports:
 }
 
 async fn open(dir: &Path, source: &str, cluster: bool) -> Result<Engine, String> {
-    Engine::open_with(&pipeline(dir, source, cluster), Some(&Here))
+    open_export(dir, source, cluster, ALL).await
+}
+
+async fn open_export(
+    dir: &Path,
+    source: &str,
+    cluster: bool,
+    export: (&str, &str),
+) -> Result<Engine, String> {
+    Engine::open_with(&pipeline(dir, source, cluster, export), Some(&Here))
         .await
         .map_err(|e| e.to_string())
 }
 
 /// The emails the export sends, in order.
 async fn sent(dir: &Path, source: &str, cluster: bool) -> Vec<String> {
-    let engine = open(dir, source, cluster).await.unwrap();
+    sent_export(dir, source, cluster, ALL).await
+}
+
+/// The contacts `export` sends, in order: each one's email, and its country when mapped.
+async fn sent_export(dir: &Path, source: &str, cluster: bool, export: (&str, &str)) -> Vec<String> {
+    let engine = open_export(dir, source, cluster, export).await.unwrap();
     let query = engine.plan_exports(None).await.unwrap().remove(0);
     let mut sink = Capture::default();
     engine
@@ -154,8 +177,15 @@ async fn sent(dir: &Path, source: &str, cluster: bool) -> Vec<String> {
         .iter()
         .flat_map(|b| {
             let email = b.column_by_name("email").unwrap().as_string::<i32>();
+            let country = b
+                .column_by_name("country")
+                .map(|c| arrow::compute::cast(c, &DataType::Utf8).unwrap());
             (0..b.num_rows())
-                .map(|i| email.value(i).to_owned())
+                .map(|i| match &country {
+                    Some(c) if c.is_null(i) => format!("{} -", email.value(i)),
+                    Some(c) => format!("{} {}", email.value(i), c.as_string::<i32>().value(i)),
+                    None => email.value(i).to_owned(),
+                })
                 .collect::<Vec<_>>()
         })
         .collect()
@@ -190,8 +220,63 @@ async fn a_delta_table_on_a_cluster_reads_the_files_of_its_version() {
     assert_eq!(sent(dir.path(), first, true).await, emails(1..=3));
 }
 
-/// What the files alone do not say is refused on a cluster, each with its reason: the
-/// partition values, renamed columns, rows deleted by deletion vectors.
+/// A partitioned table: its partition values are in the log, and read from there, on a
+/// cluster as here; a null value (`__HIVE_DEFAULT_PARTITION__` in the path) is null, and
+/// a filter on the partition column keeps only its partitions.
+#[tokio::test]
+async fn a_partitioned_delta_table_on_a_cluster_takes_its_values_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("t");
+    let mut adds = Vec::new();
+    for (path, ids, country) in [
+        ("country=US/a.parquet", &[1, 2][..], json!("US")),
+        ("country=DE/b.parquet", &[3], json!("DE")),
+        (
+            "country=__HIVE_DEFAULT_PARTITION__/c.parquet",
+            &[4],
+            Value::Null,
+        ),
+        ("country=US/d.parquet", &[5], json!("US")),
+    ] {
+        let mut add = data_file(&table, path, ids);
+        add["add"]["partitionValues"] = json!({ "country": country });
+        adds.push(add);
+    }
+    let mut fields = columns();
+    fields.insert(1, column("country", "string", json!({})));
+    let v1 = json!({"minReaderVersion": 1, "minWriterVersion": 2});
+    first_commit(&table, v1, json!({}), (fields, &["country"]), &adds);
+
+    let source = "{ format: delta, path: t }";
+    let every = ("SELECT * FROM t", "email: email, country: country");
+    let expected = [
+        "p1@example.com US",
+        "p2@example.com US",
+        "p3@example.com DE",
+        "p4@example.com -",
+        "p5@example.com US",
+    ];
+    assert_eq!(sent_export(dir.path(), source, true, every).await, expected);
+    assert_eq!(
+        sent_export(dir.path(), source, false, every).await,
+        expected
+    );
+    let some = (
+        "SELECT * FROM t WHERE country = 'US' OR country IS NULL",
+        "email: email, country: country",
+    );
+    let expected = [
+        "p1@example.com US",
+        "p2@example.com US",
+        "p4@example.com -",
+        "p5@example.com US",
+    ];
+    assert_eq!(sent_export(dir.path(), source, true, some).await, expected);
+    assert_eq!(sent_export(dir.path(), source, false, some).await, expected);
+}
+
+/// What the files alone do not say is refused on a cluster, each with its reason: renamed
+/// columns, rows deleted by deletion vectors.
 #[tokio::test]
 async fn delta_tables_the_files_do_not_describe_are_refused_on_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
@@ -205,21 +290,6 @@ async fn delta_tables_the_files_do_not_describe_are_refused_on_a_cluster() {
     };
 
     let table = dir.path().join("t");
-    let mut add = data_file(&table, "country=US/a.parquet", &[1]);
-    add["add"]["partitionValues"] = json!({"country": "US"});
-    let mut fields = columns();
-    fields.push(column("country", "string", json!({})));
-    let v1 = json!({"minReaderVersion": 1, "minWriterVersion": 2});
-    first_commit(&table, v1, json!({}), (fields, &["country"]), &[add]);
-    // Read here, the partition column is there.
-    assert_eq!(sent(dir.path(), source, false).await, emails(1..=1));
-    let message = open(dir.path(), source, true).await.err().unwrap();
-    refused(
-        &message,
-        "is partitioned (by country), which cluster mode cannot read yet: its partition values are in the log, not in the files; export it to Parquet, or run this pipeline without `engine.cluster`",
-    );
-
-    std::fs::remove_dir_all(&table).unwrap();
     let add = data_file(&table, "a.parquet", &[1]);
     let mapped = |id: u64, name: &str| json!({"delta.columnMapping.id": id, "delta.columnMapping.physicalName": name});
     let fields = vec![

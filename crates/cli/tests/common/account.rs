@@ -53,9 +53,10 @@ pub fn rows(n: i64) -> Vec<Row> {
     (1..=n).map(row).collect()
 }
 
-/// Writes the three-version table at `dir/table` from rows 1–300 and 301–600; `None`
-/// when no Python is configured (and none is required).
-pub fn write_delta_table(dir: &Path) -> Option<()> {
+/// Writes the three-version table at `dir/table` from rows 1–300 and 301–600 (see
+/// write_delta.py), partitioned by `partition_by` if given; `None` when no Python is
+/// configured (and none is required).
+pub fn write_delta_table(dir: &Path, partition_by: Option<&str>) -> Option<()> {
     let python = python("`deltalake` installed")?;
     let all = rows(600);
     for (name, part) in [("first", &all[..300]), ("second", &all[300..])] {
@@ -67,6 +68,7 @@ pub fn write_delta_table(dir: &Path) -> Option<()> {
         .arg(dir.join("table"))
         .arg(dir.join("first/data/profiles.parquet"))
         .arg(dir.join("second/data/profiles.parquet"))
+        .args(partition_by)
         .output()
         .unwrap();
     assert!(

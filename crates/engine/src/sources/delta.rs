@@ -4,10 +4,13 @@
 //! are not. On a cluster, where Ballista cannot send that provider to its executors, the
 //! same files are read as a Parquet listing (see [`as_files`]).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Once};
 
+use arrow::datatypes::{Field, Schema};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::ListingTableUrl;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{DataFrame, Expr, SessionContext, cast, ident, lit};
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoArrow as _;
 use deltalake_core::logstore::{
     LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig, default_logstore, logstore_factories,
@@ -98,7 +101,7 @@ pub(super) async fn register(
         .await
         .map_err(|e| explain(&url, cloud, source, e))?;
     if pipeline.file.engine.cluster.is_some() {
-        return as_files(ctx, name, source, &table, &url);
+        return as_files(ctx, name, &table, &url);
     }
     table
         .update_datafusion_session(&ctx.state())
@@ -112,13 +115,14 @@ pub(super) async fn register(
     Ok(())
 }
 
-/// Registers the table as the Parquet files its log holds at the loaded version, which
-/// is what the provider reads when the table has no partition columns, no column mapping
-/// and no deletion vectors; a table with any of them is refused, saying which.
+/// Registers the table as the Parquet files its log holds at the loaded version. Files
+/// of one partition are one listing, with the partition's values (from the log) as
+/// constant columns; the partitions are one `UNION ALL`, whose branches a filter on a
+/// partition column prunes while planning. A table with column mapping or deletion
+/// vectors is refused, saying which: its files alone do not say what it holds.
 fn as_files(
     ctx: &SessionContext,
     name: &str,
-    source: &Source,
     table: &DeltaTable,
     url: &url::Url,
 ) -> Result<(), String> {
@@ -128,12 +132,6 @@ fn as_files(
     let version = snapshot.version();
     let instead = "export it to Parquet, or run this pipeline without `engine.cluster`";
     let metadata = snapshot.metadata();
-    if !metadata.partition_columns().is_empty() {
-        return Err(format!(
-            "the Delta table at {url} is partitioned (by {}), which cluster mode cannot read yet: its partition values are in the log, not in the files; {instead}",
-            metadata.partition_columns().join(", ")
-        ));
-    }
     if let Some(mode) = metadata
         .configuration()
         .get("delta.columnMapping.mode")
@@ -143,31 +141,64 @@ fn as_files(
             "the Delta table at {url} maps its columns by {mode} (`delta.columnMapping.mode`), which cluster mode cannot read yet: the files' column names are not the table's; {instead}"
         ));
     }
-    let with_deletions = snapshot
-        .log_data()
-        .iter()
-        .filter(|file| file.deletion_vector_descriptor().is_some())
-        .count();
+    let partitions = metadata.partition_columns();
+    let mut groups: BTreeMap<Vec<Option<String>>, Vec<ListingTableUrl>> = BTreeMap::new();
+    let mut with_deletions = 0;
+    for file in snapshot.log_data().iter() {
+        if file.deletion_vector_descriptor().is_some() {
+            with_deletions += 1;
+        }
+        let mut values = file.partition_values_map();
+        let key = partitions
+            .iter()
+            .map(|column| values.remove(column).flatten())
+            .collect();
+        let uri = table.log_store().to_uri(&file.object_store_path());
+        let file_url = ListingTableUrl::parse(&uri).map_err(|e| format!("{uri}: {e}"))?;
+        groups.entry(key).or_default().push(file_url);
+    }
     if with_deletions > 0 {
         return Err(format!(
             "{with_deletions} file(s) of the Delta table at {url} (version {version}) have deletion vectors, which cluster mode cannot read yet: rows deleted from them would be read; rewrite them (`REORG TABLE ... APPLY (PURGE)`), or {instead}"
         ));
     }
-    let schema: arrow::datatypes::Schema =
+    let schema: Schema =
         snapshot.schema().as_ref().try_into_arrow().map_err(|e| {
             format!("the Delta table at {url} has a schema Arrow cannot read ({e})")
         })?;
-    let urls = table
-        .get_file_uris()
-        .map_err(|e| format!("cannot read the Delta table at {url} ({e})"))?
-        .map(|uri| ListingTableUrl::parse(&uri).map_err(|e| format!("{uri}: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    if urls.is_empty() {
+    // The provider's order: the files' columns, then the partition columns.
+    let in_files: Vec<Field> = schema
+        .fields()
+        .iter()
+        .filter(|f| !partitions.contains(f.name()))
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut union: Option<DataFrame> = None;
+    for (values, urls) in groups {
+        let files = super::listing(urls, Schema::new(in_files.clone()))?;
+        let mut columns: Vec<Expr> = in_files.iter().map(|f| ident(f.name())).collect();
+        for (column, value) in partitions.iter().zip(values) {
+            let field = schema.field_with_name(column).map_err(|e| e.to_string())?;
+            columns
+                .push(cast(lit(ScalarValue::Utf8(value)), field.data_type().clone()).alias(column));
+        }
+        let frame = ctx
+            .read_table(files)
+            .and_then(|f| f.select(columns))
+            .map_err(|e| e.to_string())?;
+        union = Some(match union {
+            None => frame,
+            Some(before) => before.union(frame).map_err(|e| e.to_string())?,
+        });
+    }
+    let Some(union) = union else {
         return Err(format!(
             "the Delta table at {url} holds no data file at version {version}, and cluster mode cannot read an empty table yet; {instead}"
         ));
-    }
-    super::register_listing(ctx, name, urls, source, schema)
+    };
+    ctx.register_table(name, union.into_view())
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// What a failed load means: a missing table, a version it never had, or the store's

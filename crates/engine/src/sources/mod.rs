@@ -121,22 +121,15 @@ fn merge_schemas(files: Vec<(String, Schema)>) -> Result<Schema, String> {
     Ok(merged)
 }
 
-pub(super) fn register_listing(
+fn register_listing(
     ctx: &SessionContext,
     name: &str,
     urls: Vec<ListingTableUrl>,
     source: &Source,
     schema: Schema,
 ) -> Result<(), String> {
-    // The strings stay `Utf8`, not the view types DataFusion picks when it infers a schema
-    // itself: views spared the 10% filter a sixth of its time but held the pages their
-    // values sit in, 5-55 MiB more at every peak (docs/performance.md, "String view types").
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
     let bytes = source.binary_as_string && schema.fields().iter().any(|f| is_bytes(f.data_type()));
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(options)
-        .with_schema(Arc::new(schema));
-    let table = Arc::new(ListingTable::try_new(config).map_err(|e| e.to_string())?);
+    let table = listing(urls, schema)?;
     let table = if bytes {
         bytes_as_text(ctx, table)?
     } else {
@@ -144,6 +137,23 @@ pub(super) fn register_listing(
     };
     ctx.register_table(name, table).map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// The Parquet files `urls` read as one table of `schema`.
+pub(super) fn listing(
+    urls: Vec<ListingTableUrl>,
+    schema: Schema,
+) -> Result<Arc<dyn TableProvider>, String> {
+    // The strings stay `Utf8`, not the view types DataFusion picks when it infers a schema
+    // itself: views spared the 10% filter a sixth of its time but held the pages their
+    // values sit in, 5-55 MiB more at every peak (docs/performance.md, "String view types").
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(Arc::new(schema));
+    Ok(Arc::new(
+        ListingTable::try_new(config).map_err(|e| e.to_string())?,
+    ))
 }
 
 /// `table` with its byte columns cast to text. The cast runs after the scan, on Arrow
