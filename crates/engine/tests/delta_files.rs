@@ -275,6 +275,33 @@ async fn a_partitioned_delta_table_on_a_cluster_takes_its_values_from_the_log() 
     assert_eq!(sent_export(dir.path(), source, false, some).await, expected);
 }
 
+/// A table of many partitions (a day's files each, say) is one union of them all, which
+/// plans and runs without nesting one level per partition.
+#[tokio::test]
+async fn thousands_of_partitions_read_on_a_cluster() {
+    const PARTITIONS: i64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("t");
+    let adds: Vec<Value> = (1..=PARTITIONS)
+        .map(|id| {
+            let mut add = data_file(&table, &format!("day={id}/part.parquet"), &[id]);
+            add["add"]["partitionValues"] = json!({ "day": id.to_string() });
+            add
+        })
+        .collect();
+    let mut fields = columns();
+    fields.push(column("day", "integer", json!({})));
+    let v1 = json!({"minReaderVersion": 1, "minWriterVersion": 2});
+    first_commit(&table, v1, json!({}), (fields, &["day"]), &adds);
+    let source = "{ format: delta, path: t }";
+    let last_week = ("SELECT * FROM t WHERE day > 1993", "email: email");
+    assert_eq!(
+        sent_export(dir.path(), source, true, last_week).await,
+        emails(1994..=PARTITIONS)
+    );
+    assert_eq!(sent(dir.path(), source, true).await.len(), 2_000);
+}
+
 /// What the files alone do not say is refused on a cluster, each with its reason: renamed
 /// columns, rows deleted by deletion vectors.
 #[tokio::test]

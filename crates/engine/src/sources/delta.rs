@@ -10,6 +10,7 @@ use std::sync::{Arc, Once};
 use arrow::datatypes::{Field, Schema};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::logical_expr::{LogicalPlan, Union};
 use datafusion::prelude::{DataFrame, Expr, SessionContext, cast, ident, lit};
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoArrow as _;
 use deltalake_core::logstore::{
@@ -173,7 +174,7 @@ fn as_files(
         .filter(|f| !partitions.contains(f.name()))
         .map(|f| f.as_ref().clone())
         .collect();
-    let mut union: Option<DataFrame> = None;
+    let mut branches = Vec::with_capacity(groups.len());
     for (values, urls) in groups {
         let files = super::listing(urls, Schema::new(in_files.clone()))?;
         let mut columns: Vec<Expr> = in_files.iter().map(|f| ident(f.name())).collect();
@@ -186,16 +187,22 @@ fn as_files(
             .read_table(files)
             .and_then(|f| f.select(columns))
             .map_err(|e| e.to_string())?;
-        union = Some(match union {
-            None => frame,
-            Some(before) => before.union(frame).map_err(|e| e.to_string())?,
-        });
+        branches.push(Arc::new(frame.into_unoptimized_plan()));
     }
-    let Some(union) = union else {
-        return Err(format!(
-            "the Delta table at {url} holds no data file at version {version}, and cluster mode cannot read an empty table yet; {instead}"
-        ));
+    // One union node over every partition, not a chain of them: a table of thousands of
+    // partitions would nest as deep.
+    let plan = match branches.len() {
+        0 => {
+            return Err(format!(
+                "the Delta table at {url} holds no data file at version {version}, and cluster mode cannot read an empty table yet; {instead}"
+            ));
+        }
+        1 => Arc::unwrap_or_clone(branches.remove(0)),
+        _ => LogicalPlan::Union(
+            Union::try_new_with_loose_types(branches).map_err(|e| e.to_string())?,
+        ),
     };
+    let union = DataFrame::new(ctx.state(), plan);
     ctx.register_table(name, union.into_view())
         .map_err(|e| e.to_string())?;
     Ok(())
