@@ -266,6 +266,68 @@ fn the_quickstart_sends_the_same_bodies_from_a_cluster() {
     }
 }
 
+/// The quickstart with its profiles' text columns stored as bytes (as Impala writes them)
+/// and `binary_as_string: true`: on the cluster, its bodies are those of the text table run
+/// locally.
+#[test]
+fn byte_columns_read_as_text_on_a_cluster() {
+    use arrow::datatypes::{DataType, Field, Schema};
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let dir = sample_dir();
+    let quickstart =
+        std::fs::read_to_string(common::repo().join("pipelines/quickstart.yaml")).unwrap();
+    std::fs::write(dir.path().join("local.yaml"), &quickstart).unwrap();
+    let local = dry_run(dir.path(), "local.yaml", "local");
+    assert_eq!(local.code, 0, "{}", local.stderr);
+
+    let path = dir.path().join("data/profiles.parquet");
+    let batches: Vec<_> =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let text = batches[0].schema();
+    let bytes = std::sync::Arc::new(Schema::new(
+        text.fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 => Field::new(f.name(), DataType::Binary, f.is_nullable()),
+                _ => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), bytes.clone(), None).unwrap();
+    for batch in &batches {
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(bytes.fields())
+            .map(|(c, f)| arrow::compute::cast(c, f.data_type()).unwrap())
+            .collect();
+        writer
+            .write(&arrow::record_batch::RecordBatch::try_new(bytes.clone(), columns).unwrap())
+            .unwrap();
+    }
+    writer.close().unwrap();
+
+    let cluster = Cluster::start(2, &[]);
+    let as_text = quickstart.replace(
+        "path: data/profiles.parquet }",
+        "path: data/profiles.parquet, binary_as_string: true }",
+    );
+    assert_ne!(as_text, quickstart);
+    let file = write(dir.path(), &on_cluster(&as_text, &cluster.url()));
+    let run = dry_run(dir.path(), file, "cluster");
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, cluster.logs());
+    assert!(cluster.executors_used() >= 1, "no executor ran a task");
+    assert_same_run(dir.path(), "local", "cluster", &local, &run);
+}
+
 /// A generated table of a million rows in eight files, with a membership join and a filter
 /// segment: the cluster's executors share the scan, and the bodies are the local run's.
 /// Then an executor is killed while the next query runs: the run either finishes on the

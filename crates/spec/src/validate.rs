@@ -158,12 +158,6 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
             ),
             _ => {}
         }
-        if source.binary_as_string && file.engine.cluster.is_some() {
-            err(
-                format!("sources.{name}.binary_as_string"),
-                "cluster mode does not take it yet; remove it and convert the columns in the segment's SQL with CAST(... AS VARCHAR)".into(),
-            );
-        }
     }
 
     for (name, sql) in &file.segments {
