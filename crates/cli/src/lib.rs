@@ -240,6 +240,9 @@ fn init_logging(format: LogFormat, verbose: u8, shows_progress: bool) {
         ))
     });
     let registry = tracing_subscriber::registry().with(display);
+    // `try_init` also takes the records of the `log` crate (its `tracing-log` feature):
+    // DataFusion, Ballista and deltalake log through it, under the same filter
+    // (`PIPELINE_LOG=warn,datafusion=debug`).
     let _ = match format {
         LogFormat::Text => registry
             .with(
