@@ -35,9 +35,14 @@ impl Cluster for Here {
 /// Writes `ids` (with their emails) as the Parquet file `name` of the table at `dir`;
 /// returns the file's `add` action.
 fn data_file(dir: &Path, name: &str, ids: &[i64]) -> Value {
+    data_file_with_columns(dir, name, ids, ["id", "email"])
+}
+
+/// [`data_file`], its two columns named `columns` in the file.
+fn data_file_with_columns(dir: &Path, name: &str, ids: &[i64], columns: [&str; 2]) -> Value {
     let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, true),
-        Field::new("email", DataType::Utf8, true),
+        Field::new(columns[0], DataType::Int64, true),
+        Field::new(columns[1], DataType::Utf8, true),
     ]));
     let emails: Vec<String> = ids.iter().map(|i| format!("p{i}@example.com")).collect();
     let batch = RecordBatch::try_new(
@@ -302,8 +307,56 @@ async fn thousands_of_partitions_read_on_a_cluster() {
     assert_eq!(sent(dir.path(), source, true).await.len(), 2_000);
 }
 
-/// What the files alone do not say is refused on a cluster, each with its reason: renamed
-/// columns, rows deleted by deletion vectors.
+/// Column metadata under column mapping: the column's id and its name in the files.
+fn mapped(id: u64, physical: &str) -> Value {
+    json!({"delta.columnMapping.id": id, "delta.columnMapping.physicalName": physical})
+}
+
+/// Column mapping by name: the files' columns (and the log's partition values) go by
+/// physical names; the table's names are what the SQL and the mapping see.
+#[tokio::test]
+async fn a_delta_table_mapping_its_columns_by_name_reads_on_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("t");
+    let mut adds = Vec::new();
+    for (path, ids, tier) in [
+        ("a.parquet", &[1, 2][..], "gold"),
+        ("b.parquet", &[3], "tin"),
+    ] {
+        let mut add = data_file_with_columns(&table, path, ids, ["col-a1", "col-b2"]);
+        add["add"]["partitionValues"] = json!({ "col-c3": tier });
+        adds.push(add);
+    }
+    let fields = vec![
+        column("id", "long", mapped(1, "col-a1")),
+        column("email", "string", mapped(2, "col-b2")),
+        column("country", "string", mapped(3, "col-c3")),
+    ];
+    first_commit(
+        &table,
+        json!({"minReaderVersion": 2, "minWriterVersion": 5}),
+        json!({"delta.columnMapping.mode": "name", "delta.columnMapping.maxColumnId": "3"}),
+        (fields, &["country"]),
+        &adds,
+    );
+    let source = "{ format: delta, path: t }";
+    let export = (
+        "SELECT * FROM t WHERE id > 1",
+        "email: email, country: country",
+    );
+    let expected = ["p2@example.com gold", "p3@example.com tin"];
+    assert_eq!(
+        sent_export(dir.path(), source, true, export).await,
+        expected
+    );
+    assert_eq!(
+        sent_export(dir.path(), source, false, export).await,
+        expected
+    );
+}
+
+/// What the files alone do not say is refused on a cluster, each with its reason: columns
+/// mapped by id, nested columns mapped by name, rows deleted by deletion vectors.
 #[tokio::test]
 async fn delta_tables_the_files_do_not_describe_are_refused_on_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
@@ -318,7 +371,6 @@ async fn delta_tables_the_files_do_not_describe_are_refused_on_a_cluster() {
 
     let table = dir.path().join("t");
     let add = data_file(&table, "a.parquet", &[1]);
-    let mapped = |id: u64, name: &str| json!({"delta.columnMapping.id": id, "delta.columnMapping.physicalName": name});
     let fields = vec![
         column("id", "long", mapped(1, "id")),
         column("email", "string", mapped(2, "email")),
@@ -326,14 +378,36 @@ async fn delta_tables_the_files_do_not_describe_are_refused_on_a_cluster() {
     first_commit(
         &table,
         json!({"minReaderVersion": 2, "minWriterVersion": 5}),
-        json!({"delta.columnMapping.mode": "name", "delta.columnMapping.maxColumnId": "2"}),
+        json!({"delta.columnMapping.mode": "id", "delta.columnMapping.maxColumnId": "2"}),
         (fields, &[]),
         &[add],
     );
     let message = open(dir.path(), source, true).await.err().unwrap();
     refused(
         &message,
-        "maps its columns by name (`delta.columnMapping.mode`), which cluster mode cannot read yet",
+        "maps its columns by id (`delta.columnMapping.mode`), which cluster mode cannot read yet (it reads mapping by name)",
+    );
+
+    std::fs::remove_dir_all(&table).unwrap();
+    let add = data_file_with_columns(&table, "a.parquet", &[1], ["col-a1", "col-b2"]);
+    let address =
+        json!({"type": "struct", "fields": [column("city", "string", mapped(4, "col-d4"))]});
+    let fields = vec![
+        column("id", "long", mapped(1, "col-a1")),
+        column("email", "string", mapped(2, "col-b2")),
+        json!({"name": "address", "type": address, "nullable": true, "metadata": mapped(3, "col-c3")}),
+    ];
+    first_commit(
+        &table,
+        json!({"minReaderVersion": 2, "minWriterVersion": 5}),
+        json!({"delta.columnMapping.mode": "name", "delta.columnMapping.maxColumnId": "4"}),
+        (fields, &[]),
+        &[add],
+    );
+    let message = open(dir.path(), source, true).await.err().unwrap();
+    refused(
+        &message,
+        "maps its columns by name and its column `address` is nested, whose fields cluster mode cannot map yet",
     );
 
     std::fs::remove_dir_all(&table).unwrap();

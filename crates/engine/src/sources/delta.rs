@@ -116,11 +116,15 @@ pub(super) async fn register(
     Ok(())
 }
 
+/// The field metadata key of a column's name in the files, under column mapping.
+const PHYSICAL_NAME: &str = "delta.columnMapping.physicalName";
+
 /// Registers the table as the Parquet files its log holds at the loaded version. Files
 /// of one partition are one listing, with the partition's values (from the log) as
 /// constant columns; the partitions are one `UNION ALL`, whose branches a filter on a
-/// partition column prunes while planning. A table with column mapping or deletion
-/// vectors is refused, saying which: its files alone do not say what it holds.
+/// partition column prunes while planning. Column mapping by name is followed (top-level
+/// columns); mapping by id, nested columns under it, and deletion vectors are refused,
+/// saying which.
 fn as_files(
     ctx: &SessionContext,
     name: &str,
@@ -133,16 +137,40 @@ fn as_files(
     let version = snapshot.version();
     let instead = "export it to Parquet, or run this pipeline without `engine.cluster`";
     let metadata = snapshot.metadata();
-    if let Some(mode) = metadata
-        .configuration()
-        .get("delta.columnMapping.mode")
-        .filter(|mode| !mode.eq_ignore_ascii_case("none"))
-    {
-        return Err(format!(
-            "the Delta table at {url} maps its columns by {mode} (`delta.columnMapping.mode`), which cluster mode cannot read yet: the files' column names are not the table's; {instead}"
-        ));
-    }
-    let partitions = metadata.partition_columns();
+    // With column mapping by name, the files' columns (and the log's partition values) go
+    // by each column's physical name, which its metadata gives.
+    let by_name = match metadata.configuration().get("delta.columnMapping.mode") {
+        None => false,
+        Some(mode) if mode.eq_ignore_ascii_case("none") => false,
+        Some(mode) if mode.eq_ignore_ascii_case("name") => true,
+        Some(mode) => {
+            return Err(format!(
+                "the Delta table at {url} maps its columns by {mode} (`delta.columnMapping.mode`), which cluster mode cannot read yet (it reads mapping by name); {instead}"
+            ));
+        }
+    };
+    let schema: Schema =
+        snapshot.schema().as_ref().try_into_arrow().map_err(|e| {
+            format!("the Delta table at {url} has a schema Arrow cannot read ({e})")
+        })?;
+    let physical = |field: &Field| -> String {
+        match by_name {
+            true => field
+                .metadata()
+                .get(PHYSICAL_NAME)
+                .cloned()
+                .unwrap_or_else(|| field.name().clone()),
+            false => field.name().clone(),
+        }
+    };
+    let partitions: Vec<(&Field, String)> = metadata
+        .partition_columns()
+        .iter()
+        .map(|column| {
+            let field = schema.field_with_name(column).map_err(|e| e.to_string())?;
+            Ok((field, physical(field)))
+        })
+        .collect::<Result<_, String>>()?;
     let mut groups: BTreeMap<Vec<Option<String>>, Vec<ListingTableUrl>> = BTreeMap::new();
     let mut with_deletions = 0;
     for file in snapshot.log_data().iter() {
@@ -152,7 +180,7 @@ fn as_files(
         let mut values = file.partition_values_map();
         let key = partitions
             .iter()
-            .map(|column| values.remove(column).flatten())
+            .map(|(_, key)| values.remove(key).flatten())
             .collect();
         let uri = table.log_store().to_uri(&file.object_store_path());
         let file_url = ListingTableUrl::parse(&uri).map_err(|e| format!("{uri}: {e}"))?;
@@ -163,25 +191,37 @@ fn as_files(
             "{with_deletions} file(s) of the Delta table at {url} (version {version}) have deletion vectors, which cluster mode cannot read yet: rows deleted from them would be read; rewrite them (`REORG TABLE ... APPLY (PURGE)`), or {instead}"
         ));
     }
-    let schema: Schema =
-        snapshot.schema().as_ref().try_into_arrow().map_err(|e| {
-            format!("the Delta table at {url} has a schema Arrow cannot read ({e})")
-        })?;
-    // The provider's order: the files' columns, then the partition columns.
-    let in_files: Vec<Field> = schema
+    // The provider's order: the files' columns, then the partition columns. Each file
+    // column is read by its physical name and named by its table name.
+    let in_files: Vec<(Field, String)> = schema
         .fields()
         .iter()
-        .filter(|f| !partitions.contains(f.name()))
-        .map(|f| f.as_ref().clone())
+        .filter(|f| !partitions.iter().any(|(p, _)| p.name() == f.name()))
+        .map(|f| (f.as_ref().clone(), physical(f)))
         .collect();
+    if by_name && let Some((nested, _)) = in_files.iter().find(|(f, _)| f.data_type().is_nested()) {
+        return Err(format!(
+            "the Delta table at {url} maps its columns by name and its column `{}` is nested, whose fields cluster mode cannot map yet; {instead}",
+            nested.name()
+        ));
+    }
+    let file_schema = Schema::new(
+        in_files
+            .iter()
+            .map(|(f, physical)| Field::new(physical, f.data_type().clone(), f.is_nullable()))
+            .collect::<Vec<_>>(),
+    );
     let mut branches = Vec::with_capacity(groups.len());
     for (values, urls) in groups {
-        let files = super::listing(urls, Schema::new(in_files.clone()))?;
-        let mut columns: Vec<Expr> = in_files.iter().map(|f| ident(f.name())).collect();
-        for (column, value) in partitions.iter().zip(values) {
-            let field = schema.field_with_name(column).map_err(|e| e.to_string())?;
-            columns
-                .push(cast(lit(ScalarValue::Utf8(value)), field.data_type().clone()).alias(column));
+        let files = super::listing(urls, file_schema.clone())?;
+        let mut columns: Vec<Expr> = in_files
+            .iter()
+            .map(|(f, physical)| ident(physical).alias(f.name()))
+            .collect();
+        for ((field, _), value) in partitions.iter().zip(values) {
+            columns.push(
+                cast(lit(ScalarValue::Utf8(value)), field.data_type().clone()).alias(field.name()),
+            );
         }
         let frame = ctx
             .read_table(files)
