@@ -244,16 +244,22 @@ fn assert_same_run(
     assert_eq!(counts(local_run), counts(run));
 }
 
+/// The quickstart's text, and its dry run into `local` in `dir` (a [`sample_dir`]).
+fn quickstart_locally(dir: &Path) -> (String, common::Run) {
+    let quickstart =
+        std::fs::read_to_string(common::repo().join("pipelines/quickstart.yaml")).unwrap();
+    std::fs::write(dir.join("local.yaml"), &quickstart).unwrap();
+    let local = dry_run(dir, "local.yaml", "local");
+    assert_eq!(local.code, 0, "{}", local.stderr);
+    (quickstart, local)
+}
+
 /// The quickstart, locally and on the cluster: the same bodies and rejects, byte for byte.
 #[test]
 fn the_quickstart_sends_the_same_bodies_from_a_cluster() {
     let cluster = Cluster::start(2, &[]);
     let dir = sample_dir();
-    let quickstart =
-        std::fs::read_to_string(common::repo().join("pipelines/quickstart.yaml")).unwrap();
-    std::fs::write(dir.path().join("local.yaml"), &quickstart).unwrap();
-    let local = dry_run(dir.path(), "local.yaml", "local");
-    assert_eq!(local.code, 0, "{}", local.stderr);
+    let (quickstart, local) = quickstart_locally(dir.path());
 
     let file = write(dir.path(), &on_cluster(&quickstart, &cluster.url()));
     let run = dry_run(dir.path(), file, "cluster");
@@ -276,11 +282,7 @@ fn byte_columns_read_as_text_on_a_cluster() {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     let dir = sample_dir();
-    let quickstart =
-        std::fs::read_to_string(common::repo().join("pipelines/quickstart.yaml")).unwrap();
-    std::fs::write(dir.path().join("local.yaml"), &quickstart).unwrap();
-    let local = dry_run(dir.path(), "local.yaml", "local");
-    assert_eq!(local.code, 0, "{}", local.stderr);
+    let (quickstart, local) = quickstart_locally(dir.path());
 
     let path = dir.path().join("data/profiles.parquet");
     let batches: Vec<_> =

@@ -312,6 +312,14 @@ fn mapped(id: u64, physical: &str) -> Value {
     json!({"delta.columnMapping.id": id, "delta.columnMapping.physicalName": physical})
 }
 
+/// The first commit of a table whose columns are mapped by `mode` (`name` or `id`).
+fn mapped_commit(dir: &Path, mode: &str, schema: (Vec<Value>, &[&str]), actions: &[Value]) {
+    let protocol = json!({"minReaderVersion": 2, "minWriterVersion": 5});
+    let configuration =
+        json!({"delta.columnMapping.mode": mode, "delta.columnMapping.maxColumnId": "9"});
+    first_commit(dir, protocol, configuration, schema, actions);
+}
+
 /// Column mapping by name: the files' columns (and the log's partition values) go by
 /// physical names; the table's names are what the SQL and the mapping see.
 #[tokio::test]
@@ -332,13 +340,7 @@ async fn a_delta_table_mapping_its_columns_by_name_reads_on_a_cluster() {
         column("email", "string", mapped(2, "col-b2")),
         column("country", "string", mapped(3, "col-c3")),
     ];
-    first_commit(
-        &table,
-        json!({"minReaderVersion": 2, "minWriterVersion": 5}),
-        json!({"delta.columnMapping.mode": "name", "delta.columnMapping.maxColumnId": "3"}),
-        (fields, &["country"]),
-        &adds,
-    );
+    mapped_commit(&table, "name", (fields, &["country"]), &adds);
     let source = "{ format: delta, path: t }";
     let export = (
         "SELECT * FROM t WHERE id > 1",
@@ -375,13 +377,7 @@ async fn delta_tables_the_files_do_not_describe_are_refused_on_a_cluster() {
         column("id", "long", mapped(1, "id")),
         column("email", "string", mapped(2, "email")),
     ];
-    first_commit(
-        &table,
-        json!({"minReaderVersion": 2, "minWriterVersion": 5}),
-        json!({"delta.columnMapping.mode": "id", "delta.columnMapping.maxColumnId": "2"}),
-        (fields, &[]),
-        &[add],
-    );
+    mapped_commit(&table, "id", (fields, &[]), &[add]);
     let message = open(dir.path(), source, true).await.err().unwrap();
     refused(
         &message,
@@ -397,13 +393,7 @@ async fn delta_tables_the_files_do_not_describe_are_refused_on_a_cluster() {
         column("email", "string", mapped(2, "col-b2")),
         json!({"name": "address", "type": address, "nullable": true, "metadata": mapped(3, "col-c3")}),
     ];
-    first_commit(
-        &table,
-        json!({"minReaderVersion": 2, "minWriterVersion": 5}),
-        json!({"delta.columnMapping.mode": "name", "delta.columnMapping.maxColumnId": "4"}),
-        (fields, &[]),
-        &[add],
-    );
+    mapped_commit(&table, "name", (fields, &[]), &[add]);
     let message = open(dir.path(), source, true).await.err().unwrap();
     refused(
         &message,
