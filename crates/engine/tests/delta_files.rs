@@ -417,3 +417,42 @@ async fn delta_tables_the_files_do_not_describe_are_refused_on_a_cluster() {
         "{message}"
     );
 }
+
+/// A Delta table and Parquet files on one bucket share the session's store for it: other
+/// `storage:` settings for the same bucket are refused, naming both sources.
+#[tokio::test]
+async fn a_delta_table_and_parquet_files_on_one_bucket_agree_on_its_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = |region: &str| {
+        format!(
+            "storage: {{ endpoint: \"http://127.0.0.1:9\", allow_http: true, region: {region} }}"
+        )
+    };
+    let text = format!(
+        r#"
+version: 1
+connections:
+  m: {{ type: sendgrid, api_key: "${{K}}", data_privacy_consent: true }}
+sources:
+  a: {{ format: parquet, path: "s3://lake/files/", {} }}
+  b: {{ format: delta, path: "s3://lake/tables/t", {} }}
+segments:
+  s: SELECT * FROM a
+exports:
+  - name: x
+    connection: m
+    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]
+    segments: [s]
+    mapping: {{ email: email }}
+"#,
+        storage("eu-west-1"),
+        storage("us-east-1"),
+    );
+    let pipeline =
+        pipeline_spec::parse(&text, &dir.path().join("p.yaml"), &|_| Some("k".into())).unwrap();
+    let message = Engine::open(&pipeline).await.err().unwrap().to_string();
+    assert!(
+        message.contains("source `b` (s3://lake/tables/t): reads s3://lake like source `a` but with other `storage:` settings; give both the same"),
+        "{message}"
+    );
+}

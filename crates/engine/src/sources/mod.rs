@@ -33,25 +33,32 @@ pub(crate) async fn register_all(
     let mut footers = FooterRows::new();
     let mut stores: HashMap<String, (&str, &Storage)> = HashMap::new();
     for (name, source) in &pipeline.file.sources {
-        let result = match place_of(&source.path) {
+        // A session holds one store per bucket (a Delta table's too, on a cluster): two
+        // sources on one bucket must agree on its settings.
+        let place = place_of(&source.path).and_then(|place| {
+            if let Place::Remote { url, .. } = &place {
+                let root = store::root_of(url).to_string();
+                match stores.get(&root) {
+                    Some((other, settings)) if *settings != &source.storage => {
+                        return Err(format!(
+                            "reads {root} like source `{other}` but with other `storage:` settings; give both the same"
+                        ));
+                    }
+                    _ => {
+                        stores.insert(root, (name, &source.storage));
+                    }
+                }
+            }
+            Ok(place)
+        });
+        let result = match place {
             Err(message) => Err(message),
             Ok(place) if source.format == SourceFormat::Delta => {
                 delta::register(ctx, pipeline, name, source, place).await
             }
             Ok(Place::Local) => register_local(ctx, pipeline, name, source, &mut footers),
             Ok(Place::Remote { cloud, url }) => {
-                // A session holds one store per bucket: two sources on one bucket must
-                // agree on its settings.
-                let root = store::root_of(&url).to_string();
-                match stores.get(&root) {
-                    Some((other, settings)) if *settings != &source.storage => Err(format!(
-                        "reads {root} like source `{other}` but with other `storage:` settings; give both the same"
-                    )),
-                    _ => {
-                        stores.insert(root, (name, &source.storage));
-                        register_remote(ctx, name, source, cloud, &url, &mut footers).await
-                    }
-                }
+                register_remote(ctx, name, source, cloud, &url, &mut footers).await
             }
         };
         if let Err(message) = result {
