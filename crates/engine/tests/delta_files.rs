@@ -127,26 +127,7 @@ fn pipeline(
     } else {
         ""
     };
-    let text = format!(
-        r#"
-version: 1
-{engine}
-connections:
-  m: {{ type: sendgrid, api_key: "${{K}}", data_privacy_consent: true }}
-sources:
-  t: {source}
-segments:
-  a: {segment}
-exports:
-  - name: x
-    connection: m
-    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]
-    segments: [a]
-    mapping: {{ {mapping} }}
-    order_by: id
-"#
-    );
-    pipeline_spec::parse(&text, &dir.join("p.yaml"), &|_| Some("k".into())).unwrap()
+    common::pipeline(dir, engine, &format!("  t: {source}"), segment, mapping)
 }
 
 async fn open(dir: &Path, source: &str, cluster: bool) -> Result<Engine, String> {
@@ -428,31 +409,21 @@ async fn a_delta_table_and_parquet_files_on_one_bucket_agree_on_its_settings() {
             "storage: {{ endpoint: \"http://127.0.0.1:9\", allow_http: true, region: {region} }}"
         )
     };
-    let text = format!(
-        r#"
-version: 1
-connections:
-  m: {{ type: sendgrid, api_key: "${{K}}", data_privacy_consent: true }}
-sources:
-  a: {{ format: parquet, path: "s3://lake/files/", {} }}
-  b: {{ format: delta, path: "s3://lake/tables/t", {} }}
-segments:
-  s: SELECT * FROM a
-exports:
-  - name: x
-    connection: m
-    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]
-    segments: [s]
-    mapping: {{ email: email }}
-"#,
+    let sources = format!(
+        "  files: {{ format: parquet, path: \"s3://lake/files/\", {} }}\n  table: {{ format: delta, path: \"s3://lake/tables/t\", {} }}",
         storage("eu-west-1"),
         storage("us-east-1"),
     );
-    let pipeline =
-        pipeline_spec::parse(&text, &dir.path().join("p.yaml"), &|_| Some("k".into())).unwrap();
+    let pipeline = common::pipeline(
+        dir.path(),
+        "",
+        &sources,
+        "SELECT * FROM files",
+        "email: email",
+    );
     let message = Engine::open(&pipeline).await.err().unwrap().to_string();
     assert!(
-        message.contains("source `b` (s3://lake/tables/t): reads s3://lake like source `a` but with other `storage:` settings; give both the same"),
+        message.contains("source `table` (s3://lake/tables/t): reads s3://lake like source `files` but with other `storage:` settings; give both the same"),
         "{message}"
     );
 }

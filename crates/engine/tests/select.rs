@@ -330,25 +330,13 @@ fn write_bytes_table(path: &Path, emails: &[&[u8]]) {
 }
 
 fn bytes_pipeline(dir: &Path, source_options: &str) -> pipeline_spec::Pipeline {
-    let text = format!(
-        r#"
-version: 1
-connections:
-  m: {{ type: sendgrid, api_key: "${{K}}", data_privacy_consent: true }}
-sources:
-  t: {{ format: parquet, path: t.parquet{source_options} }}
-segments:
-  a: SELECT * FROM t WHERE name <> 'skip'
-exports:
-  - name: x
-    connection: m
-    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]
-    segments: [a]
-    mapping: {{ email: email, first_name: name }}
-    order_by: id
-"#
-    );
-    pipeline_spec::parse(&text, &dir.join("p.yaml"), &|_| Some("k".into())).unwrap()
+    common::pipeline(
+        dir,
+        "",
+        &format!("  t: {{ format: parquet, path: t.parquet{source_options} }}"),
+        "SELECT * FROM t WHERE name <> 'skip'",
+        "email: email, first_name: name",
+    )
 }
 
 /// Runs the export of `dir`'s byte table with `binary_as_string: true`.
