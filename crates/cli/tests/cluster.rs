@@ -1,13 +1,15 @@
 //! Cluster mode: a scheduler and two executors started as separate `pipeline cluster`
 //! processes on loopback. The same pipeline run locally and on the cluster writes the same
 //! request bodies, byte for byte; a lost executor never lets a partial selection through;
-//! a scheduler that is not there is a clear error from `validate` and `check`.
+//! a scheduler that is not there, another service at its address and a scheduler without
+//! executors are clear errors from `validate`, `check` and the run.
 
 #![cfg(feature = "cluster")]
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -96,37 +98,44 @@ impl Cluster {
             dir.path().join("scheduler.log"),
         );
         scheduler.wait_for(port);
-        let mut started = Vec::new();
-        for i in 0..executors {
-            let (flight, grpc) = (free_port(), free_port());
-            let work = dir.path().join(format!("executor-{i}"));
-            let mut executor = Process::start(
-                &[
-                    "executor".into(),
-                    "--scheduler".into(),
-                    format!("127.0.0.1:{port}"),
-                    "--port".into(),
-                    flight.to_string(),
-                    "--grpc-port".into(),
-                    grpc.to_string(),
-                    "--concurrent-tasks".into(),
-                    "2".into(),
-                    "--work-dir".into(),
-                    work.display().to_string(),
-                ],
-                env,
-                dir.path().join(format!("executor-{i}.log")),
-            );
-            executor.wait_for(flight);
-            executor.wait_for(grpc);
-            started.push((executor, work));
-        }
-        Self {
+        let mut cluster = Self {
             port,
             scheduler,
-            executors: started,
+            executors: Vec::new(),
             dir,
+        };
+        for _ in 0..executors {
+            cluster.add_executor(env);
         }
+        cluster
+    }
+
+    /// Starts one more executor, serving the scheduler; its task port (gRPC).
+    fn add_executor(&mut self, env: &[(&str, String)]) -> u16 {
+        let (flight, grpc) = (free_port(), free_port());
+        let i = self.executors.len();
+        let work = self.dir.path().join(format!("executor-{i}"));
+        let mut executor = Process::start(
+            &[
+                "executor".into(),
+                "--scheduler".into(),
+                format!("127.0.0.1:{}", self.port),
+                "--port".into(),
+                flight.to_string(),
+                "--grpc-port".into(),
+                grpc.to_string(),
+                "--concurrent-tasks".into(),
+                "2".into(),
+                "--work-dir".into(),
+                work.display().to_string(),
+            ],
+            env,
+            self.dir.path().join(format!("executor-{i}.log")),
+        );
+        executor.wait_for(flight);
+        executor.wait_for(grpc);
+        self.executors.push((executor, work));
+        grpc
     }
 
     fn url(&self) -> String {
@@ -455,6 +464,119 @@ fn a_scheduler_that_is_not_there_is_named_by_validate_and_check() {
         "{}",
         run.stderr
     );
+    // Another service at the address, and a scheduler of another Ballista major version.
+    let cases = [
+        (
+            "HTTP/1.1 404 Not Found\r\nserver: nginx\r\ncontent-length: 0\r\n\r\n",
+            " is not a Ballista scheduler (it answered HTTP 404, server `nginx`); point \
+             `engine.cluster` at the scheduler's `--bind` address, not at an executor's port or \
+             another service",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nserver: ballista/54.0.0\r\ncontent-length: 0\r\n\r\n",
+            ": Ballista client 55.0.0 cannot be used with scheduler 54.0.0. The client and the \
+             scheduler must have the same major version. Run the scheduler and executors from \
+             this pipeline's binary",
+        ),
+    ];
+    for (response, says) in cases {
+        let port = answering(response);
+        let file = write(
+            dir.path(),
+            &on_cluster(&quickstart, &format!("df://127.0.0.1:{port}")),
+        );
+        let run = pipeline(
+            dir.path(),
+            &["validate", file],
+            &[("SENDGRID_API_KEY", account::KEY)],
+        );
+        assert_eq!(run.code, 4, "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("at 127.0.0.1:{port}{says}")),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+/// A server on a new port that answers every request with `response` (an HTTP/1.1
+/// message), until the tests end.
+fn answering(response: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut request = [0; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    port
+}
+
+/// A scheduler without executors: Ballista would hold the query until one registers,
+/// for ever. The run and `check` wait for one, then stop (exit 4) and say so; an
+/// executor's port is not taken for the scheduler's; once an executor has registered, the
+/// pipeline validates.
+#[test]
+fn a_scheduler_without_executors_stops_the_run_and_says_so() {
+    let mut cluster = Cluster::start(0, &[]);
+    let dir = sample_dir();
+    let quickstart =
+        std::fs::read_to_string(common::repo().join("pipelines/quickstart.yaml")).unwrap();
+    let file = write(dir.path(), &on_cluster(&quickstart, &cluster.url()));
+    let address = format!("127.0.0.1:{}", cluster.port);
+    let (run, check) = std::thread::scope(|s| {
+        let run = s.spawn(|| dry_run(dir.path(), file, "out"));
+        let check = s.spawn(|| {
+            pipeline(
+                dir.path(),
+                &["check", file],
+                &[("SENDGRID_API_KEY", account::KEY)],
+            )
+        });
+        (run.join().unwrap(), check.join().unwrap())
+    });
+    for (command, run) in [("run", &run), ("check", &check)] {
+        assert_eq!(run.code, 4, "{command}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!(
+                "engine.cluster (`df://{address}`): the scheduler at {address} has no executor \
+                 (not ready: 0/1 executors registered) after 30 s; start one with `pipeline \
+                 cluster executor --scheduler {address}`"
+            )),
+            "{command}: {}",
+            run.stderr
+        );
+    }
+    assert!(!dir.path().join("out").exists(), "the run wrote bodies");
+
+    let grpc = cluster.add_executor(&[]);
+    std::fs::write(
+        dir.path().join("executor.yaml"),
+        on_cluster(&quickstart, &format!("df://127.0.0.1:{grpc}")),
+    )
+    .unwrap();
+    let run = pipeline(
+        dir.path(),
+        &["validate", "executor.yaml"],
+        &[("SENDGRID_API_KEY", account::KEY)],
+    );
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "something at 127.0.0.1:{grpc} accepts connections but does not answer as a \
+             scheduler does"
+        )),
+        "{}",
+        run.stderr
+    );
+    let run = pipeline(
+        dir.path(),
+        &["validate", file],
+        &[("SENDGRID_API_KEY", account::KEY)],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, cluster.logs());
 }
 
 /// Sources in S3: the executors and the scheduler open the bucket from the pipeline's

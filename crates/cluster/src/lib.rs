@@ -13,7 +13,7 @@
 mod server;
 pub mod stores;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ballista_core::extension::SessionStateExt;
 use datafusion::execution::SessionState;
@@ -25,8 +25,16 @@ use pipeline_spec::Pipeline;
 pub use server::{ExecutorOptions, SchedulerOptions, executor, scheduler};
 use stores::StoreOptions;
 
-/// How long the scheduler has to accept a connection before the run says it is not there.
+/// How long the scheduler has to answer before the run says it is not there.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a run (and `validate`, `check`) waits for the scheduler's first executor to
+/// register: Ballista queues a query on a cluster that has none and waits for one without
+/// end, and an executor started alongside the scheduler registers within seconds.
+const EXECUTOR_WAIT: Duration = Duration::from_secs(30);
+
+/// How often the scheduler is asked again while no executor has registered.
+const EXECUTOR_POLL: Duration = Duration::from_millis(500);
 
 /// The client of a Ballista cluster, for [`pipeline_engine::Engine::open_with`].
 pub struct Ballista;
@@ -40,7 +48,7 @@ impl pipeline_engine::Cluster for Ballista {
     ) -> BoxFuture<'a, Result<SessionContext, String>> {
         Box::pin(async move {
             let stores = StoreOptions::of(pipeline)?;
-            reachable(address).await?;
+            ready(address).await?;
             let config = state.config().clone().with_option_extension(stores);
             let state = SessionStateBuilder::new_from_existing(state)
                 .with_config(config)
@@ -52,16 +60,113 @@ impl pipeline_engine::Cluster for Ballista {
     }
 }
 
-/// Whether a scheduler accepts connections at `address`: Ballista itself connects only
-/// when a query runs, and `validate` and `check` must say sooner that it is not there.
-async fn reachable(address: &str) -> Result<(), String> {
-    let hint = "start one with `pipeline cluster scheduler` (docs/cluster.md), or fix the address";
-    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("no scheduler answers at {address} ({e}); {hint}")),
-        Err(_) => Err(format!(
-            "no scheduler answered at {address} within {} s; {hint}",
-            CONNECT_TIMEOUT.as_secs()
-        )),
+/// Whether a scheduler of this pipeline's Ballista answers at `address` with an executor
+/// registered. Ballista itself connects only when a query runs, and `validate` and
+/// `check` must say sooner that it is not there. The scheduler serves `GET /readyz` on its
+/// port next to its gRPC services, naming itself in the `server` header
+/// (`ballista/VERSION`) and answering 503 until an executor has registered.
+async fn ready(address: &str) -> Result<(), String> {
+    let start = "start one with `pipeline cluster scheduler` (docs/cluster.md), or fix the address";
+    let not_scheduler = "point `engine.cluster` at the scheduler's `--bind` address, not at an \
+                         executor's port or another service (docs/cluster.md)";
+    // Ballista's own connections go straight to the scheduler; so does this one, whatever
+    // proxy the environment names.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CONNECT_TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot ask the scheduler at {address}: {e}"))?;
+    let url = format!("http://{address}/readyz");
+    let deadline = Instant::now() + EXECUTOR_WAIT;
+    let mut waiting = false;
+    loop {
+        let response = match client.get(&url).send().await {
+            Ok(response) => response,
+            Err(e) if e.is_connect() => {
+                return Err(format!(
+                    "no scheduler answers at {address} ({}); {start}",
+                    cause(&e)
+                ));
+            }
+            Err(e) if e.is_timeout() => {
+                return Err(format!(
+                    "no scheduler answered at {address} within {} s; {start}",
+                    CONNECT_TIMEOUT.as_secs()
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "something at {address} accepts connections but does not answer as a \
+                     scheduler does ({}); {not_scheduler}",
+                    cause(&e)
+                ));
+            }
+        };
+        let status = response.status();
+        let server = response
+            .headers()
+            .get(reqwest::header::SERVER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let Some(version) = server.strip_prefix("ballista/") else {
+            let named = if server.is_empty() {
+                String::new()
+            } else {
+                format!(", server `{server}`")
+            };
+            return Err(format!(
+                "the server at {address} is not a Ballista scheduler (it answered HTTP {}{named}); \
+                 {not_scheduler}",
+                status.as_u16()
+            ));
+        };
+        ballista_core::version::check_compatibility(
+            Some(ballista_core::BALLISTA_VERSION),
+            Some(version),
+        )
+        .map_err(|e| {
+            format!(
+                "the scheduler at {address}: {e} Run the scheduler and executors from this \
+                 pipeline's binary (`pipeline cluster scheduler`, docs/cluster.md)"
+            )
+        })?;
+        if status.is_success() {
+            return Ok(());
+        }
+        let said = response.text().await.unwrap_or_default();
+        let said = said.trim();
+        if status != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            return Err(format!(
+                "the scheduler at {address} answered HTTP {} when asked whether it is ready \
+                 (`{said}`); see its log",
+                status.as_u16()
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the scheduler at {address} has no executor ({said}) after {} s; start one with \
+                 `pipeline cluster executor --scheduler {address}` (docs/cluster.md)",
+                EXECUTOR_WAIT.as_secs()
+            ));
+        }
+        if !waiting {
+            tracing::info!(
+                "waiting up to {} s for an executor to register with the scheduler at {address} ({said})",
+                EXECUTOR_WAIT.as_secs()
+            );
+            waiting = true;
+        }
+        tokio::time::sleep(EXECUTOR_POLL).await;
     }
+}
+
+/// The innermost cause of a request's failure: reqwest's own message names only the URL.
+fn cause(e: &reqwest::Error) -> String {
+    let mut source: &dyn std::error::Error = e;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    source.to_string()
 }
