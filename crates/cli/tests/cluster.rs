@@ -673,4 +673,44 @@ fn a_delta_table_sends_the_same_bodies_from_a_cluster() {
         assert_same_run(dir.path(), &local_out, &cluster_out, &local, &run);
     }
     assert!(cluster.executors_used() >= 1, "no executor ran a task");
+
+    // Queries that select nothing once planned: a filter on the partition column that no
+    // partition has, then every row deleted (the latest version holds no file). Both run
+    // on the cluster as here, with no contact.
+    let partitioned = account::delta_yaml("{ format: delta, path: by-city/table }");
+    let nowhere = partitioned.replace(
+        "WHERE is_subscribed",
+        "WHERE is_subscribed AND city = 'Nowhere'",
+    );
+    let selects_nothing = |case: &str, text: &str| {
+        std::fs::write(dir.path().join("local.yaml"), text).unwrap();
+        let file = write(dir.path(), &on_cluster(text, &cluster.url()));
+        let mut summaries = Vec::new();
+        for (file, out) in [("local.yaml", "local"), (file, "cluster")] {
+            let args = dry_run_args(file, &format!("{case}-{out}"));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let run = server.run(dir.path(), &args, &[]);
+            assert_eq!(
+                run.code,
+                0,
+                "{case} {out}: {}\n{}",
+                run.stderr,
+                cluster.logs()
+            );
+            summaries.push(counts(&run));
+        }
+        assert_eq!(summaries[0], summaries[1], "{case}");
+        assert_eq!(summaries[0][0]["contacts"], 0, "{case}: {}", summaries[0]);
+    };
+    selects_nothing("nowhere", &nowhere);
+    let deleted = Command::new(common::python("`deltalake` installed").unwrap())
+        .args([
+            "-c",
+            "import sys; from deltalake import DeltaTable; DeltaTable(sys.argv[1]).delete()",
+        ])
+        .arg(dir.path().join("by-city/table"))
+        .output()
+        .unwrap();
+    assert!(deleted.status.success(), "{deleted:?}");
+    selects_nothing("emptied", &partitioned);
 }

@@ -13,11 +13,18 @@
 mod server;
 pub mod stores;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballista_core::extension::SessionStateExt;
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::SessionState;
+use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 use pipeline_spec::Pipeline;
@@ -55,8 +62,50 @@ impl pipeline_engine::Cluster for Ballista {
                 .build()
                 .upgrade_for_ballista(format!("http://{address}"))
                 .map_err(|e| e.to_string())?;
+            let cluster = Arc::clone(state.query_planner());
+            let state = SessionStateBuilder::new_from_existing(state)
+                .with_query_planner(Arc::new(ReadsNothingHere { cluster }))
+                .build();
             Ok(SessionContext::new_with_state(state))
         })
+    }
+}
+
+/// Plans a query that reads no table here, and every other on the cluster. Once a query
+/// is optimised to no rows (a segment `WHERE false`, a filter on a partition column that
+/// no partition has, a Delta version without files), it is an empty relation, which
+/// Ballista plans as an `EmptyExec` of no columns and, inside a plan it sends, decodes on
+/// the scheduler without its columns; the export's columns would then be missing. There
+/// is nothing to distribute in such a query.
+#[derive(Debug)]
+struct ReadsNothingHere {
+    cluster: Arc<dyn QueryPlanner + Send + Sync>,
+}
+
+#[async_trait::async_trait]
+impl QueryPlanner for ReadsNothingHere {
+    async fn create_physical_plan(
+        &self,
+        plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let mut reads = false;
+        // Subqueries read tables too, and `apply` does not descend into them.
+        plan.apply_with_subqueries(|node| {
+            reads = matches!(node, LogicalPlan::TableScan(_));
+            Ok(if reads {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Continue
+            })
+        })?;
+        if reads {
+            self.cluster.create_physical_plan(plan, session).await
+        } else {
+            DefaultPhysicalPlanner::default()
+                .create_physical_plan(plan, session)
+                .await
+        }
     }
 }
 

@@ -261,6 +261,47 @@ async fn a_partitioned_delta_table_on_a_cluster_takes_its_values_from_the_log() 
     assert_eq!(sent_export(dir.path(), source, false, some).await, expected);
 }
 
+/// A version without files (every row deleted) has no rows, on a cluster as here, and the
+/// table's columns: a filter and the mapping name them, and an earlier version of the
+/// table unions with it.
+#[tokio::test]
+async fn an_emptied_delta_table_on_a_cluster_has_no_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("t");
+    let mut add = data_file(&table, "country=US/a.parquet", &[1, 2]);
+    add["add"]["partitionValues"] = json!({ "country": "US" });
+    let mut fields = columns();
+    fields.insert(1, column("country", "string", json!({})));
+    let v1 = json!({"minReaderVersion": 1, "minWriterVersion": 2});
+    first_commit(&table, v1, json!({}), (fields, &["country"]), &[add]);
+    let remove = json!({"remove": {"path": "country=US/a.parquet", "deletionTimestamp": 1_700_000_001_000u64, "dataChange": true}});
+    commit(&table, 1, &[remove]);
+
+    let source = "{ format: delta, path: t }";
+    let us = (
+        "SELECT * FROM t WHERE country = 'US'",
+        "email: email, country: country",
+    );
+    for cluster in [true, false] {
+        assert!(
+            sent_export(dir.path(), source, cluster, us)
+                .await
+                .is_empty()
+        );
+    }
+    let both = "{ format: delta, path: t }\n  t0: { format: delta, path: t, version: 0 }";
+    let union = (
+        "SELECT * FROM t0 UNION ALL SELECT * FROM t",
+        "email: email, country: country",
+    );
+    for cluster in [true, false] {
+        assert_eq!(
+            sent_export(dir.path(), both, cluster, union).await,
+            ["p1@example.com US", "p2@example.com US"]
+        );
+    }
+}
+
 /// A table of many partitions (a day's files each, say) is one union of them all, which
 /// plans and runs without nesting one level per partition.
 #[tokio::test]

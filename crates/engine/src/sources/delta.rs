@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Once};
 
 use arrow::datatypes::{Field, Schema};
-use datafusion::common::ScalarValue;
+use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::listing::ListingTableUrl;
-use datafusion::logical_expr::{LogicalPlan, Union};
+use datafusion::logical_expr::{EmptyRelation, LogicalPlan, Union};
 use datafusion::prelude::{DataFrame, Expr, SessionContext, cast, ident, lit};
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoArrow as _;
 use deltalake_core::logstore::{
@@ -122,9 +122,9 @@ const PHYSICAL_NAME: &str = "delta.columnMapping.physicalName";
 /// Registers the table as the Parquet files its log holds at the loaded version. Files
 /// of one partition are one listing, with the partition's values (from the log) as
 /// constant columns; the partitions are one `UNION ALL`, whose branches a filter on a
-/// partition column prunes while planning. Column mapping by name is followed (top-level
-/// columns); mapping by id, nested columns under it, and deletion vectors are refused,
-/// saying which.
+/// partition column prunes while planning; a version without files is an empty relation
+/// with the table's columns. Column mapping by name is followed (top-level columns);
+/// mapping by id, nested columns under it, and deletion vectors are refused, saying which.
 fn as_files(
     ctx: &SessionContext,
     name: &str,
@@ -232,10 +232,20 @@ fn as_files(
     // One union node over every partition, not a chain of them: a table of thousands of
     // partitions would nest as deep.
     let plan = match branches.len() {
+        // No file at this version (a new table, or every row deleted): no rows, with the
+        // table's columns in the provider's order.
         0 => {
-            return Err(format!(
-                "the Delta table at {url} holds no data file at version {version}, and cluster mode cannot read an empty table yet; {instead}"
-            ));
+            let fields: Vec<Field> = in_files
+                .iter()
+                .map(|(f, _)| f)
+                .chain(partitions.iter().map(|(f, _)| *f))
+                .map(|f| Field::new(f.name(), f.data_type().clone(), f.is_nullable()))
+                .collect();
+            let schema = DFSchema::try_from(Schema::new(fields)).map_err(|e| e.to_string())?;
+            LogicalPlan::EmptyRelation(EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(schema),
+            })
         }
         1 => Arc::unwrap_or_clone(branches.remove(0)),
         _ => LogicalPlan::Union(
