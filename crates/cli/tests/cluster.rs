@@ -279,6 +279,27 @@ fn the_quickstart_sends_the_same_bodies_from_a_cluster() {
     for (_, work) in &cluster.executors {
         assert_eq!(common::mode(work), 0o700, "{}", work.display());
     }
+
+    // A subquery that selects nothing once planned, inside a query that reads tables: the
+    // cluster cannot be sent it, and the run says so.
+    let high_value = "SELECT * FROM profiles WHERE lifetime_value > 5000 AND is_subscribed";
+    assert!(quickstart.contains(high_value));
+    let or_nothing = quickstart.replace(
+        high_value,
+        "SELECT * FROM profiles WHERE (lifetime_value > 5000 AND is_subscribed) OR customer_id IN (SELECT customer_id FROM memberships WHERE false)",
+    );
+    let file = write(dir.path(), &on_cluster(&or_nothing, &cluster.url()));
+    let run = dry_run(dir.path(), file, "nothing-cluster");
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "part of this query selects no rows once planned (a condition that is always false"
+        ) && run
+            .stderr
+            .contains("run this pipeline without `engine.cluster`"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// The quickstart with its profiles' text columns stored as bytes (as Impala writes them)

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use ballista_core::extension::SessionStateExt;
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::DataFusionError;
 use datafusion::execution::SessionState;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::session_state::SessionStateBuilder;
@@ -64,7 +65,7 @@ impl pipeline_engine::Cluster for Ballista {
                 .map_err(|e| e.to_string())?;
             let cluster = Arc::clone(state.query_planner());
             let state = SessionStateBuilder::new_from_existing(state)
-                .with_query_planner(Arc::new(ReadsNothingHere { cluster }))
+                .with_query_planner(Arc::new(EmptyRelations { cluster }))
                 .build();
             Ok(SessionContext::new_with_state(state))
         })
@@ -74,38 +75,51 @@ impl pipeline_engine::Cluster for Ballista {
 /// Plans a query that reads no table here, and every other on the cluster. Once a query
 /// is optimised to no rows (a segment `WHERE false`, a filter on a partition column that
 /// no partition has, a Delta version without files), it is an empty relation, which
-/// Ballista plans as an `EmptyExec` of no columns and, inside a plan it sends, decodes on
-/// the scheduler without its columns; the export's columns would then be missing. There
-/// is nothing to distribute in such a query.
+/// Ballista plans as an `EmptyExec` of no columns: there is nothing to distribute, and it
+/// runs here. An empty relation inside a plan that reads tables (`x IN (SELECT ... WHERE
+/// false) OR ...`) would reach the scheduler without its columns (the plan's encoding
+/// keeps none) and fail there on a missing column; it is refused here, saying what to do.
+/// (Sent as a limit of none over a row of nulls, which keeps the columns, it sent
+/// Ballista 55's scheduler into a loop of new stages.)
 #[derive(Debug)]
-struct ReadsNothingHere {
+struct EmptyRelations {
     cluster: Arc<dyn QueryPlanner + Send + Sync>,
 }
 
 #[async_trait::async_trait]
-impl QueryPlanner for ReadsNothingHere {
+impl QueryPlanner for EmptyRelations {
     async fn create_physical_plan(
         &self,
         plan: &LogicalPlan,
         session: &dyn Session,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let mut reads = false;
+        let (mut reads, mut empty) = (false, false);
         // Subqueries read tables too, and `apply` does not descend into them.
         plan.apply_with_subqueries(|node| {
-            reads = matches!(node, LogicalPlan::TableScan(_));
-            Ok(if reads {
-                TreeNodeRecursion::Stop
-            } else {
-                TreeNodeRecursion::Continue
-            })
+            match node {
+                LogicalPlan::TableScan(_) => reads = true,
+                LogicalPlan::EmptyRelation(e) if !e.produce_one_row => {
+                    empty |= !e.schema.fields().is_empty();
+                }
+                _ => {}
+            }
+            Ok(TreeNodeRecursion::Continue)
         })?;
-        if reads {
-            self.cluster.create_physical_plan(plan, session).await
-        } else {
-            DefaultPhysicalPlanner::default()
+        if !reads {
+            return DefaultPhysicalPlanner::default()
                 .create_physical_plan(plan, session)
-                .await
+                .await;
         }
+        if empty {
+            return Err(DataFusionError::Plan(
+                "part of this query selects no rows once planned (a condition that is always \
+                 false, such as `WHERE false` or a filter no partition matches, inside a \
+                 query that also reads tables), which cluster mode cannot send: remove that \
+                 part, or run this pipeline without `engine.cluster`"
+                    .into(),
+            ));
+        }
+        self.cluster.create_physical_plan(plan, session).await
     }
 }
 
