@@ -253,10 +253,14 @@ fn assert_same_run(
     assert_eq!(counts(local_run), counts(run));
 }
 
+/// The quickstart's text.
+fn quickstart() -> String {
+    std::fs::read_to_string(common::repo().join("pipelines/quickstart.yaml")).unwrap()
+}
+
 /// The quickstart's text, and its dry run into `local` in `dir` (a [`sample_dir`]).
 fn quickstart_locally(dir: &Path) -> (String, common::Run) {
-    let quickstart =
-        std::fs::read_to_string(common::repo().join("pipelines/quickstart.yaml")).unwrap();
+    let quickstart = quickstart();
     std::fs::write(dir.join("local.yaml"), &quickstart).unwrap();
     let local = dry_run(dir, "local.yaml", "local");
     assert_eq!(local.code, 0, "{}", local.stderr);
@@ -445,8 +449,7 @@ fn a_million_row_export_matches_and_survives_a_lost_executor() {
 fn a_scheduler_that_is_not_there_is_named_by_validate_and_check() {
     let dir = sample_dir();
     let port = free_port();
-    let quickstart =
-        std::fs::read_to_string(common::repo().join("pipelines/quickstart.yaml")).unwrap();
+    let quickstart = quickstart();
     let file = write(
         dir.path(),
         &on_cluster(&quickstart, &format!("df://127.0.0.1:{port}")),
@@ -543,8 +546,7 @@ fn answering(response: &'static str) -> u16 {
 fn a_scheduler_without_executors_stops_the_run_and_says_so() {
     let mut cluster = Cluster::start(0, &[]);
     let dir = sample_dir();
-    let quickstart =
-        std::fs::read_to_string(common::repo().join("pipelines/quickstart.yaml")).unwrap();
+    let quickstart = quickstart();
     let file = write(dir.path(), &on_cluster(&quickstart, &cluster.url()));
     let address = format!("127.0.0.1:{}", cluster.port);
     let (run, check) = std::thread::scope(|s| {
@@ -609,8 +611,7 @@ fn executors_read_s3_sources_with_the_pipelines_settings() {
     };
     let sample = sample_dir();
     server.put_dir("lake", "crm", &sample.path().join("data"));
-    let quickstart =
-        std::fs::read_to_string(common::repo().join("pipelines/quickstart.yaml")).unwrap();
+    let quickstart = quickstart();
     let storage = server.storage();
     let text = quickstart
         .replace(
@@ -660,6 +661,24 @@ fn a_delta_table_sends_the_same_bodies_from_a_cluster() {
         server.storage()
     );
     let cluster = Cluster::start(2, &server.env());
+    // Dry runs of `text` here and on the cluster, into `{case}-local` and `{case}-cluster`.
+    let both_ways = |case: &str, text: &str| {
+        std::fs::write(dir.path().join("local.yaml"), text).unwrap();
+        let file = write(dir.path(), &on_cluster(text, &cluster.url()));
+        [("local.yaml", "local"), (file, "cluster")].map(|(file, out)| {
+            let args = dry_run_args(file, &format!("{case}-{out}"));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let run = server.run(dir.path(), &args, &[]);
+            assert_eq!(
+                run.code,
+                0,
+                "{case} {out}: {}\n{}",
+                run.stderr,
+                cluster.logs()
+            );
+            run
+        })
+    };
     for (case, source) in [
         ("latest", "{ format: delta, path: table }"),
         ("pinned", "{ format: delta, path: table, version: 0 }"),
@@ -679,18 +698,8 @@ fn a_delta_table_sends_the_same_bodies_from_a_cluster() {
                     "first_name: first_name\n      city: city",
                 );
         }
-        let run_into = |file: &str, out: &str| {
-            let args = dry_run_args(file, out);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            server.run(dir.path(), &args, &[])
-        };
-        std::fs::write(dir.path().join("local.yaml"), &text).unwrap();
+        let [local, run] = both_ways(case, &text);
         let (local_out, cluster_out) = (format!("{case}-local"), format!("{case}-cluster"));
-        let local = run_into("local.yaml", &local_out);
-        assert_eq!(local.code, 0, "{}", local.stderr);
-        let file = write(dir.path(), &on_cluster(&text, &cluster.url()));
-        let run = run_into(file, &cluster_out);
-        assert_eq!(run.code, 0, "{case}: {}\n{}", run.stderr, cluster.logs());
         assert_same_run(dir.path(), &local_out, &cluster_out, &local, &run);
     }
     assert!(cluster.executors_used() >= 1, "no executor ran a task");
@@ -704,22 +713,7 @@ fn a_delta_table_sends_the_same_bodies_from_a_cluster() {
         "WHERE is_subscribed AND city = 'Nowhere'",
     );
     let selects_nothing = |case: &str, text: &str| {
-        std::fs::write(dir.path().join("local.yaml"), text).unwrap();
-        let file = write(dir.path(), &on_cluster(text, &cluster.url()));
-        let mut summaries = Vec::new();
-        for (file, out) in [("local.yaml", "local"), (file, "cluster")] {
-            let args = dry_run_args(file, &format!("{case}-{out}"));
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let run = server.run(dir.path(), &args, &[]);
-            assert_eq!(
-                run.code,
-                0,
-                "{case} {out}: {}\n{}",
-                run.stderr,
-                cluster.logs()
-            );
-            summaries.push(counts(&run));
-        }
+        let summaries = both_ways(case, text).map(|run| counts(&run));
         assert_eq!(summaries[0], summaries[1], "{case}");
         assert_eq!(summaries[0][0]["contacts"], 0, "{case}: {}", summaries[0]);
     };

@@ -289,6 +289,7 @@ async fn an_emptied_delta_table_on_a_cluster_has_no_rows() {
                 .is_empty()
         );
     }
+    // The source `t`, and a second source line: `t0`, the table at version 0.
     let both = "{ format: delta, path: t }\n  t0: { format: delta, path: t, version: 0 }";
     let union = (
         "SELECT * FROM t0 UNION ALL SELECT * FROM t",
