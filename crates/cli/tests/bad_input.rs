@@ -177,6 +177,27 @@ fn sql_errors_name_the_segment() {
 }
 
 #[test]
+fn a_segment_with_two_columns_of_one_name_is_named_once() {
+    // `p.*, m.*` repeats the join's key: every mapped column was reported missing
+    // from a segment that lists it among its columns.
+    let segments = SEGMENTS.replace("SELECT p.* FROM", "SELECT p.*, m.* FROM");
+    let (_d, run) = run_file(&pipeline_yaml(&segments, EXPORT));
+    assert_config_error(
+        &run,
+        &[
+            "segment `vip`: two of its columns are named `customer_id` (`p.customer_id` and `m.customer_id`), but exports map a segment's columns by name: select each column once (`p.*` alone rather than `p.*, m.*` when the other table only filters), or rename one (`m.customer_id AS ...`)",
+        ],
+    );
+    assert!(!run.stderr.contains("is not in segment"), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("customer_id` (").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn mapping_a_missing_column_lists_the_columns() {
     let export = EXPORT.replace("first_name: first_name", "first_name: given_name");
     let (_d, run) = run_file(&pipeline_yaml(SEGMENTS, &export));

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use arrow::datatypes::SchemaRef;
+use datafusion::common::DFSchema;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
@@ -44,6 +45,10 @@ pub(crate) async fn register_all(
             let sql = &pipeline.file.segments[*name];
             match ctx.sql_with_options(sql, query_only()).await {
                 Ok(df) => {
+                    if let Some(message) = repeated_column(df.schema()) {
+                        *last_error = message;
+                        continue;
+                    }
                     let schema = SchemaRef::new(df.schema().as_arrow().clone());
                     if let Err(e) = ctx.register_table(name.as_str(), df.into_view()) {
                         *last_error = e.to_string();
@@ -81,6 +86,27 @@ pub(crate) async fn register_all(
         }
     }
     (schemas, problems)
+}
+
+/// Two columns of one name in a segment's rows (`p.customer_id` and `m.customer_id` from
+/// `SELECT p.*, m.*`): DataFusion plans the query, but the segment's view cannot be
+/// selected from, and every mapped column would be reported missing.
+fn repeated_column(schema: &DFSchema) -> Option<String> {
+    let mut seen: BTreeMap<&str, String> = BTreeMap::new();
+    for (qualifier, field) in schema.iter() {
+        let name = field.name().as_str();
+        let written = match qualifier {
+            Some(q) => format!("{q}.{name}"),
+            None => name.to_owned(),
+        };
+        if let Some(first) = seen.get(name) {
+            return Some(format!(
+                "two of its columns are named `{name}` (`{first}` and `{written}`), but exports map a segment's columns by name: select each column once (`p.*` alone rather than `p.*, m.*` when the other table only filters), or rename one (`{written} AS ...`)"
+            ));
+        }
+        seen.insert(name, written);
+    }
+    None
 }
 
 /// The segments among `failed` that select from themselves through other failed ones:
