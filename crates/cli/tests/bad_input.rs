@@ -381,8 +381,36 @@ fn a_field_of_different_kinds_across_segments_is_refused() {
     assert_config_error(
         &run,
         &[
-            "mapping.custom_fields.score: `lifetime_value` is Float64 in segment `high_value` but of another kind in segment `vip`",
+            "mapping.custom_fields.score: `lifetime_value` is Float64 (a number) in segment `high_value` but Utf8 (text) in segment `vip`; map values of one type in every segment of the export (a CAST in one segment's SQL, say)",
         ],
+    );
+}
+
+#[test]
+fn a_null_or_a_whole_number_in_one_segment_fits_a_number_in_another() {
+    // A segment without the column writes `NULL AS ...`, and counts are whole numbers
+    // where another segment has decimals: both were refused as "of another kind".
+    let export = EXPORT.replace(
+        "first_name: first_name",
+        "first_name: first_name\n      custom_fields: { ltv: lifetime_value, score: score }",
+    );
+    let segments = "  vip: SELECT p.customer_id, p.email, p.first_name, NULL AS lifetime_value, CAST(p.customer_id AS INT) AS score FROM profiles p JOIN memberships m ON m.customer_id = p.customer_id WHERE m.segment_name = 'vip'
+  high_value: SELECT customer_id, email, first_name, lifetime_value, lifetime_value / 2 AS score FROM profiles WHERE lifetime_value > 5000 AND is_subscribed";
+    let (dir, run) = run_file(&pipeline_yaml(segments, &export));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let sent = contacts(&dir.path().join("out/newsletter"));
+    let fields = |email: &str| {
+        let contact = sent.iter().find(|c| c["email"] == email).expect(email);
+        contact["custom_fields"].clone()
+    };
+    // Ada is a VIP, and her first row by customer_id is the VIP segment's.
+    assert_eq!(
+        fields("ada.lovelace@example.com"),
+        serde_json::json!({ "score": 1 })
+    );
+    assert_eq!(
+        fields("misaki@example.jp"),
+        serde_json::json!({ "ltv": 22000, "score": 11000 })
     );
 }
 

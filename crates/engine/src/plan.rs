@@ -82,6 +82,33 @@ enum Shape {
     Date(DateForm),
 }
 
+impl Shape {
+    /// How SendGrid receives a value of this shape, for messages.
+    fn sent_as(self) -> &'static str {
+        match self {
+            Shape::Email => "an email",
+            Shape::Identifier => "an identifier",
+            Shape::Text => "text",
+            Shape::EmailList => "a list of emails",
+            Shape::Integer => "a whole number",
+            Shape::Float => "a number",
+            Shape::Date(DateForm::Day) => "a date",
+            Shape::Date(DateForm::Naive) => "a time without a zone",
+            Shape::Date(DateForm::Zoned) => "a time with a zone",
+        }
+    }
+
+    /// The shape that fills a field from values of both shapes, when there is one: whole
+    /// numbers in one segment and decimals in another are all sent as numbers.
+    fn joined(self, other: Shape) -> Option<Shape> {
+        match (self, other) {
+            (a, b) if a == b => Some(a),
+            (Shape::Integer, Shape::Float) | (Shape::Float, Shape::Integer) => Some(Shape::Float),
+            _ => None,
+        }
+    }
+}
+
 /// What a date custom field is filled from: each is sent as an ISO 8601 timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DateForm {
@@ -138,9 +165,11 @@ pub(crate) async fn plan_export(
 
     // The shape of each field follows its type; the type must agree with the field in
     // every segment.
-    let mut shapes: Vec<Option<(Shape, String)>> = vec![None; mapped.len()];
+    let mut shapes: Vec<Option<(Shape, String, DataType)>> = vec![None; mapped.len()];
     let mut order: Vec<(String, bool)> = Vec::new();
     let mut selects = Vec::new();
+    // (index in `selects`, field) of the values that are a bare NULL.
+    let mut untyped: Vec<(usize, usize)> = Vec::new();
     for (seg_index, segment) in export.segments.iter().enumerate() {
         let Some(schema) = schemas.get(segment) else {
             continue; // The segment failed to plan; that problem is already reported.
@@ -151,18 +180,33 @@ pub(crate) async fn plan_export(
             let resolved = resolve(&m.written, schema);
             let typed = expression_type(ctx, segment, &resolved).await;
             match typed.map(|t| decoded(resolved, t)) {
+                // A bare NULL (a segment without the column) fits the field whatever the
+                // other segments fill it with; it takes their type below.
+                Ok((expr, DataType::Null)) => {
+                    untyped.push((selects.len(), i));
+                    exprs.push(expr);
+                }
                 Ok((expr, data_type)) => match shape_of(&m.field, &data_type) {
-                    Ok(shape) if shapes[i].as_ref().is_some_and(|(first, _)| *first != shape) => {
-                        let (_, first_segment) = &shapes[i].as_ref().expect("checked");
+                    Ok(shape)
+                        if shapes[i]
+                            .as_ref()
+                            .is_some_and(|(first, _, _)| first.joined(shape).is_none()) =>
+                    {
+                        let (first, first_segment, first_type) =
+                            &shapes[i].as_ref().expect("checked");
                         problems.push(format!(
-                            "{}: `{}` is {data_type} in segment `{segment}` but of another kind in segment \
-                             `{first_segment}`; map values of one type in every segment of the export",
+                            "{}: `{}` is {data_type} ({}) in segment `{segment}` but {first_type} ({}) in \
+                             segment `{first_segment}`; map values of one type in every segment of the \
+                             export (a CAST in one segment's SQL, say)",
                             at(&what),
-                            m.written
+                            m.written,
+                            shape.sent_as(),
+                            first.sent_as(),
                         ));
                     }
                     Ok(shape) => {
-                        shapes[i].get_or_insert((shape, segment.clone()));
+                        let first = shapes[i].get_or_insert((shape, segment.clone(), data_type));
+                        first.0 = first.0.joined(shape).expect("checked");
                         exprs.push(expr);
                     }
                     Err(message) => problems.push(format!(
@@ -208,8 +252,22 @@ pub(crate) async fn plan_export(
     if !problems.is_empty() {
         return Err(problems);
     }
+    for (select, field) in untyped {
+        match &shapes[field] {
+            // A list's NULL is left to the union's coercion.
+            Some((Shape::EmailList, _, _)) | None => {}
+            Some((_, _, data_type)) => {
+                selects[select].2[field] =
+                    format!("arrow_cast(NULL, {})", quote_str(&data_type.to_string()));
+            }
+        }
+    }
     for (m, shape) in mapped.iter_mut().zip(&shapes) {
-        m.shape = shape.as_ref().map_or(Shape::Text, |(s, _)| *s);
+        m.shape = match shape {
+            Some((shape, _, _)) => *shape,
+            // NULL in every segment: the field's own shape for no value.
+            None => shape_of(&m.field, &DataType::Null).unwrap_or(Shape::Text),
+        };
     }
     Ok(build_sql(export, &mapped, &order, selects))
 }
