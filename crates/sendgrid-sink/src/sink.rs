@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use pipeline_sink::encoder::{BodyEncoder, bodies};
+use pipeline_sink::encoder::{BodyEncoder, Encoded, bodies};
 use pipeline_sink::{
     ContactStream, ExportTarget, JobReport, JobStatus, Sink, SinkError, SinkReport,
 };
@@ -21,16 +21,19 @@ impl Sink for SendgridSink {
     ) -> BoxFuture<'a, Result<SinkReport, SinkError>> {
         Box::pin(async move {
             let fields = self.preflight(target).await?;
-            let encoder = BodyEncoder::for_target(&ExportTarget {
-                fields,
-                ..target.clone()
-            });
+            let encoder = BodyEncoder::for_target_sent_as(target, fields);
             let mut bodies = bodies(contacts, encoder);
             let concurrency = self.settings.concurrency.max(1);
             let mut tasks: JoinSet<Result<Uploaded, SinkError>> = JoinSet::new();
             let mut done = Uploaded::default();
-            while let Some(body) = bodies.next().await {
-                let body = body?;
+            while let Some(encoded) = bodies.next().await {
+                let body = match encoded? {
+                    Encoded::Body(body) => body,
+                    Encoded::TooLarge(reject) => {
+                        done.rejects.push(reject);
+                        continue;
+                    }
+                };
                 // A body starts only while fewer than `concurrency` uploads are in flight
                 // and every finished one succeeded: after a failure nothing more is sent.
                 while tasks.len() >= concurrency {

@@ -8,6 +8,10 @@
 //! the incremental diff stage with [`contact_hashes`]; the encoder then records the email
 //! and field hash of every contact it puts in a body ([`Body::keys`]), which the run
 //! journal keeps. [`bodies`] drives an encoder over a whole contact stream.
+//!
+//! A contact that no body can hold (a custom field of megabytes) is not sent: it is
+//! handed back as a [`SinkReject`] with reason [`CONTACT_TOO_LARGE`], and the contacts
+//! around it go out as usual.
 
 use std::collections::VecDeque;
 
@@ -19,7 +23,7 @@ use futures::stream::BoxStream;
 
 use crate::json::Column;
 pub use crate::json::write_json_string;
-use crate::{ContactField, ContactStream, ExportTarget, FieldKind, SinkError};
+use crate::{ContactField, ContactStream, ExportTarget, FieldKind, SinkError, SinkReject};
 use pipeline_spec::{Identifier, IdentifierSet};
 
 /// The optional last column of a contact batch: each contact's [`contact_hashes`] value.
@@ -29,6 +33,19 @@ pub const HASH_COLUMN: &str = "__pipeline_field_hash";
 pub const MAX_CONTACTS_PER_REQUEST: usize = 30_000;
 /// SendGrid refuses bodies of 6 MB; every body stays strictly below this many bytes.
 pub const MAX_BODY_BYTES: usize = 6_000_000;
+
+/// The reject reason of a contact that encodes to more bytes than one request may hold.
+pub const CONTACT_TOO_LARGE: &str = "contact_too_large";
+
+/// What encoding a contact stream gives, in order.
+#[derive(Debug)]
+pub enum Encoded {
+    /// A request body, ready to send.
+    Body(Body),
+    /// A contact no request can hold ([`CONTACT_TOO_LARGE`]): SendGrid would refuse the
+    /// whole body that carried it.
+    TooLarge(SinkReject),
+}
 
 /// A finished request body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +102,9 @@ impl BodyKeys {
 /// Accumulates contacts into request bodies.
 pub struct BodyEncoder {
     fields: Vec<ContactField>,
+    /// Each field as the export names it, for messages (a custom field is sent under the
+    /// account's id for it).
+    names: Vec<String>,
     /// `"name":` for each field, encoded once.
     keys: Vec<Vec<u8>>,
     first_custom: usize,
@@ -98,6 +118,8 @@ pub struct BodyEncoder {
     keys_of_body: Option<BodyKeys>,
     /// The columns that hold identifiers.
     identifier_columns: Vec<(usize, Identifier)>,
+    /// Contacts too large for any body, since [`BodyEncoder::take_too_large`].
+    too_large: Vec<SinkReject>,
 }
 
 const SUFFIX: &[u8] = b"]}";
@@ -116,6 +138,21 @@ impl BodyEncoder {
             target.contacts_per_request,
             MAX_BODY_BYTES,
         )
+    }
+
+    /// The encoder of `target`'s bodies with its fields sent as `sent` (custom fields
+    /// under the account's ids for them); messages name them as the export does.
+    pub fn for_target_sent_as(target: &ExportTarget, sent: Vec<ContactField>) -> Self {
+        let mut encoder = Self::for_target(&ExportTarget {
+            fields: sent,
+            ..target.clone()
+        });
+        encoder.names = target
+            .fields
+            .iter()
+            .map(ContactField::qualified_name)
+            .collect();
+        encoder
     }
 
     /// An encoder with smaller limits (tests).
@@ -156,6 +193,7 @@ impl BodyEncoder {
         let identifier_columns = identifier_columns(&fields);
         Self {
             identifier_columns,
+            names: fields.iter().map(ContactField::qualified_name).collect(),
             fields,
             keys,
             first_custom,
@@ -166,10 +204,17 @@ impl BodyEncoder {
             max_contacts: max_contacts.clamp(1, MAX_CONTACTS_PER_REQUEST),
             max_bytes: max_bytes.min(MAX_BODY_BYTES),
             keys_of_body: None,
+            too_large: Vec::new(),
         }
     }
 
-    /// Encodes every row of `batch`; each body that fills up is handed to `emit`.
+    /// The contacts found too large for any body since the last call, as rejects.
+    pub fn take_too_large(&mut self) -> Vec<SinkReject> {
+        std::mem::take(&mut self.too_large)
+    }
+
+    /// Encodes every row of `batch`; each body that fills up is handed to `emit`, and
+    /// each contact too large for any body is kept for [`Self::take_too_large`].
     pub fn push_batch(
         &mut self,
         batch: &RecordBatch,
@@ -186,10 +231,18 @@ impl BodyEncoder {
             // `,` before the contact plus the closing `]}` must keep us under the limit.
             let needed = self.contact.len() + 1 + SUFFIX.len();
             if self.prefix.len() + needed >= self.max_bytes {
-                return Err(SinkError::Data(format!(
-                    "one contact encodes to {} bytes, more than a SendGrid request may hold",
-                    self.contact.len()
-                )));
+                // The most a contact may take: with its `,` the body stays strictly under
+                // the limit.
+                let limit = self.max_bytes - self.prefix.len() - SUFFIX.len() - 2;
+                self.too_large.push(too_large(
+                    &self.names,
+                    &columns,
+                    row,
+                    self.contact.len(),
+                    limit,
+                    hashes.map(|h| h.value(row)),
+                ));
+                continue;
             }
             if self.contacts == self.max_contacts || self.body.len() + needed >= self.max_bytes {
                 emit(take_body(
@@ -231,6 +284,42 @@ impl BodyEncoder {
                 &mut self.keys_of_body,
             )
         })
+    }
+}
+
+/// The reject of the contact at `row`, which encodes to `bytes`, over `limit`: it names
+/// the field that takes the most room, so the user knows what to shorten.
+fn too_large(
+    names: &[String],
+    columns: &[Column<'_>],
+    row: usize,
+    bytes: usize,
+    limit: usize,
+    hash: Option<u64>,
+) -> SinkReject {
+    let mut scratch = Vec::new();
+    let largest = names
+        .iter()
+        .zip(columns)
+        .filter(|(_, column)| !column.is_null(row))
+        .map(|(name, column)| {
+            scratch.clear();
+            column.write_value(&mut scratch, row);
+            (scratch.len(), name)
+        })
+        .max_by_key(|(len, _)| *len);
+    let largest = largest.map_or(String::new(), |(len, name)| {
+        format!("; its largest field, `{name}`, takes {len}")
+    });
+    SinkReject {
+        email: columns[0].text(row).unwrap_or_default().to_owned(),
+        reason: CONTACT_TOO_LARGE,
+        message: format!(
+            "the contact encodes to {bytes} bytes, but a SendGrid request holds at most \
+             {limit} bytes of contacts beside its list ids{largest}"
+        ),
+        job_id: None,
+        hash,
     }
 }
 
@@ -363,12 +452,12 @@ pub fn texts(batch: &RecordBatch, at: usize) -> Result<Vec<&str>, SinkError> {
 pub fn bodies(
     contacts: ContactStream,
     encoder: BodyEncoder,
-) -> BoxStream<'static, Result<Body, SinkError>> {
+) -> BoxStream<'static, Result<Encoded, SinkError>> {
     struct State {
         contacts: ContactStream,
         /// `None` once the stream ended or failed.
         encoder: Option<BodyEncoder>,
-        ready: VecDeque<Body>,
+        ready: VecDeque<Encoded>,
     }
     let state = State {
         contacts,
@@ -377,19 +466,26 @@ pub fn bodies(
     };
     futures::stream::unfold(state, |mut state| async move {
         loop {
-            if let Some(body) = state.ready.pop_front() {
-                return Some((Ok(body), state));
+            if let Some(encoded) = state.ready.pop_front() {
+                return Some((Ok(encoded), state));
             }
             let encoder = state.encoder.as_mut()?;
             let pushed = match state.contacts.next().await {
-                Some(Ok(batch)) => encoder.push_batch(&batch, |body| {
-                    state.ready.push_back(body);
-                    Ok(())
-                }),
+                Some(Ok(batch)) => {
+                    let pushed = encoder.push_batch(&batch, |body| {
+                        state.ready.push_back(Encoded::Body(body));
+                        Ok(())
+                    });
+                    let too_large = encoder.take_too_large();
+                    state
+                        .ready
+                        .extend(too_large.into_iter().map(Encoded::TooLarge));
+                    pushed
+                }
                 Some(Err(e)) => Err(SinkError::Upstream(e)),
                 None => {
                     let last = state.encoder.take().and_then(BodyEncoder::finish);
-                    state.ready.extend(last);
+                    state.ready.extend(last.map(Encoded::Body));
                     continue;
                 }
             };

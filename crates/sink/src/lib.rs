@@ -173,8 +173,9 @@ impl JobReport {
 pub struct SinkReject {
     /// The contact's key: the value of the export's identifier (its email by default).
     pub email: String,
-    /// `sendgrid_rejected` (a 400 on upload), `import_errored` (the import job's errors)
-    /// or `identifier_dropped` (held back: it lacks an identifier it was sent with).
+    /// `sendgrid_rejected` (a 400 on upload), `import_errored` (the import job's errors),
+    /// `contact_too_large` (no request can hold it, so it is not sent) or
+    /// `identifier_dropped` (held back: it lacks an identifier it was sent with).
     pub reason: &'static str,
     pub message: String,
     /// The import job whose errors file named the contact.
@@ -195,9 +196,6 @@ pub enum SinkError {
     /// The batches do not have the columns the export declared: a bug.
     #[error("internal error: {0}")]
     Internal(String),
-    /// A single contact cannot fit in one request.
-    #[error("{0}")]
-    Data(String),
     /// The service behind the sink refused the work or could not be reached; `kind` says
     /// whether the user's settings (a bad key, a missing list) or the outside world failed.
     #[error("{message}")]
@@ -216,7 +214,7 @@ pub enum SinkError {
 impl Classified for SinkError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::Upstream(_) | Self::Data(_) => ErrorKind::Data,
+            Self::Upstream(_) => ErrorKind::Data,
             Self::Internal(_) => ErrorKind::Internal,
             Self::Service { kind, .. } => *kind,
             Self::Config(_) => ErrorKind::Config,

@@ -228,6 +228,53 @@ fn a_member_this_run_rejects_is_not_taken_off_the_list() {
 }
 
 #[test]
+fn a_contact_too_large_for_any_request_is_rejected_and_remembered_not_sent() {
+    let s = Setup::new(0);
+    write_profiles(s.dir.path(), &rows(5));
+    // Customer 3's `bio` alone is more than a request may hold: it failed the whole run
+    // once it was reached.
+    let text = s.pipeline_text(
+        "",
+        "{ format: parquet, path: data/profiles.parquet }",
+        &format!(
+            "{UPSERT}
+      custom_fields:
+        bio: CASE WHEN customer_id = 3 THEN repeat('x', 6000000) ELSE 'short' END
+    create_missing_fields: true"
+        ),
+    );
+    let file = write(s.dir.path(), &text);
+    let (run, summary) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 5, "{}", run.stderr);
+    assert_eq!(summary["sent"], 4);
+    assert_eq!(summary["rejected_by_reason"]["contact_too_large"], 1);
+    assert_eq!(
+        s.upserted_since(0),
+        [1, 2, 4, 5].map(email),
+        "the others went out"
+    );
+    let rejects = std::fs::read_to_string(s.dir.path().join("rejects/daily.rejects.jsonl"))
+        .expect("a rejects file");
+    let reject: serde_json::Value = serde_json::from_str(rejects.trim()).unwrap();
+    assert_eq!(reject["email"], email(3));
+    assert_eq!(reject["reason"], "contact_too_large");
+    let detail = reject["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("the contact encodes to 6000")
+            && detail.contains("but a SendGrid request holds at most 59999")
+            && detail.ends_with("its largest field, `custom_fields.bio`, takes 6000002"),
+        "{detail}"
+    );
+
+    // Unchanged, it is not tried again; the others are unchanged too.
+    let before = s.log_len();
+    let (run, again) = s.run_json(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(s.upserted_since(before).is_empty());
+    assert_eq!(again["sync"]["still_refused"], 1);
+}
+
+#[test]
 fn the_mass_removal_guard_refuses_until_allowed() {
     let s = Setup::new(0);
     let mut data = rows(100);

@@ -126,6 +126,45 @@ fn cuts_bodies_strictly_under_the_byte_limit() {
 }
 
 #[test]
+fn a_contact_no_body_can_hold_is_rejected_and_the_others_go_out() {
+    let limit = 400;
+    let mut encoder = BodyEncoder::with_limits(&["l1".into()], fields(), 30_000, limit);
+    let mut rows = batch(3);
+    // The second contact's name alone is longer than a body may be.
+    let names: StringArray = [Some("Ann"), Some(&*"é".repeat(300)), None]
+        .into_iter()
+        .collect();
+    let mut columns = rows.columns().to_vec();
+    columns[1] = Arc::new(names);
+    rows = RecordBatch::try_new(rows.schema(), columns).unwrap();
+    let mut bodies = encode(&mut encoder, &rows);
+    let rejected = encoder.take_too_large();
+    assert!(encoder.take_too_large().is_empty(), "taken once");
+    bodies.extend(encoder.finish());
+    let sent: Vec<Value> = bodies
+        .iter()
+        .flat_map(|b| {
+            let v: Value = serde_json::from_slice(&b.bytes).unwrap();
+            v["contacts"].as_array().unwrap().clone()
+        })
+        .collect();
+    let emails: Vec<&str> = sent.iter().map(|c| c["email"].as_str().unwrap()).collect();
+    assert_eq!(emails, ["c0@example.com", "c2@example.com"]);
+    assert_eq!(rejected.len(), 1);
+    let reject = &rejected[0];
+    assert_eq!(reject.email, "c1@example.com");
+    assert_eq!(reject.reason, CONTACT_TOO_LARGE);
+    assert_eq!(reject.hash, None, "no hashes in these batches");
+    // The body's frame `{"list_ids":["l1"],"contacts":[` and `]}` takes 33 of the 400,
+    // a contact's `,` one more, and a body stays strictly under its limit.
+    assert_eq!(
+        reject.message,
+        "the contact encodes to 642 bytes, but a SendGrid request holds at most 365 bytes \
+         of contacts beside its list ids; its largest field, `first_name`, takes 602"
+    );
+}
+
+#[test]
 fn string_escaping_matches_serde_json() {
     for s in [
         "plain",
