@@ -11,7 +11,7 @@ use pipeline_sync::{RemovalOutcome, SyncedExport};
 use serde_json::{Value, json};
 
 use crate::Exit;
-use crate::text::{indent, mask_emails, sample_rows, table};
+use crate::text::{cell, indent, mask_emails, sample_rows, table};
 
 /// A command's successful result.
 pub trait Outcome {
@@ -116,7 +116,10 @@ pub fn plans(plans: &[Plan]) -> String {
         if let Some((headers, _)) = rows.first() {
             out.push_str(&format!("  first {} contact(s):\n", rows.len()));
             let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
-            let body: Vec<Vec<String>> = rows.iter().map(|(_, r)| r.clone()).collect();
+            let body: Vec<Vec<String>> = rows
+                .iter()
+                .map(|(_, r)| r.iter().map(|v| cell(v)).collect())
+                .collect();
             out.push_str(&indent(&table(&headers, &body, &[]), "    "));
         }
         out.push('\n');

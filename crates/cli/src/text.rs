@@ -57,6 +57,37 @@ pub fn mask_emails(text: &str) -> String {
         .collect()
 }
 
+/// Most terminal columns one sample value takes in a table; a longer one ends in `…`.
+const CELL_WIDTH: usize = 40;
+
+/// A value as one table cell: control characters shown as escapes (a line break would
+/// split the row), and cut to [`CELL_WIDTH`] columns (a custom field may hold pages).
+pub(crate) fn cell(text: &str) -> String {
+    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+    let escaped: String = text
+        .chars()
+        .flat_map(|c| {
+            let escape = c.is_control().then(|| c.escape_default());
+            let plain = (!c.is_control()).then_some(c);
+            escape.into_iter().flatten().chain(plain)
+        })
+        .collect();
+    if escaped.width() <= CELL_WIDTH {
+        return escaped;
+    }
+    let mut out = String::new();
+    let mut width = 0;
+    for c in escaped.chars() {
+        width += c.width().unwrap_or(0);
+        if width > CELL_WIDTH - 1 {
+            break;
+        }
+        out.push(c);
+    }
+    out.push('…');
+    out
+}
+
 pub(crate) fn indent(text: &str, by: &str) -> String {
     text.lines().map(|l| format!("{by}{l}\n")).collect()
 }
@@ -101,6 +132,16 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>], right: &[usize]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cell_is_one_line_of_at_most_forty_columns() {
+        assert_eq!(cell("Zoë \"0\"\n\tx"), "Zoë \"0\"\\n\\tx");
+        let long = cell(&"x".repeat(6_000_000));
+        assert_eq!(long, format!("{}…", "x".repeat(39)));
+        // Wide characters count two columns each.
+        assert_eq!(cell(&"日".repeat(30)), format!("{}…", "日".repeat(19)));
+        assert_eq!(cell(&"日".repeat(20)), "日".repeat(20));
+    }
 
     #[test]
     fn masks_every_address() {
