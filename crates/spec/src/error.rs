@@ -51,8 +51,52 @@ impl Diagnostic {
         Self {
             location,
             path,
-            message,
+            message: in_words(&message),
         }
+    }
+}
+
+/// serde's `expected u64` or `expected struct Source` in the words of the file: a whole
+/// number, a list, `key: value` settings; and a number in quotes is said to be one.
+fn in_words(message: &str) -> String {
+    let Some((found, expected)) = message.rsplit_once(", expected ") else {
+        return message.to_owned();
+    };
+    let number = matches!(
+        expected,
+        "u8" | "u16"
+            | "u32"
+            | "u64"
+            | "usize"
+            | "i8"
+            | "i16"
+            | "i32"
+            | "i64"
+            | "isize"
+            | "f32"
+            | "f64"
+    );
+    let words = match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a boolean" => "true or false",
+        "a sequence" => "a list (`[a, b]`, or one `- item` per line)",
+        "a map" => "`key: value` lines",
+        other if other.starts_with("struct ") => "its settings as `key: value` lines",
+        other => other,
+    };
+    let quoted = found
+        .strip_prefix("invalid type: string ")
+        .and_then(|v| v.strip_prefix('"')?.strip_suffix('"'))
+        .is_some_and(|v| {
+            let v = v.trim();
+            v.parse::<f64>().is_ok() || (expected == "a boolean" && matches!(v, "true" | "false"))
+        });
+    if quoted && (number || expected == "a boolean") {
+        format!("{found}, expected {words}: write it without quotes")
+    } else {
+        format!("{found}, expected {words}")
     }
 }
 
@@ -111,4 +155,46 @@ fn render_invalid(path: &std::path::Path, diagnostics: &[Diagnostic]) -> String 
         out.push_str(&d.message);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_words;
+
+    #[test]
+    fn rust_type_names_become_words() {
+        for (serde, ours) in [
+            (
+                "invalid type: integer `-5`, expected u64",
+                "invalid type: integer `-5`, expected a whole number, 0 or more",
+            ),
+            (
+                "invalid type: string \"100000\", expected u64",
+                "invalid type: string \"100000\", expected a whole number, 0 or more: write it without quotes",
+            ),
+            (
+                "invalid type: string \"yes\", expected a boolean",
+                "invalid type: string \"yes\", expected true or false",
+            ),
+            (
+                "invalid type: string \"true\", expected a boolean",
+                "invalid type: string \"true\", expected true or false: write it without quotes",
+            ),
+            (
+                "invalid type: string \"x\", expected a sequence",
+                "invalid type: string \"x\", expected a list (`[a, b]`, or one `- item` per line)",
+            ),
+            (
+                "invalid type: string \"data/p.parquet\", expected struct Source",
+                "invalid type: string \"data/p.parquet\", expected its settings as `key: value` lines",
+            ),
+            (
+                "unknown variant `fial`, expected `fail` or `truncate`",
+                "unknown variant `fial`, expected `fail` or `truncate`",
+            ),
+            ("missing field `version`", "missing field `version`"),
+        ] {
+            assert_eq!(in_words(serde), ours);
+        }
+    }
 }
