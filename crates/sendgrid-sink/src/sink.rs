@@ -1,9 +1,8 @@
 //! The sink's run: preflight, then bodies uploaded as the selection hands over batches,
 //! then the import jobs followed.
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
-use pipeline_sink::encoder::{BodyEncoder, Encoded, bodies};
+use pipeline_sink::encoder::{BodyEncoder, bodies, next_body};
 use pipeline_sink::{
     ContactStream, ExportTarget, JobReport, JobStatus, Sink, SinkError, SinkReport,
 };
@@ -26,14 +25,8 @@ impl Sink for SendgridSink {
             let concurrency = self.settings.concurrency.max(1);
             let mut tasks: JoinSet<Result<Uploaded, SinkError>> = JoinSet::new();
             let mut done = Uploaded::default();
-            while let Some(encoded) = bodies.next().await {
-                let body = match encoded? {
-                    Encoded::Body(body) => body,
-                    Encoded::TooLarge(reject) => {
-                        done.rejects.push(reject);
-                        continue;
-                    }
-                };
+            while let Some(body) = next_body(&mut bodies, &mut done.rejects).await {
+                let body = body?;
                 // A body starts only while fewer than `concurrency` uploads are in flight
                 // and every finished one succeeded: after a failure nothing more is sent.
                 while tasks.len() >= concurrency {

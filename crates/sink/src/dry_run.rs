@@ -6,10 +6,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 
-use crate::encoder::{BodyEncoder, Encoded, bodies};
+use crate::encoder::{BodyEncoder, bodies, next_body};
 use crate::private_fs::{create_private_dir, create_private_file};
 use crate::{ContactStream, ExportTarget, Sink, SinkError, SinkReport};
 
@@ -38,14 +37,8 @@ impl Sink for DryRunSink {
             let mut report = SinkReport::default();
             let encoder = BodyEncoder::for_target(target);
             let mut bodies = bodies(contacts, encoder);
-            while let Some(encoded) = bodies.next().await {
-                let body = match encoded? {
-                    Encoded::Body(body) => body,
-                    Encoded::TooLarge(reject) => {
-                        report.rejects.push(reject);
-                        continue;
-                    }
-                };
+            while let Some(body) = next_body(&mut bodies, &mut report.rejects).await {
+                let body = body?;
                 let path = dir.join(format!("request-{:06}.json", report.requests + 1));
                 let mut file = create_private_file(&path)
                     .map_err(io(format!("cannot create {}", path.display())))?;

@@ -498,6 +498,21 @@ pub fn bodies(
     .boxed()
 }
 
+/// The next body of a [`bodies`] stream; the contacts found too large for any body on
+/// the way go to `rejects`.
+pub async fn next_body(
+    bodies: &mut BoxStream<'static, Result<Encoded, SinkError>>,
+    rejects: &mut Vec<SinkReject>,
+) -> Option<Result<Body, SinkError>> {
+    loop {
+        match bodies.next().await? {
+            Ok(Encoded::Body(body)) => return Some(Ok(body)),
+            Ok(Encoded::TooLarge(reject)) => rejects.push(reject),
+            Err(e) => return Some(Err(e)),
+        }
+    }
+}
+
 /// A stable 64-bit hash of a contact's non-null fields: each field's name and its value
 /// as the body writes it. Stable across runs, versions and accounts.
 fn hash_contact(

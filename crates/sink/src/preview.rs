@@ -8,7 +8,7 @@ use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
-use crate::encoder::{BodyEncoder, Encoded, bodies};
+use crate::encoder::{BodyEncoder, bodies, next_body};
 use crate::{ContactStream, ExportTarget, Sink, SinkError, SinkReport, Stage};
 
 /// Counts the bodies a run would send.
@@ -25,14 +25,8 @@ impl Sink for PreviewSink {
             let mut report = SinkReport::default();
             let encoder = BodyEncoder::for_target(target);
             let mut bodies = bodies(contacts, encoder);
-            while let Some(encoded) = bodies.next().await {
-                let body = match encoded? {
-                    Encoded::Body(body) => body,
-                    Encoded::TooLarge(reject) => {
-                        report.rejects.push(reject);
-                        continue;
-                    }
-                };
+            while let Some(body) = next_body(&mut bodies, &mut report.rejects).await {
+                let body = body?;
                 report.requests += 1;
                 report.contacts += body.contacts as u64;
                 report.bytes += body.bytes.len() as u64;
