@@ -312,3 +312,69 @@ fn contacts_counts_and_rejects_do_not_depend_on_how_rows_arrive() {
         assert_eq!(s, summary, "summary at batch_size {batch_size}");
     }
 }
+
+#[test]
+fn an_export_of_many_fields_fits_the_default_memory_limit() {
+    // 150 custom fields over 20,000 rows: a batch of the scan's 8,192 rows asked the
+    // contacts' sort for more than its share of the default limit, and the run failed.
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::record_batch::RecordBatch;
+
+    const FIELDS: usize = 150;
+    const ROWS: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut columns: Vec<(String, ArrayRef)> = vec![(
+        "email".into(),
+        Arc::new(StringArray::from_iter_values(
+            (0..ROWS).map(|i| format!("u{i}@example.com")),
+        )),
+    )];
+    for f in 0..FIELDS {
+        let values = (0..ROWS).map(|i| format!("value {i} of field {f}"));
+        columns.push((
+            format!("f{f}"),
+            Arc::new(StringArray::from_iter_values(values)),
+        ));
+    }
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let file = std::fs::File::create(dir.path().join("data/wide.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+
+    let fields: String = (0..FIELDS)
+        .map(|f| format!("        field_{f}: f{f}\n"))
+        .collect();
+    let yaml = format!(
+        "version: 1
+{}sources:
+  wide: {{ format: parquet, path: data/wide.parquet }}
+segments:
+  everyone: SELECT * FROM wide
+exports:
+  - name: wide
+    connection: marketing
+    list_ids: [{LIST}]
+    segments: [everyone]
+    mapping:
+      email: email
+      custom_fields:
+{fields}",
+        connections_yaml(None)
+    );
+    let file = write(dir.path(), &yaml);
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let sent = contacts(&dir.path().join("out/wide"));
+    assert_eq!(sent.len(), ROWS);
+    let one = sent
+        .iter()
+        .find(|c| c["email"] == "u12345@example.com")
+        .expect("u12345 is sent");
+    let custom = one["custom_fields"].as_object().unwrap();
+    assert_eq!(custom.len(), FIELDS);
+    assert_eq!(custom["field_149"], "value 12345 of field 149");
+}

@@ -59,6 +59,8 @@ pub struct Engine {
     sort_ctx: SessionContext,
     rejects_ctx: SessionContext,
     count_ctx: SessionContext,
+    /// The contacts' sort's share of the memory limit, in bytes.
+    sort_share: usize,
     /// Most bytes the cap's cut may hold: half the contacts' sort share (see [`cut`]).
     cut_budget: usize,
     pipeline: Pipeline,
@@ -139,6 +141,7 @@ impl Engine {
             sort_ctx,
             rejects_ctx,
             count_ctx,
+            sort_share: sort_limit,
             cut_budget: sort_limit / 2,
             pipeline: pipeline.clone(),
             segment_schemas,
@@ -194,6 +197,11 @@ impl Engine {
 
     pub(crate) fn count_context(&self) -> &SessionContext {
         &self.count_ctx
+    }
+
+    /// The contacts' sort's share of the memory limit, in bytes.
+    pub(crate) fn sort_share(&self) -> usize {
+        self.sort_share
     }
 
     pub(crate) fn cut_budget(&self) -> usize {

@@ -24,7 +24,7 @@ use crate::error::EngineError;
 use crate::plan::{ExportQuery, META_COLUMNS, meta};
 use crate::rejects::{Reject, RejectsWriter};
 use crate::rules::RejectReason;
-use crate::select::{ContactCount, EmailSet, Sorter, export_order};
+use crate::select::{ContactCount, EmailSet, SortInput, Sorter, export_order};
 use crate::summary::{CapVerdict, ExportSummary};
 use crate::turns::Turns;
 
@@ -80,13 +80,12 @@ impl Engine {
         let schema = stream.schema();
         let keep = valid_columns(&schema);
         let valid_schema: SchemaRef = Arc::new(schema.project(&keep).map_err(|e| exec(&e))?);
-        let contacts = Sorter::start(
+        let mut contacts = SortInput::new(
             self.sort_context(),
             valid_schema.clone(),
             export_order(query, &valid_schema, false),
-        )
-        .await
-        .map_err(|e| exec(&e))?;
+            self.sort_share(),
+        );
         let (mut rejected_rows, rejects) = match &options.rejects_dir {
             Some(dir) => {
                 let writer = RejectsWriter::create(dir, &query.export, query.key.name())?;
@@ -155,19 +154,14 @@ impl Engine {
                     }
                 },
             };
-            if contacts.input.send(Ok(valid)).await.is_err() {
+            if !contacts.send(valid).await.map_err(|e| exec(&e))? {
                 // The sort stopped: its error comes out of its output.
                 break;
             }
         }
         // Ending the inputs lets the sorts finish.
         drop(rejected_rows);
-        let Sorter {
-            input: contacts_in,
-            output: contacts,
-            ..
-        } = contacts;
-        drop(contacts_in);
+        let contacts = contacts.finish().await.map_err(|e| exec(&e))?;
         if let Some(watching) = watching {
             watching.abort();
         }
