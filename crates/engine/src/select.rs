@@ -121,6 +121,10 @@ impl SortInput {
             let batch_size = self.ctx.copied_config().batch_size();
             let rows = portion_rows(&batch, self.share, batch_size)?;
             let ctx = if rows < batch_size {
+                tracing::debug!(
+                    rows,
+                    "The contacts' rows are wide: they are sorted in portions of {rows} rows"
+                );
                 let config = self.ctx.copied_config().with_batch_size(rows);
                 let state = SessionStateBuilder::new_from_existing(self.ctx.state())
                     .with_config(config)
