@@ -233,7 +233,9 @@ impl BodyEncoder {
             if self.prefix.len() + needed >= self.max_bytes {
                 // The most a contact may take: with its `,` the body stays strictly under
                 // the limit.
-                let limit = self.max_bytes - self.prefix.len() - SUFFIX.len() - 2;
+                let limit = self
+                    .max_bytes
+                    .saturating_sub(self.prefix.len() + SUFFIX.len() + 2);
                 self.too_large.push(too_large(
                     &self.names,
                     &columns,
