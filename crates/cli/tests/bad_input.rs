@@ -177,6 +177,49 @@ fn sql_errors_name_the_segment() {
 }
 
 #[test]
+fn a_segment_selecting_from_an_undeclared_table_lists_what_there_is() {
+    let segments = "  vip: SELECT * FROM profile\n  high_value: SELECT * FROM 'data/profiles.parquet'\n  late: SELECT * FROM broken\n  broken: SELEC 1";
+    let export = EXPORT.replace("[vip, high_value]", "[vip, high_value, late]");
+    let (_d, run) = run_file(&pipeline_yaml(segments, &export));
+    assert_config_error(
+        &run,
+        &[
+            "segment `vip`: it selects from `profile`, which is neither a source nor a segment (sources: `memberships`, `profiles`; segments: `broken`, `high_value`, `late`, `vip`)",
+            "segment `high_value`: it selects from `data/profiles.parquet`, which is neither a source nor a segment (sources: `memberships`, `profiles`; segments: `broken`, `high_value`, `late`, `vip`); a segment reads only the sources declared under `sources:`",
+            "segment `late`: it selects from segment `broken`, which has a problem of its own (see its message)",
+            "segment `broken`: SQL syntax error",
+        ],
+    );
+}
+
+#[test]
+fn a_literal_that_cannot_be_cast_is_caught_by_validate() {
+    let segments = "  vip: SELECT * FROM profiles WHERE lifetime_value > 'lots'\n  high_value: SELECT * FROM profiles";
+    let dir = sample_dir();
+    let file = write(dir.path(), &pipeline_yaml(segments, EXPORT));
+    let run = pipeline(dir.path(), &["validate", file], &[]);
+    assert_config_error(
+        &run,
+        &["segment `vip`: Cast error: Cannot cast string 'lots' to value of Float64 type"],
+    );
+}
+
+#[test]
+fn a_filter_failing_on_the_data_names_the_segment_and_hides_the_value() {
+    let segments = "  vip: SELECT * FROM profiles WHERE CAST(email AS INT) > 1\n  high_value: SELECT * FROM profiles WHERE is_subscribed";
+    let (_d, run) = run_file(&pipeline_yaml(segments, EXPORT));
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "export `newsletter`: selecting contacts failed: segment `vip`, in its own SQL, before any mapped field: evaluating the filter failed: Cannot cast string '<a value of "
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains('@'), "{}", run.stderr);
+}
+
+#[test]
 fn a_segment_with_two_columns_of_one_name_is_named_once() {
     // `p.*, m.*` repeats the join's key: every mapped column was reported missing
     // from a segment that lists it among its columns.
@@ -340,7 +383,7 @@ fn data_that_cannot_be_cast_fails_the_run_with_its_code() {
     assert_eq!(run.code, 4, "{}", run.stderr);
     assert!(
         run.stderr.contains(
-            "export `newsletter`: selecting contacts failed: segment `vip`, mapping.custom_fields.n: "
+            "export `newsletter`: selecting contacts failed: segment `vip`, mapping.custom_fields.n: Cast error: Cannot cast string '<a value of "
         ),
         "{}",
         run.stderr

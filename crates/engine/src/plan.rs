@@ -55,8 +55,8 @@ pub struct ExportQuery {
     pub custom_field_types: BTreeMap<String, &'static str>,
     /// Whether each `order_by` expression sorts descending; its column follows the fields.
     pub order_descending: Vec<bool>,
-    /// One query per segment and mapped field, run only when the export's query fails, to
-    /// name the segment and field whose values fail.
+    /// One query per segment (its rows alone) and per segment and mapped field, run only
+    /// when the export's query fails, to name the segment and field whose values fail.
     pub probes: Vec<Probe>,
 }
 
@@ -64,7 +64,7 @@ pub struct ExportQuery {
 #[derive(Debug, Clone)]
 pub struct Probe {
     pub segment: String,
-    /// `mapping.<field>`.
+    /// `mapping.<field>`, or where else in the segment the probe looks.
     pub field: String,
     pub sql: String,
 }
@@ -505,6 +505,12 @@ fn build_sql(
         for (j, e) in order_exprs.iter().enumerate() {
             cols.push(format!("{e} AS __o{j}"));
         }
+        // The segment's own rows first: its filter or joins may fail before any field.
+        probes.push(Probe {
+            segment: segment.clone(),
+            field: "in its own SQL, before any mapped field".to_owned(),
+            sql: format!("SELECT count(*) FROM {}", quote_ident(segment)),
+        });
         for (i, (m, e)) in mapped.iter().zip(exprs).enumerate() {
             cols.push(format!("{} AS __f{i}", value_sql(e, m.shape)));
             probes.push(Probe {

@@ -201,7 +201,7 @@ impl Engine {
             Some(cluster) => EngineError::Cluster(format!(
                 "export `{}`: the selection on the cluster `{cluster}` failed, and no contact was sent: {}",
                 query.export,
-                crate::segments::clean_sql_error(&e.to_string())
+                crate::error::failure_text(&e)
             )),
             None => self.execution_error(query, e),
         }
@@ -209,7 +209,7 @@ impl Engine {
 
     fn execution_error(&self, query: &ExportQuery, e: &dyn std::fmt::Display) -> EngineError {
         let memory_limit = self.pipeline().file.engine.memory_limit_mib;
-        let mut message = crate::segments::clean_sql_error(&e.to_string());
+        let mut message = crate::error::failure_text(&e);
         if message.contains("Not enough memory") || message.contains("Resources exhausted") {
             message = format!(
                 "the query needs more memory than engine.memory_limit_mib ({memory_limit} MiB) allows; \
@@ -453,7 +453,7 @@ async fn write_rejects(
         export: query.export.clone(),
         message: format!(
             "sorting the rejected rows failed: {}",
-            crate::segments::clean_sql_error(&e.to_string())
+            crate::error::failure_text(&e)
         ),
     };
     let segments = &query.segments;

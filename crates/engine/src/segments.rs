@@ -49,6 +49,12 @@ pub(crate) async fn register_all(
                         *last_error = message;
                         continue;
                     }
+                    // The optimizer folds constants, so a literal that cannot be cast
+                    // (`lifetime_value > 'abc'`) fails here rather than in the run.
+                    if let Err(e) = ctx.state().optimize(df.logical_plan()) {
+                        *last_error = e.to_string();
+                        continue;
+                    }
                     let schema = SchemaRef::new(df.schema().as_arrow().clone());
                     if let Err(e) = ctx.register_table(name.as_str(), df.into_view()) {
                         *last_error = e.to_string();
@@ -82,10 +88,46 @@ pub(crate) async fn register_all(
                 "segment `{name}` is in a cycle of segments that select from each other ({} → {name}): break the cycle",
                 cycle.join(" → ")
             )),
-            None => problems.push(format!("segment `{name}`: {}", clean_sql_error(&error))),
+            None => problems.push(format!(
+                "segment `{name}`: {}",
+                missing_table(&error, pipeline)
+                    .unwrap_or_else(|| clean_sql_error(&error))
+            )),
         }
     }
     (schemas, problems)
+}
+
+/// What a segment selects from that is not there, in the file's words: DataFusion names
+/// `datafusion.public.<name>`, and the user wrote a source or segment name.
+fn missing_table(error: &str, pipeline: &Pipeline) -> Option<String> {
+    let (_, rest) = error.split_once("table '")?;
+    let (table, _) = rest.split_once("' not found")?;
+    let name = table.strip_prefix("datafusion.public.").unwrap_or(table);
+    // A segment that planned would have been found: this one has failed.
+    if pipeline.file.segments.contains_key(name) {
+        return Some(format!(
+            "it selects from segment `{name}`, which has a problem of its own (see its message)"
+        ));
+    }
+    let names = |keys: Vec<&String>| {
+        let quoted: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+        if quoted.is_empty() {
+            "none".to_owned()
+        } else {
+            quoted.join(", ")
+        }
+    };
+    let hint = if name.contains('.') || name.contains('/') {
+        "; a segment reads only the sources declared under `sources:` (declare a file or table there), by name"
+    } else {
+        ""
+    };
+    Some(format!(
+        "it selects from `{name}`, which is neither a source nor a segment (sources: {}; segments: {}){hint}",
+        names(pipeline.file.sources.keys().collect()),
+        names(pipeline.file.segments.keys().collect()),
+    ))
 }
 
 /// Two columns of one name in a segment's rows (`p.customer_id` and `m.customer_id` from
@@ -240,8 +282,18 @@ pub(crate) fn clean_sql_error(message: &str) -> String {
         "SQL error: ",
         "Schema error: ",
         "ParserError(\"",
-        "Optimizer rule",
     ] {
+        if let Some(rest) = m.strip_prefix(prefix) {
+            m = rest;
+        }
+    }
+    // `Optimizer rule 'simplify_expressions' failed\ncaused by\n<why>`: the why.
+    if m.starts_with("Optimizer rule")
+        && let Some((_, why)) = m.split_once("caused by\n")
+    {
+        m = why.trim();
+    }
+    for prefix in ["Arrow error: ", "External error: "] {
         if let Some(rest) = m.strip_prefix(prefix) {
             m = rest;
         }
