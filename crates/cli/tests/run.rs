@@ -378,3 +378,88 @@ exports:
     assert_eq!(custom.len(), FIELDS);
     assert_eq!(custom["field_149"], "value 12345 of field 149");
 }
+
+#[test]
+fn dates_of_every_year_and_unit_are_sent_and_unusable_floats_left_out() {
+    // `0001-01-01` and `9999-12-31` mean "never" in many tables; a zoned timestamp of
+    // microseconds outside 1677-2262 failed the whole export (DataFusion's `to_char`
+    // cast it to nanoseconds first).
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Date32Array, Float64Array, StringArray};
+    use arrow::array::{TimestampMicrosecondArray, TimestampMillisecondArray};
+    use arrow::record_batch::RecordBatch;
+
+    let dir = tempfile::tempdir().unwrap();
+    let never = [-62_135_596_800_000_000, 253_402_214_400_000_000, 0];
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "email",
+            Arc::new(StringArray::from(vec![
+                "first@example.com",
+                "last@example.com",
+                "epoch@example.com",
+            ])),
+        ),
+        (
+            "day",
+            Arc::new(Date32Array::from(vec![-719_162, 2_932_896, 0])),
+        ),
+        (
+            "seen",
+            Arc::new(TimestampMicrosecondArray::from(never.to_vec()).with_timezone("+05:30")),
+        ),
+        (
+            "signed",
+            Arc::new(TimestampMillisecondArray::from(
+                never.iter().map(|us| us / 1000).collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "score",
+            Arc::new(Float64Array::from(vec![f64::NAN, f64::INFINITY, -0.5])),
+        ),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let file = std::fs::File::create(dir.path().join("data/dates.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let yaml = format!(
+        "version: 1
+{}sources:
+  dates: {{ format: parquet, path: data/dates.parquet }}
+segments:
+  everyone: SELECT * FROM dates
+exports:
+  - name: dates
+    connection: marketing
+    list_ids: [{LIST}]
+    segments: [everyone]
+    mapping:
+      email: email
+      custom_fields: {{ day: day, seen: seen, signed: signed, score: score }}
+    order_by: day
+",
+        connections_yaml(None)
+    );
+    let file = write(dir.path(), &yaml);
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let fields: Vec<Value> = contacts(&dir.path().join("out/dates"))
+        .into_iter()
+        .map(|c| c["custom_fields"].clone())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            json!({"day": "0001-01-01T00:00:00Z", "seen": "0001-01-01T05:30:00+05:30",
+                   "signed": "0001-01-01T00:00:00Z"}),
+            json!({"day": "1970-01-01T00:00:00Z", "seen": "1970-01-01T05:30:00+05:30",
+                   "signed": "1970-01-01T00:00:00Z", "score": -0.5}),
+            json!({"day": "9999-12-31T00:00:00Z", "seen": "9999-12-31T05:30:00+05:30",
+                   "signed": "9999-12-31T00:00:00Z"}),
+        ]
+    );
+}

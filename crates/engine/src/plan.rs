@@ -472,10 +472,9 @@ fn value_sql(expr: &str, shape: Shape) -> String {
         Shape::Integer => format!("CAST({expr} AS BIGINT)"),
         Shape::Float => format!("CAST({expr} AS DOUBLE)"),
         // ISO 8601, as recorded traffic of the live API shows Date fields taking (its
-        // MM/DD/YYYY is documented for CSV imports only); see docs/sendgrid.md.
-        Shape::Date(DateForm::Day) => format!("to_char({expr}, '%Y-%m-%dT00:00:00Z')"),
-        Shape::Date(DateForm::Naive) => format!("to_char({expr}, '%Y-%m-%dT%H:%M:%SZ')"),
-        Shape::Date(DateForm::Zoned) => format!("to_char({expr}, '%Y-%m-%dT%H:%M:%S%:z')"),
+        // MM/DD/YYYY is documented for CSV imports only); see docs/sendgrid.md. The form
+        // (`DateForm`) follows from the type; `sg_date` writes each.
+        Shape::Date(_) => format!("sg_date({expr})"),
     }
 }
 

@@ -14,14 +14,16 @@ use datafusion::prelude::SessionContext;
 
 use crate::rules::{MAX_ALTERNATE_EMAILS, email_problem, normalize_email_into};
 
-/// The rules as functions: `sg_email`, `sg_email_problem`, `sg_alternate_emails` and
-/// `sg_alternate_email_count`. A cluster's scheduler and executors register them too.
+/// The rules as functions: `sg_email`, `sg_email_problem`, `sg_alternate_emails`,
+/// `sg_alternate_email_count` and `sg_date`. A cluster's scheduler and executors register
+/// them too.
 pub fn contact_rules() -> Vec<ScalarUDF> {
     [
         Function::Email,
         Function::EmailProblem,
         Function::Alternates,
         Function::AlternateCount,
+        Function::Date,
     ]
     .into_iter()
     .map(|f| ScalarUDF::from(ContactRule::new(f)))
@@ -45,6 +47,11 @@ enum Function {
     Alternates,
     /// How many valid distinct alternate emails there are.
     AlternateCount,
+    /// A date or a time as SendGrid's Date fields take it (ISO 8601): a date at midnight
+    /// UTC, a time without a zone as UTC, a time with a zone in its zone. DataFusion's
+    /// `to_char` casts a zoned time of any unit to nanoseconds first, which fails on the
+    /// `0001-01-01` and `9999-12-31` that tables use for "never".
+    Date,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -57,7 +64,7 @@ impl ContactRule {
     fn new(function: Function) -> Self {
         let signature = match function {
             Function::Email | Function::EmailProblem => Signature::string(1, Volatility::Immutable),
-            Function::Alternates | Function::AlternateCount => {
+            Function::Alternates | Function::AlternateCount | Function::Date => {
                 Signature::any(1, Volatility::Immutable)
             }
         };
@@ -79,6 +86,7 @@ impl ScalarUDFImpl for ContactRule {
             Function::EmailProblem => "sg_email_problem",
             Function::Alternates => "sg_alternate_emails",
             Function::AlternateCount => "sg_alternate_email_count",
+            Function::Date => "sg_date",
         }
     }
 
@@ -89,6 +97,10 @@ impl ScalarUDFImpl for ContactRule {
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         match self.function {
             Function::Email | Function::EmailProblem => Ok(DataType::Utf8),
+            Function::Date => match &args[0] {
+                DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => Ok(DataType::Utf8),
+                other => exec_err!("sg_date takes a date or a time, not {other}"),
+            },
             Function::Alternates | Function::AlternateCount => match &args[0] {
                 DataType::List(f) | DataType::LargeList(f)
                     if matches!(
@@ -142,6 +154,7 @@ impl ScalarUDFImpl for ContactRule {
                 }
                 Arc::new(out.finish())
             }
+            Function::Date => Arc::new(sendgrid_dates(&input)?),
             Function::Alternates | Function::AlternateCount => {
                 let lists = cast(&input, &utf8_list())?;
                 let lists = lists.as_list::<i32>();
@@ -181,5 +194,82 @@ impl ScalarUDFImpl for ContactRule {
             }
         };
         Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// The [`Function::Date`] values, written by Arrow's formatter as `to_char` writes them,
+/// for every unit and year.
+fn sendgrid_dates(input: &ArrayRef) -> Result<arrow::array::StringArray> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let format = match input.data_type() {
+        DataType::Date32 | DataType::Date64 => "%Y-%m-%dT00:00:00Z",
+        DataType::Timestamp(_, None) => "%Y-%m-%dT%H:%M:%SZ",
+        DataType::Timestamp(_, Some(_)) => "%Y-%m-%dT%H:%M:%S%:z",
+        other => return exec_err!("sg_date takes a date or a time, not {other}"),
+    };
+    let options = FormatOptions::new()
+        .with_date_format(Some(format))
+        .with_datetime_format(Some(format))
+        .with_timestamp_format(Some(format))
+        .with_timestamp_tz_format(Some(format));
+    let formatter = ArrayFormatter::try_new(input.as_ref(), &options)?;
+    let mut out = StringBuilder::with_capacity(input.len(), input.len() * format.len());
+    for i in 0..input.len() {
+        if input.is_null(i) {
+            out.append_null();
+        } else {
+            formatter.value(i).write(&mut out)?;
+            out.append_value("");
+        }
+    }
+    Ok(out.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Date32Array, StringArray, TimestampMicrosecondArray, TimestampSecondArray};
+
+    fn dates(input: ArrayRef) -> Vec<Option<String>> {
+        let out: StringArray = sendgrid_dates(&input).unwrap();
+        out.iter().map(|v| v.map(str::to_owned)).collect()
+    }
+
+    #[test]
+    fn dates_and_times_of_every_unit_and_year() {
+        // 0001-01-01, 1970-01-01 and 9999-12-31.
+        let days = Date32Array::from(vec![Some(-719_162), Some(0), None, Some(2_932_896)]);
+        assert_eq!(
+            dates(Arc::new(days)),
+            [
+                Some("0001-01-01T00:00:00Z".to_owned()),
+                Some("1970-01-01T00:00:00Z".to_owned()),
+                None,
+                Some("9999-12-31T00:00:00Z".to_owned()),
+            ]
+        );
+        // 9999-12-31T00:00:00 and 0001-01-01T00:00:00, far outside nanoseconds' range.
+        let micros = vec![253_402_214_400_000_000, -62_135_596_800_000_000];
+        let naive = TimestampMicrosecondArray::from(micros.clone());
+        assert_eq!(
+            dates(Arc::new(naive)),
+            [
+                Some("9999-12-31T00:00:00Z".to_owned()),
+                Some("0001-01-01T00:00:00Z".to_owned()),
+            ]
+        );
+        let zoned = TimestampMicrosecondArray::from(micros).with_timezone("+05:30");
+        assert_eq!(
+            dates(Arc::new(zoned)),
+            [
+                Some("9999-12-31T05:30:00+05:30".to_owned()),
+                Some("0001-01-01T05:30:00+05:30".to_owned()),
+            ]
+        );
+        let seconds = TimestampSecondArray::from(vec![1_700_000_000]).with_timezone("UTC");
+        assert_eq!(
+            dates(Arc::new(seconds)),
+            [Some("2023-11-14T22:13:20+00:00".to_owned())]
+        );
     }
 }
