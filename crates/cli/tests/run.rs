@@ -313,42 +313,39 @@ fn contacts_counts_and_rejects_do_not_depend_on_how_rows_arrive() {
     }
 }
 
-#[test]
-fn an_export_of_many_fields_fits_the_default_memory_limit() {
-    // 150 custom fields over 20,000 rows: a batch of the scan's 8,192 rows asked the
-    // contacts' sort for more than its share of the default limit, and the run failed.
+/// A table of `fields` text columns `f0`, `f1`, ... beside `email`, over `rows` rows, in
+/// `data/wide.parquet`; and the pipeline that maps each `fN` to a custom field `field_N`
+/// and `email_column` to the email.
+fn wide_export(dir: &std::path::Path, fields: usize, rows: usize, email_column: &str) -> String {
     use std::sync::Arc;
 
     use arrow::array::{ArrayRef, StringArray};
     use arrow::record_batch::RecordBatch;
 
-    const FIELDS: usize = 150;
-    const ROWS: usize = 20_000;
-    let dir = tempfile::tempdir().unwrap();
     let mut columns: Vec<(String, ArrayRef)> = vec![(
         "email".into(),
         Arc::new(StringArray::from_iter_values(
-            (0..ROWS).map(|i| format!("u{i}@example.com")),
+            (0..rows).map(|i| format!("u{i}@example.com")),
         )),
     )];
-    for f in 0..FIELDS {
-        let values = (0..ROWS).map(|i| format!("value {i} of field {f}"));
+    for f in 0..fields {
+        let values = (0..rows).map(|i| format!("value {i} of field {f}"));
         columns.push((
             format!("f{f}"),
             Arc::new(StringArray::from_iter_values(values)),
         ));
     }
     let batch = RecordBatch::try_from_iter(columns).unwrap();
-    std::fs::create_dir(dir.path().join("data")).unwrap();
-    let file = std::fs::File::create(dir.path().join("data/wide.parquet")).unwrap();
+    std::fs::create_dir(dir.join("data")).unwrap();
+    let file = std::fs::File::create(dir.join("data/wide.parquet")).unwrap();
     let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
 
-    let fields: String = (0..FIELDS)
+    let mapped: String = (0..fields)
         .map(|f| format!("        field_{f}: f{f}\n"))
         .collect();
-    let yaml = format!(
+    format!(
         "version: 1
 {}sources:
   wide: {{ format: parquet, path: data/wide.parquet }}
@@ -360,12 +357,21 @@ exports:
     list_ids: [{LIST}]
     segments: [everyone]
     mapping:
-      email: email
+      email: {email_column}
       custom_fields:
-{fields}",
+{mapped}",
         connections_yaml(None)
-    );
-    let file = write(dir.path(), &yaml);
+    )
+}
+
+#[test]
+fn an_export_of_many_fields_fits_the_default_memory_limit() {
+    // 150 custom fields over 20,000 rows: a batch of the scan's 8,192 rows asked the
+    // contacts' sort for more than its share of the default limit, and the run failed.
+    const FIELDS: usize = 150;
+    const ROWS: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), &wide_export(dir.path(), FIELDS, ROWS, "email"));
     let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let sent = contacts(&dir.path().join("out/wide"));
@@ -377,6 +383,35 @@ exports:
     let custom = one["custom_fields"].as_object().unwrap();
     assert_eq!(custom.len(), FIELDS);
     assert_eq!(custom["field_149"], "value 12345 of field 149");
+}
+
+#[test]
+fn a_wide_export_whose_every_row_is_rejected_writes_its_rejects() {
+    // The wrong column mapped to the email: every row rejected. The rejected rows went
+    // into their sort with every mapped field, and the run failed on memory instead of
+    // saying what was wrong.
+    const ROWS: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), &wide_export(dir.path(), 100, ROWS, "f0"));
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 5, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("export `wide`: 20000 contact(s) rejected, 0 allowed (allowed_rejects)"),
+        "{}",
+        run.stderr
+    );
+    let rejects = std::fs::read_to_string(dir.path().join("out/wide.rejects.jsonl")).unwrap();
+    let lines: Vec<Value> = rejects
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), ROWS);
+    assert_eq!(
+        lines[0],
+        json!({"segment": "everyone", "key": "value 0 of field 0",
+               "email": "value 0 of field 0", "reason": "invalid_email", "detail": null})
+    );
 }
 
 #[test]

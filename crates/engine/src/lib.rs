@@ -59,8 +59,9 @@ pub struct Engine {
     sort_ctx: SessionContext,
     rejects_ctx: SessionContext,
     count_ctx: SessionContext,
-    /// The contacts' sort's share of the memory limit, in bytes.
+    /// The contacts' and the rejects' sorts' shares of the memory limit, in bytes.
     sort_share: usize,
+    rejects_share: usize,
     /// Most bytes the cap's cut may hold: half the contacts' sort share (see [`cut`]).
     cut_budget: usize,
     pipeline: Pipeline,
@@ -142,6 +143,7 @@ impl Engine {
             rejects_ctx,
             count_ctx,
             sort_share: sort_limit,
+            rejects_share: rejects_limit,
             cut_budget: sort_limit / 2,
             pipeline: pipeline.clone(),
             segment_schemas,
@@ -202,6 +204,11 @@ impl Engine {
     /// The contacts' sort's share of the memory limit, in bytes.
     pub(crate) fn sort_share(&self) -> usize {
         self.sort_share
+    }
+
+    /// The rejects' sort's share of the memory limit, in bytes.
+    pub(crate) fn rejects_share(&self) -> usize {
+        self.rejects_share
     }
 
     pub(crate) fn cut_budget(&self) -> usize {

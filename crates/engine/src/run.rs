@@ -24,7 +24,7 @@ use crate::error::EngineError;
 use crate::plan::{ExportQuery, META_COLUMNS, meta};
 use crate::rejects::{Reject, RejectsWriter};
 use crate::rules::RejectReason;
-use crate::select::{ContactCount, EmailSet, SortInput, Sorter, export_order};
+use crate::select::{ContactCount, EmailSet, SortInput, export_order, rejects_columns};
 use crate::summary::{CapVerdict, ExportSummary};
 use crate::turns::Turns;
 
@@ -80,24 +80,31 @@ impl Engine {
         let schema = stream.schema();
         let keep = valid_columns(&schema);
         let valid_schema: SchemaRef = Arc::new(schema.project(&keep).map_err(|e| exec(&e))?);
+        let rejects_at = rejects_columns(&schema);
         let mut contacts = SortInput::new(
+            "contacts",
             self.sort_context(),
             valid_schema.clone(),
             export_order(query, &valid_schema, false),
             self.sort_share(),
         );
-        let (mut rejected_rows, rejects) = match &options.rejects_dir {
+        let mut rejected_rows = match &options.rejects_dir {
             Some(dir) => {
                 let writer = RejectsWriter::create(dir, &query.export, query.key.name())?;
-                let order = export_order(query, &schema, true);
-                let sorter = Sorter::start(self.rejects_context(), schema.clone(), order)
-                    .await
-                    .map_err(|e| exec(&e))?;
-                let writing = write_rejects(sorter.output, writer, query.clone());
-                (Some(sorter.input), Some(tokio::spawn(writing)))
+                let rejects_schema = Arc::new(schema.project(&rejects_at).map_err(|e| exec(&e))?);
+                let order = export_order(query, &rejects_schema, true);
+                let sort = SortInput::new(
+                    "rejected rows",
+                    self.rejects_context(),
+                    rejects_schema,
+                    order,
+                    self.rejects_share(),
+                );
+                Some((sort, writer))
             }
-            None => (None, None),
+            None => None,
         };
+        let mut rejects_open = true;
 
         let mut counts = Counts::new(query, options.collect_rejected_emails);
         let mut count = ContactCount::start(
@@ -119,13 +126,16 @@ impl Engine {
             let batch = batch.map_err(|e| select(&e))?;
             let rejected = counts.absorb(&batch)?;
             if rejected.true_count() > 0
-                && let Some(tx) = &rejected_rows
+                && rejects_open
+                && let Some((sort, _)) = &mut rejected_rows
             {
-                let rows = filter_record_batch(&batch, &rejected).map_err(|e| exec(&e))?;
-                if tx.send(Ok(rows)).await.is_err() {
-                    // The rejects writer stopped: its error is reported below.
-                    rejected_rows = None;
-                }
+                let rows = batch
+                    .project(&rejects_at)
+                    .and_then(|b| filter_record_batch(&b, &rejected))
+                    .map_err(|e| exec(&e))?;
+                // Once the rejects' sort stopped, its error comes out of its output, which
+                // the writer reports.
+                rejects_open = sort.send(rows).await.map_err(|e| exec(&e))?;
             }
             let valid = filter_record_batch(&batch, &not(&rejected).map_err(|e| exec(&e))?)
                 .and_then(|b| b.project(&keep))
@@ -160,7 +170,13 @@ impl Engine {
             }
         }
         // Ending the inputs lets the sorts finish.
-        drop(rejected_rows);
+        let rejects = match rejected_rows {
+            Some((sort, writer)) => {
+                let sorted = sort.finish().await.map_err(|e| exec(&e))?;
+                Some(tokio::spawn(write_rejects(sorted, writer, query.clone())))
+            }
+            None => None,
+        };
         let contacts = contacts.finish().await.map_err(|e| exec(&e))?;
         if let Some(watching) = watching {
             watching.abort();

@@ -43,14 +43,20 @@ use crate::plan::ExportQuery;
 type Batch = Result<RecordBatch, DataFusionError>;
 
 /// The export's order over the query's columns in `schema`: the contacts' order, and for
-/// `rejects` the email as written and the reject's own columns too, so that rejected rows
-/// come out in one order whatever order the query returned them in.
+/// `rejects` the start of it, then the email as written and the reject's own columns, so
+/// that rejected rows come out in one order whatever order the query returned them in.
 pub(crate) fn export_order(query: &ExportQuery, schema: &Schema, rejects: bool) -> Vec<SortExpr> {
     let ascending = |name: &str| ident(name).sort(true, false);
     let mut order: Vec<SortExpr> = contact_order(&query.order_descending)
         .into_iter()
         .map(|(name, descending)| ident(name).sort(!descending, false))
         .collect();
+    if rejects {
+        // A line of the rejects file holds these columns only: rows that differ
+        // elsewhere write the same line.
+        order.extend(["__raw_email", "__key", "__reason", "__detail"].map(ascending));
+        return order;
+    }
     let is_list = |name: &str| {
         schema
             .field_with_name(name)
@@ -58,15 +64,25 @@ pub(crate) fn export_order(query: &ExportQuery, schema: &Schema, rejects: bool) 
     };
     let fields: Vec<String> = (0..query.fields.len()).map(|i| format!("__f{i}")).collect();
     order.extend(fields.iter().filter(|f| !is_list(f)).map(|f| ascending(f)));
-    if rejects {
-        order.push(ascending("__raw_email"));
-    }
     order.extend(fields.iter().filter(|f| is_list(f)).map(|f| ascending(f)));
     order.push(ascending("__truncated"));
-    if rejects {
-        order.extend(["__key", "__reason", "__detail"].map(ascending));
-    }
     order
+}
+
+/// The columns of the query's rows that the rejects file needs, by position in `schema`:
+/// the meta columns up to the reject's detail (their positions kept, see [`meta`]) and the
+/// `order_by` values. The mapped fields stay behind, so that an export of a hundred fields
+/// whose every row is rejected sorts narrow rows.
+///
+/// [`meta`]: crate::plan::meta
+pub(crate) fn rejects_columns(schema: &Schema) -> Vec<usize> {
+    let order_by = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name().starts_with("__o"))
+        .map(|(i, _)| i);
+    (0..=crate::plan::meta::DETAIL).chain(order_by).collect()
 }
 
 /// The start of the export's order, which alone decides which segment an email's first
@@ -82,14 +98,16 @@ fn contact_order(order_descending: &[bool]) -> Vec<(String, bool)> {
     order
 }
 
-/// The contacts' sort, started on its first batch so that what it holds fits its share.
-/// A sort reserves each batch's buffers plus its rows' size, and spills and merges in
-/// batches of its session's size: an export of fifty mapped fields sent batches of 8,192
-/// rows that each asked for 17-24 MB of the contacts' 32 MiB share (the default memory
-/// limit's eighth), and the sort failed. Rows of the first batch's width go in, and come
-/// back out, in portions that reserve at most a quarter of the share; an export of a
-/// dozen fields keeps whole batches.
+/// The contacts' sort, or the rejected rows', started on its first batch so that what it
+/// holds fits its share. A sort reserves each batch's buffers plus its rows' size, and
+/// spills and merges in batches of its session's size: an export of fifty mapped fields
+/// sent batches of 8,192 rows that each asked for 17-24 MB of the contacts' 32 MiB share
+/// (the default memory limit's eighth), and the sort failed. Rows of the first batch's
+/// width go in, and come back out, in portions that reserve at most a quarter of the
+/// share; an export of a dozen fields keeps whole batches.
 pub(crate) struct SortInput {
+    /// What is sorted, for the log.
+    rows: &'static str,
     ctx: SessionContext,
     schema: SchemaRef,
     order: Vec<SortExpr>,
@@ -100,12 +118,14 @@ pub(crate) struct SortInput {
 
 impl SortInput {
     pub(crate) fn new(
+        rows: &'static str,
         ctx: &SessionContext,
         schema: SchemaRef,
         order: Vec<SortExpr>,
         share: usize,
     ) -> Self {
         Self {
+            rows,
             ctx: ctx.clone(),
             schema,
             order,
@@ -123,7 +143,8 @@ impl SortInput {
             let ctx = if rows < batch_size {
                 tracing::debug!(
                     rows,
-                    "The contacts' rows are wide: they are sorted in portions of {rows} rows"
+                    "The {} are wide: they are sorted in portions of {rows} rows",
+                    self.rows
                 );
                 let config = self.ctx.copied_config().with_batch_size(rows);
                 let state = SessionStateBuilder::new_from_existing(self.ctx.state())
