@@ -700,3 +700,86 @@ fn files_of_one_source_with_other_types_name_the_file() {
         &["b.parquet has a schema that does not fit the 1 file(s) before it"],
     );
 }
+
+#[test]
+fn a_folder_of_partitions_with_odd_files_says_which() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::record_batch::RecordBatch;
+
+    let write_parquet = |dir: &std::path::Path, relative: &str, columns: &[&str]| {
+        let path = dir.join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let columns: Vec<(&str, ArrayRef)> = columns
+            .iter()
+            .map(|c| {
+                (
+                    *c,
+                    Arc::new(StringArray::from(vec!["a@example.com"])) as ArrayRef,
+                )
+            })
+            .collect();
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let file = std::fs::File::create(path).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    };
+    let yaml = |dir: &std::path::Path| {
+        let text = pipeline_yaml(SEGMENTS, EXPORT).replace("data/profiles.parquet", "data/lake");
+        write(dir, &text)
+    };
+    let validate = |dir: &std::path::Path| {
+        let file = yaml(dir);
+        pipeline(dir, &["validate", file], &[])
+    };
+
+    // A file beside the partition folders.
+    let dir = sample_dir();
+    write_parquet(
+        dir.path(),
+        "data/lake/country=DE/part-0.parquet",
+        &["email"],
+    );
+    write_parquet(dir.path(), "data/lake/part-9.parquet", &["email"]);
+    assert_config_error(
+        &validate(dir.path()),
+        &[
+            "source `profiles` (data/lake): `part-9.parquet` and `country=DE/part-0.parquet` are not in the same `key=value` folders",
+        ],
+    );
+
+    // A Parquet file named like a marker among the partitions' files.
+    let dir = sample_dir();
+    write_parquet(
+        dir.path(),
+        "data/lake/country=DE/part-0.parquet",
+        &["email"],
+    );
+    write_parquet(
+        dir.path(),
+        "data/lake/country=DE/_part-1.parquet",
+        &["email"],
+    );
+    assert_config_error(
+        &validate(dir.path()),
+        &[
+            "source `profiles` (data/lake): country=DE/_part-1.parquet starts with `_` or `.`, so it is not data, but it sits among the partition folders' files and would be read with them",
+        ],
+    );
+
+    // The key in the files and in the folders, for some of the keys only.
+    let dir = sample_dir();
+    write_parquet(
+        dir.path(),
+        "data/lake/country=DE/city=Berlin/part-0.parquet",
+        &["email", "country"],
+    );
+    assert_config_error(
+        &validate(dir.path()),
+        &[
+            "source `profiles` (data/lake): column `country` is in the files and in the names of their folders (`country=...`)",
+        ],
+    );
+}

@@ -498,3 +498,84 @@ exports:
         ]
     );
 }
+
+/// Writes one Parquet file of `emails` (and a `score` per row) at `dir/relative`.
+fn write_emails(dir: &std::path::Path, relative: &str, emails: &[&str]) {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use arrow::record_batch::RecordBatch;
+
+    let path = dir.join(relative);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let scores = Int64Array::from_iter_values((0..emails.len()).map(|i| i as i64));
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("email", Arc::new(StringArray::from(emails.to_vec()))),
+        ("score", Arc::new(scores)),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// A pipeline exporting `segment` over the source `profiles` at `data/profiles`, with
+/// `country` mapped.
+fn partitioned_export(segment: &str) -> String {
+    format!(
+        "version: 1
+{}sources:
+  profiles: {{ format: parquet, path: data/profiles }}
+segments:
+  chosen: {segment}
+exports:
+  - name: by_country
+    connection: marketing
+    list_ids: [{LIST}]
+    segments: [chosen]
+    mapping:
+      email: email
+      country: country
+    order_by: email
+",
+        connections_yaml(None)
+    )
+}
+
+#[test]
+fn a_folder_of_hive_partitions_reads_its_keys_as_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data/profiles");
+    write_emails(
+        &root,
+        "country=DE/part-0.parquet",
+        &["de1@example.com", "de2@example.com"],
+    );
+    write_emails(&root, "country=FR/part-0.parquet", &["fr@example.com"]);
+    // Percent-encoded as Spark and Hive write a `/`, and the folder of null values.
+    write_emails(&root, "country=A%2FB/part-0.parquet", &["ab@example.com"]);
+    write_emails(
+        &root,
+        "country=__HIVE_DEFAULT_PARTITION__/part-0.parquet",
+        &["none@example.com"],
+    );
+    std::fs::write(root.join("_SUCCESS"), "").unwrap();
+    std::fs::write(root.join("country=DE/.part-0.parquet.crc"), "crc").unwrap();
+
+    let file = write(
+        dir.path(),
+        &partitioned_export("SELECT * FROM profiles WHERE country <> 'FR' OR country IS NULL"),
+    );
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        contacts(&dir.path().join("out/by_country")),
+        [
+            json!({"email": "ab@example.com", "country": "A/B"}),
+            json!({"email": "de1@example.com", "country": "DE"}),
+            json!({"email": "de2@example.com", "country": "DE"}),
+            json!({"email": "none@example.com"}),
+        ]
+    );
+}

@@ -142,6 +142,70 @@ fn an_export_reads_a_parquet_folder_and_a_glob_on_s3() {
 }
 
 #[test]
+fn a_folder_of_hive_partitions_on_s3_reads_its_keys_as_columns() {
+    let Some(server) = S3Server::start(&["lake"], &[]) else {
+        return;
+    };
+    let s = Setup::new(10);
+    let scratch = tempfile::tempdir().unwrap();
+    let data = rows(200);
+    server.put(
+        "lake",
+        "profiles/part-0.parquet",
+        profiles_bytes(scratch.path(), &data),
+    );
+    // The segment table as Spark's `partitionBy("segment_name")` writes it: the name is
+    // in the folders, not in the files.
+    let ids = |keep: fn(&i64) -> bool| -> Vec<u8> {
+        let ids: Vec<i64> = (1..=200).filter(keep).collect();
+        parquet_bytes(vec![(
+            "customer_id",
+            Arc::new(Int64Array::from(ids)) as ArrayRef,
+        )])
+    };
+    server.put(
+        "lake",
+        "members/segment_name=vip/part-0.parquet",
+        ids(|id| id % 10 == 0),
+    );
+    server.put(
+        "lake",
+        "members/segment_name=lapsed/part-0.parquet",
+        ids(|id| id % 10 == 1),
+    );
+    server.put("lake", "members/_SUCCESS", Vec::new());
+
+    let storage = server.storage();
+    let file = write(
+        s.dir.path(),
+        &yaml(
+            &s,
+            &format!(
+                "  profiles: {{ format: parquet, path: \"s3://lake/profiles/\", storage: {storage} }}
+  members: {{ format: parquet, path: \"s3://lake/members\", storage: {storage} }}"
+            ),
+        ),
+    );
+    let run = server.run(s.dir.path(), &["run", file, "--output", "json"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let expected: BTreeSet<String> = (1..=200).filter(|id| id % 10 == 0).map(email).collect();
+    let listed: BTreeSet<String> = s.list_names(LIST).into_keys().collect();
+    assert_eq!(listed, expected);
+
+    // A file outside the partition folders is named, not read without its key.
+    server.put("lake", "members/part-9.parquet", ids(|id| id % 10 == 2));
+    let checked = server.run(s.dir.path(), &["validate", file], &[]);
+    assert_eq!(checked.code, 2, "{}", checked.stderr);
+    assert!(
+        checked.stderr.contains(
+            "source `members` (s3://lake/members): `part-9.parquet` and `segment_name=lapsed/part-0.parquet` are not in the same `key=value` folders"
+        ),
+        "{}",
+        checked.stderr
+    );
+}
+
+#[test]
 fn every_object_store_problem_is_named_by_validate() {
     let Some(server) = S3Server::start(&["lake"], &[]) else {
         return;

@@ -14,9 +14,10 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::functions::expr_fn::nullif;
 use datafusion::parquet::arrow::parquet_to_arrow_schema;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
-use datafusion::prelude::{SessionContext, cast, ident};
+use datafusion::prelude::{SessionContext, cast, ident, lit};
 use pipeline_spec::{Cloud, Pipeline, Place, Source, SourceFormat, Storage, place_of};
 
 use crate::plan::is_bytes;
@@ -75,19 +76,132 @@ fn register_local(
     source: &Source,
     footers: &mut FooterRows,
 ) -> Result<(), String> {
-    let files = list_files(&pipeline.resolve_path(&source.path))?;
+    let path = pipeline.resolve_path(&source.path);
+    let (files, hidden) = list_files_and_hidden(&path)?;
     let mut read = Vec::with_capacity(files.len());
     for file in &files {
         let (schema, rows) = read_schema(file).map_err(|e| format!("{}: {e}", file.display()))?;
         footers.insert(footer_key(&file.to_string_lossy()), rows);
         read.push((file.display().to_string(), schema));
     }
-    let urls = files
+    let schema = merge_schemas(read)?;
+    let folder = match hidden {
+        Some(hidden) => {
+            let root = absolute(&path)?;
+            let relative: Vec<String> = files
+                .iter()
+                .map(|f| {
+                    let from_root = f.strip_prefix(&root).unwrap_or(f);
+                    let parts: Vec<_> = from_root.iter().map(|p| p.to_string_lossy()).collect();
+                    parts.join("/")
+                })
+                .collect();
+            let url = ListingTableUrl::parse(root.to_string_lossy()).map_err(|e| e.to_string())?;
+            partitioned(url, &relative, &hidden, &schema)?
+        }
+        None => None,
+    };
+    let files = match folder {
+        Some(partitioned) => partitioned,
+        None => Files::Each(
+            files
+                .iter()
+                .map(|f| ListingTableUrl::parse(f.to_string_lossy()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?,
+        ),
+    };
+    register_listing(ctx, name, files, source, schema)
+}
+
+/// What a Parquet source's table reads.
+enum Files {
+    /// These files.
+    Each(Vec<ListingTableUrl>),
+    /// The files of a folder of Hive-style partition folders (`country=DE/`), each key a
+    /// text column whose value the folder names.
+    Partitioned {
+        folder: Box<ListingTableUrl>,
+        keys: Vec<String>,
+    },
+}
+
+/// A folder's files as [`Files::Partitioned`] when they sit in `key=value` folders:
+/// `relative` holds each file's path from the folder, `hidden` those of the Parquet files
+/// skipped for a name starting with `_` or `.`.
+fn partitioned(
+    folder: ListingTableUrl,
+    relative: &[String],
+    hidden: &[String],
+    schema: &Schema,
+) -> Result<Option<Files>, String> {
+    let keys = partition_keys(relative)?;
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let in_files: Vec<&String> = keys
         .iter()
-        .map(|f| ListingTableUrl::parse(f.to_string_lossy()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    register_listing(ctx, name, urls, source, merge_schemas(read)?)
+        .filter(|k| schema.field_with_name(k).is_ok())
+        .collect();
+    if in_files.len() == keys.len() {
+        // The files hold the partition columns themselves (some writers keep them).
+        return Ok(None);
+    }
+    if let Some(key) = in_files.first() {
+        return Err(format!(
+            "column `{key}` is in the files and in the names of their folders (`{key}=...`); every partition column must be in one place only: rewrite the files without it, or name the files with a glob to read them without partition columns"
+        ));
+    }
+    // DataFusion lists the folder itself, and reads such files: the skip cannot hold.
+    if let Some(file) = hidden
+        .iter()
+        .find(|h| h.split('/').rev().skip(1).all(|d| d.contains('=')))
+    {
+        return Err(format!(
+            "{file} starts with `_` or `.`, so it is not data, but it sits among the partition folders' files and would be read with them: move it out of the folder"
+        ));
+    }
+    Ok(Some(Files::Partitioned {
+        folder: Box::new(folder),
+        keys,
+    }))
+}
+
+/// The keys of the `key=value` folders between a folder and its files (`relative`: their
+/// paths from it), as Spark's `partitionBy`, Hive and pyarrow's `write_to_dataset` lay
+/// them out; none when no file is in such a folder. Every file must then be under the
+/// same keys, in the same order, and in no other folder.
+fn partition_keys(relative: &[String]) -> Result<Vec<String>, String> {
+    let folders = |path: &str| -> Vec<String> {
+        let mut parts: Vec<String> = path.split('/').map(str::to_owned).collect();
+        parts.pop();
+        parts
+    };
+    let keys_of = |path: &str| -> Option<Vec<String>> {
+        folders(path)
+            .iter()
+            .map(|f| match f.split_once('=') {
+                Some((key, _)) if !key.is_empty() => Some(key.to_owned()),
+                _ => None,
+            })
+            .collect()
+    };
+    let Some(example) = relative
+        .iter()
+        .find(|p| folders(p).iter().any(|f| f.contains('=')))
+    else {
+        return Ok(Vec::new());
+    };
+    let keys = keys_of(example);
+    for path in relative {
+        let these = keys_of(path);
+        if keys.is_none() || these != keys {
+            return Err(format!(
+                "`{path}` and `{example}` are not in the same `key=value` folders: a folder is read with partition columns (one per `key=value` folder, as Spark and Hive write them) when every file sits under the same keys, in the same order, and in no other folder; move the odd files out, or name the files with a glob to read them without partition columns"
+            ));
+        }
+    }
+    Ok(keys.unwrap_or_default())
 }
 
 /// Lists a source's objects, reads their footers concurrently, and registers them.
@@ -101,7 +215,7 @@ async fn register_remote(
 ) -> Result<(), String> {
     let store = store::open(cloud, url, &source.storage)?;
     store::register(ctx, &store);
-    let objects = remote::list_objects(&store, url).await?;
+    let remote::Listed { objects, folder } = remote::list_objects(&store, url).await?;
     let read = remote::read_footers(&store, &objects).await?;
     let mut schemas = Vec::with_capacity(read.len());
     let mut urls = Vec::with_capacity(read.len());
@@ -111,7 +225,16 @@ async fn register_remote(
         schemas.push((object_url.clone(), schema));
         urls.push(ListingTableUrl::parse(&object_url).map_err(|e| e.to_string())?);
     }
-    register_listing(ctx, name, urls, source, merge_schemas(schemas)?)
+    let schema = merge_schemas(schemas)?;
+    let partitioned = match folder {
+        Some((folder, relative, hidden)) => {
+            let folder = ListingTableUrl::parse(&folder).map_err(|e| e.to_string())?;
+            partitioned(folder, &relative, &hidden, &schema)?
+        }
+        None => None,
+    };
+    let files = partitioned.unwrap_or(Files::Each(urls));
+    register_listing(ctx, name, files, source, schema)
 }
 
 /// One schema for a source's files, merged one file at a time so that a file that does
@@ -131,20 +254,36 @@ fn merge_schemas(files: Vec<(String, Schema)>) -> Result<Schema, String> {
 fn register_listing(
     ctx: &SessionContext,
     name: &str,
-    urls: Vec<ListingTableUrl>,
+    files: Files,
     source: &Source,
     schema: Schema,
 ) -> Result<(), String> {
     let bytes = source.binary_as_string && schema.fields().iter().any(|f| is_bytes(f.data_type()));
-    let table = listing(urls, schema)?;
-    let table = if bytes {
-        bytes_as_text(ctx, table)?
+    let (table, keys) = match files {
+        Files::Each(urls) => (listing(urls, schema)?, Vec::new()),
+        Files::Partitioned { folder, keys } => {
+            let columns = keys.iter().map(|k| (k.clone(), DataType::Utf8)).collect();
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet")
+                .with_table_partition_cols(columns);
+            let config = ListingTableConfig::new(*folder)
+                .with_listing_options(options)
+                .with_schema(Arc::new(schema));
+            let table = ListingTable::try_new(config).map_err(|e| e.to_string())?;
+            (Arc::new(table) as Arc<dyn TableProvider>, keys)
+        }
+    };
+    let table = if bytes || !keys.is_empty() {
+        readable(ctx, table, bytes, &keys)?
     } else {
         table
     };
     ctx.register_table(name, table).map_err(|e| e.to_string())?;
     Ok(())
 }
+
+/// The folder name Spark and Hive give a partition whose value is null.
+const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
 
 /// The Parquet files `urls` read as one table of `schema`.
 pub(super) fn listing(
@@ -163,13 +302,18 @@ pub(super) fn listing(
     ))
 }
 
-/// `table` with its byte columns cast to text. The cast runs after the scan, on Arrow
+/// `table` with its byte columns cast to text (when `bytes`), and its partition columns
+/// (`keys`) null where their folder says so. The cast runs after the scan, on Arrow
 /// arrays: it checks every value is UTF-8 and fails the query on one that is not. (Handing
 /// the Parquet reader a `Utf8` schema for the bytes, as DataFusion's own `binary_as_string`
-/// does, skips that check: parquet builds the arrays unchecked in release builds.)
-fn bytes_as_text(
+/// does, skips that check: parquet builds the arrays unchecked in release builds.) A filter
+/// on a partition column still picks the folders to read: DataFusion evaluates such
+/// expressions on the folders' values.
+fn readable(
     ctx: &SessionContext,
     table: Arc<dyn TableProvider>,
+    bytes: bool,
+    keys: &[String],
 ) -> Result<Arc<dyn TableProvider>, String> {
     let columns = table
         .schema()
@@ -177,7 +321,9 @@ fn bytes_as_text(
         .iter()
         .map(|f| {
             let column = ident(f.name());
-            if is_bytes(f.data_type()) {
+            if keys.contains(f.name()) {
+                nullif(column, lit(HIVE_NULL)).alias(f.name())
+            } else if bytes && is_bytes(f.data_type()) {
                 cast(column, DataType::Utf8).alias(f.name())
             } else {
                 column
@@ -193,6 +339,13 @@ fn bytes_as_text(
 
 /// The Parquet files a source path names, sorted.
 pub(crate) fn list_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    list_files_and_hidden(path).map(|(files, _)| files)
+}
+
+/// [`list_files`], and for a folder the paths from it of the Parquet files skipped for a
+/// name starting with `_` or `.`.
+fn list_files_and_hidden(path: &Path) -> Result<(Vec<PathBuf>, Option<Vec<String>>), String> {
+    let mut hidden = None;
     let text = path.to_string_lossy();
     let mut files = if text.contains(['*', '?', '[']) {
         let paths = glob::glob(&text).map_err(|e| format!("is not a valid glob: {e}"))?;
@@ -212,6 +365,20 @@ pub(crate) fn list_files(path: &Path) -> Result<Vec<PathBuf>, String> {
         let mut walk = Walk::default();
         walk.folder(path)
             .map_err(|e| format!("cannot list {}: {e}", path.display()))?;
+        hidden = Some(
+            walk.hidden_parquet
+                .iter()
+                .map(|h| {
+                    let parts: Vec<_> = h
+                        .strip_prefix(path)
+                        .unwrap_or(h)
+                        .iter()
+                        .map(|p| p.to_string_lossy())
+                        .collect();
+                    parts.join("/")
+                })
+                .collect(),
+        );
         if walk.files.is_empty() {
             let skipped = match walk.skipped.first() {
                 Some(first) => format!(
@@ -235,7 +402,7 @@ pub(crate) fn list_files(path: &Path) -> Result<Vec<PathBuf>, String> {
         ));
     };
     files.sort();
-    Ok(files)
+    Ok((files, hidden))
 }
 
 /// A folder's Parquet files, each once: a symbolic link back to a folder already read
@@ -245,6 +412,8 @@ struct Walk {
     files: Vec<PathBuf>,
     /// Names skipped for starting with `_` or `.`.
     skipped: Vec<String>,
+    /// The Parquet files among them.
+    hidden_parquet: Vec<PathBuf>,
     seen: std::collections::HashSet<PathBuf>,
 }
 
@@ -261,6 +430,9 @@ impl Walk {
                 .unwrap_or_default();
             // Spark and friends leave `_SUCCESS`, `.crc` and similar beside the data.
             if name.starts_with('.') || name.starts_with('_') {
+                if name.ends_with(".parquet") && path.is_file() {
+                    self.hidden_parquet.push(path);
+                }
                 self.skipped.push(name);
                 continue;
             }

@@ -13,17 +13,35 @@ use crate::store::{self, Store, StorePath};
 /// Footers in flight at once: each is one or two ranged GETs.
 const FOOTER_CONCURRENCY: usize = 16;
 
-/// The Parquet objects `url` names, sorted by path.
-pub(super) async fn list_objects(store: &Store, url: &url::Url) -> Result<Vec<ObjectMeta>, String> {
+/// The Parquet objects a URL names.
+pub(super) struct Listed {
+    /// Sorted by path.
+    pub objects: Vec<ObjectMeta>,
+    /// The folder they were listed under, when the URL names one (not one object or a
+    /// glob), with their paths from it and those of the `_`/`.` Parquet objects skipped.
+    pub folder: Option<(url::Url, Vec<String>, Vec<String>)>,
+}
+
+/// The Parquet objects `url` names.
+pub(super) async fn list_objects(store: &Store, url: &url::Url) -> Result<Listed, String> {
     let path = url.path().trim_start_matches('/');
     let decoded = store::path_in_store(url)?;
     if path.contains(['*', '?', '[']) {
-        return glob(store, url, decoded.as_ref()).await;
+        let objects = glob(store, url, decoded.as_ref()).await?;
+        return Ok(Listed {
+            objects,
+            folder: None,
+        });
     }
     // One object, unless the URL ends in `/` or nothing is there: then a folder.
     if !path.is_empty() && !path.ends_with('/') {
         match store.inner.head(&decoded).await {
-            Ok(meta) => return Ok(vec![meta]),
+            Ok(meta) => {
+                return Ok(Listed {
+                    objects: vec![meta],
+                    folder: None,
+                });
+            }
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(store::describe(store.cloud, url, &e)),
         }
@@ -36,6 +54,8 @@ pub(super) async fn list_objects(store: &Store, url: &url::Url) -> Result<Vec<Ob
         .await
         .map_err(|e| store::describe(store.cloud, url, &e))?;
     let mut skipped = Vec::new();
+    let mut hidden_parquet = Vec::new();
+    // Each object with its path from the folder.
     let mut objects = Vec::new();
     for meta in listed {
         let relative: Vec<&str> = meta
@@ -52,8 +72,12 @@ pub(super) async fn list_objects(store: &Store, url: &url::Url) -> Result<Vec<Ob
             .find(|p| p.starts_with('_') || p.starts_with('.'))
         {
             skipped.push((*hidden).to_owned());
+            if meta.location.as_ref().ends_with(".parquet") {
+                hidden_parquet.push(relative.join("/"));
+            }
         } else if meta.location.as_ref().ends_with(".parquet") {
-            objects.push(meta);
+            let relative = relative.join("/");
+            objects.push((meta, relative));
         }
     }
     if objects.is_empty() {
@@ -66,8 +90,14 @@ pub(super) async fn list_objects(store: &Store, url: &url::Url) -> Result<Vec<Ob
         };
         return Err(format!("no .parquet object is at {url}{note}"));
     }
-    objects.sort_by(|a, b| a.location.cmp(&b.location));
-    Ok(objects)
+    objects.sort_by(|a, b| a.0.location.cmp(&b.0.location));
+    let (objects, relative_paths) = objects.into_iter().unzip();
+    let folder = format!("{}/", url_of(store, &decoded).trim_end_matches('/'));
+    let folder = url::Url::parse(&folder).map_err(|e| format!("{folder}: {e}"))?;
+    Ok(Listed {
+        objects,
+        folder: Some((folder, relative_paths, hidden_parquet)),
+    })
 }
 
 /// The objects matching a glob: listed under the glob's fixed prefix, then matched
