@@ -735,51 +735,40 @@ fn a_folder_of_partitions_with_odd_files_says_which() {
         pipeline(dir, &["validate", file], &[])
     };
 
-    // A file beside the partition folders.
-    let dir = sample_dir();
-    write_parquet(
-        dir.path(),
-        "data/lake/country=DE/part-0.parquet",
-        &["email"],
-    );
-    write_parquet(dir.path(), "data/lake/part-9.parquet", &["email"]);
-    assert_config_error(
-        &validate(dir.path()),
-        &[
-            "source `profiles` (data/lake): `part-9.parquet` and `country=DE/part-0.parquet` are not in the same `key=value` folders",
-        ],
-    );
-
-    // A Parquet file named like a marker among the partitions' files.
-    let dir = sample_dir();
-    write_parquet(
-        dir.path(),
-        "data/lake/country=DE/part-0.parquet",
-        &["email"],
-    );
-    write_parquet(
-        dir.path(),
-        "data/lake/country=DE/_part-1.parquet",
-        &["email"],
-    );
-    assert_config_error(
-        &validate(dir.path()),
-        &[
-            "source `profiles` (data/lake): country=DE/_part-1.parquet starts with `_` or `.`, so it is not data, but it sits among the partition folders' files and would be read with them",
-        ],
-    );
-
-    // The key in the files and in the folders, for some of the keys only.
-    let dir = sample_dir();
-    write_parquet(
-        dir.path(),
-        "data/lake/country=DE/city=Berlin/part-0.parquet",
-        &["email", "country"],
-    );
-    assert_config_error(
-        &validate(dir.path()),
-        &[
-            "source `profiles` (data/lake): column `country` is in the files and in the names of their folders (`country=...`)",
-        ],
-    );
+    let cases: [(&[(&str, &[&str])], &str); 3] = [
+        // A file beside the partition folders.
+        (
+            &[
+                ("country=DE/part-0.parquet", &["email"]),
+                ("part-9.parquet", &["email"]),
+            ],
+            "`part-9.parquet` and `country=DE/part-0.parquet` are not in the same `key=value` folders",
+        ),
+        // A Parquet file named like a marker among the partitions' files.
+        (
+            &[
+                ("country=DE/part-0.parquet", &["email"]),
+                ("country=DE/_part-1.parquet", &["email"]),
+            ],
+            "country=DE/_part-1.parquet starts with `_` or `.`, so it is not data, but it sits among the partition folders' files and would be read with them",
+        ),
+        // The key in the files and in the folders, for some of the keys only.
+        (
+            &[(
+                "country=DE/city=Berlin/part-0.parquet",
+                &["email", "country"],
+            )],
+            "column `country` is in the files and in the names of their folders (`country=...`)",
+        ),
+    ];
+    for (files, expected) in cases {
+        let dir = sample_dir();
+        for (path, columns) in files {
+            write_parquet(dir.path(), &format!("data/lake/{path}"), columns);
+        }
+        assert_config_error(
+            &validate(dir.path()),
+            &[&format!("source `profiles` (data/lake): {expected}")],
+        );
+    }
 }

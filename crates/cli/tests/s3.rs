@@ -42,6 +42,20 @@ fn members_bytes(ids: &[i64]) -> Vec<u8> {
     ])
 }
 
+/// An S3 server with the bucket `lake` holding `profiles/part-0.parquet` of `n` profile
+/// rows, and the account those profiles go to; `None` when no server can run here.
+fn lake_with_profiles(n: i64) -> Option<(S3Server, Setup)> {
+    let server = S3Server::start(&["lake"], &[])?;
+    let s = Setup::new(10);
+    let scratch = tempfile::tempdir().unwrap();
+    server.put(
+        "lake",
+        "profiles/part-0.parquet",
+        profiles_bytes(scratch.path(), &rows(n)),
+    );
+    Some((server, s))
+}
+
 fn yaml(s: &Setup, sources: &str) -> String {
     let connections = connections_yaml(Some(&s.emulator.url()));
     format!(
@@ -143,17 +157,9 @@ fn an_export_reads_a_parquet_folder_and_a_glob_on_s3() {
 
 #[test]
 fn a_folder_of_hive_partitions_on_s3_reads_its_keys_as_columns() {
-    let Some(server) = S3Server::start(&["lake"], &[]) else {
+    let Some((server, s)) = lake_with_profiles(200) else {
         return;
     };
-    let s = Setup::new(10);
-    let scratch = tempfile::tempdir().unwrap();
-    let data = rows(200);
-    server.put(
-        "lake",
-        "profiles/part-0.parquet",
-        profiles_bytes(scratch.path(), &data),
-    );
     // The segment table as Spark's `partitionBy("segment_name")` writes it: the name is
     // in the folders, not in the files.
     let ids = |keep: fn(&i64) -> bool| -> Vec<u8> {
@@ -207,16 +213,9 @@ fn a_folder_of_hive_partitions_on_s3_reads_its_keys_as_columns() {
 
 #[test]
 fn every_object_store_problem_is_named_by_validate() {
-    let Some(server) = S3Server::start(&["lake"], &[]) else {
+    let Some((server, s)) = lake_with_profiles(10) else {
         return;
     };
-    let s = Setup::new(10);
-    let scratch = tempfile::tempdir().unwrap();
-    server.put(
-        "lake",
-        "profiles/part-0.parquet",
-        profiles_bytes(scratch.path(), &rows(10)),
-    );
     server.put("lake", "members/part-0.parquet", members_bytes(&[1, 2]));
     server.put("lake", "empty/_SUCCESS", Vec::new());
     let storage = server.storage();
