@@ -735,7 +735,9 @@ fn a_folder_of_partitions_with_odd_files_says_which() {
         pipeline(dir, &["validate", file], &[])
     };
 
-    let cases: [(&[(&str, &[&str])], &str); 3] = [
+    // Each file's path under the source's folder, with its columns.
+    type Files<'a> = &'a [(&'a str, &'a [&'a str])];
+    let cases: [(Files, &str); 3] = [
         // A file beside the partition folders.
         (
             &[
