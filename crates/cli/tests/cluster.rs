@@ -364,6 +364,62 @@ fn byte_columns_read_as_text_on_a_cluster() {
     assert_same_run(dir.path(), "local", "cluster", &local, &run);
 }
 
+/// The quickstart with its memberships written as Spark's `partitionBy("segment_name")`
+/// writes them (the name in the folders, not in the files): on the cluster, its bodies are
+/// those of the single file run locally.
+#[test]
+fn partition_folders_read_their_keys_on_a_cluster() {
+    use arrow::array::{AsArray, BooleanArray};
+    use arrow::compute::filter_record_batch;
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let dir = sample_dir();
+    let (quickstart, local) = quickstart_locally(dir.path());
+
+    let path = dir.path().join("data/segment_memberships.parquet");
+    let batches: Vec<_> =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    for batch in &batches {
+        let names = batch.column(1).as_string::<i32>();
+        let distinct: std::collections::BTreeSet<&str> = names.iter().flatten().collect();
+        for name in distinct {
+            let keep: BooleanArray = names.iter().map(|n| Some(n == Some(name))).collect();
+            let rows = filter_record_batch(batch, &keep)
+                .unwrap()
+                .project(&[0])
+                .unwrap();
+            let folder = dir
+                .path()
+                .join(format!("data/memberships/segment_name={name}"));
+            std::fs::create_dir_all(&folder).unwrap();
+            let file =
+                std::fs::File::create(folder.join(format!("part-{}.parquet", rows.num_rows())))
+                    .unwrap();
+            let mut writer = ArrowWriter::try_new(file, rows.schema(), None).unwrap();
+            writer.write(&rows).unwrap();
+            writer.close().unwrap();
+        }
+    }
+
+    let cluster = Cluster::start(2, &[]);
+    let partitioned = quickstart.replace(
+        "path: data/segment_memberships.parquet",
+        "path: data/memberships",
+    );
+    assert_ne!(partitioned, quickstart);
+    let file = write(dir.path(), &on_cluster(&partitioned, &cluster.url()));
+    let run = dry_run(dir.path(), file, "cluster");
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, cluster.logs());
+    assert!(cluster.executors_used() >= 1, "no executor ran a task");
+    assert_same_run(dir.path(), "local", "cluster", &local, &run);
+}
+
 /// A generated table of a million rows in eight files, with a membership join and a filter
 /// segment: the cluster's executors share the scan, and the bodies are the local run's.
 /// Then an executor is killed while the next query runs: the run either finishes on the
