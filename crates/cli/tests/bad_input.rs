@@ -267,6 +267,22 @@ fn email_that_is_not_text_is_caught_by_validate() {
 }
 
 #[test]
+fn a_list_or_a_struct_in_a_custom_field_says_how_to_send_it() {
+    let export = EXPORT.replace(
+        "first_name: first_name",
+        "first_name: first_name\n      custom_fields: { names: \"make_array(first_name, last_name)\", place: \"named_struct('city', city, 'zip', postal_code)\" }",
+    );
+    let (_d, run) = run_file(&pipeline_yaml(SEGMENTS, &export));
+    assert_config_error(
+        &run,
+        &[
+            "; a custom field takes text, a number or a date (to send a list as one text, join it: `array_to_string(make_array(first_name, last_name), ', ')`)",
+            "; a custom field takes text, a number or a date (map its fields one by one: `named_struct('city', city, 'zip', postal_code)['city']`)",
+        ],
+    );
+}
+
+#[test]
 fn bad_order_by_names_the_export() {
     let export = EXPORT.replace(
         "order_by: customer_id",

@@ -213,7 +213,7 @@ pub(crate) async fn plan_export(
                         "{}: in segment `{segment}`, `{}` is {data_type}; {message}{}",
                         at(&what),
                         m.written,
-                        bytes_hint(&data_type)
+                        type_hint(&data_type, &m.written)
                     )),
                 },
                 Err(message) => problems.push(format!(
@@ -395,13 +395,20 @@ fn decoded(expr: String, data_type: DataType) -> (String, DataType) {
     }
 }
 
-/// What to do when a mapped column holds bytes: most often it is text a writer stored
-/// without its string annotation.
-fn bytes_hint(t: &DataType) -> &'static str {
-    if is_bytes(t) {
-        " (if the column is text that Impala or Hive stored as bytes, set `binary_as_string: true` on its source)"
-    } else {
-        ""
+/// What to do when a mapped value (`written`) is of a type no field takes: bytes are most
+/// often text a writer stored without its string annotation; a list can be joined into
+/// text, and a struct's fields mapped one by one.
+fn type_hint(t: &DataType, written: &str) -> String {
+    match t {
+        t if is_bytes(t) => " (if the column is text that Impala or Hive stored as bytes, set `binary_as_string: true` on its source)".into(),
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => format!(
+            " (to send a list as one text, join it: `array_to_string({written}, ', ')`)"
+        ),
+        DataType::Struct(fields) if !fields.is_empty() => format!(
+            " (map its fields one by one: `{written}['{}']`)",
+            fields[0].name()
+        ),
+        _ => String::new(),
     }
 }
 
