@@ -277,7 +277,7 @@ fn a_list_or_a_struct_in_a_custom_field_says_how_to_send_it() {
         &run,
         &[
             "; a custom field takes text, a number or a date (to send a list as one text, join it: `array_to_string(make_array(first_name, last_name), ', ')`)",
-            "; a custom field takes text, a number or a date (map its fields one by one: `named_struct('city', city, 'zip', postal_code)['city']`)",
+            "; a custom field takes text, a number or a date (one of its fields is `named_struct('city', city, 'zip', postal_code)['city']`)",
         ],
     );
 }
@@ -292,6 +292,20 @@ fn bad_order_by_names_the_export() {
     assert_config_error(
         &run,
         &["exports[0] (`newsletter`) order_by[0]: column `signup` is not in segment `vip`"],
+    );
+    // Two expressions in one item; a struct, whose values have no order as text.
+    let export = EXPORT.replace(
+        "order_by: customer_id",
+        "order_by: [\"signup_date DESC, customer_id\", \"named_struct('id', customer_id)\"]",
+    );
+    let (_d, run) = run_file(&pipeline_yaml(SEGMENTS, &export));
+    assert_config_error(
+        &run,
+        &[
+            "order_by[0]: `signup_date DESC, customer_id` is not a valid expression over segment `vip`",
+            "; several expressions go in a list, one per item (`order_by: [signup_date DESC, customer_id]`)",
+            "order_by[1]: in segment `vip`, `named_struct('id', customer_id)` is Struct(\"id\": Int64), which rows cannot be ordered by: order by text, numbers or dates (one of its fields is `named_struct('id', customer_id)['id']`)",
+        ],
     );
 }
 

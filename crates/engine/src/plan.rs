@@ -236,11 +236,24 @@ pub(crate) async fn plan_export(
             };
             let expr = resolve(expr_text, schema);
             match expression_type(ctx, segment, &expr).await {
+                // The key of a row is its `order_by` values as text.
+                Ok(t) if !arrow::compute::can_cast_types(&t, &DataType::Utf8) => {
+                    problems.push(format!(
+                        "{}: in segment `{segment}`, `{expr_text}` is {t}, which rows cannot be ordered by: order by text, numbers or dates{}",
+                        at(&format!("order_by[{j}]")),
+                        type_hint(&t, expr_text)
+                    ))
+                }
                 Ok(_) => order_exprs.push(expr),
                 Err(message) => problems.push(format!(
-                    "{}: {}",
+                    "{}: {}{}",
                     at(&format!("order_by[{j}]")),
-                    explain_expression_error(expr_text, segment, schema, &message)
+                    explain_expression_error(expr_text, segment, schema, &message),
+                    if written.contains(',') {
+                        "; several expressions go in a list, one per item (`order_by: [signup_date DESC, customer_id]`)"
+                    } else {
+                        ""
+                    }
                 )),
             }
             if seg_index == 0 {
@@ -405,7 +418,7 @@ fn type_hint(t: &DataType, written: &str) -> String {
             " (to send a list as one text, join it: `array_to_string({written}, ', ')`)"
         ),
         DataType::Struct(fields) if !fields.is_empty() => format!(
-            " (map its fields one by one: `{written}['{}']`)",
+            " (one of its fields is `{written}['{}']`)",
             fields[0].name()
         ),
         _ => String::new(),
