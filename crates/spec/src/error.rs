@@ -30,7 +30,8 @@ impl Diagnostic {
         }
     }
 
-    pub(crate) fn from_yaml(error: &serde_yaml::Error) -> Self {
+    /// A parse error of `text`.
+    pub(crate) fn from_yaml(error: &serde_yaml::Error, text: &str) -> Self {
         let location = error.location().map(|l| Location {
             line: l.line(),
             column: l.column(),
@@ -48,10 +49,19 @@ impl Diagnostic {
             Some((p, m)) if !p.contains(' ') => (p.to_owned(), m.to_owned()),
             _ => (String::new(), message),
         };
+        let mut message = in_words(&message);
+        // A tab where YAML expects indentation: the parser only says a token cannot start.
+        let at = location.as_ref().and_then(|l| {
+            let line = text.lines().nth(l.line.checked_sub(1)?)?;
+            line.chars().nth(l.column.checked_sub(1)?)
+        });
+        if at == Some('\t') {
+            message.push_str(": it is a tab, and YAML indents with spaces only");
+        }
         Self {
             location,
             path,
-            message: in_words(&message),
+            message,
         }
     }
 }

@@ -149,13 +149,13 @@ pub fn parse_with(
         diagnostics,
     };
     let mut file: PipelineFile =
-        serde_yaml::from_str(text).map_err(|e| invalid(vec![Diagnostic::from_yaml(&e)]))?;
+        serde_yaml::from_str(text).map_err(|e| invalid(vec![Diagnostic::from_yaml(&e, text)]))?;
     let mut merged = Vec::new();
     if let Some((from, shared_text)) = shared {
         let shared: ConnectionsFile =
             serde_yaml::from_str(shared_text).map_err(|e| SpecError::Invalid {
                 path: from.to_owned(),
-                diagnostics: vec![Diagnostic::from_yaml(&e)],
+                diagnostics: vec![Diagnostic::from_yaml(&e, shared_text)],
             })?;
         merged = connections::merge(&mut file, shared, from);
     }

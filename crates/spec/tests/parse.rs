@@ -95,6 +95,21 @@ fn unknown_key_is_reported_with_line_column_and_path() {
 }
 
 #[test]
+fn a_tab_in_the_indentation_is_named() {
+    let text = GOOD.replace("\n  vip: SELECT", "\n\tvip: SELECT");
+    let d = problems(&text);
+    assert_eq!(d.len(), 1);
+    assert!(
+        d[0].message
+            .ends_with(": it is a tab, and YAML indents with spaces only"),
+        "{}",
+        d[0].message
+    );
+    let loc = d[0].location.expect("location");
+    assert_eq!((loc.line, loc.column), (12, 1));
+}
+
+#[test]
 fn literal_api_key_is_refused_without_echoing_it() {
     let text = GOOD.replace("${SENDGRID_API_KEY}", "SG.abcdef123456");
     let d = problems(&text);
