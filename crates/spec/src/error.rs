@@ -36,13 +36,11 @@ impl Diagnostic {
             line: l.line(),
             column: l.column(),
         });
-        // serde_yaml appends " at line L column C"; the location is printed separately.
+        // serde_yaml writes " at line L column C" (at the end, or before the scanner's
+        // context); the location is printed separately.
         let mut message = error.to_string();
         if let Some(l) = &location {
-            let suffix = format!(" at line {} column {}", l.line, l.column);
-            if let Some(stripped) = message.strip_suffix(&suffix) {
-                message = stripped.to_owned();
-            }
+            message = message.replacen(&format!(" at line {} column {}", l.line, l.column), "", 1);
         }
         // serde_yaml puts the field path in front ("exports[0].mapping: unknown field ...").
         let (path, message) = match message.split_once(": ") {
