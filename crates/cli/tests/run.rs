@@ -522,7 +522,7 @@ fn write_emails(dir: &std::path::Path, relative: &str, emails: &[&str]) {
 
 /// A pipeline exporting `segment` over the source `profiles` at `data/profiles`, with
 /// `country` mapped.
-fn partitioned_export(segment: &str) -> String {
+fn folder_export(segment: &str) -> String {
     format!(
         "version: 1
 {}sources:
@@ -565,7 +565,7 @@ fn a_folder_of_hive_partitions_reads_its_keys_as_columns() {
 
     let file = write(
         dir.path(),
-        &partitioned_export("SELECT * FROM profiles WHERE country <> 'FR' OR country IS NULL"),
+        &folder_export("SELECT * FROM profiles WHERE country <> 'FR' OR country IS NULL"),
     );
     let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -576,6 +576,53 @@ fn a_folder_of_hive_partitions_reads_its_keys_as_columns() {
             json!({"email": "de1@example.com", "country": "DE"}),
             json!({"email": "de2@example.com", "country": "DE"}),
             json!({"email": "none@example.com"}),
+        ]
+    );
+}
+
+#[test]
+fn files_of_one_table_from_different_writers_are_read_as_one() {
+    // pandas writes `string` and `int64`, Polars `large_string`, an older job `int32`:
+    // one table appended to by each.
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int32Array, Int64Array, LargeStringArray, StringArray};
+    use arrow::record_batch::RecordBatch;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data/profiles");
+    std::fs::create_dir_all(&root).unwrap();
+    let parts: [(&str, ArrayRef, ArrayRef); 2] = [
+        (
+            "pandas.parquet",
+            Arc::new(StringArray::from(vec!["pd@example.com"])),
+            Arc::new(Int64Array::from(vec![7])),
+        ),
+        (
+            "polars.parquet",
+            Arc::new(LargeStringArray::from(vec!["pl@example.com"])),
+            Arc::new(Int32Array::from(vec![8])),
+        ),
+    ];
+    for (name, email, visits) in parts {
+        let batch = RecordBatch::try_from_iter([("email", email), ("visits", visits)]).unwrap();
+        let file = std::fs::File::create(root.join(name)).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+    let yaml = folder_export("SELECT *, 'x' AS country FROM profiles").replace(
+        "      country: country",
+        "      custom_fields: { visits: visits }",
+    );
+    let file = write(dir.path(), &yaml);
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        contacts(&dir.path().join("out/by_country")),
+        [
+            json!({"email": "pd@example.com", "custom_fields": {"visits": 7}}),
+            json!({"email": "pl@example.com", "custom_fields": {"visits": 8}}),
         ]
     );
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Schema};
+use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -238,17 +238,87 @@ async fn register_remote(
 }
 
 /// One schema for a source's files, merged one file at a time so that a file that does
-/// not fit is named.
+/// not fit is named. Columns that writers store alike but type apart merge into the type
+/// that holds both (see [`widened`]): a table appended to by pandas and Polars jobs has
+/// `string` and `large_string` files.
 fn merge_schemas(files: Vec<(String, Schema)>) -> Result<Schema, String> {
-    let mut merged = Schema::empty();
+    let mut merged: Vec<Field> = Vec::new();
     for (i, (file, schema)) in files.into_iter().enumerate() {
-        merged = Schema::try_merge([merged, schema]).map_err(|e| {
-            format!(
-                "{file} has a schema that does not fit the {i} file(s) before it ({e}); every file of a source needs the same column types"
-            )
-        })?;
+        for field in schema.fields() {
+            let Some(known) = merged.iter_mut().find(|m| m.name() == field.name()) else {
+                merged.push(field.as_ref().clone());
+                continue;
+            };
+            let mut tried = known.clone();
+            if let Err(e) = tried.try_merge(field) {
+                let Some(wide) = widened(known.data_type(), field.data_type()) else {
+                    return Err(format!(
+                        "{file} has a schema that does not fit the {i} file(s) before it ({e}); every file of a source needs the same column types"
+                    ));
+                };
+                tried = Field::new(
+                    field.name(),
+                    wide,
+                    known.is_nullable() || field.is_nullable(),
+                );
+            }
+            *known = tried;
+        }
     }
-    Ok(merged)
+    Ok(Schema::new(merged))
+}
+
+/// The type that holds values of `a` and of `b`, for the types one Parquet column reads as
+/// whichever writer wrote it: any text as `Utf8`, any bytes as `Binary`, integers as the
+/// wider (signed when either is), floats and integers beside floats as `Float64`,
+/// dictionaries as their values, times of one zone in the coarser unit.
+fn widened(a: &DataType, b: &DataType) -> Option<DataType> {
+    use DataType::*;
+    let text = |t: &DataType| matches!(t, Utf8 | LargeUtf8 | Utf8View);
+    let signed = |t: &DataType| matches!(t, Int8 | Int16 | Int32 | Int64);
+    let unsigned = |t: &DataType| matches!(t, UInt8 | UInt16 | UInt32 | UInt64);
+    let float = |t: &DataType| matches!(t, Float16 | Float32 | Float64);
+    let width = |t: &DataType| t.primitive_width().unwrap_or(8);
+    Some(match (a, b) {
+        (Dictionary(_, a), b) | (b, Dictionary(_, a)) => {
+            return if a.as_ref() == b {
+                Some(b.clone())
+            } else {
+                widened(a, b)
+            };
+        }
+        (a, b) if text(a) && text(b) => Utf8,
+        (a, b) if is_bytes(a) && is_bytes(b) => Binary,
+        (a, b) if signed(a) && signed(b) || unsigned(a) && unsigned(b) => {
+            if width(a) >= width(b) {
+                a.clone()
+            } else {
+                b.clone()
+            }
+        }
+        (a, b) if signed(a) && unsigned(b) || unsigned(a) && signed(b) => {
+            // The unsigned values fit a signed type twice as wide, up to Int64.
+            let bytes = [a, b]
+                .iter()
+                .map(|t| if unsigned(t) { width(t) * 2 } else { width(t) })
+                .max()?;
+            match bytes {
+                2 => Int16,
+                4 => Int32,
+                8 => Int64,
+                _ => return None,
+            }
+        }
+        (a, b)
+            if (float(a) || signed(a) || unsigned(a)) && (float(b) || signed(b) || unsigned(b)) =>
+        {
+            Float64
+        }
+        (Timestamp(u, zone), Timestamp(v, other)) if zone == other => {
+            Timestamp(if u < v { *u } else { *v }, zone.clone())
+        }
+        _ => return None,
+    })
 }
 
 fn register_listing(
@@ -461,4 +531,69 @@ fn read_schema(path: &Path) -> Result<(Schema, u64), String> {
     let schema = parquet_to_arrow_schema(meta.schema_descr(), meta.key_value_metadata())
         .map_err(|e| format!("has a schema Arrow cannot read ({e})"))?;
     Ok((schema, u64::try_from(meta.num_rows()).unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::TimeUnit;
+
+    use super::*;
+
+    #[test]
+    fn types_writers_give_one_column_merge_into_one_that_holds_both() {
+        use DataType::*;
+        let dictionary = Dictionary(Box::new(Int32), Box::new(Utf8));
+        for (a, b, both) in [
+            (Utf8, LargeUtf8, Some(Utf8)),
+            (Utf8View, Utf8, Some(Utf8)),
+            (dictionary.clone(), LargeUtf8, Some(Utf8)),
+            (dictionary, Utf8, Some(Utf8)),
+            (LargeBinary, Binary, Some(Binary)),
+            (Int32, Int64, Some(Int64)),
+            (UInt8, UInt32, Some(UInt32)),
+            (UInt32, Int32, Some(Int64)),
+            (UInt64, Int64, None),
+            (Int64, Float32, Some(Float64)),
+            (
+                Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+                Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                Some(Timestamp(TimeUnit::Microsecond, Some("UTC".into()))),
+            ),
+            (
+                Timestamp(TimeUnit::Microsecond, None),
+                Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                None,
+            ),
+            (Utf8, Int64, None),
+            (Boolean, Utf8, None),
+        ] {
+            assert_eq!(widened(&a, &b), both, "{a} and {b}");
+            assert_eq!(widened(&b, &a), both, "{b} and {a}");
+        }
+    }
+
+    #[test]
+    fn partition_keys_come_from_key_value_folders_alike() {
+        let keys = |paths: &[&str]| {
+            partition_keys(&paths.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(keys(&["a.parquet", "sub/b.parquet"]), Ok(vec![]));
+        assert_eq!(
+            keys(&["y=2026/m=01/a.parquet", "y=2026/m=02/b.parquet"]),
+            Ok(vec!["y".to_owned(), "m".to_owned()])
+        );
+        for odd in [
+            ["y=2026/m=01/a.parquet", "y=2026/b.parquet"],
+            ["y=2026/a.parquet", "m=01/b.parquet"],
+            ["y=2026/a.parquet", "y=2026/sub/b.parquet"],
+            ["sub/y=2026/a.parquet", "sub/y=2027/b.parquet"],
+            ["=2026/a.parquet", "=2027/b.parquet"],
+        ] {
+            let err = keys(&odd).unwrap_err();
+            assert!(
+                err.contains("are not in the same `key=value` folders"),
+                "{odd:?}: {err}"
+            );
+        }
+    }
 }
