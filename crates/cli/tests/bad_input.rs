@@ -106,6 +106,15 @@ fn missing_source_file_names_source_and_path() {
             "nope.parquet does not exist",
         ],
     );
+    let text =
+        pipeline_yaml(SEGMENTS, EXPORT).replace("data/profiles.parquet", "~/data/profiles.parquet");
+    let (_d, run) = run_file(&text);
+    assert_config_error(
+        &run,
+        &[
+            "does not exist; check the path (relative paths start at the pipeline file's folder); `~` is not your home folder here: write `${HOME}/...` or the full path",
+        ],
+    );
 }
 
 #[test]

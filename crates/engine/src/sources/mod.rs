@@ -466,8 +466,13 @@ fn list_files_and_hidden(path: &Path) -> Result<(Vec<PathBuf>, Option<Vec<String
     } else if path.is_file() {
         vec![absolute(path)?]
     } else {
+        let home = if path.components().any(|c| c.as_os_str() == "~") {
+            "; `~` is not your home folder here: write `${HOME}/...` or the full path"
+        } else {
+            ""
+        };
         return Err(format!(
-            "{} does not exist; check the path (relative paths start at the pipeline file's folder)",
+            "{} does not exist; check the path (relative paths start at the pipeline file's folder){home}",
             path.display()
         ));
     };
