@@ -146,6 +146,15 @@ fn corrupt_parquet_file_names_source_and_file() {
             "profiles.parquet: is not a readable Parquet file",
         ],
     );
+    // A write that never finished.
+    std::fs::write(dir.path().join("data/profiles.parquet"), b"").unwrap();
+    let run = pipeline(dir.path(), &["validate", file], &[]);
+    assert_config_error(
+        &run,
+        &[
+            "profiles.parquet: is empty (0 bytes), not a Parquet file: a write that never finished leaves such files; remove it",
+        ],
+    );
 }
 
 #[test]

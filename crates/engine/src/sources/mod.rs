@@ -352,6 +352,9 @@ fn register_listing(
     Ok(())
 }
 
+/// What a file of no bytes is.
+const EMPTY_FILE: &str = "is empty (0 bytes), not a Parquet file: a write that never finished leaves such files; remove it";
+
 /// The folder name Spark and Hive give a partition whose value is null.
 const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
 
@@ -530,6 +533,9 @@ fn absolute(path: &Path) -> Result<PathBuf, String> {
 /// here, named.
 fn read_schema(path: &Path) -> Result<(Schema, u64), String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    if file.metadata().is_ok_and(|m| m.len() == 0) {
+        return Err(EMPTY_FILE.to_owned());
+    }
     let reader = SerializedFileReader::new(file)
         .map_err(|e| format!("is not a readable Parquet file ({e})"))?;
     let meta = reader.metadata().file_metadata();

@@ -136,6 +136,9 @@ pub(super) async fn read_footers(
     futures::stream::iter(objects)
         .map(|meta| async move {
             let url = url_of(store, &meta.location);
+            if meta.size == 0 {
+                return Err(format!("{url}: {}", super::EMPTY_FILE));
+            }
             let metadata = DFParquetMetadata::new(store.inner.as_ref(), meta)
                 .fetch_metadata()
                 .await
