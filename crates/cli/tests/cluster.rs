@@ -253,6 +253,18 @@ fn assert_same_run(
     assert_eq!(counts(local_run), counts(run));
 }
 
+/// The record batches of the Parquet file at `path`.
+fn read_batches(path: &Path) -> Vec<arrow::record_batch::RecordBatch> {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(path).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
 /// The quickstart's text.
 fn quickstart() -> String {
     std::fs::read_to_string(common::repo().join("pipelines/quickstart.yaml")).unwrap()
@@ -313,19 +325,12 @@ fn the_quickstart_sends_the_same_bodies_from_a_cluster() {
 fn byte_columns_read_as_text_on_a_cluster() {
     use arrow::datatypes::{DataType, Field, Schema};
     use parquet::arrow::ArrowWriter;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     let dir = sample_dir();
     let (quickstart, local) = quickstart_locally(dir.path());
 
     let path = dir.path().join("data/profiles.parquet");
-    let batches: Vec<_> =
-        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
-            .unwrap()
-            .build()
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+    let batches = read_batches(&path);
     let text = batches[0].schema();
     let bytes = std::sync::Arc::new(Schema::new(
         text.fields()
@@ -372,19 +377,12 @@ fn partition_folders_read_their_keys_on_a_cluster() {
     use arrow::array::{AsArray, BooleanArray};
     use arrow::compute::filter_record_batch;
     use parquet::arrow::ArrowWriter;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     let dir = sample_dir();
     let (quickstart, local) = quickstart_locally(dir.path());
 
     let path = dir.path().join("data/segment_memberships.parquet");
-    let batches: Vec<_> =
-        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
-            .unwrap()
-            .build()
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+    let batches = read_batches(&path);
     for batch in &batches {
         let names = batch.column(1).as_string::<i32>();
         let distinct: std::collections::BTreeSet<&str> = names.iter().flatten().collect();

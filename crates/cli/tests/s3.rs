@@ -56,6 +56,18 @@ fn lake_with_profiles(n: i64) -> Option<(S3Server, Setup)> {
     Some((server, s))
 }
 
+/// [`yaml`] with the profiles at `s3://lake/profiles/` and the memberships at `members`.
+fn lake_yaml(s: &Setup, server: &S3Server, members: &str) -> String {
+    let storage = server.storage();
+    yaml(
+        s,
+        &format!(
+            "  profiles: {{ format: parquet, path: \"s3://lake/profiles/\", storage: {storage} }}
+  members: {{ format: parquet, path: \"{members}\", storage: {storage} }}"
+        ),
+    )
+}
+
 fn yaml(s: &Setup, sources: &str) -> String {
     let connections = connections_yaml(Some(&s.emulator.url()));
     format!(
@@ -119,16 +131,9 @@ fn an_export_reads_a_parquet_folder_and_a_glob_on_s3() {
     );
     server.put("lake", "members/2026-02/notes.txt", b"not parquet".to_vec());
 
-    let storage = server.storage();
     let file = write(
         s.dir.path(),
-        &yaml(
-            &s,
-            &format!(
-                "  profiles: {{ format: parquet, path: \"s3://lake/profiles/\", storage: {storage} }}
-  members: {{ format: parquet, path: \"s3://lake/members/2026-*/part-*.parquet\", storage: {storage} }}"
-            ),
-        ),
+        &lake_yaml(&s, &server, "s3://lake/members/2026-*/part-*.parquet"),
     );
     let checked = server.run(s.dir.path(), &["validate", file], &[]);
     assert_eq!(checked.code, 0, "{}", checked.stderr);
@@ -181,17 +186,7 @@ fn a_folder_of_hive_partitions_on_s3_reads_its_keys_as_columns() {
     );
     server.put("lake", "members/_SUCCESS", Vec::new());
 
-    let storage = server.storage();
-    let file = write(
-        s.dir.path(),
-        &yaml(
-            &s,
-            &format!(
-                "  profiles: {{ format: parquet, path: \"s3://lake/profiles/\", storage: {storage} }}
-  members: {{ format: parquet, path: \"s3://lake/members\", storage: {storage} }}"
-            ),
-        ),
-    );
+    let file = write(s.dir.path(), &lake_yaml(&s, &server, "s3://lake/members"));
     let run = server.run(s.dir.path(), &["run", file, "--output", "json"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let expected: BTreeSet<String> = (1..=200).filter(|id| id % 10 == 0).map(email).collect();
