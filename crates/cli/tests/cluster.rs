@@ -265,6 +265,19 @@ fn read_batches(path: &Path) -> Vec<arrow::record_batch::RecordBatch> {
     .collect()
 }
 
+/// Runs pipeline `text` dry on a new cluster of two executors into `cluster` in `dir`:
+/// it succeeds, an executor ran a task, and it writes what `local` (its dry run into
+/// `local`) wrote. The cluster stays up for the caller.
+fn assert_cluster_run_is_local(dir: &Path, text: &str, local: &common::Run) -> Cluster {
+    let cluster = Cluster::start(2, &[]);
+    let file = write(dir, &on_cluster(text, &cluster.url()));
+    let run = dry_run(dir, file, "cluster");
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, cluster.logs());
+    assert!(cluster.executors_used() >= 1, "no executor ran a task");
+    assert_same_run(dir, "local", "cluster", local, &run);
+    cluster
+}
+
 /// The quickstart's text.
 fn quickstart() -> String {
     std::fs::read_to_string(common::repo().join("pipelines/quickstart.yaml")).unwrap()
@@ -282,15 +295,9 @@ fn quickstart_locally(dir: &Path) -> (String, common::Run) {
 /// The quickstart, locally and on the cluster: the same bodies and rejects, byte for byte.
 #[test]
 fn the_quickstart_sends_the_same_bodies_from_a_cluster() {
-    let cluster = Cluster::start(2, &[]);
     let dir = sample_dir();
     let (quickstart, local) = quickstart_locally(dir.path());
-
-    let file = write(dir.path(), &on_cluster(&quickstart, &cluster.url()));
-    let run = dry_run(dir.path(), file, "cluster");
-    assert_eq!(run.code, 0, "{}\n{}", run.stderr, cluster.logs());
-    assert!(cluster.executors_used() >= 1, "no executor ran a task");
-    assert_same_run(dir.path(), "local", "cluster", &local, &run);
+    let cluster = assert_cluster_run_is_local(dir.path(), &quickstart, &local);
     // The executors' task outputs hold the selected rows: their folders are owner-only.
     for (_, work) in &cluster.executors {
         assert_eq!(common::mode(work), 0o700, "{}", work.display());
@@ -356,17 +363,12 @@ fn byte_columns_read_as_text_on_a_cluster() {
     }
     writer.close().unwrap();
 
-    let cluster = Cluster::start(2, &[]);
     let as_text = quickstart.replace(
         "path: data/profiles.parquet }",
         "path: data/profiles.parquet, binary_as_string: true }",
     );
     assert_ne!(as_text, quickstart);
-    let file = write(dir.path(), &on_cluster(&as_text, &cluster.url()));
-    let run = dry_run(dir.path(), file, "cluster");
-    assert_eq!(run.code, 0, "{}\n{}", run.stderr, cluster.logs());
-    assert!(cluster.executors_used() >= 1, "no executor ran a task");
-    assert_same_run(dir.path(), "local", "cluster", &local, &run);
+    assert_cluster_run_is_local(dir.path(), &as_text, &local);
 }
 
 /// The quickstart with its memberships written as Spark's `partitionBy("segment_name")`
@@ -405,17 +407,12 @@ fn partition_folders_read_their_keys_on_a_cluster() {
         }
     }
 
-    let cluster = Cluster::start(2, &[]);
     let partitioned = quickstart.replace(
         "path: data/segment_memberships.parquet",
         "path: data/memberships",
     );
     assert_ne!(partitioned, quickstart);
-    let file = write(dir.path(), &on_cluster(&partitioned, &cluster.url()));
-    let run = dry_run(dir.path(), file, "cluster");
-    assert_eq!(run.code, 0, "{}\n{}", run.stderr, cluster.logs());
-    assert!(cluster.executors_used() >= 1, "no executor ran a task");
-    assert_same_run(dir.path(), "local", "cluster", &local, &run);
+    assert_cluster_run_is_local(dir.path(), &partitioned, &local);
 }
 
 /// A generated table of a million rows in eight files, with a membership join and a filter
