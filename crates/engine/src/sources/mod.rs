@@ -88,14 +88,7 @@ fn register_local(
     let folder = match hidden {
         Some(hidden) => {
             let root = absolute(&path)?;
-            let relative: Vec<String> = files
-                .iter()
-                .map(|f| {
-                    let from_root = f.strip_prefix(&root).unwrap_or(f);
-                    let parts: Vec<_> = from_root.iter().map(|p| p.to_string_lossy()).collect();
-                    parts.join("/")
-                })
-                .collect();
+            let relative: Vec<String> = files.iter().map(|f| path_from(&root, f)).collect();
             let url = ListingTableUrl::parse(root.to_string_lossy()).map_err(|e| e.to_string())?;
             partitioned(url, &relative, &hidden, &schema)?
         }
@@ -441,15 +434,7 @@ fn list_files_and_hidden(path: &Path) -> Result<(Vec<PathBuf>, Option<Vec<String
         hidden = Some(
             walk.hidden_parquet
                 .iter()
-                .map(|h| {
-                    let parts: Vec<_> = h
-                        .strip_prefix(path)
-                        .unwrap_or(h)
-                        .iter()
-                        .map(|p| p.to_string_lossy())
-                        .collect();
-                    parts.join("/")
-                })
+                .map(|h| path_from(path, h))
                 .collect(),
         );
         if walk.files.is_empty() {
@@ -523,6 +508,17 @@ impl Walk {
         }
         Ok(())
     }
+}
+
+/// `path`'s way from the folder `root`, its parts joined by `/` as object paths are.
+fn path_from(root: &Path, path: &Path) -> String {
+    let parts: Vec<_> = path
+        .strip_prefix(root)
+        .unwrap_or(path)
+        .iter()
+        .map(|p| p.to_string_lossy())
+        .collect();
+    parts.join("/")
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, String> {
