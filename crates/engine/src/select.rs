@@ -107,7 +107,7 @@ fn contact_order(order_descending: &[bool]) -> Vec<(String, bool)> {
 /// share; an export of a dozen fields keeps whole batches.
 pub(crate) struct SortInput {
     /// What is sorted, for the log.
-    rows: &'static str,
+    what: &'static str,
     ctx: SessionContext,
     schema: SchemaRef,
     order: Vec<SortExpr>,
@@ -118,14 +118,14 @@ pub(crate) struct SortInput {
 
 impl SortInput {
     pub(crate) fn new(
-        rows: &'static str,
+        what: &'static str,
         ctx: &SessionContext,
         schema: SchemaRef,
         order: Vec<SortExpr>,
         share: usize,
     ) -> Self {
         Self {
-            rows,
+            what,
             ctx: ctx.clone(),
             schema,
             order,
@@ -144,7 +144,7 @@ impl SortInput {
                 tracing::debug!(
                     rows,
                     "The {} are wide: they are sorted in portions of {rows} rows",
-                    self.rows
+                    self.what
                 );
                 let config = self.ctx.copied_config().with_batch_size(rows);
                 let state = SessionStateBuilder::new_from_existing(self.ctx.state())
