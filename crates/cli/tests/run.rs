@@ -232,11 +232,13 @@ fn expressions_fill_fields_and_custom_fields_keep_their_types() {
     let export = "    segments: [high_value]
     mapping:
       email: email
-      first_name: upper(first_name)
+      first_name: upper(first_name) -- a comment ends with its expression
       external_id: customer_id
       custom_fields:
         ltv_cents: CAST(lifetime_value * 100 AS BIGINT)
-        tier: CASE WHEN lifetime_value > 10000 THEN 'gold' ELSE 'silver' END
+        tier: |-
+          CASE WHEN lifetime_value > 10000 THEN 'gold' -- a literal block keeps its lines
+          ELSE 'silver' END
     order_by: customer_id
     allowed_rejects: 100";
     let file = write(dir.path(), &pipeline_yaml(SEGMENTS, export));

@@ -285,10 +285,14 @@ pub(crate) async fn plan_export(
     Ok(build_sql(export, &mapped, &order, selects))
 }
 
-/// A value that names a column is that column, exactly as written; anything else is SQL.
+/// A value that names a column is that column, exactly as written; anything else is SQL,
+/// ended by a line break when it may hold a `--` comment, so that the comment does not
+/// run on into the query the expression is put in.
 fn resolve(written: &str, schema: &SchemaRef) -> String {
     if schema.fields().iter().any(|f| f.name() == written) {
         quote_ident(written)
+    } else if written.contains("--") {
+        format!("{written}\n")
     } else {
         written.to_owned()
     }

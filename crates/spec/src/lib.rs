@@ -4,6 +4,7 @@
 //! pipeline file itself and the environment, and [`Pipeline::validate`] is pure. Reading
 //! the API key is a separate, explicit step ([`resolve_api_key`]).
 
+mod comments;
 pub mod connections;
 mod error;
 mod identifier;
@@ -159,10 +160,13 @@ pub fn parse_with(
             })?;
         merged = connections::merge(&mut file, shared, from);
     }
+    // Before `${VAR}`s are replaced, so that the values are as written.
+    let joined = comments::joined_comments(&file, text);
     let (mut diagnostics, substitutions) = interpolate::interpolate(&mut file, env);
     diagnostics.extend(merged);
     diagnostics.extend(connections::check_allowed(&file, path));
     diagnostics.extend(validate::validate(&file));
+    diagnostics.extend(joined);
     diagnostics.extend(secret::key_leaks(&file, &substitutions, env));
     let mut redactions = Redactions::default();
     for s in &substitutions {

@@ -341,3 +341,45 @@ fn binary_as_string_is_for_parquet_sources_only() {
         ]
     );
 }
+
+#[test]
+fn a_comment_that_yaml_joined_with_the_lines_after_it_is_refused() {
+    let segment = "  vip: SELECT * FROM profiles WHERE tier = '${TIER}'\n";
+    let with = |block: &str| GOOD.replace(segment, block);
+    // A `>` block joins its lines: the `WHERE` would be part of the comment.
+    let folded =
+        with("  vip: >\n    SELECT * FROM profiles -- the VIPs\n    WHERE tier = '${TIER}'\n");
+    let d = problems(&folded);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].path, "segments.vip");
+    assert_eq!(d[0].location.map(|l| l.line), Some(12));
+    assert_eq!(
+        d[0].message,
+        "the comment `-- the VIPs WHERE tier = '${TIER}'` runs to the end of the SQL: YAML joins the lines of a \
+         `>` block or of a plain value into one, so everything after `--` is commented out. Write the SQL as a \
+         `|` block, which keeps its lines, or use `/* ... */` comments"
+    );
+    // So does a plain value over several lines, and a bare `--` takes the next line.
+    let plain = with("  vip: SELECT * FROM profiles --\n    WHERE tier = 'x'\n");
+    assert_eq!(problems(&plain)[0].path, "segments.vip");
+    // A mapped expression is SQL too.
+    let mapped = GOOD.replace(
+        "      first_name: first_name\n",
+        "      first_name: >\n        initcap(first_name) -- as shown\n        || ''\n",
+    );
+    assert_eq!(problems(&mapped)[0].path, "exports[0].mapping.first_name");
+
+    // Comments that end where they were written are fine: a `|` block keeps its lines,
+    // a comment on a folded block's last line ends with it, and a quoted value's
+    // comment may hold quotes.
+    for fine in [
+        "  vip: |\n    SELECT * FROM profiles -- the VIPs\n    WHERE tier = '${TIER}'\n",
+        "  vip: >\n    SELECT * FROM profiles\n    WHERE tier = '${TIER}' -- the VIPs\n",
+        "  vip: \"SELECT * FROM profiles -- the \\\"VIPs\\\"\\nWHERE tier = 'x'\"\n",
+        "  vip: 'SELECT * FROM profiles -- it''s them'\n",
+        "  vip: SELECT '--' AS tag, * FROM profiles /* -- */\n",
+    ] {
+        let text = with(fine);
+        assert!(parse(&text, Path::new("p.yaml"), &env).is_ok(), "{fine}");
+    }
+}
