@@ -194,8 +194,11 @@ fn cap_exceeded_fails_and_writes_nothing() {
 #[test]
 fn cap_truncate_keeps_the_first_by_order_and_says_how_many_dropped() {
     let dir = sample_dir();
-    let export = format!("{EXPORT}\n    max_profiles: 4\n    on_cap_exceeded: truncate\n")
-        .replace("order_by: customer_id", "order_by: customer_id DESC");
+    let export = format!("{EXPORT}\n    max_profiles: 4\n    on_cap_exceeded: truncate\n").replace(
+        "order_by: customer_id",
+        // Comments do not hide the direction.
+        "order_by: customer_id /* ids */ DESC -- the newest first",
+    );
     let file = write(dir.path(), &pipeline_yaml(SEGMENTS, &export));
     let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);

@@ -14,7 +14,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParser;
 use pipeline_sink::{ContactField, FieldKind};
-use pipeline_spec::{Export, FieldLengthPolicy, Identifier};
+use pipeline_spec::{Export, FieldLengthPolicy, Identifier, without_comments};
 
 use crate::rules::{MAX_ALTERNATE_EMAILS, field_max_chars};
 use crate::segments::{clean_sql_error, query_only};
@@ -225,7 +225,9 @@ pub(crate) async fn plan_export(
         }
         let mut order_exprs = Vec::new();
         for (j, written) in export.order_by.iter().enumerate() {
-            let (expr_text, descending) = match split_direction(written) {
+            // A comment would hide the direction before it (`seen_at DESC -- newest`).
+            let uncommented = without_comments(written);
+            let (expr_text, descending) = match split_direction(&uncommented) {
                 Ok(split) => split,
                 Err(message) => {
                     if seg_index == 0 {

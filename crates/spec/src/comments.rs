@@ -6,28 +6,57 @@
 //! segment silently selects every profile. Such a comment is found by comparing it with
 //! the lines of the file as written: a comment YAML did not lengthen is on one of them.
 
+use std::ops::Range;
+
 use crate::error::Diagnostic;
 use crate::model::PipelineFile;
+
+/// Where each comment in `sql` is, skipping quoted text: a `--` comment up to the end
+/// of its line (`true`), a `/* */` one up to its close (`false`).
+fn comments(sql: &str) -> Vec<(Range<usize>, bool)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(c) = sql[at..].chars().next() {
+        let rest = &sql[at..];
+        let skip = match c {
+            '\'' | '"' | '`' => rest[1..].find(c).map_or(rest.len(), |end| end + 2),
+            '/' if rest.starts_with("/*") => {
+                let end = rest[2..].find("*/").map_or(rest.len(), |end| end + 4);
+                out.push((at..at + end, false));
+                end
+            }
+            '-' if rest.starts_with("--") => {
+                let end = rest.find('\n').unwrap_or(rest.len());
+                out.push((at..at + end, true));
+                end
+            }
+            _ => c.len_utf8(),
+        };
+        at += skip.max(1);
+    }
+    out
+}
 
 /// The text of each `--` comment in `sql` (after the dashes, up to the end of its line),
 /// skipping quoted text and `/* */` comments.
 fn line_comments(sql: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = sql;
-    while let Some(c) = rest.chars().next() {
-        let skip = match c {
-            '\'' | '"' | '`' => rest[1..].find(c).map_or(rest.len(), |end| end + 2),
-            '/' if rest.starts_with("/*") => rest[2..].find("*/").map_or(rest.len(), |end| end + 4),
-            '-' if rest.starts_with("--") => {
-                let comment = &rest[2..];
-                let end = comment.find('\n').unwrap_or(comment.len());
-                out.push(&comment[..end]);
-                end + 2
-            }
-            _ => c.len_utf8(),
-        };
-        rest = &rest[skip..];
+    (comments(sql).into_iter())
+        .filter(|(_, line)| *line)
+        .map(|(span, _)| &sql[span.start + 2..span.end])
+        .collect()
+}
+
+/// `sql` with each of its comments (`--` and `/* */`, outside quotes) replaced by a
+/// space, the line breaks kept.
+pub fn without_comments(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut from = 0;
+    for (span, _) in comments(sql) {
+        out.push_str(&sql[from..span.start]);
+        out.push(' ');
+        from = span.end;
     }
+    out.push_str(&sql[from..]);
     out
 }
 
@@ -49,14 +78,7 @@ pub(crate) fn joined_comments(file: &PipelineFile, text: &str) -> Vec<Diagnostic
         .map(|(name, sql)| (format!("segments.{name}"), sql.as_str()))
         .collect();
     for (i, export) in file.exports.iter().enumerate() {
-        let mapping = &export.mapping;
-        let reserved = mapping
-            .reserved()
-            .into_iter()
-            .map(|(f, x)| (f.to_owned(), x));
-        let custom =
-            (mapping.custom_fields.iter()).map(|(f, x)| (format!("custom_fields.{f}"), x.as_str()));
-        for (field, x) in reserved.chain(custom) {
+        for (field, x) in export.mapping.expressions() {
             sql.push((format!("exports[{i}].mapping.{field}"), x));
         }
         for x in &export.order_by {
@@ -100,5 +122,14 @@ mod tests {
         );
         assert_eq!(line_comments("x = '-- open"), Vec::<&str>::new());
         assert_eq!(line_comments("--"), vec![""]);
+    }
+
+    #[test]
+    fn comments_are_left_out_and_quotes_kept() {
+        assert_eq!(
+            without_comments("seen_at DESC -- newest\n/* a */ 'x -- y' /* open"),
+            "seen_at DESC  \n  'x -- y'  "
+        );
+        assert_eq!(without_comments("a-b"), "a-b");
     }
 }

@@ -21,6 +21,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use comments::without_comments;
 pub use error::{Diagnostic, Location, SpecError};
 pub use kind::{Classified, ErrorKind};
 pub use model::*;

@@ -409,6 +409,28 @@ pub struct Mapping {
     pub custom_fields: BTreeMap<String, String>,
 }
 
+/// Each reserved field's name with its slot in a [`Mapping`], in SendGrid's field
+/// order, borrowed as `$borrow` (`&` or `&mut`).
+macro_rules! reserved_slots {
+    ($mapping:ident, $($borrow:tt)+) => {
+        [
+            ("email", $($borrow)+ $mapping.email),
+            ("first_name", $($borrow)+ $mapping.first_name),
+            ("last_name", $($borrow)+ $mapping.last_name),
+            ("address_line_1", $($borrow)+ $mapping.address_line_1),
+            ("address_line_2", $($borrow)+ $mapping.address_line_2),
+            ("alternate_emails", $($borrow)+ $mapping.alternate_emails),
+            ("city", $($borrow)+ $mapping.city),
+            ("state_province_region", $($borrow)+ $mapping.state_province_region),
+            ("postal_code", $($borrow)+ $mapping.postal_code),
+            ("country", $($borrow)+ $mapping.country),
+            ("phone_number_id", $($borrow)+ $mapping.phone_number_id),
+            ("external_id", $($borrow)+ $mapping.external_id),
+            ("anonymous_id", $($borrow)+ $mapping.anonymous_id),
+        ]
+    };
+}
+
 impl Mapping {
     /// The mapped identifiers, in SendGrid's field order.
     pub fn identifiers(&self) -> Vec<Identifier> {
@@ -438,52 +460,29 @@ impl Mapping {
 
     /// The reserved fields that are mapped, in SendGrid's field order.
     pub fn reserved(&self) -> Vec<(&'static str, &str)> {
-        let fields: [(&'static str, &Option<String>); 13] = [
-            ("email", &self.email),
-            ("first_name", &self.first_name),
-            ("last_name", &self.last_name),
-            ("address_line_1", &self.address_line_1),
-            ("address_line_2", &self.address_line_2),
-            ("alternate_emails", &self.alternate_emails),
-            ("city", &self.city),
-            ("state_province_region", &self.state_province_region),
-            ("postal_code", &self.postal_code),
-            ("country", &self.country),
-            ("phone_number_id", &self.phone_number_id),
-            ("external_id", &self.external_id),
-            ("anonymous_id", &self.anonymous_id),
-        ];
-        fields
+        reserved_slots!(self, &)
             .into_iter()
             .filter_map(|(name, value)| value.as_deref().map(|v| (name, v)))
             .collect()
     }
 
+    /// Every mapped expression with its place under `mapping` (`email`,
+    /// `custom_fields.tier`), the reserved fields first.
+    pub(crate) fn expressions(&self) -> Vec<(String, &str)> {
+        let reserved = self.reserved().into_iter().map(|(f, x)| (f.to_owned(), x));
+        let custom =
+            (self.custom_fields.iter()).map(|(f, x)| (format!("custom_fields.{f}"), x.as_str()));
+        reserved.chain(custom).collect()
+    }
+
+    /// [`Mapping::expressions`], to be rewritten in place.
     pub(crate) fn expressions_mut(&mut self) -> Vec<(String, &mut String)> {
-        let mut out: Vec<(String, &mut String)> = Vec::new();
-        for (name, value) in [
-            ("email", &mut self.email),
-            ("first_name", &mut self.first_name),
-            ("last_name", &mut self.last_name),
-            ("address_line_1", &mut self.address_line_1),
-            ("address_line_2", &mut self.address_line_2),
-            ("alternate_emails", &mut self.alternate_emails),
-            ("city", &mut self.city),
-            ("state_province_region", &mut self.state_province_region),
-            ("postal_code", &mut self.postal_code),
-            ("country", &mut self.country),
-            ("phone_number_id", &mut self.phone_number_id),
-            ("external_id", &mut self.external_id),
-            ("anonymous_id", &mut self.anonymous_id),
-        ] {
-            if let Some(v) = value.as_mut() {
-                out.push((name.to_owned(), v));
-            }
-        }
-        for (name, value) in self.custom_fields.iter_mut() {
-            out.push((format!("custom_fields.{name}"), value));
-        }
-        out
+        let reserved = reserved_slots!(self, &mut)
+            .into_iter()
+            .filter_map(|(name, value)| value.as_mut().map(|v| (name.to_owned(), v)));
+        let custom =
+            (self.custom_fields.iter_mut()).map(|(f, x)| (format!("custom_fields.{f}"), x));
+        reserved.chain(custom).collect()
     }
 }
 
