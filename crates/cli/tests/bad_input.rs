@@ -637,7 +637,7 @@ fn segments_that_select_from_themselves_say_so() {
 }
 
 #[test]
-fn an_aggregate_in_a_mapping_is_named_by_validate() {
+fn an_aggregate_in_a_mapping_is_named_once_and_segments_may_rank_and_group() {
     let text = pipeline_yaml(
         SEGMENTS,
         &EXPORT.replace("first_name: first_name", "first_name: max(first_name)"),
@@ -650,6 +650,41 @@ fn an_aggregate_in_a_mapping_is_named_by_validate() {
         &[
             "mapping.first_name: `max(first_name)` is an aggregate or window expression (sum, count, row_number() OVER, ...), but a mapping fills each contact from its own row: compute it in the segment's SQL and map the column",
         ],
+    );
+    // Both segments have the problem; it is said once.
+    assert_eq!(
+        run.stderr.matches("is an aggregate").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+
+    // A segment's own window and grouping are not the mapping's: the best profile of
+    // each country, and the profiles of the countries with exactly two.
+    let segments = "  vip: |
+    SELECT * FROM (
+      SELECT *, ROW_NUMBER() OVER (PARTITION BY country ORDER BY lifetime_value DESC) AS rn
+      FROM profiles
+    ) WHERE rn = 1
+  high_value: |
+    SELECT * FROM profiles
+    WHERE country IN (SELECT country FROM profiles GROUP BY country HAVING count(*) = 2)";
+    let file = write(dir.path(), &pipeline_yaml(segments, EXPORT));
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut sent = emails(&contacts(&dir.path().join("out/newsletter")));
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            "ada.lovelace@example.com",
+            "aoife@example.ie",
+            "giorgos@example.gr",
+            "joao.silva@example.br",
+            "misaki@example.jp",
+            "ren@example.jp",
+            "zoe.muller@example.de",
+        ]
     );
 }
 

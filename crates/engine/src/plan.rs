@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use arrow::datatypes::{DataType, SchemaRef};
-use datafusion::common::tree_node::TreeNode;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParser;
@@ -265,6 +265,9 @@ pub(crate) async fn plan_export(
         selects.push((seg_index, segment.clone(), exprs, order_exprs));
     }
     if !problems.is_empty() {
+        // A problem that names no segment is the same in every segment: said once.
+        let mut said = std::collections::HashSet::new();
+        problems.retain(|p| said.insert(p.clone()));
         return Err(problems);
     }
     for (select, field) in untyped {
@@ -366,16 +369,19 @@ async fn expression_type(
         return Err("must be one expression".into());
     }
     // A mapping fills one contact from its own row; an aggregate or a window would pass
-    // here alone and fail beside the other fields at run time.
-    let per_row = !df
-        .logical_plan()
-        .exists(|node| {
-            Ok(matches!(
-                node,
-                LogicalPlan::Aggregate(_) | LogicalPlan::Window(_)
-            ))
+    // here alone and fail beside the other fields at run time. Only the nodes above the
+    // segment count: its own SQL (inlined under its alias) may rank or group.
+    let mut per_row = true;
+    let _ = df.logical_plan().apply(|node| {
+        Ok(match node {
+            LogicalPlan::Aggregate(_) | LogicalPlan::Window(_) => {
+                per_row = false;
+                TreeNodeRecursion::Stop
+            }
+            LogicalPlan::SubqueryAlias(_) => TreeNodeRecursion::Jump,
+            _ => TreeNodeRecursion::Continue,
         })
-        .unwrap_or(false);
+    });
     if !per_row {
         return Err(
             "is an aggregate or window expression (sum, count, row_number() OVER, ...), but a mapping fills each contact from its own row: compute it in the segment's SQL and map the column"
