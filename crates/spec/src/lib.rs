@@ -150,15 +150,13 @@ pub fn parse_with(
         path: path.to_path_buf(),
         diagnostics,
     };
-    let mut file: PipelineFile =
-        serde_yaml::from_str(text).map_err(|e| invalid(vec![Diagnostic::from_yaml(&e, text)]))?;
+    let mut file: PipelineFile = read_yaml(text).map_err(|d| invalid(vec![d]))?;
     let mut merged = Vec::new();
     if let Some((from, shared_text)) = shared {
-        let shared: ConnectionsFile =
-            serde_yaml::from_str(shared_text).map_err(|e| SpecError::Invalid {
-                path: from.to_owned(),
-                diagnostics: vec![Diagnostic::from_yaml(&e, shared_text)],
-            })?;
+        let shared: ConnectionsFile = read_yaml(shared_text).map_err(|d| SpecError::Invalid {
+            path: from.to_owned(),
+            diagnostics: vec![d],
+        })?;
         merged = connections::merge(&mut file, shared, from);
     }
     // Before `${VAR}`s are replaced, so that the values are as written.
@@ -202,8 +200,62 @@ pub fn parse_with(
     }
 }
 
+/// `text` read as a `T`. Merge keys (`<<: *defaults`) are applied and top-level keys
+/// starting with `x-` (a place for anchors, as in Compose files) are left out; a file
+/// with neither is read as written, so that its errors keep their line and column.
+fn read_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Diagnostic> {
+    let as_written = || serde_yaml::from_str(text).map_err(|e| Diagnostic::from_yaml(&e, text));
+    let Ok(mut value) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
+        return as_written();
+    };
+    let mut extended = false;
+    if let Some(top) = value.as_mapping_mut() {
+        let keys = top.len();
+        top.retain(|key, _| !key.as_str().is_some_and(|k| k.starts_with("x-")));
+        extended = top.len() < keys;
+    }
+    if !extended && !has_merge_key(&value) {
+        return as_written();
+    }
+    // Placed by their path in the file as written.
+    let placed = |mut d: Diagnostic| {
+        d.location = (!d.path.is_empty())
+            .then(|| locate::locate(text, &d.path))
+            .flatten();
+        d
+    };
+    value.apply_merge().map_err(|e| {
+        Diagnostic::new(
+            "",
+            format!(
+                "a merge key `<<` {e}: write `<<: *name` after the anchor `&name` of a mapping, or a list of such aliases"
+            ),
+        )
+    })?;
+    // Read back from text, so that a plain scalar where the file expects text (a column
+    // named `2024`) is read as it is in a file without merge keys.
+    let merged =
+        serde_yaml::to_string(&value).map_err(|e| placed(Diagnostic::from_yaml(&e, text)))?;
+    serde_yaml::from_str(&merged).map_err(|e| placed(Diagnostic::from_yaml(&e, &merged)))
+}
+
+/// Whether any mapping in `value` has a `<<` key.
+fn has_merge_key(value: &serde_yaml::Value) -> bool {
+    match value {
+        serde_yaml::Value::Mapping(m) => m
+            .iter()
+            .any(|(k, v)| k.as_str() == Some("<<") || has_merge_key(v)),
+        serde_yaml::Value::Sequence(items) => items.iter().any(has_merge_key),
+        serde_yaml::Value::Tagged(t) => has_merge_key(&t.value),
+        _ => false,
+    }
+}
+
 /// The JSON Schema of the pipeline file, for editors.
 pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(PipelineFile);
-    serde_json::to_value(schema).expect("a JSON schema always serialises")
+    let mut schema = serde_json::to_value(schema).expect("a JSON schema always serialises");
+    // Top-level `x-` keys are left out when the file is read (a place for anchors).
+    schema["patternProperties"] = serde_json::json!({ "^x-": {} });
+    schema
 }

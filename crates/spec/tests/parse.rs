@@ -255,6 +255,8 @@ fn schema_describes_the_file() {
     assert!(text.contains("data_privacy_consent"));
     assert!(text.contains("on_cap_exceeded"));
     assert_eq!(schema["title"], "PipelineFile");
+    assert_eq!(schema["additionalProperties"], false);
+    assert!(schema["patternProperties"]["^x-"].is_object());
 }
 
 #[test]
@@ -382,4 +384,61 @@ fn a_comment_that_yaml_joined_with_the_lines_after_it_is_refused() {
         let text = with(fine);
         assert!(parse(&text, Path::new("p.yaml"), &env).is_ok(), "{fine}");
     }
+}
+
+#[test]
+fn merge_keys_share_settings_between_exports() {
+    let text = GOOD.replace(
+        "version: 1\n",
+        "version: 1\nx-shared: &gold { tier_column: tier }\n",
+    ) + "  - <<: *newsletter
+    name: winback
+    mapping:
+      <<: *mapping
+      last_name: last_name
+";
+    let text = text
+        .replace(
+            "  - name: newsletter",
+            "  - &newsletter\n    name: newsletter",
+        )
+        .replace(
+            "    mapping:\n      email",
+            "    mapping: &mapping\n      email",
+        );
+    let p = parse(&text, Path::new("p.yaml"), &env).unwrap();
+    let first = p.export("newsletter").unwrap();
+    let second = p.export("winback").unwrap();
+    assert_eq!(second.segments, first.segments);
+    assert_eq!(second.order_by, ["customer_id"]);
+    assert_eq!(second.on_cap_exceeded, OnCapExceeded::Truncate);
+    assert_eq!(second.mapping.first_name.as_deref(), Some("first_name"));
+    assert_eq!(second.mapping.last_name.as_deref(), Some("last_name"));
+    assert_eq!(first.mapping.last_name, None);
+    assert_eq!(second.mapping.custom_fields.len(), 1);
+
+    // A mistake under a merged mapping is placed where it is written.
+    let typo = text.replace("      last_name: last_name\n", "      frist_name: x\n");
+    let d = problems(&typo);
+    assert_eq!(d[0].path, "exports[1].mapping");
+    assert!(
+        d[0].message.starts_with("unknown field `frist_name`"),
+        "{}",
+        d[0].message
+    );
+    let line = d[0].location.as_ref().expect("placed").line;
+    assert_eq!(typo.lines().nth(line - 1).map(str::trim), Some("mapping:"));
+    assert!(
+        line > typo
+            .find("name: winback")
+            .map_or(0, |at| typo[..at].lines().count())
+    );
+
+    let bad = text.replace("<<: *newsletter", "<<: 5");
+    assert_eq!(
+        problem_lines(&bad),
+        [
+            ": a merge key `<<` expected a mapping or list of mappings for merging, but found scalar: write `<<: *name` after the anchor `&name` of a mapping, or a list of such aliases"
+        ]
+    );
 }
