@@ -56,10 +56,54 @@ impl Diagnostic {
         if at == Some('\t') {
             message.push_str(": it is a tab, and YAML indents with spaces only");
         }
-        Self {
+        let mut d = Self {
             location,
             path,
             message,
+        };
+        d.place_key_given_twice(text);
+        d
+    }
+
+    /// A key given twice (`duplicate field `k`` from a typed read, `duplicate entry with
+    /// key "k"` from a [`serde_yaml::Value`]), which serde_yaml places at the start of its
+    /// mapping: said in words and placed at the second `k:` written in that mapping.
+    fn place_key_given_twice(&mut self, text: &str) {
+        let key = (self.message.strip_prefix("duplicate field `"))
+            .and_then(|m| m.strip_suffix('`'))
+            .or_else(|| {
+                (self.message.strip_prefix("duplicate entry with key \""))
+                    .and_then(|m| m.strip_suffix('"'))
+            })
+            .map(str::to_owned);
+        let Some(key) = key else {
+            return;
+        };
+        self.message = format!(
+            "`{key}` is given twice: give it once (the second would silently replace the first)"
+        );
+        let Some(at) = self.location.as_mut() else {
+            return;
+        };
+        let indent = at.column.saturating_sub(1);
+        let mut seen = 0;
+        for (n, line) in text.lines().enumerate().skip(at.line.saturating_sub(1)) {
+            let written = line.trim_start_matches(' ');
+            let depth = line.len() - written.len();
+            if written.is_empty() || written.starts_with('#') || depth > indent {
+                continue;
+            }
+            if depth < indent {
+                return;
+            }
+            let rest = written.strip_prefix(key.as_str()).unwrap_or_default();
+            if rest.trim_start().starts_with(':') {
+                seen += 1;
+                if seen == 2 {
+                    at.line = n + 1;
+                    return;
+                }
+            }
         }
     }
 }

@@ -205,8 +205,21 @@ pub fn parse_with(
 /// with neither is read as written, so that its errors keep their line and column.
 fn read_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Diagnostic> {
     let as_written = || serde_yaml::from_str(text).map_err(|e| Diagnostic::from_yaml(&e, text));
-    let Ok(mut value) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
-        return as_written();
+    let mut value = match serde_yaml::from_str::<serde_yaml::Value>(text) {
+        Ok(value) => value,
+        // Broken YAML, or a key given twice. The typed read says where, unless it stops
+        // first at an `x-` key or a `<<` it does not know: then the key given twice is
+        // the problem to show.
+        Err(e) => {
+            return as_written().map_err(|d| {
+                let extension = ["unknown field `x-", "unknown field `<<`"];
+                if extension.iter().any(|m| d.message.starts_with(m)) {
+                    Diagnostic::from_yaml(&e, text)
+                } else {
+                    d
+                }
+            });
+        }
     };
     let mut extended = false;
     if let Some(top) = value.as_mapping_mut() {

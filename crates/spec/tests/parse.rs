@@ -387,6 +387,47 @@ fn a_comment_that_yaml_joined_with_the_lines_after_it_is_refused() {
 }
 
 #[test]
+fn a_setting_given_twice_is_placed_where_it_is_given_again() {
+    let said = |text: &str| {
+        let d = problems(text);
+        assert_eq!(d.len(), 1, "{d:?}");
+        let line = d[0].location.as_ref().expect("placed").line;
+        (
+            format!("{}: {}", d[0].path, d[0].message),
+            text.lines().nth(line - 1).unwrap_or_default().to_owned(),
+        )
+    };
+    let field = GOOD.replace(
+        "      first_name: first_name\n",
+        "      first_name: first_name\n      # the shown name\n      first_name: initcap(first_name)\n",
+    );
+    assert_eq!(
+        said(&field),
+        (
+            "exports[0].mapping: `first_name` is given twice: give it once (the second would silently replace the first)".to_owned(),
+            "      first_name: initcap(first_name)".to_owned()
+        )
+    );
+    let top = format!("{GOOD}segments:\n  lapsed: SELECT * FROM profiles\n");
+    assert_eq!(
+        said(&top),
+        (
+            ": `segments` is given twice: give it once (the second would silently replace the first)".to_owned(),
+            "segments:".to_owned()
+        )
+    );
+    let line = problems(&top)[0].location.as_ref().map(|l| l.line);
+    assert_eq!(
+        line,
+        top.lines()
+            .collect::<Vec<_>>()
+            .iter()
+            .rposition(|l| *l == "segments:")
+            .map(|n| n + 1)
+    );
+}
+
+#[test]
 fn merge_keys_share_settings_between_exports() {
     let text = GOOD.replace(
         "version: 1\n",
@@ -432,6 +473,20 @@ fn merge_keys_share_settings_between_exports() {
         line > typo
             .find("name: winback")
             .map_or(0, |at| typo[..at].lines().count())
+    );
+
+    // A key given twice in such a file is said, not the `x-` key before it.
+    let twice = text.replace(
+        "      last_name: last_name\n",
+        "      last_name: last_name\n      last_name: surname\n",
+    );
+    let d = problems(&twice);
+    assert_eq!(d.len(), 1);
+    assert!(d[0].message.contains("last_name"), "{}", d[0].message);
+    let line = d[0].location.as_ref().expect("placed").line;
+    assert_eq!(
+        twice.lines().nth(line - 1).map(str::trim),
+        Some("last_name: surname")
     );
 
     let bad = text.replace("<<: *newsletter", "<<: 5");
