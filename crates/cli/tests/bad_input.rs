@@ -285,10 +285,10 @@ fn email_that_is_not_text_is_caught_by_validate() {
 }
 
 #[test]
-fn a_list_or_a_struct_in_a_custom_field_says_how_to_send_it() {
+fn a_list_a_struct_a_duration_or_a_time_in_a_custom_field_says_how_to_send_it() {
     let export = EXPORT.replace(
         "first_name: first_name",
-        "first_name: first_name\n      custom_fields: { names: \"make_array(first_name, last_name)\", place: \"named_struct('city', city, 'zip', postal_code)\" }",
+        "first_name: first_name\n      custom_fields: { names: \"make_array(first_name, last_name)\", place: \"named_struct('city', city, 'zip', postal_code)\", tenure: \"arrow_cast(customer_id, 'Duration(Millisecond)')\", opens_at: \"arrow_cast(customer_id, 'Time64(Microsecond)')\" }",
     );
     let (_d, run) = run_file(&pipeline_yaml(SEGMENTS, &export));
     assert_config_error(
@@ -296,6 +296,8 @@ fn a_list_or_a_struct_in_a_custom_field_says_how_to_send_it() {
         &[
             "; a custom field takes text, a number or a date (to send a list as one text, join it: `array_to_string(make_array(first_name, last_name), ', ')`)",
             "; a custom field takes text, a number or a date (one of its fields is `named_struct('city', city, 'zip', postal_code)['city']`)",
+            "; a custom field takes text, a number or a date (to send it as a number of milliseconds: `CAST(arrow_cast(customer_id, 'Duration(Millisecond)') AS BIGINT)`)",
+            "; a custom field takes text, a number or a date (to send it as text such as `09:30:00`: `CAST(arrow_cast(customer_id, 'Time64(Microsecond)') AS VARCHAR)`)",
         ],
     );
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
@@ -433,6 +433,18 @@ fn type_hint(t: &DataType, written: &str) -> String {
             " (one of its fields is `{written}['{}']`)",
             fields[0].name()
         ),
+        DataType::Duration(unit) => {
+            let unit = match unit {
+                TimeUnit::Second => "seconds",
+                TimeUnit::Millisecond => "milliseconds",
+                TimeUnit::Microsecond => "microseconds",
+                TimeUnit::Nanosecond => "nanoseconds",
+            };
+            format!(" (to send it as a number of {unit}: `CAST({written} AS BIGINT)`)")
+        }
+        DataType::Time32(_) | DataType::Time64(_) => {
+            format!(" (to send it as text such as `09:30:00`: `CAST({written} AS VARCHAR)`)")
+        }
         _ => String::new(),
     }
 }
