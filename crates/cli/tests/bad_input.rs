@@ -441,6 +441,28 @@ fn data_that_cannot_be_cast_fails_the_run_with_its_code() {
 }
 
 #[test]
+fn an_unsigned_number_too_large_to_send_whole_says_what_to_map() {
+    let export = EXPORT.replace(
+        "first_name: first_name",
+        "first_name: first_name\n      custom_fields: { hash: \"arrow_cast(customer_id, 'UInt64') + 18446744073709551000\" }",
+    );
+    let (_d, run) = run_file(&pipeline_yaml(SEGMENTS, &export));
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "export `newsletter`: selecting contacts failed: segment `vip`, mapping.custom_fields.hash: Cast error: Can't cast value 18446744073709551"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(" to type Int64; a number this large cannot be sent as a whole number: map `CAST(... AS DOUBLE)` to send it as a number (exact up to 2^53), or `CAST(... AS VARCHAR)` into a Text field"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn json_output_reports_errors_for_orchestrators() {
     let dir = sample_dir();
     let text = pipeline_yaml(SEGMENTS, EXPORT).replace("    data_privacy_consent: true\n", "");

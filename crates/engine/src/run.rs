@@ -59,6 +59,18 @@ fn valid_columns(schema: &Schema) -> Vec<usize> {
         .collect()
 }
 
+/// What to do about a failure on the data that the message names well enough to say:
+/// a whole number too large for a signed 64-bit one (an unsigned column past
+/// 9,223,372,036,854,775,807) cannot be sent as a whole number.
+fn what_to_do(message: &str) -> &'static str {
+    if message.contains("Can't cast value") && message.contains("to type Int64") {
+        "; a number this large cannot be sent as a whole number: map `CAST(... AS DOUBLE)` to \
+         send it as a number (exact up to 2^53), or `CAST(... AS VARCHAR)` into a Text field"
+    } else {
+        ""
+    }
+}
+
 impl Engine {
     /// Streams the export's members once: counts rows and rejects per segment, writes the
     /// rejects (when `options` asks), and sorts the valid rows by the export's order.
@@ -251,10 +263,9 @@ impl Engine {
         match self.select_and_sink(query, sink, options).await {
             Err(EngineError::Execution { export, message }) => {
                 let at = self.blame(query, &message).await;
-                Err(EngineError::Execution {
-                    export,
-                    message: at.map_or(message.clone(), |at| format!("{at}: {message}")),
-                })
+                let mut message = at.map_or(message.clone(), |at| format!("{at}: {message}"));
+                message.push_str(what_to_do(&message));
+                Err(EngineError::Execution { export, message })
             }
             other => other,
         }
