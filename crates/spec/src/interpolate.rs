@@ -110,20 +110,28 @@ fn expand_recording(
             let Some(end) = body.find('}') else {
                 return Err("`${` without a closing `}`; write `$${` for a literal `${`".into());
             };
-            let name = &body[..end];
+            let reference = &body[..end];
+            let (name, default) = with_default(reference);
             if !is_var_name(name) {
                 return Err(format!(
-                    "`${{{name}}}` is not a variable reference: names are letters, digits and `_`, not starting with a digit"
+                    "`${{{reference}}}` is not a variable reference: names are letters, digits and `_`, not starting with a digit (`${{NAME:-default}}` gives a default)"
                 ));
             }
-            match env(name) {
-                Some(value) => {
+            match (env(name), default) {
+                (Some(value), Some(Fallback::WhenUnsetOrEmpty(default))) if value.is_empty() => {
+                    out.push_str(default)
+                }
+                (Some(value), _) => {
                     out.push_str(&value);
                     used.push((name.to_owned(), value));
                 }
-                None => {
+                (
+                    None,
+                    Some(Fallback::WhenUnsetOrEmpty(default) | Fallback::WhenUnset(default)),
+                ) => out.push_str(default),
+                (None, None) => {
                     return Err(format!(
-                        "environment variable {name} is not set; export it before running, or write the value in the file"
+                        "environment variable {name} is not set; export it before running, write the value in the file, or give a default: `${{{name}:-value}}`"
                     ));
                 }
             }
@@ -135,6 +143,33 @@ fn expand_recording(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The text a reference stands for when its variable is not there, as a shell reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fallback<'a> {
+    /// `${NAME:-text}`: when `NAME` is unset or empty.
+    WhenUnsetOrEmpty(&'a str),
+    /// `${NAME-text}`: when `NAME` is unset.
+    WhenUnset(&'a str),
+}
+
+/// The name and the default of what is written between `${` and `}`. Anything after the
+/// name other than a default is left in the name, which then is not a variable's name.
+fn with_default(reference: &str) -> (&str, Option<Fallback<'_>>) {
+    let end = reference
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(reference.len());
+    let (name, rest) = reference.split_at(end);
+    if rest.is_empty() {
+        (name, None)
+    } else if let Some(text) = rest.strip_prefix(":-") {
+        (name, Some(Fallback::WhenUnsetOrEmpty(text)))
+    } else if let Some(text) = rest.strip_prefix('-') {
+        (name, Some(Fallback::WhenUnset(text)))
+    } else {
+        (reference, None)
+    }
 }
 
 /// The variable named by a value written exactly `${NAME}`.
@@ -163,6 +198,33 @@ mod tests {
         assert_eq!(
             expand("$${LIST} costs $5", &env).unwrap(),
             "${LIST} costs $5"
+        );
+    }
+
+    #[test]
+    fn defaults_apply_as_in_a_shell() {
+        let env = |name: &str| match name {
+            "LIST" => Some("abc".to_owned()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        assert_eq!(expand("${LIST:-x}", &env).unwrap(), "abc");
+        assert_eq!(expand("${LIST-x}", &env).unwrap(), "abc");
+        assert_eq!(
+            expand("${NOPE:-gold tier}/${NOPE-5}", &env).unwrap(),
+            "gold tier/5"
+        );
+        assert_eq!(
+            expand("[${EMPTY:-x}] [${EMPTY-x}]", &env).unwrap(),
+            "[x] []"
+        );
+        assert_eq!(expand("${NOPE:-}", &env).unwrap(), "");
+        let mut used = Vec::new();
+        expand_recording("${LIST:-x} ${NOPE:-y}", &env, &mut used).unwrap();
+        assert_eq!(used, [("LIST".to_owned(), "abc".to_owned())]);
+        assert_eq!(
+            expand("${LIST:=x}", &env).unwrap_err(),
+            "`${LIST:=x}` is not a variable reference: names are letters, digits and `_`, not starting with a digit (`${NAME:-default}` gives a default)"
         );
     }
 

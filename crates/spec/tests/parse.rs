@@ -143,6 +143,19 @@ fn missing_variable_is_named() {
         "{}",
         d[0].message
     );
+    // Unless the reference gives a default, as a shell reads it.
+    let text = GOOD.replace("${TIER}", "${NO_SUCH_VAR:-silver}");
+    let p = parse(&text, Path::new("p.yaml"), &env).unwrap();
+    assert_eq!(
+        p.file.segments["vip"],
+        "SELECT * FROM profiles WHERE tier = 'silver'"
+    );
+    let text = GOOD.replace("${TIER}", "${TIER:-silver}");
+    let p = parse(&text, Path::new("p.yaml"), &env).unwrap();
+    assert_eq!(
+        p.file.segments["vip"],
+        "SELECT * FROM profiles WHERE tier = 'gold'"
+    );
 }
 
 #[test]
