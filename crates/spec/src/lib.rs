@@ -11,6 +11,7 @@ mod identifier;
 mod interpolate;
 mod kind;
 mod locate;
+mod merge;
 mod model;
 #[cfg(test)]
 mod properties;
@@ -237,18 +238,26 @@ fn read_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Diagnostic
             .flatten();
         d
     };
-    value.apply_merge().map_err(|e| {
+    let bad_merge = |found: String| {
         Diagnostic::new(
             "",
             format!(
-                "a merge key `<<` {e}: write `<<: *name` after the anchor `&name` of a mapping, or a list of such aliases"
+                "a merge key `<<` {found}: write `<<: *name` after the anchor `&name` of a mapping, or a list of such aliases"
             ),
         )
-    })?;
-    // Read back from text, so that a plain scalar where the file expects text (a column
-    // named `2024`) is read as it is in a file without merge keys.
-    let merged =
-        serde_yaml::to_string(&value).map_err(|e| placed(Diagnostic::from_yaml(&e, text)))?;
+    };
+    // Written back with each scalar as written (`2024.10` stays text, not the number
+    // 2024.1), so that a plain scalar where the file expects text is read as it is in a
+    // file without merge keys.
+    let merged = match merge::apply(text) {
+        Ok(merged) => merged,
+        Err(merge::Unmerged::BadMerge(found)) => return Err(bad_merge(found)),
+        // Not something the rewrite writes back: merged as values, scalars respelled.
+        Err(merge::Unmerged::Unsupported) => {
+            value.apply_merge().map_err(|e| bad_merge(e.to_string()))?;
+            serde_yaml::to_string(&value).map_err(|e| placed(Diagnostic::from_yaml(&e, text)))?
+        }
+    };
     serde_yaml::from_str(&merged).map_err(|e| placed(Diagnostic::from_yaml(&e, &merged)))
 }
 

@@ -471,6 +471,19 @@ fn merge_keys_share_settings_between_exports() {
     assert_eq!(first.mapping.last_name, None);
     assert_eq!(second.mapping.custom_fields.len(), 1);
 
+    // Scalars are read as written: a list named `2024.10` is not the number 2024.1.
+    let named = text.replace(
+        "    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]\n",
+        "    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]\n    lists: [{ name: 2024.10 }, { name: 0x1F }]\n",
+    );
+    let p = parse(&named, Path::new("p.yaml"), &env).unwrap();
+    let names = |e: &str| -> Vec<String> {
+        let export = p.export(e).unwrap();
+        export.lists.iter().map(|l| l.name.clone()).collect()
+    };
+    assert_eq!(names("newsletter"), ["2024.10", "0x1F"]);
+    assert_eq!(names("winback"), ["2024.10", "0x1F"]);
+
     // A mistake under a merged mapping is placed where it is written.
     let typo = text.replace("      last_name: last_name\n", "      frist_name: x\n");
     let d = problems(&typo);
