@@ -62,7 +62,41 @@ impl Diagnostic {
             message,
         };
         d.place_key_given_twice(text);
+        d.say_what_the_file_holds(text);
         d
+    }
+
+    /// A file of several YAML documents, or of none, said in words and placed.
+    fn say_what_the_file_holds(&mut self, text: &str) {
+        let content = |line: &str| {
+            let line = line.trim();
+            !line.is_empty() && !line.starts_with('#')
+        };
+        if self
+            .message
+            .starts_with("deserializing from YAML containing more than one document")
+        {
+            self.message = "the file holds more than one YAML document (`---` starts each) and may hold only one: put each pipeline in a file of its own".into();
+            // The `---` that starts the second document.
+            let mut seen_content = false;
+            for (n, line) in text.lines().enumerate() {
+                if line == "---" || line.starts_with("--- ") {
+                    if seen_content {
+                        self.location = Some(Location {
+                            line: n + 1,
+                            column: 1,
+                        });
+                        return;
+                    }
+                    seen_content = true;
+                } else if content(line) {
+                    seen_content = true;
+                }
+            }
+        } else if self.message == "missing field `version`" && !text.lines().any(content) {
+            self.message = "the file is empty: it starts with `version: 1` (`pipeline schema` prints every setting)".into();
+            self.location = None;
+        }
     }
 
     /// A key given twice (`duplicate field `k`` from a typed read, `duplicate entry with

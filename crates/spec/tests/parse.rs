@@ -441,6 +441,31 @@ fn a_setting_given_twice_is_placed_where_it_is_given_again() {
 }
 
 #[test]
+fn a_file_of_several_documents_or_of_none_says_so() {
+    let two = format!("# first\n{GOOD}---\n{GOOD}");
+    let d = problems(&two);
+    assert_eq!(
+        d[0].message,
+        "the file holds more than one YAML document (`---` starts each) and may hold only one: put each pipeline in a file of its own"
+    );
+    let line = d[0].location.as_ref().expect("placed").line;
+    assert_eq!(two.lines().nth(line - 1), Some("---"));
+    assert_eq!(line, GOOD.lines().count() + 2);
+    // A `---` before the first document starts it.
+    let marked = format!("---\n{GOOD}---\n{GOOD}");
+    let line = problems(&marked)[0].location.as_ref().map(|l| l.line);
+    assert_eq!(line, Some(GOOD.lines().count() + 2));
+    for empty in ["", "\n  \n", "# nothing yet\n"] {
+        assert_eq!(
+            problem_lines(empty),
+            [
+                ": the file is empty: it starts with `version: 1` (`pipeline schema` prints every setting)"
+            ]
+        );
+    }
+}
+
+#[test]
 fn merge_keys_share_settings_between_exports() {
     let text = GOOD.replace(
         "version: 1\n",
