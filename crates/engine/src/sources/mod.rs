@@ -185,16 +185,43 @@ fn partition_keys(relative: &[String]) -> Result<Vec<String>, String> {
     else {
         return Ok(Vec::new());
     };
-    let keys = keys_of(example);
+    let Some(keys) = keys_of(example) else {
+        let is_key = |f: &str| f.split_once('=').is_some_and(|(key, _)| !key.is_empty());
+        let folders = folders(example);
+        let plain = folders
+            .iter()
+            .find(|f| !is_key(f))
+            .cloned()
+            .unwrap_or_default();
+        // Plain folders only above the `key=value` ones, the same for every file: the
+        // source can start below them.
+        let above: Vec<&str> = folders
+            .iter()
+            .map(String::as_str)
+            .take_while(|f| !is_key(f))
+            .collect();
+        let start = format!("{}/", above.join("/"));
+        let rest = &folders[above.len()..];
+        let below = if !rest.is_empty()
+            && rest.iter().all(|f| is_key(f))
+            && relative.iter().all(|p| p.starts_with(&start))
+        {
+            format!("point the source at `.../{}/`, ", above.join("/"))
+        } else {
+            String::new()
+        };
+        return Err(format!(
+            "`{example}` is under `{plain}`, which is not a `key=value` folder (a key, `=`, a value): a folder is read with partition columns (one per `key=value` folder, as Spark and Hive write them) when every folder between it and its files is a `key=value` folder; {below}move the odd files out, or name the files with a glob to read them without partition columns"
+        ));
+    };
     for path in relative {
-        let these = keys_of(path);
-        if keys.is_none() || these != keys {
+        if keys_of(path).as_ref() != Some(&keys) {
             return Err(format!(
                 "`{path}` and `{example}` are not in the same `key=value` folders: a folder is read with partition columns (one per `key=value` folder, as Spark and Hive write them) when every file sits under the same keys, in the same order, and in no other folder; move the odd files out, or name the files with a glob to read them without partition columns"
             ));
         }
     }
-    Ok(keys.unwrap_or_default())
+    Ok(keys)
 }
 
 /// Lists a source's objects, reads their footers concurrently, and registers them.
@@ -593,14 +620,56 @@ mod tests {
             ["y=2026/m=01/a.parquet", "y=2026/b.parquet"],
             ["y=2026/a.parquet", "m=01/b.parquet"],
             ["y=2026/a.parquet", "y=2026/sub/b.parquet"],
-            ["sub/y=2026/a.parquet", "sub/y=2027/b.parquet"],
-            ["=2026/a.parquet", "=2027/b.parquet"],
         ] {
             let err = keys(&odd).unwrap_err();
             assert!(
-                err.contains("are not in the same `key=value` folders"),
+                err.starts_with(&format!(
+                    "`{}` and `{}` are not in the same `key=value` folders",
+                    odd[1], odd[0]
+                )),
                 "{odd:?}: {err}"
             );
+        }
+        // A plain folder above or between the `key=value` ones is named; when the plain
+        // ones are all above, the source may start below them.
+        for (odd, plain, below) in [
+            (
+                ["sub/y=2026/a.parquet", "sub/y=2027/b.parquet"],
+                "sub",
+                Some("sub"),
+            ),
+            (
+                ["sub/y=2026/a.parquet", "other/y=2027/b.parquet"],
+                "sub",
+                None,
+            ),
+            (
+                ["a/b/y=2026/a.parquet", "a/b/y=2027/b.parquet"],
+                "a",
+                Some("a/b"),
+            ),
+            (["=2026/a.parquet", "=2027/b.parquet"], "=2026", None),
+            (
+                ["y=2026/sub/m=1/a.parquet", "y=2027/sub/m=1/b.parquet"],
+                "sub",
+                None,
+            ),
+        ] {
+            let err = keys(&odd).unwrap_err();
+            assert!(
+                err.starts_with(&format!(
+                    "`{}` is under `{plain}`, which is not a `key=value` folder (a key, `=`, a value)",
+                    odd[0]
+                )),
+                "{odd:?}: {err}"
+            );
+            match below {
+                Some(b) => assert!(
+                    err.contains(&format!("; point the source at `.../{b}/`, move the odd")),
+                    "{err}"
+                ),
+                None => assert!(!err.contains("point the source"), "{err}"),
+            }
         }
     }
 }
