@@ -113,9 +113,13 @@ impl Diagnostic {
         let Some(key) = key else {
             return;
         };
-        self.message = format!(
-            "`{key}` is given twice: give it once (the second would silently replace the first)"
-        );
+        self.message = if key == "<<" {
+            "a merge key `<<` is given twice: merge several mappings with one, `<<: [*first, *second]` (the first wins)".to_owned()
+        } else {
+            format!(
+                "`{key}` is given twice: give it once (the second would silently replace the first)"
+            )
+        };
         let Some(at) = self.location.as_mut() else {
             return;
         };

@@ -540,6 +540,19 @@ fn merge_keys_share_settings_between_exports() {
         Some("last_name: surname")
     );
 
+    // Two merge keys in one mapping: one merges a list.
+    let two = text.replace(
+        "      <<: *mapping\n",
+        "      <<: *mapping\n      <<: *gold\n",
+    );
+    let d = problems(&two);
+    assert_eq!(
+        d[0].message,
+        "a merge key `<<` is given twice: merge several mappings with one, `<<: [*first, *second]` (the first wins)"
+    );
+    let line = d[0].location.as_ref().expect("placed").line;
+    assert_eq!(two.lines().nth(line - 1).map(str::trim), Some("<<: *gold"));
+
     let bad = text.replace("<<: *newsletter", "<<: 5");
     assert_eq!(
         problem_lines(&bad),
