@@ -233,7 +233,11 @@ pub(crate) async fn run(
         summaries.push(summary);
     }
     let landed = local.map(|l| l.landed(&summaries));
-    Ok(output::RunOutcome { summaries, landed })
+    Ok(output::RunOutcome {
+        summaries,
+        dry_run: dry_run.is_some(),
+        landed,
+    })
 }
 
 pub(crate) async fn check(

@@ -111,7 +111,7 @@ impl Outcome for Vec<Plan> {
 pub fn plans(plans: &[Plan]) -> String {
     let mut out = String::new();
     for p in plans {
-        out.push_str(&summary_table(&p.summary, false));
+        out.push_str(&summary_table(&p.summary, Stage::Planned));
         let rows = sample_rows(&p.sample, p.mask_emails);
         if let Some((headers, _)) = rows.first() {
             out.push_str(&format!("  first {} contact(s):\n", rows.len()));
@@ -130,6 +130,8 @@ pub fn plans(plans: &[Plan]) -> String {
 /// `pipeline run`'s result.
 pub struct RunOutcome {
     pub summaries: Vec<SyncedExport>,
+    /// The bodies went to files (`--dry-run`), not to SendGrid.
+    pub dry_run: bool,
     /// With `--local-emulator`: the emails on each list afterwards.
     pub landed: Option<BTreeMap<String, Vec<String>>>,
 }
@@ -247,7 +249,14 @@ pub fn run(outcome: &RunOutcome) -> String {
     let mut out: String = outcome
         .summaries
         .iter()
-        .map(|s| summary_table(s, true) + "\n")
+        .map(|s| {
+            let stage = if outcome.dry_run {
+                Stage::Wrote
+            } else {
+                Stage::Sent
+            };
+            summary_table(s, stage) + "\n"
+        })
         .collect();
     if let Some(landed) = &outcome.landed {
         for (list, emails) in landed {
@@ -339,7 +348,19 @@ fn cap_problems<'a>(summaries: impl Iterator<Item = &'a SyncedExport>) -> String
         .join("\n")
 }
 
-fn summary_table(s: &SyncedExport, ran: bool) -> String {
+/// How far a summary's export went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// `plan`: nothing written or sent.
+    Planned,
+    /// `run --dry-run`: the bodies written to files.
+    Wrote,
+    /// `run`: the bodies sent to SendGrid.
+    Sent,
+}
+
+fn summary_table(s: &SyncedExport, stage: Stage) -> String {
+    let ran = stage != Stage::Planned;
     let mut out = format!("export {} → {} list(s)\n", s.export, s.list_ids.len());
     let mut rows: Vec<Vec<String>> = s
         .segments
@@ -416,26 +437,8 @@ fn summary_table(s: &SyncedExport, ran: bool) -> String {
                 sink.contacts, sink.requests, sink.bytes
             ));
         }
-    } else if let Some(sink) = s.sink.as_ref().filter(|r| !r.jobs.is_empty()) {
-        let sum = |f: fn(&pipeline_sink::JobReport) -> u64| sink.jobs.iter().map(f).sum::<u64>();
-        out.push_str(&format!(
-            "  sent: {} contact(s) in {} request(s), {} import job(s); {} retried, {} rate-limited\n",
-            sink.contacts,
-            sink.requests,
-            sink.jobs.len(),
-            sink.retries,
-            sink.rate_limited
-        ));
-        out.push_str(&format!(
-            "  imported: {} requested, {} created, {} updated, {} errored\n",
-            sum(|j| j.requested),
-            sum(|j| j.created),
-            sum(|j| j.updated),
-            sum(|j| j.errored)
-        ));
-        for j in &sink.jobs {
-            out.push_str(&format!("    job {}: {}\n", j.job_id, j.status));
-        }
+    } else if let Some(sink) = s.sink.as_ref().filter(|_| stage == Stage::Sent) {
+        out.push_str(&sent_lines(sink));
     } else if let Some(sink) = &s.sink {
         let folder = sink
             .outputs
@@ -449,6 +452,33 @@ fn summary_table(s: &SyncedExport, ran: bool) -> String {
             if sink.requests == 1 { "y" } else { "ies" },
             sink.bytes
         ));
+    }
+    out
+}
+
+/// What a run sent to SendGrid and what its import jobs did.
+fn sent_lines(sink: &pipeline_sink::SinkReport) -> String {
+    if sink.requests == 0 {
+        return "  sent: nothing\n".to_owned();
+    }
+    let sum = |f: fn(&pipeline_sink::JobReport) -> u64| sink.jobs.iter().map(f).sum::<u64>();
+    let mut out = format!(
+        "  sent: {} contact(s) in {} request(s), {} import job(s); {} retried, {} rate-limited\n",
+        sink.contacts,
+        sink.requests,
+        sink.jobs.len(),
+        sink.retries,
+        sink.rate_limited
+    );
+    out.push_str(&format!(
+        "  imported: {} requested, {} created, {} updated, {} errored\n",
+        sum(|j| j.requested),
+        sum(|j| j.created),
+        sum(|j| j.updated),
+        sum(|j| j.errored)
+    ));
+    for j in &sink.jobs {
+        out.push_str(&format!("    job {}: {}\n", j.job_id, j.status));
     }
     out
 }

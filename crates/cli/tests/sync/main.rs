@@ -49,6 +49,14 @@ fn an_unchanged_rerun_sends_nothing_and_a_one_percent_change_sends_only_those() 
     assert_eq!(second["sync"]["unchanged"], 2000);
     assert_eq!(second["sent"], 0);
     assert!(run.stdout.contains("\"changed\": 0"), "{}", run.stdout);
+    let run = s.run(&["run", file]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("unchanged (not sent)\n  sent: nothing\n"),
+        "{}",
+        run.stdout
+    );
 
     // 1% of the rows change.
     let mut changed = BTreeSet::new();
@@ -65,6 +73,12 @@ fn an_unchanged_rerun_sends_nothing_and_a_one_percent_change_sends_only_those() 
         .into_iter()
         .collect();
     assert_eq!(written, changed);
+    assert!(
+        dry.stdout
+            .contains("  wrote: 20 contact(s) in 1 request body"),
+        "{}",
+        dry.stdout
+    );
     let before = s.log_len();
     let (run, third) = s.run_json(&["run", file]);
     assert_eq!(run.code, 0, "{}", run.stderr);
