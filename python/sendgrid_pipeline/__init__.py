@@ -3,7 +3,9 @@
 The wheel that ships this module also ships the ``pipeline`` binary. Each function runs
 it with ``--output json`` and returns the JSON summary as a dict; a run that ends with a
 non-zero exit code raises :class:`PipelineError`, which carries the code, the status word
-and the message. Nothing the binary does is done again here.
+and the message. The binary's log lines go, as they come, to the ``sendgrid_pipeline``
+logger at their own levels (its debug lines too when that logger is enabled for
+``DEBUG``), so they land in a task's log. Nothing the binary does is done again here.
 
 >>> import sendgrid_pipeline as sp
 >>> summary = sp.run("pipelines/quickstart.yaml", local_emulator=True)  # doctest: +SKIP
@@ -14,10 +16,12 @@ and the message. Nothing the binary does is done again here.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sysconfig
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Union
 
@@ -39,6 +43,12 @@ __all__ = [
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+log = logging.getLogger(__name__)
+
+#: The binary's log levels (``--log-format json``) as :mod:`logging` levels.
+_LEVELS = {"ERROR": logging.ERROR, "WARN": logging.WARNING, "INFO": logging.INFO,
+           "DEBUG": logging.DEBUG, "TRACE": logging.DEBUG}
 
 #: The binary's exit codes by their status word (README.md, "Exit codes").
 EXIT_CODES: Dict[int, str] = {
@@ -111,25 +121,57 @@ def _call(
     env: Optional[Mapping[str, str]] = None,
     cwd: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
-    argv = [binary(), command, os.fspath(file), *args, "--output", "json"]
+    argv = [binary(), command, os.fspath(file), *args, "--output", "json", "--log-format", "json"]
+    if log.isEnabledFor(logging.DEBUG):
+        argv.append("-v")
     environment = dict(os.environ)
     if env:
         environment.update(env)
-    done = subprocess.run(argv, capture_output=True, text=True, env=environment, cwd=cwd)
+    with subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=environment,
+        cwd=cwd,
+    ) as child:
+        said: List[str] = []
+        relay = threading.Thread(target=_relay, args=(child.stderr, said), daemon=True)
+        relay.start()
+        stdout = child.stdout.read()
+        code = child.wait()
+        relay.join()
     try:
-        result = json.loads(done.stdout) if done.stdout.strip() else {}
+        result = json.loads(stdout) if stdout.strip() else {}
     except ValueError:
         result = {}
-    if done.returncode == 0 or done.returncode in set(accept):
+    if code == 0 or code in set(accept):
         return result
-    status = result.get("status") or EXIT_CODES.get(done.returncode, "unknown")
-    message = result.get("error") or _last_line(done.stderr) or status
-    raise PipelineError(done.returncode, status, message, result)
+    status = result.get("status") or EXIT_CODES.get(code, "unknown")
+    message = result.get("error") or (said[-1] if said else "") or status
+    raise PipelineError(code, status, message, result)
 
 
-def _last_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+def _relay(stderr: Iterable[str], said: List[str]) -> None:
+    """Logs each of the binary's JSON log lines at its level; keeps its other lines (an
+    argument error, say) in ``said`` and logs them as errors."""
+    for line in stderr:
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            fields = dict(record["fields"])
+            level = _LEVELS.get(record["level"], logging.INFO)
+        except (ValueError, KeyError, TypeError):
+            said.append(line)
+            log.error("%s", line)
+            continue
+        message = fields.pop("message", "")
+        context = " ".join(f"{k}={v}" for k, v in fields.items())
+        log.log(level, "%s%s", message, f" ({context})" if context else "")
 
 
 def _flags(**flags: Any) -> List[str]:

@@ -56,6 +56,8 @@ class AirflowRecipeTest(unittest.TestCase):
         self.assertIn("new_state=success", log)
         self.assertIn("Pushing xcom", log)
         self.assertIn("'sent': 13", log)
+        # The binary's own log lines are in the task's log.
+        self.assertIn("Export finished (export=newsletter", log)
 
     def test_a_configuration_error_fails_the_task_without_retries(self):
         broken = self.dir / "broken.yaml"

@@ -2,6 +2,7 @@
 that runs it. Run by crates/cli/tests/python.rs with the Python of an environment the
 wheel was installed into (`.ci/run` builds and installs it)."""
 
+import logging
 import os
 import shutil
 import sysconfig
@@ -51,6 +52,21 @@ class WheelTest(unittest.TestCase):
         frame = table.to_pandas()
         self.assertEqual(len(frame), 7)
 
+    def test_the_binarys_log_lines_reach_the_module_logger_at_their_levels(self):
+        with self.assertLogs("sendgrid_pipeline", level="DEBUG") as logs:
+            sp.run(self.quickstart, local_emulator=True)
+        finished = [r for r in logs.records if r.getMessage().startswith("Export finished")]
+        self.assertEqual(len(finished), 1, logs.output)
+        self.assertEqual(finished[0].levelno, logging.INFO)
+        self.assertIn("export=newsletter", finished[0].getMessage())
+        self.assertIn("sent=13", finished[0].getMessage())
+        # The logger is enabled for DEBUG, so the binary was asked for its debug lines.
+        self.assertTrue(any(r.levelno == logging.DEBUG for r in logs.records), logs.output)
+
+        with self.assertLogs("sendgrid_pipeline", level="INFO") as logs:
+            sp.run(self.quickstart, local_emulator=True)
+        self.assertFalse(any(r.levelno == logging.DEBUG for r in logs.records), logs.output)
+
     def test_plan_and_validate_return_their_documents(self):
         self.assertEqual(sp.validate(self.quickstart)["status"], "success")
         planned = sp.plan(self.quickstart, rows=3)
@@ -61,8 +77,11 @@ class WheelTest(unittest.TestCase):
         broken.write_text(
             self.quickstart.read_text().replace("max_profiles", "max_profile"), encoding="utf-8"
         )
-        with self.assertRaises(sp.PipelineError) as caught:
+        with self.assertRaises(sp.PipelineError) as caught, self.assertLogs(
+            "sendgrid_pipeline", level="ERROR"
+        ) as logs:
             sp.run(broken, local_emulator=True)
+        self.assertTrue(any("max_profile" in line for line in logs.output), logs.output)
         error = caught.exception
         self.assertEqual(error.exit_code, 2)
         self.assertEqual(error.status, "config_error")
