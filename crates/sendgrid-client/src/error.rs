@@ -94,6 +94,45 @@ pub(crate) fn transport_message(e: &reqwest::Error) -> String {
     }
 }
 
+/// The TLS failure under a transport error, if that is what it is: a handshake that
+/// failed the same way would fail again, so it is not retried.
+pub(crate) fn tls_failure(e: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        // An `io::Error` hides the error it wraps from `source()` (the connector wraps
+        // rustls' error in two); `get_ref` shows it.
+        let mut inner: &(dyn std::error::Error + 'static) = s;
+        while let Some(wrapped) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            inner = wrapped;
+        }
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// What a failed TLS handshake with `base` means, and what to do.
+pub(crate) fn tls_message(base: &str, e: &rustls::Error) -> String {
+    let advice = match e {
+        rustls::Error::InvalidMessage(_) => {
+            "it does not answer in TLS; an address that serves plain HTTP (a local emulator \
+             or proxy on a loopback address) is written `http://`"
+        }
+        rustls::Error::InvalidCertificate(_) => {
+            "its certificate is not one this machine trusts: check the endpoint's host name, \
+             or add the authority that signed the certificate (a company proxy's, say) to \
+             the system's trust store"
+        }
+        _ => "check the connection's `endpoint`",
+    };
+    format!("the TLS handshake with {base} failed ({e}): {advice}")
+}
+
 /// The errors in an error body, in any of the shapes SendGrid's spec gives: `{"errors":
 /// [...]}`, a bare array of errors, or one error object.
 fn error_list(body: &[u8]) -> Vec<ApiError> {

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 pub use error::ClientError;
-use error::{fatal, storage_message, transport_message};
+use error::{fatal, storage_message, tls_failure, tls_message, transport_message};
 pub use retry::{Family, RetryPolicy};
 use retry::{Verdict, rate_limit_exhausted};
 pub use types::*;
@@ -247,7 +247,15 @@ impl Client {
                         _ => (verdict, format!("HTTP {status}")),
                     }
                 }
-                Err(e) => (retry::classify_error(&e), transport_message(&e)),
+                Err(e) => {
+                    if let Some(tls) = tls_failure(&e) {
+                        return Err(ClientError::Config(format!(
+                            "{what}: {}",
+                            tls_message(&self.base, tls)
+                        )));
+                    }
+                    (retry::classify_error(&e), transport_message(&e))
+                }
             };
             match verdict {
                 Verdict::RateLimited(wait) => {

@@ -1,6 +1,7 @@
 //! The client against the emulator over HTTP on loopback: each endpoint, SendGrid's
 //! error answers, and the retry loop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -205,6 +206,73 @@ async fn retries_are_bounded() {
             .contains("failed after 3 attempts: HTTP 502"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn an_https_endpoint_that_answers_plain_http_fails_at_once_and_says_so() {
+    let e = emulator(0).await;
+    let https = e.url().replacen("http://", "https://", 1);
+    let c = Client::new(&https, ApiKey::from("good"), Duration::from_secs(2), fast()).unwrap();
+    let err = c.all_lists().await.unwrap_err();
+    assert!(matches!(err, ClientError::Config(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "reading the lists: the TLS handshake with {https} failed (received corrupt message \
+             of type InvalidContentType): it does not answer in TLS; an address that serves \
+             plain HTTP (a local emulator or proxy on a loopback address) is written `http://`"
+        )
+    );
+    assert_eq!(c.stats().retries, 0);
+}
+
+/// A TLS server on loopback whose self-signed certificate no trust store holds; it
+/// takes connections until the test ends.
+async fn untrusted_tls_server() -> String {
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio_rustls::rustls::{ServerConfig, crypto::ring};
+    let cert = CertificateDer::from(include_bytes!("fixtures/self-signed.crt.der").to_vec());
+    let key = PrivatePkcs8KeyDer::from(include_bytes!("fixtures/self-signed.key.der").to_vec());
+    let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], PrivateKeyDer::Pkcs8(key))
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move { acceptor.accept(stream).await });
+        }
+    });
+    format!("https://127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn an_endpoint_whose_certificate_is_not_trusted_fails_at_once_and_says_so() {
+    let url = untrusted_tls_server().await;
+    let c = Client::new(&url, ApiKey::from("good"), Duration::from_secs(2), fast()).unwrap();
+    let err = c.all_lists().await.unwrap_err();
+    assert!(matches!(err, ClientError::Config(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "reading the lists: the TLS handshake with {url} failed (invalid peer certificate"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(
+            "its certificate is not one this machine trusts: check the endpoint's host name, \
+             or add the authority that signed the certificate (a company proxy's, say) to the \
+             system's trust store"
+        ),
+        "{message}"
+    );
+    assert_eq!(c.stats().retries, 0);
 }
 
 #[tokio::test]
