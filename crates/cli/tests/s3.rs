@@ -297,6 +297,30 @@ fn every_object_store_problem_is_named_by_validate() {
         unreachable.contains("cannot reach the S3 endpoint for s3://elsewhere/profiles/"),
         "{unreachable}"
     );
+    // The server speaks plain HTTP: written `https://`, the handshake fails and says why;
+    // written `http://` without `allow_http`, the file is refused before any request.
+    let https = server.endpoint().replacen("http://", "https://", 1);
+    let tls = check(
+        "s3://elsewhere/profiles/",
+        &format!("{{ endpoint: \"{https}\" }}"),
+        &[],
+    );
+    assert!(
+        tls.contains("source `profiles` (s3://elsewhere/profiles/): the S3 endpoint for s3://elsewhere/profiles/ does not answer in TLS: a server that serves plain HTTP is written `http://` in `storage: { endpoint }`"),
+        "{tls}"
+    );
+    let plain = check(
+        "s3://elsewhere/profiles/",
+        &format!("{{ endpoint: \"{}\" }}", server.endpoint()),
+        &[],
+    );
+    assert!(
+        plain.contains(&format!(
+            "sources.profiles.storage.endpoint: `{}` is plain http: add `allow_http: true` beside it",
+            server.endpoint()
+        )),
+        "{plain}"
+    );
 
     // A server that checks credentials refuses the test's made-up keys.
     let strict = S3Server::start(&["guarded"], &[("INITIAL_NO_AUTH_ACTION_COUNT", "1")]).unwrap();

@@ -164,7 +164,12 @@ fn aws_credentials_present() -> Result<(), String> {
 
 /// What an object-store error means for the user, with the store's own words after.
 pub fn describe(cloud: Cloud, url: &url::Url, error: &object_store::Error) -> String {
-    let text = error.to_string();
+    let mut text = error.to_string();
+    // "error sending request" says nothing of why; the innermost cause does.
+    let cause = innermost_cause(error);
+    if !text.contains(&cause) {
+        text = format!("{text}: {cause}");
+    }
     let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
     let what = if matches!(error, object_store::Error::NotFound { .. }) {
         format!("{url} does not exist")
@@ -215,6 +220,21 @@ pub fn describe(cloud: Cloud, url: &url::Url, error: &object_store::Error) -> St
             cloud.name(),
             cloud.credentials_hint()
         )
+    } else if has(&["URL scheme is not allowed"]) {
+        format!(
+            "the {} endpoint for {url} is plain http, which needs `storage: {{ allow_http: true }}` (allowed for an endpoint on this machine only)",
+            cloud.name()
+        )
+    } else if has(&["InvalidContentType"]) {
+        format!(
+            "the {} endpoint for {url} does not answer in TLS: a server that serves plain HTTP is written `http://` in `storage: {{ endpoint }}`",
+            cloud.name()
+        )
+    } else if has(&["invalid peer certificate"]) {
+        format!(
+            "the {} endpoint for {url} has a certificate this machine does not trust: check `storage: {{ endpoint }}`, or add the authority that signed the certificate to the system's trust store",
+            cloud.name()
+        )
     } else if has(&[
         "error sending request",
         "Connection refused",
@@ -230,6 +250,24 @@ pub fn describe(cloud: Cloud, url: &url::Url, error: &object_store::Error) -> St
         format!("{} refused a request for {url}", cloud.name())
     };
     format!("{what} ({})", one_line(&text))
+}
+
+/// The words of an error's innermost cause, looking inside the `io::Error`s that hide the
+/// error they wrap from `source()` (as the TLS connector's do).
+fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut last: &(dyn std::error::Error + 'static) = error;
+    loop {
+        if let Some(inner) = last
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            last = inner;
+        } else if let Some(next) = last.source() {
+            last = next;
+        } else {
+            return last.to_string();
+        }
+    }
 }
 
 fn one_line(text: &str) -> String {

@@ -230,14 +230,21 @@ pub fn check_storage(path: &str, storage: &Storage) -> Vec<(Option<String>, Stri
     }
     // Plain http only to this machine: a store's requests are signed with the
     // credentials, and their bodies are the profiles.
+    let endpoint = storage.get("endpoint").map(StorageValue::as_text);
     if storage.get("allow_http").is_some_and(StorageValue::is_on) {
-        let endpoint = storage.get("endpoint").map(StorageValue::as_text);
         if !endpoint.as_deref().is_some_and(is_loopback_http) {
             out.push((
                 Some("allow_http".into()),
                 "is allowed only with an http `endpoint` on this machine (127.0.0.1, ::1 or localhost): profiles and signed requests must not cross a network unencrypted".into(),
             ));
         }
+    } else if let Some(endpoint) = endpoint.filter(|e| e.starts_with("http://")) {
+        let what = if is_loopback_http(&endpoint) {
+            "is plain http: add `allow_http: true` beside it (allowed for an endpoint on this machine only)"
+        } else {
+            "is plain http to another machine, where profiles and signed requests would cross the network unencrypted: give the server's https address"
+        };
+        out.push((Some("endpoint".into()), format!("`{endpoint}` {what}")));
     }
     out
 }
@@ -342,6 +349,27 @@ mod tests {
             ]),
         );
         assert!(loopback.is_empty(), "{loopback:?}");
+        let endpoint = |url: &str| {
+            check_storage(
+                "s3://b/p/",
+                &storage(&[("endpoint", StorageValue::Text(url.into()))]),
+            )
+        };
+        assert_eq!(
+            endpoint("http://127.0.0.1:9000"),
+            [(
+                Some("endpoint".to_owned()),
+                "`http://127.0.0.1:9000` is plain http: add `allow_http: true` beside it (allowed for an endpoint on this machine only)".to_owned()
+            )]
+        );
+        assert_eq!(
+            endpoint("http://minio.internal:9000"),
+            [(
+                Some("endpoint".to_owned()),
+                "`http://minio.internal:9000` is plain http to another machine, where profiles and signed requests would cross the network unencrypted: give the server's https address".to_owned()
+            )]
+        );
+        assert!(endpoint("https://minio.internal:9000").is_empty());
         let local = check_storage(
             "data/",
             &storage(&[("region", StorageValue::Text("x".into()))]),
