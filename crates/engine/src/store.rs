@@ -316,6 +316,21 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_this_machine_does_not_trust_is_said_so() {
+        // The words rustls gives, after the client's (the S3 test's server speaks plain
+        // HTTP, so the tests there meet the other TLS failure).
+        let url = url::Url::parse("s3://lake/profiles/").unwrap();
+        let error = generic(
+            "Error performing list request: HTTP error: error sending request: invalid peer certificate: UnknownIssuer",
+        );
+        let text = describe(Cloud::S3, &url, &error);
+        assert!(
+            text.starts_with("the S3 endpoint for s3://lake/profiles/ has a certificate this machine does not trust: check `storage: { endpoint }`"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn gcs_and_azure_stores_are_built_from_urls_and_settings() {
         let settings = |pairs: &[(&str, &str)]| -> Storage {
             pairs
