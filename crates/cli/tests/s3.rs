@@ -322,6 +322,21 @@ fn every_object_store_problem_is_named_by_validate() {
         "{plain}"
     );
 
+    // An http endpoint from the environment (AWS_ENDPOINT) is not used unless the file
+    // allows it, whatever AWS_ALLOW_HTTP says.
+    let from_env = check(
+        "s3://elsewhere/profiles/",
+        "{ region: us-east-1 }",
+        &[
+            ("AWS_ENDPOINT", &server.endpoint()),
+            ("AWS_ALLOW_HTTP", "true"),
+        ],
+    );
+    assert!(
+        from_env.contains("the S3 endpoint for s3://elsewhere/profiles/ is plain http: write it in the source's `storage: { endpoint: \"http://...\", allow_http: true }`"),
+        "{from_env}"
+    );
+
     // A server that checks credentials refuses the test's made-up keys.
     let strict = S3Server::start(&["guarded"], &[("INITIAL_NO_AUTH_ACTION_COUNT", "1")]).unwrap();
     let denied = check("s3://guarded/profiles/", &strict.storage(), &[]);

@@ -222,7 +222,7 @@ pub fn describe(cloud: Cloud, url: &url::Url, error: &object_store::Error) -> St
         )
     } else if has(&["URL scheme is not allowed"]) {
         format!(
-            "the {} endpoint for {url} is plain http, which needs `storage: {{ allow_http: true }}` (allowed for an endpoint on this machine only)",
+            "the {} endpoint for {url} is plain http: write it in the source's `storage: {{ endpoint: \"http://...\", allow_http: true }}` (plain http is allowed for an endpoint on this machine only)",
             cloud.name()
         )
     } else if has(&["InvalidContentType"]) {
