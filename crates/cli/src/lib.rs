@@ -18,7 +18,7 @@ mod text;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use pipeline_engine::Engine;
 use pipeline_spec::{Classified, ErrorKind, Pipeline};
 use pipeline_sync::SyncOptions;
@@ -167,6 +167,13 @@ pub enum Command {
     },
     /// Print the JSON Schema of the pipeline file, for editors.
     Schema,
+    /// Print the shell's completion script: `pipeline completions bash >
+    /// ~/.local/share/bash-completion/completions/pipeline`, or for zsh into a folder of
+    /// `$fpath` as `_pipeline`, or for fish into ~/.config/fish/completions/pipeline.fish.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Run a process of a Ballista cluster that runs export queries (`engine.cluster`; see
     /// docs/cluster.md).
     #[cfg(feature = "cluster")]
@@ -276,6 +283,12 @@ pub async fn execute(command: Command) -> Exit {
                 Stream::Out,
                 &format!("{:#}\n", pipeline_spec::json_schema()),
             );
+            Exit::Success
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "pipeline", &mut script);
+            emit(Stream::Out, &String::from_utf8_lossy(&script));
             Exit::Success
         }
         Command::History {

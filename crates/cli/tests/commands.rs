@@ -1,4 +1,4 @@
-//! `validate`, `plan` and `schema`, and a run over a generated table.
+//! `validate`, `plan`, `schema` and `completions`, and a run over a generated table.
 
 mod common;
 
@@ -271,5 +271,46 @@ fn logs_are_json_on_stderr_without_emails_and_progress_stays_off_a_pipe() {
         run.stdout.starts_with("export newsletter"),
         "{}",
         run.stdout
+    );
+}
+
+#[test]
+fn the_bash_completion_script_completes_commands_and_flags() {
+    let run = pipeline(&repo(), &["completions", "bash"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("pipeline.bash");
+    std::fs::write(&script, &run.stdout).unwrap();
+    // Bash loads the script and asks its function what completes a word, as on a Tab.
+    let complete = |words: &str| {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+                 _pipeline pipeline \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+                 echo \"${{COMPREPLY[@]}}\"",
+                script.display()
+            ))
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(complete("pipeline ru"), "run");
+    assert_eq!(complete("pipeline run --dry"), "--dry-run");
+    assert_eq!(complete("pipeline plan --sh"), "--show-emails");
+
+    let refused = pipeline(&repo(), &["completions", "tcsh"], &[]);
+    assert_eq!(refused.code, 2);
+    assert!(
+        refused
+            .stderr
+            .contains("[possible values: bash, elvish, fish, powershell, zsh]"),
+        "{}",
+        refused.stderr
     );
 }
