@@ -94,6 +94,17 @@ fn the_report_charts_the_history_in_one_self_contained_page() {
     assert!(html.contains("invalid_email rejected: 6</title>"));
     // The last run failed; its details say so.
     assert!(html.contains("run_failed (exit code 4)"), "{html}");
+
+    // A folder that is not there is named, not the partial file it would have held.
+    let run = s.run(&["report", file, "--out", "reports/report.html"]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "error: cannot write the report reports/report.html: the folder reports does not exist"
+        ),
+        "{}",
+        run.stderr
+    );
 }
 
 fn chromium() -> Option<PathBuf> {

@@ -59,7 +59,20 @@ pub fn replace_private_file(
     };
     let mut partial = tempfile::Builder::new()
         .prefix(".partial-")
-        .tempfile_in(dir)?;
+        .tempfile_in(dir)
+        .map_err(|e| {
+            // Said of the folder: the name of the partial file it could not create is
+            // nothing to the user.
+            let cause = e.raw_os_error().map_or_else(
+                || e.kind().to_string(),
+                |code| io::Error::from_raw_os_error(code).to_string(),
+            );
+            let said = match e.kind() {
+                io::ErrorKind::NotFound => format!("the folder {} does not exist", dir.display()),
+                _ => format!("cannot create a file in {}: {cause}", dir.display()),
+            };
+            io::Error::new(e.kind(), said)
+        })?;
     write(partial.as_file_mut())?;
     partial.as_file().sync_all()?;
     partial.persist(path).map_err(|e| e.error)?;
