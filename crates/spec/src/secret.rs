@@ -89,9 +89,7 @@ pub fn resolve_api_key(
                 "connections.{name}.api_key: environment variable {var} is not set; export it with the SendGrid API key"
             )
         })?;
-        return non_empty(key.trim(), || {
-            format!("environment variable {var} is empty")
-        });
+        return checked_key(&key, &format!("environment variable {var}"));
     }
     if let Some(file) = &connection.api_key_file {
         let path = base_dir.join(file);
@@ -102,7 +100,7 @@ pub fn resolve_api_key(
                 path.display()
             )
         })?;
-        return non_empty(key.trim(), || format!("{} is empty", path.display()));
+        return checked_key(&key, &path.display().to_string());
     }
     Err(format!(
         "connections.{name} has no API key: set api_key: ${{SENDGRID_API_KEY}} or api_key_file"
@@ -134,12 +132,39 @@ fn check_private(_: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn non_empty(key: &str, empty: impl FnOnce() -> String) -> Result<ApiKey, String> {
-    if key.is_empty() {
-        Err(empty())
+/// The key `source` (a variable or a file) holds, without the blanks around it (and an
+/// editor's byte-order mark). What no key has (quotes, a `Bearer `, a `NAME=`, a space or
+/// a line break inside, a character that is not printable ASCII) is refused, said without
+/// the key: sent as it is, SendGrid would only answer 401, or the header could not be
+/// sent at all.
+fn checked_key(raw: &str, source: &str) -> Result<ApiKey, String> {
+    let key = raw.trim_start_matches('\u{feff}').trim();
+    let quoted = |q: char| key.len() >= 2 && key.starts_with(q) && key.ends_with(q);
+    let named = key.split_once('=').is_some_and(|(name, _)| {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    });
+    let problem = if key.is_empty() {
+        return Err(format!("{source} is empty"));
+    } else if quoted('"') || quoted('\'') {
+        "the key in quotes: remove them (where it was set, the quotes became part of the value, as docker's --env-file keeps them)"
+    } else if key
+        .get(..7)
+        .is_some_and(|b| b.eq_ignore_ascii_case("bearer "))
+    {
+        "`Bearer ` before the key: give the key alone (the request's `Bearer` is added for it)"
+    } else if named {
+        "`NAME=` before the key: give the key alone"
+    } else if key.contains(char::is_whitespace) {
+        "more than the key (a space or a line break inside it): give the key alone, on one line"
+    } else if !key.chars().all(|c| c.is_ascii_graphic()) {
+        "a character that is not printable ASCII, which no API key has (pasted from a document?): give the key alone"
     } else {
-        Ok(ApiKey::new(key))
-    }
+        return Ok(ApiKey::new(key));
+    };
+    Err(format!("{source} holds {problem}"))
 }
 
 #[cfg(test)]
@@ -192,6 +217,53 @@ mod tests {
             err.contains("environment variable SG_KEY is not set"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_key_with_what_no_key_has_is_refused_without_showing_it() {
+        let read = |value: &str| {
+            let value = value.to_owned();
+            resolve_api_key(
+                "m",
+                &connection(Some("${SG_KEY}"), None),
+                Path::new("."),
+                &move |_| Some(value.clone()),
+            )
+        };
+        let refused = |value: &str| {
+            let err = read(value).unwrap_err();
+            assert!(!err.contains("SG.abc"), "the key is shown: {err}");
+            err
+        };
+        assert_eq!(
+            refused("\"SG.abc.def\"\n"),
+            "environment variable SG_KEY holds the key in quotes: remove them (where it was set, the quotes became part of the value, as docker's --env-file keeps them)"
+        );
+        assert_eq!(refused("'SG.abc.def'"), refused("\"SG.abc.def\""));
+        assert_eq!(
+            refused("Bearer SG.abc.def"),
+            "environment variable SG_KEY holds `Bearer ` before the key: give the key alone (the request's `Bearer` is added for it)"
+        );
+        assert_eq!(
+            refused("SENDGRID_API_KEY=SG.abc.def"),
+            "environment variable SG_KEY holds `NAME=` before the key: give the key alone"
+        );
+        assert_eq!(
+            refused("SG.abc.def\nSG.abc.other\n"),
+            "environment variable SG_KEY holds more than the key (a space or a line break inside it): give the key alone, on one line"
+        );
+        assert_eq!(
+            refused("SG.abc\u{200b}.def"),
+            "environment variable SG_KEY holds a character that is not printable ASCII, which no API key has (pasted from a document?): give the key alone"
+        );
+        assert_eq!(refused(" \n"), "environment variable SG_KEY is empty");
+        // Blanks around the key and an editor's byte-order mark are not part of it; nor is
+        // a `=` after other text (base64 padding, say).
+        assert_eq!(
+            read("\u{feff}SG.abc.def\r\n").unwrap().expose(),
+            "SG.abc.def"
+        );
+        assert_eq!(read("c2VjcmV0=").unwrap().expose(), "c2VjcmV0=");
     }
 
     #[test]
