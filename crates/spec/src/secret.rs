@@ -89,7 +89,10 @@ pub fn resolve_api_key(
                 "connections.{name}.api_key: environment variable {var} is not set; export it with the SendGrid API key"
             )
         })?;
-        return checked_key(&key, &format!("environment variable {var}"));
+        return checked_key(
+            &key,
+            &format!("connections.{name}.api_key: environment variable {var}"),
+        );
     }
     if let Some(file) = &connection.api_key_file {
         let path = base_dir.join(file);
@@ -100,7 +103,10 @@ pub fn resolve_api_key(
                 path.display()
             )
         })?;
-        return checked_key(&key, &path.display().to_string());
+        return checked_key(
+            &key,
+            &format!("connections.{name}.api_key_file: {}", path.display()),
+        );
     }
     Err(format!(
         "connections.{name} has no API key: set api_key: ${{SENDGRID_API_KEY}} or api_key_file"
@@ -214,7 +220,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.contains("environment variable SG_KEY is not set"),
+            err.contains("connections.m.api_key: environment variable SG_KEY is not set"),
             "{err}"
         );
     }
@@ -237,26 +243,29 @@ mod tests {
         };
         assert_eq!(
             refused("\"SG.abc.def\"\n"),
-            "environment variable SG_KEY holds the key in quotes: remove them (where it was set, the quotes became part of the value, as docker's --env-file keeps them)"
+            "connections.m.api_key: environment variable SG_KEY holds the key in quotes: remove them (where it was set, the quotes became part of the value, as docker's --env-file keeps them)"
         );
         assert_eq!(refused("'SG.abc.def'"), refused("\"SG.abc.def\""));
         assert_eq!(
             refused("Bearer SG.abc.def"),
-            "environment variable SG_KEY holds `Bearer ` before the key: give the key alone (the request's `Bearer` is added for it)"
+            "connections.m.api_key: environment variable SG_KEY holds `Bearer ` before the key: give the key alone (the request's `Bearer` is added for it)"
         );
         assert_eq!(
             refused("SENDGRID_API_KEY=SG.abc.def"),
-            "environment variable SG_KEY holds `NAME=` before the key: give the key alone"
+            "connections.m.api_key: environment variable SG_KEY holds `NAME=` before the key: give the key alone"
         );
         assert_eq!(
             refused("SG.abc.def\nSG.abc.other\n"),
-            "environment variable SG_KEY holds more than the key (a space or a line break inside it): give the key alone, on one line"
+            "connections.m.api_key: environment variable SG_KEY holds more than the key (a space or a line break inside it): give the key alone, on one line"
         );
         assert_eq!(
             refused("SG.abc\u{200b}.def"),
-            "environment variable SG_KEY holds a character that is not printable ASCII, which no API key has (pasted from a document?): give the key alone"
+            "connections.m.api_key: environment variable SG_KEY holds a character that is not printable ASCII, which no API key has (pasted from a document?): give the key alone"
         );
-        assert_eq!(refused(" \n"), "environment variable SG_KEY is empty");
+        assert_eq!(
+            refused(" \n"),
+            "connections.m.api_key: environment variable SG_KEY is empty"
+        );
         // Blanks around the key and an editor's byte-order mark are not part of it; nor is
         // a `=` after other text (base64 padding, say).
         assert_eq!(
