@@ -251,34 +251,43 @@ pub(crate) async fn check(
     } else {
         None
     };
-    // A name that does not resolve is a failed check, not a stop. Check runs no query,
-    // so the engine is not opened again with the resolved ids.
+    let (mut verdicts, usable) = remote::check_connections(&pipeline, local.as_ref()).await;
+    // Each export's list names resolve through its connection, once that passed; a name
+    // that does not resolve is a failed check, not a stop. Check runs no query, so the
+    // engine is not opened again with the resolved ids.
     let mut resolved = pipeline.clone();
-    let outcome = remote::resolve_named_lists(
-        &mut resolved,
-        None,
-        local.as_ref(),
-        remote::Resolve::Preview,
-    )
-    .await;
-    let (pipeline, named, mut verdicts) = match outcome {
-        Ok(named) => (resolved, named, Vec::new()),
-        Err(f) => (
-            pipeline,
-            Vec::new(),
-            vec![output::Verdict::fail("lists by name".into(), f.message)],
-        ),
-    };
-    for list in &named {
-        let subject = format!("export {} list `{}`", list.export, list.name);
-        verdicts.push(match list.outcome {
-            remote::ListOutcome::ToBeCreated => output::Verdict::pass(
-                subject,
-                "missing; the run creates it (create_missing_lists)".into(),
-            ),
-            _ => output::Verdict::pass(subject, format!("is {}", list.id)),
-        });
+    for export in &pipeline.file.exports {
+        if export.lists.is_empty() || !usable.contains_key(&export.connection) {
+            continue;
+        }
+        let outcome = remote::resolve_named_lists(
+            &mut resolved,
+            Some(&export.name),
+            local.as_ref(),
+            remote::Resolve::Preview,
+        )
+        .await;
+        let named = match outcome {
+            Ok(named) => named,
+            Err(f) => {
+                let subject = format!("export {} lists by name", export.name);
+                let prefix = format!("export `{}`: ", export.name);
+                let message = f.message.strip_prefix(&prefix).unwrap_or(&f.message);
+                verdicts.push(output::Verdict::fail(subject, message.to_owned()));
+                continue;
+            }
+        };
+        for list in &named {
+            let subject = format!("export {} list `{}`", list.export, list.name);
+            verdicts.push(match list.outcome {
+                remote::ListOutcome::ToBeCreated => output::Verdict::pass(
+                    subject,
+                    "missing; the run creates it (create_missing_lists)".into(),
+                ),
+                _ => output::Verdict::pass(subject, format!("is {}", list.id)),
+            });
+        }
     }
-    verdicts.extend(remote::check(&pipeline, &queries, local.as_ref()).await);
+    verdicts.extend(remote::check_exports(&resolved, &queries, &usable).await);
     Ok(verdicts)
 }

@@ -97,12 +97,12 @@ pub fn endpoint_of(pipeline: &Pipeline, name: &str) -> String {
     )
 }
 
-/// `pipeline check`: one verdict per connection and per list and custom field of each export.
-pub async fn check(
+/// `pipeline check`, first part: one verdict per connection (key, permissions, the
+/// account's contacts), and a client for each connection that passed.
+pub async fn check_connections(
     pipeline: &Pipeline,
-    queries: &[ExportQuery],
     local: Option<&LocalEmulator>,
-) -> Vec<Verdict> {
+) -> (Vec<Verdict>, BTreeMap<String, Client>) {
     let mut verdicts = Vec::new();
     let mut usable: BTreeMap<String, Client> = BTreeMap::new();
     for name in pipeline.file.connections.keys() {
@@ -145,6 +145,17 @@ pub async fn check(
             Err(e) => verdicts.push(Verdict::fail(subject, e.to_string())),
         }
     }
+    (verdicts, usable)
+}
+
+/// `pipeline check`, second part: one verdict per list and custom field of each export,
+/// through the clients of the connections that passed.
+pub async fn check_exports(
+    pipeline: &Pipeline,
+    queries: &[ExportQuery],
+    usable: &BTreeMap<String, Client>,
+) -> Vec<Verdict> {
+    let mut verdicts = Vec::new();
     for query in queries {
         let export = pipeline
             .export(&query.export)

@@ -77,6 +77,26 @@ fn a_missing_list_is_an_error_or_is_created_when_the_export_allows_it() {
         run.stderr
     );
     assert!(s.upserted_since(0).is_empty());
+    let check = s.run(&["check", file]);
+    assert_eq!(check.code, 4, "{}", check.stderr);
+    assert!(
+        check.stdout.contains(
+            "FAIL export daily lists by name: no list is named `VIP customers` in this SendGrid account"
+        ),
+        "{}",
+        check.stdout
+    );
+    // With a key SendGrid refuses, the connection fails once and no name is looked up.
+    let refused = pipeline(
+        s.dir.path(),
+        &["check", file],
+        &[("SENDGRID_API_KEY", "SG.revoked")],
+    );
+    assert_eq!(
+        refused.stdout,
+        "FAIL connection marketing: SendGrid refused connection marketing's API key (from ${SENDGRID_API_KEY}) (401): check that the key is right and not revoked\n\
+         FAIL export daily: not checked: connection marketing failed\n",
+    );
 
     let file = s.pipeline(&format!("{missing}\n    create_missing_lists: true"));
     let plan = s.run(&["plan", file]);
@@ -137,7 +157,7 @@ fn a_name_two_lists_share_is_an_error_that_lists_their_ids() {
     assert!(
         check
             .stdout
-            .contains("FAIL lists by name: export `daily`: 2 lists are named `daily`"),
+            .contains("FAIL export daily lists by name: 2 lists are named `daily`"),
         "{}",
         check.stdout
     );
