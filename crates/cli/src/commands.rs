@@ -45,6 +45,9 @@ async fn resolve_lists(
     if pipeline.file.exports.iter().all(|e| e.lists.is_empty()) {
         return Ok((pipeline, engine, Vec::new()));
     }
+    // The SQL, mappings and orderings are checked before SendGrid is asked anything: a
+    // mistake in the file is said first, and no list is created for a run it stops.
+    engine.plan_exports(only).await?;
     let mut pipeline = pipeline;
     let named = remote::resolve_named_lists(&mut pipeline, only, local, mode).await?;
     let engine = Engine::open_with(&pipeline, crate::cluster::client()).await?;

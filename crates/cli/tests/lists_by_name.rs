@@ -98,6 +98,21 @@ fn a_missing_list_is_an_error_or_is_created_when_the_export_allows_it() {
          FAIL export daily: not checked: connection marketing failed\n",
     );
 
+    // A mistake in the file stops the run before any list is created.
+    let file = s.pipeline(&format!(
+        "{}\n    create_missing_lists: true",
+        missing.replace("first_name: first_name", "first_name: no_such_column")
+    ));
+    let run = s.run(&["run", file]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("column `no_such_column` is not in segment"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(s.emulator.inspect()["lists"].as_object().unwrap().len(), 2);
+
     let file = s.pipeline(&format!("{missing}\n    create_missing_lists: true"));
     let plan = s.run(&["plan", file]);
     assert_eq!(plan.code, 0, "{}", plan.stderr);
