@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use schemars::JsonSchema;
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 pub use crate::identifier::{Identifier, IdentifierSet};
@@ -166,12 +166,54 @@ fn default_rate_limit_wait() -> u64 {
     600
 }
 
-/// A SendGrid list named by its name.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+/// A SendGrid list named by its name: `Newsletter`, or `{ name: Newsletter }`.
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(with = "ListNameForm")]
 pub struct ListName {
     /// The list's name, exactly as SendGrid shows it (1 to 100 characters).
     pub name: String,
+}
+
+/// The forms a `lists` item takes, for the schema.
+#[derive(JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
+#[allow(dead_code)]
+enum ListNameForm {
+    /// The list's name, exactly as SendGrid shows it (1 to 100 characters).
+    Name(String),
+    Settings {
+        /// The list's name, exactly as SendGrid shows it (1 to 100 characters).
+        name: String,
+    },
+}
+
+impl<'de> Deserialize<'de> for ListName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListNameVisitor;
+        impl<'de> Visitor<'de> for ListNameVisitor {
+            type Value = ListName;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                // A number is not taken as a name: `2024.10` would be read as 2024.1.
+                f.write_str("a list's name, or `{ name: ... }` (quote a name that reads as a number or true/false: `\"2024.10\"`)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ListName, E> {
+                Ok(ListName { name: v.to_owned() })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ListName, A::Error> {
+                let mut name = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "name" if name.is_some() => return Err(de::Error::duplicate_field("name")),
+                        "name" => name = Some(map.next_value::<String>()?),
+                        other => return Err(de::Error::unknown_field(other, &["name"])),
+                    }
+                }
+                let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
+                Ok(ListName { name })
+            }
+        }
+        deserializer.deserialize_any(ListNameVisitor)
+    }
 }
 
 /// Format of a source.
@@ -269,7 +311,9 @@ pub struct Export {
     /// in the summary (default `false`).
     #[serde(default)]
     pub skip_suppressed: bool,
-    /// Names of the segments whose members are sent.
+    /// Names of the segments whose members are sent (one name may stand alone).
+    #[serde(deserialize_with = "one_or_many")]
+    #[schemars(with = "OneOrMany")]
     pub segments: Vec<String>,
     /// The identifier that keys the export's contacts (`email`, `external_id`,
     /// `phone_number_id` or `anonymous_id`; default `email`): rows are deduplicated by

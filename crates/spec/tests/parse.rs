@@ -72,6 +72,28 @@ fn good_file_parses_with_defaults_and_interpolation() {
 }
 
 #[test]
+fn one_segment_and_list_names_may_be_written_alone() {
+    let text = GOOD.replace("segments: [vip]", "segments: vip").replace(
+        "list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]",
+        "lists: [Newsletter, { name: VIP customers }, \"2024.10\"]",
+    );
+    let p = parse(&text, Path::new("p.yaml"), &env).unwrap();
+    let e = p.export("newsletter").unwrap();
+    assert_eq!(e.segments, ["vip"]);
+    let names: Vec<&str> = e.lists.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["Newsletter", "VIP customers", "2024.10"]);
+
+    // A bare name that YAML reads as a number is not respelled: it is refused.
+    let numeric = text.replace("\"2024.10\"", "2024.10");
+    assert_eq!(
+        problem_lines(&numeric),
+        [
+            "exports[0].lists[2]: invalid type: floating point `2024.1`, expected a list's name, or `{ name: ... }` (quote a name that reads as a number or true/false: `\"2024.10\"`)"
+        ]
+    );
+}
+
+#[test]
 fn unknown_key_is_reported_with_line_column_and_path() {
     let text = GOOD.replace(
         "      first_name: first_name",
