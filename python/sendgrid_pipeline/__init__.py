@@ -38,6 +38,7 @@ __all__ = [
     "plan",
     "read_rejects",
     "rejects_files",
+    "report",
     "run",
     "validate",
 ]
@@ -118,10 +119,12 @@ def _call(
     args: Iterable[str],
     *,
     accept: Iterable[int] = (),
+    connections: Optional[PathLike] = None,
     env: Optional[Mapping[str, str]] = None,
     cwd: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     argv = [binary(), command, os.fspath(file), *args, "--output", "json", "--log-format", "json"]
+    argv += _flags(connections=connections)
     if log.isEnabledFor(logging.DEBUG):
         argv.append("-v")
     environment = dict(os.environ)
@@ -196,6 +199,7 @@ def run(
     state_dir: Optional[PathLike] = None,
     rejects_dir: Optional[PathLike] = None,
     allow_rejects: bool = False,
+    connections: Optional[PathLike] = None,
     env: Optional[Mapping[str, str]] = None,
     cwd: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
@@ -204,6 +208,7 @@ def run(
     Args:
         allow_rejects: return the summary instead of raising when the run finished but
             rejected more contacts than an export allows (exit code 5).
+        connections: a connections file (``--connections``; every function takes it).
         env: variables added to the environment (the API key's variable, say).
 
     Raises:
@@ -218,7 +223,8 @@ def run(
         state_dir=state_dir,
         rejects_dir=rejects_dir,
     )
-    return _call("run", file, args, accept=(5,) if allow_rejects else (), env=env, cwd=cwd)
+    accept = (5,) if allow_rejects else ()
+    return _call("run", file, args, accept=accept, connections=connections, env=env, cwd=cwd)
 
 
 def plan(
@@ -226,35 +232,47 @@ def plan(
     *,
     export: Optional[str] = None,
     rows: int = 10,
+    show_emails: bool = False,
     suppressions: bool = False,
     state_dir: Optional[PathLike] = None,
+    connections: Optional[PathLike] = None,
     env: Optional[Mapping[str, str]] = None,
     cwd: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
-    """``pipeline plan FILE``: what a run would do; writes and sends nothing."""
-    args = _flags(export=export, rows=rows, suppressions=suppressions, state_dir=state_dir)
-    return _call("plan", file, args, env=env, cwd=cwd)
+    """``pipeline plan FILE``: what a run would do; writes and sends nothing. The sample
+    contacts' emails are masked unless ``show_emails``."""
+    args = _flags(
+        export=export,
+        rows=rows,
+        show_emails=show_emails,
+        suppressions=suppressions,
+        state_dir=state_dir,
+    )
+    return _call("plan", file, args, connections=connections, env=env, cwd=cwd)
 
 
 def check(
     file: PathLike,
     *,
     local_emulator: bool = False,
+    connections: Optional[PathLike] = None,
     env: Optional[Mapping[str, str]] = None,
     cwd: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     """``pipeline check FILE``: the connections and exports against SendGrid."""
-    return _call("check", file, _flags(local_emulator=local_emulator), env=env, cwd=cwd)
+    args = _flags(local_emulator=local_emulator)
+    return _call("check", file, args, connections=connections, env=env, cwd=cwd)
 
 
 def validate(
     file: PathLike,
     *,
+    connections: Optional[PathLike] = None,
     env: Optional[Mapping[str, str]] = None,
     cwd: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     """``pipeline validate FILE``: every check that needs no network."""
-    return _call("validate", file, [], env=env, cwd=cwd)
+    return _call("validate", file, [], connections=connections, env=env, cwd=cwd)
 
 
 def history(
@@ -263,12 +281,30 @@ def history(
     export: Optional[str] = None,
     last: int = 20,
     state_dir: Optional[PathLike] = None,
+    connections: Optional[PathLike] = None,
     env: Optional[Mapping[str, str]] = None,
     cwd: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     """``pipeline history FILE``: each export's last runs."""
     args = _flags(export=export, last=last, state_dir=state_dir)
-    return _call("history", file, args, env=env, cwd=cwd)
+    return _call("history", file, args, connections=connections, env=env, cwd=cwd)
+
+
+def report(
+    file: PathLike,
+    *,
+    out: PathLike = "report.html",
+    export: Optional[str] = None,
+    last: int = 100,
+    state_dir: Optional[PathLike] = None,
+    connections: Optional[PathLike] = None,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[PathLike] = None,
+) -> Dict[str, Any]:
+    """``pipeline report FILE``: writes the HTML page of the exports' run history to
+    ``out`` (relative to ``cwd``); the result's ``report`` is its path."""
+    args = _flags(out=out, export=export, last=last, state_dir=state_dir)
+    return _call("report", file, args, connections=connections, env=env, cwd=cwd)
 
 
 def rejects_files(summary: Mapping[str, Any]) -> List[Path]:

@@ -72,6 +72,40 @@ class WheelTest(unittest.TestCase):
         planned = sp.plan(self.quickstart, rows=3)
         self.assertEqual(planned["exports"][0]["contacts"], 13)
 
+    def test_plan_shows_emails_only_when_asked(self):
+        masked = sp.plan(self.quickstart, rows=2)["exports"][0]["sample"]
+        self.assertEqual([c["email"] for c in masked], ["a***@example.com", "g***@example.com"])
+        shown = sp.plan(self.quickstart, rows=2, show_emails=True)["exports"][0]["sample"]
+        self.assertEqual(
+            [c["email"] for c in shown], ["ada.lovelace@example.com", "grace.hopper@example.com"]
+        )
+
+    def test_report_writes_the_page_owner_readable(self):
+        out = self.dir / "report.html"
+        written = sp.report(self.quickstart, out=out)
+        self.assertEqual((written["report"], written["exports"]), (str(out), 1))
+        # The local emulator's runs keep no state, so there is no history to chart yet.
+        self.assertIn("<h2>export newsletter</h2>", out.read_text(encoding="utf-8"))
+        self.assertEqual(out.stat().st_mode & 0o777, 0o600)
+
+    def test_a_connections_file_is_passed_to_every_command(self):
+        # The quickstart's connection moves to a connections file of its own.
+        text = self.quickstart.read_text(encoding="utf-8")
+        start, end = text.index("connections:"), text.index("sources:")
+        connections = self.dir / "connections.yaml"
+        connections.write_text("version: 1\n" + text[start:end], encoding="utf-8")
+        connections.chmod(0o600)
+        pipeline = self.dir / "pipelines" / "shared.yaml"
+        pipeline.write_text(text[:start] + text[end:], encoding="utf-8")
+
+        self.assertEqual(sp.validate(pipeline, connections=connections)["status"], "success")
+        summary = sp.run(pipeline, local_emulator=True, connections=connections)
+        self.assertEqual(summary["exports"][0]["sent"], 13)
+        with self.assertRaises(sp.PipelineError) as caught:
+            sp.validate(pipeline, env={"PIPELINE_CONNECTIONS": ""})
+        self.assertEqual(caught.exception.exit_code, 2)
+        self.assertIn("marketing", caught.exception.message)
+
     def test_a_failure_raises_with_the_exit_code_and_message(self):
         broken = self.dir / "pipelines" / "broken.yaml"
         broken.write_text(
