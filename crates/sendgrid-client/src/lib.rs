@@ -110,22 +110,28 @@ fn checked_base(endpoint: &str) -> Result<String, ClientError> {
             "endpoint {base}: a base URL has no query or fragment"
         ));
     }
-    let loopback = url.host().is_some_and(|host| match host {
-        url::Host::Domain(name) => name == "localhost",
-        url::Host::Ipv4(ip) => ip.is_loopback(),
-        url::Host::Ipv6(ip) => ip.is_loopback(),
-    });
     match url.scheme() {
         "https" => Ok(base),
-        "http" if loopback => Ok(base),
+        "http" if is_loopback(&url) => Ok(base),
         _ => refuse(format!(
             "endpoint {base}: plain http is allowed only to a loopback address"
         )),
     }
 }
 
+/// Whether `url` names this machine.
+fn is_loopback(url: &url::Url) -> bool {
+    url.host().is_some_and(|host| match host {
+        url::Host::Domain(name) => name == "localhost",
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    })
+}
+
 impl Client {
     /// A client for `endpoint` (`global`, `eu`, or a base URL; plain http only to loopback).
+    /// Requests go through the proxy the environment names (`HTTPS_PROXY`, `NO_PROXY`),
+    /// except to this machine: a request there (plain http, with the key) never leaves it.
     pub fn new(
         endpoint: &str,
         key: SecretString,
@@ -135,12 +141,14 @@ impl Client {
         let base = checked_base(endpoint)?;
         // The TLS crypto provider is chosen once per process; a second install is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = Http::build(
-            reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(timeout.min(Duration::from_secs(10)))
-                .user_agent(concat!("pipeline/", env!("CARGO_PKG_VERSION"))),
-        );
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("pipeline/", env!("CARGO_PKG_VERSION")));
+        if url::Url::parse(&base).is_ok_and(|url| is_loopback(&url)) {
+            builder = builder.no_proxy();
+        }
+        let http = Http::build(builder);
         Ok(Self {
             http,
             base,

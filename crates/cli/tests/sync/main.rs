@@ -496,3 +496,32 @@ fn every_run_leaves_a_line_in_the_exports_history() {
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     }
 }
+
+#[test]
+fn requests_to_an_endpoint_on_this_machine_never_go_through_the_environments_proxy() {
+    let s = Setup::new(0);
+    let data = rows(10);
+    write_profiles(s.dir.path(), &data);
+    let file = s.pipeline(UPSERT);
+    // A proxy that only listens: a request sent through it would wait here, unanswered.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    proxy.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", proxy.local_addr().unwrap());
+    let run = pipeline(
+        s.dir.path(),
+        &["run", file],
+        &[
+            ("SENDGRID_API_KEY", KEY),
+            ("HTTP_PROXY", &url),
+            ("HTTPS_PROXY", &url),
+            ("ALL_PROXY", &url),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(s.list_names(LIST), expected(&data));
+    // Not one connection reached it: the key went to the endpoint only.
+    assert_eq!(
+        proxy.accept().map(|_| ()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock)
+    );
+}
