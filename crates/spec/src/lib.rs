@@ -95,6 +95,26 @@ impl Pipeline {
     }
 }
 
+/// A file's bytes as text. One that is not UTF-8 is said so, with where, since editors
+/// on Windows may save in another encoding.
+fn utf8_text(bytes: Vec<u8>) -> Result<String, String> {
+    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        return Err(
+            "it is UTF-16 text (as Windows PowerShell's `>` writes it): save it as UTF-8".into(),
+        );
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+        format!(
+            "line {line}, column {column} holds a byte that is not UTF-8 (the file is in another \
+             encoding, such as Latin-1 or Windows-1252): save it as UTF-8"
+        )
+    })
+}
+
 /// Reads, parses, interpolates and validates a pipeline file, reporting every problem found.
 pub fn load(path: &Path) -> Result<Pipeline, SpecError> {
     load_with(path, None)
@@ -104,10 +124,13 @@ pub fn load(path: &Path) -> Result<Pipeline, SpecError> {
 /// [`connections::locate`]) beside the pipeline's own.
 pub fn load_with(path: &Path, connections: Option<&Path>) -> Result<Pipeline, SpecError> {
     let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        let failed = |source| SpecError::Read {
             path: path.to_path_buf(),
             source,
-        })
+        };
+        let bytes = std::fs::read(path).map_err(failed)?;
+        utf8_text(bytes)
+            .map_err(|why| failed(std::io::Error::new(std::io::ErrorKind::InvalidData, why)))
     };
     let text = read(path)?;
     let shared = match connections {

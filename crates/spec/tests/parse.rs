@@ -94,6 +94,35 @@ fn one_segment_and_list_names_may_be_written_alone() {
 }
 
 #[test]
+fn a_file_not_in_utf8_says_its_encoding_and_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let read = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        match pipeline_spec::load(&path) {
+            Err(e @ SpecError::Read { .. }) => e.to_string(),
+            other => panic!("expected a read error, got {other:?}"),
+        }
+    };
+    // "version: 1\nsegments:\n  a: café" as Latin-1: the é is one byte, 0xE9.
+    let latin1 = read("latin1.yaml", b"version: 1\nsegments:\n  a: caf\xe9\n");
+    assert_eq!(
+        latin1,
+        format!(
+            "cannot read pipeline file {}: line 3, column 9 holds a byte that is not UTF-8 (the file is in another encoding, such as Latin-1 or Windows-1252): save it as UTF-8",
+            dir.path().join("latin1.yaml").display()
+        )
+    );
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain("version: 1\n".encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    assert!(read("utf16.yaml", &utf16).ends_with(
+        "utf16.yaml: it is UTF-16 text (as Windows PowerShell's `>` writes it): save it as UTF-8"
+    ));
+}
+
+#[test]
 fn unknown_key_is_reported_with_line_column_and_path() {
     let text = GOOD.replace(
         "      first_name: first_name",
