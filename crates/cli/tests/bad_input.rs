@@ -132,9 +132,10 @@ fn empty_folder_and_unmatched_glob_are_errors() {
 #[test]
 fn corrupt_parquet_file_names_source_and_file() {
     let dir = sample_dir();
+    // Damaged: it starts as Parquet.
     std::fs::write(
         dir.path().join("data/profiles.parquet"),
-        b"this is not parquet at all",
+        b"PAR1 and then not parquet at all",
     )
     .unwrap();
     let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));
@@ -144,6 +145,19 @@ fn corrupt_parquet_file_names_source_and_file() {
         &[
             "source `profiles` (data/profiles.parquet):",
             "profiles.parquet: is not a readable Parquet file",
+        ],
+    );
+    // Another format under a Parquet name: said, with how to convert it.
+    std::fs::write(
+        dir.path().join("data/profiles.parquet"),
+        b"customer_id,email\n1,ada@example.com\n",
+    )
+    .unwrap();
+    let run = pipeline(dir.path(), &["validate", file], &[]);
+    assert_config_error(
+        &run,
+        &[
+            "profiles.parquet: is not a Parquet file: it holds CSV text. `pipeline` reads Parquet files and Delta tables: convert it first (DuckDB: `COPY (FROM '",
         ],
     );
     // A write that never finished.

@@ -486,9 +486,15 @@ fn list_files_and_hidden(path: &Path) -> Result<(Vec<PathBuf>, Option<Vec<String
         } else {
             ""
         };
+        let miss = near_miss(path);
+        let check = if miss.starts_with(';') {
+            ""
+        } else {
+            "; check the path"
+        };
         return Err(format!(
-            "{} does not exist; check the path (relative paths start at the pipeline file's folder){home}",
-            path.display()
+            "{} does not exist{miss}{check} (relative paths start at the pipeline file's folder){home}",
+            path.display(),
         ));
     };
     files.sort();
@@ -559,17 +565,156 @@ fn read_schema(path: &Path) -> Result<(Schema, u64), String> {
     if file.metadata().is_ok_and(|m| m.len() == 0) {
         return Err(EMPTY_FILE.to_owned());
     }
-    let reader = SerializedFileReader::new(file)
-        .map_err(|e| format!("is not a readable Parquet file ({e})"))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| {
+        let mut head = Vec::with_capacity(512);
+        let _ = std::fs::File::open(path).and_then(|f| {
+            use std::io::Read;
+            f.take(512).read_to_end(&mut head)
+        });
+        match held_instead(&head) {
+            Some(what) => format!(
+                "is not a Parquet file: it holds {what}. `pipeline` reads Parquet files and Delta tables: convert it first (DuckDB: `COPY (FROM '{}') TO 'profiles.parquet'`)",
+                path.display()
+            ),
+            None => format!("is not a readable Parquet file ({e})"),
+        }
+    })?;
     let meta = reader.metadata().file_metadata();
     let schema = parquet_to_arrow_schema(meta.schema_descr(), meta.key_value_metadata())
         .map_err(|e| format!("has a schema Arrow cannot read ({e})"))?;
     Ok((schema, u64::try_from(meta.num_rows()).unwrap_or(0)))
 }
 
+/// For a path that does not exist: the name beside it that was probably meant (`; did
+/// you mean data/profiles.parquet?`), or that its folder is missing too.
+fn near_miss(path: &Path) -> String {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return String::new();
+    };
+    let folder = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return match folder.exists() {
+            false if !parent.as_os_str().is_empty() => {
+                format!(" (nor does its folder {})", parent.display())
+            }
+            _ => String::new(),
+        };
+    };
+    let name = name.to_string_lossy();
+    let closest = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|other| (strsim::normalized_levenshtein(&name, &other), other))
+        .filter(|(score, _)| *score >= 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match closest {
+        Some((_, other)) => format!("; did you mean {}?", parent.join(other).display()),
+        None => String::new(),
+    }
+}
+
+/// What a file that is not Parquet holds, when its first bytes say so: `None` for one
+/// that starts as Parquet (a damaged one) or that cannot be told.
+fn held_instead(head: &[u8]) -> Option<&'static str> {
+    if head.starts_with(b"PAR1") {
+        return None;
+    }
+    if let [0x1f, 0x8b, ..] = head {
+        return Some("gzip-compressed data");
+    }
+    if head.starts_with(b"PK\x03\x04") {
+        return Some("a ZIP archive (an Excel workbook is one)");
+    }
+    if head.starts_with(b"ORC") {
+        return Some("ORC data");
+    }
+    if head.starts_with(b"Obj\x01") {
+        return Some("Avro data");
+    }
+    // Text: UTF-8 but perhaps for a character cut at the end of the sample, no NUL.
+    let text = match std::str::from_utf8(head) {
+        Ok(text) => text,
+        Err(e) if e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()]).ok()?,
+        Err(_) => return None,
+    };
+    let text = text.trim_start_matches('\u{feff}').trim_start();
+    if text.is_empty() || text.contains('\0') {
+        return None;
+    }
+    Some(if text.starts_with('{') || text.starts_with('[') {
+        "JSON text"
+    } else if text
+        .lines()
+        .next()
+        .is_some_and(|l| l.contains([',', ';', '\t']))
+    {
+        "CSV text"
+    } else {
+        "text"
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use arrow::datatypes::TimeUnit;
+
+    #[test]
+    fn a_missing_path_names_the_file_probably_meant() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("data/profiles.parquet"), b"PAR1").unwrap();
+        std::fs::write(dir.path().join("data/orders.parquet"), b"PAR1").unwrap();
+        let data = dir.path().join("data");
+        assert_eq!(
+            near_miss(&data.join("profile.parquet")),
+            format!(
+                "; did you mean {}?",
+                data.join("profiles.parquet").display()
+            )
+        );
+        assert_eq!(
+            near_miss(&dir.path().join("dta")),
+            format!("; did you mean {}?", data.display())
+        );
+        assert_eq!(near_miss(&data.join("customers.parquet")), "");
+        assert_eq!(
+            near_miss(&dir.path().join("lake/profiles.parquet")),
+            format!(
+                " (nor does its folder {})",
+                dir.path().join("lake").display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_parquet_is_told_by_its_first_bytes() {
+        assert_eq!(held_instead(b"PAR1\x15\x04"), None);
+        assert_eq!(held_instead(b"id,email\n1,a@b.co\n"), Some("CSV text"));
+        assert_eq!(held_instead(b"\xef\xbb\xbfid;email\n"), Some("CSV text"));
+        assert_eq!(held_instead(b"{\"id\": 1}\n"), Some("JSON text"));
+        assert_eq!(held_instead(b"[{\"id\": 1}]"), Some("JSON text"));
+        assert_eq!(
+            held_instead(b"\x1f\x8b\x08\x00"),
+            Some("gzip-compressed data")
+        );
+        assert_eq!(
+            held_instead(b"PK\x03\x04\x14\x00"),
+            Some("a ZIP archive (an Excel workbook is one)")
+        );
+        assert_eq!(held_instead(b"ORC\x0a"), Some("ORC data"));
+        assert_eq!(held_instead(b"Obj\x01\x04"), Some("Avro data"));
+        assert_eq!(held_instead(b"hello"), Some("text"));
+        // A character cut by the end of the sample is still text; other bytes are not.
+        assert_eq!(
+            held_instead("id,na\u{e9}".as_bytes().split_last().unwrap().1),
+            Some("CSV text")
+        );
+        assert_eq!(held_instead(b"\x00\x01\xff\xfe"), None);
+    }
 
     use super::*;
 
