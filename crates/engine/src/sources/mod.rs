@@ -486,7 +486,11 @@ fn list_files_and_hidden(path: &Path) -> Result<(Vec<PathBuf>, Option<Vec<String
         } else {
             ""
         };
-        let miss = near_miss(path);
+        let miss = if home.is_empty() {
+            near_miss(path)
+        } else {
+            String::new()
+        };
         let check = if miss.starts_with(';') {
             ""
         } else {
