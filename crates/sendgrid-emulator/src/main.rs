@@ -107,9 +107,21 @@ async fn main() -> anyhow::Result<()> {
             })
             .collect(),
     };
-    let emulator = Emulator::bind(config, SocketAddr::new(args.host, args.port)).await?;
+    if config.keys.is_empty() {
+        eprintln!(
+            "note: no --key given, so every request is refused (401); give the key the pipeline's connection uses: --key \"$SENDGRID_API_KEY\""
+        );
+    }
+    let address = SocketAddr::new(args.host, args.port);
+    let emulator = Emulator::bind(config, address)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
     if let Some(faults) = args.faults {
-        let faults: Faults = serde_json::from_str(&faults)?;
+        let faults: Faults = serde_json::from_str(&faults).map_err(|e| {
+            anyhow::anyhow!(
+                "--faults: {e} (e.g. '{{\"upserts\":[{{\"kind\":\"status\",\"status\":500}}]}}')"
+            )
+        })?;
         emulator.script(faults);
     }
     println!("{}", emulator.url());

@@ -102,3 +102,51 @@ fn standalone_emulator_serves_faults_and_state() {
     assert_eq!(statuses, [401, 503, 202, 500]);
     assert_eq!(state["requests"][2]["upserted"][0]["list_ids"][0], list);
 }
+
+#[test]
+fn mistakes_in_the_flags_are_said_with_what_to_give() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sendgrid-emulator"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let bad_faults = run(&["--key", "k", "--faults", "{upserts"]);
+    assert!(!bad_faults.status.success());
+    let said = String::from_utf8_lossy(&bad_faults.stderr);
+    assert!(
+        said.starts_with(
+            "Error: --faults: key must be a string at line 1 column 2 (e.g. '{\"upserts\""
+        ),
+        "{said}"
+    );
+
+    // A port another process holds is named.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let busy = run(&["--key", "k", "--port", &port]);
+    assert!(!busy.status.success());
+    let said = String::from_utf8_lossy(&busy.stderr);
+    assert!(
+        said.starts_with(&format!("Error: cannot listen on 127.0.0.1:{port}: ")),
+        "{said}"
+    );
+}
+
+#[test]
+fn without_a_key_it_says_every_request_will_be_refused() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sendgrid-emulator"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut note = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut note)
+        .unwrap();
+    let _running = Running(child);
+    assert_eq!(
+        note,
+        "note: no --key given, so every request is refused (401); give the key the pipeline's connection uses: --key \"$SENDGRID_API_KEY\"\n"
+    );
+}
