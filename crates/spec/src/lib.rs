@@ -13,6 +13,7 @@ mod kind;
 mod locate;
 mod merge;
 mod model;
+mod paths;
 #[cfg(test)]
 mod properties;
 mod redact;
@@ -26,6 +27,7 @@ pub use comments::without_comments;
 pub use error::{Diagnostic, Location, SpecError};
 pub use kind::{Classified, ErrorKind};
 pub use model::*;
+pub use paths::near_miss;
 pub use redact::Redactions;
 pub use secret::{ApiKey, resolve_api_key};
 pub use storage::{Cloud, Place, Storage, StorageValue, check_storage, place_of};
@@ -95,10 +97,41 @@ impl Pipeline {
     }
 }
 
+/// What to say of a folder given as the pipeline file: the YAML files in it.
+fn in_folder(path: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
+        .collect();
+    names.sort();
+    let more = if names.len() > 5 { ", ..." } else { "" };
+    names.truncate(5);
+    if names.is_empty() {
+        "it is a folder, and holds no .yaml file: give the pipeline file".into()
+    } else {
+        format!(
+            "it is a folder: give the pipeline file in it ({}{more})",
+            names.join(", ")
+        )
+    }
+}
+
 /// A file's bytes as text. One that is not UTF-8 is said so, with where, since editors
 /// on Windows may save in another encoding.
 fn utf8_text(bytes: Vec<u8>) -> Result<String, String> {
-    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+    let utf16 = bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]);
+    if bytes.starts_with(b"PAR1") {
+        return Err(
+            "it is a Parquet file: give the pipeline file (YAML) that names it as a source".into(),
+        );
+    }
+    if !utf16 && bytes.iter().take(1024).any(|b| *b == 0) {
+        return Err("it is not a text file: give the pipeline file (YAML)".into());
+    }
+    if utf16 {
         return Err(
             "it is UTF-16 text (as Windows PowerShell's `>` writes it): save it as UTF-8".into(),
         );
@@ -128,9 +161,17 @@ pub fn load_with(path: &Path, connections: Option<&Path>) -> Result<Pipeline, Sp
             path: path.to_path_buf(),
             source,
         };
-        let bytes = std::fs::read(path).map_err(failed)?;
-        utf8_text(bytes)
-            .map_err(|why| failed(std::io::Error::new(std::io::ErrorKind::InvalidData, why)))
+        let said = |kind, why: String| failed(std::io::Error::new(kind, why));
+        if path.is_dir() {
+            return Err(said(std::io::ErrorKind::IsADirectory, in_folder(path)));
+        }
+        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                said(e.kind(), format!("it does not exist{}", near_miss(path)))
+            }
+            _ => failed(e),
+        })?;
+        utf8_text(bytes).map_err(|why| said(std::io::ErrorKind::InvalidData, why))
     };
     let text = read(path)?;
     let shared = match connections {

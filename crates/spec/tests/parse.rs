@@ -123,6 +123,39 @@ fn a_file_not_in_utf8_says_its_encoding_and_where() {
 }
 
 #[test]
+fn a_path_that_is_not_a_pipeline_file_says_what_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let said = |path: &Path| match pipeline_spec::load(path) {
+        Err(e @ SpecError::Read { .. }) => e.to_string(),
+        other => panic!("expected a read error, got {other:?}"),
+    };
+    std::fs::write(dir.path().join("daily.yaml"), "version: 1\n").unwrap();
+    std::fs::write(dir.path().join("profiles.parquet"), b"PAR1\x15\x04").unwrap();
+    std::fs::write(dir.path().join("tool"), b"\x7fELF\x02\x01\x00\x00").unwrap();
+    let at = |name: &str| dir.path().join(name);
+    let shown = |name: &str| at(name).display().to_string();
+    assert_eq!(
+        said(&at("daily.yml")),
+        format!(
+            "cannot read pipeline file {}: it does not exist; did you mean {}?",
+            shown("daily.yml"),
+            shown("daily.yaml")
+        )
+    );
+    assert_eq!(
+        said(dir.path()),
+        format!(
+            "cannot read pipeline file {}: it is a folder: give the pipeline file in it (daily.yaml)",
+            dir.path().display()
+        )
+    );
+    assert!(said(&at("profiles.parquet")).ends_with(
+        "it is a Parquet file: give the pipeline file (YAML) that names it as a source"
+    ));
+    assert!(said(&at("tool")).ends_with("it is not a text file: give the pipeline file (YAML)"));
+}
+
+#[test]
 fn unknown_key_is_reported_with_line_column_and_path() {
     let text = GOOD.replace(
         "      first_name: first_name",

@@ -487,7 +487,7 @@ fn list_files_and_hidden(path: &Path) -> Result<(Vec<PathBuf>, Option<Vec<String
             ""
         };
         let miss = if home.is_empty() {
-            near_miss(path)
+            pipeline_spec::near_miss(path)
         } else {
             String::new()
         };
@@ -589,38 +589,6 @@ fn read_schema(path: &Path) -> Result<(Schema, u64), String> {
     Ok((schema, u64::try_from(meta.num_rows()).unwrap_or(0)))
 }
 
-/// For a path that does not exist: the name beside it that was probably meant (`; did
-/// you mean data/profiles.parquet?`), or that its folder is missing too.
-fn near_miss(path: &Path) -> String {
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return String::new();
-    };
-    let folder = if parent.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        parent
-    };
-    let Ok(entries) = std::fs::read_dir(folder) else {
-        return match folder.exists() {
-            false if !parent.as_os_str().is_empty() => {
-                format!(" (nor does its folder {})", parent.display())
-            }
-            _ => String::new(),
-        };
-    };
-    let name = name.to_string_lossy();
-    let closest = entries
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .map(|other| (strsim::normalized_levenshtein(&name, &other), other))
-        .filter(|(score, _)| *score >= 0.7)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match closest {
-        Some((_, other)) => format!("; did you mean {}?", parent.join(other).display()),
-        None => String::new(),
-    }
-}
-
 /// What a file that is not Parquet holds, when its first bytes say so: `None` for one
 /// that starts as Parquet (a damaged one) or that cannot be told.
 fn held_instead(head: &[u8]) -> Option<&'static str> {
@@ -665,34 +633,6 @@ fn held_instead(head: &[u8]) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use arrow::datatypes::TimeUnit;
-
-    #[test]
-    fn a_missing_path_names_the_file_probably_meant() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("data")).unwrap();
-        std::fs::write(dir.path().join("data/profiles.parquet"), b"PAR1").unwrap();
-        std::fs::write(dir.path().join("data/orders.parquet"), b"PAR1").unwrap();
-        let data = dir.path().join("data");
-        assert_eq!(
-            near_miss(&data.join("profile.parquet")),
-            format!(
-                "; did you mean {}?",
-                data.join("profiles.parquet").display()
-            )
-        );
-        assert_eq!(
-            near_miss(&dir.path().join("dta")),
-            format!("; did you mean {}?", data.display())
-        );
-        assert_eq!(near_miss(&data.join("customers.parquet")), "");
-        assert_eq!(
-            near_miss(&dir.path().join("lake/profiles.parquet")),
-            format!(
-                " (nor does its folder {})",
-                dir.path().join("lake").display()
-            )
-        );
-    }
 
     #[test]
     fn a_file_that_is_not_parquet_is_told_by_its_first_bytes() {
