@@ -205,8 +205,10 @@ impl fmt::Display for Diagnostic {
 /// Why a pipeline file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("cannot read pipeline file {path}: {source}")]
+    #[error("cannot read {what} {path}: {source}")]
     Read {
+        /// `pipeline file` or `connections file`.
+        what: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },

@@ -156,8 +156,9 @@ pub fn load(path: &Path) -> Result<Pipeline, SpecError> {
 /// [`load`], with the connections of the connections file at `connections` (see
 /// [`connections::locate`]) beside the pipeline's own.
 pub fn load_with(path: &Path, connections: Option<&Path>) -> Result<Pipeline, SpecError> {
-    let read = |path: &Path| {
+    let read = |path: &Path, what: &'static str| {
         let failed = |source| SpecError::Read {
+            what,
             path: path.to_path_buf(),
             source,
         };
@@ -173,14 +174,14 @@ pub fn load_with(path: &Path, connections: Option<&Path>) -> Result<Pipeline, Sp
         })?;
         utf8_text(bytes).map_err(|why| said(std::io::ErrorKind::InvalidData, why))
     };
-    let text = read(path)?;
+    let text = read(path, "pipeline file")?;
     let shared = match connections {
         Some(from) => {
             connections::check_not_shared(from).map_err(|message| SpecError::Invalid {
                 path: from.to_owned(),
                 diagnostics: vec![Diagnostic::new("", message)],
             })?;
-            Some((from, read(from)?))
+            Some((from, read(from, "connections file")?))
         }
         None => None,
     };

@@ -153,6 +153,16 @@ fn a_path_that_is_not_a_pipeline_file_says_what_it_is() {
         "it is a Parquet file: give the pipeline file (YAML) that names it as a source"
     ));
     assert!(said(&at("tool")).ends_with("it is not a text file: give the pipeline file (YAML)"));
+    match pipeline_spec::load_with(&at("daily.yaml"), Some(&at("connections.yaml"))) {
+        Err(e @ SpecError::Read { .. }) => assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot read connections file {}: it does not exist",
+                shown("connections.yaml")
+            )
+        ),
+        other => panic!("expected a read error, got {other:?}"),
+    }
 }
 
 #[test]
