@@ -84,6 +84,12 @@ pub(crate) async fn history(
     only: Option<&str>,
     last: usize,
 ) -> Result<History, Failure> {
+    if let Some(message) = only.and_then(|name| pipeline.no_such_export(name)) {
+        return Err(Failure {
+            exit: Exit::Config,
+            message,
+        });
+    }
     let mut exports = Vec::new();
     for export in &pipeline.file.exports {
         if only.is_some_and(|o| o != export.name) {
@@ -93,14 +99,6 @@ pub(crate) async fn history(
         let runs = state.read_history().await?;
         let skip = runs.len().saturating_sub(last);
         exports.push((export.name.clone(), runs.into_iter().skip(skip).collect()));
-    }
-    if let Some(name) = only
-        && exports.is_empty()
-    {
-        return Err(Failure {
-            exit: Exit::Config,
-            message: format!("no export named `{name}`"),
-        });
     }
     Ok(History { exports })
 }

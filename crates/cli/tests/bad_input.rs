@@ -415,6 +415,16 @@ fn unknown_export_is_a_usage_error() {
         &run,
         &["no export named `weekly`; the file declares: newsletter"],
     );
+    // A slip of the keyboard is named, by every command that takes --export.
+    for command in ["plan", "history"] {
+        let run = pipeline(dir.path(), &[command, file, "--export", "newsleter"], &[]);
+        assert_config_error(
+            &run,
+            &[
+                "no export named `newsleter` (did you mean `newsletter`?); the file declares: newsletter",
+            ],
+        );
+    }
 }
 
 #[test]

@@ -158,14 +158,8 @@ impl Engine {
     /// Plans every export (or only `only`), checking mapping types; lists every problem.
     pub async fn plan_exports(&self, only: Option<&str>) -> Result<Vec<ExportQuery>, EngineError> {
         let exports = &self.pipeline.file.exports;
-        if let Some(name) = only
-            && !exports.iter().any(|e| e.name == name)
-        {
-            let names: Vec<&str> = exports.iter().map(|e| e.name.as_str()).collect();
-            return Err(EngineError::config(format!(
-                "no export named `{name}`; the file declares: {}",
-                names.join(", ")
-            )));
+        if let Some(message) = only.and_then(|name| self.pipeline.no_such_export(name)) {
+            return Err(EngineError::config(message));
         }
         let mut planned = Vec::new();
         let mut problems = Vec::new();

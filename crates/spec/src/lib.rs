@@ -95,6 +95,25 @@ impl Pipeline {
     pub fn export(&self, name: &str) -> Option<&Export> {
         self.file.exports.iter().find(|e| e.name == name)
     }
+
+    /// What to say of `--export NAME` when the file declares no export of that name: the
+    /// name probably meant, and every name.
+    pub fn no_such_export(&self, name: &str) -> Option<String> {
+        if self.export(name).is_some() {
+            return None;
+        }
+        let names: Vec<&str> = self.file.exports.iter().map(|e| e.name.as_str()).collect();
+        let meant = names
+            .iter()
+            .map(|n| (strsim::normalized_levenshtein(name, n), *n))
+            .filter(|(score, _)| *score >= 0.6)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map_or(String::new(), |(_, n)| format!(" (did you mean `{n}`?)"));
+        Some(format!(
+            "no export named `{name}`{meant}; the file declares: {}",
+            names.join(", ")
+        ))
+    }
 }
 
 /// What to say of a folder given as the pipeline file: the YAML files in it.
