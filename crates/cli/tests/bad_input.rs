@@ -92,6 +92,17 @@ fn several_problems_are_reported_at_once() {
             "p.yaml:17:21: exports[0].segments[1]: no segment named `lapsed`; declared: high_value, vip",
         ],
     );
+    let text = pipeline_yaml(SEGMENTS, EXPORT)
+        .replace("connection: marketing", "connection: marketting")
+        .replace("segments: [vip, high_value]", "segments: [vip, high_valeu]");
+    let (_d, run) = run_file(&text);
+    assert_config_error(
+        &run,
+        &[
+            "no connection named `marketting` (did you mean `marketing`?); declared: marketing",
+            "no segment named `high_valeu` (did you mean `high_value`?); declared: high_value, vip",
+        ],
+    );
 }
 
 #[test]
@@ -280,6 +291,14 @@ fn mapping_a_missing_column_lists_the_columns() {
         &run,
         &[
             "exports[0] (`newsletter`) mapping.first_name: column `given_name` is not in segment `vip`; its columns are: customer_id, email",
+        ],
+    );
+    let export = EXPORT.replace("email: email", "email: emial");
+    let (_d, run) = run_file(&pipeline_yaml(SEGMENTS, &export));
+    assert_config_error(
+        &run,
+        &[
+            "mapping.email: column `emial` is not in segment `vip` (did you mean `email`?); its columns are: customer_id, email, first_name,",
         ],
     );
 }

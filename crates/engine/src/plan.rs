@@ -402,9 +402,16 @@ fn explain_expression_error(
         format!("`{written}` {message}")
     } else if is_name {
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let meant = pipeline_spec::did_you_mean(written, columns.iter().copied());
+        // A wide table's names would bury the message: the first 40 are enough to see.
+        let shown = columns.len().min(40);
+        let more = match columns.len() - shown {
+            0 => String::new(),
+            n => format!(", and {n} more"),
+        };
         format!(
-            "column `{written}` is not in segment `{segment}`; its columns are: {}",
-            columns.join(", ")
+            "column `{written}` is not in segment `{segment}`{meant}; its columns are: {}{more}",
+            columns[..shown].join(", ")
         )
     } else {
         format!("`{written}` is not a valid expression over segment `{segment}`: {message}")
@@ -720,5 +727,29 @@ fn build_sql(
             .collect(),
         order_descending: order.iter().map(|(_, desc)| *desc).collect(),
         probes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{Field, Schema};
+
+    #[test]
+    fn a_missing_column_of_a_wide_segment_names_the_one_meant_and_the_first_forty() {
+        let fields: Vec<Field> = (0..50)
+            .map(|i| Field::new(format!("col_{i:02}"), DataType::Utf8, true))
+            .chain([Field::new("first_name", DataType::Utf8, true)])
+            .collect();
+        let schema: SchemaRef = std::sync::Arc::new(Schema::new(fields));
+        let said = explain_expression_error("firstname", "vip", &schema, "not found");
+        let first_forty: Vec<String> = (0..40).map(|i| format!("col_{i:02}")).collect();
+        assert_eq!(
+            said,
+            format!(
+                "column `firstname` is not in segment `vip` (did you mean `first_name`?); its columns are: {}, and 11 more",
+                first_forty.join(", ")
+            )
+        );
     }
 }

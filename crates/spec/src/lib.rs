@@ -27,7 +27,7 @@ pub use comments::without_comments;
 pub use error::{Diagnostic, Location, SpecError};
 pub use kind::{Classified, ErrorKind};
 pub use model::*;
-pub use paths::near_miss;
+pub use paths::{closest, did_you_mean, near_miss};
 pub use redact::Redactions;
 pub use secret::{ApiKey, resolve_api_key};
 pub use storage::{Cloud, Place, Storage, StorageValue, check_storage, place_of};
@@ -103,12 +103,7 @@ impl Pipeline {
             return None;
         }
         let names: Vec<&str> = self.file.exports.iter().map(|e| e.name.as_str()).collect();
-        let meant = names
-            .iter()
-            .map(|n| (strsim::normalized_levenshtein(name, n), *n))
-            .filter(|(score, _)| *score >= 0.6)
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map_or(String::new(), |(_, n)| format!(" (did you mean `{n}`?)"));
+        let meant = did_you_mean(name, names.iter().copied());
         Some(format!(
             "no export named `{name}`{meant}; the file declares: {}",
             names.join(", ")

@@ -1,4 +1,4 @@
-//! Paths a user gave that are not there: the name probably meant.
+//! Names and paths a user gave that are not there: the one probably meant.
 
 use std::path::Path;
 
@@ -20,17 +20,30 @@ pub fn near_miss(path: &Path) -> String {
             format!(" (nor does its folder {})", parent.display())
         };
     };
-    let name = name.to_string_lossy();
-    let closest = entries
+    let names: Vec<String> = entries
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .map(|other| (strsim::normalized_levenshtein(&name, &other), other))
-        .filter(|(score, _)| *score >= 0.7)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match closest {
-        Some((_, other)) => format!("; did you mean {}?", parent.join(other).display()),
+        .collect();
+    match closest(&name.to_string_lossy(), names.iter().map(String::as_str)) {
+        Some(other) => format!("; did you mean {}?", parent.join(other).display()),
         None => String::new(),
     }
+}
+
+/// Of `candidates`, the one `name` was probably meant to be (a letter missing, added or
+/// swapped), if one is close enough.
+pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::normalized_damerau_levenshtein(name, c), c))
+        .filter(|(score, _)| *score >= 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// ` (did you mean `x`?)` for [`closest`], or nothing.
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    closest(name, candidates).map_or(String::new(), |c| format!(" (did you mean `{c}`?)"))
 }
 
 #[cfg(test)]
@@ -56,6 +69,11 @@ mod tests {
             format!("; did you mean {}?", data.display())
         );
         assert_eq!(near_miss(&data.join("customers.parquet")), "");
+        assert_eq!(
+            did_you_mean("firstname", ["email", "first_name", "last_name"]),
+            " (did you mean `first_name`?)"
+        );
+        assert_eq!(did_you_mean("country", ["email", "first_name"]), "");
         assert_eq!(
             near_miss(&dir.path().join("lake/profiles.parquet")),
             format!(

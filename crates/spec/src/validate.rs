@@ -204,8 +204,9 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
             err(
                 at("connection"),
                 format!(
-                    "no connection named `{}`; declared: {}",
+                    "no connection named `{}`{}; declared: {}",
                     e.connection,
+                    crate::did_you_mean(&e.connection, file.connections.keys().map(String::as_str)),
                     names(file.connections.keys())
                 ),
             );
@@ -213,7 +214,7 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
         if e.list_ids.is_empty() && e.lists.is_empty() {
             err(
                 at("list_ids"),
-                "give at least one SendGrid list: its id in `list_ids`, or its name in `lists: [{ name: ... }]`"
+                "give at least one SendGrid list: its id in `list_ids`, or its name in `lists: [NAME]`"
                     .into(),
             );
         }
@@ -233,7 +234,7 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
                 err(
                     format!("exports[{i}].list_ids[{j}]"),
                     format!(
-                        "`{id}` is not a SendGrid list id: expected a UUID such as 0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11"
+                        "`{id}` is not a SendGrid list id: expected a UUID such as 0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11 (a list may be named instead, in `lists: [NAME]`)"
                     ),
                 );
             } else if !seen.insert(id.to_ascii_lowercase()) {
@@ -252,7 +253,8 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
                 err(
                     format!("exports[{i}].segments[{j}]"),
                     format!(
-                        "no segment named `{s}`; declared: {}",
+                        "no segment named `{s}`{}; declared: {}",
+                        crate::did_you_mean(s, file.segments.keys().map(String::as_str)),
                         names(file.segments.keys())
                     ),
                 );
