@@ -227,7 +227,7 @@ fn a_segment_selecting_from_an_undeclared_table_lists_what_there_is() {
     assert_config_error(
         &run,
         &[
-            "segment `vip`: it selects from `profile`, which is neither a source nor a segment (sources: `memberships`, `profiles`; segments: `broken`, `high_value`, `late`, `vip`)",
+            "segment `vip`: it selects from `profile` (did you mean `profiles`?), which is neither a source nor a segment (sources: `memberships`, `profiles`; segments: `broken`, `high_value`, `late`, `vip`)",
             "segment `high_value`: it selects from `data/profiles.parquet`, which is neither a source nor a segment (sources: `memberships`, `profiles`; segments: `broken`, `high_value`, `late`, `vip`); a segment reads only the sources declared under `sources:`",
             "segment `late`: it selects from segment `broken`, which has a problem of its own (see its message)",
             "segment `broken`: SQL syntax error",

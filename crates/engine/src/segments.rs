@@ -123,8 +123,17 @@ fn missing_table(error: &str, pipeline: &Pipeline) -> Option<String> {
     } else {
         ""
     };
+    let meant = pipeline_spec::did_you_mean(
+        name,
+        pipeline
+            .file
+            .sources
+            .keys()
+            .chain(pipeline.file.segments.keys())
+            .map(String::as_str),
+    );
     Some(format!(
-        "it selects from `{name}`, which is neither a source nor a segment (sources: {}; segments: {}){hint}",
+        "it selects from `{name}`{meant}, which is neither a source nor a segment (sources: {}; segments: {}){hint}",
         names(pipeline.file.sources.keys().collect()),
         names(pipeline.file.segments.keys().collect()),
     ))
