@@ -152,6 +152,20 @@ fn in_words(message: &str) -> String {
     let Some((found, expected)) = message.rsplit_once(", expected ") else {
         return message.to_owned();
     };
+    // "unknown field `odrer_by`, expected one of `name`, ...": the one probably meant first.
+    if let Some(unknown) = found
+        .strip_prefix("unknown field `")
+        .and_then(|f| f.strip_suffix('`'))
+    {
+        let fields = expected
+            .strip_prefix("one of ")
+            .unwrap_or(expected)
+            .split(", ")
+            .map(|f| f.trim_matches('`'));
+        if let Some(meant) = crate::closest(unknown, fields) {
+            return format!("unknown field `{unknown}`: did you mean `{meant}`?");
+        }
+    }
     let number = matches!(
         expected,
         "u8" | "u16"
