@@ -107,6 +107,18 @@ async fn main() -> anyhow::Result<()> {
             })
             .collect(),
     };
+    for (name, kind) in &config.custom_fields {
+        anyhow::ensure!(
+            matches!(kind.as_str(), "Text" | "Number" | "Date"),
+            "--field {name}={kind}: the type is Text, Number or Date"
+        );
+    }
+    for (id, _) in &config.lists {
+        anyhow::ensure!(
+            uuid::Uuid::parse_str(id).is_ok(),
+            "--list {id}: a list id is a UUID, as SendGrid's are (0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11=Newsletter)"
+        );
+    }
     if config.keys.is_empty() {
         eprintln!(
             "note: no --key given, so every request is refused (401); give the key the pipeline's connection uses: --key \"$SENDGRID_API_KEY\""

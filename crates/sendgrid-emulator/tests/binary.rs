@@ -121,6 +121,19 @@ fn mistakes_in_the_flags_are_said_with_what_to_give() {
         "{said}"
     );
 
+    let bad_type = run(&["--key", "k", "--field", "ltv=Numbr"]);
+    assert!(!bad_type.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&bad_type.stderr).lines().next(),
+        Some("Error: --field ltv=Numbr: the type is Text, Number or Date")
+    );
+    let bad_list = run(&["--key", "k", "--list", "news"]);
+    assert!(!bad_list.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad_list.stderr)
+            .starts_with("Error: --list news: a list id is a UUID"),
+    );
+
     // A port another process holds is named.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
