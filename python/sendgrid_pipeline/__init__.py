@@ -143,8 +143,14 @@ def _call(
         said: List[str] = []
         relay = threading.Thread(target=_relay, args=(child.stderr, said), daemon=True)
         relay.start()
-        stdout = child.stdout.read()
-        code = child.wait()
+        try:
+            stdout = child.stdout.read()
+            code = child.wait()
+        except BaseException:
+            # An interrupt (a notebook's stop button, a task's timeout) stops the run too,
+            # as subprocess.run would; the next run finishes what it left.
+            child.kill()
+            raise
         relay.join()
     try:
         result = json.loads(stdout) if stdout.strip() else {}

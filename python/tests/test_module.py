@@ -5,6 +5,7 @@ wheel was installed into (`.ci/run` builds and installs it)."""
 import logging
 import os
 import shutil
+import signal
 import sysconfig
 import tempfile
 import unittest
@@ -126,6 +127,32 @@ class WheelTest(unittest.TestCase):
         with self.assertRaises(sp.PipelineError) as caught:
             sp.run(self.dir / "missing.yaml")
         self.assertIn("cannot read pipeline file", caught.exception.message)
+
+    def test_an_interrupt_stops_the_binary_too(self):
+        # A stand-in binary that waits, then leaves a mark if it was let finish.
+        finished = self.dir / "finished"
+        slow = self.dir / "slow-pipeline"
+        slow.write_text(
+            f"#!/bin/sh\nsleep 30 </dev/null >/dev/null 2>&1\necho yes > {finished}\n",
+            encoding="utf-8",
+        )
+        slow.chmod(0o755)
+        os.environ["PIPELINE_BIN"] = str(slow)
+
+        def interrupt(*_):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.5)
+            with self.assertRaises(KeyboardInterrupt):
+                sp.validate(self.quickstart)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            os.environ.pop("PIPELINE_BIN", None)
+        # Killed, not waited for: it never got to its last line.
+        self.assertFalse(finished.exists())
 
     def test_busy_and_failed_runs_are_the_retryable_ones(self):
         self.assertTrue(sp.PipelineError(6, "already_running", "", {}).retryable)
