@@ -31,14 +31,23 @@ pub fn near_miss(path: &Path) -> String {
 }
 
 /// Of `candidates`, the one `name` was probably meant to be (a letter missing, added or
-/// swapped), if one is close enough.
+/// swapped, or another case), if one is close enough: one edit away, or at least 70%
+/// alike. Not `name` itself.
 pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let written = name;
+    let name = name.to_lowercase();
     candidates
         .into_iter()
-        .map(|c| (strsim::normalized_damerau_levenshtein(name, c), c))
-        .filter(|(score, _)| *score >= 0.7)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
+        .filter(|c| *c != written)
+        .map(|c| {
+            let other = c.to_lowercase();
+            let edits = strsim::damerau_levenshtein(&name, &other);
+            let alike = strsim::normalized_damerau_levenshtein(&name, &other);
+            (edits, alike, c)
+        })
+        .filter(|(edits, alike, _)| (*edits <= 1 && name.chars().count() > 1) || *alike >= 0.7)
+        .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))
+        .map(|(_, _, c)| c)
 }
 
 /// ` (did you mean `x`?)` for [`closest`], or nothing.
@@ -74,6 +83,11 @@ mod tests {
             " (did you mean `first_name`?)"
         );
         assert_eq!(did_you_mean("country", ["email", "first_name"]), "");
+        // Short names one edit away, and names in another case.
+        assert_eq!(closest("sgg", ["sg", "marketing"]), Some("sg"));
+        assert_eq!(closest("vp", ["vip", "high_value"]), Some("vip"));
+        assert_eq!(closest("EMAIL", ["email", "first_name"]), Some("email"));
+        assert_eq!(closest("x", ["y"]), None);
         assert_eq!(
             near_miss(&dir.path().join("lake/profiles.parquet")),
             format!(
