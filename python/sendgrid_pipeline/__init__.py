@@ -159,7 +159,10 @@ def _call(
     if code == 0 or code in set(accept):
         return result
     status = result.get("status") or EXIT_CODES.get(code, "unknown")
-    message = result.get("error") or (said[-1] if said else "") or status
+    # Of the binary's plain lines, the one that says the error (an argument refused is
+    # followed by a usage text).
+    stated = next((line for line in said if line.startswith("error:")), said[-1] if said else "")
+    message = result.get("error") or stated or status
     raise PipelineError(code, status, message, result)
 
 

@@ -128,6 +128,15 @@ class WheelTest(unittest.TestCase):
             sp.run(self.dir / "missing.yaml")
         self.assertIn("cannot read pipeline file", caught.exception.message)
 
+        # An argument the binary refuses: its error line, not the usage text after it.
+        with self.assertRaises(sp.PipelineError) as caught:
+            sp.plan(self.quickstart, rows="many")
+        self.assertEqual(caught.exception.exit_code, 2)
+        self.assertTrue(
+            caught.exception.message.startswith("error: invalid value 'many' for '--rows"),
+            caught.exception.message,
+        )
+
     def test_an_interrupt_stops_the_binary_too(self):
         # A stand-in binary that waits, then leaves a mark if it was let finish.
         finished = self.dir / "finished"
