@@ -111,11 +111,28 @@ pub(crate) async fn of_file(
     only: Option<&str>,
     last: usize,
 ) -> Result<History, Failure> {
+    if let Some(dir) = state_dir.as_deref().filter(|d| is_missing_folder(d)) {
+        return Err(Failure {
+            exit: Exit::Config,
+            message: format!(
+                "the state folder {} does not exist{} (--state-dir names the folder the \
+                 runs kept their state in; without it, the file's state_dir, else .state \
+                 beside the file)",
+                dir.display(),
+                pipeline_spec::near_miss(dir)
+            ),
+        });
+    }
     let options = pipeline_sync::SyncOptions {
         state_root: state_dir,
         ..Default::default()
     };
     history(&crate::load(file)?, &options, only, last).await
+}
+
+/// A folder on this machine that is not there (a store's URL is left to the store).
+fn is_missing_folder(dir: &std::path::Path) -> bool {
+    !dir.to_string_lossy().contains("://") && !dir.exists()
 }
 
 /// The history as tables, one per export, oldest run first.

@@ -447,6 +447,56 @@ fn unknown_export_is_a_usage_error() {
 }
 
 #[test]
+fn a_variable_inside_a_quoted_sql_string_is_that_strings_text() {
+    let dir = sample_dir();
+    let segments = "  vip: SELECT p.* FROM profiles p JOIN memberships m ON m.customer_id = p.customer_id WHERE m.segment_name = '${SEGMENT}'";
+    let export = EXPORT.replace("[vip, high_value]", "[vip]");
+    let file = write(dir.path(), &pipeline_yaml(segments, &export));
+    let rows = |segment: &str| {
+        let run = pipeline(
+            dir.path(),
+            &["plan", file, "--output", "json"],
+            &[("SEGMENT", segment)],
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let plan: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        plan["exports"][0]["rows"].as_u64().unwrap()
+    };
+    let vip = rows("vip");
+    assert!(vip > 0);
+    // A quote in the value stays in the string: it neither breaks the query nor, as here,
+    // widens the segment to every membership row.
+    assert_eq!(rows("vip' OR 'a' = 'a"), 0);
+    assert_eq!(rows("O'Neill"), 0);
+}
+
+#[test]
+fn a_history_from_a_state_folder_that_is_not_there_is_refused() {
+    let dir = sample_dir();
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    // A slip in --state-dir read as "no runs yet" before: the page and the table empty.
+    for command in ["history", "report"] {
+        let run = pipeline(dir.path(), &[command, file, "--state-dir", "stat"], &[]);
+        assert_config_error(
+            &run,
+            &[
+                "the state folder stat does not exist; did you mean state? (--state-dir names the folder the runs kept their state in",
+            ],
+        );
+    }
+    assert!(!dir.path().join("report.html").exists());
+    // The folder the runs used, with no runs in it yet, is no mistake.
+    let run = pipeline(dir.path(), &["history", file, "--state-dir", "state"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("export newsletter: 0 run(s)"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn a_real_run_without_the_key_names_the_variable_and_sends_nothing() {
     let dir = sample_dir();
     let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));

@@ -291,6 +291,7 @@ pub(crate) fn clean_sql_error(message: &str) -> String {
         "SQL error: ",
         "Schema error: ",
         "ParserError(\"",
+        "TokenizerError(\"",
     ] {
         if let Some(rest) = m.strip_prefix(prefix) {
             m = rest;
@@ -307,7 +308,10 @@ pub(crate) fn clean_sql_error(message: &str) -> String {
             m = rest;
         }
     }
-    m.trim_end_matches("\")").to_owned()
+    // sqlparser's `at Line: 1, Column: 46`, said as the rest of the message is.
+    m.trim_end_matches("\")")
+        .replace(" at Line: ", " at line ")
+        .replace(", Column: ", ", column ")
 }
 
 #[cfg(test)]
@@ -348,6 +352,11 @@ mod tests {
             check_query_only("SELEC 1")
                 .unwrap_err()
                 .contains("syntax error")
+        );
+        // sqlparser's error type and its quoting left out.
+        assert_eq!(
+            check_query_only("SELECT * FROM t WHERE city = 'Val d'Or'").unwrap_err(),
+            "SQL syntax error: Unterminated string literal at line 1, column 39"
         );
     }
 }

@@ -24,9 +24,9 @@ pub(crate) fn interpolate(
 ) -> (Vec<Diagnostic>, Vec<Substitution>) {
     let mut diagnostics = Vec::new();
     let mut substitutions = Vec::new();
-    let mut apply = |path: String, value: &mut String| {
+    let mut apply = |path: String, value: &mut String, text: Text| {
         let mut used = Vec::new();
-        match expand_recording(value, env, &mut used) {
+        match expand_recording(value, env, &mut used, text) {
             Ok(expanded) => *value = expanded,
             Err(message) => diagnostics.push(Diagnostic::new(path.clone(), message)),
         }
@@ -43,50 +43,94 @@ pub(crate) fn interpolate(
             ("api_key_file", &mut connection.api_key_file),
         ] {
             if let Some(v) = value.as_mut() {
-                apply(format!("connections.{name}.{field}"), v);
+                apply(format!("connections.{name}.{field}"), v, Text::Plain);
             }
         }
     }
     if let Some(dir) = file.state_dir.as_mut() {
-        apply("state_dir".into(), dir);
+        apply("state_dir".into(), dir, Text::Plain);
     }
     for (key, value) in &mut file.state_storage {
         if let crate::StorageValue::Text(text) = value {
-            apply(format!("state_storage.{key}"), text);
+            apply(format!("state_storage.{key}"), text, Text::Plain);
         }
     }
     for (name, source) in &mut file.sources {
-        apply(format!("sources.{name}.path"), &mut source.path);
+        apply(
+            format!("sources.{name}.path"),
+            &mut source.path,
+            Text::Plain,
+        );
         for (key, value) in &mut source.storage {
             if let crate::StorageValue::Text(text) = value {
-                apply(format!("sources.{name}.storage.{key}"), text);
+                apply(format!("sources.{name}.storage.{key}"), text, Text::Plain);
             }
         }
     }
-    for (name, sql) in &mut file.segments {
-        apply(format!("segments.{name}"), sql);
+    for (name, query) in &mut file.segments {
+        apply(format!("segments.{name}"), query, Text::Sql);
     }
     for (i, export) in file.exports.iter_mut().enumerate() {
         for (j, id) in export.list_ids.iter_mut().enumerate() {
-            apply(format!("exports[{i}].list_ids[{j}]"), id);
+            apply(format!("exports[{i}].list_ids[{j}]"), id, Text::Plain);
         }
         for (j, list) in export.lists.iter_mut().enumerate() {
-            apply(format!("exports[{i}].lists[{j}].name"), &mut list.name);
+            apply(
+                format!("exports[{i}].lists[{j}].name"),
+                &mut list.name,
+                Text::Plain,
+            );
         }
         for (j, expr) in export.order_by.iter_mut().enumerate() {
-            apply(format!("exports[{i}].order_by[{j}]"), expr);
+            apply(format!("exports[{i}].order_by[{j}]"), expr, Text::Sql);
         }
         for (field, expr) in export.mapping.expressions_mut() {
-            apply(format!("exports[{i}].mapping.{field}"), expr);
+            apply(format!("exports[{i}].mapping.{field}"), expr, Text::Sql);
         }
     }
     (diagnostics, substitutions)
 }
 
+/// What a value is, for what a reference's text becomes in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Text {
+    /// A name, a path, a setting: the variable's text as it is.
+    Plain,
+    /// SQL: inside a quoted string (`'…'`) or quoted name (`"…"`), the variable's text
+    /// is that string's text, its quotes doubled, so a value cannot end the string and
+    /// change the query (`city = '${CITY}'` with `Val d'Or`).
+    Sql,
+}
+
+/// Where SQL text is: outside quotes, in a string, in a quoted name or in a `--` comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SqlPlace {
+    Code,
+    Quoted(char),
+    Comment,
+}
+
+impl SqlPlace {
+    /// The place after `text`, read from this one.
+    fn after(mut self, text: &str) -> SqlPlace {
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            self = match (self, c) {
+                (SqlPlace::Code, '\'' | '"') => SqlPlace::Quoted(c),
+                (SqlPlace::Code, '-') if chars.peek() == Some(&'-') => SqlPlace::Comment,
+                (SqlPlace::Quoted(q), c) if c == q => SqlPlace::Code,
+                (SqlPlace::Comment, '\n') => SqlPlace::Code,
+                (place, _) => place,
+            };
+        }
+        self
+    }
+}
+
 /// Expands `${NAME}` references in `text`.
 #[cfg(test)]
 pub(crate) fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    expand_recording(text, env, &mut Vec::new())
+    expand_recording(text, env, &mut Vec::new(), Text::Plain)
 }
 
 /// Expands `${NAME}` references in `text`, recording each (name, value) used.
@@ -94,14 +138,24 @@ fn expand_recording(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     used: &mut Vec<(String, String)>,
+    kind: Text,
 ) -> Result<String, String> {
     if !text.contains('$') {
         return Ok(text.to_owned());
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
+    let mut place = SqlPlace::Code;
+    // A reference's text as it goes in where it stands.
+    let fill = |out: &mut String, place: SqlPlace, value: &str| match (kind, place) {
+        (Text::Sql, SqlPlace::Quoted(q)) => {
+            out.push_str(&value.replace(q, &format!("{q}{q}")));
+        }
+        _ => out.push_str(value),
+    };
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
+        place = place.after(&rest[..pos]);
         let after = &rest[pos..];
         if let Some(stripped) = after.strip_prefix("$${") {
             out.push_str("${");
@@ -122,7 +176,7 @@ fn expand_recording(
                     out.push_str(default)
                 }
                 (Some(value), _) => {
-                    out.push_str(&value);
+                    fill(&mut out, place, &value);
                     used.push((name.to_owned(), value));
                 }
                 (
@@ -220,11 +274,43 @@ mod tests {
         );
         assert_eq!(expand("${NOPE:-}", &env).unwrap(), "");
         let mut used = Vec::new();
-        expand_recording("${LIST:-x} ${NOPE:-y}", &env, &mut used).unwrap();
+        expand_recording("${LIST:-x} ${NOPE:-y}", &env, &mut used, Text::Plain).unwrap();
         assert_eq!(used, [("LIST".to_owned(), "abc".to_owned())]);
         assert_eq!(
             expand("${LIST:=x}", &env).unwrap_err(),
             "`${LIST:=x}` is not a variable reference: names are letters, digits and `_`, not starting with a digit (`${NAME:-default}` gives a default)"
+        );
+    }
+
+    #[test]
+    fn in_sql_a_value_inside_quotes_is_that_strings_text() {
+        let env = |name: &str| match name {
+            "CITY" => Some("Val d'Or".to_owned()),
+            "SNEAK" => Some("x' OR 'a' = 'a".to_owned()),
+            "COL" => Some("say \"hi\"".to_owned()),
+            "MIN" => Some("5000".to_owned()),
+            _ => None,
+        };
+        let sql = |text: &str| expand_recording(text, &env, &mut Vec::new(), Text::Sql).unwrap();
+        assert_eq!(sql("city = '${CITY}'"), "city = 'Val d''Or'");
+        assert_eq!(sql("tier = '${SNEAK}'"), "tier = 'x'' OR ''a'' = ''a'");
+        assert_eq!(sql("SELECT \"${COL}\""), "SELECT \"say \"\"hi\"\"\"");
+        // Outside quotes a value is SQL, as written; quotes doubled in the file stay
+        // inside the string; a comment's apostrophe opens nothing.
+        assert_eq!(
+            sql("v > ${MIN} AND n = 'it''s ${CITY}'"),
+            "v > 5000 AND n = 'it''s Val d''Or'"
+        );
+        assert_eq!(
+            sql("v > ${MIN} -- don't\nAND c = '${CITY}' AND d = ${MIN}"),
+            "v > 5000 -- don't\nAND c = 'Val d''Or' AND d = 5000"
+        );
+        // A default is written in the file, as it goes into the SQL.
+        assert_eq!(sql("c = '${NOPE:-O''Neill}'"), "c = 'O''Neill'");
+        // Anything else takes the text as it is.
+        assert_eq!(
+            expand_recording("'${CITY}'", &env, &mut Vec::new(), Text::Plain).unwrap(),
+            "'Val d'Or'"
         );
     }
 
