@@ -92,6 +92,7 @@ pub(crate) async fn plan(
     shown: Shown,
     options: &SyncOptions,
 ) -> Result<Vec<output::Plan>, Failure> {
+    folder_argument("--state-dir", options.state_root.as_deref())?;
     let (pipeline, engine) = open(file).await?;
     let (pipeline, engine, named) =
         resolve_lists(pipeline, engine, only, None, remote::Resolve::Preview).await?;
@@ -138,6 +139,22 @@ pub(crate) async fn plan(
     Ok(plans)
 }
 
+/// Refuses, before anything runs, a folder argument that names a file: the run would
+/// otherwise select its contacts and then fail to write beside them.
+pub(crate) fn folder_argument(flag: &str, dir: Option<&Path>) -> Result<(), Failure> {
+    match dir {
+        Some(dir) if dir.exists() && !dir.is_dir() => Err(Failure {
+            exit: Exit::Config,
+            message: format!(
+                "{flag} {} is a file, not a folder: give a folder (one that does not exist yet \
+                 is created)",
+                dir.display()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) async fn run(
     file: &Path,
     dry_run: Option<&Path>,
@@ -146,6 +163,9 @@ pub(crate) async fn run(
     local_emulator: bool,
     mut options: SyncOptions,
 ) -> Result<output::RunOutcome, Failure> {
+    folder_argument("--dry-run", dry_run)?;
+    folder_argument("--rejects-dir", rejects_dir.as_deref())?;
+    folder_argument("--state-dir", options.state_root.as_deref())?;
     let (pipeline, engine) = open(file).await?;
     let queries = engine.plan_exports(only).await?;
     let local = if local_emulator {

@@ -111,6 +111,7 @@ pub(crate) async fn of_file(
     only: Option<&str>,
     last: usize,
 ) -> Result<History, Failure> {
+    crate::commands::folder_argument("--state-dir", state_dir.as_deref())?;
     if let Some(dir) = state_dir.as_deref().filter(|d| is_missing_folder(d)) {
         return Err(Failure {
             exit: Exit::Config,

@@ -471,6 +471,44 @@ fn a_variable_inside_a_quoted_sql_string_is_that_strings_text() {
 }
 
 #[test]
+fn a_folder_argument_that_names_a_file_is_refused_before_the_run() {
+    let dir = sample_dir();
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));
+    std::fs::write(dir.path().join("notes.txt"), "keep me").unwrap();
+    for args in [
+        vec!["run", file, "--dry-run", "notes.txt"],
+        vec![
+            "run",
+            file,
+            "--dry-run",
+            "out",
+            "--rejects-dir",
+            "notes.txt",
+        ],
+        vec!["run", file, "--dry-run", "out", "--state-dir", "notes.txt"],
+        vec!["plan", file, "--state-dir", "notes.txt"],
+        vec!["history", file, "--state-dir", "notes.txt"],
+    ] {
+        let run = pipeline(dir.path(), &args, &[]);
+        let flag = args[args.len() - 2];
+        assert_config_error(
+            &run,
+            &[&format!(
+                "error: {flag} notes.txt is a file, not a folder: give a folder"
+            )],
+        );
+        // Refused before the selection: it said "cannot create the rejects folder
+        // notes.txt: File exists" once the contacts were selected.
+        assert!(!run.stderr.contains("Selecting"), "{}", run.stderr);
+    }
+    assert!(!dir.path().join("out").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(),
+        "keep me"
+    );
+}
+
+#[test]
 fn a_history_from_a_state_folder_that_is_not_there_is_refused() {
     let dir = sample_dir();
     let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));
