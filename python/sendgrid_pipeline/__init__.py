@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sysconfig
 import threading
@@ -62,13 +63,17 @@ EXIT_CODES: Dict[int, str] = {
     6: "already_running",
     7: "mass_removal_refused",
     8: "new_contacts_refused",
+    130: "interrupted",
+    143: "interrupted",
 }
 
-#: Exit codes worth retrying as they are: another run held the lock (6), or the run failed
-#: on the outside world (SendGrid, the network, the disk; 4). Resuming is safe: a rerun
+#: Exit codes worth retrying as they are: another run held the lock (6), the run failed
+#: on the outside world (SendGrid, the network, the disk; 4), or something stopped it
+#: with SIGTERM (143: a pod evicted, a worker shut down). Resuming is safe: a rerun
 #: finishes what an interrupted run left. Configuration errors, a blown cap, a refused
-#: mass removal or allotment need a person.
-RETRYABLE = frozenset({4, 6})
+#: mass removal or allotment need a person, and so does a run a person stopped (130,
+#: Ctrl-C).
+RETRYABLE = frozenset({4, 6, 143})
 
 
 class PipelineError(Exception):
@@ -147,9 +152,11 @@ def _call(
             stdout = child.stdout.read()
             code = child.wait()
         except BaseException:
-            # An interrupt (a notebook's stop button, a task's timeout) stops the run too,
-            # as subprocess.run would; the next run finishes what it left.
-            child.kill()
+            # An interrupt (a notebook's stop button, a task's timeout) stops the run too;
+            # the next run finishes what it left. Asked as Ctrl-C asks, the binary releases
+            # its lock and says so; one that is not gone after the grace (or a second
+            # interrupt) is killed.
+            _stop(child)
             raise
         relay.join()
     try:
@@ -164,6 +171,21 @@ def _call(
     stated = next((line for line in said if line.startswith("error:")), said[-1] if said else "")
     message = result.get("error") or stated or status
     raise PipelineError(code, status, message, result)
+
+
+#: Seconds an interrupted binary has to stop before it is killed.
+STOP_GRACE_SECS = 5.0
+
+
+def _stop(child: subprocess.Popen) -> None:
+    try:
+        if os.name == "posix":
+            child.send_signal(signal.SIGINT)
+            child.wait(timeout=STOP_GRACE_SECS)
+    except BaseException:  # the grace ran out, or a second interrupt came
+        pass
+    if child.poll() is None:
+        child.kill()
 
 
 def _relay(stderr: Iterable[str], said: List[str]) -> None:

@@ -138,35 +138,47 @@ class WheelTest(unittest.TestCase):
         )
 
     def test_an_interrupt_stops_the_binary_too(self):
-        # A stand-in binary that waits, then leaves a mark if it was let finish.
+        # Stand-in binaries that wait, leave a mark if they were let finish, and another
+        # if they heard SIGINT; the second does not listen and is killed after the grace.
         finished = self.dir / "finished"
-        slow = self.dir / "slow-pipeline"
-        slow.write_text(
-            f"#!/bin/sh\nsleep 30 </dev/null >/dev/null 2>&1\necho yes > {finished}\n",
+        heard = self.dir / "heard"
+        polite = self.dir / "polite-pipeline"
+        polite.write_text(
+            f"#!/bin/sh\ntrap 'echo int > {heard}; exit 130' INT\n"
+            f"sleep 30 </dev/null >/dev/null 2>&1 &\nwait\necho yes > {finished}\n",
             encoding="utf-8",
         )
-        slow.chmod(0o755)
-        os.environ["PIPELINE_BIN"] = str(slow)
+        deaf = self.dir / "deaf-pipeline"
+        deaf.write_text(
+            f"#!/bin/sh\ntrap '' INT\nsleep 30 </dev/null >/dev/null 2>&1\necho yes > {finished}\n",
+            encoding="utf-8",
+        )
 
         def interrupt(*_):
             raise KeyboardInterrupt
 
-        previous = signal.signal(signal.SIGALRM, interrupt)
-        try:
-            signal.setitimer(signal.ITIMER_REAL, 0.5)
-            with self.assertRaises(KeyboardInterrupt):
-                sp.validate(self.quickstart)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-            os.environ.pop("PIPELINE_BIN", None)
-        # Killed, not waited for: it never got to its last line.
-        self.assertFalse(finished.exists())
+        for stand_in in (polite, deaf):
+            stand_in.chmod(0o755)
+            os.environ["PIPELINE_BIN"] = str(stand_in)
+            previous = signal.signal(signal.SIGALRM, interrupt)
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0.5)
+                with self.assertRaises(KeyboardInterrupt):
+                    sp.validate(self.quickstart)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+                os.environ.pop("PIPELINE_BIN", None)
+            # Stopped, not waited for: it never got to its last line.
+            self.assertFalse(finished.exists(), stand_in.name)
+        # Asked first as Ctrl-C asks: the binary releases its lock and says so.
+        self.assertEqual(heard.read_text(encoding="utf-8").strip(), "int")
 
     def test_busy_and_failed_runs_are_the_retryable_ones(self):
         self.assertTrue(sp.PipelineError(6, "already_running", "", {}).retryable)
         self.assertTrue(sp.PipelineError(4, "run_failed", "", {}).retryable)
-        for code in (2, 3, 5, 7, 8):
+        self.assertTrue(sp.PipelineError(143, "interrupted", "", {}).retryable)
+        for code in (2, 3, 5, 7, 8, 130):
             self.assertFalse(sp.PipelineError(code, sp.EXIT_CODES[code], "", {}).retryable)
 
 

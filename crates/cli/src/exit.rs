@@ -25,6 +25,11 @@ pub enum Exit {
     /// An export would add more contacts it never synced than its `max_new_contacts`:
     /// nothing was sent for it.
     NewContactsRefused = 8,
+    /// Stopped by SIGINT (Ctrl-C), as a shell counts it (128 + 2). A run's accepted
+    /// uploads are in its journal: the next run finishes it.
+    Interrupted = 130,
+    /// Stopped by SIGTERM (128 + 15), as an orchestrator stops a task.
+    Terminated = 143,
 }
 
 impl Exit {
@@ -43,6 +48,7 @@ impl Exit {
             Exit::Busy => "already_running",
             Exit::RemovalRefused => "mass_removal_refused",
             Exit::NewContactsRefused => "new_contacts_refused",
+            Exit::Interrupted | Exit::Terminated => "interrupted",
         }
     }
 }

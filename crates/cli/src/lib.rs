@@ -224,7 +224,34 @@ pub fn main() -> std::process::ExitCode {
             return Exit::Internal.into();
         }
     };
-    runtime.block_on(execute(cli.command)).into()
+    let format = output_format(&cli.command);
+    let resumable = matches!(cli.command, Command::Run { dry_run: None, .. });
+    let exit = runtime.block_on(async {
+        tokio::select! {
+            exit = execute(cli.command) => Ok(exit),
+            signal = interruption() => Err(signal),
+        }
+    });
+    match exit {
+        Ok(exit) => exit.into(),
+        Err((exit, signal)) => {
+            // The command's future is gone: its lock released, its partial files removed.
+            // Its tasks stop with the runtime; a blocking read may not, and is not waited
+            // for long.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+            let then = if resumable {
+                ": what SendGrid accepted so far is in each export's journal, and the next \
+                 run finishes the export without sending it again"
+            } else {
+                ""
+            };
+            let failure = Failure {
+                exit,
+                message: format!("interrupted by {signal}{then}"),
+            };
+            fail(format, failure).into()
+        }
+    }
 }
 
 fn init_logging(format: LogFormat, verbose: u8, shows_progress: bool) {
@@ -377,6 +404,46 @@ pub async fn execute(command: Command) -> Exit {
     }
 }
 
+/// Waits for SIGINT (Ctrl-C) or SIGTERM (an orchestrator stopping a task): the exit it
+/// stands for and the signal's name.
+async fn interruption() -> (Exit, &'static str) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
+                _ = interrupt.recv() => (Exit::Interrupted, "SIGINT"),
+                _ = terminate.recv() => (Exit::Terminated, "SIGTERM"),
+            },
+            // Without handlers the signals end the process as they always do.
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => (Exit::Interrupted, "Ctrl-C"),
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// The format a command writes its outcome in.
+fn output_format(command: &Command) -> OutputFormat {
+    match command {
+        Command::Run { output, .. }
+        | Command::Check { output, .. }
+        | Command::Validate { output, .. }
+        | Command::Plan { output, .. }
+        | Command::History { output, .. }
+        | Command::Report { output, .. } => *output,
+        _ => OutputFormat::Table,
+    }
+}
+
 /// A command's failure: what to print and which exit code.
 #[derive(Debug)]
 pub struct Failure {
@@ -424,19 +491,22 @@ fn finish<T: output::Outcome>(
             }
             exit
         }
-        Err(failure) => {
-            if format == OutputFormat::Json {
-                let doc = serde_json::json!({
-                    "status": failure.exit.status(),
-                    "exit_code": failure.exit.code(),
-                    "error": redact_message(&failure.message),
-                });
-                emit(Stream::Out, &format!("{doc:#}\n"));
-            }
-            emit(Stream::Err, &format!("error: {}\n", failure.message));
-            failure.exit
-        }
+        Err(failure) => fail(format, failure),
     }
+}
+
+/// Reports a command's failure: on stderr, and on stdout too for JSON output.
+fn fail(format: OutputFormat, failure: Failure) -> Exit {
+    if format == OutputFormat::Json {
+        let doc = serde_json::json!({
+            "status": failure.exit.status(),
+            "exit_code": failure.exit.code(),
+            "error": redact_message(&failure.message),
+        });
+        emit(Stream::Out, &format!("{doc:#}\n"));
+    }
+    emit(Stream::Err, &format!("error: {}\n", failure.message));
+    failure.exit
 }
 
 /// The `--connections` flag, set once by [`main`].

@@ -117,6 +117,83 @@ fn contacts_of_a_failed_import_job_are_sent_again_by_the_next_run() {
     assert_eq!(again["sync"]["unchanged"], 120 - lost.len() as u64);
 }
 
+/// Ctrl-C (SIGINT) and an orchestrator stopping a task (SIGTERM) end a run with a message
+/// and the shell's exit code for the signal; the lock is released, and the next run
+/// finishes the export without sending again what the journal holds.
+#[test]
+fn an_interrupted_run_says_so_and_the_next_run_finishes_it() {
+    for (signal, code, name) in [
+        (libc::SIGTERM, 143, "SIGTERM"),
+        (libc::SIGINT, 130, "SIGINT"),
+    ] {
+        let s = Setup::new(100);
+        let data = rows(600);
+        write_profiles(s.dir.path(), &data);
+        let file = s.pipeline(UPSERT);
+        // Slow uploads: the signal lands while bodies are still going out.
+        s.emulator.script(Faults {
+            upserts: (0..20).map(|_| Fault::Delay { ms: 200 }).collect(),
+            ..Faults::default()
+        });
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+            .args(["run", file])
+            .current_dir(s.dir.path())
+            .env("SENDGRID_API_KEY", KEY)
+            .env_remove("PIPELINE_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !s.emulator.requests().iter().any(|r| r.job_id.is_some()) {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{name}: the run ended first"
+            );
+            assert!(Instant::now() < deadline, "{name}: no body accepted");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SAFETY: kill sends a signal to the child, which has not been waited for yet.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "error: interrupted by {name}: what SendGrid accepted so far is in each export's journal, and the next run finishes the export without sending it again"
+            )),
+            "{name}: {stderr}"
+        );
+        // Released, not left behind: a killed run's lock keeps its holder's note.
+        assert_eq!(
+            std::fs::read_to_string(s.state_dir().join("run.lock")).unwrap(),
+            "",
+            "{name}"
+        );
+        let journal = pipeline_sync::read_journal(&s.state_dir().join("journal.jsonl")).unwrap();
+        assert!(!journal.is_empty(), "{name}: nothing journaled");
+        let journaled: BTreeSet<String> = journal
+            .iter()
+            .flat_map(|b| b.contacts.iter().map(|(e, _)| e.clone()))
+            .collect();
+
+        let before = s.log_len();
+        let (run, rerun) = s.run_json(&["run", file]);
+        assert_eq!(run.code, 0, "{name}: {}", run.stderr);
+        assert_eq!(s.list_names(LIST), expected(&data), "{name}");
+        let resent: BTreeSet<String> = s.upserted_since(before).into_iter().collect();
+        assert!(
+            resent.is_disjoint(&journaled),
+            "{name}: a journaled body was sent again"
+        );
+        assert_eq!(
+            rerun["sync"]["resumed_jobs"].as_u64().unwrap(),
+            journal.len() as u64,
+            "{name}"
+        );
+    }
+}
+
 /// SIGKILLs the binary at random points of a run over many rounds, reruns it, and checks
 /// each time that the list ends complete and that no body the journal recorded as
 /// accepted was sent again.
