@@ -10,7 +10,7 @@ use pipeline_spec::Pipeline;
 use pipeline_sync::{ExportSync, SyncOptions, SyncedExport};
 
 use crate::redact::progress;
-use crate::{Exit, Failure, history, local, open, output, remote};
+use crate::{Exit, Failure, history, interrupt, local, open, output, remote};
 
 pub(crate) async fn validate(file: &Path) -> Result<output::Validation, Failure> {
     let (pipeline, engine) = open(file).await?;
@@ -207,7 +207,7 @@ pub(crate) async fn run(
             ..RunOptions::default()
         };
         let started = pipeline_sync::unix_now();
-        let result: Result<SyncedExport, Failure> = async {
+        let work = async {
             let sync = ExportSync::new(&pipeline, query, &options)?;
             // With skip_suppressed the dry run leaves out what the run would: it reads the
             // suppression lists too.
@@ -233,8 +233,15 @@ pub(crate) async fn run(
             note_named_lists(&mut summary, &named);
             note_suppressions(&mut summary, suppression.as_ref());
             Ok(summary)
-        }
-        .await;
+        };
+        // Stopped by a signal, the export's work is dropped (its lock released, its
+        // partial files removed) and the interruption goes into its history.
+        let result: Result<SyncedExport, Failure> = tokio::select! {
+            result = work => result,
+            _ = interrupt::signalled() => {
+                Err(interrupt::failure(dry_run.is_none() && local.is_none()))
+            }
+        };
         // Every real run leaves a line in the export's history, failed ones too.
         if dry_run.is_none() {
             match options.state_of(&pipeline, &query.export) {

@@ -7,6 +7,7 @@ mod cluster;
 mod commands;
 mod exit;
 mod history;
+mod interrupt;
 mod local;
 mod output;
 mod progress;
@@ -225,31 +226,37 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     let format = output_format(&cli.command);
-    let resumable = matches!(cli.command, Command::Run { dry_run: None, .. });
+    // A run stops at its export's next step and records the interruption in the export's
+    // history; it is given a moment to. Anything else stops where it is.
+    let grace = match cli.command {
+        Command::Run { .. } => std::time::Duration::from_secs(5),
+        _ => std::time::Duration::ZERO,
+    };
+    let resumable = matches!(
+        cli.command,
+        Command::Run {
+            dry_run: None,
+            local_emulator: false,
+            ..
+        }
+    );
     let exit = runtime.block_on(async {
+        interrupt::listen();
+        let command = execute(cli.command);
+        tokio::pin!(command);
         tokio::select! {
-            exit = execute(cli.command) => Ok(exit),
-            signal = interruption() => Err(signal),
+            exit = &mut command => Some(exit),
+            _ = interrupt::signalled() => tokio::time::timeout(grace, command).await.ok(),
         }
     });
     match exit {
-        Ok(exit) => exit.into(),
-        Err((exit, signal)) => {
+        Some(exit) => exit.into(),
+        None => {
             // The command's future is gone: its lock released, its partial files removed.
             // Its tasks stop with the runtime; a blocking read may not, and is not waited
             // for long.
             runtime.shutdown_timeout(std::time::Duration::from_millis(500));
-            let then = if resumable {
-                ": what SendGrid accepted so far is in each export's journal, and the next \
-                 run finishes the export without sending it again"
-            } else {
-                ""
-            };
-            let failure = Failure {
-                exit,
-                message: format!("interrupted by {signal}{then}"),
-            };
-            fail(format, failure).into()
+            fail(format, interrupt::failure(resumable)).into()
         }
     }
 }
@@ -400,33 +407,6 @@ pub async fn execute(command: Command) -> Exit {
         } => {
             let result = check(&file, local_emulator).await;
             finish(output, result, |v| output::checks(v))
-        }
-    }
-}
-
-/// Waits for SIGINT (Ctrl-C) or SIGTERM (an orchestrator stopping a task): the exit it
-/// stands for and the signal's name.
-async fn interruption() -> (Exit, &'static str) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
-                _ = interrupt.recv() => (Exit::Interrupted, "SIGINT"),
-                _ = terminate.recv() => (Exit::Terminated, "SIGTERM"),
-            },
-            // Without handlers the signals end the process as they always do.
-            _ => std::future::pending().await,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => (Exit::Interrupted, "Ctrl-C"),
-            Err(_) => std::future::pending().await,
         }
     }
 }

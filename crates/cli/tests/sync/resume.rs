@@ -170,6 +170,12 @@ fn an_interrupted_run_says_so_and_the_next_run_finishes_it() {
             "",
             "{name}"
         );
+        // The export's history has the run, stopped.
+        let (_, history) = s.run_json(&["history", file]);
+        let runs = history["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 1, "{name}: {history}");
+        assert_eq!(runs[0]["outcome"], "interrupted", "{name}");
+        assert_eq!(runs[0]["exit_code"], code, "{name}");
         let journal = pipeline_sync::read_journal(&s.state_dir().join("journal.jsonl")).unwrap();
         assert!(!journal.is_empty(), "{name}: nothing journaled");
         let journaled: BTreeSet<String> = journal
