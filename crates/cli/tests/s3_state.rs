@@ -277,3 +277,56 @@ fn a_killed_run_is_resumed_from_another_machine_after_its_lease() {
     assert_eq!(listed, all);
     assert!(server.keys("lake", "state/daily/journal/").is_empty());
 }
+
+#[test]
+fn a_run_stopped_by_sigterm_frees_its_lease_for_the_next_worker_at_once() {
+    let Some(server) = S3Server::start(&["lake"], &[]) else {
+        return;
+    };
+    let s = Setup::new(100);
+    let data = rows(1000);
+    upload_profiles(&server, &data);
+    // A lease far longer than the test: only a release lets the next run in.
+    let text = yaml(&s, &server, 600);
+    s.emulator.script(Faults {
+        upserts: (0..20).map(|_| Fault::Delay { ms: 150 }).collect(),
+        ..Faults::default()
+    });
+    let first = machine(&text);
+    let mut child = spawn_in(first.path(), &server, &["run", "p.yaml"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.keys("lake", "state/daily/journal/").len() < 2 {
+        assert!(Instant::now() < deadline, "the run never got going");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was stopped"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: kill sends a signal to the child, which has not been waited for yet.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    assert!(!held(&server), "the stopped run released its lease");
+
+    let second = machine(&text);
+    let run = server.run(second.path(), &["run", "p.yaml", "--output", "json"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let all: BTreeSet<String> = data.iter().map(|r| r.email.clone()).collect();
+    let listed: BTreeSet<String> = s.list_names(LIST).into_keys().collect();
+    assert_eq!(listed, all);
+    let history = server.run(
+        second.path(),
+        &["history", "p.yaml", "--output", "json"],
+        &[],
+    );
+    let outcomes: Vec<String> = history.json()["exports"][0]["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["interrupted", "success"]);
+}
