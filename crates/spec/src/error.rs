@@ -72,27 +72,42 @@ impl Diagnostic {
             let line = line.trim();
             !line.is_empty() && !line.starts_with('#')
         };
-        if self
-            .message
-            .starts_with("deserializing from YAML containing more than one document")
-        {
-            self.message = "the file holds more than one YAML document (`---` starts each) and may hold only one: put each pipeline in a file of its own".into();
-            // The `---` that starts the second document.
+        // The line of the `---` that starts a second document.
+        let second = || {
             let mut seen_content = false;
             for (n, line) in text.lines().enumerate() {
                 if line == "---" || line.starts_with("--- ") {
                     if seen_content {
-                        self.location = Some(Location {
-                            line: n + 1,
-                            column: 1,
-                        });
-                        return;
+                        return Some(n + 1);
                     }
                     seen_content = true;
                 } else if content(line) {
                     seen_content = true;
                 }
             }
+            None
+        };
+        const ONE_ONLY: &str = "may hold only one: put each pipeline in a file of its own";
+        if self
+            .message
+            .starts_with("deserializing from YAML containing more than one document")
+        {
+            self.message = format!(
+                "the file holds more than one YAML document (`---` starts each) and {ONE_ONLY}"
+            );
+            if let Some(line) = second() {
+                self.location = Some(Location { line, column: 1 });
+            }
+        } else if self.path.is_empty()
+            && self.message.starts_with("missing field")
+            && let Some(line) = second()
+        {
+            // Only the first document is read, and it is not the whole pipeline.
+            self.message = format!(
+                "{} in the first YAML document: the file holds more than one (the `---` at line \
+                 {line} starts the second) and {ONE_ONLY}",
+                self.message
+            );
         } else if self.message == "missing field `version`" && !text.lines().any(content) {
             self.message = "the file is empty: it starts with `version: 1` (`pipeline schema` prints every setting)".into();
             self.location = None;

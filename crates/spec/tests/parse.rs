@@ -551,6 +551,12 @@ fn a_file_of_several_documents_or_of_none_says_so() {
     let marked = format!("---\n{GOOD}---\n{GOOD}");
     let line = problems(&marked)[0].location.as_ref().map(|l| l.line);
     assert_eq!(line, Some(GOOD.lines().count() + 2));
+    // A first document that is not a whole pipeline: the `---` is the likely cause.
+    let split = "version: 1\n---\nconnections: {}\nsources: {}\nexports: []\n";
+    assert_eq!(
+        problems(split)[0].message,
+        "missing field `sources` in the first YAML document: the file holds more than one (the `---` at line 2 starts the second) and may hold only one: put each pipeline in a file of its own"
+    );
     for empty in ["", "\n  \n", "# nothing yet\n"] {
         assert_eq!(
             problem_lines(empty),
