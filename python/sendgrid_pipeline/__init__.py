@@ -208,12 +208,20 @@ def _relay(stderr: Iterable[str], said: List[str]) -> None:
         log.log(level, "%s%s", message, f" ({context})" if context else "")
 
 
+#: One export's name, or several (``export=["daily", "weekly"]``); ``None`` for all.
+Exports = Union[str, List[str], None]
+
+
 def _flags(**flags: Any) -> List[str]:
     out: List[str] = []
     for name, value in flags.items():
         flag = "--" + name.replace("_", "-")
         if value is True:
             out.append(flag)
+        elif isinstance(value, (list, tuple)):
+            # Repeatable: `export=["a", "b"]` is `--export a --export b`.
+            for item in value:
+                out.extend([flag, str(item)])
         elif value not in (None, False):
             out.extend([flag, os.fspath(value) if isinstance(value, os.PathLike) else str(value)])
     return out
@@ -222,7 +230,7 @@ def _flags(**flags: Any) -> List[str]:
 def run(
     file: PathLike,
     *,
-    export: Optional[str] = None,
+    export: Exports = None,
     dry_run: Optional[PathLike] = None,
     local_emulator: bool = False,
     full_refresh: bool = False,
@@ -261,7 +269,7 @@ def run(
 def plan(
     file: PathLike,
     *,
-    export: Optional[str] = None,
+    export: Exports = None,
     rows: int = 10,
     show_emails: bool = False,
     suppressions: bool = False,
@@ -309,7 +317,7 @@ def validate(
 def history(
     file: PathLike,
     *,
-    export: Optional[str] = None,
+    export: Exports = None,
     last: int = 20,
     state_dir: Optional[PathLike] = None,
     connections: Optional[PathLike] = None,
@@ -325,7 +333,7 @@ def report(
     file: PathLike,
     *,
     out: PathLike = "report.html",
-    export: Optional[str] = None,
+    export: Exports = None,
     last: int = 100,
     state_dir: Optional[PathLike] = None,
     connections: Optional[PathLike] = None,

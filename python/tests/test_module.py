@@ -72,6 +72,14 @@ class WheelTest(unittest.TestCase):
         self.assertEqual(sp.validate(self.quickstart)["status"], "success")
         planned = sp.plan(self.quickstart, rows=3)
         self.assertEqual(planned["exports"][0]["contacts"], 13)
+        # One name or several; a name the file lacks is the binary's usage error.
+        for export in ("newsletter", ["newsletter"], ["newsletter", "newsletter"]):
+            planned = sp.plan(self.quickstart, export=export)
+            self.assertEqual([e["export"] for e in planned["exports"]], ["newsletter"])
+        with self.assertRaises(sp.PipelineError) as caught:
+            sp.plan(self.quickstart, export=["newsletter", "newsleter"])
+        self.assertIn("no export named `newsleter` (did you mean `newsletter`?)",
+                      caught.exception.message)
 
     def test_plan_shows_emails_only_when_asked(self):
         masked = sp.plan(self.quickstart, rows=2)["exports"][0]["sample"]

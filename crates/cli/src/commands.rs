@@ -14,7 +14,7 @@ use crate::{Exit, Failure, history, interrupt, local, open, output, remote};
 
 pub(crate) async fn validate(file: &Path) -> Result<output::Validation, Failure> {
     let (pipeline, engine) = open(file).await?;
-    engine.plan_exports(None).await?;
+    engine.plan_exports(&[]).await?;
     let key_notes = pipeline
         .file
         .connections
@@ -38,7 +38,7 @@ pub(crate) async fn validate(file: &Path) -> Result<output::Validation, Failure>
 async fn resolve_lists(
     pipeline: Pipeline,
     engine: Engine,
-    only: Option<&str>,
+    only: &[String],
     local: Option<&local::LocalEmulator>,
     mode: remote::Resolve,
 ) -> Result<(Pipeline, Engine, Vec<remote::NamedList>), Failure> {
@@ -88,7 +88,7 @@ fn note_suppressions(summary: &mut SyncedExport, stage: Option<&SuppressionStage
 
 pub(crate) async fn plan(
     file: &Path,
-    only: Option<&str>,
+    only: &[String],
     shown: Shown,
     options: &SyncOptions,
 ) -> Result<Vec<output::Plan>, Failure> {
@@ -158,7 +158,7 @@ pub(crate) fn folder_argument(flag: &str, dir: Option<&Path>) -> Result<(), Fail
 pub(crate) async fn run(
     file: &Path,
     dry_run: Option<&Path>,
-    only: Option<&str>,
+    only: &[String],
     rejects_dir: Option<PathBuf>,
     local_emulator: bool,
     mut options: SyncOptions,
@@ -275,7 +275,7 @@ pub(crate) async fn check(
     local_emulator: bool,
 ) -> Result<Vec<output::Verdict>, Failure> {
     let (pipeline, engine) = open(file).await?;
-    let queries = engine.plan_exports(None).await?;
+    let queries = engine.plan_exports(&[]).await?;
     let local = if local_emulator {
         Some(local::LocalEmulator::start(&pipeline, &queries).await?)
     } else {
@@ -292,7 +292,7 @@ pub(crate) async fn check(
         }
         let outcome = remote::resolve_named_lists(
             &mut resolved,
-            Some(&export.name),
+            std::slice::from_ref(&export.name),
             local.as_ref(),
             remote::Resolve::Preview,
         )

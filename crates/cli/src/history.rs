@@ -81,10 +81,10 @@ impl Outcome for History {
 pub(crate) async fn history(
     pipeline: &pipeline_spec::Pipeline,
     options: &pipeline_sync::SyncOptions,
-    only: Option<&str>,
+    only: &[String],
     last: usize,
 ) -> Result<History, Failure> {
-    if let Some(message) = only.and_then(|name| pipeline.no_such_export(name)) {
+    if let Some(message) = pipeline.no_such_exports(only) {
         return Err(Failure {
             exit: Exit::Config,
             message,
@@ -92,7 +92,7 @@ pub(crate) async fn history(
     }
     let mut exports = Vec::new();
     for export in &pipeline.file.exports {
-        if only.is_some_and(|o| o != export.name) {
+        if !pipeline_spec::is_selected(only, &export.name) {
             continue;
         }
         let state = options.state_of(pipeline, &export.name)?;
@@ -108,7 +108,7 @@ pub(crate) async fn history(
 pub(crate) async fn of_file(
     file: &std::path::Path,
     state_dir: Option<std::path::PathBuf>,
-    only: Option<&str>,
+    only: &[String],
     last: usize,
 ) -> Result<History, Failure> {
     crate::commands::folder_argument("--state-dir", state_dir.as_deref())?;

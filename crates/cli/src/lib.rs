@@ -69,9 +69,9 @@ pub enum Command {
         /// Write the exact SendGrid request bodies into DIR instead of sending them.
         #[arg(long, value_name = "DIR")]
         dry_run: Option<PathBuf>,
-        /// Run only this export.
+        /// Run only this export (repeatable: `--export a --export b`).
         #[arg(long, value_name = "NAME")]
-        export: Option<String>,
+        export: Vec<String>,
         /// Where rejects files go (default: the dry-run folder, else `rejects/` beside the file).
         #[arg(long, value_name = "DIR")]
         rejects_dir: Option<PathBuf>,
@@ -111,9 +111,9 @@ pub enum Command {
     /// Show what a run would do: counts per segment, rejects, the cap verdict, sample contacts.
     Plan {
         file: PathBuf,
-        /// Plan only this export.
+        /// Plan only this export (repeatable).
         #[arg(long, value_name = "NAME")]
-        export: Option<String>,
+        export: Vec<String>,
         /// How many sample contacts to show.
         #[arg(long, default_value_t = 10)]
         rows: usize,
@@ -134,9 +134,9 @@ pub enum Command {
     /// and what SendGrid made of it.
     History {
         file: PathBuf,
-        /// Only this export.
+        /// Only this export (repeatable).
         #[arg(long, value_name = "NAME")]
-        export: Option<String>,
+        export: Vec<String>,
         /// How many of the latest runs to show.
         #[arg(long, default_value_t = 20)]
         last: usize,
@@ -154,9 +154,9 @@ pub enum Command {
         /// The HTML file to write.
         #[arg(long, value_name = "FILE", default_value = "report.html")]
         out: PathBuf,
-        /// Only this export.
+        /// Only this export (repeatable).
         #[arg(long, value_name = "NAME")]
-        export: Option<String>,
+        export: Vec<String>,
         /// How many of the latest runs to chart.
         #[arg(long, default_value_t = 100)]
         last: usize,
@@ -332,7 +332,7 @@ pub async fn execute(command: Command) -> Exit {
             output,
             state_dir,
         } => {
-            let result = history::of_file(&file, state_dir, export.as_deref(), last).await;
+            let result = history::of_file(&file, state_dir, &export, last).await;
             finish(output, result, history::render)
         }
         Command::Report {
@@ -343,7 +343,7 @@ pub async fn execute(command: Command) -> Exit {
             output,
             state_dir,
         } => {
-            let result = history::of_file(&file, state_dir, export.as_deref(), last)
+            let result = history::of_file(&file, state_dir, &export, last)
                 .await
                 .and_then(|history| report::write(&file, &history, &out));
             finish(output, result, report::render_written)
@@ -370,7 +370,7 @@ pub async fn execute(command: Command) -> Exit {
                 show_emails,
                 suppressions,
             };
-            let result = plan(&file, export.as_deref(), shown, &options).await;
+            let result = plan(&file, &export, shown, &options).await;
             finish(output, result, |plans| output::plans(plans))
         }
         Command::Run {
@@ -392,7 +392,7 @@ pub async fn execute(command: Command) -> Exit {
             let result = run(
                 &file,
                 dry_run.as_deref(),
-                export.as_deref(),
+                &export,
                 rejects_dir,
                 local_emulator,
                 options,

@@ -284,14 +284,14 @@ pub enum Resolve {
 /// name two lists share is an error that lists their ids.
 pub async fn resolve_named_lists(
     pipeline: &mut Pipeline,
-    only: Option<&str>,
+    only: &[String],
     local: Option<&LocalEmulator>,
     mode: Resolve,
 ) -> Result<Vec<NamedList>, Failure> {
     let mut resolved = Vec::new();
     for i in 0..pipeline.file.exports.len() {
         let export = &pipeline.file.exports[i];
-        if export.lists.is_empty() || only.is_some_and(|o| o != export.name) {
+        if export.lists.is_empty() || !pipeline_spec::is_selected(only, &export.name) {
             continue;
         }
         let (name, connection) = (export.name.clone(), export.connection.clone());

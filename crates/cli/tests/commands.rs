@@ -314,3 +314,74 @@ fn the_bash_completion_script_completes_commands_and_flags() {
         refused.stderr
     );
 }
+
+#[test]
+fn export_repeats_to_run_several_exports_and_refuses_a_name_the_file_lacks() {
+    let dir = sample_dir();
+    let more = ["weekly", "monthly"]
+        .iter()
+        .map(|name| {
+            format!(
+                "\n  - name: {name}\n    connection: marketing\n    list_ids: [{LIST}]\n{EXPORT}"
+            )
+        })
+        .collect::<String>();
+    let file = write(
+        dir.path(),
+        &format!("{}{more}", pipeline_yaml(SEGMENTS, EXPORT)),
+    );
+    let run = pipeline(
+        dir.path(),
+        &[
+            "run",
+            file,
+            "--dry-run",
+            "out",
+            "--export",
+            "monthly",
+            "--export",
+            "newsletter",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut ran: Vec<String> = std::fs::read_dir(dir.path().join("out"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ran.sort();
+    assert_eq!(ran, ["monthly", "newsletter"]);
+
+    let run = pipeline(
+        dir.path(),
+        &[
+            "plan", file, "--export", "weekly", "--export", "monthy", "--output", "json",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "no export named `monthy` (did you mean `monthly`?); the file declares: newsletter, weekly, monthly"
+        ),
+        "{}",
+        run.stderr
+    );
+    let run = pipeline(
+        dir.path(),
+        &[
+            "plan", file, "--export", "weekly", "--export", "monthly", "--output", "json",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let planned: Vec<Value> = serde_json::from_str::<Value>(&run.stdout).unwrap()["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["export"].clone())
+        .collect();
+    assert_eq!(planned, [json!("weekly"), json!("monthly")]);
+}

@@ -156,15 +156,15 @@ impl Engine {
     }
 
     /// Plans every export (or only `only`), checking mapping types; lists every problem.
-    pub async fn plan_exports(&self, only: Option<&str>) -> Result<Vec<ExportQuery>, EngineError> {
+    pub async fn plan_exports(&self, only: &[String]) -> Result<Vec<ExportQuery>, EngineError> {
         let exports = &self.pipeline.file.exports;
-        if let Some(message) = only.and_then(|name| self.pipeline.no_such_export(name)) {
+        if let Some(message) = self.pipeline.no_such_exports(only) {
             return Err(EngineError::config(message));
         }
         let mut planned = Vec::new();
         let mut problems = Vec::new();
         for (i, export) in exports.iter().enumerate() {
-            if only.is_some_and(|n| n != export.name) {
+            if !pipeline_spec::is_selected(only, &export.name) {
                 continue;
             }
             match plan::plan_export(&self.ctx, i, export, &self.segment_schemas).await {

@@ -170,7 +170,7 @@ exports:
         let pipeline =
             pipeline_spec::parse(text, &dir.path().join("p.yaml"), &|_| Some("k".into())).unwrap();
         let engine = Engine::open(&pipeline).await.unwrap();
-        let query = engine.plan_exports(None).await.unwrap().remove(0);
+        let query = engine.plan_exports(&[]).await.unwrap().remove(0);
         let turns = Turns::plan(engine.context(), &query, false).await.unwrap();
         assert_eq!(turns.plans.len(), 2, "one plan per segment");
         let first = Arc::downgrade(&turns.plans[0]);

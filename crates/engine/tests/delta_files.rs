@@ -153,7 +153,7 @@ async fn sent(dir: &Path, source: &str, cluster: bool) -> Vec<String> {
 /// The contacts `export` sends, in order: each one's email, and its country when mapped.
 async fn sent_export(dir: &Path, source: &str, cluster: bool, export: (&str, &str)) -> Vec<String> {
     let engine = open_export(dir, source, cluster, export).await.unwrap();
-    let query = engine.plan_exports(None).await.unwrap().remove(0);
+    let query = engine.plan_exports(&[]).await.unwrap().remove(0);
     let mut sink = Capture::default();
     engine
         .run_export(&query, &mut sink, &RunOptions::default())

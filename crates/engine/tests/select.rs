@@ -209,7 +209,7 @@ fn contacts(batches: &[RecordBatch]) -> Vec<(String, String, f64)> {
 async fn run(dir: &Path, memory_limit_mib: u64, on_cap_exceeded: &str) -> (ExportSummary, Capture) {
     let pipeline = pipeline(dir, memory_limit_mib, on_cap_exceeded);
     let engine = Engine::open(&pipeline).await.unwrap();
-    let query = engine.plan_exports(None).await.unwrap().remove(0);
+    let query = engine.plan_exports(&[]).await.unwrap().remove(0);
     let mut sink = Capture::default();
     let options = RunOptions {
         rejects_dir: Some(dir.join("rejects")),
@@ -343,7 +343,7 @@ fn bytes_pipeline(dir: &Path, source_options: &str) -> pipeline_spec::Pipeline {
 async fn run_bytes(dir: &Path) -> (Result<ExportSummary, pipeline_engine::EngineError>, Capture) {
     let pipeline = bytes_pipeline(dir, ", binary_as_string: true");
     let engine = Engine::open(&pipeline).await.unwrap();
-    let query = engine.plan_exports(None).await.unwrap().remove(0);
+    let query = engine.plan_exports(&[]).await.unwrap().remove(0);
     let mut sink = Capture::default();
     let summary = engine
         .run_export(&query, &mut sink, &RunOptions::default())
@@ -398,7 +398,7 @@ async fn a_byte_email_column_names_the_option() {
     let dir = tempfile::tempdir().unwrap();
     write_bytes_table(&dir.path().join("t.parquet"), &BYTES_EMAILS);
     let engine = Engine::open(&bytes_pipeline(dir.path(), "")).await.unwrap();
-    let Err(e) = engine.plan_exports(None).await else {
+    let Err(e) = engine.plan_exports(&[]).await else {
         panic!("planned");
     };
     let message = e.to_string();

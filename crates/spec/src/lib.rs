@@ -109,6 +109,17 @@ impl Pipeline {
             names.join(", ")
         ))
     }
+
+    /// For the exports a command was given (`--export`, all when none): the first name
+    /// the file does not declare, said as [`Pipeline::no_such_export`] says it.
+    pub fn no_such_exports(&self, only: &[String]) -> Option<String> {
+        only.iter().find_map(|name| self.no_such_export(name))
+    }
+}
+
+/// Whether the export `name` is one of `only` (`--export`, repeatable; all when empty).
+pub fn is_selected(only: &[String], name: &str) -> bool {
+    only.is_empty() || only.iter().any(|o| o == name)
 }
 
 /// What to say of a folder given as the pipeline file: the YAML files in it.
