@@ -66,6 +66,11 @@ fn what_to_do(message: &str) -> &'static str {
     if message.contains("Can't cast value") && message.contains("to type Int64") {
         "; a number this large cannot be sent as a whole number: map `CAST(... AS DOUBLE)` to \
          send it as a number (exact up to 2^53), or `CAST(... AS VARCHAR)` into a Text field"
+    } else if message.contains("Encountered non UTF-8 data") {
+        "; a value of a byte column that its source reads as text (`binary_as_string: true`) \
+         is not UTF-8: convert the column to UTF-8 where the table is written (text kept in \
+         Latin-1 or another older encoding is the usual cause), or leave it out of the \
+         segment's columns and the mapping"
     } else {
         ""
     }

@@ -429,4 +429,8 @@ async fn binary_as_string_refuses_bytes_that_are_not_text() {
             && message.contains("Encountered non UTF-8 data"),
         "{message}"
     );
+    assert!(
+        message.ends_with("; a value of a byte column that its source reads as text (`binary_as_string: true`) is not UTF-8: convert the column to UTF-8 where the table is written (text kept in Latin-1 or another older encoding is the usual cause), or leave it out of the segment's columns and the mapping"),
+        "{message}"
+    );
 }
