@@ -160,6 +160,42 @@ fn an_export_reads_a_parquet_folder_and_a_glob_on_s3() {
     );
 }
 
+/// A proxy in the environment never sees the requests to a store on this machine: they
+/// would carry the profiles through it, or fail there.
+#[test]
+fn requests_to_a_store_on_this_machine_never_go_through_the_environments_proxy() {
+    let Some((server, s)) = lake_with_profiles(50) else {
+        return;
+    };
+    server.put(
+        "lake",
+        "members/part-0.parquet",
+        members_bytes(&[10, 20, 30]),
+    );
+    let file = write(s.dir.path(), &lake_yaml(&s, &server, "s3://lake/members/"));
+    // A "proxy" that takes connections and answers none.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", proxy.local_addr().unwrap());
+    let run = server.run(
+        s.dir.path(),
+        &["run", file],
+        &[
+            ("HTTP_PROXY", &url),
+            ("http_proxy", &url),
+            ("ALL_PROXY", &url),
+        ],
+    );
+    proxy.set_nonblocking(true).unwrap();
+    assert!(
+        proxy.accept().is_err(),
+        "a request went to the proxy: {}",
+        run.stderr
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let listed: BTreeSet<String> = s.list_names(LIST).into_keys().collect();
+    assert_eq!(listed, [10, 20, 30].map(email).into_iter().collect());
+}
+
 #[test]
 fn a_folder_of_hive_partitions_on_s3_reads_its_keys_as_columns() {
     let Some((server, s)) = lake_with_profiles(200) else {

@@ -10,7 +10,7 @@ use datafusion::prelude::SessionContext;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::{ClientConfigKey, ClientOptions, ObjectStore, RetryConfig};
 use pipeline_spec::{Cloud, Storage};
 
 pub use object_store::path::Path as StorePath;
@@ -64,6 +64,10 @@ pub fn open(cloud: Cloud, url: &url::Url, storage: &Storage) -> Result<Store, St
                 let key = AmazonS3ConfigKey::from_str(name).map_err(|e| e.to_string())?;
                 builder = builder.with_config(key, value.as_text());
             }
+            let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+            for (key, value) in proxy_bypass(endpoint.as_deref()) {
+                builder = builder.with_config(AmazonS3ConfigKey::Client(key), value);
+            }
             Arc::new(builder.build().map_err(|e| unusable(cloud, url, &e))?)
         }
         Cloud::Gcs => {
@@ -80,6 +84,10 @@ pub fn open(cloud: Cloud, url: &url::Url, storage: &Storage) -> Result<Store, St
                 };
                 let key = GoogleConfigKey::from_str(name).map_err(|e| e.to_string())?;
                 builder = builder.with_config(key, value.as_text());
+            }
+            let endpoint = builder.get_config_value(&GoogleConfigKey::BaseUrl);
+            for (key, value) in proxy_bypass(endpoint.as_deref()) {
+                builder = builder.with_config(GoogleConfigKey::Client(key), value);
             }
             Arc::new(builder.build().map_err(|e| unusable(cloud, url, &e))?)
         }
@@ -99,6 +107,14 @@ pub fn open(cloud: Cloud, url: &url::Url, storage: &Storage) -> Result<Store, St
                 let key = AzureConfigKey::from_str(name).map_err(|e| e.to_string())?;
                 builder = builder.with_config(key, value.as_text());
             }
+            // Azurite, the emulator `use_emulator` names, listens on this machine.
+            let endpoint = match builder.get_config_value(&AzureConfigKey::UseEmulator) {
+                Some(on) if on.eq_ignore_ascii_case("true") => Some("http://127.0.0.1".into()),
+                _ => builder.get_config_value(&AzureConfigKey::Endpoint),
+            };
+            for (key, value) in proxy_bypass(endpoint.as_deref()) {
+                builder = builder.with_config(AzureConfigKey::Client(key), value);
+            }
             Arc::new(builder.build().map_err(|e| unusable(cloud, url, &e))?)
         }
     };
@@ -107,6 +123,47 @@ pub fn open(cloud: Cloud, url: &url::Url, storage: &Storage) -> Result<Store, St
         root: root_of(url),
         inner,
     })
+}
+
+/// A store on this machine (MinIO, Azurite, moto) is never reached through the
+/// environment's proxy (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`), which would carry the
+/// requests, and the data in them, off the machine, or fail them. The settings that say
+/// so: the proxy named here, which stops the client reading the environment, with the
+/// endpoint's host among the hosts it skips (and `NO_PROXY`'s). None for another
+/// endpoint, or when the environment names no proxy.
+fn proxy_bypass(endpoint: Option<&str>) -> Vec<(ClientConfigKey, String)> {
+    let Some(url) = endpoint.and_then(|e| url::Url::parse(e).ok()) else {
+        return Vec::new();
+    };
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") => d.to_owned(),
+        Some(url::Host::Ipv4(ip)) if ip.is_loopback() => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) if ip.is_loopback() => ip.to_string(),
+        _ => return Vec::new(),
+    };
+    let var = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+    };
+    // The proxy the environment gives this endpoint's scheme; other hosts the client may
+    // call (a cloud's token service) go through it too, unless NO_PROXY names them.
+    let proxy = if url.scheme() == "https" {
+        var(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"])
+    } else {
+        var(&["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"])
+    };
+    let Some(proxy) = proxy else {
+        return Vec::new();
+    };
+    let excludes = match var(&["NO_PROXY", "no_proxy"]) {
+        Some(listed) => format!("{listed},{host}"),
+        None => host,
+    };
+    vec![
+        (ClientConfigKey::ProxyUrl, proxy),
+        (ClientConfigKey::ProxyExcludes, excludes),
+    ]
 }
 
 /// A store the settings and environment do not describe fully.
