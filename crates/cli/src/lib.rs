@@ -138,7 +138,7 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         export: Vec<String>,
         /// How many of the latest runs to show.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = at_least_one)]
         last: usize,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
@@ -158,7 +158,7 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         export: Vec<String>,
         /// How many of the latest runs to chart.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = at_least_one)]
         last: usize,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
@@ -408,6 +408,15 @@ pub async fn execute(command: Command) -> Exit {
             let result = check(&file, local_emulator).await;
             finish(output, result, |v| output::checks(v))
         }
+    }
+}
+
+/// A count of runs: 1 or more (`--last 0` would show every export with no runs).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("give 1 or more".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("give a whole number, 1 or more".into()),
     }
 }
 
