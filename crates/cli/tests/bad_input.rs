@@ -532,6 +532,14 @@ fn a_history_from_a_state_folder_that_is_not_there_is_refused() {
         "{}",
         run.stdout
     );
+    // No runs asked for: a slip, not a request.
+    for command in ["history", "report"] {
+        let run = pipeline(dir.path(), &[command, file, "--last", "0"], &[]);
+        assert_config_error(
+            &run,
+            &["error: invalid value '0' for '--last <LAST>': give 1 or more"],
+        );
+    }
 }
 
 #[test]
