@@ -58,6 +58,36 @@ fn spawn_in(dir: &Path, server: &S3Server, args: &[&str]) -> std::process::Child
     cmd.spawn().unwrap()
 }
 
+/// A run of `data` with slow uploads and a lease of `lease` seconds, started on a machine
+/// of its own and under way: `accepted` bodies are on record in the store. The pipeline
+/// text, the machine and the running process.
+fn slow_run_under_way(
+    s: &Setup,
+    server: &S3Server,
+    data: &[Row],
+    lease: u64,
+    accepted: usize,
+) -> (String, tempfile::TempDir, std::process::Child) {
+    upload_profiles(server, data);
+    let text = yaml(s, server, lease);
+    s.emulator.script(Faults {
+        upserts: (0..20).map(|_| Fault::Delay { ms: 150 }).collect(),
+        ..Faults::default()
+    });
+    let first = machine(&text);
+    let mut child = spawn_in(first.path(), server, &["run", "p.yaml"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.keys("lake", "state/daily/journal/").len() < accepted {
+        assert!(Instant::now() < deadline, "the run never got going");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was stopped"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (text, first, child)
+}
+
 /// The lock object's holder note, while a run holds it.
 fn held(server: &S3Server) -> bool {
     server
@@ -209,24 +239,8 @@ fn a_killed_run_is_resumed_from_another_machine_after_its_lease() {
     };
     let s = Setup::new(100);
     let data = rows(1000);
-    upload_profiles(&server, &data);
-    let text = yaml(&s, &server, 5);
-    s.emulator.script(Faults {
-        upserts: (0..20).map(|_| Fault::Delay { ms: 150 }).collect(),
-        ..Faults::default()
-    });
-    let first = machine(&text);
-    let mut child = spawn_in(first.path(), &server, &["run", "p.yaml"]);
     // Killed once four accepted bodies are on record in the store.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while server.keys("lake", "state/daily/journal/").len() < 4 {
-        assert!(Instant::now() < deadline, "the run never got going");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (text, _first, mut child) = slow_run_under_way(&s, &server, &data, 5, 4);
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(held(&server), "a killed run leaves its lease behind");
@@ -285,24 +299,8 @@ fn a_run_stopped_by_sigterm_frees_its_lease_for_the_next_worker_at_once() {
     };
     let s = Setup::new(100);
     let data = rows(1000);
-    upload_profiles(&server, &data);
     // A lease far longer than the test: only a release lets the next run in.
-    let text = yaml(&s, &server, 600);
-    s.emulator.script(Faults {
-        upserts: (0..20).map(|_| Fault::Delay { ms: 150 }).collect(),
-        ..Faults::default()
-    });
-    let first = machine(&text);
-    let mut child = spawn_in(first.path(), &server, &["run", "p.yaml"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while server.keys("lake", "state/daily/journal/").len() < 2 {
-        assert!(Instant::now() < deadline, "the run never got going");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it was stopped"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (text, _first, mut child) = slow_run_under_way(&s, &server, &data, 600, 2);
     // SAFETY: kill sends a signal to the child, which has not been waited for yet.
     assert_eq!(
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
