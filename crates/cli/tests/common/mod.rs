@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod account;
+pub mod azure;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
