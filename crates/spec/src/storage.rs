@@ -52,7 +52,12 @@ impl Cloud {
                 "virtual_hosted_style",
                 "skip_signature",
             ],
-            Self::Gcs => &["endpoint", "application_credentials", "skip_signature"],
+            Self::Gcs => &[
+                "endpoint",
+                "allow_http",
+                "application_credentials",
+                "skip_signature",
+            ],
             Self::Azure => &[
                 "account",
                 "endpoint",
@@ -349,6 +354,21 @@ mod tests {
             ]),
         );
         assert!(loopback.is_empty(), "{loopback:?}");
+        // Every cloud takes it: a fake GCS server, Azurite.
+        for url in ["gs://b/p/", "az://c/p/"] {
+            let mut settings = storage(&[
+                ("allow_http", StorageValue::Switch(true)),
+                (
+                    "endpoint",
+                    StorageValue::Text("http://127.0.0.1:4443".into()),
+                ),
+            ]);
+            if url.starts_with("az") {
+                settings.insert("account".into(), StorageValue::Text("dev".into()));
+            }
+            let problems = check_storage(url, &settings);
+            assert!(problems.is_empty(), "{url}: {problems:?}");
+        }
         let endpoint = |url: &str| {
             check_storage(
                 "s3://b/p/",
