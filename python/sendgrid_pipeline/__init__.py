@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "EXIT_CODES",
     "RETRYABLE",
+    "STOP_GRACE_SECS",
     "PipelineError",
     "binary",
     "check",
