@@ -160,18 +160,7 @@ impl Azurite {
 
     /// The blob names in `container` under `prefix`, sorted.
     pub fn names(&self, container: &str, prefix: &str) -> Vec<String> {
-        use futures::TryStreamExt;
-        let store = self.container(container);
-        let prefix = StorePath::from(prefix);
-        let mut names: Vec<String> = self
-            .rt
-            .block_on(store.list(Some(&prefix)).try_collect::<Vec<_>>())
-            .unwrap()
-            .into_iter()
-            .map(|m| m.location.to_string())
-            .collect();
-        names.sort();
-        names
+        super::names_under(&self.rt, self.container(container).as_ref(), prefix)
     }
 }
 

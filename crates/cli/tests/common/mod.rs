@@ -31,6 +31,24 @@ pub fn python(needs: &str) -> Option<std::ffi::OsString> {
     }
 }
 
+/// The object names in `store` under `prefix`, sorted.
+pub fn names_under(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn object_store::ObjectStore,
+    prefix: &str,
+) -> Vec<String> {
+    use futures::TryStreamExt;
+    let prefix = object_store::path::Path::from(prefix);
+    let mut names: Vec<String> = rt
+        .block_on(store.list(Some(&prefix)).try_collect::<Vec<_>>())
+        .unwrap()
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

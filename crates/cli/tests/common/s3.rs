@@ -118,18 +118,7 @@ impl S3Server {
 
     /// The keys in `bucket` under `prefix`, sorted.
     pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        use futures::TryStreamExt;
-        let store = self.bucket(bucket);
-        let prefix = StorePath::from(prefix);
-        let mut keys: Vec<String> = self
-            .rt
-            .block_on(store.list(Some(&prefix)).try_collect::<Vec<_>>())
-            .unwrap()
-            .into_iter()
-            .map(|m| m.location.to_string())
-            .collect();
-        keys.sort();
-        keys
+        super::names_under(&self.rt, self.bucket(bucket).as_ref(), prefix)
     }
 
     pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
