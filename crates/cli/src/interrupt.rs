@@ -29,7 +29,7 @@ pub(crate) fn listen() {
 pub(crate) async fn signalled() -> (Exit, &'static str) {
     let mut seen = heard().subscribe();
     match seen.wait_for(Option::is_some).await {
-        Ok(signal) => signal.expect("waited for one"),
+        Ok(signal) => signal.unwrap_or((Exit::Interrupted, "SIGINT")),
         // The sender lives in a static: it is never dropped.
         Err(_) => std::future::pending().await,
     }
