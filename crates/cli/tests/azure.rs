@@ -14,28 +14,18 @@ use common::account::*;
 use common::azure::Azurite;
 use common::*;
 
-/// Profile rows as the bytes of a Parquet file.
-fn profiles_bytes(rows: &[Row]) -> Vec<u8> {
-    let scratch = tempfile::tempdir().unwrap();
-    write_profiles(scratch.path(), rows);
-    std::fs::read(scratch.path().join("data/profiles.parquet")).unwrap()
-}
-
 fn upload(server: &Azurite, data: &[Row]) {
     let (first, second) = data.split_at(data.len() / 2);
-    server.put("lake", "profiles/part-00000.parquet", profiles_bytes(first));
+    server.put(
+        "lake",
+        "profiles/part-00000.parquet",
+        profiles_parquet(first),
+    );
     server.put(
         "lake",
         "profiles/part-00001.parquet",
-        profiles_bytes(second),
+        profiles_parquet(second),
     );
-}
-
-/// A fresh folder holding only the pipeline file: another "machine".
-fn machine(text: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), text);
-    dir
 }
 
 #[test]
@@ -81,11 +71,7 @@ fn an_export_reads_its_profiles_from_azure_and_keeps_its_state_there() {
 
     // Three changes; the next run starts in another folder with nothing but the file, and
     // takes over the lock the first released.
-    let mut changed = BTreeSet::new();
-    for r in data.iter_mut().filter(|r| r.id % 100 == 7) {
-        r.first_name = format!("Renamed{}", r.id);
-        changed.insert(r.email.clone());
-    }
+    let changed = rename_every_hundredth(&mut data);
     upload(&server, &data);
     let second = machine(&text);
     let before = s.log_len();

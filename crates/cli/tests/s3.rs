@@ -23,12 +23,6 @@ fn parquet_bytes(columns: Vec<(&str, ArrayRef)>) -> Vec<u8> {
     out
 }
 
-/// Profile rows as the bytes of a Parquet file (the columns `write_profiles` writes).
-fn profiles_bytes(dir: &std::path::Path, rows: &[Row]) -> Vec<u8> {
-    write_profiles(dir, rows);
-    std::fs::read(dir.join("data/profiles.parquet")).unwrap()
-}
-
 fn members_bytes(ids: &[i64]) -> Vec<u8> {
     parquet_bytes(vec![
         (
@@ -47,11 +41,10 @@ fn members_bytes(ids: &[i64]) -> Vec<u8> {
 fn lake_with_profiles(n: i64) -> Option<(S3Server, Setup)> {
     let server = S3Server::start(&["lake"], &[])?;
     let s = Setup::new(10);
-    let scratch = tempfile::tempdir().unwrap();
     server.put(
         "lake",
         "profiles/part-0.parquet",
-        profiles_bytes(scratch.path(), &rows(n)),
+        profiles_parquet(&rows(n)),
     );
     Some((server, s))
 }
@@ -95,18 +88,17 @@ fn an_export_reads_a_parquet_folder_and_a_glob_on_s3() {
         return;
     };
     let s = Setup::new(10);
-    let scratch = tempfile::tempdir().unwrap();
     let data = rows(600);
     // The profiles: a folder of two parts with the markers Spark leaves beside them.
     server.put(
         "lake",
         "profiles/part-00000.parquet",
-        profiles_bytes(scratch.path(), &data[..300]),
+        profiles_parquet(&data[..300]),
     );
     server.put(
         "lake",
         "profiles/part-00001.parquet",
-        profiles_bytes(scratch.path(), &data[300..]),
+        profiles_parquet(&data[300..]),
     );
     server.put("lake", "profiles/_SUCCESS", Vec::new());
     server.put("lake", "profiles/.part-00000.parquet.crc", b"crc".to_vec());

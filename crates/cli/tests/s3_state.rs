@@ -27,20 +27,7 @@ fn yaml(s: &Setup, server: &S3Server, lease: u64) -> String {
 }
 
 fn upload_profiles(server: &S3Server, rows: &[Row]) {
-    let scratch = tempfile::tempdir().unwrap();
-    write_profiles(scratch.path(), rows);
-    server.put(
-        "lake",
-        "profiles/part-0.parquet",
-        std::fs::read(scratch.path().join("data/profiles.parquet")).unwrap(),
-    );
-}
-
-/// A fresh folder holding only the pipeline file: another "machine".
-fn machine(text: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), text);
-    dir
+    server.put("lake", "profiles/part-0.parquet", profiles_parquet(rows));
 }
 
 fn spawn_in(dir: &Path, server: &S3Server, args: &[&str]) -> std::process::Child {
@@ -131,11 +118,7 @@ fn state_on_s3_makes_a_rerun_on_another_machine_incremental() {
     );
 
     // 1% changes; the next run starts in another folder with nothing but the file.
-    let mut changed = BTreeSet::new();
-    for r in data.iter_mut().filter(|r| r.id % 100 == 7) {
-        r.first_name = format!("Renamed{}", r.id);
-        changed.insert(email(r.id));
-    }
+    let changed = rename_every_hundredth(&mut data);
     upload_profiles(&server, &data);
     let second = machine(&text);
     let before = s.log_len();

@@ -1,7 +1,7 @@
 //! An emulated account and a folder of profile rows: the setting of the sync and
 //! live-behaviour tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -115,6 +115,24 @@ exports:
     contacts_per_request: 50
 {export_lines}"
     )
+}
+
+/// Profile rows as the bytes of a Parquet file (the columns [`write_profiles`] writes),
+/// for an object store.
+pub fn profiles_parquet(rows: &[Row]) -> Vec<u8> {
+    let scratch = tempfile::tempdir().unwrap();
+    write_profiles(scratch.path(), rows);
+    std::fs::read(scratch.path().join("data/profiles.parquet")).unwrap()
+}
+
+/// Renames every hundredth profile (the ids ending in 07): a 1% change. Their emails.
+pub fn rename_every_hundredth(data: &mut [Row]) -> BTreeSet<String> {
+    let mut changed = BTreeSet::new();
+    for r in data.iter_mut().filter(|r| r.id % 100 == 7) {
+        r.first_name = format!("Renamed{}", r.id);
+        changed.insert(r.email.clone());
+    }
+    changed
 }
 
 pub fn write_profiles(dir: &Path, rows: &[Row]) {

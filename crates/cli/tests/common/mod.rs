@@ -31,6 +31,13 @@ pub fn python(needs: &str) -> Option<std::ffi::OsString> {
     }
 }
 
+/// A fresh folder holding only the pipeline file `text` (as `p.yaml`): another "machine".
+pub fn machine(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), text);
+    dir
+}
+
 /// The object names in `store` under `prefix`, sorted.
 pub fn names_under(
     rt: &tokio::runtime::Runtime,
