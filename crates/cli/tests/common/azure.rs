@@ -9,9 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
+use object_store::ObjectStore;
 use object_store::azure::MicrosoftAzureBuilder;
-use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 /// The account every Azurite serves, and its published key.
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -131,11 +130,7 @@ impl Azurite {
     /// Runs `pipeline` in `dir` with this server's key, the test account's SendGrid key
     /// and `extra`.
     pub fn run(&self, dir: &std::path::Path, args: &[&str], extra: &[(&str, &str)]) -> super::Run {
-        let env = self.env();
-        let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        all.push(("SENDGRID_API_KEY", super::account::KEY));
-        all.extend_from_slice(extra);
-        super::pipeline(dir, args, &all)
+        super::run_against_store(&self.env(), dir, args, extra)
     }
 
     fn container(&self, container: &str) -> Arc<dyn ObjectStore> {
@@ -152,10 +147,7 @@ impl Azurite {
     }
 
     pub fn put(&self, container: &str, name: &str, bytes: Vec<u8>) {
-        let store = self.container(container);
-        self.rt
-            .block_on(store.put(&StorePath::from(name), PutPayload::from(bytes)))
-            .unwrap();
+        super::put_object(&self.rt, self.container(container).as_ref(), name, bytes);
     }
 
     /// The blob names in `container` under `prefix`, sorted.

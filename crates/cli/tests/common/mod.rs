@@ -38,6 +38,35 @@ pub fn machine(text: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Runs `pipeline` in `dir` with an object store's environment `store_env` (its
+/// credentials), the test account's key and `extra`.
+pub fn run_against_store(
+    store_env: &[(&'static str, String)],
+    dir: &Path,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> Run {
+    let mut all: Vec<(&str, &str)> = store_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.push(("SENDGRID_API_KEY", account::KEY));
+    all.extend_from_slice(extra);
+    pipeline(dir, args, &all)
+}
+
+/// Writes `bytes` as the object `name` in `store`.
+pub fn put_object(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn object_store::ObjectStore,
+    name: &str,
+    bytes: Vec<u8>,
+) {
+    use object_store::ObjectStoreExt;
+    rt.block_on(store.put(
+        &object_store::path::Path::from(name),
+        object_store::PutPayload::from(bytes),
+    ))
+    .unwrap();
+}
+
 /// The object names in `store` under `prefix`, sorted.
 pub fn names_under(
     rt: &tokio::runtime::Runtime,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::repo;
 
@@ -74,11 +74,7 @@ impl S3Server {
     /// Runs `pipeline` in `dir` with this server's credentials, the test account's key
     /// and `extra`.
     pub fn run(&self, dir: &Path, args: &[&str], extra: &[(&str, &str)]) -> super::Run {
-        let env = self.env();
-        let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        all.push(("SENDGRID_API_KEY", super::account::KEY));
-        all.extend_from_slice(extra);
-        super::pipeline(dir, args, &all)
+        super::run_against_store(&self.env(), dir, args, extra)
     }
 
     pub fn bucket(&self, bucket: &str) -> Arc<dyn ObjectStore> {
@@ -96,10 +92,7 @@ impl S3Server {
     }
 
     pub fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
-        let store = self.bucket(bucket);
-        self.rt
-            .block_on(store.put(&StorePath::from(key), PutPayload::from(bytes)))
-            .unwrap();
+        super::put_object(&self.rt, self.bucket(bucket).as_ref(), key, bytes);
     }
 
     /// Uploads every file under `dir` to `bucket` under `prefix`.
