@@ -48,9 +48,9 @@ async fn resolve_lists(
     // The SQL, mappings and orderings are checked before SendGrid is asked anything: a
     // mistake in the file is said first, and no list is created for a run it stops.
     engine.plan_exports(only).await?;
-    let mut pipeline = pipeline;
+    let (mut pipeline, mut engine) = (pipeline, engine);
     let named = remote::resolve_named_lists(&mut pipeline, only, local, mode).await?;
-    let engine = Engine::open_with(&pipeline, crate::cluster::client()).await?;
+    engine.take_list_ids(&pipeline);
     Ok((pipeline, engine, named))
 }
 

@@ -155,6 +155,17 @@ impl Engine {
         &self.pipeline
     }
 
+    /// Takes each export's `list_ids` from `resolved`: the file this engine was opened
+    /// with, its lists named by name resolved to ids through SendGrid. The sources and
+    /// segments stay registered as they are, so their footers are not read again.
+    pub fn take_list_ids(&mut self, resolved: &Pipeline) {
+        for export in &mut self.pipeline.file.exports {
+            if let Some(theirs) = resolved.export(&export.name) {
+                export.list_ids.clone_from(&theirs.list_ids);
+            }
+        }
+    }
+
     /// Plans every export (or only `only`), checking mapping types; lists every problem.
     pub async fn plan_exports(&self, only: &[String]) -> Result<Vec<ExportQuery>, EngineError> {
         let exports = &self.pipeline.file.exports;
