@@ -175,10 +175,8 @@ fn an_expired_errors_file_leaves_its_jobs_contacts_unsynced_for_the_next_run() {
         .collect();
     assert_eq!(job_contacts.len() as u64, size);
 
-    let before = s.log_len();
-    let (run, again) = s.run_json(&["run", file]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let resent: BTreeSet<String> = s.upserted_since(before).into_iter().collect();
+    let (sent, again) = s.run_sending(&["run", file], 0);
+    let resent: BTreeSet<String> = sent.into_iter().collect();
     assert_eq!(
         resent, job_contacts,
         "the unverified job's contacts, and only them"
@@ -285,10 +283,8 @@ fn a_contact_refused_for_good_is_remembered_and_not_resent_until_it_changes() {
     assert_eq!(first["rejected_by_reason"]["sendgrid_rejected"], 1);
 
     // Unchanged: nothing is sent, and the summary says why.
-    let before = s.log_len();
-    let (run, again) = s.run_json(&["run", file]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(s.upserted_since(before).is_empty());
+    let (sent, again) = s.run_sending(&["run", file], 0);
+    assert!(sent.is_empty());
     assert_eq!(again["sync"]["still_refused"], 2);
     assert_eq!(again["sync"]["unchanged"], 28);
     let text = s.run(&["plan", file]);
@@ -303,10 +299,8 @@ fn a_contact_refused_for_good_is_remembered_and_not_resent_until_it_changes() {
     // A changed one is sent again; the other stays remembered.
     data[3].first_name = "Fixed".into();
     write_profiles(s.dir.path(), &data);
-    let before = s.log_len();
-    let (run, changed) = s.run_json(&["run", file]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(s.upserted_since(before), [email(4)]);
+    let (sent, changed) = s.run_sending(&["run", file], 0);
+    assert_eq!(sent, [email(4)]);
     assert_eq!(changed["sync"]["still_refused"], 1);
     assert!(s.emulator.list_emails(LIST).contains(&email(4)));
 

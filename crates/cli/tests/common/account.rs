@@ -255,6 +255,15 @@ impl Setup {
         self.emulator.requests().len()
     }
 
+    /// Runs `pipeline` with `args` and `--output json`, which must exit with `code`;
+    /// returns the emails the run upserted, in order, and its first export's summary.
+    pub fn run_sending(&self, args: &[&str], code: i32) -> (Vec<String>, Value) {
+        let before = self.log_len();
+        let (run, export) = self.run_json(args);
+        assert_eq!(run.code, code, "{}", run.stderr);
+        (self.upserted_since(before), export)
+    }
+
     /// A list's contacts by email with their first name.
     pub fn list_names(&self, list: &str) -> BTreeMap<String, String> {
         let state = self.emulator.inspect();

@@ -79,10 +79,8 @@ fn an_unchanged_rerun_sends_nothing_and_a_one_percent_change_sends_only_those() 
         "{}",
         dry.stdout
     );
-    let before = s.log_len();
-    let (run, third) = s.run_json(&["run", file]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let sent: BTreeSet<String> = s.upserted_since(before).into_iter().collect();
+    let (sent, third) = s.run_sending(&["run", file], 0);
+    let sent: BTreeSet<String> = sent.into_iter().collect();
     assert_eq!(sent, changed);
     assert_eq!(
         (
@@ -216,11 +214,9 @@ fn plan_shows_the_changes_and_mirror_mode_removes_leavers_without_deleting_conta
     assert_eq!(searches, 1);
 
     // The leavers are forgotten: the next run has nothing to do.
-    let before = s.log_len();
-    let (run, again) = s.run_json(&["run", file]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (sent, again) = s.run_sending(&["run", file], 0);
     assert_eq!(again["sync"]["leavers"], 0);
-    assert!(s.upserted_since(before).is_empty());
+    assert!(sent.is_empty());
 }
 
 #[test]
@@ -281,10 +277,8 @@ fn a_contact_too_large_for_any_request_is_rejected_and_remembered_not_sent() {
     );
 
     // Unchanged, it is not tried again; the others are unchanged too.
-    let before = s.log_len();
-    let (run, again) = s.run_json(&["run", file]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(s.upserted_since(before).is_empty());
+    let (sent, again) = s.run_sending(&["run", file], 0);
+    assert!(sent.is_empty());
     assert_eq!(again["sync"]["still_refused"], 1);
 }
 
@@ -351,9 +345,7 @@ fn a_run_that_would_add_more_new_contacts_than_allowed_sends_nothing() {
     }
     data.extend((101..=260).map(row));
     write_profiles(s.dir.path(), &data);
-    let before = s.log_len();
-    let (run, over) = s.run_json(&["run", file]);
-    assert_eq!(run.code, 8, "{}", run.stderr);
+    let (sent, over) = s.run_sending(&["run", file], 8);
     assert_eq!(
         (
             over["sync"]["new"].as_u64(),
@@ -361,7 +353,7 @@ fn a_run_that_would_add_more_new_contacts_than_allowed_sends_nothing() {
         ),
         (Some(160), Some(10))
     );
-    assert!(s.upserted_since(before).is_empty());
+    assert!(sent.is_empty());
 
     let check = s.run(&["check", file]);
     assert!(
@@ -423,10 +415,8 @@ fn suppressed_contacts_are_counted_by_plan_and_left_out_with_skip_suppressed() {
     assert_eq!(s.emulator.list_emails(LIST).len(), 17);
 
     // Unchanged: nothing is sent, the suppressed ones still counted and left out.
-    let before = s.log_len();
-    let (run, again) = s.run_json(&["run", file]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(s.upserted_since(before).is_empty());
+    let (sent, again) = s.run_sending(&["run", file], 0);
+    assert!(sent.is_empty());
     assert_eq!(again["sync"]["unchanged"], 17);
 }
 
