@@ -81,3 +81,46 @@ fn an_export_reads_its_profiles_from_azure_and_keeps_its_state_there() {
     assert_eq!(sent, changed);
     assert_eq!(run.json()["exports"][0]["sync"]["unchanged"], 297);
 }
+
+/// `use_emulator: true` reaches Azurite where object_store looks for it
+/// (`AZURITE_BLOB_STORAGE_URL`, here by the name `localhost`), and never through the
+/// environment's proxy.
+#[test]
+fn the_emulator_shortcut_reaches_azurite_where_it_listens_past_the_environments_proxy() {
+    let Some(server) = Azurite::start(&["lake"]) else {
+        return;
+    };
+    let s = Setup::new(10);
+    let data = rows(40);
+    upload(&server, &data);
+    let text = s.pipeline_text(
+        "",
+        "{ format: parquet, path: \"az://lake/profiles/\", storage: { use_emulator: true } }",
+        &format!("    list_ids: [{LIST}]\n    mapping:\n      email: email\n"),
+    );
+    let dir = machine(&text);
+    // A "proxy" that takes connections and answers none.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", proxy.local_addr().unwrap());
+    let emulator = format!("http://localhost:{}", server.port);
+    let run = server.run(
+        dir.path(),
+        &["run", "p.yaml"],
+        &[
+            ("AZURITE_BLOB_STORAGE_URL", &emulator),
+            ("HTTP_PROXY", &url),
+            ("http_proxy", &url),
+            ("ALL_PROXY", &url),
+        ],
+    );
+    proxy.set_nonblocking(true).unwrap();
+    assert!(
+        proxy.accept().is_err(),
+        "a request went to the proxy: {}",
+        run.stderr
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let all: BTreeSet<String> = data.iter().map(|r| r.email.clone()).collect();
+    let listed: BTreeSet<String> = s.list_names(LIST).into_keys().collect();
+    assert_eq!(listed, all);
+}

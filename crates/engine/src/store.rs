@@ -107,9 +107,13 @@ pub fn open(cloud: Cloud, url: &url::Url, storage: &Storage) -> Result<Store, St
                 let key = AzureConfigKey::from_str(name).map_err(|e| e.to_string())?;
                 builder = builder.with_config(key, value.as_text());
             }
-            // Azurite, the emulator `use_emulator` names, listens on this machine.
+            // Azurite, the emulator `use_emulator` names, listens where the client looks
+            // for it: `AZURITE_BLOB_STORAGE_URL`, else on this machine.
             let endpoint = match builder.get_config_value(&AzureConfigKey::UseEmulator) {
-                Some(on) if on.eq_ignore_ascii_case("true") => Some("http://127.0.0.1".into()),
+                Some(on) if on.eq_ignore_ascii_case("true") => Some(
+                    std::env::var("AZURITE_BLOB_STORAGE_URL")
+                        .unwrap_or_else(|_| "http://127.0.0.1:10000".into()),
+                ),
                 _ => builder.get_config_value(&AzureConfigKey::Endpoint),
             };
             for (key, value) in proxy_bypass(endpoint.as_deref()) {
