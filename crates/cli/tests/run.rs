@@ -504,6 +504,72 @@ exports:
     );
 }
 
+/// A 32-bit float is sent as the number the table shows (1.1), not as the double nearest
+/// its binary value (1.100000023841858).
+#[test]
+fn a_narrow_float_is_sent_as_the_table_shows_it() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Float32Array, StringArray};
+    use arrow::record_batch::RecordBatch;
+
+    let dir = tempfile::tempdir().unwrap();
+    let emails = [
+        "a@example.com",
+        "b@example.com",
+        "c@example.com",
+        "d@example.com",
+    ];
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("email", Arc::new(StringArray::from(emails.to_vec()))),
+        (
+            "score",
+            Arc::new(Float32Array::from(vec![1.1, -0.3, f32::NAN, f32::INFINITY])),
+        ),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let file = std::fs::File::create(dir.path().join("data/scores.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let yaml = format!(
+        "version: 1
+{}sources:
+  scores: {{ format: parquet, path: data/scores.parquet }}
+segments:
+  everyone: SELECT * FROM scores
+exports:
+  - name: scores
+    connection: marketing
+    list_ids: [{LIST}]
+    segments: [everyone]
+    mapping:
+      email: email
+      first_name: score
+      custom_fields: {{ score: score, tenfold: score * 10 }}
+    order_by: email
+",
+        connections_yaml(None)
+    );
+    let file = write(dir.path(), &yaml);
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let sent: Vec<Value> = contacts(&dir.path().join("out/scores"))
+        .into_iter()
+        .map(|c| json!([c["first_name"], c["custom_fields"]]))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            json!(["1.1", {"score": 1.1, "tenfold": 11}]),
+            json!(["-0.3", {"score": -0.3, "tenfold": -3}]),
+            json!(["NaN", null]),
+            json!(["inf", null]),
+        ]
+    );
+}
+
 /// Writes one Parquet file of `emails` (and a `score` per row) at `dir/relative`.
 fn write_emails(dir: &std::path::Path, relative: &str, emails: &[&str]) {
     use std::sync::Arc;

@@ -398,6 +398,12 @@ fn explain_expression_error(
     message: &str,
 ) -> String {
     let is_name = !written.is_empty() && written.chars().all(|c| c.is_alphanumeric() || c == '_');
+    // `first name` for a column `First Name`: a name, in the wrong case, not SQL.
+    let is_name = is_name
+        || schema
+            .fields()
+            .iter()
+            .any(|f| f.name().eq_ignore_ascii_case(written));
     if message.starts_with("is an aggregate") {
         format!("`{written}` {message}")
     } else if is_name {
@@ -418,11 +424,19 @@ fn explain_expression_error(
     }
 }
 
-/// A dictionary-encoded value (as pandas and Polars write categoricals) read as its
-/// values: the expression cast to the value type, and that type.
+/// A mapped expression as its field's value is computed from, and the type that decides
+/// its shape: a dictionary-encoded value (as pandas and Polars write categoricals) is read
+/// as its values, a narrow float through its text.
 fn decoded(expr: String, data_type: DataType) -> (String, DataType) {
     match data_type {
         DataType::Dictionary(_, value) => (format!("arrow_cast({expr}, '{value}')"), *value),
+        // A narrower float sent as a double would show its binary expansion (1.1 as
+        // 1.100000023841858); through its own shortest text it is the number the table
+        // shows. Its type stays the column's, for messages.
+        DataType::Float16 | DataType::Float32 => (
+            format!("CAST(CAST({expr} AS VARCHAR) AS DOUBLE)"),
+            data_type,
+        ),
         other => (expr, other),
     }
 }
@@ -750,6 +764,20 @@ mod tests {
                 "column `firstname` is not in segment `vip` (did you mean `first_name`?); its columns are: {}, and 11 more",
                 first_forty.join(", ")
             )
+        );
+    }
+
+    #[test]
+    fn a_column_name_with_a_space_in_another_case_is_said_to_be_a_name() {
+        let schema: SchemaRef = std::sync::Arc::new(Schema::new(vec![
+            Field::new("Email", DataType::Utf8, true),
+            Field::new("First Name", DataType::Utf8, true),
+        ]));
+        let said = explain_expression_error("first name", "vip", &schema, "Expected: …");
+        assert_eq!(
+            said,
+            "column `first name` is not in segment `vip` (did you mean `First Name`?); its \
+             columns are: Email, First Name"
         );
     }
 }

@@ -309,9 +309,26 @@ pub(crate) fn clean_sql_error(message: &str) -> String {
         }
     }
     // sqlparser's `at Line: 1, Column: 46`, said as the rest of the message is.
-    m.trim_end_matches("\")")
+    let m = m
+        .trim_end_matches("\")")
         .replace(" at Line: ", " at line ")
-        .replace(", Column: ", ", column ")
+        .replace(", Column: ", ", column ");
+    case_advice(&m).unwrap_or(m)
+}
+
+/// DataFusion's advice for a name that is a column's but for its case points to a session
+/// setting the pipeline file does not have: says what to write instead.
+fn case_advice(message: &str) -> Option<String> {
+    const ADVICE: &str =
+        "\nColumn names are case sensitive. You can use double quotes to refer to the ";
+    const SETTING: &str =
+        " column or disable the datafusion.sql_parser.enable_ident_normalization configuration.";
+    let (before, rest) = message.split_once(ADVICE)?;
+    let (column, after) = rest.split_once(SETTING)?;
+    Some(format!(
+        "{before}\nSQL reads a name without double quotes in lower case: write {column}, \
+         double quotes included.{after}"
+    ))
 }
 
 #[cfg(test)]
@@ -357,6 +374,24 @@ mod tests {
         assert_eq!(
             check_query_only("SELECT * FROM t WHERE city = 'Val d'Or'").unwrap_err(),
             "SQL syntax error: Unterminated string literal at line 1, column 39"
+        );
+    }
+
+    #[test]
+    fn a_column_named_in_another_case_gets_advice_the_file_can_follow() {
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let columns = Schema::new(vec![
+            Field::new("Email", DataType::Utf8, true),
+            Field::new("LTV", DataType::Float64, true),
+        ]);
+        let schema = DFSchema::try_from_qualified_schema("profiles", &columns).unwrap();
+        let error = schema.field_with_unqualified_name("ltv").unwrap_err();
+        assert_eq!(
+            clean_sql_error(&error.to_string()),
+            "No field named ltv. Did you mean 'profiles.\"LTV\"'?\n\
+             SQL reads a name without double quotes in lower case: write profiles.\"LTV\", \
+             double quotes included.\n\
+             Valid fields are profiles.\"Email\", profiles.\"LTV\"."
         );
     }
 }
