@@ -99,26 +99,12 @@ fn the_emulator_shortcut_reaches_azurite_where_it_listens_past_the_environments_
         &format!("    list_ids: [{LIST}]\n    mapping:\n      email: email\n"),
     );
     let dir = machine(&text);
-    // A "proxy" that takes connections and answers none.
-    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", proxy.local_addr().unwrap());
     let emulator = format!("http://localhost:{}", server.port);
-    let run = server.run(
-        dir.path(),
-        &["run", "p.yaml"],
-        &[
-            ("AZURITE_BLOB_STORAGE_URL", &emulator),
-            ("HTTP_PROXY", &url),
-            ("http_proxy", &url),
-            ("ALL_PROXY", &url),
-        ],
-    );
-    proxy.set_nonblocking(true).unwrap();
-    assert!(
-        proxy.accept().is_err(),
-        "a request went to the proxy: {}",
-        run.stderr
-    );
+    let run = behind_a_silent_proxy(|proxy| {
+        let mut env = vec![("AZURITE_BLOB_STORAGE_URL", emulator.as_str())];
+        env.extend_from_slice(proxy);
+        server.run(dir.path(), &["run", "p.yaml"], &env)
+    });
     assert_eq!(run.code, 0, "{}", run.stderr);
     let all: BTreeSet<String> = data.iter().map(|r| r.email.clone()).collect();
     let listed: BTreeSet<String> = s.list_names(LIST).into_keys().collect();

@@ -428,9 +428,7 @@ fn dates_of_every_year_and_unit_are_sent_and_unusable_floats_left_out() {
 
     use arrow::array::{ArrayRef, Date32Array, Float64Array, StringArray};
     use arrow::array::{TimestampMicrosecondArray, TimestampMillisecondArray};
-    use arrow::record_batch::RecordBatch;
 
-    let dir = tempfile::tempdir().unwrap();
     let never = [-62_135_596_800_000_000, 253_402_214_400_000_000, 0];
     let columns: Vec<(&str, ArrayRef)> = vec![
         (
@@ -460,37 +458,14 @@ fn dates_of_every_year_and_unit_are_sent_and_unusable_floats_left_out() {
             Arc::new(Float64Array::from(vec![f64::NAN, f64::INFINITY, -0.5])),
         ),
     ];
-    let batch = RecordBatch::try_from_iter(columns).unwrap();
-    std::fs::create_dir(dir.path().join("data")).unwrap();
-    let file = std::fs::File::create(dir.path().join("data/dates.parquet")).unwrap();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
-    let yaml = format!(
-        "version: 1
-{}sources:
-  dates: {{ format: parquet, path: data/dates.parquet }}
-segments:
-  everyone: SELECT * FROM dates
-exports:
-  - name: dates
-    connection: marketing
-    list_ids: [{LIST}]
-    segments: [everyone]
-    mapping:
-      email: email
-      custom_fields: {{ day: day, seen: seen, signed: signed, score: score }}
-    order_by: day
-",
-        connections_yaml(None)
-    );
-    let file = write(dir.path(), &yaml);
-    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let fields: Vec<Value> = contacts(&dir.path().join("out/dates"))
-        .into_iter()
-        .map(|c| c["custom_fields"].clone())
-        .collect();
+    let fields: Vec<Value> = dry_run_of_columns(
+        columns,
+        "email: email\n      custom_fields: { day: day, seen: seen, signed: signed, score: score }",
+        "day",
+    )
+    .into_iter()
+    .map(|c| c["custom_fields"].clone())
+    .collect();
     assert_eq!(
         fields,
         [
@@ -511,9 +486,7 @@ fn a_narrow_float_is_sent_as_the_table_shows_it() {
     use std::sync::Arc;
 
     use arrow::array::{ArrayRef, Float32Array, StringArray};
-    use arrow::record_batch::RecordBatch;
 
-    let dir = tempfile::tempdir().unwrap();
     let emails = [
         "a@example.com",
         "b@example.com",
@@ -527,38 +500,14 @@ fn a_narrow_float_is_sent_as_the_table_shows_it() {
             Arc::new(Float32Array::from(vec![1.1, -0.3, f32::NAN, f32::INFINITY])),
         ),
     ];
-    let batch = RecordBatch::try_from_iter(columns).unwrap();
-    std::fs::create_dir(dir.path().join("data")).unwrap();
-    let file = std::fs::File::create(dir.path().join("data/scores.parquet")).unwrap();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
-    let yaml = format!(
-        "version: 1
-{}sources:
-  scores: {{ format: parquet, path: data/scores.parquet }}
-segments:
-  everyone: SELECT * FROM scores
-exports:
-  - name: scores
-    connection: marketing
-    list_ids: [{LIST}]
-    segments: [everyone]
-    mapping:
-      email: email
-      first_name: score
-      custom_fields: {{ score: score, tenfold: score * 10 }}
-    order_by: email
-",
-        connections_yaml(None)
-    );
-    let file = write(dir.path(), &yaml);
-    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let sent: Vec<Value> = contacts(&dir.path().join("out/scores"))
-        .into_iter()
-        .map(|c| json!([c["first_name"], c["custom_fields"]]))
-        .collect();
+    let sent: Vec<Value> = dry_run_of_columns(
+        columns,
+        "email: email\n      first_name: score\n      custom_fields: { score: score, tenfold: score * 10 }",
+        "email",
+    )
+    .into_iter()
+    .map(|c| json!([c["first_name"], c["custom_fields"]]))
+    .collect();
     assert_eq!(
         sent,
         [
@@ -568,6 +517,43 @@ exports:
             json!(["inf", null]),
         ]
     );
+}
+
+/// The contacts of a dry run of one export of every row of a table of `columns`, its
+/// `mapping` lines (indented under `mapping:`) and `order_by`.
+fn dry_run_of_columns(
+    columns: Vec<(&str, arrow::array::ArrayRef)>,
+    mapping: &str,
+    order_by: &str,
+) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = arrow::record_batch::RecordBatch::try_from_iter(columns).unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let file = std::fs::File::create(dir.path().join("data/profiles.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let yaml = format!(
+        "version: 1
+{}sources:
+  profiles: {{ format: parquet, path: data/profiles.parquet }}
+segments:
+  everyone: SELECT * FROM profiles
+exports:
+  - name: everyone
+    connection: marketing
+    list_ids: [{LIST}]
+    segments: [everyone]
+    mapping:
+      {mapping}
+    order_by: {order_by}
+",
+        connections_yaml(None)
+    );
+    let file = write(dir.path(), &yaml);
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    contacts(&dir.path().join("out/everyone"))
 }
 
 /// Writes one Parquet file of `emails` (and a `score` per row) at `dir/relative`.

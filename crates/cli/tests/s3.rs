@@ -165,24 +165,7 @@ fn requests_to_a_store_on_this_machine_never_go_through_the_environments_proxy()
         members_bytes(&[10, 20, 30]),
     );
     let file = write(s.dir.path(), &lake_yaml(&s, &server, "s3://lake/members/"));
-    // A "proxy" that takes connections and answers none.
-    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", proxy.local_addr().unwrap());
-    let run = server.run(
-        s.dir.path(),
-        &["run", file],
-        &[
-            ("HTTP_PROXY", &url),
-            ("http_proxy", &url),
-            ("ALL_PROXY", &url),
-        ],
-    );
-    proxy.set_nonblocking(true).unwrap();
-    assert!(
-        proxy.accept().is_err(),
-        "a request went to the proxy: {}",
-        run.stderr
-    );
+    let run = behind_a_silent_proxy(|proxy| server.run(s.dir.path(), &["run", file], proxy));
     assert_eq!(run.code, 0, "{}", run.stderr);
     let listed: BTreeSet<String> = s.list_names(LIST).into_keys().collect();
     assert_eq!(listed, [10, 20, 30].map(email).into_iter().collect());

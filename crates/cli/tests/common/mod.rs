@@ -52,6 +52,25 @@ pub fn run_against_store(
     pipeline(dir, args, &all)
 }
 
+/// Runs `run` with an environment whose proxy (`HTTP_PROXY`, `http_proxy`, `ALL_PROXY`)
+/// takes connections and answers none, and checks that nothing connected to it.
+pub fn behind_a_silent_proxy(run: impl FnOnce(&[(&str, &str)]) -> Run) -> Run {
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", proxy.local_addr().unwrap());
+    let done = run(&[
+        ("HTTP_PROXY", &url),
+        ("http_proxy", &url),
+        ("ALL_PROXY", &url),
+    ]);
+    proxy.set_nonblocking(true).unwrap();
+    assert!(
+        proxy.accept().is_err(),
+        "a request went to the proxy: {}",
+        done.stderr
+    );
+    done
+}
+
 /// Writes `bytes` as the object `name` in `store`.
 pub fn put_object(
     rt: &tokio::runtime::Runtime,
