@@ -50,6 +50,9 @@ pub(crate) async fn record(state: &StateDir, started: i64, result: &Result<Synce
             record.outcome = failure.exit.status().to_owned();
             record.exit_code = failure.exit.code();
             record.error = Some(crate::redact_message(&failure.message));
+            // Stopped before its summary (interrupted, or failed while sending): what
+            // SendGrid accepted from it is in the journal, for the next run to finish.
+            (record.sent, record.job_ids) = state.accepted_by_this_run();
         }
     }
     if let Err(e) = state.append_history(&record).await {

@@ -298,6 +298,7 @@ mod tests {
             list_ids: vec!["l1".into()],
             contacts: vec![("c@x.io".into(), crate::FieldHash(30))],
             identifiers: vec![],
+            run: String::new(),
         }];
         Known::new(&snapshot, &in_flight)
     }

@@ -99,6 +99,7 @@ mod tests {
                 .map(|e| ((*e).to_owned(), FieldHash(7)))
                 .collect(),
             identifiers: vec![],
+            run: String::new(),
         }
     }
 

@@ -27,6 +27,35 @@ pub struct JournalBatch {
     /// [`IdentifierSet::bits`]. Journals written before it was kept have none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identifiers: Vec<u8>,
+    /// The process whose run SendGrid accepted the body from ([`run_token`]). Journals
+    /// written before it was kept have none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run: String,
+}
+
+/// This process's mark on the journal lines it writes: its id and the time it first
+/// wrote one. One process runs an export at most once, so the mark tells its bodies from
+/// those an earlier, interrupted run left.
+pub fn run_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{}-{nanos}", std::process::id())
+    })
+}
+
+/// What this process's run got SendGrid to accept for the export whose journal is at
+/// `path`: the contacts in its bodies and their import jobs. Read for a run that stopped
+/// before its summary (interrupted, or failed while sending).
+pub fn accepted_by_this_run(path: &Path) -> (u64, Vec<String>) {
+    let batches = read_journal(path).unwrap_or_default();
+    let mine = batches.iter().filter(|b| b.run == run_token());
+    let contacts = mine.clone().map(|b| b.contacts.len() as u64).sum();
+    let mut jobs: Vec<String> = mine.map(|b| b.job_id.clone()).collect();
+    jobs.dedup();
+    (contacts, jobs)
 }
 
 impl JournalBatch {
@@ -125,6 +154,7 @@ struct Line<'a> {
     list_ids: &'a [String],
     contacts: Vec<(&'a str, FieldHash)>,
     identifiers: Vec<u8>,
+    run: &'a str,
 }
 
 impl JournalWriter {
@@ -150,6 +180,7 @@ impl UploadJournal for JournalWriter {
                 list_ids,
                 contacts: contacts.iter().map(|(e, h, _)| (e, FieldHash(h))).collect(),
                 identifiers: contacts.identifiers().iter().map(|i| i.bits()).collect(),
+                run: run_token(),
             };
             let mut bytes = serde_json::to_vec(&line)?;
             bytes.push(b'\n');
@@ -230,6 +261,7 @@ mod tests {
             list_ids: vec![],
             contacts: vec![("a@x.io".into(), FieldHash(7))],
             identifiers: vec![0b101],
+            run: "1-2".into(),
         };
         rewrite_journal(&path, std::slice::from_ref(&batch)).unwrap();
         assert_eq!(read_journal(&path).unwrap(), [batch]);

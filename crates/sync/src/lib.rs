@@ -265,6 +265,16 @@ impl StateDir {
         }
     }
 
+    /// The contacts and import jobs of the bodies SendGrid accepted from this process's
+    /// run that the journal holds: for a run that stopped before its summary. Nothing for
+    /// a state in a store, whose journal this process reads only while it runs.
+    pub fn accepted_by_this_run(&self) -> (u64, Vec<String>) {
+        if self.is_in_store() {
+            return (0, Vec::new());
+        }
+        journal::accepted_by_this_run(&self.journal())
+    }
+
     /// A writer appending accepted bodies to the journal, each durable (on disk, and in
     /// the store) before the upload goes on.
     pub fn journal_writer(&self) -> Result<JournalWriter, StateError> {

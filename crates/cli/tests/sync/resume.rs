@@ -166,7 +166,7 @@ fn an_interrupted_run_says_so_and_the_next_run_finishes_it() {
             "",
             "{name}"
         );
-        // The export's history has the run, stopped.
+        // The export's history has the run, stopped,
         let (_, history) = s.run_json(&["history", file]);
         let runs = history["runs"].as_array().unwrap();
         assert_eq!(runs.len(), 1, "{name}: {history}");
@@ -178,6 +178,14 @@ fn an_interrupted_run_says_so_and_the_next_run_finishes_it() {
             .iter()
             .flat_map(|b| b.contacts.iter().map(|(e, _)| e.clone()))
             .collect();
+        // with what SendGrid accepted before it stopped.
+        let jobs: Vec<&str> = journal.iter().map(|b| b.job_id.as_str()).collect();
+        assert_eq!(runs[0]["sent"], journaled.len(), "{name}: {history}");
+        assert_eq!(
+            runs[0]["job_ids"],
+            serde_json::json!(jobs),
+            "{name}: {history}"
+        );
 
         let before = s.log_len();
         let (run, rerun) = s.run_json(&["run", file]);
