@@ -138,6 +138,10 @@ impl Diagnostic {
         let Some(at) = self.location.as_mut() else {
             return;
         };
+        if let Some((line, column)) = second_flow_key(text, at, &key) {
+            (at.line, at.column) = (line, column);
+            return;
+        }
         let indent = at.column.saturating_sub(1);
         let mut seen = 0;
         for (n, line) in text.lines().enumerate().skip(at.line.saturating_sub(1)) {
@@ -159,6 +163,74 @@ impl Diagnostic {
             }
         }
     }
+}
+
+/// Where the second `key:` of the flow mapping (`{ a: 1, a: 2 }`, over one line or more)
+/// that starts at `at` is written, as a line and column (from 1); none when no flow
+/// mapping starts there.
+fn second_flow_key(text: &str, at: &Location, key: &str) -> Option<(usize, usize)> {
+    let first = at.line.checked_sub(1)?;
+    let mut chars = text.lines().enumerate().skip(first).flat_map(|(n, line)| {
+        let skip = if n == first {
+            at.column.saturating_sub(1)
+        } else {
+            0
+        };
+        (line.chars().chain(['\n']).enumerate().skip(skip)).map(move |(c, ch)| (n + 1, c + 1, ch))
+    });
+    if chars.next().map(|(_, _, ch)| ch) != Some('{') {
+        return None;
+    }
+    let (mut depth, mut quote, mut seen) = (1usize, None, 0);
+    // The key being read at depth 1 (after `{` or `,`, before `:`), and where it starts.
+    let mut reading: Option<(String, Option<(usize, usize)>)> = Some((String::new(), None));
+    for (line, column, ch) in chars {
+        if let Some(open) = quote {
+            if ch == open {
+                quote = None;
+            }
+            if let Some((written, _)) = reading.as_mut() {
+                written.push(ch);
+            }
+            continue;
+        }
+        match ch {
+            '{' | '[' => depth += 1,
+            '}' | ']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return None;
+                }
+            }
+            ',' if depth == 1 => reading = Some((String::new(), None)),
+            ':' if depth == 1 => {
+                if let Some((written, Some(start))) = reading.take() {
+                    let written = written.trim().trim_matches(|c| c == '"' || c == '\'');
+                    if written == key {
+                        seen += 1;
+                        if seen == 2 {
+                            return Some(start);
+                        }
+                    }
+                }
+            }
+            _ if depth == 1 => {
+                if let Some((written, start)) = reading.as_mut() {
+                    if !ch.is_whitespace() && start.is_none() {
+                        *start = Some((line, column));
+                    }
+                    if start.is_some() {
+                        written.push(ch);
+                    }
+                    if ch == '"' || ch == '\'' {
+                        quote = Some(ch);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// serde's `expected u64` or `expected struct Source` in the words of the file: a whole

@@ -517,6 +517,24 @@ fn a_setting_given_twice_is_placed_where_it_is_given_again() {
             "      first_name: initcap(first_name)".to_owned()
         )
     );
+    // In a flow mapping, over two lines: the second key, where it is written.
+    let flow = GOOD.replace(
+        "    mapping:\n      email: email\n      first_name: first_name\n",
+        "    mapping: { email: email, first_name: 'a:b', 'first_name': x,\n      first_name: y,\n",
+    )
+    .replace(
+        "      custom_fields: { lifetime_value: lifetime_value }\n",
+        "      custom_fields: { lifetime_value: lifetime_value } }\n",
+    );
+    let d = problems(&flow);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(
+        d[0].message,
+        "`first_name` is given twice: give it once (the second would silently replace the first)"
+    );
+    let at = d[0].location.as_ref().expect("placed");
+    let line = flow.lines().nth(at.line - 1).unwrap_or_default();
+    assert_eq!(&line[at.column - 1..], "'first_name': x,");
     let top = format!("{GOOD}segments:\n  lapsed: SELECT * FROM profiles\n");
     assert_eq!(
         said(&top),
