@@ -182,6 +182,8 @@ fn second_flow_key(text: &str, at: &Location, key: &str) -> Option<(usize, usize
         return None;
     }
     let (mut depth, mut quote, mut seen) = (1usize, None, 0);
+    // At the start of a scalar, where a quote opens a quoted one (`O'Brien` is plain).
+    let mut fresh = true;
     // The key being read at depth 1 (after `{` or `,`, before `:`), and where it starts.
     let mut reading: Option<(String, Option<(usize, usize)>)> = Some((String::new(), None));
     for (line, column, ch) in chars {
@@ -189,21 +191,32 @@ fn second_flow_key(text: &str, at: &Location, key: &str) -> Option<(usize, usize
             if ch == open {
                 quote = None;
             }
-            if let Some((written, _)) = reading.as_mut() {
+            if let Some((written, _)) = reading.as_mut().filter(|_| depth == 1) {
                 written.push(ch);
             }
             continue;
         }
+        let starts = fresh && !ch.is_whitespace();
+        fresh &= ch.is_whitespace();
         match ch {
-            '{' | '[' => depth += 1,
+            '{' | '[' => {
+                depth += 1;
+                fresh = true;
+            }
             '}' | ']' => {
                 depth -= 1;
                 if depth == 0 {
                     return None;
                 }
             }
-            ',' if depth == 1 => reading = Some((String::new(), None)),
+            ',' => {
+                if depth == 1 {
+                    reading = Some((String::new(), None));
+                }
+                fresh = true;
+            }
             ':' if depth == 1 => {
+                fresh = true;
                 if let Some((written, Some(start))) = reading.take() {
                     let written = written.trim().trim_matches(|c| c == '"' || c == '\'');
                     if written == key {
@@ -214,20 +227,19 @@ fn second_flow_key(text: &str, at: &Location, key: &str) -> Option<(usize, usize
                     }
                 }
             }
-            _ if depth == 1 => {
-                if let Some((written, start)) = reading.as_mut() {
+            _ => {
+                if starts && (ch == '"' || ch == '\'') {
+                    quote = Some(ch);
+                }
+                if let Some((written, start)) = reading.as_mut().filter(|_| depth == 1) {
                     if !ch.is_whitespace() && start.is_none() {
                         *start = Some((line, column));
                     }
                     if start.is_some() {
                         written.push(ch);
                     }
-                    if ch == '"' || ch == '\'' {
-                        quote = Some(ch);
-                    }
                 }
             }
-            _ => {}
         }
     }
     None

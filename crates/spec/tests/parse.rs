@@ -520,7 +520,7 @@ fn a_setting_given_twice_is_placed_where_it_is_given_again() {
     // In a flow mapping, over two lines: the second key, where it is written.
     let flow = GOOD.replace(
         "    mapping:\n      email: email\n      first_name: first_name\n",
-        "    mapping: { email: email, first_name: 'a:b', 'first_name': x,\n      first_name: y,\n",
+        "    mapping: { email: email, first_name: 'a, first_name: b', 'first_name': x,\n      first_name: y,\n",
     )
     .replace(
         "      custom_fields: { lifetime_value: lifetime_value }\n",
