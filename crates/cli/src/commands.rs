@@ -34,10 +34,10 @@ pub(crate) async fn validate(file: &Path) -> Result<output::Validation, Failure>
 }
 
 /// The pipeline and its engine with the exports' named lists resolved to ids: the engine
-/// is opened again when any were, so that every part sees the same ids.
+/// takes the ids too, so that every part sees the same ones.
 async fn resolve_lists(
-    pipeline: Pipeline,
-    engine: Engine,
+    mut pipeline: Pipeline,
+    mut engine: Engine,
     only: &[String],
     local: Option<&local::LocalEmulator>,
     mode: remote::Resolve,
@@ -48,7 +48,6 @@ async fn resolve_lists(
     // The SQL, mappings and orderings are checked before SendGrid is asked anything: a
     // mistake in the file is said first, and no list is created for a run it stops.
     engine.plan_exports(only).await?;
-    let (mut pipeline, mut engine) = (pipeline, engine);
     let named = remote::resolve_named_lists(&mut pipeline, only, local, mode).await?;
     engine.take_list_ids(&pipeline);
     Ok((pipeline, engine, named))
