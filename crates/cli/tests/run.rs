@@ -480,12 +480,12 @@ fn dates_of_every_year_and_unit_are_sent_and_unusable_floats_left_out() {
 }
 
 /// A 32-bit float is sent as the number the table shows (1.1), not as the double nearest
-/// its binary value (1.100000023841858).
+/// its binary value (1.100000023841858); its NaN and infinities are not sent.
 #[test]
 fn a_narrow_float_is_sent_as_the_table_shows_it() {
     use std::sync::Arc;
 
-    use arrow::array::{ArrayRef, Float32Array, StringArray};
+    use arrow::array::{ArrayRef, Float32Array, Float64Array, StringArray};
 
     let emails = [
         "a@example.com",
@@ -499,22 +499,73 @@ fn a_narrow_float_is_sent_as_the_table_shows_it() {
             "score",
             Arc::new(Float32Array::from(vec![1.1, -0.3, f32::NAN, f32::INFINITY])),
         ),
+        (
+            "ratio",
+            Arc::new(Float64Array::from(vec![
+                f64::NEG_INFINITY,
+                0.25,
+                2.0,
+                f64::NAN,
+            ])),
+        ),
     ];
     let sent: Vec<Value> = dry_run_of_columns(
         columns,
-        "email: email\n      first_name: score\n      custom_fields: { score: score, tenfold: score * 10 }",
+        "email: email\n      first_name: score\n      external_id: score\n      last_name: ratio\n      custom_fields: { score: score, tenfold: score * 10 }",
         "email",
     )
     .into_iter()
-    .map(|c| json!([c["first_name"], c["custom_fields"]]))
+    .map(|c| json!([c["first_name"], c["external_id"], c["last_name"], c["custom_fields"]]))
+    .collect();
+    // NaN and infinities are no value, as text as well as numbers: never `NaN` or `inf`.
+    assert_eq!(
+        sent,
+        [
+            json!(["1.1", "1.1", null, {"score": 1.1, "tenfold": 11}]),
+            json!(["-0.3", "-0.3", "0.25", {"score": -0.3, "tenfold": -3}]),
+            json!([null, null, "2.0", null]),
+            json!([null, null, null, null]),
+        ]
+    );
+}
+
+/// A date past 9999-12-31 or before 0001-01-01, which ISO 8601 writes only with a sign, is
+/// not sent (SendGrid keeps what it has); the contact and its other fields are.
+#[test]
+fn a_date_outside_years_1_to_9999_is_not_sent() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Date32Array, StringArray, TimestampMillisecondArray};
+
+    let emails = ["a@example.com", "b@example.com", "c@example.com"];
+    // 9999-12-31, 10000-01-01 and 0000-12-31 as days; the same instants as milliseconds.
+    let days: Vec<i32> = vec![2_932_896, 2_932_897, -719_163];
+    let millis: Vec<i64> = days.iter().map(|&d| i64::from(d) * 86_400_000).collect();
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("email", Arc::new(StringArray::from(emails.to_vec()))),
+        ("born", Arc::new(Date32Array::from(days))),
+        (
+            "seen",
+            Arc::new(TimestampMillisecondArray::from(millis).with_timezone("UTC")),
+        ),
+    ];
+    let sent: Vec<Value> = dry_run_of_columns(
+        columns,
+        "email: email\n      custom_fields: { born: born, seen: seen }",
+        "email",
+    )
+    .into_iter()
+    .map(|c| json!([c["email"], c["custom_fields"]]))
     .collect();
     assert_eq!(
         sent,
         [
-            json!(["1.1", {"score": 1.1, "tenfold": 11}]),
-            json!(["-0.3", {"score": -0.3, "tenfold": -3}]),
-            json!(["NaN", null]),
-            json!(["inf", null]),
+            json!([
+                "a@example.com",
+                {"born": "9999-12-31T00:00:00Z", "seen": "9999-12-31T00:00:00+00:00"}
+            ]),
+            json!(["b@example.com", null]),
+            json!(["c@example.com", null]),
         ]
     );
 }

@@ -205,9 +205,14 @@ pub(crate) async fn plan_export(
                         ));
                     }
                     Ok(shape) => {
+                        let text = matches!(shape, Shape::Text | Shape::Identifier);
+                        exprs.push(if text && data_type.is_floating() {
+                            finite(&expr)
+                        } else {
+                            expr
+                        });
                         let first = shapes[i].get_or_insert((shape, segment.clone(), data_type));
                         first.0 = first.0.joined(shape).expect("checked");
-                        exprs.push(expr);
                     }
                     Err(message) => problems.push(format!(
                         "{}: in segment `{segment}`, `{}` is {data_type}; {message}{}",
@@ -439,6 +444,13 @@ fn decoded(expr: String, data_type: DataType) -> (String, DataType) {
         ),
         other => (expr, other),
     }
+}
+
+/// A float's value, null where it is NaN or infinite: as text it would be `NaN` or `inf`
+/// (the encoder omits such numbers from number fields the same way). `v - v` is NaN for
+/// exactly those and 0 for every other number.
+fn finite(expr: &str) -> String {
+    format!("CASE WHEN isnan({expr} - {expr}) THEN NULL ELSE {expr} END")
 }
 
 /// What to do when a mapped value (`written`) is of a type no field takes: bytes are most

@@ -198,7 +198,7 @@ impl ScalarUDFImpl for ContactRule {
 }
 
 /// The [`Function::Date`] values, written by Arrow's formatter as `to_char` writes them,
-/// for every unit and year.
+/// for every unit and every year from 0001 to 9999; null outside them.
 fn sendgrid_dates(input: &ArrayRef) -> Result<arrow::array::StringArray> {
     use arrow::util::display::{ArrayFormatter, FormatOptions};
     let format = match input.data_type() {
@@ -214,12 +214,20 @@ fn sendgrid_dates(input: &ArrayRef) -> Result<arrow::array::StringArray> {
         .with_timestamp_tz_format(Some(format));
     let formatter = ArrayFormatter::try_new(input.as_ref(), &options)?;
     let mut out = StringBuilder::with_capacity(input.len(), input.len() * format.len());
+    let mut written = String::new();
     for i in 0..input.len() {
-        if input.is_null(i) {
+        written.clear();
+        if !input.is_null(i) {
+            formatter.value(i).write(&mut written)?;
+        }
+        // A year outside 0001-9999 is year 0000 or written with a sign (`+10000-01-01`),
+        // forms ISO 8601 leaves to agreement and SendGrid is not documented to take: like a
+        // float's NaN, it is not sent, so SendGrid keeps what it has and the contact is not
+        // refused.
+        if written.is_empty() || written.starts_with(['+', '-']) || written.starts_with("0000") {
             out.append_null();
         } else {
-            formatter.value(i).write(&mut out)?;
-            out.append_value("");
+            out.append_value(&written);
         }
     }
     Ok(out.finish())
@@ -266,6 +274,19 @@ mod tests {
                 Some("0001-01-01T05:30:00+05:30".to_owned()),
             ]
         );
+        // Past 9999-12-31 and before 0001-01-01, in the zone the value is written in: not sent.
+        let far = vec![253_402_300_799, 253_402_300_800, -62_135_596_801];
+        let far = TimestampSecondArray::from(far.clone());
+        assert_eq!(
+            dates(Arc::new(far.clone())),
+            [Some("9999-12-31T23:59:59Z".to_owned()), None, None]
+        );
+        assert_eq!(
+            dates(Arc::new(far.with_timezone("+01:00"))),
+            [None, None, Some("0001-01-01T00:59:59+01:00".to_owned())]
+        );
+        let days = Date32Array::from(vec![-719_163, 2_932_897]);
+        assert_eq!(dates(Arc::new(days)), [None, None]);
         let seconds = TimestampSecondArray::from(vec![1_700_000_000]).with_timezone("UTC");
         assert_eq!(
             dates(Arc::new(seconds)),

@@ -182,11 +182,19 @@ fn second_flow_key(text: &str, at: &Location, key: &str) -> Option<(usize, usize
         return None;
     }
     let (mut depth, mut quote, mut seen) = (1usize, None, 0);
+    // In a `# comment` (a `#` after a blank, outside quotes), which runs to the line's end;
+    // and the character before this one.
+    let (mut comment, mut prev) = (false, '{');
     // At the start of a scalar, where a quote opens a quoted one (`O'Brien` is plain).
     let mut fresh = true;
     // The key being read at depth 1 (after `{` or `,`, before `:`), and where it starts.
     let mut reading: Option<(String, Option<(usize, usize)>)> = Some((String::new(), None));
     for (line, column, ch) in chars {
+        let after = std::mem::replace(&mut prev, ch);
+        if comment || (quote.is_none() && ch == '#' && after.is_whitespace()) {
+            comment = ch != '\n';
+            continue;
+        }
         if let Some(open) = quote {
             if ch == open {
                 quote = None;

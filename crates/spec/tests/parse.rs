@@ -517,10 +517,10 @@ fn a_setting_given_twice_is_placed_where_it_is_given_again() {
             "      first_name: initcap(first_name)".to_owned()
         )
     );
-    // In a flow mapping, over two lines: the second key, where it is written.
+    // In a flow mapping, over lines and past a comment: the second key, where it is written.
     let flow = GOOD.replace(
         "    mapping:\n      email: email\n      first_name: first_name\n",
-        "    mapping: { email: email, first_name: 'a, first_name: b', 'first_name': x,\n      first_name: y,\n",
+        "    mapping: { email: email, # was: a, first_name: b\n      first_name: 'a, first_name: b', 'first_name': x,\n      first_name: y,\n",
     )
     .replace(
         "      custom_fields: { lifetime_value: lifetime_value }\n",
