@@ -318,6 +318,23 @@ fn email_that_is_not_text_is_caught_by_validate() {
 }
 
 #[test]
+fn an_identifier_from_a_float_is_refused_with_the_cast_to_map() {
+    let export = EXPORT.replace(
+        "first_name: first_name",
+        "first_name: first_name\n      external_id: CAST(customer_id AS DOUBLE)",
+    );
+    let dir = sample_dir();
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, &export));
+    let run = pipeline(dir.path(), &["validate", file], &[]);
+    assert_config_error(
+        &run,
+        &[
+            "exports[0] (`newsletter`) mapping.external_id: in segment `vip`, `CAST(customer_id AS DOUBLE)` is Float64; external_id names a contact by its text, and a float's text (`12345.0`) names another one than its whole number's (`12345`): map CAST(... AS BIGINT) if the values are whole numbers",
+        ],
+    );
+}
+
+#[test]
 fn a_list_a_struct_a_duration_or_a_time_in_a_custom_field_says_how_to_send_it() {
     let export = EXPORT.replace(
         "first_name: first_name",

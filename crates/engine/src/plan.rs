@@ -205,8 +205,7 @@ pub(crate) async fn plan_export(
                         ));
                     }
                     Ok(shape) => {
-                        let text = matches!(shape, Shape::Text | Shape::Identifier);
-                        exprs.push(if text && data_type.is_floating() {
+                        exprs.push(if matches!(shape, Shape::Text) && data_type.is_floating() {
                             finite(&expr)
                         } else {
                             expr
@@ -512,7 +511,11 @@ fn shape_of(field: &ContactField, data_type: &DataType) -> Result<Shape, String>
                 .into(),
         ),
         (FieldKind::Reserved, name) if Identifier::named(name).is_some() => {
-            if scalar_text(data_type) {
+            if data_type.is_floating() {
+                Err(format!(
+                    "{name} names a contact by its text, and a float's text (`12345.0`) names another one than its whole number's (`12345`): map CAST(... AS BIGINT) if the values are whole numbers (pandas writes whole numbers with gaps as floats), or CAST(... AS VARCHAR) to send the float's text"
+                ))
+            } else if scalar_text(data_type) {
                 Ok(Shape::Identifier)
             } else {
                 Err(format!("{name} must be text or a number"))

@@ -112,10 +112,11 @@ enum Files {
     /// These files.
     Each(Vec<ListingTableUrl>),
     /// The files of a folder of Hive-style partition folders (`country=DE/`), each key a
-    /// text column whose value the folder names.
+    /// column whose value the folder names, of the type its values take
+    /// ([`partition_type`]).
     Partitioned {
         folder: Box<ListingTableUrl>,
-        keys: Vec<String>,
+        keys: Vec<(String, DataType)>,
     },
 }
 
@@ -154,10 +155,49 @@ fn partitioned(
             "{file} starts with `_` or `.`, so it is not data, but it sits among the partition folders' files and would be read with them: move it out of the folder"
         ));
     }
+    let keys = keys
+        .into_iter()
+        .enumerate()
+        .map(|(level, key)| {
+            let values = relative.iter().filter_map(|path| {
+                let folder = path.split('/').nth(level)?;
+                folder.split_once('=').map(|(_, value)| value)
+            });
+            let data_type = partition_type(values);
+            (key, data_type)
+        })
+        .collect();
     Ok(Some(Files::Partitioned {
         folder: Box::new(folder),
         keys,
     }))
+}
+
+/// The type of a partition column whose folders name `values`, as Spark, pyarrow and
+/// DuckDB infer one, so that `WHERE day > 9` compares numbers, not text: whole numbers
+/// read as `BIGINT` and `YYYY-MM-DD` dates as `DATE`, when every value (but the null
+/// folder's) is one, written as that type writes it back. A value the type would change
+/// (`month=01`, `id=+5`) keeps the column text, so no value is ever read as another.
+fn partition_type<'a>(values: impl Iterator<Item = &'a str>) -> DataType {
+    let mut values: Vec<&str> = values.filter(|v| *v != HIVE_NULL).collect();
+    values.sort_unstable();
+    values.dedup();
+    if values.is_empty() {
+        return DataType::Utf8;
+    }
+    let text = arrow::array::StringArray::from(values);
+    let strict = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    [DataType::Int64, DataType::Date32]
+        .into_iter()
+        .find(|t| {
+            arrow::compute::cast_with_options(&text, t, &strict)
+                .and_then(|typed| arrow::compute::cast(&typed, &DataType::Utf8))
+                .is_ok_and(|back| back.as_ref() == &text as &dyn arrow::array::Array)
+        })
+        .unwrap_or(DataType::Utf8)
 }
 
 /// The keys of the `key=value` folders between a folder and its files (`relative`: their
@@ -352,7 +392,11 @@ fn register_listing(
     let (table, keys) = match files {
         Files::Each(urls) => (listing(urls, schema)?, Vec::new()),
         Files::Partitioned { folder, keys } => {
-            let columns = keys.iter().map(|k| (k.clone(), DataType::Utf8)).collect();
+            // Read as text (the null folder's name is not a number), typed in `readable`.
+            let columns = keys
+                .iter()
+                .map(|(k, _)| (k.clone(), DataType::Utf8))
+                .collect();
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet")
                 .with_table_partition_cols(columns);
@@ -396,7 +440,7 @@ pub(super) fn listing(
 }
 
 /// `table` with its byte columns cast to text (when `bytes`), and its partition columns
-/// (`keys`) null where their folder says so. The cast runs after the scan, on Arrow
+/// (`keys`) null where their folder says so, of their type. The cast runs after the scan, on Arrow
 /// arrays: it checks every value is UTF-8 and fails the query on one that is not. (Handing
 /// the Parquet reader a `Utf8` schema for the bytes, as DataFusion's own `binary_as_string`
 /// does, skips that check: parquet builds the arrays unchecked in release builds.) A filter
@@ -406,7 +450,7 @@ fn readable(
     ctx: &SessionContext,
     table: Arc<dyn TableProvider>,
     bytes: bool,
-    keys: &[String],
+    keys: &[(String, DataType)],
 ) -> Result<Arc<dyn TableProvider>, String> {
     let columns = table
         .schema()
@@ -414,8 +458,13 @@ fn readable(
         .iter()
         .map(|f| {
             let column = ident(f.name());
-            if keys.contains(f.name()) {
-                nullif(column, lit(HIVE_NULL)).alias(f.name())
+            if let Some((_, data_type)) = keys.iter().find(|(k, _)| k == f.name()) {
+                let value = nullif(column, lit(HIVE_NULL));
+                match data_type {
+                    DataType::Utf8 => value,
+                    typed => cast(value, typed.clone()),
+                }
+                .alias(f.name())
             } else if bytes && is_bytes(f.data_type()) {
                 cast(column, DataType::Utf8).alias(f.name())
             } else {
@@ -692,6 +741,27 @@ mod tests {
         ] {
             assert_eq!(widened(&a, &b), both, "{a} and {b}");
             assert_eq!(widened(&b, &a), both, "{b} and {a}");
+        }
+    }
+
+    #[test]
+    fn partition_values_are_typed_only_when_every_one_reads_back_the_same() {
+        use DataType::*;
+        for (values, typed) in [
+            (&["2026", "2027", "-5", "0"][..], Int64),
+            (&["2026", HIVE_NULL], Int64),
+            (&["2026-01-05", "1999-12-31", HIVE_NULL], Date32),
+            (&["01", "02"], Utf8),
+            (&["+5"], Utf8),
+            (&["99999999999999999999"], Utf8),
+            (&["2026-1-5"], Utf8),
+            (&["2026-01-05T00:00:00"], Utf8),
+            (&["2026", "2026-01-05"], Utf8),
+            (&["DE", "FR"], Utf8),
+            (&[""], Utf8),
+            (&[HIVE_NULL], Utf8),
+        ] {
+            assert_eq!(partition_type(values.iter().copied()), typed, "{values:?}");
         }
     }
 
