@@ -243,7 +243,9 @@ fn a_literal_that_cannot_be_cast_is_caught_by_validate() {
     let run = pipeline(dir.path(), &["validate", file], &[]);
     assert_config_error(
         &run,
-        &["segment `vip`: Cast error: Cannot cast string 'lots' to value of Float64 type"],
+        &[
+            "segment `vip`: Cast error: Cannot cast string 'lots' to value of Float64 type: a text in quotes meets numbers (a column compared with it, say), and is not one; compare with a value of their kind, or cast the column to text",
+        ],
     );
 }
 
@@ -260,6 +262,8 @@ fn a_filter_failing_on_the_data_names_the_segment_and_hides_the_value() {
         run.stderr
     );
     assert!(!run.stderr.contains('@'), "{}", run.stderr);
+    // The value comes from the data, not from a text in the SQL: no advice about one.
+    assert!(!run.stderr.contains("a text in quotes"), "{}", run.stderr);
 }
 
 #[test]

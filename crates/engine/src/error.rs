@@ -67,7 +67,7 @@ fn render_problems(problems: &[String]) -> String {
 /// A query's failure while it ran, as users read it: DataFusion's kind prefixes dropped,
 /// and the values from the data it quotes hidden.
 pub(crate) fn failure_text(e: &dyn std::fmt::Display) -> String {
-    let message = crate::segments::clean_sql_error(&e.to_string());
+    let message = crate::segments::without_kind(&e.to_string());
     hide_data_values(&filter_failure(&message).unwrap_or(message))
 }
 

@@ -283,8 +283,16 @@ fn leading_keywords(sql: &str) -> String {
     }
 }
 
-/// DataFusion prefixes errors with their kind; users need the message.
+/// DataFusion prefixes errors with their kind; users need the message, and, for a query
+/// refused while it is planned, what to write instead.
 pub(crate) fn clean_sql_error(message: &str) -> String {
+    let m = without_kind(message);
+    case_advice(&m).or_else(|| cast_advice(&m)).unwrap_or(m)
+}
+
+/// A DataFusion error's message without the kinds it is prefixed with: for a failure
+/// while a query ran, whose quoted values come from the data, not from the SQL.
+pub(crate) fn without_kind(message: &str) -> String {
     let mut m = message.trim();
     for prefix in [
         "Error during planning: ",
@@ -309,11 +317,28 @@ pub(crate) fn clean_sql_error(message: &str) -> String {
         }
     }
     // sqlparser's `at Line: 1, Column: 46`, said as the rest of the message is.
-    let m = m
-        .trim_end_matches("\")")
+    m.trim_end_matches("\")")
         .replace(" at Line: ", " at line ")
-        .replace(", Column: ", ", column ");
-    case_advice(&m).unwrap_or(m)
+        .replace(", Column: ", ", column ")
+}
+
+/// Arrow's refusal to read a quoted text as a number or a date, most often met where a
+/// column of them is compared with a text (`year = 'twenty'`): says what to write.
+fn cast_advice(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("Cannot cast string '")?;
+    let (_, target) = rest.rsplit_once("' to value of ")?;
+    let values = match target.strip_suffix(" type")? {
+        t if t.starts_with("Int") || t.starts_with("UInt") => "whole numbers",
+        t if t.starts_with("Float") || t.starts_with("Decimal") => "numbers",
+        t if t.starts_with("Date") || t.starts_with("Timestamp") => "dates or times",
+        _ => return None,
+    };
+    Some(format!(
+        "{message}: a text in quotes meets {values} (a column compared with it, say), and is \
+         not one; compare with a value of their kind, or cast the column to text \
+         (`CAST(col AS VARCHAR) = '...'`); partition folders' values read as whole \
+         numbers or dates when every folder's value is one"
+    ))
 }
 
 /// DataFusion's advice for a name that is a column's but for its case points to a session
@@ -334,6 +359,18 @@ fn case_advice(message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_that_is_not_a_number_says_what_to_compare() {
+        assert_eq!(
+            clean_sql_error(
+                "Arrow error: Cast error: Cannot cast string 'twenty' to value of Int64 type"
+            ),
+            "Cast error: Cannot cast string 'twenty' to value of Int64 type: a text in quotes meets whole numbers (a column compared with it, say), and is not one; compare with a value of their kind, or cast the column to text (`CAST(col AS VARCHAR) = '...'`); partition folders' values read as whole numbers or dates when every folder's value is one"
+        );
+        let other = "Cast error: Cannot cast string 'x' to value of Utf8View type";
+        assert_eq!(clean_sql_error(other), other);
+    }
 
     #[test]
     fn accepts_queries() {
