@@ -176,8 +176,9 @@ fn a_folder_of_hive_partitions_on_s3_reads_its_keys_as_columns() {
     let Some((server, s)) = lake_with_profiles(200) else {
         return;
     };
-    // The segment table as Spark's `partitionBy("segment_name")` writes it: the name is
-    // in the folders, not in the files.
+    // The segment table as Spark's `partitionBy("segment_name", "wave")` writes it: the
+    // name and the wave are in the folders, not in the files. The waves are whole
+    // numbers, so `wave > 9` compares numbers (as text, neither 9 nor 10 is over 9).
     let ids = |keep: fn(&i64) -> bool| -> Vec<u8> {
         let ids: Vec<i64> = (1..=200).filter(keep).collect();
         parquet_bytes(vec![(
@@ -187,20 +188,29 @@ fn a_folder_of_hive_partitions_on_s3_reads_its_keys_as_columns() {
     };
     server.put(
         "lake",
-        "members/segment_name=vip/part-0.parquet",
-        ids(|id| id % 10 == 0),
+        "members/segment_name=vip/wave=9/part-0.parquet",
+        ids(|id| id % 10 == 0 && *id <= 100),
     );
     server.put(
         "lake",
-        "members/segment_name=lapsed/part-0.parquet",
+        "members/segment_name=vip/wave=10/part-0.parquet",
+        ids(|id| id % 10 == 0 && *id > 100),
+    );
+    server.put(
+        "lake",
+        "members/segment_name=lapsed/wave=10/part-0.parquet",
         ids(|id| id % 10 == 1),
     );
     server.put("lake", "members/_SUCCESS", Vec::new());
 
-    let file = write(s.dir.path(), &lake_yaml(&s, &server, "s3://lake/members"));
+    let yaml = lake_yaml(&s, &server, "s3://lake/members").replace(
+        "WHERE m.segment_name = 'vip'",
+        "WHERE m.segment_name = 'vip' AND m.wave > 9",
+    );
+    let file = write(s.dir.path(), &yaml);
     let run = server.run(s.dir.path(), &["run", file, "--output", "json"], &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let expected: BTreeSet<String> = (1..=200).filter(|id| id % 10 == 0).map(email).collect();
+    let expected: BTreeSet<String> = (101..=200).filter(|id| id % 10 == 0).map(email).collect();
     let listed: BTreeSet<String> = s.list_names(LIST).into_keys().collect();
     assert_eq!(listed, expected);
 
@@ -210,7 +220,7 @@ fn a_folder_of_hive_partitions_on_s3_reads_its_keys_as_columns() {
     assert_eq!(checked.code, 2, "{}", checked.stderr);
     assert!(
         checked.stderr.contains(
-            "source `members` (s3://lake/members): `part-9.parquet` and `segment_name=lapsed/part-0.parquet` are not in the same `key=value` folders"
+            "source `members` (s3://lake/members): `part-9.parquet` and `segment_name=lapsed/wave=10/part-0.parquet` are not in the same `key=value` folders"
         ),
         "{}",
         checked.stderr
