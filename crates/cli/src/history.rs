@@ -52,7 +52,10 @@ pub(crate) async fn record(state: &StateDir, started: i64, result: &Result<Synce
             record.error = Some(crate::redact_message(&failure.message));
             // Stopped before its summary (interrupted, or failed while sending): what
             // SendGrid accepted from it is in the journal, for the next run to finish.
-            (record.sent, record.job_ids) = state.accepted_by_this_run();
+            match state.accepted_by_this_run().await {
+                Ok(accepted) => (record.sent, record.job_ids) = accepted,
+                Err(e) => tracing::warn!(error = %e, "Cannot count what the run sent"),
+            }
         }
     }
     if let Err(e) = state.append_history(&record).await {

@@ -229,16 +229,7 @@ fn a_killed_run_is_resumed_from_another_machine_after_its_lease() {
     assert!(held(&server), "a killed run leaves its lease behind");
 
     // What the journal in the store holds as accepted when the process died.
-    let mut journaled = BTreeSet::new();
-    for key in server.keys("lake", "state/daily/journal/") {
-        let bytes = server.get("lake", &key).unwrap();
-        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
-            for pair in v["contacts"].as_array().unwrap() {
-                journaled.insert(pair[0].as_str().unwrap().to_owned());
-            }
-        }
-    }
+    let journaled = journaled_contacts(&server);
     assert!(journaled.len() >= 4 * 50, "{} journaled", journaled.len());
 
     let second = machine(&text);
@@ -291,6 +282,8 @@ fn a_run_stopped_by_sigterm_frees_its_lease_for_the_next_worker_at_once() {
     );
     assert_eq!(child.wait().unwrap().code(), Some(143));
     assert!(!held(&server), "the stopped run released its lease");
+    let journaled = journaled_contacts(&server);
+    assert!(journaled.len() >= 2 * 50, "{} journaled", journaled.len());
 
     let second = machine(&text);
     let run = server.run(second.path(), &["run", "p.yaml", "--output", "json"], &[]);
@@ -303,11 +296,30 @@ fn a_run_stopped_by_sigterm_frees_its_lease_for_the_next_worker_at_once() {
         &["history", "p.yaml", "--output", "json"],
         &[],
     );
-    let outcomes: Vec<String> = history.json()["exports"][0]["runs"]
+    let runs = history.json()["exports"][0]["runs"].clone();
+    let outcomes: Vec<&str> = runs
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["outcome"].as_str().unwrap().to_owned())
+        .map(|r| r["outcome"].as_str().unwrap())
         .collect();
     assert_eq!(outcomes, ["interrupted", "success"]);
+    // The stopped run's line counts what SendGrid accepted from it, as its journal had it.
+    assert_eq!(runs[0]["sent"], journaled.len(), "{runs}");
+    assert!(!runs[0]["job_ids"].as_array().unwrap().is_empty(), "{runs}");
+}
+
+/// The contacts of the accepted bodies the journal in the store holds.
+fn journaled_contacts(server: &S3Server) -> BTreeSet<String> {
+    let mut journaled = BTreeSet::new();
+    for key in server.keys("lake", "state/daily/journal/") {
+        let bytes = server.get("lake", &key).unwrap();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            for pair in v["contacts"].as_array().unwrap() {
+                journaled.insert(pair[0].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    journaled
 }

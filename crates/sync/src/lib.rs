@@ -266,13 +266,14 @@ impl StateDir {
     }
 
     /// The contacts and import jobs of the bodies SendGrid accepted from this process's
-    /// run that the journal holds: for a run that stopped before its summary. Nothing for
-    /// a state in a store, whose journal this process reads only while it runs.
-    pub fn accepted_by_this_run(&self) -> (u64, Vec<String>) {
-        if self.is_in_store() {
-            return (0, Vec::new());
+    /// run that the journal holds: for a run that stopped before its summary. A state in
+    /// a store has its journal fetched first (this handle's copy may be another run's
+    /// working folder); one that cannot be fetched counts nothing.
+    pub async fn accepted_by_this_run(&self) -> Result<(u64, Vec<String>), StateError> {
+        if let Some(remote) = &self.remote {
+            remote.pull_journal().await?;
         }
-        journal::accepted_by_this_run(&self.journal())
+        Ok(journal::accepted_by_this_run(&self.journal()))
     }
 
     /// A writer appending accepted bodies to the journal, each durable (on disk, and in

@@ -87,6 +87,11 @@ impl RemoteState {
             let bytes = self.get(&self.object(name)).await?;
             write_local(&self.local(name), bytes.as_deref())?;
         }
+        self.pull_journal().await
+    }
+
+    /// Copies the journal from the store into the working folder.
+    pub async fn pull_journal(&self) -> Result<(), StateError> {
         let records = self.journal_records().await?;
         let mut journal = Vec::new();
         for path in &records {
