@@ -28,6 +28,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
+use pipeline_engine::store::innermost_cause;
 use pipeline_spec::Pipeline;
 
 pub use server::{ExecutorOptions, SchedulerOptions, executor, scheduler};
@@ -149,7 +150,7 @@ async fn ready(address: &str) -> Result<(), String> {
             Err(e) if e.is_connect() => {
                 return Err(format!(
                     "no scheduler answers at {address} ({}); {start}",
-                    cause(&e)
+                    innermost_cause(&e)
                 ));
             }
             Err(e) if e.is_timeout() => {
@@ -162,7 +163,7 @@ async fn ready(address: &str) -> Result<(), String> {
                 return Err(format!(
                     "something at {address} accepts connections but does not answer as a \
                      scheduler does ({}); {not_scheduler}",
-                    cause(&e)
+                    innermost_cause(&e)
                 ));
             }
         };
@@ -223,13 +224,4 @@ async fn ready(address: &str) -> Result<(), String> {
         }
         tokio::time::sleep(EXECUTOR_POLL).await;
     }
-}
-
-/// The innermost cause of a request's failure: reqwest's own message names only the URL.
-fn cause(e: &reqwest::Error) -> String {
-    let mut source: &dyn std::error::Error = e;
-    while let Some(next) = source.source() {
-        source = next;
-    }
-    source.to_string()
 }

@@ -314,8 +314,9 @@ pub fn describe(cloud: Cloud, url: &url::Url, error: &object_store::Error) -> St
 }
 
 /// The words of an error's innermost cause, looking inside the `io::Error`s that hide the
-/// error they wrap from `source()` (as the TLS connector's do).
-fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
+/// error they wrap from `source()` (as the TLS connector's do): a request's own message
+/// names only its URL.
+pub fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut last: &(dyn std::error::Error + 'static) = error;
     loop {
         if let Some(inner) = last
