@@ -276,7 +276,7 @@ mod tests {
         );
         // Past 9999-12-31 and before 0001-01-01, in the zone the value is written in: not sent.
         let far = vec![253_402_300_799, 253_402_300_800, -62_135_596_801];
-        let far = TimestampSecondArray::from(far.clone());
+        let far = TimestampSecondArray::from(far);
         assert_eq!(
             dates(Arc::new(far.clone())),
             [Some("9999-12-31T23:59:59Z".to_owned()), None, None]

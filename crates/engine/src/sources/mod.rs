@@ -440,12 +440,13 @@ pub(super) fn listing(
 }
 
 /// `table` with its byte columns cast to text (when `bytes`), and its partition columns
-/// (`keys`) null where their folder says so, of their type. The cast runs after the scan, on Arrow
-/// arrays: it checks every value is UTF-8 and fails the query on one that is not. (Handing
-/// the Parquet reader a `Utf8` schema for the bytes, as DataFusion's own `binary_as_string`
-/// does, skips that check: parquet builds the arrays unchecked in release builds.) A filter
-/// on a partition column still picks the folders to read: DataFusion evaluates such
-/// expressions on the folders' values.
+/// (`keys`) null where their folder says so, cast to their type. The bytes' cast runs
+/// after the scan, on Arrow arrays: it checks every value is UTF-8 and fails the query on
+/// one that is not. (Handing the Parquet reader a `Utf8` schema for the bytes, as
+/// DataFusion's own `binary_as_string` does, skips that check: parquet builds the arrays
+/// unchecked in release builds.) A filter on a partition column still picks the folders
+/// to read: DataFusion evaluates such expressions, casts included, on the folders'
+/// values.
 fn readable(
     ctx: &SessionContext,
     table: Arc<dyn TableProvider>,
