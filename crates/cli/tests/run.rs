@@ -688,9 +688,9 @@ fn a_folder_of_hive_partitions_reads_its_keys_as_columns() {
     );
 }
 
-/// Partition values read as the numbers and dates they are (`day > 9` keeps day 10, which
-/// as text it would not), unless that would change one (`month=01` stays text); a filter
-/// on them still reads only the folders it keeps: the others' data is not even valid.
+/// Partition values read as the numbers and dates they are, and are sent as such, unless
+/// that would change one (`month=01` stays text); a filter on them still reads only the
+/// folders it keeps: the others' data is not even valid.
 #[test]
 fn hive_partition_values_read_as_numbers_and_dates_when_all_are() {
     let dir = tempfile::tempdir().unwrap();

@@ -174,10 +174,12 @@ fn partitioned(
 }
 
 /// The type of a partition column whose folders name `values`, as Spark, pyarrow and
-/// DuckDB infer one, so that `WHERE day > 9` compares numbers, not text: whole numbers
-/// read as `BIGINT` and `YYYY-MM-DD` dates as `DATE`, when every value (but the null
-/// folder's) is one, written as that type writes it back. A value the type would change
-/// (`month=01`, `id=+5`) keeps the column text, so no value is ever read as another.
+/// DuckDB infer one, so that the column sorts, computes and is sent as the numbers and
+/// dates it holds (as text, `order_by: day` would put 10 before 9, and a Number field
+/// would refuse it): whole numbers read as `BIGINT` and `YYYY-MM-DD` dates as `DATE`, when
+/// every value (but the null folder's) is one, written as that type writes it back. A
+/// value the type would change (`month=01`, `id=+5`) keeps the column text, so no value
+/// is ever read as another.
 fn partition_type<'a>(values: impl Iterator<Item = &'a str>) -> DataType {
     let mut values: Vec<&str> = values.filter(|v| *v != HIVE_NULL).collect();
     values.sort_unstable();
