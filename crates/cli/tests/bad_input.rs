@@ -339,6 +339,35 @@ fn an_identifier_from_a_float_is_refused_with_the_cast_to_map() {
 }
 
 #[test]
+fn a_postal_code_from_a_float_is_refused_with_the_cast_to_map() {
+    // pandas reads a ZIP code column with gaps as floats: 02134 becomes 2134.0.
+    let export = EXPORT.replace(
+        "first_name: first_name",
+        "first_name: first_name\n      postal_code: CAST(customer_id AS DOUBLE)",
+    );
+    let dir = sample_dir();
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, &export));
+    let run = pipeline(dir.path(), &["validate", file], &[]);
+    assert_config_error(
+        &run,
+        &[
+            "exports[0] (`newsletter`) mapping.postal_code: in segment `vip`, `CAST(customer_id AS DOUBLE)` is Float64; postal_code would be sent as a float's text (`2134.0`): map CAST(... AS BIGINT) if the values are whole numbers (pandas writes whole numbers with gaps as floats, and drops leading zeros: `lpad(CAST(CAST(... AS BIGINT) AS VARCHAR), 5, '0')` pads five-digit ZIP codes again)",
+        ],
+    );
+    // The advice works: Ada (customer 1) gets `00001`.
+    let export = EXPORT.replace(
+        "first_name: first_name",
+        "first_name: first_name\n      postal_code: \"lpad(CAST(CAST(CAST(customer_id AS DOUBLE) AS BIGINT) AS VARCHAR), 5, '0')\"",
+    );
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, &export));
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let sent = contacts(&dir.path().join("out/newsletter"));
+    assert_eq!(sent[0]["email"], "ada.lovelace@example.com");
+    assert_eq!(sent[0]["postal_code"], "00001");
+}
+
+#[test]
 fn a_list_a_struct_a_duration_or_a_time_in_a_custom_field_says_how_to_send_it() {
     let export = EXPORT.replace(
         "first_name: first_name",

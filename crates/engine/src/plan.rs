@@ -527,6 +527,10 @@ fn shape_of(field: &ContactField, data_type: &DataType) -> Result<Shape, String>
             }
             _ => Err("alternate_emails must be a list of text values".into()),
         },
+        (FieldKind::Reserved, "postal_code") if data_type.is_floating() => Err(
+            "postal_code would be sent as a float's text (`2134.0`): map CAST(... AS BIGINT) if the values are whole numbers (pandas writes whole numbers with gaps as floats, and drops leading zeros: `lpad(CAST(CAST(... AS BIGINT) AS VARCHAR), 5, '0')` pads five-digit ZIP codes again), or CAST(... AS VARCHAR) to send the float's text"
+                .into(),
+        ),
         (FieldKind::Reserved, _) if scalar_text(data_type) => Ok(Shape::Text),
         (FieldKind::Reserved, name) => Err(format!("{name} must be text, a number or a date")),
         (FieldKind::Custom, _) => match data_type {
