@@ -144,9 +144,19 @@ impl Diagnostic {
         }
         let indent = at.column.saturating_sub(1);
         let mut seen = 0;
-        for (n, line) in text.lines().enumerate().skip(at.line.saturating_sub(1)) {
-            let written = line.trim_start_matches(' ');
-            let depth = line.len() - written.len();
+        let first = at.line.saturating_sub(1);
+        for (n, line) in text.lines().enumerate().skip(first) {
+            let (written, depth) = if n == first {
+                // The mapping's first key, after any `- ` of the sequence item it starts.
+                let start = line
+                    .char_indices()
+                    .nth(indent)
+                    .map_or(line.len(), |(i, _)| i);
+                (&line[start..], indent)
+            } else {
+                let written = line.trim_start_matches(' ');
+                (written, line.len() - written.len())
+            };
             if written.is_empty() || written.starts_with('#') || depth > indent {
                 continue;
             }

@@ -517,6 +517,18 @@ fn a_setting_given_twice_is_placed_where_it_is_given_again() {
             "      first_name: initcap(first_name)".to_owned()
         )
     );
+    // A key of a mapping that starts a sequence item (`  - name: ...`), as every export is.
+    let export = GOOD.replace(
+        "    order_by: customer_id\n",
+        "    order_by: customer_id\n    order_by: signup_date DESC\n",
+    );
+    assert_eq!(
+        said(&export),
+        (
+            "exports[0]: `order_by` is given twice: give it once (the second would silently replace the first)".to_owned(),
+            "    order_by: signup_date DESC".to_owned()
+        )
+    );
     // In a flow mapping, over lines and past a comment: the second key, where it is written.
     let flow = GOOD.replace(
         "    mapping:\n      email: email\n      first_name: first_name\n",
