@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParser;
 use pipeline_sink::{ContactField, FieldKind};
@@ -178,7 +178,7 @@ pub(crate) async fn plan_export(
         for (i, m) in mapped.iter().enumerate() {
             let what = format!("mapping.{}", m.field.qualified_name());
             let resolved = resolve(&m.written, schema);
-            let typed = expression_type(ctx, segment, &resolved).await;
+            let typed = expression_type(ctx, segment, &resolved, MAPPING_VOLATILE).await;
             match typed.map(|t| decoded(resolved, t)) {
                 // A bare NULL (a segment without the column) fits the field whatever the
                 // other segments fill it with; it takes their type below.
@@ -241,7 +241,7 @@ pub(crate) async fn plan_export(
                 }
             };
             let expr = resolve(expr_text, schema);
-            match expression_type(ctx, segment, &expr).await {
+            match expression_type(ctx, segment, &expr, ORDER_VOLATILE).await {
                 // The key of a row is its `order_by` values as text.
                 Ok(t) if !arrow::compute::can_cast_types(&t, &DataType::Utf8) => {
                     problems.push(format!(
@@ -349,10 +349,19 @@ fn strip_last_word<'a>(text: &'a str, word: &str) -> Option<&'a str> {
         .then(|| before.trim_end())
 }
 
+/// Why a mapping may not take another value each time it runs (`random()`, `uuid()`).
+const MAPPING_VOLATILE: &str = "every run would find every contact changed and send it again, with new values (and a row keyed by it would be a new contact each run); derive the value from the row instead (`md5(email)` is random-looking and stays the same)";
+
+/// Why `order_by` may not take another value each time it runs.
+const ORDER_VOLATILE: &str = "every run would keep other contacts under the cap and send them; derive the order from the row instead (`md5(email)` is a random order that stays the same from run to run)";
+
+/// The type of `expr` over `segment`'s rows; `volatile` says why the expression may not
+/// take another value each time it runs.
 async fn expression_type(
     ctx: &SessionContext,
     segment: &str,
     expr: &str,
+    volatile: &str,
 ) -> Result<DataType, String> {
     crate::segments::check_expression_size(expr)?;
     // Parsed alone first: inside the query below, trailing text would be read as more
@@ -392,6 +401,13 @@ async fn expression_type(
                 .into(),
         );
     }
+    if let LogicalPlan::Projection(projection) = df.logical_plan()
+        && projection.expr.iter().any(Expr::is_volatile)
+    {
+        return Err(format!(
+            "takes another value each time it runs (as `random()` and `uuid()` do): {volatile}"
+        ));
+    }
     Ok(df.schema().field(0).data_type().clone())
 }
 
@@ -408,7 +424,7 @@ fn explain_expression_error(
             .fields()
             .iter()
             .any(|f| f.name().eq_ignore_ascii_case(written));
-    if message.starts_with("is an aggregate") {
+    if message.starts_with("is an aggregate") || message.starts_with("takes another value") {
         format!("`{written}` {message}")
     } else if is_name {
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -424,6 +440,7 @@ fn explain_expression_error(
             columns[..shown].join(", ")
         )
     } else {
+        let message = crate::segments::quote_advice(message.to_owned(), written);
         format!("`{written}` is not a valid expression over segment `{segment}`: {message}")
     }
 }

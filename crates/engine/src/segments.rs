@@ -90,8 +90,10 @@ pub(crate) async fn register_all(
             )),
             None => problems.push(format!(
                 "segment `{name}`: {}",
-                missing_table(&error, pipeline)
-                    .unwrap_or_else(|| clean_sql_error(&error))
+                missing_table(&error, pipeline).unwrap_or_else(|| quote_advice(
+                    clean_sql_error(&error),
+                    &pipeline.file.segments[name]
+                ))
             )),
         }
     }
@@ -287,7 +289,10 @@ fn leading_keywords(sql: &str) -> String {
 /// refused while it is planned, what to write instead.
 pub(crate) fn clean_sql_error(message: &str) -> String {
     let m = without_kind(message);
-    case_advice(&m).or_else(|| cast_advice(&m)).unwrap_or(m)
+    case_advice(&m)
+        .or_else(|| cast_advice(&m))
+        .or_else(|| signature_advice(&m))
+        .unwrap_or(m)
 }
 
 /// A DataFusion error's message without the kinds it is prefixed with: for a failure
@@ -341,6 +346,68 @@ fn cast_advice(message: &str) -> Option<String> {
     ))
 }
 
+/// DataFusion's refusal of a function called with values of types it does not take
+/// (worded, for some functions, as an internal error and a bug to report): the call, the
+/// forms the function has, and the cast that fixes it.
+fn signature_advice(message: &str) -> Option<String> {
+    const MATCHES: &str = "No function matches the given name and argument types '";
+    let (before, rest) = message.split_once(MATCHES)?;
+    let (call, rest) = rest.split_once("'. ")?;
+    let (function, types) = call.split_at(call.find('(').unwrap_or(call.len()));
+    // A form of its own checks (`UserDefined`) names no types; its reason says what is
+    // wrong (`concat_ws expects at least 2 arguments, got 1`).
+    let forms: Vec<&str> = rest
+        .split_once("Candidate functions:")
+        .map(|(_, forms)| forms.lines().map(str::trim).collect())
+        .unwrap_or_default();
+    let forms: Vec<&str> = forms
+        .into_iter()
+        .filter(|f| !f.is_empty() && !f.contains("UserDefined"))
+        .collect();
+    const SHOWN: usize = 6;
+    let takes = match forms.len() {
+        0 => {
+            let reason = before
+                .rsplit_once("Error during planning: ")
+                .map(|(_, r)| r);
+            let reason = reason.unwrap_or(before).trim().trim_end_matches('.');
+            return Some(format!("no form of `{function}` takes {types}: {reason}"));
+        }
+        n if n <= SHOWN => forms.join(" or "),
+        n => format!(
+            "{} (and {} more forms)",
+            forms[..SHOWN].join(" or "),
+            n - SHOWN
+        ),
+    };
+    Some(format!(
+        "no form of `{function}` takes {types}: it takes {takes}; cast the values to a type \
+         it takes (`CAST(col AS VARCHAR)` makes text, `CAST(col AS BIGINT)` a whole number)"
+    ))
+}
+
+/// `message`, with advice when it is about a column named by a text in double quotes
+/// that `sql` holds (`city = "Oslo"`, as MySQL and others allow): SQL reads that as a
+/// column's name, and a text goes in single quotes.
+pub(crate) fn quote_advice(message: String, sql: &str) -> String {
+    const NO_FIELD: &str = "No field named \"";
+    let Some((before, rest)) = message.split_once(NO_FIELD) else {
+        return message;
+    };
+    let Some((name, after)) = rest.split_once('"') else {
+        return message;
+    };
+    if !sql.contains(&format!("\"{name}\"")) {
+        return message;
+    }
+    let after = after.strip_prefix('.').unwrap_or(after);
+    format!(
+        "{before}{NO_FIELD}{name}\": double quotes name a column; a text goes in single quotes \
+         ('{}').{after}",
+        name.replace('\'', "''")
+    )
+}
+
 /// DataFusion's advice for a name that is a column's but for its case points to a session
 /// setting the pipeline file does not have: says what to write instead.
 fn case_advice(message: &str) -> Option<String> {
@@ -370,6 +437,38 @@ mod tests {
         );
         let other = "Cast error: Cannot cast string 'x' to value of Utf8View type";
         assert_eq!(clean_sql_error(other), other);
+    }
+
+    #[test]
+    fn a_function_given_values_it_does_not_take_says_its_forms_not_a_bug() {
+        let datafusion = "type_coercion\ncaused by\nError during planning: Internal error: Function 'md5' failed to match any signature, errors: Error during planning: Function 'md5' requires String, but received Int64 (DataType: Int64).,Error during planning: Function 'md5' requires Binary, but received Int64 (DataType: Int64)..\nThis issue was likely caused by a bug in DataFusion's code. Please help us to resolve this by filing a bug report in our issue tracker: https://github.com/apache/datafusion/issues. No function matches the given name and argument types 'md5(Int64)'. You might need to add explicit type casts.\n\tCandidate functions:\n\tmd5(String)\n\tmd5(Binary)";
+        assert_eq!(
+            clean_sql_error(datafusion),
+            "no form of `md5` takes (Int64): it takes md5(String) or md5(Binary); cast the values to a type it takes (`CAST(col AS VARCHAR)` makes text, `CAST(col AS BIGINT)` a whole number)"
+        );
+        // A function with checks of its own says why.
+        let datafusion = "Execution error: Function 'concat_ws' user-defined coercion failed with: Error during planning: concat_ws expects at least 2 arguments, got 1. No function matches the given name and argument types 'concat_ws(Int64)'. You might need to add explicit type casts.\n\tCandidate functions:\n\tconcat_ws(UserDefined)";
+        assert_eq!(
+            clean_sql_error(datafusion),
+            "no form of `concat_ws` takes (Int64): concat_ws expects at least 2 arguments, got 1"
+        );
+    }
+
+    #[test]
+    fn a_text_in_double_quotes_is_said_to_name_a_column() {
+        let message = "No field named \"Oslo\".\nValid fields are profiles.city.".to_owned();
+        assert_eq!(
+            quote_advice(
+                message.clone(),
+                "SELECT * FROM profiles WHERE city = \"Oslo\""
+            ),
+            "No field named \"Oslo\": double quotes name a column; a text goes in single quotes ('Oslo').\nValid fields are profiles.city."
+        );
+        // Not written in double quotes: a name, not a text.
+        assert_eq!(
+            quote_advice(message.clone(), "SELECT Oslo FROM profiles"),
+            message
+        );
     }
 
     #[test]
