@@ -72,7 +72,8 @@ pub(crate) fn storage_message(body: &str) -> Option<String> {
     }
 }
 
-/// reqwest's error text without the URL's query (which could hold ids) trimmed to the point.
+/// reqwest's error text trimmed to the point, with the host it was talking to (its
+/// origin only: a path or query could hold ids).
 pub(crate) fn transport_message(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
@@ -81,6 +82,13 @@ pub(crate) fn transport_message(e: &reqwest::Error) -> String {
     } else {
         "connection failed"
     };
+    let kind = match e.url().map(|u| u.origin()) {
+        Some(origin @ url::Origin::Tuple(..)) => {
+            let to = if e.is_timeout() { "waiting for" } else { "to" };
+            format!("{kind} {to} {}", origin.ascii_serialization())
+        }
+        _ => kind.to_owned(),
+    };
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
     let mut detail = String::new();
     while let Some(s) = source {
@@ -88,7 +96,7 @@ pub(crate) fn transport_message(e: &reqwest::Error) -> String {
         source = s.source();
     }
     if detail.is_empty() {
-        kind.to_owned()
+        kind
     } else {
         format!("{kind} ({detail})")
     }

@@ -408,3 +408,24 @@ async fn custom_field_names_are_unique_whatever_their_case_and_follow_the_rules(
         );
     }
 }
+
+#[tokio::test]
+async fn an_endpoint_that_does_not_answer_is_named_when_the_retries_run_out() {
+    // A port that was just free: nothing listens on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let c = Client::new(&base, ApiKey::from("good"), Duration::from_secs(2), fast()).unwrap();
+    let err = c.field_definitions().await.unwrap_err();
+    let ClientError::Exhausted { attempts, last, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(*attempts, RetryPolicy::default().max_attempts);
+    assert!(
+        last.starts_with(&format!("could not connect to {base} (")),
+        "{last}"
+    );
+}
