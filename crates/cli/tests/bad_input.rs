@@ -417,6 +417,39 @@ fn a_list_a_struct_a_duration_or_a_time_in_a_custom_field_says_how_to_send_it() 
 }
 
 #[test]
+fn a_uuid_or_a_map_column_is_refused_with_the_expression_to_map() {
+    // A UUID as Iceberg, Trino and pyarrow store it: 16 bytes.
+    let segments = "  vip: SELECT *, arrow_cast(decode(lpad(to_hex(customer_id), 32, '0'), 'hex'), 'FixedSizeBinary(16)') AS account, map(['tier'], [country]) AS traits FROM profiles\n  high_value: SELECT * FROM vip";
+    let export = EXPORT.replace(
+        "first_name: first_name",
+        "first_name: first_name\n      external_id: account\n      custom_fields: { tier: traits }",
+    );
+    let (_d, run) = run_file(&pipeline_yaml(segments, &export));
+    assert_config_error(
+        &run,
+        &[
+            "mapping.external_id: in segment `vip`, `account` is FixedSizeBinary(16); external_id must be text or a number (a UUID reads as its usual text with `regexp_replace(encode(account, 'hex'), '(.{8})(.{4})(.{4})(.{4})(.{12})', '\\1-\\2-\\3-\\4-\\5')`; in double quotes YAML would read the backslashes as escapes)",
+            "mapping.custom_fields.tier: in segment `vip`, `traits` is Map(",
+            "a custom field takes text, a number or a date (a key's value is `traits['key']`)",
+        ],
+    );
+    // The expressions it names, as written there.
+    let export = EXPORT.replace(
+        "first_name: first_name",
+        "first_name: first_name\n      external_id: regexp_replace(encode(account, 'hex'), '(.{8})(.{4})(.{4})(.{4})(.{12})', '\\1-\\2-\\3-\\4-\\5')\n      custom_fields: { tier: \"traits['tier']\" }",
+    );
+    let (dir, run) = run_file(&pipeline_yaml(segments, &export));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let sent = contacts(&dir.path().join("out/newsletter"));
+    assert_eq!(sent[0]["email"], "ada.lovelace@example.com");
+    assert_eq!(
+        sent[0]["external_id"],
+        "00000000-0000-0000-0000-000000000001"
+    );
+    assert_eq!(sent[0]["custom_fields"]["tier"], "US");
+}
+
+#[test]
 fn bad_order_by_names_the_export() {
     let export = EXPORT.replace(
         "order_by: customer_id",

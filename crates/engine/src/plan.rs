@@ -482,6 +482,11 @@ fn type_hint(t: &DataType, written: &str) -> String {
             " (one of its fields is `{written}['{}']`)",
             fields[0].name()
         ),
+        DataType::Map(..) => format!(" (a key's value is `{written}['key']`)"),
+        // Iceberg and Trino store a UUID so, and pyarrow its `uuid()` type.
+        DataType::FixedSizeBinary(16) => format!(
+            " (a UUID reads as its usual text with `regexp_replace(encode({written}, 'hex'), '(.{{8}})(.{{4}})(.{{4}})(.{{4}})(.{{12}})', '\\1-\\2-\\3-\\4-\\5')`; in double quotes YAML would read the backslashes as escapes)"
+        ),
         DataType::Duration(unit) => {
             let unit = match unit {
                 TimeUnit::Second => "seconds",
