@@ -139,7 +139,7 @@ fn rejects_file_names_segment_key_and_reason() {
     assert_eq!(rejects.len(), 7);
     assert!(rejects.contains(&json!({
         "segment": "high_value", "key": "17", "email": "two@@example.com",
-        "reason": "invalid_email", "detail": null
+        "reason": "invalid_email", "detail": "more than one `@`"
     })));
     assert!(rejects.contains(&json!({
         "segment": "vip", "key": "4", "email": null, "reason": "missing_email", "detail": null
@@ -415,7 +415,7 @@ fn a_wide_export_whose_every_row_is_rejected_writes_its_rejects() {
     assert_eq!(
         lines[0],
         json!({"segment": "everyone", "key": "value 0 of field 0",
-               "email": "value 0 of field 0", "reason": "invalid_email", "detail": null})
+               "email": "value 0 of field 0", "reason": "invalid_email", "detail": "no `@`"})
     );
 }
 

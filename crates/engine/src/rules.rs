@@ -1,6 +1,8 @@
 //! SendGrid's contact rules: email normalisation and validation, field length limits,
 //! and the reasons a contact is rejected.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 /// Longest email SendGrid accepts, in characters.
@@ -96,41 +98,93 @@ pub fn email_problem(email: &str) -> Option<RejectReason> {
 /// and a domain of at least two DNS labels with an alphabetic top-level label.
 /// Quoted local parts, IP-literal domains and non-ASCII addresses are refused.
 pub fn is_valid_email(email: &str) -> bool {
+    email_flaw(email).is_none()
+}
+
+/// What [`is_valid_email`] refuses in a normalised `email`, said for the rejects file:
+/// what is wrong, never the address. `None` for a valid address.
+pub fn email_flaw(email: &str) -> Option<Cow<'static, str>> {
     let Some((local, domain)) = email.split_once('@') else {
-        return false;
+        return Some("no `@`".into());
     };
-    if local.is_empty() || local.len() > 64 || domain.is_empty() || domain.len() > 253 {
-        return false;
+    // The usual ways a column holds more than the address, said before the character
+    // they trip on.
+    let said = if domain.contains('@') {
+        "more than one `@`"
+    } else if local.starts_with("mailto:") {
+        "`mailto:` before the address"
+    } else if email.contains(['<', '>']) {
+        "a name or `<>` around the address: keep the address alone"
+    } else if email.chars().any(|c| c.is_whitespace() || is_invisible(c)) {
+        "a blank or invisible character inside the address"
+    } else if !domain.is_ascii() {
+        "a domain that is not ASCII: SendGrid takes its `xn--` form"
+    } else if !local.is_ascii() {
+        "a character that is not ASCII before the `@` (SendGrid takes ASCII addresses only)"
+    } else if local.is_empty() {
+        "nothing before the `@`"
+    } else if domain.is_empty() {
+        "nothing after the `@`"
+    } else if local.len() > 64 {
+        "more than 64 characters before the `@`"
+    } else if domain.len() > 253 {
+        "more than 253 characters after the `@`"
+    } else {
+        ""
+    };
+    if !said.is_empty() {
+        return Some(said.into());
     }
-    let local_ok = local
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b))
-        && !local.starts_with('.')
-        && !local.ends_with('.')
-        && !local.contains("..");
-    if !local_ok {
-        return false;
+    if let Some(c) = local
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(*c)))
+    {
+        return Some(format!("`{c}` before the `@`").into());
+    }
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return Some(
+            "a dot at the start or end of the part before the `@`, or two in a row".into(),
+        );
+    }
+    if domain.starts_with('[') {
+        return Some("an IP address for a domain".into());
     }
     let mut labels = 0;
     let mut last = "";
     for label in domain.split('.') {
-        let bytes = label.as_bytes();
-        let ok = !bytes.is_empty()
-            && bytes.len() <= 63
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
-            && bytes[0] != b'-'
-            && bytes[bytes.len() - 1] != b'-';
-        if !ok {
-            return false;
+        if label.is_empty() {
+            return Some("a dot at the start or end of the domain, or two in a row".into());
+        }
+        if label.len() > 63 {
+            return Some("a part of the domain longer than 63 characters".into());
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            return Some(format!("`{c}` in the domain").into());
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Some("a part of the domain that starts or ends with `-`".into());
         }
         labels += 1;
         last = label;
     }
-    labels >= 2
-        && last.len() >= 2
-        && (last.bytes().all(|b| b.is_ascii_alphabetic()) || last.starts_with("xn--"))
+    if labels < 2 {
+        Some("a domain without a dot".into())
+    } else if last.len() < 2 {
+        Some(format!("a top-level domain (`.{last}`) of one letter").into())
+    } else if !(last.bytes().all(|b| b.is_ascii_alphabetic()) || last.starts_with("xn--")) {
+        Some(format!("a top-level domain (`.{last}`) that is not letters").into())
+    } else {
+        None
+    }
+}
+
+/// A character that shows as nothing: zero-width spaces and joiners, the word joiner, a
+/// byte-order mark (pasted from documents and web pages).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}')
 }
 
 #[cfg(test)]
@@ -184,6 +238,58 @@ mod tests {
         ] {
             assert_eq!(email_problem(e), Some(RejectReason::InvalidEmail), "{e}");
         }
+    }
+
+    #[test]
+    fn an_invalid_address_says_what_is_wrong_without_the_address() {
+        let flaws = [
+            ("plainaddress", "no `@`"),
+            ("a@b.com,c@d.com", "more than one `@`"),
+            ("mailto:a@b.com", "`mailto:` before the address"),
+            (
+                "ann <a@b.com>",
+                "a name or `<>` around the address: keep the address alone",
+            ),
+            (
+                "a\u{200b}b@c.com",
+                "a blank or invisible character inside the address",
+            ),
+            (
+                "a@bücher.de",
+                "a domain that is not ASCII: SendGrid takes its `xn--` form",
+            ),
+            (
+                "élodie@example.fr",
+                "a character that is not ASCII before the `@` (SendGrid takes ASCII addresses only)",
+            ),
+            ("@example.com", "nothing before the `@`"),
+            ("a@", "nothing after the `@`"),
+            ("a(b)@c.com", "`(` before the `@`"),
+            (
+                "a..b@c.com",
+                "a dot at the start or end of the part before the `@`, or two in a row",
+            ),
+            ("a@[1.2.3.4]", "an IP address for a domain"),
+            (
+                "a@b..com",
+                "a dot at the start or end of the domain, or two in a row",
+            ),
+            ("a@exa_mple.com", "`_` in the domain"),
+            (
+                "a@-b.com",
+                "a part of the domain that starts or ends with `-`",
+            ),
+            ("a@localhost", "a domain without a dot"),
+            ("a@example.c", "a top-level domain (`.c`) of one letter"),
+            (
+                "a@example.123",
+                "a top-level domain (`.123`) that is not letters",
+            ),
+        ];
+        for (email, said) in flaws {
+            assert_eq!(email_flaw(email).as_deref(), Some(said), "{email}");
+        }
+        assert_eq!(email_flaw("first.last+tag@xn--bcher-kva.example"), None);
         let long = format!("{}@{}.com", "a".repeat(64), "b".repeat(200));
         assert_eq!(email_problem(&long), Some(RejectReason::EmailTooLong));
     }
