@@ -107,21 +107,7 @@ pub fn email_flaw(email: &str) -> Option<Cow<'static, str>> {
     let Some((local, domain)) = email.split_once('@') else {
         return Some("no `@`".into());
     };
-    // The usual ways a column holds more than the address, said before the character
-    // they trip on.
-    let said = if domain.contains('@') {
-        "more than one `@`"
-    } else if local.starts_with("mailto:") {
-        "`mailto:` before the address"
-    } else if email.contains(['<', '>']) {
-        "a name or `<>` around the address: keep the address alone"
-    } else if email.chars().any(|c| c.is_whitespace() || is_invisible(c)) {
-        "a blank or invisible character inside the address"
-    } else if !domain.is_ascii() {
-        "a domain that is not ASCII: SendGrid takes its `xn--` form"
-    } else if !local.is_ascii() {
-        "a character that is not ASCII before the `@` (SendGrid takes ASCII addresses only)"
-    } else if local.is_empty() {
+    let said = if local.is_empty() {
         "nothing before the `@`"
     } else if domain.is_empty() {
         "nothing after the `@`"
@@ -139,7 +125,10 @@ pub fn email_flaw(email: &str) -> Option<Cow<'static, str>> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(*c)))
     {
-        return Some(format!("`{c}` before the `@`").into());
+        return Some(
+            usual_flaw(email, local, domain)
+                .map_or_else(|| format!("`{c}` before the `@`").into(), Cow::Borrowed),
+        );
     }
     if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
         return Some(
@@ -162,7 +151,10 @@ pub fn email_flaw(email: &str) -> Option<Cow<'static, str>> {
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
         {
-            return Some(format!("`{c}` in the domain").into());
+            return Some(
+                usual_flaw(email, local, domain)
+                    .map_or_else(|| format!("`{c}` in the domain").into(), Cow::Borrowed),
+            );
         }
         if label.starts_with('-') || label.ends_with('-') {
             return Some("a part of the domain that starts or ends with `-`".into());
@@ -179,6 +171,27 @@ pub fn email_flaw(email: &str) -> Option<Cow<'static, str>> {
     } else {
         None
     }
+}
+
+/// The usual ways a column holds more than an address, each of which puts a character no
+/// address holds in it: said instead of that character (and looked for only then, off the
+/// path of the valid addresses).
+fn usual_flaw(email: &str, local: &str, domain: &str) -> Option<&'static str> {
+    Some(if domain.contains('@') {
+        "more than one `@`"
+    } else if local.starts_with("mailto:") {
+        "`mailto:` before the address"
+    } else if email.contains(['<', '>']) {
+        "a name or `<>` around the address: keep the address alone"
+    } else if email.chars().any(|c| c.is_whitespace() || is_invisible(c)) {
+        "a blank or invisible character inside the address"
+    } else if !domain.is_ascii() {
+        "a domain that is not ASCII: SendGrid takes its `xn--` form"
+    } else if !local.is_ascii() {
+        "a character that is not ASCII before the `@` (SendGrid takes ASCII addresses only)"
+    } else {
+        return None;
+    })
 }
 
 /// A character that shows as nothing: zero-width spaces and joiners, the word joiner, a
