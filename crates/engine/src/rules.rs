@@ -121,14 +121,14 @@ pub fn email_flaw(email: &str) -> Option<Cow<'static, str>> {
     if !said.is_empty() {
         return Some(said.into());
     }
-    if let Some(c) = local
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(*c)))
+    if let Some(at) = local
+        .bytes()
+        .position(|b| !(b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b)))
     {
-        return Some(
-            usual_flaw(email, local, domain)
-                .map_or_else(|| format!("`{c}` before the `@`").into(), Cow::Borrowed),
-        );
+        return Some(usual_flaw(email, local, domain).map_or_else(
+            || format!("`{}` before the `@`", first_char(&local[at..])).into(),
+            Cow::Borrowed,
+        ));
     }
     if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
         return Some(
@@ -147,14 +147,14 @@ pub fn email_flaw(email: &str) -> Option<Cow<'static, str>> {
         if label.len() > 63 {
             return Some("a part of the domain longer than 63 characters".into());
         }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        if let Some(at) = label
+            .bytes()
+            .position(|b| !(b.is_ascii_alphanumeric() || b == b'-'))
         {
-            return Some(
-                usual_flaw(email, local, domain)
-                    .map_or_else(|| format!("`{c}` in the domain").into(), Cow::Borrowed),
-            );
+            return Some(usual_flaw(email, local, domain).map_or_else(
+                || format!("`{}` in the domain", first_char(&label[at..])).into(),
+                Cow::Borrowed,
+            ));
         }
         if label.starts_with('-') || label.ends_with('-') {
             return Some("a part of the domain that starts or ends with `-`".into());
@@ -192,6 +192,11 @@ fn usual_flaw(email: &str, local: &str, domain: &str) -> Option<&'static str> {
     } else {
         return None;
     })
+}
+
+/// The character `text` starts with (a byte scan stops at a character's first byte).
+fn first_char(text: &str) -> char {
+    text.chars().next().unwrap_or('?')
 }
 
 /// A character that shows as nothing: zero-width spaces and joiners, the word joiner, a
