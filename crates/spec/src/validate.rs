@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::Diagnostic;
 use crate::interpolate::sole_reference;
-use crate::model::{Identifier, PipelineFile, SourceFormat};
+use crate::model::{ExportMode, Identifier, PipelineFile, SourceFormat};
 
 /// Every problem found, in file order.
 pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
@@ -360,7 +360,47 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
             }
         }
     }
+    for (i, other, list) in mirrored_lists_shared(file) {
+        let (e, other) = (&file.exports[i], &file.exports[other]);
+        err(
+            format!("exports[{i}].mode"),
+            format!(
+                "export `{}` mirrors list {list}, which export `{}` also fills: `{}` would take \
+                 off the list contacts that left its segments but are in `{}`'s, and `{}` does \
+                 not send a contact again while it is unchanged; give a mirrored list to one \
+                 export (one export may take several segments)",
+                e.name, other.name, e.name, other.name, other.name
+            ),
+        );
+    }
     out
+}
+
+/// (mirroring export, another export, the list) for each list of a connection that an
+/// export in mirror mode shares with another export of the file, by id or by name.
+fn mirrored_lists_shared(file: &PipelineFile) -> Vec<(usize, usize, String)> {
+    let mut fillers: BTreeMap<(&str, String), Vec<usize>> = BTreeMap::new();
+    for (i, e) in file.exports.iter().enumerate() {
+        let ids = e.list_ids.iter().map(|id| id.to_ascii_lowercase());
+        let names = e.lists.iter().map(|l| format!("`{}`", l.name));
+        for list in ids.chain(names) {
+            let exports = fillers.entry((e.connection.as_str(), list)).or_default();
+            if !exports.contains(&i) {
+                exports.push(i);
+            }
+        }
+    }
+    let mut shared = Vec::new();
+    for ((_, list), exports) in fillers {
+        for &i in &exports {
+            if file.exports[i].mode == ExportMode::Mirror
+                && let Some(&other) = exports.iter().find(|&&o| o != i)
+            {
+                shared.push((i, other, list.clone()));
+            }
+        }
+    }
+    shared
 }
 
 fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {

@@ -348,6 +348,39 @@ fn mirror_settings_out_of_range_are_refused() {
 }
 
 #[test]
+fn a_mirrored_list_another_export_fills_is_refused() {
+    // `weekly` fills the same list by its id (in capitals) and `vip` by its name; another
+    // connection's list of that name is another list.
+    let second = "  - name: weekly\n    connection: marketing\n    list_ids: [0B7C2A53-0A0F-4C35-9A3E-0F6F1D8F3A11]\n    lists: [VIP]\n    segments: [vip]\n    mapping: { email: email }\n  - name: vip\n    connection: marketing\n    lists: [VIP]\n    segments: [vip]\n    mapping: { email: email }\n    mode: mirror\n  - name: elsewhere\n    connection: other\n    lists: [VIP]\n    segments: [vip]\n    mapping: { email: email }\n";
+    let text = format!(
+        "{}{second}",
+        GOOD.replace("on_cap_exceeded: truncate", "mode: mirror")
+            .replace(
+                "sources:",
+                "  other:\n    type: sendgrid\n    api_key: ${SENDGRID_API_KEY}\n    data_privacy_consent: true\nsources:"
+            )
+    );
+    assert_eq!(
+        problem_lines(&text),
+        [
+            "exports[0].mode: export `newsletter` mirrors list 0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11, which export `weekly` also fills: `newsletter` would take off the list contacts that left its segments but are in `weekly`'s, and `weekly` does not send a contact again while it is unchanged; give a mirrored list to one export (one export may take several segments)",
+            "exports[2].mode: export `vip` mirrors list `VIP`, which export `weekly` also fills: `vip` would take off the list contacts that left its segments but are in `weekly`'s, and `weekly` does not send a contact again while it is unchanged; give a mirrored list to one export (one export may take several segments)",
+        ]
+    );
+    // Each mirrored list filled by its export alone is fine.
+    let text = text
+        .replace(
+            "lists: [VIP]\n    segments: [vip]\n    mapping: { email: email }\n  - name: vip",
+            "segments: [vip]\n    mapping: { email: email }\n  - name: vip",
+        )
+        .replace(
+            "list_ids: [0B7C2A53-0A0F-4C35-9A3E-0F6F1D8F3A11]",
+            "list_ids: [1b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]",
+        );
+    assert!(parse(&text, Path::new("p.yaml"), &env).is_ok());
+}
+
+#[test]
 fn plain_http_to_a_remote_host_is_refused() {
     let text = GOOD.replace(
         "    data_privacy_consent: true",
