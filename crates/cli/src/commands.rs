@@ -49,6 +49,13 @@ async fn resolve_lists(
     // mistake in the file is said first, and no list is created for a run it stops.
     engine.plan_exports(only).await?;
     let named = remote::resolve_named_lists(&mut pipeline, only, local, mode).await?;
+    // A list named in one export and given by its id in another is the same list.
+    if let Some((_, message)) = pipeline_spec::mirror_conflicts(&pipeline.file).first() {
+        return Err(Failure {
+            exit: Exit::Config,
+            message: format!("{message} (one names the list, the other gives its id)"),
+        });
+    }
     engine.take_list_ids(&pipeline);
     Ok((pipeline, engine, named))
 }

@@ -394,7 +394,12 @@ fn summary_table(s: &SyncedExport, stage: Stage) -> String {
         let reasons: Vec<String> = s
             .rejected_by_reason
             .iter()
-            .map(|(r, n)| format!("{r} {n}"))
+            .map(|(r, n)| match r.as_str() {
+                "invalid_email" if !s.invalid_emails.is_empty() => {
+                    format!("{r} {n} ({})", most_common(&s.invalid_emails, 3))
+                }
+                _ => format!("{r} {n}"),
+            })
             .collect();
         out.push_str(&format!("  rejected: {}", reasons.join(", ")));
         if let Some(file) = &s.rejects_file {
@@ -457,6 +462,22 @@ fn summary_table(s: &SyncedExport, stage: Stage) -> String {
 }
 
 /// What a run sent to SendGrid and what its import jobs did.
+/// The `shown` most common of `counts` (ties in name order) with their counts, and how
+/// many other kinds there are: `no `@` 12, a domain without a dot 3, and 2 more kinds`.
+fn most_common(counts: &BTreeMap<String, u64>, shown: usize) -> String {
+    let mut by_count: Vec<(&String, &u64)> = counts.iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(a.1));
+    let mut parts: Vec<String> = (by_count.iter().take(shown))
+        .map(|(what, n)| format!("{what} {n}"))
+        .collect();
+    match by_count.len().saturating_sub(shown) {
+        0 => {}
+        1 => parts.push("and 1 more kind".into()),
+        more => parts.push(format!("and {more} more kinds")),
+    }
+    parts.join(", ")
+}
+
 fn sent_lines(sink: &pipeline_sink::SinkReport) -> String {
     if sink.requests == 0 {
         return "  sent: nothing\n".to_owned();

@@ -42,7 +42,7 @@ fn plan_shows_counts_verdict_and_masked_sample_and_writes_nothing() {
     assert!(run.stdout.contains(expected_counts), "{}", run.stdout);
     assert!(
         run.stdout
-            .contains("rejected: invalid_email 4, missing_email 3"),
+            .contains("rejected: invalid_email 4 (no `@` 2, a domain without a dot 1, more than one `@` 1), missing_email 3"),
         "{}",
         run.stdout
     );
@@ -88,6 +88,10 @@ fn plan_shows_counts_verdict_and_masked_sample_and_writes_nothing() {
             {"email": "ada.lovelace@example.com", "first_name": "Ada"},
             {"email": "grace.hopper@example.com", "first_name": "Grace"},
         ])
+    );
+    assert_eq!(
+        plan["invalid_emails"],
+        json!({"no `@`": 2, "a domain without a dot": 1, "more than one `@`": 1})
     );
 }
 

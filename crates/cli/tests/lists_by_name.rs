@@ -60,6 +60,31 @@ fn a_list_named_by_its_name_gets_the_contacts() {
 }
 
 #[test]
+fn a_mirrored_list_named_in_one_export_and_given_by_id_in_another_is_refused() {
+    let s = Setup::new(0);
+    write_profiles(s.dir.path(), &rows(10));
+    let two = format!(
+        "{BY_NAME}\n    mode: mirror\n  - name: weekly\n    connection: marketing\n    segments: [subscribed]\n    list_ids: [{LIST}]\n    mapping: {{ email: email }}\n"
+    );
+    let file = s.pipeline(&two);
+    // Only SendGrid knows that `daily` is that list.
+    let validate = s.run(&["validate", file]);
+    assert_eq!(validate.code, 0, "{}", validate.stderr);
+    for command in ["plan", "run"] {
+        let run = s.run(&[command, file]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!(
+                "export `daily` mirrors list {LIST}, which export `weekly` also fills: `daily` would take off the list contacts that left its segments but are in `weekly`'s"
+            )) && run.stderr.contains("(one names the list, the other gives its id)"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(s.upserted_since(0).is_empty());
+}
+
+#[test]
 fn a_missing_list_is_an_error_or_is_created_when_the_export_allows_it() {
     let s = Setup::new(0);
     write_profiles(s.dir.path(), &rows(10));

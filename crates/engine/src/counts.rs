@@ -19,6 +19,9 @@ use crate::summary::SegmentSummary;
 pub(crate) struct Counts {
     pub(crate) segments: Vec<SegmentSummary>,
     pub(crate) by_reason: BTreeMap<&'static str, u64>,
+    /// What is wrong with the invalid emails of an export keyed by email, by how it is
+    /// said in the rejects file.
+    pub(crate) email_flaws: BTreeMap<String, u64>,
     pub(crate) rejected_emails: Option<Vec<String>>,
     /// The export's identifier, as the rejected rows' values are normalised.
     key: Identifier,
@@ -37,6 +40,7 @@ impl Counts {
                 })
                 .collect(),
             by_reason: BTreeMap::new(),
+            email_flaws: BTreeMap::new(),
             rejected_emails: collect_rejected_emails.then(Vec::new),
         }
     }
@@ -61,10 +65,25 @@ impl Counts {
         }
         let reason = text(batch.column(meta::REASON))?;
         let raw = text(batch.column(meta::RAW_EMAIL))?;
+        let mut normalised = String::new();
         for row in (0..batch.num_rows()).filter(|r| rejected.value(*r)) {
             let code = RejectReason::from_code(reason.value(row))
                 .ok_or_else(|| internal("an unknown reject reason"))?;
             *self.by_reason.entry(code.code()).or_default() += 1;
+            if code == RejectReason::InvalidEmail
+                && self.key == Identifier::Email
+                && raw.is_valid(row)
+            {
+                crate::rules::normalize_email_into(raw.value(row), &mut normalised);
+                if let Some(flaw) = crate::rules::email_flaw(&normalised) {
+                    match self.email_flaws.get_mut(flaw.as_ref()) {
+                        Some(n) => *n += 1,
+                        None => {
+                            self.email_flaws.insert(flaw.into_owned(), 1);
+                        }
+                    }
+                }
+            }
             self.segments[seg.value(row) as usize].rejected += 1;
             if let Some(emails) = self.rejected_emails.as_mut().filter(|_| raw.is_valid(row)) {
                 let raw = raw.value(row);

@@ -384,6 +384,7 @@ impl Engine {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
+            invalid_emails: counts.email_flaws,
             duplicates: counts.segments.iter().map(|s| s.duplicates).sum(),
             segments: counts.segments,
             truncated_contacts: truncated,

@@ -75,6 +75,10 @@ pub struct ExportSummary {
     pub segments: Vec<SegmentSummary>,
     pub rejected: u64,
     pub rejected_by_reason: BTreeMap<String, u64>,
+    /// What is wrong with the invalid emails (`invalid_email` rows of an export keyed by
+    /// email), as the rejects file's `detail` says it, with how many rows have it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub invalid_emails: BTreeMap<String, u64>,
     pub duplicates: u64,
     /// Contacts with at least one field cut to SendGrid's limit.
     pub truncated_contacts: u64,

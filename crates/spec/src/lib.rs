@@ -33,7 +33,7 @@ pub use secret::{ApiKey, resolve_api_key};
 pub use storage::{Cloud, Place, Storage, StorageValue, check_storage, place_of};
 pub use validate::{
     SENDGRID_RESERVED_FIELDS, check_custom_field_name, check_endpoint, cluster_address,
-    is_loopback_http, is_uuid,
+    is_loopback_http, is_uuid, mirror_conflicts,
 };
 
 /// A parsed, interpolated and validated pipeline file.

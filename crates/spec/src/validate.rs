@@ -360,25 +360,17 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
             }
         }
     }
-    for (i, other, list) in mirrored_lists_shared(file) {
-        let (e, other) = (&file.exports[i], &file.exports[other]);
-        err(
-            format!("exports[{i}].mode"),
-            format!(
-                "export `{}` mirrors list {list}, which export `{}` also fills: `{}` would take \
-                 off the list contacts that left its segments but are in `{}`'s, and `{}` does \
-                 not send a contact again while it is unchanged; give a mirrored list to one \
-                 export (one export may take several segments)",
-                e.name, other.name, e.name, other.name, other.name
-            ),
-        );
+    for (i, message) in mirror_conflicts(file) {
+        err(format!("exports[{i}].mode"), message);
     }
     out
 }
 
-/// (mirroring export, another export, the list) for each list of a connection that an
-/// export in mirror mode shares with another export of the file, by id or by name.
-fn mirrored_lists_shared(file: &PipelineFile) -> Vec<(usize, usize, String)> {
+/// Each export in mirror mode that shares a list with another export of the file (by id,
+/// whatever its case, or by name, through one connection): its index, and why it may not.
+/// The mirror would take off the list contacts that the other export keeps there, and
+/// that export does not send a contact again while it is unchanged.
+pub fn mirror_conflicts(file: &PipelineFile) -> Vec<(usize, String)> {
     let mut fillers: BTreeMap<(&str, String), Vec<usize>> = BTreeMap::new();
     for (i, e) in file.exports.iter().enumerate() {
         let ids = e.list_ids.iter().map(|id| id.to_ascii_lowercase());
@@ -390,17 +382,30 @@ fn mirrored_lists_shared(file: &PipelineFile) -> Vec<(usize, usize, String)> {
             }
         }
     }
-    let mut shared = Vec::new();
+    let mut conflicts = Vec::new();
     for ((_, list), exports) in fillers {
         for &i in &exports {
-            if file.exports[i].mode == ExportMode::Mirror
-                && let Some(&other) = exports.iter().find(|&&o| o != i)
-            {
-                shared.push((i, other, list.clone()));
+            let (e, others) = (&file.exports[i], &exports);
+            let Some(other) = others.iter().find(|&&o| o != i).map(|&o| &file.exports[o]) else {
+                continue;
+            };
+            if e.mode == ExportMode::Mirror {
+                conflicts.push((
+                    i,
+                    format!(
+                        "export `{}` mirrors list {list}, which export `{}` also fills: `{}` \
+                         would take off the list contacts that left its segments but are in \
+                         `{}`'s, and `{}` does not send a contact again while it is unchanged; \
+                         give a mirrored list to one export (one export may take several \
+                         segments)",
+                        e.name, other.name, e.name, other.name, other.name
+                    ),
+                ));
             }
         }
     }
-    shared
+    conflicts.sort();
+    conflicts
 }
 
 fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
