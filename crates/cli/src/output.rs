@@ -461,9 +461,8 @@ fn summary_table(s: &SyncedExport, stage: Stage) -> String {
     out
 }
 
-/// What a run sent to SendGrid and what its import jobs did.
 /// The `shown` most common of `counts` (ties in name order) with their counts, and how
-/// many other kinds there are: `no `@` 12, a domain without a dot 3, and 2 more kinds`.
+/// many other kinds there are (`... 3, and 2 more kinds`).
 fn most_common(counts: &BTreeMap<String, u64>, shown: usize) -> String {
     let mut by_count: Vec<(&String, &u64)> = counts.iter().collect();
     by_count.sort_by(|a, b| b.1.cmp(a.1));
@@ -478,6 +477,7 @@ fn most_common(counts: &BTreeMap<String, u64>, shown: usize) -> String {
     parts.join(", ")
 }
 
+/// What a run sent to SendGrid and what its import jobs did.
 fn sent_lines(sink: &pipeline_sink::SinkReport) -> String {
     if sink.requests == 0 {
         return "  sent: nothing\n".to_owned();

@@ -358,12 +358,12 @@ fn signature_advice(message: &str) -> Option<String> {
     // wrong (`concat_ws expects at least 2 arguments, got 1`).
     let forms: Vec<&str> = rest
         .split_once("Candidate functions:")
-        .map(|(_, forms)| forms.lines().map(str::trim).collect())
+        .map(|(_, forms)| {
+            (forms.lines().map(str::trim))
+                .filter(|f| !f.is_empty() && !f.contains("UserDefined"))
+                .collect()
+        })
         .unwrap_or_default();
-    let forms: Vec<&str> = forms
-        .into_iter()
-        .filter(|f| !f.is_empty() && !f.contains("UserDefined"))
-        .collect();
     const SHOWN: usize = 6;
     let takes = match forms.len() {
         0 => {

@@ -385,11 +385,9 @@ pub fn mirror_conflicts(file: &PipelineFile) -> Vec<(usize, String)> {
     let mut conflicts = Vec::new();
     for ((_, list), exports) in fillers {
         for &i in &exports {
-            let (e, others) = (&file.exports[i], &exports);
-            let Some(other) = others.iter().find(|&&o| o != i).map(|&o| &file.exports[o]) else {
-                continue;
-            };
-            if e.mode == ExportMode::Mirror {
+            let e = &file.exports[i];
+            let other = exports.iter().find(|&&o| o != i).map(|&o| &file.exports[o]);
+            if let Some(other) = other.filter(|_| e.mode == ExportMode::Mirror) {
                 conflicts.push((
                     i,
                     format!(
