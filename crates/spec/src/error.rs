@@ -56,6 +56,16 @@ impl Diagnostic {
         if at == Some('\t') {
             message.push_str(": it is a tab, and YAML indents with spaces only");
         }
+        // `[${LIST}]`: inside `[...]` or `{...}`, YAML reads the `{` as a mapping's start.
+        let line = location
+            .as_ref()
+            .and_then(|l| text.lines().nth(l.line.checked_sub(1)?));
+        if message.contains("flow") && line.is_some_and(unquoted_reference) {
+            message.push_str(
+                ": a `${VAR}` inside `[...]` or `{...}` goes in quotes (`[\"${VAR}\"]`), or YAML \
+                 reads its `{` as the start of a mapping",
+            );
+        }
         let mut d = Self {
             location,
             path,
@@ -173,6 +183,12 @@ impl Diagnostic {
             }
         }
     }
+}
+
+/// Whether `line` holds a `${` that no quote opens just before.
+fn unquoted_reference(line: &str) -> bool {
+    line.match_indices("${")
+        .any(|(at, _)| !line[..at].ends_with(['"', '\'']))
 }
 
 /// Where the second `key:` of the flow mapping (`{ a: 1, a: 2 }`, over one line or more)

@@ -348,6 +348,26 @@ fn mirror_settings_out_of_range_are_refused() {
 }
 
 #[test]
+fn a_variable_unquoted_in_brackets_says_to_quote_it() {
+    let list = "list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]";
+    let d = problems(&GOOD.replace(list, "list_ids: [${LIST}]"));
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(
+        d[0].message.ends_with(
+            ": a `${VAR}` inside `[...]` or `{...}` goes in quotes (`[\"${VAR}\"]`), or YAML reads its `{` as the start of a mapping"
+        ),
+        "{}",
+        d[0].message
+    );
+    let quoted = GOOD.replace(list, "list_ids: [\"${LIST}\"]");
+    let p = parse(&quoted, Path::new("p.yaml"), &env).unwrap();
+    assert_eq!(
+        p.export("newsletter").unwrap().list_ids,
+        ["0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11"]
+    );
+}
+
+#[test]
 fn a_mirrored_list_another_export_fills_is_refused() {
     // `weekly` fills the same list by its id (in capitals) and `vip` by its name; another
     // connection's list of that name is another list.
