@@ -230,7 +230,14 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
         }
         let mut seen = BTreeSet::new();
         for (j, id) in e.list_ids.iter().enumerate() {
-            if !is_uuid(id) {
+            if let Some(name) = id.strip_prefix('$').filter(|n| !n.starts_with('{')) {
+                err(
+                    format!("exports[{i}].list_ids[{j}]"),
+                    format!(
+                        "`{id}` is not a SendGrid list id: an environment variable is written `${{{name}}}` (in quotes inside `[...]`)"
+                    ),
+                );
+            } else if !is_uuid(id) {
                 err(
                     format!("exports[{i}].list_ids[{j}]"),
                     format!(

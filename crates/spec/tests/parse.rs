@@ -359,6 +359,13 @@ fn a_variable_unquoted_in_brackets_says_to_quote_it() {
         "{}",
         d[0].message
     );
+    // The shell's `$LIST`, which the file does not read.
+    assert_eq!(
+        problem_lines(&GOOD.replace(list, "list_ids: [$LIST]")),
+        [
+            "exports[0].list_ids[0]: `$LIST` is not a SendGrid list id: an environment variable is written `${LIST}` (in quotes inside `[...]`)"
+        ]
+    );
     let quoted = GOOD.replace(list, "list_ids: [\"${LIST}\"]");
     let p = parse(&quoted, Path::new("p.yaml"), &env).unwrap();
     assert_eq!(
