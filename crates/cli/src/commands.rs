@@ -324,6 +324,11 @@ pub(crate) async fn check(
             });
         }
     }
+    // A list named in one export and given by its id in another is the same list.
+    for (i, message) in pipeline_spec::mirror_conflicts(&resolved.file) {
+        let subject = format!("export {} mode", resolved.file.exports[i].name);
+        verdicts.push(output::Verdict::fail(subject, message));
+    }
     verdicts.extend(remote::check_exports(&resolved, &queries, &usable).await);
     Ok(verdicts)
 }

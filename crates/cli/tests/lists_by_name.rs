@@ -82,6 +82,15 @@ fn a_mirrored_list_named_in_one_export_and_given_by_id_in_another_is_refused() {
         );
     }
     assert!(s.upserted_since(0).is_empty());
+    let check = s.run(&["check", file]);
+    assert_eq!(check.code, 4, "{}", check.stdout);
+    assert!(
+        check.stdout.contains(&format!(
+            "FAIL export daily mode: export `daily` mirrors list {LIST}, which export `weekly` also fills"
+        )),
+        "{}",
+        check.stdout
+    );
 }
 
 #[test]
