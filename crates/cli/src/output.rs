@@ -11,7 +11,7 @@ use pipeline_sync::{RemovalOutcome, SyncedExport};
 use serde_json::{Value, json};
 
 use crate::Exit;
-use crate::text::{cell, indent, mask_emails, sample_rows, table};
+use crate::text::{cell, indent, mask_emails, sample_json, sample_rows, table};
 
 /// A command's successful result.
 pub trait Outcome {
@@ -95,9 +95,7 @@ impl Outcome for Vec<Plan> {
             "exit_code": exit.code(),
             "exports": self.iter().map(|p| {
                 let mut v = serde_json::to_value(&p.summary).unwrap_or(Value::Null);
-                v["sample"] = Value::Array(sample_rows(&p.sample, p.mask_emails).into_iter().map(|(h, r)| {
-                    Value::Object(h.into_iter().zip(r).map(|(k, v)| (k, Value::String(v))).collect())
-                }).collect());
+                v["sample"] = Value::Array(sample_json(&p.sample, p.mask_emails));
                 v
             }).collect::<Vec<_>>(),
         })

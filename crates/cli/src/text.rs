@@ -1,5 +1,6 @@
 //! Text for the terminal: sample contacts as cells, masked emails, aligned tables.
 
+use arrow::array::{Array, AsArray};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
@@ -40,6 +41,64 @@ pub(crate) fn sample_rows(batches: &[RecordBatch], mask: bool) -> Vec<(Vec<Strin
         }
     }
     rows
+}
+
+/// The sample contacts as JSON objects, as a request body would carry their fields:
+/// numbers as numbers, a field without a value left out; emails masked when asked.
+pub(crate) fn sample_json(batches: &[RecordBatch], mask: bool) -> Vec<serde_json::Value> {
+    use serde_json::{Map, Value};
+    let mut out = Vec::new();
+    for batch in batches {
+        let Ok(rows) = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default()))
+            .collect::<Result<Vec<_>, _>>()
+        else {
+            continue;
+        };
+        let schema = batch.schema();
+        for row in 0..batch.num_rows() {
+            let mut contact = Map::new();
+            for ((field, column), formatter) in
+                schema.fields().iter().zip(batch.columns()).zip(&rows)
+            {
+                if column.is_null(row) {
+                    continue;
+                }
+                let name = field.name();
+                let masked =
+                    |text: String| match mask && (name == "email" || name == "alternate_emails") {
+                        true => mask_emails(&text),
+                        false => text,
+                    };
+                if let Some(list) = column.as_list_opt::<i32>() {
+                    let items = list.value(row);
+                    let Ok(item) =
+                        ArrayFormatter::try_new(items.as_ref(), &FormatOptions::default())
+                    else {
+                        continue;
+                    };
+                    let items = (0..items.len())
+                        .filter(|&i| items.is_valid(i))
+                        .map(|i| Value::String(masked(item.value(i).to_string())))
+                        .collect();
+                    contact.insert(name.clone(), Value::Array(items));
+                    continue;
+                }
+                let text = formatter.value(row).to_string();
+                let value = if field.data_type().is_numeric() {
+                    text.parse::<serde_json::Number>()
+                        .map_or(Value::String(text), Value::Number)
+                } else {
+                    Value::String(masked(text))
+                };
+                contact.insert(name.clone(), value);
+            }
+            out.push(Value::Object(contact));
+        }
+    }
+    out
 }
 
 /// `ada@example.com` → `a***@example.com`, for every address in the text.

@@ -93,6 +93,29 @@ fn plan_shows_counts_verdict_and_masked_sample_and_writes_nothing() {
         plan["invalid_emails"],
         json!({"no `@`": 2, "a domain without a dot": 1, "more than one `@`": 1})
     );
+
+    // The sample's fields as a request body carries them: numbers as numbers, lists as
+    // lists, a field without a value left out.
+    let export = EXPORT.replace(
+        "first_name: first_name",
+        "first_name: first_name\n      last_name: CAST(NULL AS VARCHAR)\n      alternate_emails: \"make_array('Ada.Work@Example.com')\"\n      custom_fields: { ltv: lifetime_value }",
+    );
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, &export));
+    let run = pipeline(
+        dir.path(),
+        &["plan", file, "--rows", "1", "--output", "json"],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.json()["exports"][0]["sample"],
+        json!([{
+            "email": "a***@example.com",
+            "first_name": "Ada",
+            "alternate_emails": ["a***@example.com"],
+            "ltv": 12500.0,
+        }])
+    );
 }
 
 #[test]
