@@ -460,10 +460,11 @@ fn bad_order_by_names_the_export() {
         &run,
         &["exports[0] (`newsletter`) order_by[0]: column `signup` is not in segment `vip`"],
     );
-    // Two expressions in one item; a struct, whose values have no order as text.
+    // Two expressions in one item; a struct, whose values have no order as text; bytes,
+    // which the run would fail to read as text at the first that are not UTF-8.
     let export = EXPORT.replace(
         "order_by: customer_id",
-        "order_by: [\"signup_date DESC, customer_id\", \"named_struct('id', customer_id)\"]",
+        "order_by: [\"signup_date DESC, customer_id\", \"named_struct('id', customer_id)\", \"arrow_cast(email, 'Binary')\"]",
     );
     let (_d, run) = run_file(&pipeline_yaml(SEGMENTS, &export));
     assert_config_error(
@@ -472,6 +473,7 @@ fn bad_order_by_names_the_export() {
             "order_by[0]: `signup_date DESC, customer_id` is not a valid expression over segment `vip`",
             "; several expressions go in a list, one per item (`order_by: [signup_date DESC, customer_id]`)",
             "order_by[1]: in segment `vip`, `named_struct('id', customer_id)` is Struct(\"id\": Int64), which rows cannot be ordered by: order by text, numbers or dates (one of its fields is `named_struct('id', customer_id)['id']`)",
+            "order_by[2]: in segment `vip`, `arrow_cast(email, 'Binary')` is Binary, which rows cannot be ordered by: order by text, numbers or dates (if the column is text that Impala or Hive stored as bytes, set `binary_as_string: true` on its source)",
         ],
     );
 }

@@ -243,7 +243,9 @@ pub(crate) async fn plan_export(
             let expr = resolve(expr_text, schema);
             match expression_type(ctx, segment, &expr, ORDER_VOLATILE).await {
                 // The key of a row is its `order_by` values as text.
-                Ok(t) if !arrow::compute::can_cast_types(&t, &DataType::Utf8) => {
+                // Bytes would be cast to text, which fails on the first value that is not
+                // UTF-8.
+                Ok(t) if !arrow::compute::can_cast_types(&t, &DataType::Utf8) || is_bytes(&t) => {
                     problems.push(format!(
                         "{}: in segment `{segment}`, `{expr_text}` is {t}, which rows cannot be ordered by: order by text, numbers or dates{}",
                         at(&format!("order_by[{j}]")),
