@@ -248,7 +248,12 @@ pub(crate) async fn run(
                 Err(interrupt::failure(dry_run.is_none() && local.is_none()))
             }
         };
-        // Every real run leaves a line in the export's history, failed ones too.
+        // Every real run leaves a line in the export's history, failed ones too. A stopped
+        // run's line counts what its journal holds; an upload still finishing is not
+        // journaled after that (the run ends here).
+        if result.is_err() {
+            pipeline_sync::close_journals();
+        }
         if dry_run.is_none() {
             match options.state_of(&pipeline, &query.export) {
                 Ok(state) => history::record(&state, started, &result).await,

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::future::BoxFuture;
 use pipeline_sink::UploadJournal;
@@ -130,6 +130,18 @@ pub fn rewrite_journal(path: &Path, batches: &[JournalBatch]) -> Result<(), Stat
     .map_err(io(format!("cannot write {}", path.display())))
 }
 
+/// Whether this process's journals take no more records: set when its run stops early.
+static CLOSED: RwLock<bool> = RwLock::new(false);
+
+/// Closes this process's journals, once every record being written is whole: an upload
+/// still finishing after its run stopped (a task is cancelled only at its next wait) is
+/// not recorded, so what the stopped run's history counts from the journal is what the
+/// journal holds. Such a body is sent again by the next run, as if it had never been
+/// accepted (an upsert of the same contacts).
+pub fn close_journals() {
+    *CLOSED.write().unwrap_or_else(|e| e.into_inner()) = true;
+}
+
 /// Appends accepted bodies to the journal, each synced to disk before the upload goes on.
 pub struct JournalWriter {
     file: Mutex<File>,
@@ -161,6 +173,13 @@ impl JournalWriter {
     /// Appends one line and syncs it; one write per line, so a line is either whole or
     /// the cut-short last one.
     fn append(&self, bytes: &[u8]) -> std::io::Result<()> {
+        // Held until the line is synced: closing waits for it.
+        let closed = CLOSED.read().unwrap_or_else(|e| e.into_inner());
+        if *closed {
+            return Err(std::io::Error::other(
+                "the run has stopped: its journal takes no more records",
+            ));
+        }
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         file.write_all(bytes)?;
         file.sync_data()

@@ -32,7 +32,7 @@ use std::sync::Arc;
 pub use diff::{Diff, DiffCounts, Known};
 pub use fold::{fold, remember_refusals};
 pub use history::{RunRecord, append_history, read_history};
-pub use journal::{JournalBatch, JournalWriter, read_journal, rewrite_journal};
+pub use journal::{JournalBatch, JournalWriter, close_journals, read_journal, rewrite_journal};
 pub use lease::LeaseLock;
 pub use lock::RunLock;
 pub use protocol::{ExportSync, SyncError, SyncOptions};
