@@ -102,7 +102,8 @@ pub fn is_valid_email(email: &str) -> bool {
 }
 
 /// What [`is_valid_email`] refuses in a normalised `email`, said for the rejects file:
-/// what is wrong, never the address. `None` for a valid address.
+/// what is wrong, never the address, in one of a few dozen phrasings (the summary counts
+/// them). `None` for a valid address.
 pub fn email_flaw(email: &str) -> Option<Cow<'static, str>> {
     let Some((local, domain)) = email.split_once('@') else {
         return Some("no `@`".into());
@@ -165,9 +166,9 @@ pub fn email_flaw(email: &str) -> Option<Cow<'static, str>> {
     if labels < 2 {
         Some("a domain without a dot".into())
     } else if last.len() < 2 {
-        Some(format!("a top-level domain (`.{last}`) of one letter").into())
+        Some("a top-level domain of one letter".into())
     } else if !(last.bytes().all(|b| b.is_ascii_alphabetic()) || last.starts_with("xn--")) {
-        Some(format!("a top-level domain (`.{last}`) that is not letters").into())
+        Some("a top-level domain that is not letters (such as `.com1`)".into())
     } else {
         None
     }
@@ -298,10 +299,10 @@ mod tests {
                 "a part of the domain that starts or ends with `-`",
             ),
             ("a@localhost", "a domain without a dot"),
-            ("a@example.c", "a top-level domain (`.c`) of one letter"),
+            ("a@example.c", "a top-level domain of one letter"),
             (
                 "a@example.123",
-                "a top-level domain (`.123`) that is not letters",
+                "a top-level domain that is not letters (such as `.com1`)",
             ),
         ];
         for (email, said) in flaws {
