@@ -28,14 +28,7 @@ pub(crate) fn sample_rows(batches: &[RecordBatch], mask: bool) -> Vec<(Vec<Strin
             let cells = formatters
                 .iter()
                 .zip(&headers)
-                .map(|(f, h)| {
-                    let text = f.value(row).to_string();
-                    if mask && (h == "email" || h == "alternate_emails") {
-                        mask_emails(&text)
-                    } else {
-                        text
-                    }
-                })
+                .map(|(f, h)| shown(f.value(row).to_string(), h, mask))
                 .collect();
             rows.push((headers.clone(), cells));
         }
@@ -67,11 +60,6 @@ pub(crate) fn sample_json(batches: &[RecordBatch], mask: bool) -> Vec<serde_json
                     continue;
                 }
                 let name = field.name();
-                let masked =
-                    |text: String| match mask && (name == "email" || name == "alternate_emails") {
-                        true => mask_emails(&text),
-                        false => text,
-                    };
                 if let Some(list) = column.as_list_opt::<i32>() {
                     let items = list.value(row);
                     let Ok(item) =
@@ -81,7 +69,7 @@ pub(crate) fn sample_json(batches: &[RecordBatch], mask: bool) -> Vec<serde_json
                     };
                     let items = (0..items.len())
                         .filter(|&i| items.is_valid(i))
-                        .map(|i| Value::String(masked(item.value(i).to_string())))
+                        .map(|i| Value::String(shown(item.value(i).to_string(), name, mask)))
                         .collect();
                     contact.insert(name.clone(), Value::Array(items));
                     continue;
@@ -91,7 +79,7 @@ pub(crate) fn sample_json(batches: &[RecordBatch], mask: bool) -> Vec<serde_json
                     text.parse::<serde_json::Number>()
                         .map_or(Value::String(text), Value::Number)
                 } else {
-                    Value::String(masked(text))
+                    Value::String(shown(text, name, mask))
                 };
                 contact.insert(name.clone(), value);
             }
@@ -99,6 +87,15 @@ pub(crate) fn sample_json(batches: &[RecordBatch], mask: bool) -> Vec<serde_json
         }
     }
     out
+}
+
+/// The text of a sample contact's `field`, its addresses masked when `mask` asks.
+fn shown(text: String, field: &str, mask: bool) -> String {
+    if mask && (field == "email" || field == "alternate_emails") {
+        mask_emails(&text)
+    } else {
+        text
+    }
 }
 
 /// `ada@example.com` → `a***@example.com`, for every address in the text.
