@@ -186,6 +186,16 @@ pub(crate) async fn run(
     let (pipeline, engine, named) =
         resolve_lists(pipeline, engine, only, local.as_ref(), mode).await?;
     let queries = engine.plan_exports(only).await?;
+    // Every export's key is read before the first export runs: a key missing for the
+    // second export stops the run before the first sends anything.
+    if dry_run.is_none() {
+        for query in &queries {
+            let export = pipeline
+                .export(&query.export)
+                .expect("planned from the pipeline");
+            remote::client_for(&pipeline, &export.connection, local.as_ref())?;
+        }
+    }
     // The in-process emulator forgets everything when the run ends, so must its state.
     let _local_state = match &local {
         Some(_) => {

@@ -271,3 +271,31 @@ fn a_connections_file_others_can_write_or_that_forbids_the_use_is_refused() {
         run.stderr
     );
 }
+
+#[test]
+fn a_key_missing_for_a_later_export_stops_the_run_before_the_first_sends() {
+    let s = Setup::new(vec![], Faults::default());
+    let url = s.emulator.url();
+    let text = pipeline_yaml(SEGMENTS, EXPORT)
+        .replace(
+            "    data_privacy_consent: true\n",
+            &format!(
+                "    data_privacy_consent: true\n    endpoint: {url}\n  archive:\n    type: sendgrid\n    api_key: ${{ARCHIVE_API_KEY}}\n    data_privacy_consent: true\n    endpoint: {url}\n"
+            ),
+        )
+        + &format!(
+            "\n  - name: archive\n    connection: archive\n    list_ids: [{LIST}]\n{EXPORT}\n"
+        );
+    let file = write(s.dir.path(), &text);
+    let run = s.run(&["run", file], KEY);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "connections.archive.api_key: environment variable ARCHIVE_API_KEY is not set"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(s.upserted_emails().is_empty(), "{:?}", s.upserted_emails());
+    assert!(s.emulator.list_emails(LIST).is_empty());
+}
