@@ -107,11 +107,18 @@ impl Snapshot {
             .flatten()
             .filter_map(|kv| Some((kv.key.as_str(), kv.value.as_deref()?)))
             .collect();
-        if kv.get(VERSION_KEY) != Some(&VERSION) {
-            return Err(corrupt(format!(
-                "{VERSION_KEY} is {:?}, this version of pipeline writes {VERSION}",
-                kv.get(VERSION_KEY)
-            )));
+        match kv.get(VERSION_KEY) {
+            Some(&VERSION) => {}
+            Some(other) => {
+                return Err(corrupt(format!(
+                    "its {VERSION_KEY} is {other:?}, this version of pipeline reads {VERSION}"
+                )));
+            }
+            None => {
+                return Err(corrupt(format!(
+                    "it has no {VERSION_KEY}: a Parquet file that pipeline did not write"
+                )));
+            }
         }
         let meta = SnapshotMeta {
             endpoint: kv.get(ENDPOINT_KEY).copied().unwrap_or_default().to_owned(),
@@ -325,5 +332,21 @@ mod tests {
         let err = Snapshot::load(&path).unwrap_err().to_string();
         assert!(err.contains("is damaged"), "{err}");
         assert!(err.contains("move it away to start over"), "{err}");
+        // Another Parquet file in its place (a profile table copied there by mistake).
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec!["a"]))])
+                .unwrap();
+        let mut writer =
+            ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let err = Snapshot::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "is damaged (it has no pipeline.state_version: a Parquet file that pipeline did not write)"
+            ),
+            "{err}"
+        );
     }
 }
