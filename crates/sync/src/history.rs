@@ -55,6 +55,7 @@ pub fn append_history(path: &Path, record: &RunRecord) -> Result<(), StateError>
     let line = history_line(record).map_err(|e| StateError::Corrupt {
         path: path.to_owned(),
         message: e.to_string(),
+        then: "the history starts afresh",
     })?;
     let context = || format!("cannot append to {}", path.display());
     let mut file = pipeline_sink::private_fs::append_private_file(path).map_err(io(context()))?;

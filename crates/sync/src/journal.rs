@@ -102,6 +102,7 @@ pub fn read_journal(path: &Path) -> Result<Vec<JournalBatch>, StateError> {
                 return Err(StateError::Corrupt {
                     path: path.to_owned(),
                     message: format!("line {number}: {e}"),
+                    then: "the next run sends again the bodies it records, as upserts of the same contacts",
                 });
             }
         }
@@ -268,7 +269,11 @@ mod tests {
         assert_eq!(read.len(), 1);
         std::fs::write(&path, format!("garbage\n{whole}\n")).unwrap();
         let err = read_journal(&path).unwrap_err().to_string();
-        assert!(err.contains("line 1"), "{err}");
+        assert!(err.contains("is damaged (line 1: "), "{err}");
+        assert!(
+            err.ends_with("move it away to start over (the next run sends again the bodies it records, as upserts of the same contacts)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -48,12 +48,16 @@ pub enum StateError {
         context: String,
         source: std::io::Error,
     },
-    /// A state file is not what this tool writes.
+    /// A state file is not what this tool writes; `then` says what moving it away costs.
     #[error(
-        "{} is damaged ({message}); move it away to start over (the next run then sends every contact)",
+        "{} is damaged ({message}); move it away to start over ({then})",
         path.display()
     )]
-    Corrupt { path: PathBuf, message: String },
+    Corrupt {
+        path: PathBuf,
+        message: String,
+        then: &'static str,
+    },
     /// Another run holds the export's lock.
     #[error(
         "export `{export}` is already running ({holder}); wait for it to end. The lock is {} and is released when that process ends",

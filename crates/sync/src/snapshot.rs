@@ -94,6 +94,7 @@ impl Snapshot {
             Err(e) => return Err(io(format!("cannot open {}", path.display()))(e)),
         };
         let corrupt = |message: String| StateError::Corrupt {
+            then: "the next run then sends every contact",
             path: path.to_owned(),
             message,
         };
