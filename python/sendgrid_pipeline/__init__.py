@@ -135,7 +135,7 @@ def _call(
         argv.append("-v")
     environment = dict(os.environ)
     if env:
-        environment.update(env)
+        environment.update(_checked_env(env))
     with subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
@@ -172,6 +172,25 @@ def _call(
     stated = next((line for line in said if line.startswith("error:")), said[-1] if said else "")
     message = result.get("error") or stated or status
     raise PipelineError(code, status, message, result)
+
+
+def _checked_env(env: Mapping[str, str]) -> Mapping[str, str]:
+    """``env`` itself, once every name and value is a string: the error names the variable
+    (subprocess's own says only ``expected str ... not NoneType``)."""
+    for name, value in env.items():
+        if not isinstance(name, str):
+            raise TypeError(f"env: a variable's name must be a string, not {name!r}")
+        if value is None:
+            raise TypeError(
+                f"env[{name!r}] is None: the value it was read from is not set "
+                "(os.environ.get and a secret store's lookups give None for a missing one)"
+            )
+        if not isinstance(value, str):
+            raise TypeError(
+                f"env[{name!r}] must be a string, not {type(value).__name__}: "
+                f"write str(...) around it"
+            )
+    return env
 
 
 #: Seconds an interrupted binary has to stop before it is killed.

@@ -145,6 +145,20 @@ class WheelTest(unittest.TestCase):
             caught.exception.message,
         )
 
+    def test_an_environment_value_that_is_not_text_is_named_before_the_binary_runs(self):
+        with self.assertRaises(TypeError) as caught:
+            sp.plan(self.quickstart, env={"SENDGRID_API_KEY": None})
+        self.assertEqual(
+            str(caught.exception),
+            "env['SENDGRID_API_KEY'] is None: the value it was read from is not set "
+            "(os.environ.get and a secret store's lookups give None for a missing one)",
+        )
+        with self.assertRaises(TypeError) as caught:
+            sp.validate(self.quickstart, env={"PORT": 8080})
+        self.assertEqual(
+            str(caught.exception), "env['PORT'] must be a string, not int: write str(...) around it"
+        )
+
     def test_an_interrupt_stops_the_binary_too(self):
         # Stand-in binaries that wait, leave a mark if they were let finish, and another
         # if they heard SIGINT; the second does not listen and is killed after the grace.
