@@ -7,7 +7,7 @@ mod common;
 
 use common::account::*;
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Keyed by `external_id` (the customer id), with the email beside.
 const BY_EXTERNAL_ID: &str = "    identifier: external_id
@@ -104,6 +104,7 @@ fn contacts_keyed_by_external_id_need_no_email_and_are_deduplicated_by_it() {
     assert_eq!(summary["duplicates"], 1);
     assert_eq!(summary["rejected_by_reason"]["missing_identifier"], 1);
     assert_eq!(summary["rejected_by_reason"]["invalid_email"], 1);
+    assert_eq!(summary["invalid_emails"], json!({"no `@`": 1}));
     assert_eq!(summary["sent"], 18);
 
     let got = account(&s);
@@ -136,6 +137,9 @@ fn contacts_keyed_by_external_id_need_no_email_and_are_deduplicated_by_it() {
         .collect();
     assert_eq!(named, [(" ", "missing_identifier"), ("6", "invalid_email")]);
     assert!(rejected.iter().all(|r| r.get("email").is_none()));
+    // What is wrong with the email beside the key, without the address.
+    assert_eq!(rejected[0]["detail"], Value::Null);
+    assert_eq!(rejected[1]["detail"], "no `@`");
 
     // The state knows them by external id: an unchanged rerun sends nothing.
     let (sent, again) = s.run_sending(&["run", file], 0);

@@ -643,6 +643,9 @@ fn build_sql(
     // Length rules per field: (condition for "too long", the truncated value).
     let mut too_long: Vec<(String, String)> = Vec::new(); // (condition, field name)
     let mut finals: Vec<String> = Vec::new();
+    // An email beside another key: what is wrong with it, when it rejects the row, is the
+    // reject's detail (an email key's is worked out from the rejected rows alone).
+    let mut email_beside_key: Option<String> = None;
     for (i, m) in mapped.iter().enumerate() {
         let col = format!("__f{i}");
         let is_key = i == 0;
@@ -661,6 +664,7 @@ fn build_sql(
                 checks.push(format!(
                     "CASE WHEN {col} <> '' THEN sg_email_problem({col}) END"
                 ));
+                email_beside_key = Some(col.clone());
                 finals.push(format!("NULLIF({col}, '') AS {col}"));
             }
             (Shape::Identifier, limit) => {
@@ -754,13 +758,19 @@ fn build_sql(
 
     let order_columns: String = order.iter().map(|(c, _)| format!(", {c}")).collect();
     let finals = finals.join(", ");
+    let detail = match &email_beside_key {
+        Some(col) => format!(
+            "CASE WHEN __reason = 'invalid_email' THEN sg_email_flaw({col}) ELSE __detail END AS __detail"
+        ),
+        None => "__detail".to_owned(),
+    };
     let checked = |members: &str| {
         format!(
             "WITH __members AS ({members}), \
              __checked AS (SELECT *, {reason} AS __reason, {reason_detail} AS __detail, {truncated} AS __truncated FROM __members) \
              SELECT __seg, CASE WHEN __reason IS NOT NULL THEN __key END AS __key, \
              CASE WHEN __reason IS NOT NULL THEN __raw_email END AS __raw_email, \
-             __reason, __detail, __truncated, {finals}{order_columns} FROM __checked"
+             __reason, {detail}, __truncated, {finals}{order_columns} FROM __checked"
         )
     };
     ExportQuery {

@@ -14,13 +14,14 @@ use datafusion::prelude::SessionContext;
 
 use crate::rules::{MAX_ALTERNATE_EMAILS, email_problem, normalize_email_into};
 
-/// The rules as functions: `sg_email`, `sg_email_problem`, `sg_alternate_emails`,
-/// `sg_alternate_email_count` and `sg_date`. A cluster's scheduler and executors register
+/// The rules as functions: `sg_email`, `sg_email_problem`, `sg_email_flaw`,
+/// `sg_alternate_emails`, `sg_alternate_email_count` and `sg_date`. A cluster's scheduler and executors register
 /// them too.
 pub fn contact_rules() -> Vec<ScalarUDF> {
     [
         Function::Email,
         Function::EmailProblem,
+        Function::EmailFlaw,
         Function::Alternates,
         Function::AlternateCount,
         Function::Date,
@@ -43,6 +44,8 @@ enum Function {
     Email,
     /// The reject reason code of a normalised email, or null.
     EmailProblem,
+    /// What is wrong with a normalised email that is not valid, or null.
+    EmailFlaw,
     /// Normalised, valid, distinct alternate emails, at most five.
     Alternates,
     /// How many valid distinct alternate emails there are.
@@ -63,7 +66,9 @@ struct ContactRule {
 impl ContactRule {
     fn new(function: Function) -> Self {
         let signature = match function {
-            Function::Email | Function::EmailProblem => Signature::string(1, Volatility::Immutable),
+            Function::Email | Function::EmailProblem | Function::EmailFlaw => {
+                Signature::string(1, Volatility::Immutable)
+            }
             Function::Alternates | Function::AlternateCount | Function::Date => {
                 Signature::any(1, Volatility::Immutable)
             }
@@ -84,6 +89,7 @@ impl ScalarUDFImpl for ContactRule {
         match self.function {
             Function::Email => "sg_email",
             Function::EmailProblem => "sg_email_problem",
+            Function::EmailFlaw => "sg_email_flaw",
             Function::Alternates => "sg_alternate_emails",
             Function::AlternateCount => "sg_alternate_email_count",
             Function::Date => "sg_date",
@@ -96,7 +102,7 @@ impl ScalarUDFImpl for ContactRule {
 
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         match self.function {
-            Function::Email | Function::EmailProblem => Ok(DataType::Utf8),
+            Function::Email | Function::EmailProblem | Function::EmailFlaw => Ok(DataType::Utf8),
             Function::Date => match &args[0] {
                 DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => Ok(DataType::Utf8),
                 other => exec_err!("sg_date takes a date or a time, not {other}"),
@@ -149,6 +155,18 @@ impl ScalarUDFImpl for ContactRule {
                         email_problem,
                     ) {
                         Some(reason) => out.append_value(reason.code()),
+                        None => out.append_null(),
+                    }
+                }
+                Arc::new(out.finish())
+            }
+            Function::EmailFlaw => {
+                let strings = cast(&input, &DataType::Utf8)?;
+                let strings = strings.as_string::<i32>();
+                let mut out = StringBuilder::with_capacity(strings.len(), 0);
+                for v in strings.iter() {
+                    match v.and_then(crate::rules::email_flaw) {
+                        Some(flaw) => out.append_value(flaw),
                         None => out.append_null(),
                     }
                 }
