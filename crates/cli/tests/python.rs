@@ -41,6 +41,6 @@ fn the_installed_wheel_passes_its_python_tests() {
     );
     assert!(out.status.success(), "{report}");
     // Every test ran: none was skipped or missing.
-    assert!(report.contains(" 17 passed"), "{report}");
+    assert!(report.contains(" 18 passed"), "{report}");
     assert!(!report.contains("skipped"), "{report}");
 }
