@@ -296,6 +296,51 @@ fn segment_sql_mistakes_are_caught_by_validate_and_said_with_what_to_write() {
 }
 
 #[test]
+fn a_join_without_a_condition_is_refused_unless_written_cross_join_or_one_row() {
+    let dir = sample_dir();
+    let refused = |from: &str| {
+        let segments = format!(
+            "  vip: SELECT p.* FROM {from}\n  high_value: SELECT * FROM profiles\n  later: SELECT * FROM vip"
+        );
+        let file = write(dir.path(), &pipeline_yaml(&segments, EXPORT));
+        pipeline(dir.path(), &["validate", file], &[])
+    };
+    // The join's condition forgotten: every profile meets every membership row.
+    for from in [
+        "profiles p, memberships m WHERE m.segment_name = 'vip'",
+        "profiles p JOIN memberships m ON true",
+        "profiles p LEFT JOIN memberships m ON 1 = 1",
+    ] {
+        let run = refused(from);
+        assert_config_error(
+            &run,
+            &[
+                "segment `vip`: it joins `profiles` and `memberships` with no condition tying their rows, so every row of one meets every row of the other; add the condition that matches them (`ON` or `WHERE`, such as `p.customer_id = m.customer_id`), or write `CROSS JOIN` if every pairing is meant",
+            ],
+        );
+        // Said of the segment that joins, not of the one selecting from it.
+        assert_eq!(
+            run.stderr.matches("no condition tying").count(),
+            1,
+            "{}",
+            run.stderr
+        );
+    }
+    // Meant, or harmless: every pairing asked for, a one-row side, a condition that is
+    // not an equality.
+    for from in [
+        "profiles p CROSS JOIN memberships m WHERE m.segment_name = 'vip'",
+        "profiles p, (SELECT max(lifetime_value) AS top FROM profiles) t WHERE p.lifetime_value > t.top / 2",
+        "profiles p, (SELECT * FROM memberships LIMIT 1) m",
+        "profiles p, memberships m WHERE p.customer_id = m.customer_id",
+        "profiles p JOIN memberships m ON p.customer_id < m.customer_id",
+    ] {
+        let run = refused(from);
+        assert_eq!(run.code, 0, "{from}: {}", run.stderr);
+    }
+}
+
+#[test]
 fn a_filter_failing_on_the_data_names_the_segment_and_hides_the_value() {
     let segments = "  vip: SELECT * FROM profiles WHERE CAST(email AS INT) > 1\n  high_value: SELECT * FROM profiles WHERE is_subscribed";
     let (_d, run) = run_file(&pipeline_yaml(segments, EXPORT));

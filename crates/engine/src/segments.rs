@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::common::DFSchema;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::{JoinType, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement;
@@ -51,10 +53,13 @@ pub(crate) async fn register_all(
                     }
                     // The optimizer folds constants, so a literal that cannot be cast
                     // (`lifetime_value > 'abc'`) fails here rather than in the run.
-                    if let Err(e) = ctx.state().optimize(df.logical_plan()) {
-                        *last_error = e.to_string();
-                        continue;
-                    }
+                    let unconditioned = match ctx.state().optimize(df.logical_plan()) {
+                        Ok(optimized) => unconditioned_join(&optimized, sql, pipeline),
+                        Err(e) => {
+                            *last_error = e.to_string();
+                            continue;
+                        }
+                    };
                     let schema = SchemaRef::new(df.schema().as_arrow().clone());
                     if let Err(e) = ctx.register_table(name.as_str(), df.into_view()) {
                         *last_error = e.to_string();
@@ -62,6 +67,11 @@ pub(crate) async fn register_all(
                     }
                     schemas.insert((*name).clone(), schema);
                     progressed = true;
+                    // Registered all the same, so that segments selecting from it are
+                    // checked too.
+                    if let Some(message) = unconditioned {
+                        problems.push(format!("segment `{name}`: {message}"));
+                    }
                 }
                 Err(e) => *last_error = e.to_string(),
             }
@@ -98,6 +108,89 @@ pub(crate) async fn register_all(
         }
     }
     (schemas, problems)
+}
+
+/// A join with no condition tying its sides' rows (`FROM profiles p, memberships m` without
+/// the `WHERE` that matches them), which pairs every row of one side with every row of the
+/// other: on profile tables, a run that never ends. A side that is one row (an aggregate
+/// without `GROUP BY`, a `LIMIT 1`) is no mistake, and `CROSS JOIN` written out says every
+/// pairing is meant. Another segment the SQL selects from is its own concern.
+fn unconditioned_join(plan: &LogicalPlan, sql: &str, pipeline: &Pipeline) -> Option<String> {
+    let words: Vec<String> = sql
+        .split_whitespace()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if words.windows(2).any(|w| w == ["cross", "join"]) {
+        return None;
+    }
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        Ok(match node {
+            LogicalPlan::SubqueryAlias(alias)
+                if pipeline.file.segments.contains_key(alias.alias.table()) =>
+            {
+                TreeNodeRecursion::Jump
+            }
+            LogicalPlan::Join(join)
+                if join.on.is_empty()
+                    && join.filter.is_none()
+                    && matches!(
+                        join.join_type,
+                        JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+                    )
+                    && !one_row(&join.left)
+                    && !one_row(&join.right) =>
+            {
+                found = Some((tables(&join.left), tables(&join.right)));
+                TreeNodeRecursion::Stop
+            }
+            _ => TreeNodeRecursion::Continue,
+        })
+    });
+    let (left, right) = found?;
+    Some(format!(
+        "it joins {left} and {right} with no condition tying their rows, so every row of one \
+         meets every row of the other; add the condition that matches them (`ON` or `WHERE`, \
+         such as `p.customer_id = m.customer_id`), or write `CROSS JOIN` if every pairing is meant"
+    ))
+}
+
+/// Whether a plan gives at most one row whatever the tables hold.
+fn one_row(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Aggregate(a) => a.group_expr.is_empty(),
+        LogicalPlan::Limit(limit) => matches!(
+            limit.get_fetch_type(),
+            Ok(datafusion::logical_expr::logical_plan::FetchType::Literal(
+                Some(0 | 1)
+            ))
+        ),
+        LogicalPlan::EmptyRelation(_) => true,
+        LogicalPlan::Values(v) => v.values.len() <= 1,
+        LogicalPlan::Projection(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_) => plan.inputs().iter().all(|input| one_row(input)),
+        _ => false,
+    }
+}
+
+/// The tables a side of a join reads, as `profiles` or `profiles, memberships`.
+fn tables(plan: &LogicalPlan) -> String {
+    let mut names: Vec<String> = Vec::new();
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let name = format!("`{}`", scan.table_name.table());
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    match names.as_slice() {
+        [] => "a subquery".to_owned(),
+        _ => names.join(", "),
+    }
 }
 
 /// What a segment selects from that is not there, in the file's words: DataFusion names
