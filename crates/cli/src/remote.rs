@@ -142,6 +142,16 @@ pub async fn check_connections(
                     ClientError::Forbidden { key }.to_string(),
                 ));
             }
+            // Every SendGrid account has its key's scopes: a 404 says the endpoint is not
+            // SendGrid's API (a gateway's path missing, another service).
+            Err(ClientError::NotFound { .. }) => verdicts.push(Verdict::fail(
+                subject,
+                format!(
+                    "{} answered 404 (not found) for /v3/scopes, which SendGrid's API always has: check the connection's endpoint (global is {})",
+                    client.base_url(),
+                    sendgrid_client::base_url_for("global")
+                ),
+            )),
             Err(e) => verdicts.push(Verdict::fail(subject, e.to_string())),
         }
     }

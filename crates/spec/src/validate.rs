@@ -546,6 +546,17 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("`{endpoint}`: a base URL has no query or fragment"));
     }
+    // SendGrid's pages write the API's address with its version; here it would be doubled
+    // (`/v3/v3/marketing/lists`), and every answer a 404 that reads as a missing list.
+    let path = url.path().trim_end_matches('/');
+    if path.to_ascii_lowercase().ends_with("/v3") {
+        let mut fixed = url.clone();
+        fixed.set_path(&path[..path.len() - 3]);
+        return Err(format!(
+            "`{endpoint}` ends with /v3, which every request's path starts with (/v3/marketing/...): write `{}`",
+            fixed.as_str().trim_end_matches('/')
+        ));
+    }
     match url.scheme() {
         "https" if url.host().is_some() => Ok(()),
         "http" if is_loopback_http(endpoint) => Ok(()),
@@ -609,6 +620,16 @@ mod tests {
                 .contains("unencrypted")
         );
         assert!(check_endpoint("ftp://x").is_err());
+        assert_eq!(
+            check_endpoint("https://api.sendgrid.com/v3/").unwrap_err(),
+            "`https://api.sendgrid.com/v3/` ends with /v3, which every request's path starts with (/v3/marketing/...): write `https://api.sendgrid.com`"
+        );
+        assert_eq!(
+            check_endpoint("https://gateway.example/sendgrid/v3").unwrap_err(),
+            "`https://gateway.example/sendgrid/v3` ends with /v3, which every request's path starts with (/v3/marketing/...): write `https://gateway.example/sendgrid`"
+        );
+        // A gateway's own path is kept as written.
+        assert!(check_endpoint("https://gateway.example/sendgrid/").is_ok());
     }
 
     #[test]

@@ -332,6 +332,41 @@ fn a_bad_key_fails_at_once_and_sends_nothing() {
 }
 
 #[test]
+fn an_endpoint_that_is_not_sendgrids_api_is_said_to_be_so() {
+    let s = Setup::new(vec![], Faults::default());
+    let file = s.pipeline(EXPORT, "");
+    let path = s.dir.path().join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let url = s.emulator.url();
+    // A gateway's path that is not there: check says the endpoint, not a missing resource.
+    std::fs::write(&path, text.replace(&url, &format!("{url}/gateway"))).unwrap();
+    let run = s.run(&["check", file], KEY);
+    assert_eq!(run.code, 4, "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!(
+            "FAIL connection marketing: {url}/gateway answered 404 (not found) for /v3/scopes, which SendGrid's API always has: check the connection's endpoint (global is https://api.sendgrid.com)"
+        )),
+        "{}",
+        run.stdout
+    );
+    let asked = s.emulator.requests().len();
+    // The API's address as SendGrid's pages write it, version included.
+    std::fs::write(&path, text.replace(&url, &format!("{url}/v3/"))).unwrap();
+    for command in ["validate", "check", "run"] {
+        let run = s.run(&[command, file], KEY);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!(
+                "connections.marketing.endpoint: `{url}/v3/` ends with /v3, which every request's path starts with (/v3/marketing/...): write `{url}`"
+            )),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(s.emulator.requests().len(), asked);
+}
+
+#[test]
 fn a_key_without_marketing_permissions_fails_at_once() {
     let s = Setup::new(vec![], Faults::default());
     let file = s.pipeline(EXPORT, "");
