@@ -66,30 +66,17 @@ impl Counts {
         let reason = text(batch.column(meta::REASON))?;
         let raw = text(batch.column(meta::RAW_EMAIL))?;
         let detail = text(batch.column(meta::DETAIL))?;
-        let mut normalised = String::new();
         for row in (0..batch.num_rows()).filter(|r| rejected.value(*r)) {
             let code = RejectReason::from_code(reason.value(row))
                 .ok_or_else(|| internal("an unknown reject reason"))?;
             *self.by_reason.entry(code.code()).or_default() += 1;
-            if code == RejectReason::InvalidEmail {
-                // The key email's flaw is worked out here; an email beside another key
-                // carries its flaw in the detail.
-                let flaw = if self.key == Identifier::Email {
-                    raw.is_valid(row).then(|| {
-                        crate::rules::normalize_email_into(raw.value(row), &mut normalised);
-                        crate::rules::email_flaw(&normalised)
-                    })
-                } else {
-                    detail
-                        .is_valid(row)
-                        .then(|| Some(std::borrow::Cow::Borrowed(detail.value(row))))
-                };
-                if let Some(flaw) = flaw.flatten() {
-                    match self.email_flaws.get_mut(flaw.as_ref()) {
-                        Some(n) => *n += 1,
-                        None => {
-                            self.email_flaws.insert(flaw.into_owned(), 1);
-                        }
+            // The query says what is wrong with an invalid email in the detail.
+            if code == RejectReason::InvalidEmail && detail.is_valid(row) {
+                let flaw = detail.value(row);
+                match self.email_flaws.get_mut(flaw) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.email_flaws.insert(flaw.to_owned(), 1);
                     }
                 }
             }

@@ -643,9 +643,8 @@ fn build_sql(
     // Length rules per field: (condition for "too long", the truncated value).
     let mut too_long: Vec<(String, String)> = Vec::new(); // (condition, field name)
     let mut finals: Vec<String> = Vec::new();
-    // An email beside another key: what is wrong with it, when it rejects the row, is the
-    // reject's detail (an email key's is worked out from the rejected rows alone).
-    let mut email_beside_key: Option<String> = None;
+    // What is wrong with the email, when it rejects the row, is the reject's detail.
+    let mut email_column: Option<String> = None;
     for (i, m) in mapped.iter().enumerate() {
         let col = format!("__f{i}");
         let is_key = i == 0;
@@ -658,13 +657,14 @@ fn build_sql(
         match (m.shape, limit) {
             (Shape::Email, _) if is_key => {
                 checks.push(format!("sg_email_problem({col})"));
+                email_column = Some(col.clone());
                 finals.push(col.clone());
             }
             (Shape::Email, _) => {
                 checks.push(format!(
                     "CASE WHEN {col} <> '' THEN sg_email_problem({col}) END"
                 ));
-                email_beside_key = Some(col.clone());
+                email_column = Some(col.clone());
                 finals.push(format!("NULLIF({col}, '') AS {col}"));
             }
             (Shape::Identifier, limit) => {
@@ -758,7 +758,8 @@ fn build_sql(
 
     let order_columns: String = order.iter().map(|(c, _)| format!(", {c}")).collect();
     let finals = finals.join(", ");
-    let detail = match &email_beside_key {
+    // Worked out for the rows it rejects only (a CASE evaluates its branch on those).
+    let detail = match &email_column {
         Some(col) => format!(
             "CASE WHEN __reason = 'invalid_email' THEN sg_email_flaw({col}) ELSE __detail END AS __detail"
         ),

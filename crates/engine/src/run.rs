@@ -23,7 +23,7 @@ use crate::cut::Cut;
 use crate::error::EngineError;
 use crate::plan::{ExportQuery, META_COLUMNS, meta};
 use crate::rejects::{Reject, RejectsWriter};
-use crate::rules::{RejectReason, email_flaw, normalize_email_into};
+use crate::rules::RejectReason;
 use crate::select::{ContactCount, EmailSet, SortInput, export_order, rejects_columns};
 use crate::summary::{CapVerdict, ExportSummary};
 use crate::turns::Turns;
@@ -490,10 +490,6 @@ async fn write_rejects(
         ),
     };
     let segments = &query.segments;
-    // An invalid key email says what is wrong with it (not in the query: only rejected
-    // rows need it).
-    let keyed_by_email = query.key == pipeline_spec::Identifier::Email;
-    let mut normalised = String::new();
     while let Some(batch) = sorted.recv().await {
         let batch = batch.map_err(failed)?;
         let seg = batch
@@ -510,22 +506,12 @@ async fn write_rejects(
                 .then(|| RejectReason::from_code(reason.value(row)))
                 .flatten()
                 .ok_or_else(|| internal("an unknown reject reason"))?;
-            let identifier = raw.is_valid(row).then(|| raw.value(row));
-            let flaw = match identifier {
-                Some(email) if keyed_by_email && code == RejectReason::InvalidEmail => {
-                    normalize_email_into(email, &mut normalised);
-                    email_flaw(&normalised)
-                }
-                _ => None,
-            };
             writer.write(&Reject {
                 segment: segments.get(seg.value(row) as usize).map(String::as_str),
                 key: key.is_valid(row).then(|| key.value(row)),
-                identifier,
+                identifier: raw.is_valid(row).then(|| raw.value(row)),
                 reason: code.code(),
-                detail: flaw
-                    .as_deref()
-                    .or_else(|| detail.is_valid(row).then(|| detail.value(row))),
+                detail: detail.is_valid(row).then(|| detail.value(row)),
             })?;
         }
     }
