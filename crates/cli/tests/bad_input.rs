@@ -277,6 +277,11 @@ fn segment_sql_mistakes_are_caught_by_validate_and_said_with_what_to_write() {
             "city = \"Berlin\"",
             "segment `vip`: No field named \"Berlin\": double quotes name a column; a text goes in single quotes ('Berlin').\nValid fields are profiles.customer_id,",
         ),
+        // Another dialect's function: what DataFusion's SQL writes instead.
+        (
+            "DATEDIFF('day', signup_date, current_date) < 30",
+            "segment `vip`: DataFusion's SQL has no function `datediff` (other dialects do): the days from one date to another are `later - earlier` (a number of days); between two times, `date_part('day', later - earlier)`",
+        ),
         // DataFusion words this one as an internal error and asks for a bug report.
         (
             "md5(customer_id) < '8'",

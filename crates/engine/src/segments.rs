@@ -385,7 +385,99 @@ pub(crate) fn clean_sql_error(message: &str) -> String {
     case_advice(&m)
         .or_else(|| cast_advice(&m))
         .or_else(|| signature_advice(&m))
+        .or_else(|| function_advice(&m))
         .unwrap_or(m)
+}
+
+/// What to write in DataFusion's SQL for a function of another dialect (Snowflake, Spark,
+/// BigQuery, MySQL, SQL Server) that DataFusion does not have. Each form given was run
+/// through DataFusion.
+fn other_dialect(name: &str) -> Option<String> {
+    let said = match name {
+        "date_add" | "dateadd" | "date_sub" | "datesub" | "adddate" | "subdate"
+        | "timestampadd" | "add_months" => {
+            "add or subtract an interval: `signup_date + INTERVAL '30 days'`, `now() - INTERVAL '1 month'`"
+        }
+        "datediff" | "date_diff" | "timestampdiff" | "months_between" | "days_between" => {
+            "the days from one date to another are `later - earlier` (a number of days); between two times, `date_part('day', later - earlier)`"
+        }
+        "getdate" | "sysdate" | "systimestamp" | "getutcdate" | "sysdatetime"
+        | "current_datetime" => "write `now()` (when the run started) or `current_date`",
+        "isnull" => {
+            "write `col IS NULL`; to put a value in place of a null, `coalesce(col, value)`"
+        }
+        "zeroifnull" => "write `coalesce(col, 0)`",
+        "nullifzero" => "write `nullif(col, 0)`",
+        "len" => "write `character_length(col)`",
+        "iff" | "if" => "write `CASE WHEN condition THEN value ELSE other END`",
+        "lcase" => "write `lower(col)`",
+        "ucase" => "write `upper(col)`",
+        "mid" => "write `substr(text, start, length)`",
+        "space" => "write `repeat(' ', n)`",
+        "charindex" | "locate" => {
+            "write `strpos(text, part)`: the part's position in the text (from 1; 0 when it is not there)"
+        }
+        "str_to_date" | "parse_date" | "parse_timestamp" => {
+            "write `to_date(text, '%m/%d/%Y')` or `to_timestamp(text, '%m/%d/%Y %H:%M')` (chrono's format codes)"
+        }
+        "strftime" | "date_format" | "format_date" | "format_datetime" | "format_timestamp" => {
+            "write `to_char(col, '%Y-%m-%d')` (chrono's format codes)"
+        }
+        "rlike" | "regexp_contains" => "write `text ~ 'pattern'` or `regexp_like(text, 'pattern')`",
+        "unix_timestamp" | "epoch" | "unix_seconds" => {
+            "write `date_part('epoch', col)`: the seconds since 1970"
+        }
+        "from_unixtime" | "timestamp_seconds" => "write `to_timestamp(seconds)`",
+        "last_day" => "write `date_trunc('month', col) + INTERVAL '1 month' - INTERVAL '1 day'`",
+        "dayofweek" | "weekday" => "write `date_part('dow', col)` (0 is Sunday)",
+        "dayofyear" => "write `date_part('doy', col)`",
+        "json_extract"
+        | "get_json_object"
+        | "json_value"
+        | "json_extract_scalar"
+        | "json_extract_path_text"
+        | "parse_json" => {
+            "it reads no JSON text: keep the value in a column of its own, or in a struct column, read as `col['key']`"
+        }
+        "year" | "quarter" | "month" | "week" | "weekofyear" | "day" | "dayofmonth" | "hour"
+        | "minute" | "second" => {
+            let part = match name {
+                "weekofyear" => "week",
+                "dayofmonth" => "day",
+                part => part,
+            };
+            return Some(format!(
+                "write `date_part('{part}', col)` or `extract({} FROM col)`",
+                part.to_ascii_uppercase()
+            ));
+        }
+        _ => return None,
+    };
+    Some(said.to_owned())
+}
+
+/// A function DataFusion does not know: what to write instead when another dialect has
+/// it. DataFusion's own guess at the name it meant is often far off (`iff` → `sinh`), and
+/// never one of the rules' functions, which are not for segments.
+fn function_advice(message: &str) -> Option<String> {
+    // SQL Server's `CONVERT(type, value)`, refused with a dump of the parser's tree.
+    if message.contains("Unsupported ast node in sqltorel: Convert") {
+        return Some(
+            "DataFusion's SQL has no `CONVERT`; write `CAST(value AS type)` (`CAST(col AS VARCHAR)`, `CAST(col AS BIGINT)`)"
+                .to_owned(),
+        );
+    }
+    let (_, rest) = message.split_once("Invalid function '")?;
+    let (name, _) = rest.split_once('\'')?;
+    if let Some(advice) = other_dialect(&name.to_ascii_lowercase()) {
+        return Some(format!(
+            "DataFusion's SQL has no function `{name}` (other dialects do): {advice}"
+        ));
+    }
+    let guessed_a_rule = message
+        .split_once("Did you mean '")
+        .is_some_and(|(_, guess)| guess.starts_with("sg_"));
+    guessed_a_rule.then(|| format!("DataFusion's SQL has no function `{name}`"))
 }
 
 /// A DataFusion error's message without the kinds it is prefixed with: for a failure
@@ -519,6 +611,80 @@ fn case_advice(message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The forms the advice on other dialects' functions gives, run through DataFusion.
+    #[tokio::test]
+    async fn the_forms_advised_for_other_dialects_functions_run() {
+        let ctx = SessionContext::new();
+        let cases = [
+            ("DATE '2024-03-01' + INTERVAL '30 days'", "2024-03-31"),
+            ("DATE '2024-03-31' - INTERVAL '1 month'", "2024-02-29"),
+            ("DATE '2024-03-01' - DATE '2024-01-01'", "60"),
+            (
+                "date_part('day', TIMESTAMP '2024-03-01 00:00:00' - TIMESTAMP '2024-01-01 12:00:00')",
+                "59",
+            ),
+            ("coalesce(NULL, 'x')", "x"),
+            ("nullif(0, 0) IS NULL", "true"),
+            ("character_length('héllo')", "5"),
+            ("substr('hello', 2, 3)", "ell"),
+            ("repeat(' ', 3) = '   '", "true"),
+            ("strpos('hello', 'l')", "3"),
+            ("to_date('07/01/2024', '%m/%d/%Y')", "2024-07-01"),
+            (
+                "to_timestamp('07/01/2024 10:30', '%m/%d/%Y %H:%M')",
+                "2024-07-01T10:30:00",
+            ),
+            ("to_char(DATE '2024-01-07', '%Y-%m-%d')", "2024-01-07"),
+            ("'abc' ~ 'b' AND regexp_like('abc', 'b')", "true"),
+            (
+                "date_part('epoch', TIMESTAMP '1970-01-02 00:00:00')",
+                "86400.0",
+            ),
+            ("to_timestamp(86400)", "1970-01-02T00:00:00"),
+            (
+                "date_trunc('month', DATE '2024-02-10') + INTERVAL '1 month' - INTERVAL '1 day'",
+                "2024-02-29T00:00:00",
+            ),
+            ("date_part('dow', DATE '2024-01-07')", "0"),
+            ("date_part('doy', DATE '2024-02-01')", "32"),
+            ("extract(YEAR FROM DATE '2024-02-01')", "2024"),
+            ("date_part('quarter', DATE '2024-05-01')", "2"),
+            ("date_part('week', DATE '2024-01-10')", "2"),
+            ("date_part('day', DATE '2024-01-10')", "10"),
+            ("date_part('hour', TIMESTAMP '2024-01-10 07:08:09')", "7"),
+            ("date_part('minute', TIMESTAMP '2024-01-10 07:08:09')", "8"),
+            ("date_part('second', TIMESTAMP '2024-01-10 07:08:09')", "9"),
+            ("named_struct('key', 1)['key']", "1"),
+        ];
+        for (expr, want) in cases {
+            let df = ctx.sql(&format!("SELECT {expr} AS v")).await.unwrap();
+            let batches = df.collect().await.unwrap();
+            let got = arrow::util::display::array_value_to_string(batches[0].column(0), 0).unwrap();
+            assert_eq!(got, want, "{expr}");
+        }
+        let said = clean_sql_error(
+            "Error during planning: Invalid function 'datediff'.\nDid you mean 'datepart'?",
+        );
+        assert_eq!(
+            said,
+            "DataFusion's SQL has no function `datediff` (other dialects do): the days from one date to another are `later - earlier` (a number of days); between two times, `date_part('day', later - earlier)`"
+        );
+        // No guess at one of the rules' functions, which are not for segments.
+        assert_eq!(
+            clean_sql_error(
+                "Error during planning: Invalid function 'sg_dat'.\nDid you mean 'sg_date'?"
+            ),
+            "DataFusion's SQL has no function `sg_dat`"
+        );
+        // A name no dialect has keeps DataFusion's guess.
+        assert_eq!(
+            clean_sql_error(
+                "Error during planning: Invalid function 'lenght'.\nDid you mean 'length'?"
+            ),
+            "Invalid function 'lenght'.\nDid you mean 'length'?"
+        );
+    }
 
     #[test]
     fn a_text_that_is_not_a_number_says_what_to_compare() {
