@@ -224,7 +224,7 @@ fn a_mapping_or_order_that_changes_each_run_or_quotes_a_text_as_a_name_is_refuse
     let export = EXPORT
         .replace(
             "first_name: first_name",
-            "first_name: first_name\n      external_id: uuid()\n      custom_fields: { bucket: floor(random() * 10), region: 'CASE WHEN country = \"US\" THEN 1 END' }",
+            "first_name: first_name\n      external_id: uuid()\n      custom_fields: { bucket: floor(random() * 10), region: 'CASE WHEN country = \"US\" THEN 1 END', known: CASE WHEN email = NULL THEN 0 ELSE 1 END }",
         )
         .replace("order_by: customer_id", "order_by: random()");
     let (_d, run) = run_file(&pipeline_yaml(SEGMENTS, &export));
@@ -235,6 +235,7 @@ fn a_mapping_or_order_that_changes_each_run_or_quotes_a_text_as_a_name_is_refuse
             "mapping.custom_fields.bucket: `floor(random() * 10)` takes another value each time it runs",
             "exports[0] (`newsletter`) order_by[0]: `random()` takes another value each time it runs (as `random()` and `uuid()` do): every run would keep other contacts under the cap and send them; derive the order from the row instead (`md5(email)` is a random order that stays the same from run to run)",
             "mapping.custom_fields.region: `CASE WHEN country = \"US\" THEN 1 END` is not a valid expression over segment `vip`: No field named \"US\": double quotes name a column; a text goes in single quotes ('US').",
+            "mapping.custom_fields.known: `CASE WHEN email = NULL THEN 0 ELSE 1 END` compares with NULL: `= NULL` is never true (a comparison with NULL gives NULL, whatever the value): write `IS NULL` (or `IS NOT NULL`)",
         ],
     );
     // What the advice says works, and the time of the run is not a value that changes
@@ -276,6 +277,11 @@ fn segment_sql_mistakes_are_caught_by_validate_and_said_with_what_to_write() {
         (
             "city = \"Berlin\"",
             "segment `vip`: No field named \"Berlin\": double quotes name a column; a text goes in single quotes ('Berlin').\nValid fields are profiles.customer_id,",
+        ),
+        // Never true: the segment would select nothing, and say nothing.
+        (
+            "city <> NULL",
+            "segment `vip`: `!= NULL` is never true (a comparison with NULL gives NULL, whatever the value): write `IS NOT NULL`",
         ),
         // Another dialect's function: what DataFusion's SQL writes instead.
         (

@@ -403,12 +403,19 @@ async fn expression_type(
                 .into(),
         );
     }
-    if let LogicalPlan::Projection(projection) = df.logical_plan()
-        && projection.expr.iter().any(Expr::is_volatile)
-    {
-        return Err(format!(
-            "takes another value each time it runs (as `random()` and `uuid()` do): {volatile}"
-        ));
+    if let LogicalPlan::Projection(projection) = df.logical_plan() {
+        if projection.expr.iter().any(Expr::is_volatile) {
+            return Err(format!(
+                "takes another value each time it runs (as `random()` and `uuid()` do): {volatile}"
+            ));
+        }
+        if let Some(advice) = projection
+            .expr
+            .iter()
+            .find_map(crate::segments::compared_with_null)
+        {
+            return Err(format!("compares with NULL: {advice}"));
+        }
     }
     Ok(df.schema().field(0).data_type().clone())
 }
@@ -426,7 +433,14 @@ fn explain_expression_error(
             .fields()
             .iter()
             .any(|f| f.name().eq_ignore_ascii_case(written));
-    if message.starts_with("is an aggregate") || message.starts_with("takes another value") {
+    if [
+        "is an aggregate",
+        "takes another value",
+        "compares with NULL",
+    ]
+    .iter()
+    .any(|said| message.starts_with(said))
+    {
         format!("`{written}` {message}")
     } else if is_name {
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();

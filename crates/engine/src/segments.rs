@@ -7,7 +7,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::context::SQLOptions;
-use datafusion::logical_expr::{JoinType, LogicalPlan};
+use datafusion::logical_expr::{BinaryExpr, Expr, JoinType, LogicalPlan, Operator};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement;
@@ -53,6 +53,7 @@ pub(crate) async fn register_all(
                     }
                     // The optimizer folds constants, so a literal that cannot be cast
                     // (`lifetime_value > 'abc'`) fails here rather than in the run.
+                    let null_compared = compared_with_null_in(df.logical_plan(), pipeline);
                     let unconditioned = match ctx.state().optimize(df.logical_plan()) {
                         Ok(optimized) => unconditioned_join(&optimized, sql, pipeline),
                         Err(e) => {
@@ -69,7 +70,7 @@ pub(crate) async fn register_all(
                     progressed = true;
                     // Registered all the same, so that segments selecting from it are
                     // checked too.
-                    if let Some(message) = unconditioned {
+                    for message in [null_compared, unconditioned].into_iter().flatten() {
                         problems.push(format!("segment `{name}`: {message}"));
                     }
                 }
@@ -153,6 +154,60 @@ fn unconditioned_join(plan: &LogicalPlan, sql: &str, pipeline: &Pipeline) -> Opt
          meets every row of the other; add the condition that matches them (`ON` or `WHERE`, \
          such as `p.customer_id = m.customer_id`), or write `CROSS JOIN` if every pairing is meant"
     ))
+}
+
+/// A comparison with `NULL` (`city = NULL`, `city <> NULL`) in a segment's own SQL: it is
+/// never true, so the segment silently selects nothing (or keeps nothing of what it
+/// compares). Another segment the SQL selects from is its own concern.
+fn compared_with_null_in(plan: &LogicalPlan, pipeline: &Pipeline) -> Option<String> {
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::SubqueryAlias(alias) = node
+            && pipeline.file.segments.contains_key(alias.alias.table())
+        {
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        node.apply_expressions(|e| {
+            found = compared_with_null(e);
+            Ok(match found {
+                Some(_) => TreeNodeRecursion::Stop,
+                None => TreeNodeRecursion::Continue,
+            })
+        })
+    });
+    found
+}
+
+/// What to write instead of a comparison with `NULL` in `expr`, if it holds one.
+pub(crate) fn compared_with_null(expr: &Expr) -> Option<String> {
+    let mut found = None;
+    let _ = expr.apply(|e| {
+        if let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e
+            && matches!(
+                op,
+                Operator::Eq
+                    | Operator::NotEq
+                    | Operator::Lt
+                    | Operator::LtEq
+                    | Operator::Gt
+                    | Operator::GtEq
+            )
+            && [left, right]
+                .iter()
+                .any(|side| matches!(side.as_ref(), Expr::Literal(v, _) if v.is_null()))
+        {
+            let fix = match op {
+                Operator::NotEq => "`IS NOT NULL`",
+                _ => "`IS NULL` (or `IS NOT NULL`)",
+            };
+            found = Some(format!(
+                "`{op} NULL` is never true (a comparison with NULL gives NULL, whatever the value): write {fix}"
+            ));
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// Whether a plan gives at most one row whatever the tables hold.
@@ -460,6 +515,12 @@ fn other_dialect(name: &str) -> Option<String> {
 /// it. DataFusion's own guess at the name it meant is often far off (`iff` → `sinh`), and
 /// never one of the rules' functions, which are not for segments.
 fn function_advice(message: &str) -> Option<String> {
+    if message.contains("This feature is not implemented: TOP") {
+        return Some(
+            "DataFusion's SQL has no `TOP n`: a segment selects every member, and the export keeps the first ones by its `order_by` up to `max_profiles` (with `on_cap_exceeded: truncate`); for a sample, end the query with `LIMIT n`"
+                .to_owned(),
+        );
+    }
     // SQL Server's `CONVERT(type, value)`, refused with a dump of the parser's tree.
     if message.contains("Unsupported ast node in sqltorel: Convert") {
         return Some(
@@ -676,6 +737,10 @@ mod tests {
                 "Error during planning: Invalid function 'sg_dat'.\nDid you mean 'sg_date'?"
             ),
             "DataFusion's SQL has no function `sg_dat`"
+        );
+        assert!(
+            clean_sql_error("This feature is not implemented: TOP")
+                .starts_with("DataFusion's SQL has no `TOP n`: a segment selects every member")
         );
         // A name no dialect has keeps DataFusion's guess.
         assert_eq!(
