@@ -283,6 +283,11 @@ fn segment_sql_mistakes_are_caught_by_validate_and_said_with_what_to_write() {
             "city <> NULL",
             "segment `vip`: `!= NULL` is never true (a comparison with NULL gives NULL, whatever the value): write `IS NOT NULL`",
         ),
+        // A flag compared with a number, as other dialects store flags.
+        (
+            "is_subscribed = 1",
+            "segment `vip`: true/false values are compared (=) with Int64 values: a true/false column is a condition by itself (`WHERE is_subscribed`, `WHERE NOT is_subscribed`); compare it with `true` or `false`, not with a number or a text",
+        ),
         // Another dialect's function: what DataFusion's SQL writes instead.
         (
             "DATEDIFF('day', signup_date, current_date) < 30",

@@ -441,7 +441,27 @@ pub(crate) fn clean_sql_error(message: &str) -> String {
         .or_else(|| cast_advice(&m))
         .or_else(|| signature_advice(&m))
         .or_else(|| function_advice(&m))
+        .or_else(|| comparison_advice(&m))
         .unwrap_or(m)
+}
+
+/// Two kinds of values compared that DataFusion cannot bring to one type, worded by its
+/// analyzer as `type_coercion caused by ... Cannot infer common argument type`.
+fn comparison_advice(message: &str) -> Option<String> {
+    const CANNOT: &str = "Cannot infer common argument type for comparison operation ";
+    let (_, compared) = message.split_once(CANNOT)?;
+    let compared = compared.lines().next()?.trim();
+    let mut parts = compared.split(' ');
+    let (left, op, right) = (parts.next()?, parts.next()?, parts.next()?);
+    if left == "Boolean" || right == "Boolean" {
+        let other = if left == "Boolean" { right } else { left };
+        return Some(format!(
+            "true/false values are compared ({op}) with {other} values: a true/false column is a condition by itself (`WHERE is_subscribed`, `WHERE NOT is_subscribed`); compare it with `true` or `false`, not with a number or a text"
+        ));
+    }
+    Some(format!(
+        "{left} values are compared ({op}) with {right} values, which do not compare: cast one side to the other's type (`CAST(col AS VARCHAR)`, `CAST(col AS BIGINT)`, `CAST(col AS DATE)`)"
+    ))
 }
 
 /// What to write in DataFusion's SQL for a function of another dialect (Snowflake, Spark,
@@ -556,11 +576,13 @@ pub(crate) fn without_kind(message: &str) -> String {
             m = rest;
         }
     }
-    // `Optimizer rule 'simplify_expressions' failed\ncaused by\n<why>`: the why.
-    if m.starts_with("Optimizer rule")
+    // `Optimizer rule 'simplify_expressions' failed\ncaused by\n<why>`, and the analyzer's
+    // `type_coercion\ncaused by\n<why>`: the why.
+    if (m.starts_with("Optimizer rule") || m.starts_with("type_coercion"))
         && let Some((_, why)) = m.split_once("caused by\n")
     {
         m = why.trim();
+        m = m.strip_prefix("Error during planning: ").unwrap_or(m);
     }
     for prefix in ["Arrow error: ", "External error: "] {
         if let Some(rest) = m.strip_prefix(prefix) {
@@ -741,6 +763,12 @@ mod tests {
         assert!(
             clean_sql_error("This feature is not implemented: TOP")
                 .starts_with("DataFusion's SQL has no `TOP n`: a segment selects every member")
+        );
+        assert_eq!(
+            clean_sql_error(
+                "type_coercion\ncaused by\nError during planning: Cannot infer common argument type for comparison operation Boolean = Int64"
+            ),
+            "true/false values are compared (=) with Int64 values: a true/false column is a condition by itself (`WHERE is_subscribed`, `WHERE NOT is_subscribed`); compare it with `true` or `false`, not with a number or a text"
         );
         // A name no dialect has keeps DataFusion's guess.
         assert_eq!(
