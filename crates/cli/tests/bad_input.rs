@@ -283,6 +283,15 @@ fn segment_sql_mistakes_are_caught_by_validate_and_said_with_what_to_write() {
             "city <> NULL",
             "segment `vip`: `!= NULL` is never true (a comparison with NULL gives NULL, whatever the value): write `IS NOT NULL`",
         ),
+        // A text without quotes is a name to SQL; a misspelt column is not said to be text.
+        (
+            "country IN ('DE', US)",
+            "segment `vip`: No field named us: `US` is read as a column's name; a text goes in single quotes ('US').\nValid fields are profiles.customer_id,",
+        ),
+        (
+            "cuntry = 'US'",
+            "segment `vip`: No field named cuntry. Did you mean 'profiles.country'?",
+        ),
         // A flag compared with a number, as other dialects store flags.
         (
             "is_subscribed = 1",

@@ -442,6 +442,11 @@ pub(crate) fn clean_sql_error(message: &str) -> String {
         .or_else(|| signature_advice(&m))
         .or_else(|| function_advice(&m))
         .or_else(|| comparison_advice(&m))
+        .or_else(|| {
+            // Most often an apostrophe in a name (`'O'Brien'`).
+            m.starts_with("Unterminated string literal")
+                .then(|| format!("{m}: a single quote inside a text is written twice ('O''Brien')"))
+        })
         .unwrap_or(m)
 }
 
@@ -660,7 +665,7 @@ fn signature_advice(message: &str) -> Option<String> {
 pub(crate) fn quote_advice(message: String, sql: &str) -> String {
     const NO_FIELD: &str = "No field named \"";
     let Some((before, rest)) = message.split_once(NO_FIELD) else {
-        return message;
+        return unquoted_text_advice(message, sql);
     };
     let Some((name, after)) = rest.split_once('"') else {
         return message;
@@ -673,6 +678,42 @@ pub(crate) fn quote_advice(message: String, sql: &str) -> String {
         "{before}{NO_FIELD}{name}\": double quotes name a column; a text goes in single quotes \
          ('{}').{after}",
         name.replace('\'', "''")
+    )
+}
+
+/// A text written without quotes where a value is compared (`country = US`, `country IN
+/// (US, CA)`): SQL reads a name, DataFusion says it has no such column.
+fn unquoted_text_advice(message: String, sql: &str) -> String {
+    const NO_FIELD: &str = "No field named ";
+    let Some((before, rest)) = message.split_once(NO_FIELD) else {
+        return message;
+    };
+    let name_len = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    let (name, after) = rest.split_at(name_len);
+    // A name near a column's is a misspelt column: DataFusion says which.
+    if name.is_empty() || after.contains("Did you mean") {
+        return message;
+    }
+    // ASCII only, so that its positions are the SQL's.
+    let lower = sql.to_ascii_lowercase();
+    let compared = lower.match_indices(name).find_map(|(at, _)| {
+        let whole = !lower[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+            && !lower[at + name.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_');
+        let before = lower[..at].trim_end();
+        let in_list = before.ends_with(['(', ','])
+            && before
+                .rfind('(')
+                .is_some_and(|open| before[..open].trim_end().ends_with(" in"));
+        (whole && (before.ends_with(['=', '<', '>']) || in_list)).then(|| &sql[at..at + name.len()])
+    });
+    let Some(written) = compared else {
+        return message;
+    };
+    let after = after.strip_prefix('.').unwrap_or(after);
+    format!(
+        "{before}{NO_FIELD}{name}: `{written}` is read as a column's name; a text goes in single quotes ('{written}').{after}"
     )
 }
 
@@ -861,7 +902,7 @@ mod tests {
         // sqlparser's error type and its quoting left out.
         assert_eq!(
             check_query_only("SELECT * FROM t WHERE city = 'Val d'Or'").unwrap_err(),
-            "SQL syntax error: Unterminated string literal at line 1, column 39"
+            "SQL syntax error: Unterminated string literal at line 1, column 39: a single quote inside a text is written twice ('O''Brien')"
         );
     }
 
