@@ -540,7 +540,7 @@ fn bad_order_by_names_the_export() {
     assert_config_error(
         &run,
         &[
-            "order_by[0]: `signup_date DESC, customer_id` is not a valid expression over segment `vip`",
+            "order_by[0]: `signup_date DESC, customer_id` is not valid SQL: Expected: end of expression, found: DESC",
             "; several expressions go in a list, one per item (`order_by: [signup_date DESC, customer_id]`)",
             "order_by[1]: in segment `vip`, `named_struct('id', customer_id)` is Struct(\"id\": Int64), which rows cannot be ordered by: order by text, numbers or dates (one of its fields is `named_struct('id', customer_id)['id']`)",
             "order_by[2]: in segment `vip`, `arrow_cast(email, 'Binary')` is Binary, which rows cannot be ordered by: order by text, numbers or dates (if the column is text that Impala or Hive stored as bytes, set `binary_as_string: true` on its source)",
@@ -589,10 +589,17 @@ fn a_mapping_is_one_expression_without_a_name_of_its_own() {
     assert_config_error(
         &run,
         &[
-            "exports[0] (`newsletter`) mapping.first_name: `first_name ||` is not a valid expression over segment `vip`: Expected: an expression, found: EOF",
+            "exports[0] (`newsletter`) mapping.first_name: `first_name ||` is not valid SQL: Expected: an expression, found: EOF",
         ],
     );
     assert!(!run.stderr.contains("No field named as"), "{}", run.stderr);
+    // Said once, not once per segment of the export: the SQL is wrong whatever it reads.
+    assert_eq!(
+        run.stderr.matches("is not valid SQL").count(),
+        1,
+        "{}",
+        run.stderr
+    );
 
     let export = EXPORT.replace(
         "first_name: first_name",
@@ -602,7 +609,7 @@ fn a_mapping_is_one_expression_without_a_name_of_its_own() {
     assert_config_error(
         &run,
         &[
-            "mapping.first_name: `upper(first_name) AS given` is not a valid expression over segment `vip`: names itself `given`, but a field is named by its key in the mapping: write the expression without `AS`",
+            "mapping.first_name: `upper(first_name) AS given` names itself `given`, but a field is named by its key in the mapping: write the expression without `AS`",
         ],
     );
 }

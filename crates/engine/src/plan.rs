@@ -368,8 +368,8 @@ async fn expression_type(
     crate::segments::check_expression_size(expr)?;
     // Parsed alone first: inside the query below, trailing text would be read as more
     // SQL (`email ||` as `email || AS`).
-    let parsed =
-        DFParser::parse_sql_into_expr(expr).map_err(|e| clean_sql_error(&e.to_string()))?;
+    let parsed = DFParser::parse_sql_into_expr(expr)
+        .map_err(|e| format!("SQL syntax error: {}", clean_sql_error(&e.to_string())))?;
     if let Some(alias) = parsed.alias {
         return Err(format!(
             "names itself `{alias}`, but a field is named by its key in the mapping: write the expression without `AS`"
@@ -437,11 +437,15 @@ fn explain_expression_error(
         "is an aggregate",
         "takes another value",
         "compares with NULL",
+        "names itself",
     ]
     .iter()
     .any(|said| message.starts_with(said))
     {
         format!("`{written}` {message}")
+    } else if let Some(why) = message.strip_prefix("SQL syntax error: ") {
+        // Not the segment's doing: said once for all of them.
+        format!("`{written}` is not valid SQL: {why}")
     } else if is_name {
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let meant = pipeline_spec::did_you_mean(written, columns.iter().copied());
