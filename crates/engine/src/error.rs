@@ -68,18 +68,37 @@ fn render_problems(problems: &[String]) -> String {
 /// and the values from the data it quotes hidden.
 pub(crate) fn failure_text(e: &dyn std::fmt::Display) -> String {
     let message = crate::segments::without_kind(&e.to_string());
-    hide_data_values(&filter_failure(&message).unwrap_or(message))
+    let mut said = hide_data_values(&filter_failure(&message).unwrap_or(message));
+    // `to_date(col, '%d/%m/%Y')` meeting a value of another form fails the whole run.
+    if said.contains("Error parsing timestamp from '") && said.contains("' using format '") {
+        said.push_str(
+            "; to read only the values of that form, guard the call: `CASE WHEN col ~ '^[0-9]{2}/[0-9]{2}/[0-9]{4}$' THEN to_date(col, '%d/%m/%Y') END`",
+        );
+    }
+    said
 }
 
-/// `... Error evaluating filter predicate: ArrowError(CastError("why"), Some(""))`, the
-/// Parquet reader's words for a filter pushed into the scan, as `evaluating the filter
-/// failed: why`.
+/// `... Error evaluating filter predicate: ArrowError(CastError("why"), Some(""))` (or
+/// `ArrowError(DivideByZero, ...)`, `Execution("why")`), the Parquet reader's words for a
+/// filter pushed into the scan, as `evaluating the filter failed: why`.
 fn filter_failure(message: &str) -> Option<String> {
-    let (_, rest) = message.split_once("Error evaluating filter predicate: ArrowError(")?;
-    let (_, quoted) = rest.split_once("(\"")?;
-    let (why, _) = quoted
-        .rsplit_once("\"), Some(")
-        .or_else(|| quoted.rsplit_once("\")"))?;
+    let (_, rest) = message.split_once("Error evaluating filter predicate: ")?;
+    let inner = rest.strip_prefix("ArrowError(").unwrap_or(rest);
+    let kind_len = inner
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(inner.len());
+    let (kind, after) = inner.split_at(kind_len);
+    let why = match after.strip_prefix("(\"") {
+        Some(quoted) => quoted
+            .rsplit_once("\"), Some(")
+            .or_else(|| quoted.rsplit_once("\")"))
+            .map_or(quoted, |(why, _)| why),
+        None => match kind {
+            "DivideByZero" => "division by zero",
+            "" => return None,
+            other => other,
+        },
+    };
     Some(format!("evaluating the filter failed: {why}"))
 }
 
@@ -156,6 +175,18 @@ mod tests {
                 &"Parquet error: External: Compute error: Error evaluating filter predicate: ArrowError(CastError(\"Cannot cast string 'ada@example.com' to value of Int32 type\"), Some(\"\"))"
             ),
             "evaluating the filter failed: Cannot cast string '<a value of 15 characters, not shown>' to value of Int32 type"
+        );
+        assert_eq!(
+            failure_text(
+                &"Parquet error: External: Compute error: Error evaluating filter predicate: ArrowError(DivideByZero, Some(\"\"))"
+            ),
+            "evaluating the filter failed: division by zero"
+        );
+        assert_eq!(
+            failure_text(
+                &"Parquet error: External: Compute error: Error evaluating filter predicate: Execution(\"Error parsing timestamp from '02134' using format '%d/%m/%Y': input contains invalid characters\")"
+            ),
+            "evaluating the filter failed: Error parsing timestamp from '<a value of 5 characters, not shown>' using format '%d/%m/%Y': input contains invalid characters; to read only the values of that form, guard the call: `CASE WHEN col ~ '^[0-9]{2}/[0-9]{2}/[0-9]{4}$' THEN to_date(col, '%d/%m/%Y') END`"
         );
         let plain = "the query needs more memory than engine.memory_limit_mib allows";
         assert_eq!(hide_data_values(plain), plain);

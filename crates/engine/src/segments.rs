@@ -442,12 +442,25 @@ pub(crate) fn clean_sql_error(message: &str) -> String {
         .or_else(|| signature_advice(&m))
         .or_else(|| function_advice(&m))
         .or_else(|| comparison_advice(&m))
+        .or_else(|| regex_advice(&m))
         .or_else(|| {
             // Most often an apostrophe in a name (`'O'Brien'`).
             m.starts_with("Unterminated string literal")
                 .then(|| format!("{m}: a single quote inside a text is written twice ('O''Brien')"))
         })
         .unwrap_or(m)
+}
+
+/// A regular expression the regex crate cannot read, said on one line: DataFusion passes
+/// on the crate's drawing of the pattern with a caret under the fault.
+fn regex_advice(message: &str) -> Option<String> {
+    let (_, drawn) = message.split_once("regex parse error:")?;
+    let mut lines = drawn.lines().map(str::trim).filter(|l| !l.is_empty());
+    let pattern = lines.next()?;
+    let why = lines.find_map(|l| l.strip_prefix("error: "))?;
+    Some(format!(
+        "the regular expression `{pattern}` is not valid: {why} (the syntax is Rust's regex crate's: https://docs.rs/regex/latest/regex/#syntax)"
+    ))
 }
 
 /// Two kinds of values compared that DataFusion cannot bring to one type, worded by its
@@ -810,6 +823,12 @@ mod tests {
                 "type_coercion\ncaused by\nError during planning: Cannot infer common argument type for comparison operation Boolean = Int64"
             ),
             "true/false values are compared (=) with Int64 values: a true/false column is a condition by itself (`WHERE is_subscribed`, `WHERE NOT is_subscribed`); compare it with `true` or `false`, not with a number or a text"
+        );
+        assert_eq!(
+            clean_sql_error(
+                "Invalid regex\ncaused by\nExternal error: regex parse error:\n    [\n    ^\nerror: unclosed character class"
+            ),
+            "the regular expression `[` is not valid: unclosed character class (the syntax is Rust's regex crate's: https://docs.rs/regex/latest/regex/#syntax)"
         );
         // A name no dialect has keeps DataFusion's guess.
         assert_eq!(
