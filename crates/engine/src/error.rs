@@ -70,12 +70,41 @@ pub(crate) fn failure_text(e: &dyn std::fmt::Display) -> String {
     let message = crate::segments::without_kind(&e.to_string());
     let mut said = hide_data_values(&filter_failure(&message).unwrap_or(message));
     // `to_date(col, '%d/%m/%Y')` meeting a value of another form fails the whole run.
-    if said.contains("Error parsing timestamp from '") && said.contains("' using format '") {
-        said.push_str(
-            "; to read only the values of that form, guard the call: `CASE WHEN col ~ '^[0-9]{2}/[0-9]{2}/[0-9]{4}$' THEN to_date(col, '%d/%m/%Y') END`",
-        );
+    if said.contains("Error parsing timestamp from '")
+        && let Some((_, rest)) = said.split_once("' using format '")
+        && let Some((format, _)) = rest.split_once('\'')
+    {
+        let pattern = format_pattern(format).unwrap_or_else(|| "...".to_owned());
+        said.push_str(&format!(
+            "; to read only the values of that form, guard the call: `CASE WHEN col ~ '^{pattern}$' THEN to_date(col, '{format}') END`"
+        ));
     }
     said
+}
+
+/// A regular expression that the values a date format reads match: digits for the
+/// numbers, the other characters as they are. None for a format with names (`%b`) or
+/// other codes.
+fn format_pattern(format: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '%' => out.push_str(match chars.next()? {
+                'Y' => "[0-9]{4}",
+                'm' | 'd' | 'H' | 'M' | 'S' | 'y' => "[0-9]{2}",
+                _ => return None,
+            }),
+            '\'' => return None,
+            c if ".^$*+?()[]{}|\\".contains(c) => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_ascii_graphic() || c == ' ' => out.push(c),
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// `... Error evaluating filter predicate: ArrowError(CastError("why"), Some(""))` (or
@@ -188,6 +217,15 @@ mod tests {
             ),
             "evaluating the filter failed: Error parsing timestamp from '<a value of 5 characters, not shown>' using format '%d/%m/%Y': input contains invalid characters; to read only the values of that form, guard the call: `CASE WHEN col ~ '^[0-9]{2}/[0-9]{2}/[0-9]{4}$' THEN to_date(col, '%d/%m/%Y') END`"
         );
+        assert_eq!(
+            format_pattern("%Y-%m-%d %H:%M").unwrap(),
+            "[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}"
+        );
+        assert_eq!(
+            format_pattern("%d.%m.%Y").unwrap(),
+            "[0-9]{2}\\.[0-9]{2}\\.[0-9]{4}"
+        );
+        assert_eq!(format_pattern("%d %b %Y"), None);
         let plain = "the query needs more memory than engine.memory_limit_mib allows";
         assert_eq!(hide_data_values(plain), plain);
     }

@@ -602,7 +602,7 @@ pub(crate) fn without_kind(message: &str) -> String {
         m = why.trim();
         m = m.strip_prefix("Error during planning: ").unwrap_or(m);
     }
-    for prefix in ["Arrow error: ", "External error: "] {
+    for prefix in ["Arrow error: ", "External error: ", "Execution error: "] {
         if let Some(rest) = m.strip_prefix(prefix) {
             m = rest;
         }
