@@ -239,7 +239,12 @@ def _flags(**flags: Any) -> List[str]:
         if value is True:
             out.append(flag)
         elif isinstance(value, (list, tuple)):
-            # Repeatable: `export=["a", "b"]` is `--export a --export b`.
+            # Repeatable: `export=["a", "b"]` is `--export a --export b`. An empty list
+            # would mean every export to the binary, the opposite of what it says.
+            if not value:
+                raise ValueError(
+                    f"{name}=[] names nothing; leave {name} out (or None) for all of them"
+                )
             for item in value:
                 out.extend([flag, str(item)])
         elif value not in (None, False):

@@ -145,13 +145,18 @@ class WheelTest(unittest.TestCase):
             caught.exception.message,
         )
 
-    def test_an_environment_value_that_is_not_text_is_named_before_the_binary_runs(self):
+    def test_an_env_value_not_text_or_an_empty_export_list_is_refused_before_the_binary_runs(self):
         with self.assertRaises(TypeError) as caught:
             sp.plan(self.quickstart, env={"SENDGRID_API_KEY": None})
         self.assertEqual(
             str(caught.exception),
             "env['SENDGRID_API_KEY'] is None: the value it was read from is not set "
             "(os.environ.get and a secret store's lookups give None for a missing one)",
+        )
+        with self.assertRaises(ValueError) as caught:
+            sp.run(self.quickstart, export=[], local_emulator=True)
+        self.assertEqual(
+            str(caught.exception), "export=[] names nothing; leave export out (or None) for all of them"
         )
         with self.assertRaises(TypeError) as caught:
             sp.validate(self.quickstart, env={"PORT": 8080})
