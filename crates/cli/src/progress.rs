@@ -163,8 +163,17 @@ impl State {
                 self.export, self.contacts
             ),
             "uploading" => format!(
-                "{}: uploading, {} of at most {} bodies, {} of {} contacts",
-                self.export, self.bodies, self.planned_bodies, self.uploaded, self.planned
+                "{}: uploading, {} of at most {} {}, {} of {} contacts",
+                self.export,
+                self.bodies,
+                self.planned_bodies,
+                if self.planned_bodies == 1 {
+                    "body"
+                } else {
+                    "bodies"
+                },
+                self.uploaded,
+                self.planned
             ),
             "waiting" => format!(
                 "{}: waiting for import jobs, {} of {} finished",
