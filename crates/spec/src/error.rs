@@ -323,15 +323,22 @@ fn in_words(message: &str) -> String {
         other if other.starts_with("struct ") => "its settings as `key: value` lines",
         other => other,
     };
-    let quoted = found
+    let text = found
         .strip_prefix("invalid type: string ")
         .and_then(|v| v.strip_prefix('"')?.strip_suffix('"'))
-        .is_some_and(|v| {
-            let v = v.trim();
-            v.parse::<f64>().is_ok() || (expected == "a boolean" && matches!(v, "true" | "false"))
-        });
+        .map(str::trim);
+    let quoted = text.is_some_and(|v| {
+        v.parse::<f64>().is_ok() || (expected == "a boolean" && matches!(v, "true" | "false"))
+    });
+    // `100,000` or `100_000`: a number with its thousands marked, which YAML reads as text.
+    let digits = text
+        .filter(|v| v.contains([',', '_', ' ']))
+        .map(|v| v.replace([',', '_', ' '], ""))
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
     if quoted && (number || expected == "a boolean") {
         format!("{found}, expected {words}: write it without quotes")
+    } else if let Some(digits) = digits.filter(|_| number) {
+        format!("{found}, expected {words}: write it without separators ({digits})")
     } else {
         format!("{found}, expected {words}")
     }
@@ -410,6 +417,10 @@ mod tests {
             (
                 "invalid type: string \"100000\", expected u64",
                 "invalid type: string \"100000\", expected a whole number, 0 or more: write it without quotes",
+            ),
+            (
+                "invalid type: string \"100,000\", expected u64",
+                "invalid type: string \"100,000\", expected a whole number, 0 or more: write it without separators (100000)",
             ),
             (
                 "invalid type: string \"yes\", expected a boolean",
