@@ -15,8 +15,8 @@ use datafusion::prelude::SessionContext;
 use crate::rules::{MAX_ALTERNATE_EMAILS, email_problem, normalize_email_into};
 
 /// The rules as functions: `sg_email`, `sg_email_problem`, `sg_email_flaw`,
-/// `sg_alternate_emails`, `sg_alternate_email_count` and `sg_date`. A cluster's scheduler and executors register
-/// them too.
+/// `sg_alternate_emails`, `sg_alternate_email_count` and `sg_date`. A cluster's scheduler
+/// and executors register them too.
 pub fn contact_rules() -> Vec<ScalarUDF> {
     [
         Function::Email,
