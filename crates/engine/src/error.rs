@@ -75,9 +75,20 @@ pub(crate) fn failure_text(e: &dyn std::fmt::Display) -> String {
         && let Some((format, _)) = rest.split_once('\'')
     {
         let pattern = format_pattern(format).unwrap_or_else(|| "...".to_owned());
+        let function = if format.contains(['H', 'M', 'S']) {
+            "to_timestamp"
+        } else {
+            "to_date"
+        };
         said.push_str(&format!(
-            "; to read only the values of that form, guard the call: `CASE WHEN col ~ '^{pattern}$' THEN to_date(col, '{format}') END`"
+            "; to read only the values of that form, guard the call: `CASE WHEN col ~ '^{pattern}$' THEN {function}(col, '{format}') END`"
         ));
+    }
+    // `lifetime_value > (SELECT lifetime_value FROM ...)`: one value was meant.
+    if said.contains("Scalar subquery returned more than one row") {
+        said.push_str(
+            ": a subquery compared with a value must give one value; take one (`(SELECT max(col) FROM ...)`), or test membership with `IN (SELECT ...)`",
+        );
     }
     said
 }
@@ -226,6 +237,14 @@ mod tests {
             "[0-9]{2}\\.[0-9]{2}\\.[0-9]{4}"
         );
         assert_eq!(format_pattern("%d %b %Y"), None);
+        assert!(
+            failure_text(&"Execution error: Error parsing timestamp from 'x' using format '%Y-%m-%d %H:%M': input is out of range")
+                .ends_with("THEN to_timestamp(col, '%Y-%m-%d %H:%M') END`")
+        );
+        assert_eq!(
+            failure_text(&"Execution error: Scalar subquery returned more than one row"),
+            "Scalar subquery returned more than one row: a subquery compared with a value must give one value; take one (`(SELECT max(col) FROM ...)`), or test membership with `IN (SELECT ...)`"
+        );
         let plain = "the query needs more memory than engine.memory_limit_mib allows";
         assert_eq!(hide_data_values(plain), plain);
     }
