@@ -126,6 +126,16 @@ fn missing_source_file_names_source_and_path() {
             "does not exist; check the path (relative paths start at the pipeline file's folder); `~` is not your home folder here: write `${HOME}/...` or the full path",
         ],
     );
+    // One slash short of a store's URL.
+    let text = pipeline_yaml(SEGMENTS, EXPORT)
+        .replace("data/profiles.parquet", "s3:/bucket/profiles.parquet");
+    let (_d, run) = run_file(&text);
+    assert_config_error(
+        &run,
+        &[
+            "s3:/bucket/profiles.parquet does not exist; check the path (relative paths start at the pipeline file's folder); `s3:/...` is read as a local folder named `s3:`: a store's URL has two slashes (`s3://bucket/key`)",
+        ],
+    );
 }
 
 #[test]
