@@ -148,7 +148,28 @@ pub(crate) async fn plan(
 /// Refuses, before anything runs, a folder argument that names a file: the run would
 /// otherwise select its contacts and then fail to write beside them.
 pub(crate) fn folder_argument(flag: &str, dir: Option<&Path>) -> Result<(), Failure> {
-    match dir {
+    let Some(dir) = dir else {
+        return Ok(());
+    };
+    // `--state-dir s3:/bucket` (one slash short), `s3://` (no bucket): said before any
+    // work, as a mistake in the command. Only the state may live in a store: the other
+    // folders were written on this machine under a name that looked like a URL.
+    let refused = match pipeline_spec::place_of(&dir.to_string_lossy()) {
+        Err(message) => Some(message),
+        Ok(pipeline_spec::Place::Remote { .. }) if flag != "--state-dir" => Some(
+            "its files are written on this machine only: give a local folder (a store's URL \
+             is for the state: --state-dir, or the file's state_dir)"
+                .to_owned(),
+        ),
+        Ok(_) => None,
+    };
+    if let Some(message) = refused {
+        return Err(Failure {
+            exit: Exit::Config,
+            message: format!("{flag} {}: {message}", dir.display()),
+        });
+    }
+    match Some(dir) {
         Some(dir) if dir.exists() && !dir.is_dir() => Err(Failure {
             exit: Exit::Config,
             message: format!(

@@ -54,6 +54,18 @@ pub(crate) fn render_written(r: &Report) -> String {
 
 /// Writes the page for `history` of the pipeline `file` to `out`, owner-only.
 pub(crate) fn write(file: &Path, history: &History, out: &Path) -> Result<Report, Failure> {
+    if !matches!(
+        pipeline_spec::place_of(&out.to_string_lossy()),
+        Ok(pipeline_spec::Place::Local)
+    ) {
+        return Err(Failure {
+            exit: Exit::Config,
+            message: format!(
+                "--out {}: the page is written on this machine only: give a local file",
+                out.display()
+            ),
+        });
+    }
     let page = page(file, history);
     pipeline_sink::private_fs::replace_private_file(out, |f| {
         use std::io::Write;

@@ -133,7 +133,7 @@ fn missing_source_file_names_source_and_path() {
     assert_config_error(
         &run,
         &[
-            "s3:/bucket/profiles.parquet does not exist; check the path (relative paths start at the pipeline file's folder); `s3:/...` is read as a local folder named `s3:`: a store's URL has two slashes (`s3://bucket/key`)",
+            "sources.profiles.path: `s3:/` is one slash short of a store's URL: write `s3://bucket/profiles.parquet`",
         ],
     );
 }
@@ -1222,4 +1222,69 @@ fn a_folder_of_partitions_with_odd_files_says_which() {
             &[&format!("source `profiles` (data/lake): {expected}")],
         );
     }
+}
+
+#[test]
+fn a_store_url_where_a_local_folder_goes_or_one_slash_short_is_refused() {
+    let dir = sample_dir();
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, EXPORT));
+    // The bodies went to a local folder named `s3:` and were said to be "in s3://...".
+    let run = pipeline(
+        dir.path(),
+        &["run", file, "--dry-run", "s3://bucket/out"],
+        &[],
+    );
+    assert_config_error(
+        &run,
+        &[
+            "--dry-run s3://bucket/out: its files are written on this machine only: give a local folder (a store's URL is for the state: --state-dir, or the file's state_dir)",
+        ],
+    );
+    let run = pipeline(
+        dir.path(),
+        &[
+            "run",
+            file,
+            "--dry-run",
+            "out",
+            "--rejects-dir",
+            "az://c/rejects",
+        ],
+        &[],
+    );
+    assert_config_error(
+        &run,
+        &["--rejects-dir az://c/rejects: its files are written on this machine only"],
+    );
+    let run = pipeline(
+        dir.path(),
+        &["report", file, "--out", "gs://b/report.html"],
+        &[],
+    );
+    assert_config_error(
+        &run,
+        &["--out gs://b/report.html: the page is written on this machine only: give a local file"],
+    );
+    // One slash short: the state would have been kept in a local folder named `s3:`.
+    for command in ["plan", "history", "run"] {
+        let run = pipeline(
+            dir.path(),
+            &[command, file, "--state-dir", "s3:/bucket/state"],
+            &[],
+        );
+        assert_config_error(
+            &run,
+            &[
+                "--state-dir s3:/bucket/state: `s3:/` is one slash short of a store's URL: write `s3://bucket/state`",
+            ],
+        );
+    }
+    let run = pipeline(dir.path(), &["plan", file, "--state-dir", "s3://"], &[]);
+    assert_config_error(&run, &["--state-dir s3://: names no bucket or container"]);
+    let made: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(':'))
+        .collect();
+    assert!(made.is_empty(), "{made:?}");
 }

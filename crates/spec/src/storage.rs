@@ -127,6 +127,16 @@ pub enum Place {
 /// scheme no store serves is an error that lists those that are.
 pub fn place_of(path: &str) -> Result<Place, String> {
     let Some((scheme, _)) = path.split_once("://") else {
+        // `s3:/bucket/key`: one slash short of a store's URL, which would be read as a
+        // local folder named `s3:` (and a state kept there, on one machine only).
+        if let Some((scheme, rest)) = path.split_once(":/")
+            && Cloud::of_scheme(&scheme.to_ascii_lowercase()).is_some()
+        {
+            return Err(format!(
+                "`{scheme}:/` is one slash short of a store's URL: write `{scheme}://{}`",
+                rest.trim_start_matches('/')
+            ));
+        }
         return Ok(Place::Local);
     };
     let scheme = scheme.to_ascii_lowercase();
@@ -284,6 +294,11 @@ mod tests {
                 Place::Local => panic!("{path} read as local"),
             }
         }
+        assert_eq!(
+            place_of("s3:/bucket/profiles/").unwrap_err(),
+            "`s3:/` is one slash short of a store's URL: write `s3://bucket/profiles/`"
+        );
+        assert_eq!(place_of("C:/data/profiles").unwrap(), Place::Local);
         let err = place_of("ftp://host/x").unwrap_err();
         assert!(err.contains("s3://, gs://, az://"), "{err}");
         assert!(

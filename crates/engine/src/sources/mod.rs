@@ -533,21 +533,10 @@ fn list_files_and_hidden(path: &Path) -> Result<(Vec<PathBuf>, Option<Vec<String
     } else if path.is_file() {
         vec![absolute(path)?]
     } else {
-        // `s3:/bucket/key`: one slash short of a store's URL, so a local path.
-        let store = path.components().find_map(|c| {
-            let part = c.as_os_str().to_str()?;
-            ["s3:", "gs:", "az:", "abfss:"]
-                .contains(&part)
-                .then_some(part)
-        });
         let home = if path.components().any(|c| c.as_os_str() == "~") {
-            "; `~` is not your home folder here: write `${HOME}/...` or the full path".to_owned()
-        } else if let Some(scheme) = store {
-            format!(
-                "; `{scheme}/...` is read as a local folder named `{scheme}`: a store's URL has two slashes (`{scheme}//bucket/key`)"
-            )
+            "; `~` is not your home folder here: write `${HOME}/...` or the full path"
         } else {
-            String::new()
+            ""
         };
         let miss = if home.is_empty() {
             pipeline_spec::near_miss(path)
