@@ -145,8 +145,9 @@ pub(crate) async fn plan(
     Ok(plans)
 }
 
-/// Refuses, before anything runs, a folder argument that names a file: the run would
-/// otherwise select its contacts and then fail to write beside them.
+/// Refuses, before anything runs, a folder argument that names a file (the run would
+/// otherwise select its contacts and then fail to write beside them), or a store it
+/// cannot be in.
 pub(crate) fn folder_argument(flag: &str, dir: Option<&Path>) -> Result<(), Failure> {
     let Some(dir) = dir else {
         return Ok(());
@@ -169,17 +170,17 @@ pub(crate) fn folder_argument(flag: &str, dir: Option<&Path>) -> Result<(), Fail
             message: format!("{flag} {}: {message}", dir.display()),
         });
     }
-    match Some(dir) {
-        Some(dir) if dir.exists() && !dir.is_dir() => Err(Failure {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Failure {
             exit: Exit::Config,
             message: format!(
                 "{flag} {} is a file, not a folder: give a folder (one that does not exist yet \
                  is created)",
                 dir.display()
             ),
-        }),
-        _ => Ok(()),
+        });
     }
+    Ok(())
 }
 
 pub(crate) async fn run(

@@ -124,31 +124,21 @@ fn unconditioned_join(plan: &LogicalPlan, sql: &str, pipeline: &Pipeline) -> Opt
     if words.windows(2).any(|w| w == ["cross", "join"]) {
         return None;
     }
-    let mut found = None;
-    let _ = plan.apply(|node| {
-        Ok(match node {
-            LogicalPlan::SubqueryAlias(alias)
-                if pipeline.file.segments.contains_key(alias.alias.table()) =>
-            {
-                TreeNodeRecursion::Jump
-            }
-            LogicalPlan::Join(join)
-                if join.on.is_empty()
-                    && join.filter.is_none()
-                    && matches!(
-                        join.join_type,
-                        JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
-                    )
-                    && !one_row(&join.left)
-                    && !one_row(&join.right) =>
-            {
-                found = Some((tables(&join.left), tables(&join.right)));
-                TreeNodeRecursion::Stop
-            }
-            _ => TreeNodeRecursion::Continue,
-        })
-    });
-    let (left, right) = found?;
+    let (left, right) = in_own_sql(plan, pipeline, |node| match node {
+        LogicalPlan::Join(join)
+            if join.on.is_empty()
+                && join.filter.is_none()
+                && matches!(
+                    join.join_type,
+                    JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+                )
+                && !one_row(&join.left)
+                && !one_row(&join.right) =>
+        {
+            Some((tables(&join.left), tables(&join.right)))
+        }
+        _ => None,
+    })?;
     Some(format!(
         "it joins {left} and {right} with no condition tying their rows, so every row of one \
          meets every row of the other; add the condition that matches them (`ON` or `WHERE`, \
@@ -160,6 +150,18 @@ fn unconditioned_join(plan: &LogicalPlan, sql: &str, pipeline: &Pipeline) -> Opt
 /// never true, so the segment silently selects nothing (or keeps nothing of what it
 /// compares). Another segment the SQL selects from is its own concern.
 fn compared_with_null_in(plan: &LogicalPlan, pipeline: &Pipeline) -> Option<String> {
+    in_own_sql(plan, pipeline, |node| {
+        node.expressions().iter().find_map(compared_with_null)
+    })
+}
+
+/// The first of `find`'s answers over the nodes of a segment's own SQL: the nodes of
+/// another segment it selects from (inlined under that segment's name) are left out.
+fn in_own_sql<T>(
+    plan: &LogicalPlan,
+    pipeline: &Pipeline,
+    mut find: impl FnMut(&LogicalPlan) -> Option<T>,
+) -> Option<T> {
     let mut found = None;
     let _ = plan.apply(|node| {
         if let LogicalPlan::SubqueryAlias(alias) = node
@@ -167,12 +169,10 @@ fn compared_with_null_in(plan: &LogicalPlan, pipeline: &Pipeline) -> Option<Stri
         {
             return Ok(TreeNodeRecursion::Jump);
         }
-        node.apply_expressions(|e| {
-            found = compared_with_null(e);
-            Ok(match found {
-                Some(_) => TreeNodeRecursion::Stop,
-                None => TreeNodeRecursion::Continue,
-            })
+        found = find(node);
+        Ok(match found {
+            Some(_) => TreeNodeRecursion::Stop,
+            None => TreeNodeRecursion::Continue,
         })
     });
     found

@@ -45,16 +45,7 @@ impl SyncOptions {
     /// The state folder of export `name`.
     pub fn state_of(&self, pipeline: &Pipeline, name: &str) -> Result<StateDir, StateError> {
         let dir = match &self.state_root {
-            Some(root) => {
-                // Checked before the export's name is added: `s3://` alone would take the
-                // name for its bucket.
-                let written = root.to_string_lossy();
-                place_of(&written).map_err(|message| StateError::Store {
-                    context: format!("--state-dir {written}"),
-                    message,
-                })?;
-                root.join(name)
-            }
+            Some(root) => root.join(name),
             None => pipeline.state_dir(name),
         };
         let text = dir.to_string_lossy();
