@@ -25,6 +25,8 @@ pub(crate) async fn record(state: &StateDir, started: i64, result: &Result<Synce
             let exit = run_exit(std::slice::from_ref(summary));
             record.outcome = exit.status().to_owned();
             record.exit_code = exit.code();
+            record.error = crate::output::run_problem(std::slice::from_ref(summary), exit)
+                .map(|problem| crate::redact_message(&problem));
             record.selected = summary.contacts;
             record.sent = summary.sent;
             record.rejected = summary.rejected;
@@ -142,7 +144,58 @@ fn is_missing_folder(dir: &std::path::Path) -> bool {
     !dir.to_string_lossy().contains("://") && !dir.exists()
 }
 
-/// The history as tables, one per export, oldest run first.
+/// The columns of a run, in the history's table and the report's.
+pub(crate) const RUN_COLUMNS: [&str; 12] = [
+    "finished (UTC)",
+    "took",
+    "outcome",
+    "selected",
+    "new",
+    "changed",
+    "sent",
+    "created",
+    "updated",
+    "errored",
+    "rejected",
+    "removed",
+];
+
+/// Which of [`RUN_COLUMNS`] hold numbers (aligned right).
+pub(crate) const RUN_NUMBERS: [usize; 10] = [1, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+
+/// One run's cells under [`RUN_COLUMNS`].
+pub(crate) fn run_cells(r: &RunRecord) -> Vec<String> {
+    vec![
+        utc(r.finished_at),
+        format!("{}s", (r.finished_at - r.started_at).max(0)),
+        r.outcome.clone(),
+        r.selected.to_string(),
+        r.new.to_string(),
+        r.changed.to_string(),
+        r.sent.to_string(),
+        r.created.to_string(),
+        r.updated.to_string(),
+        r.errored.to_string(),
+        r.rejected.to_string(),
+        r.removed.to_string(),
+    ]
+}
+
+/// Why a run of export `export` failed, as its history keeps it: without the export's
+/// name in front (the history is the export's), emails masked.
+pub(crate) fn failure_of(export: &str, r: &RunRecord) -> Option<String> {
+    let error = r.error.as_deref()?;
+    let error = error
+        .strip_prefix(&format!("export `{export}`: "))
+        .unwrap_or(error);
+    Some(crate::text::mask_emails(error))
+}
+
+/// The failures said under an export's table: the newest few (the JSON output has all).
+const FAILURES_SHOWN: usize = 5;
+
+/// The history as tables, one per export, oldest run first; then why the latest failed
+/// runs failed.
 pub(crate) fn render(h: &History) -> String {
     let mut out = String::new();
     for (name, runs) in &h.exports {
@@ -150,43 +203,30 @@ pub(crate) fn render(h: &History) -> String {
         if runs.is_empty() {
             continue;
         }
-        let rows: Vec<Vec<String>> = runs
-            .iter()
-            .map(|r| {
-                vec![
-                    utc(r.finished_at),
-                    format!("{}s", (r.finished_at - r.started_at).max(0)),
-                    r.outcome.clone(),
-                    r.selected.to_string(),
-                    r.new.to_string(),
-                    r.changed.to_string(),
-                    r.sent.to_string(),
-                    r.created.to_string(),
-                    r.updated.to_string(),
-                    r.errored.to_string(),
-                    r.rejected.to_string(),
-                    r.removed.to_string(),
-                ]
-            })
-            .collect();
-        let headers = [
-            "finished (UTC)",
-            "took",
-            "outcome",
-            "selected",
-            "new",
-            "changed",
-            "sent",
-            "created",
-            "updated",
-            "errored",
-            "rejected",
-            "removed",
-        ];
+        let rows: Vec<Vec<String>> = runs.iter().map(run_cells).collect();
         out.push_str(&crate::text::indent(
-            &table(&headers, &rows, &[1, 3, 4, 5, 6, 7, 8, 9, 10, 11]),
+            &table(&RUN_COLUMNS, &rows, &RUN_NUMBERS),
             "  ",
         ));
+        let failed: Vec<(&RunRecord, String)> = runs
+            .iter()
+            .rev()
+            .filter_map(|r| Some((r, failure_of(name, r)?)))
+            .collect();
+        if failed.is_empty() {
+            continue;
+        }
+        out.push_str("  why runs failed, newest first:\n");
+        for (r, why) in failed.iter().take(FAILURES_SHOWN) {
+            let why = why.replace('\n', "\n      ");
+            out.push_str(&format!("    {}  {why}\n", utc(r.finished_at)));
+        }
+        if failed.len() > FAILURES_SHOWN {
+            out.push_str(&format!(
+                "    and {} more failed run(s) (`--output json` has every run's error)\n",
+                failed.len() - FAILURES_SHOWN
+            ));
+        }
     }
     out
 }

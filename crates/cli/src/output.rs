@@ -187,59 +187,80 @@ impl Outcome for RunOutcome {
     }
 
     fn problem(&self, exit: Exit) -> Option<String> {
-        match exit {
-            Exit::CapExceeded => Some(cap_problems(self.summaries.iter())),
-            Exit::RunFailed => Some(
-                self.summaries
-                    .iter()
-                    .filter_map(|s| {
-                        let jobs = unfinished_jobs(s);
-                        (!jobs.is_empty()).then(|| {
-                            format!(
-                                "export `{}`: import jobs did not complete: {}. Upserts are idempotent: rerun the export",
-                                s.export,
-                                jobs.join(", ")
-                            )
-                        })
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            ),
-            Exit::RemovalRefused => Some(
-                self.summaries
-                    .iter()
-                    .filter_map(|s| Some((s, s.sync.as_ref().filter(|y| y.removal_refused())?)))
-                    .map(|(s, y)| {
+        run_problem(&self.summaries, exit)
+    }
+}
+
+/// What the exports' summaries say went wrong when their run ends with `exit`, one line
+/// per export; `None` for an exit no summary explains.
+pub fn run_problem(summaries: &[SyncedExport], exit: Exit) -> Option<String> {
+    match exit {
+        Exit::CapExceeded => Some(cap_problems(summaries.iter())),
+        Exit::RunFailed => Some(
+            summaries
+                .iter()
+                .filter_map(|s| {
+                    let jobs = unfinished_jobs(s);
+                    (!jobs.is_empty()).then(|| {
                         format!(
-                            "export `{}`: mirror mode would take {} contact(s), {:.1}% of a list, off its lists; the limit is {:.1}% (max_removal_share). \
-                             The changes were sent, nothing was removed. Check the segments and sources, then rerun with --allow-mass-removal if the removals are right",
+                            "export `{}`: import jobs did not complete: {}. Upserts are idempotent: rerun the export",
                             s.export,
-                            y.leavers,
-                            y.removal_share * 100.0,
-                            y.max_removal_share * 100.0
+                            jobs.join(", ")
                         )
                     })
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            ),
-            Exit::Rejects => Some(
-                self.summaries
-                    .iter()
-                    .filter(|s| s.rejects_over_threshold())
-                    .map(|s| {
-                        format!(
-                            "export `{}`: {} contact(s) rejected, {} allowed (allowed_rejects); reasons and rows are in {}",
-                            s.export,
-                            s.rejected,
-                            s.allowed_rejects,
-                            s.rejects_file.as_ref().map_or("the rejects file".into(), |p| p.display().to_string())
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            ),
-            _ => None,
-        }
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        Exit::NewContactsRefused => Some(
+            summaries
+                .iter()
+                .filter_map(|s| Some((s, s.sync.as_ref().filter(|y| y.new_contacts_refused)?)))
+                .map(|(s, y)| {
+                    format!(
+                        "export `{}`: {} new contact(s), more than max_new_contacts ({}): nothing was sent; narrow the segments or raise max_new_contacts",
+                        s.export,
+                        y.counts.new,
+                        y.max_new_contacts.unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        Exit::RemovalRefused => Some(
+            summaries
+                .iter()
+                .filter_map(|s| Some((s, s.sync.as_ref().filter(|y| y.removal_refused())?)))
+                .map(|(s, y)| {
+                    format!(
+                        "export `{}`: mirror mode would take {} contact(s), {:.1}% of a list, off its lists; the limit is {:.1}% (max_removal_share). \
+                         The changes were sent, nothing was removed. Check the segments and sources, then rerun with --allow-mass-removal if the removals are right",
+                        s.export,
+                        y.leavers,
+                        y.removal_share * 100.0,
+                        y.max_removal_share * 100.0
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        Exit::Rejects => Some(
+            summaries
+                .iter()
+                .filter(|s| s.rejects_over_threshold())
+                .map(|s| {
+                    format!(
+                        "export `{}`: {} contact(s) rejected, {} allowed (allowed_rejects); reasons and rows are in {}",
+                        s.export,
+                        s.rejected,
+                        s.allowed_rejects,
+                        s.rejects_file.as_ref().map_or("the rejects file".into(), |p| p.display().to_string())
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        _ => None,
     }
 }
 

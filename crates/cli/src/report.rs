@@ -1,7 +1,8 @@
 //! `pipeline report`: one self-contained HTML page of a pipeline's run history. Charts are
 //! inline SVG drawn here (no script, no stylesheet or font from the network): contacts the
 //! export keeps over time, changes per run, rejects by reason, and the wait for import
-//! jobs; then the last run's details. Emails in error messages are masked.
+//! jobs; then the last run's details and every charted run, with why each run that did
+//! not succeed did not. Emails in error messages are masked.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,9 +10,8 @@ use std::path::{Path, PathBuf};
 use pipeline_sync::RunRecord;
 use serde_json::{Value, json};
 
-use crate::history::{History, utc};
+use crate::history::{History, RUN_COLUMNS, RUN_NUMBERS, failure_of, run_cells, utc};
 use crate::output::Outcome;
-use crate::text::mask_emails;
 use crate::{Exit, Failure};
 
 const WIDTH: f64 = 640.0;
@@ -86,7 +86,8 @@ fn page(file: &Path, history: &History) -> String {
     let title = format!("pipeline report: {}", file.display());
     let mut html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n",
+         <title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n\
+         <p>Times are UTC; a red point is a run that did not succeed.</p>\n",
         escape(&title),
         escape(&title)
     );
@@ -104,7 +105,8 @@ svg{background:#fafafa;border:1px solid #ddd}\
 svg text{font-size:11px;fill:#444}\
 table{border-collapse:collapse;margin-top:12px}\
 td,th{border:1px solid #ddd;padding:4px 8px;text-align:left}\
-td.n{text-align:right}.legend{font-size:12px}";
+td.n{text-align:right}td.why{white-space:pre-wrap;max-width:40em}\
+tr.bad td{background:#fdecea}.legend{font-size:12px}";
 
 fn section(export: &str, runs: &[RunRecord]) -> String {
     let mut out = format!("<section><h2>export {}</h2>\n", escape(export));
@@ -112,17 +114,15 @@ fn section(export: &str, runs: &[RunRecord]) -> String {
         out.push_str("<p>No runs yet.</p></section>\n");
         return out;
     }
-    // `MM-DD HH:MM` of each run's end.
-    let labels: Vec<String> = runs
-        .iter()
-        .map(|r| utc(r.finished_at).chars().skip(5).take(11).collect())
-        .collect();
+    let labels = run_labels(runs);
     out.push_str("<div class=\"charts\">\n");
-    let contacts: Vec<f64> = runs.iter().map(|r| r.state_contacts as f64).collect();
+    let contacts = kept_on_lists(runs);
+    let outcomes: Vec<&str> = runs.iter().map(|r| r.outcome.as_str()).collect();
     out.push_str(&line_chart(
         "Contacts the export keeps on its lists",
         &labels,
         &contacts,
+        &outcomes,
     ));
     let changes: Vec<Vec<f64>> = runs
         .iter()
@@ -163,12 +163,85 @@ fn section(export: &str, runs: &[RunRecord]) -> String {
         &waits,
     ));
     out.push_str("</div>\n");
-    out.push_str(&last_run(runs.last().expect("not empty")));
+    out.push_str(&last_run(export, runs.last().expect("not empty")));
+    out.push_str(&runs_table(export, runs));
     out.push_str("</section>\n");
     out
 }
 
-fn last_run(r: &RunRecord) -> String {
+/// What each run left its export keeping on its lists. A run that failed before its
+/// summary has no figures (its record holds zeros): it changed nothing the state records,
+/// so the run before's count stands for it.
+fn kept_on_lists(runs: &[RunRecord]) -> Vec<f64> {
+    let mut kept = 0;
+    runs.iter()
+        .map(|r| {
+            let no_figures = r.error.is_some() && r.selected == 0 && r.state_contacts == 0;
+            if !no_figures {
+                kept = r.state_contacts;
+            }
+            kept as f64
+        })
+        .collect()
+}
+
+/// Each run's label under the charts: `MM-DD HH:MM` of its end (UTC), with the seconds
+/// when two runs ended in the same minute, and a count after the first of runs that
+/// ended in the same second (`18:28:29 (2)`).
+fn run_labels(runs: &[RunRecord]) -> Vec<String> {
+    let ends = |chars: usize| -> Vec<String> {
+        runs.iter()
+            .map(|r| utc(r.finished_at).chars().skip(5).take(chars).collect())
+            .collect()
+    };
+    let minutes = ends(11);
+    if !minutes.windows(2).any(|w| w[0] == w[1]) {
+        return minutes;
+    }
+    let seconds = ends(14);
+    let mut repeat = 1;
+    (0..seconds.len())
+        .map(|i| {
+            repeat = if i > 0 && seconds[i] == seconds[i - 1] {
+                repeat + 1
+            } else {
+                1
+            };
+            match repeat {
+                1 => seconds[i].clone(),
+                n => format!("{} ({n})", seconds[i]),
+            }
+        })
+        .collect()
+}
+
+/// Every charted run, newest first, as `pipeline history` shows them, with why each run
+/// that did not succeed did not.
+fn runs_table(export: &str, runs: &[RunRecord]) -> String {
+    let mut out = String::from("<h3>Runs, newest first</h3><table>\n<tr>");
+    for column in RUN_COLUMNS.iter().chain(&["why"]) {
+        let _ = write!(out, "<th>{}</th>", escape(column));
+    }
+    out.push_str("</tr>\n");
+    for r in runs.iter().rev() {
+        let failed = r.outcome != "success";
+        out.push_str(if failed { "<tr class=\"bad\">" } else { "<tr>" });
+        for (i, cell) in run_cells(r).iter().enumerate() {
+            let class = if RUN_NUMBERS.contains(&i) {
+                " class=\"n\""
+            } else {
+                ""
+            };
+            let _ = write!(out, "<td{class}>{}</td>", escape(cell));
+        }
+        let why = failure_of(export, r).unwrap_or_default();
+        let _ = writeln!(out, "<td class=\"why\">{}</td></tr>", escape(&why));
+    }
+    out.push_str("</table>\n");
+    out
+}
+
+fn last_run(export: &str, r: &RunRecord) -> String {
     let mut rows: Vec<(&str, String)> = vec![
         ("started", utc(r.started_at)),
         (
@@ -192,8 +265,8 @@ fn last_run(r: &RunRecord) -> String {
         ("import jobs", r.job_ids.join(", ")),
         ("version", r.version.clone()),
     ];
-    if let Some(error) = &r.error {
-        rows.push(("error", mask_emails(error)));
+    if let Some(why) = failure_of(export, r) {
+        rows.push(("why", why));
     }
     let mut out = String::from("<h3>Last run</h3><table>\n");
     for (name, value) in rows {
@@ -262,7 +335,9 @@ fn x_labels(labels: &[String], x_of: impl Fn(usize) -> f64) -> String {
     out
 }
 
-fn line_chart(title: &str, labels: &[String], values: &[f64]) -> String {
+/// A line of `values`, one point per run; the points of runs whose outcome was not
+/// `success` drawn in red, their outcome in the point's title.
+fn line_chart(title: &str, labels: &[String], values: &[f64], outcomes: &[&str]) -> String {
     let max = axis_max(values.iter().copied());
     let plot_w = WIDTH - LEFT - 16.0;
     let plot_h = HEIGHT - BOTTOM - TOP;
@@ -285,14 +360,19 @@ fn line_chart(title: &str, labels: &[String], values: &[f64]) -> String {
         "<polyline fill=\"none\" stroke=\"#4e79a7\" stroke-width=\"2\" points=\"{}\"/>",
         points.join(" ")
     );
-    for (i, v) in values.iter().enumerate() {
+    for (i, (v, outcome)) in values.iter().zip(outcomes).enumerate() {
+        let (fill, radius, note) = match *outcome {
+            "success" => ("#4e79a7", 3, String::new()),
+            other => ("#e15759", 5, format!(" ({other})")),
+        };
         let _ = write!(
             out,
-            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#4e79a7\"><title>{}: {}</title></circle>",
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"{radius}\" fill=\"{fill}\"><title>{}: {}{}</title></circle>",
             x_of(i),
             y_of(*v),
             escape(&labels[i]),
-            number(*v)
+            number(*v),
+            escape(&note)
         );
     }
     out.push_str(&x_labels(labels, x_of));
@@ -381,5 +461,62 @@ mod tests {
         assert_eq!(axis_max([0.0].into_iter()), 1.0);
         assert_eq!(axis_max([7.0, 3.0].into_iter()), 7.0);
         assert_eq!(axis_max([1234.0].into_iter()), 2000.0);
+    }
+
+    fn ended(finished_at: i64) -> RunRecord {
+        RunRecord {
+            finished_at,
+            outcome: "success".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn labels_name_one_run_each() {
+        // 2026-12-07 18:28:00 UTC and on.
+        let at = 1_796_668_080;
+        let runs = [ended(at), ended(at + 3600)];
+        assert_eq!(run_labels(&runs), ["12-07 18:28", "12-07 19:28"]);
+        let runs = [
+            ended(at),
+            ended(at + 5),
+            ended(at + 5),
+            ended(at + 5),
+            ended(at + 9),
+        ];
+        assert_eq!(
+            run_labels(&runs),
+            [
+                "12-07 18:28:00",
+                "12-07 18:28:05",
+                "12-07 18:28:05 (2)",
+                "12-07 18:28:05 (3)",
+                "12-07 18:28:09"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_run_that_failed_before_its_summary_keeps_the_count_of_the_run_before() {
+        let kept = |n: u64| RunRecord {
+            state_contacts: n,
+            selected: n,
+            ..ended(0)
+        };
+        let stopped = RunRecord {
+            outcome: "run_failed".into(),
+            error: Some("reading the list failed".into()),
+            ..ended(0)
+        };
+        let emptied = RunRecord {
+            outcome: "rejects".into(),
+            error: Some("rejected".into()),
+            selected: 3,
+            ..ended(0)
+        };
+        assert_eq!(
+            kept_on_lists(&[stopped.clone(), kept(30), stopped, kept(24), emptied]),
+            [0.0, 30.0, 30.0, 24.0, 0.0]
+        );
     }
 }

@@ -94,6 +94,51 @@ fn the_report_charts_the_history_in_one_self_contained_page() {
     assert!(html.contains("invalid_email rejected: 6</title>"));
     // The last run failed; its details say so.
     assert!(html.contains("run_failed (exit code 4)"), "{html}");
+    // Its point is red and says so; every point's label names one run (the four runs end
+    // within seconds of each other, so the labels carry the seconds when they must).
+    let points: Vec<&str> = html
+        .split("<circle ")
+        .skip(1)
+        .map(|c| c.split("</circle>").next().unwrap())
+        .collect();
+    assert_eq!(points.len(), 4, "{html}");
+    assert!(
+        points[3].contains("fill=\"#e15759\"") && points[3].ends_with(": 24 (run_failed)</title>"),
+        "{}",
+        points[3]
+    );
+    assert!(points[..3].iter().all(|p| p.contains("fill=\"#4e79a7\"")));
+    let labels: std::collections::BTreeSet<&str> = points
+        .iter()
+        .map(|p| {
+            p.split("<title>")
+                .nth(1)
+                .unwrap()
+                .split(": ")
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(labels.len(), 4, "{points:?}");
+    // The runs, newest first: the failed one first, with why.
+    let (_, table) = html
+        .split_once("<h3>Runs, newest first</h3>")
+        .expect("a table of the runs");
+    let rows: Vec<&str> = table.split("<tr").skip(2).collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    assert!(rows[0].starts_with(" class=\"bad\">"), "{}", rows[0]);
+    assert!(
+        rows[0].contains("<td>run_failed</td>")
+            && rows[0].contains("<td class=\"why\">import jobs did not complete: "),
+        "{}",
+        rows[0]
+    );
+    assert!(
+        rows[1..]
+            .iter()
+            .all(|r| r.contains("<td>success</td>") && r.contains("<td class=\"why\"></td>")),
+        "{table}"
+    );
 
     // A folder that is not there is named, not the partial file it would have held.
     let run = s.run(&["report", file, "--out", "reports/report.html"]);
@@ -170,7 +215,7 @@ fn headless_chromium_draws_the_charts() {
         &page,
         &[
             &format!("--screenshot={}", shot.display()),
-            "--window-size=1400,1100",
+            "--window-size=1400,1500",
             "--hide-scrollbars",
         ],
     );

@@ -20,7 +20,7 @@ pub struct RunRecord {
     /// The run's status word (`success`, `run_failed`, ...) and exit code.
     pub outcome: String,
     pub exit_code: u8,
-    /// The failure's message, when the run failed.
+    /// Why the run did not succeed: its failure, or what its summary says went wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Distinct valid contacts selected (before the cap).

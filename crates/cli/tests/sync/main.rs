@@ -332,6 +332,24 @@ fn a_run_that_would_add_more_new_contacts_than_allowed_sends_nothing() {
     assert_eq!(refused["sync"]["new_contacts_refused"], true);
     assert_eq!(refused["sent"], 0);
     assert!(s.upserted_since(0).is_empty(), "nothing was sent");
+    // Said on stderr too, where an orchestrator's log shows it, and kept in the history.
+    let said = "export `daily`: 100 new contact(s), more than max_new_contacts (50): nothing was sent; narrow the segments or raise max_new_contacts";
+    assert!(
+        run.stderr.contains(&format!("error: {said}\n")),
+        "{}",
+        run.stderr
+    );
+    let history = s.run(&["history", file]);
+    assert!(
+        history
+            .stdout
+            .contains("  why runs failed, newest first:\n    ")
+            && history
+                .stdout
+                .contains(said.strip_prefix("export `daily`: ").unwrap()),
+        "{}",
+        history.stdout
+    );
 
     let file = s.pipeline(&format!("{UPSERT}\n    max_new_contacts: 150"));
     let (run, first) = s.run_json(&["run", file]);
@@ -479,6 +497,19 @@ fn every_run_leaves_a_line_in_the_exports_history() {
         table.stdout
     );
     assert!(table.stdout.contains("run_failed"), "{}", table.stdout);
+    // The table says why the run failed, under it, without the export's name again.
+    let error = runs[2]["error"].as_str().unwrap();
+    let why = error.strip_prefix("export `daily`: ").unwrap_or(error);
+    let (_, under) = table
+        .stdout
+        .split_once("  why runs failed, newest first:\n    ")
+        .unwrap_or_else(|| panic!("no reason under the table:\n{}", table.stdout));
+    assert!(
+        under.trim_end().ends_with(&format!("  {why}")),
+        "{}",
+        table.stdout
+    );
+    assert!(!why.is_empty() && !why.contains("export `daily`"), "{why}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
