@@ -420,7 +420,7 @@ fn mapping_a_missing_column_lists_the_columns() {
     assert_config_error(
         &run,
         &[
-            "exports[0] (`newsletter`) mapping.first_name: column `given_name` is not in segment `vip`; its columns are: customer_id, email",
+            "exports[0] (`newsletter`) mapping.first_name: column `given_name` is not in segments `vip` and `high_value`; its columns are: customer_id, email",
         ],
     );
     let export = EXPORT.replace("email: email", "email: emial");
@@ -428,7 +428,7 @@ fn mapping_a_missing_column_lists_the_columns() {
     assert_config_error(
         &run,
         &[
-            "mapping.email: column `emial` is not in segment `vip` (did you mean `email`?); its columns are: customer_id, email, first_name,",
+            "mapping.email: column `emial` is not in segments `vip` and `high_value` (did you mean `email`?); its columns are: customer_id, email, first_name,",
         ],
     );
 }
@@ -442,7 +442,7 @@ fn email_that_is_not_text_is_caught_by_validate() {
     assert_config_error(
         &run,
         &[
-            "exports[0] (`newsletter`) mapping.email: in segment `vip`, `customer_id` is Int64; the email must be text",
+            "exports[0] (`newsletter`) mapping.email: in segments `vip` and `high_value`, `customer_id` is Int64; the email must be text",
         ],
     );
 }
@@ -461,8 +461,8 @@ fn an_identifier_or_a_postal_code_from_a_float_is_refused_with_the_cast_to_map()
     assert_config_error(
         &run,
         &[
-            "exports[0] (`newsletter`) mapping.external_id: in segment `vip`, `CAST(customer_id AS DOUBLE)` is Float64; external_id names a contact by its text, and a float's text (`12345.0`) names another one than its whole number's (`12345`): map CAST(... AS BIGINT) if the values are whole numbers",
-            "exports[0] (`newsletter`) mapping.postal_code: in segment `vip`, `CAST(customer_id AS DOUBLE)` is Float64; postal_code would be sent as a float's text (`2134.0`): map CAST(... AS BIGINT) if the values are whole numbers (pandas writes whole numbers with gaps as floats, and drops leading zeros: `lpad(CAST(CAST(... AS BIGINT) AS VARCHAR), 5, '0')` pads five-digit ZIP codes again)",
+            "exports[0] (`newsletter`) mapping.external_id: in segments `vip` and `high_value`, `CAST(customer_id AS DOUBLE)` is Float64; external_id names a contact by its text, and a float's text (`12345.0`) names another one than its whole number's (`12345`): map CAST(... AS BIGINT) if the values are whole numbers",
+            "exports[0] (`newsletter`) mapping.postal_code: in segments `vip` and `high_value`, `CAST(customer_id AS DOUBLE)` is Float64; postal_code would be sent as a float's text (`2134.0`): map CAST(... AS BIGINT) if the values are whole numbers (pandas writes whole numbers with gaps as floats, and drops leading zeros: `lpad(CAST(CAST(... AS BIGINT) AS VARCHAR), 5, '0')` pads five-digit ZIP codes again)",
         ],
     );
     // The advice works: Ada (customer 1) gets `00001`.
@@ -508,8 +508,8 @@ fn a_uuid_or_a_map_column_is_refused_with_the_expression_to_map() {
     assert_config_error(
         &run,
         &[
-            "mapping.external_id: in segment `vip`, `account` is FixedSizeBinary(16); external_id must be text or a number (a UUID reads as its usual text with `regexp_replace(encode(account, 'hex'), '(.{8})(.{4})(.{4})(.{4})(.{12})', '\\1-\\2-\\3-\\4-\\5')`; in double quotes YAML would read the backslashes as escapes)",
-            "mapping.custom_fields.tier: in segment `vip`, `traits` is Map(",
+            "mapping.external_id: in segments `vip` and `high_value`, `account` is FixedSizeBinary(16); external_id must be text or a number (a UUID reads as its usual text with `regexp_replace(encode(account, 'hex'), '(.{8})(.{4})(.{4})(.{4})(.{12})', '\\1-\\2-\\3-\\4-\\5')`; in double quotes YAML would read the backslashes as escapes)",
+            "mapping.custom_fields.tier: in segments `vip` and `high_value`, `traits` is Map(",
             "a custom field takes text, a number or a date (a key's value is `traits['key']`)",
         ],
     );
@@ -538,7 +538,9 @@ fn bad_order_by_names_the_export() {
     let (_d, run) = run_file(&pipeline_yaml(SEGMENTS, &export));
     assert_config_error(
         &run,
-        &["exports[0] (`newsletter`) order_by[0]: column `signup` is not in segment `vip`"],
+        &[
+            "exports[0] (`newsletter`) order_by[0]: column `signup` is not in segments `vip` and `high_value`",
+        ],
     );
     // Two expressions in one item; a struct, whose values have no order as text; bytes,
     // which the run would fail to read as text at the first that are not UTF-8.
@@ -552,8 +554,8 @@ fn bad_order_by_names_the_export() {
         &[
             "order_by[0]: `signup_date DESC, customer_id` is not valid SQL: Expected: end of expression, found: DESC",
             "; several expressions go in a list, one per item (`order_by: [signup_date DESC, customer_id]`)",
-            "order_by[1]: in segment `vip`, `named_struct('id', customer_id)` is Struct(\"id\": Int64), which rows cannot be ordered by: order by text, numbers or dates (one of its fields is `named_struct('id', customer_id)['id']`)",
-            "order_by[2]: in segment `vip`, `arrow_cast(email, 'Binary')` is Binary, which rows cannot be ordered by: order by text, numbers or dates (if the column is text that Impala or Hive stored as bytes, set `binary_as_string: true` on its source)",
+            "order_by[1]: in segments `vip` and `high_value`, `named_struct('id', customer_id)` is Struct(\"id\": Int64), which rows cannot be ordered by: order by text, numbers or dates (one of its fields is `named_struct('id', customer_id)['id']`)",
+            "order_by[2]: in segments `vip` and `high_value`, `arrow_cast(email, 'Binary')` is Binary, which rows cannot be ordered by: order by text, numbers or dates (if the column is text that Impala or Hive stored as bytes, set `binary_as_string: true` on its source)",
         ],
     );
 }

@@ -271,10 +271,7 @@ pub(crate) async fn plan_export(
         selects.push((seg_index, segment.clone(), exprs, order_exprs));
     }
     if !problems.is_empty() {
-        // A problem that names no segment is the same in every segment: said once.
-        let mut said = std::collections::HashSet::new();
-        problems.retain(|p| said.insert(p.clone()));
-        return Err(problems);
+        return Err(said_once(problems));
     }
     for (select, field) in untyped {
         match &shapes[field] {
@@ -463,6 +460,43 @@ fn explain_expression_error(
         let message = crate::segments::quote_advice(message.to_owned(), written);
         format!("`{written}` is not a valid expression over segment `{segment}`: {message}")
     }
+}
+
+/// Each problem said once: a problem that names no segment is the same in every segment,
+/// and problems that differ only in the segment they name (a column of the wrong type in
+/// every segment) are one problem, said naming each of those segments.
+fn said_once(problems: Vec<String>) -> Vec<String> {
+    const NAMED: &str = "segment `";
+    // (the problem with its segment's name taken out, the names), in the order first said.
+    let mut said: Vec<((String, String), Vec<String>)> = Vec::new();
+    for problem in problems {
+        let named = problem.find(NAMED).and_then(|start| {
+            let name_at = start + NAMED.len();
+            let end = name_at + problem[name_at..].find('`')?;
+            Some((start, name_at, end))
+        });
+        let (key, name) = match named {
+            Some((start, name_at, end)) => (
+                (problem[..start].to_owned(), problem[end + 1..].to_owned()),
+                Some(problem[name_at..end].to_owned()),
+            ),
+            None => ((problem, String::new()), None),
+        };
+        match said.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, names)) => names.extend(name.filter(|n| !names.contains(n))),
+            None => said.push((key, name.into_iter().collect())),
+        }
+    }
+    said.into_iter()
+        .map(|((before, after), names)| match names.as_slice() {
+            [] => before,
+            [one] => format!("{before}{NAMED}{one}`{after}"),
+            [most @ .., last] => {
+                let most: Vec<String> = most.iter().map(|n| format!("`{n}`")).collect();
+                format!("{before}segments {} and `{last}`{after}", most.join(", "))
+            }
+        })
+        .collect()
 }
 
 /// A mapped expression as its field's value is computed from, and the type that decides
@@ -820,6 +854,29 @@ fn build_sql(
 mod tests {
     use super::*;
     use arrow::datatypes::{Field, Schema};
+
+    #[test]
+    fn a_problem_the_same_in_several_segments_is_said_once_naming_them() {
+        let problems = [
+            "mapping.tags: in segment `vip`, `tags` is List(Utf8); join it",
+            "mapping.city: `city` is not valid SQL: Expected: an expression",
+            "mapping.tags: in segment `lapsed`, `tags` is List(Utf8); join it",
+            "mapping.city: `city` is not valid SQL: Expected: an expression",
+            "mapping.age: in segment `vip`, `age` is Int64 in segment `vip` but Utf8",
+            "mapping.tags: in segment `new`, `tags` is List(Utf8); join it",
+            "mapping.zip: column `zip` is not in segment `lapsed`; its columns are: id",
+            "mapping.tags: in segment `vip`, `tags` is List(Utf8); join it",
+        ];
+        assert_eq!(
+            said_once(problems.map(String::from).to_vec()),
+            [
+                "mapping.tags: in segments `vip`, `lapsed` and `new`, `tags` is List(Utf8); join it",
+                "mapping.city: `city` is not valid SQL: Expected: an expression",
+                "mapping.age: in segment `vip`, `age` is Int64 in segment `vip` but Utf8",
+                "mapping.zip: column `zip` is not in segment `lapsed`; its columns are: id",
+            ]
+        );
+    }
 
     #[test]
     fn a_missing_column_of_a_wide_segment_names_the_one_meant_and_the_first_forty() {
