@@ -117,11 +117,7 @@ pub(crate) async fn register_all(
 /// without `GROUP BY`, a `LIMIT 1`) is no mistake, and `CROSS JOIN` written out says every
 /// pairing is meant. Another segment the SQL selects from is its own concern.
 fn unconditioned_join(plan: &LogicalPlan, sql: &str, pipeline: &Pipeline) -> Option<String> {
-    let words: Vec<String> = sql
-        .split_whitespace()
-        .map(str::to_ascii_lowercase)
-        .collect();
-    if words.windows(2).any(|w| w == ["cross", "join"]) {
+    if writes_cross_join(sql) {
         return None;
     }
     let (left, right) = in_own_sql(plan, pipeline, |node| match node {
@@ -144,6 +140,27 @@ fn unconditioned_join(plan: &LogicalPlan, sql: &str, pipeline: &Pipeline) -> Opt
          meets every row of the other; add the condition that matches them (`ON` or `WHERE`, \
          such as `p.customer_id = m.customer_id`), or write `CROSS JOIN` if every pairing is meant"
     ))
+}
+
+/// The SQL writes the keywords `CROSS JOIN` (not inside a text or a comment).
+fn writes_cross_join(sql: &str) -> bool {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        return false;
+    };
+    let keywords: Vec<Option<Keyword>> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .map(|t| match t {
+            Token::Word(w) if w.quote_style.is_none() => Some(w.keyword),
+            _ => None,
+        })
+        .collect();
+    keywords
+        .windows(2)
+        .any(|w| w == [Some(Keyword::CROSS), Some(Keyword::JOIN)])
 }
 
 /// A comparison with `NULL` (`city = NULL`, `city <> NULL`) in a segment's own SQL: it is
@@ -748,6 +765,25 @@ fn case_advice(message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cross_join_is_read_as_keywords_not_as_words_in_a_text_or_a_comment() {
+        for sql in [
+            "SELECT * FROM p CROSS JOIN m",
+            "SELECT * FROM p cross\n  join m",
+            "SELECT * FROM p CROSS /* every pairing */ JOIN m",
+        ] {
+            assert!(writes_cross_join(sql), "{sql}");
+        }
+        for sql in [
+            "SELECT * FROM p, m WHERE m.note = 'cross join'",
+            "SELECT * FROM p, m -- no cross join here",
+            "SELECT * FROM p, m WHERE \"cross\" JOIN_KEY = 1",
+            "SELECT * FROM p JOIN m ON true",
+        ] {
+            assert!(!writes_cross_join(sql), "{sql}");
+        }
+    }
 
     /// The forms the advice on other dialects' functions gives, run through DataFusion.
     #[tokio::test]
