@@ -71,6 +71,19 @@ pub enum StateError {
     /// The object store holding the state failed or refused.
     #[error("{context}: {message}")]
     Store { context: String, message: String },
+    /// Another pipeline file, beside this one, has an export of the same name whose runs
+    /// keep their state in the same folder.
+    #[error(
+        "the state folder {} holds export `{export}` of {owner}, which is beside {this}: two pipeline files with an export of one name share its state folder, and each file's runs would take the other's contacts for their own (and mirror mode would take them off the lists). Give {this} a state_dir of its own (`state_dir: .state/{stem}`), or rename one of the exports",
+        path.display()
+    )]
+    Shared {
+        path: PathBuf,
+        export: String,
+        owner: String,
+        this: String,
+        stem: String,
+    },
 }
 
 impl pipeline_spec::Classified for StateError {
@@ -81,6 +94,7 @@ impl pipeline_spec::Classified for StateError {
             Self::Corrupt { .. } => ErrorKind::Config,
             Self::Busy { .. } => ErrorKind::Busy,
             Self::Store { .. } => ErrorKind::Remote,
+            Self::Shared { .. } => ErrorKind::Config,
         }
     }
 }

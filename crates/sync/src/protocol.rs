@@ -107,6 +107,7 @@ struct Loaded {
 
 /// One export's run with its state.
 pub struct ExportSync<'a> {
+    pipeline: &'a Pipeline,
     export: &'a Export,
     query: &'a ExportQuery,
     state: StateDir,
@@ -125,6 +126,7 @@ impl<'a> ExportSync<'a> {
         })?;
         let state = options.state_of(pipeline, &export.name)?;
         Ok(Self {
+            pipeline,
             export,
             query,
             state,
@@ -154,6 +156,33 @@ impl<'a> ExportSync<'a> {
             ));
             snapshot = Snapshot::default();
             in_flight.clear();
+        }
+        let file = self
+            .pipeline
+            .path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if had_state && !snapshot.meta.file.is_empty() && snapshot.meta.file != file {
+            if self.pipeline.base_dir().join(&snapshot.meta.file).is_file() {
+                return Err(StateError::Shared {
+                    path: self.state.location(),
+                    export: export.name.clone(),
+                    owner: snapshot.meta.file,
+                    stem: self
+                        .pipeline
+                        .path
+                        .file_stem()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    this: file,
+                }
+                .into());
+            }
+            report.notes.push(format!(
+                "the state was written by runs of {}, which is not beside {file}: taken over as a renamed pipeline file's state",
+                snapshot.meta.file
+            ));
         }
         // The state's contacts are keyed by the first field it was written with.
         let key = self.query.key.name();
@@ -188,6 +217,7 @@ impl<'a> ExportSync<'a> {
         let meta = SnapshotMeta {
             endpoint: endpoint.to_owned(),
             fields,
+            file,
         };
         let meta_changed = snapshot.meta != meta;
         snapshot.meta = meta;

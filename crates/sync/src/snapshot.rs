@@ -20,6 +20,7 @@ use pipeline_spec::IdentifierSet;
 const VERSION_KEY: &str = "pipeline.state_version";
 const ENDPOINT_KEY: &str = "pipeline.endpoint";
 const FIELDS_KEY: &str = "pipeline.fields";
+const FILE_KEY: &str = "pipeline.file";
 const VERSION: &str = "1";
 
 /// What SendGrid holds for one contact, as far as this export knows.
@@ -76,6 +77,9 @@ pub struct SnapshotMeta {
     pub endpoint: String,
     /// The mapped field names (`custom_fields.<name>` for custom fields).
     pub fields: Vec<String>,
+    /// The name of the pipeline file whose runs wrote it (empty: written before it was
+    /// recorded).
+    pub file: String,
 }
 
 /// Every contact SendGrid accepted for the export, by email.
@@ -132,6 +136,7 @@ impl Snapshot {
                         .collect()
                 })
                 .unwrap_or_default(),
+            file: kv.get(FILE_KEY).copied().unwrap_or_default().to_owned(),
         };
         let mut entries = HashMap::new();
         // Most contacts share their lists: one string per distinct value.
@@ -238,6 +243,7 @@ impl Snapshot {
                 KeyValue::new(VERSION_KEY.into(), VERSION.to_owned()),
                 KeyValue::new(ENDPOINT_KEY.into(), self.meta.endpoint.clone()),
                 KeyValue::new(FIELDS_KEY.into(), self.meta.fields.join(",")),
+                KeyValue::new(FILE_KEY.into(), self.meta.file.clone()),
             ]))
             // Emails and hashes are unique: a dictionary would only be built to be dropped.
             .set_column_dictionary_enabled(ColumnPath::from("email"), false)
@@ -293,6 +299,7 @@ mod tests {
             meta: SnapshotMeta {
                 endpoint: "http://127.0.0.1:1".into(),
                 fields: vec!["email".into(), "custom_fields.ltv".into()],
+                file: "daily.yaml".into(),
             },
             ..Default::default()
         };

@@ -519,6 +519,60 @@ fn every_run_leaves_a_line_in_the_exports_history() {
 }
 
 #[test]
+fn two_pipeline_files_beside_each_other_do_not_share_an_exports_state() {
+    let s = Setup::new(0);
+    let mut data = rows(20);
+    write_profiles(s.dir.path(), &data);
+    let file = s.pipeline(UPSERT);
+    assert_eq!(s.run(&["run", file]).code, 0);
+    // Another file beside it with an export of the same name, which mirrors its segment:
+    // with the first file's state as its own, it would take the first file's contacts off
+    // the list as leavers.
+    let text = std::fs::read_to_string(s.dir.path().join(file)).unwrap();
+    let other = text.replace(
+        "WHERE is_subscribed",
+        "WHERE is_subscribed AND customer_id <= 5",
+    ) + "\n    mode: mirror\n";
+    assert_ne!(text, other.trim_end());
+    std::fs::write(s.dir.path().join("weekly.yaml"), other).unwrap();
+    let from = s.log_len();
+    for command in ["plan", "run"] {
+        let refused = s.run(&[command, "weekly.yaml"]);
+        assert_eq!(refused.code, 2, "{}", refused.stderr);
+        assert!(
+            refused.stderr.contains(&format!(
+                "error: the state folder ./.state/daily holds export `daily` of {file}, which is beside weekly.yaml: two pipeline files with an export of one name share its state folder, and each file's runs would take the other's contacts for their own (and mirror mode would take them off the lists). Give weekly.yaml a state_dir of its own (`state_dir: .state/weekly`), or rename one of the exports\n"
+            )),
+            "{}",
+            refused.stderr
+        );
+    }
+    assert_eq!(s.log_len(), from, "nothing was sent");
+    assert_eq!(s.emulator.list_emails(LIST).len(), expected(&data).len());
+
+    // A file renamed takes its state over: nothing has changed, nothing is sent.
+    std::fs::rename(s.dir.path().join(file), s.dir.path().join("daily.yaml")).unwrap();
+    let (sent, summary) = s.run_sending(&["run", "daily.yaml"], 0);
+    assert!(sent.is_empty(), "{sent:?}");
+    assert_eq!(summary["sync"]["unchanged"], expected(&data).len());
+    assert!(
+        summary["sync"]["notes"].to_string().contains(&format!(
+            "the state was written by runs of {file}, which is not beside daily.yaml: taken over as a renamed pipeline file's state"
+        )),
+        "{summary}"
+    );
+    // And keeps it: the next run of the renamed file says nothing of it.
+    data[0].first_name = "Changed".into();
+    write_profiles(s.dir.path(), &data);
+    let (sent, summary) = s.run_sending(&["run", "daily.yaml"], 0);
+    assert_eq!(sent, [data[0].email.clone()]);
+    assert!(
+        !summary["sync"]["notes"].to_string().contains("renamed"),
+        "{summary}"
+    );
+}
+
+#[test]
 fn requests_to_an_endpoint_on_this_machine_never_go_through_the_environments_proxy() {
     let s = Setup::new(0);
     let data = rows(10);
