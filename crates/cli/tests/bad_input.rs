@@ -293,6 +293,11 @@ fn segment_sql_mistakes_are_caught_by_validate_and_said_with_what_to_write() {
             "city <> NULL",
             "segment `vip`: `!= NULL` is never true (a comparison with NULL gives NULL, whatever the value): write `IS NOT NULL`",
         ),
+        // The same NULL given a type.
+        (
+            "city = CAST(NULL AS VARCHAR)",
+            "segment `vip`: `= NULL` is never true (a comparison with NULL gives NULL, whatever the value): write `IS NULL` (or `IS NOT NULL`)",
+        ),
         // A text without quotes is a name to SQL; a misspelt column is not said to be text.
         (
             "country IN ('DE', US)",

@@ -209,9 +209,7 @@ pub(crate) fn compared_with_null(expr: &Expr) -> Option<String> {
                     | Operator::Gt
                     | Operator::GtEq
             )
-            && [left, right]
-                .iter()
-                .any(|side| matches!(side.as_ref(), Expr::Literal(v, _) if v.is_null()))
+            && [left, right].iter().any(|side| is_null(side))
         {
             let fix = match op {
                 Operator::NotEq => "`IS NOT NULL`",
@@ -225,6 +223,16 @@ pub(crate) fn compared_with_null(expr: &Expr) -> Option<String> {
         Ok(TreeNodeRecursion::Continue)
     });
     found
+}
+
+/// `NULL`, given a type or not (`CAST(NULL AS VARCHAR)`).
+fn is_null(expr: &Expr) -> bool {
+    match expr {
+        Expr::Literal(value, _) => value.is_null(),
+        Expr::Cast(cast) => is_null(&cast.expr),
+        Expr::TryCast(cast) => is_null(&cast.expr),
+        _ => false,
+    }
 }
 
 /// Whether a plan gives at most one row whatever the tables hold.
