@@ -126,6 +126,17 @@ fn missing_source_file_names_source_and_path() {
             "does not exist; check the path (relative paths start at the pipeline file's folder); `~` is not your home folder here: write `${HOME}/...` or the full path",
         ],
     );
+    // A shell's variable without braces stays as it is written.
+    let text = pipeline_yaml(SEGMENTS, EXPORT)
+        .replace("data/profiles.parquet", "$DATA_DIR/profiles.parquet");
+    let (_d, run) = run_file(&text);
+    assert_config_error(
+        &run,
+        &[
+            "source `profiles` ($DATA_DIR/profiles.parquet): ./$DATA_DIR/profiles.parquet does not exist",
+            "(relative paths start at the pipeline file's folder); `$DATA_DIR` is not replaced here: write `${DATA_DIR}`",
+        ],
+    );
     // One slash short of a store's URL.
     let text = pipeline_yaml(SEGMENTS, EXPORT)
         .replace("data/profiles.parquet", "s3:/bucket/profiles.parquet");
