@@ -162,7 +162,8 @@ pub(crate) fn folder_argument(flag: &str, dir: Option<&Path>) -> Result<(), Fail
              is for the state: --state-dir, or the file's state_dir)"
                 .to_owned(),
         ),
-        Ok(_) => None,
+        // Not from a shell, which would have replaced them: a folder of that name.
+        Ok(_) => pipeline_spec::unexpanded(dir),
     };
     if let Some(message) = refused {
         return Err(Failure {

@@ -66,6 +66,12 @@ pub(crate) fn write(file: &Path, history: &History, out: &Path) -> Result<Report
             ),
         });
     }
+    if let Some(advice) = pipeline_spec::unexpanded(out) {
+        return Err(Failure {
+            exit: Exit::Config,
+            message: format!("--out {}: {advice}", out.display()),
+        });
+    }
     let page = page(file, history);
     pipeline_sink::private_fs::replace_private_file(out, |f| {
         use std::io::Write;

@@ -1306,3 +1306,64 @@ fn a_store_url_where_a_local_folder_goes_or_one_slash_short_is_refused() {
         .collect();
     assert!(made.is_empty(), "{made:?}");
 }
+
+#[test]
+fn a_home_folder_or_a_variable_a_shell_would_have_replaced_is_refused_as_a_folder() {
+    // Given by a caller that is not a shell (a Python task, an orchestrator's YAML), `~`
+    // and `$NAME` reach the tool as they are: the state, the bodies and the rejects went
+    // to folders named `~` and `$STATE_ROOT` beside the file, lost with a worker's
+    // checkout.
+    let dir = sample_dir();
+    let text = pipeline_yaml(SEGMENTS, EXPORT);
+    for (state_dir, advice) in [
+        (
+            "~/pipeline-state",
+            "`~` is not your home folder here: write `${HOME}/...` or the full path",
+        ),
+        (
+            "$STATE_ROOT/newsletter",
+            "`$STATE_ROOT` is not replaced here: write `${STATE_ROOT}`",
+        ),
+    ] {
+        let file = write(
+            dir.path(),
+            &text.replacen(
+                "version: 1",
+                &format!("version: 1\nstate_dir: \"{state_dir}\""),
+                1,
+            ),
+        );
+        let run = pipeline(dir.path(), &["validate", file], &[]);
+        assert_config_error(&run, &[&format!("state_dir: {advice}")]);
+    }
+    let file = write(dir.path(), &text);
+    for (flag, command) in [
+        ("--state-dir", "run"),
+        ("--state-dir", "history"),
+        ("--dry-run", "run"),
+        ("--rejects-dir", "run"),
+        ("--out", "report"),
+    ] {
+        let mut args = vec![command, file, flag, "~/out"];
+        if flag == "--rejects-dir" {
+            args.extend(["--dry-run", "out"]);
+        }
+        let run = pipeline(dir.path(), &args, &[]);
+        assert_config_error(
+            &run,
+            &[&format!(
+                "{flag} ~/out: `~` is not your home folder here: write `${{HOME}}/...` or the full path"
+            )],
+        );
+        let run = pipeline(dir.path(), &[command, file, flag, "$OUT/x"], &[]);
+        assert_config_error(
+            &run,
+            &[&format!(
+                "{flag} $OUT/x: `$OUT` is not replaced here: write `${{OUT}}`"
+            )],
+        );
+    }
+    for made in ["~", "$STATE_ROOT", "$OUT"] {
+        assert!(!dir.path().join(made).exists(), "{made} was made");
+    }
+}

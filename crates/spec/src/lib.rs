@@ -27,7 +27,7 @@ pub use comments::without_comments;
 pub use error::{Diagnostic, Location, SpecError};
 pub use kind::{Classified, ErrorKind};
 pub use model::*;
-pub use paths::{closest, did_you_mean, near_miss};
+pub use paths::{closest, did_you_mean, near_miss, unexpanded};
 pub use redact::Redactions;
 pub use secret::{ApiKey, resolve_api_key};
 pub use storage::{Cloud, Place, Storage, StorageValue, check_storage, place_of};

@@ -30,6 +30,27 @@ pub fn near_miss(path: &Path) -> String {
     }
 }
 
+/// What a shell would have replaced in `path` but pipeline does not: a `~` for the home
+/// folder, a `$NAME` without braces (only `${NAME}` is replaced in the file). The advice
+/// to write instead, if `path` holds one.
+pub fn unexpanded(path: &Path) -> Option<String> {
+    path.components().find_map(|c| {
+        let part = c.as_os_str().to_str()?;
+        if part == "~" {
+            return Some(
+                "`~` is not your home folder here: write `${HOME}/...` or the full path".into(),
+            );
+        }
+        let name: String = part
+            .strip_prefix('$')?
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            .then(|| format!("`${name}` is not replaced here: write `${{{name}}}`"))
+    })
+}
+
 /// Of `candidates`, the one `name` was probably meant to be (a letter missing, added or
 /// swapped, or another case), if one is close enough: one edit away, or at least 70%
 /// alike. Not `name` itself.
@@ -58,6 +79,32 @@ pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_shell_would_replace_is_named() {
+        let said = |p: &str| unexpanded(Path::new(p));
+        assert_eq!(
+            said("~/state").unwrap(),
+            "`~` is not your home folder here: write `${HOME}/...` or the full path"
+        );
+        assert_eq!(
+            said("$STATE_ROOT/pipeline").unwrap(),
+            "`$STATE_ROOT` is not replaced here: write `${STATE_ROOT}`"
+        );
+        assert_eq!(
+            said("/data/$HOME").unwrap(),
+            "`$HOME` is not replaced here: write `${HOME}`"
+        );
+        for fine in [
+            "state",
+            "/srv/~backup/x",
+            "data/$1",
+            "a$b/c",
+            "s3://bucket/state",
+        ] {
+            assert_eq!(said(fine), None, "{fine}");
+        }
+    }
 
     #[test]
     fn a_missing_path_names_the_file_probably_meant() {

@@ -100,8 +100,15 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
     }
 
     if let Some(state_dir) = &file.state_dir {
-        if let Err(message) = crate::place_of(state_dir) {
-            err("state_dir".into(), message);
+        match crate::place_of(state_dir) {
+            Err(message) => err("state_dir".into(), message),
+            // The state would go to a folder of that name beside the file.
+            Ok(crate::Place::Local) => {
+                if let Some(advice) = crate::unexpanded(std::path::Path::new(state_dir)) {
+                    err("state_dir".into(), advice);
+                }
+            }
+            Ok(_) => {}
         }
         for (key, message) in crate::check_storage(state_dir, &file.state_storage) {
             let at = key.map_or_else(|| "state_storage".into(), |k| format!("state_storage.{k}"));

@@ -533,23 +533,9 @@ fn list_files_and_hidden(path: &Path) -> Result<(Vec<PathBuf>, Option<Vec<String
     } else if path.is_file() {
         vec![absolute(path)?]
     } else {
-        // A shell's `$HOME`: only `${HOME}` is replaced in the file.
-        let variable = path.components().find_map(|c| {
-            let name = c.as_os_str().to_str()?.strip_prefix('$')?;
-            let name: String = name
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                .then_some(name)
-        });
-        let home = if path.components().any(|c| c.as_os_str() == "~") {
-            "; `~` is not your home folder here: write `${HOME}/...` or the full path".to_owned()
-        } else if let Some(name) = variable {
-            format!("; `${name}` is not replaced here: write `${{{name}}}`")
-        } else {
-            String::new()
-        };
+        let home = pipeline_spec::unexpanded(path)
+            .map(|advice| format!("; {advice}"))
+            .unwrap_or_default();
         let miss = if home.is_empty() {
             pipeline_spec::near_miss(path)
         } else {
