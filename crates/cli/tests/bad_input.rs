@@ -1366,4 +1366,44 @@ fn a_home_folder_or_a_variable_a_shell_would_have_replaced_is_refused_as_a_folde
     for made in ["~", "$STATE_ROOT", "$OUT"] {
         assert!(!dir.path().join(made).exists(), "{made} was made");
     }
+    // Files read that are not there say the same.
+    let run = pipeline(dir.path(), &["validate", "~/p.yaml"], &[]);
+    assert_config_error(
+        &run,
+        &[
+            "error: cannot read pipeline file ~/p.yaml: it does not exist; `~` is not your home folder here",
+        ],
+    );
+    let run = pipeline(
+        dir.path(),
+        &[
+            "validate",
+            file,
+            "--connections",
+            "$CONFIG/connections.yaml",
+        ],
+        &[],
+    );
+    assert_config_error(
+        &run,
+        &[
+            "error: cannot read connections file $CONFIG/connections.yaml: it does not exist; `$CONFIG` is not replaced here: write `${CONFIG}`",
+        ],
+    );
+    let keyed = write(
+        dir.path(),
+        &text.replace(
+            "api_key: ${SENDGRID_API_KEY}",
+            "api_key_file: ~/secrets/sendgrid.key",
+        ),
+    );
+    let run = pipeline(dir.path(), &["validate", keyed], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "note: connections.marketing.api_key_file: ./~/secrets/sendgrid.key does not exist; `~` is not your home folder here: write `${HOME}/...` or the full path"
+        ),
+        "{}",
+        run.stdout
+    );
 }

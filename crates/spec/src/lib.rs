@@ -27,7 +27,7 @@ pub use comments::without_comments;
 pub use error::{Diagnostic, Location, SpecError};
 pub use kind::{Classified, ErrorKind};
 pub use model::*;
-pub use paths::{closest, did_you_mean, near_miss, unexpanded};
+pub use paths::{closest, did_you_mean, missing, near_miss, unexpanded};
 pub use redact::Redactions;
 pub use secret::{ApiKey, resolve_api_key};
 pub use storage::{Cloud, Place, Storage, StorageValue, check_storage, place_of};
@@ -193,7 +193,7 @@ pub fn load_with(path: &Path, connections: Option<&Path>) -> Result<Pipeline, Sp
         }
         let bytes = std::fs::read(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
-                said(e.kind(), format!("it does not exist{}", near_miss(path)))
+                said(e.kind(), format!("it does not exist{}", missing(path)))
             }
             _ => failed(e),
         })?;

@@ -30,6 +30,12 @@ pub fn near_miss(path: &Path) -> String {
     }
 }
 
+/// What to add to "`path` does not exist": what a shell would have replaced in it
+/// ([`unexpanded`]), else the name probably meant ([`near_miss`]).
+pub fn missing(path: &Path) -> String {
+    unexpanded(path).map_or_else(|| near_miss(path), |advice| format!("; {advice}"))
+}
+
 /// What a shell would have replaced in `path` but pipeline does not: a `~` for the home
 /// folder, a `$NAME` without braces (only `${NAME}` is replaced in the file). The advice
 /// to write instead, if `path` holds one.

@@ -97,11 +97,16 @@ pub fn resolve_api_key(
     if let Some(file) = &connection.api_key_file {
         let path = base_dir.join(file);
         check_private(&path).map_err(|why| format!("connections.{name}.api_key_file: {why}"))?;
-        let key = std::fs::read_to_string(&path).map_err(|e| {
-            format!(
+        let key = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "connections.{name}.api_key_file: {} does not exist{}",
+                path.display(),
+                crate::missing(&path)
+            ),
+            _ => format!(
                 "connections.{name}.api_key_file: cannot read {}: {e}",
                 path.display()
-            )
+            ),
         })?;
         return checked_key(
             &key,
