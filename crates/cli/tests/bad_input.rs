@@ -304,6 +304,11 @@ fn segment_sql_mistakes_are_caught_by_validate_and_said_with_what_to_write() {
             "city <> NULL",
             "segment `vip`: `!= NULL` is never true (a comparison with NULL gives NULL, whatever the value): write `IS NOT NULL`",
         ),
+        // MySQL's and Spark's regular expression operator, said without the parser's tree.
+        (
+            "email RLIKE 'example'",
+            "segment `vip`: DataFusion's SQL has no `RLIKE` or `REGEXP` operator: write `col ~ 'pattern'` for a regular expression match (`~*` ignores case; `!~` and `!~*` for NOT)",
+        ),
         // The same NULL given a type.
         (
             "city = CAST(NULL AS VARCHAR)",

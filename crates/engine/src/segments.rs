@@ -591,6 +591,43 @@ fn function_advice(message: &str) -> Option<String> {
                 .to_owned(),
         );
     }
+    // MySQL's and Spark's `col RLIKE 'x'` / `col REGEXP 'x'`.
+    if message.contains("Unsupported ast node in sqltorel: RLike") {
+        return Some(
+            "DataFusion's SQL has no `RLIKE` or `REGEXP` operator: write `col ~ 'pattern'` for a regular expression match (`~*` ignores case; `!~` and `!~*` for NOT)"
+                .to_owned(),
+        );
+    }
+    if message.contains("Unsupported ast node in sqltorel: MatchAgainst") {
+        return Some(
+            "DataFusion's SQL has no `MATCH ... AGAINST` (MySQL's full-text search): write `col ILIKE '%word%'` or `col ~* 'word'`"
+                .to_owned(),
+        );
+    }
+    if message.contains("This feature is not implemented: ANY in LIKE expression") {
+        return Some(
+            "DataFusion's SQL has no `LIKE ANY (...)`: write each pattern, `(col LIKE 'a%' OR col LIKE 'b%')`, or one regular expression, `col ~ '^(a|b)'`"
+                .to_owned(),
+        );
+    }
+    // `col LIKE ALL ('a%', 'b%')` reads as a call of a function `all`.
+    if message.contains("Invalid function 'all'") {
+        return Some(
+            "DataFusion's SQL has no `LIKE ALL (...)`: write each pattern, `(col LIKE 'a%' AND col LIKE 'b%')`"
+                .to_owned(),
+        );
+    }
+    // Another construct the planner has no form for: its name, not a dump of the
+    // parser's tree (with every identifier's position).
+    if let Some((_, node)) = message.split_once("Unsupported ast node in sqltorel: ") {
+        let name: String = node
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        return Some(format!(
+            "DataFusion's SQL does not support this construct (`{name}` in its parser's terms): write it another way"
+        ));
+    }
     let (_, rest) = message.split_once("Invalid function '")?;
     let (name, _) = rest.split_once('\'')?;
     if let Some(advice) = other_dialect(&name.to_ascii_lowercase()) {
@@ -808,6 +845,11 @@ mod tests {
             ("coalesce(NULL, 'x')", "x"),
             ("nullif(0, 0) IS NULL", "true"),
             ("character_length('héllo')", "5"),
+            ("'abc' ~ 'b'", "true"),
+            ("'ABC' ~* 'b'", "true"),
+            ("'abc' !~ 'z'", "true"),
+            ("'abc' ~ '^(a|b)'", "true"),
+            ("'WORD' ILIKE '%word%'", "true"),
             ("substr('hello', 2, 3)", "ell"),
             ("repeat(' ', 3) = '   '", "true"),
             ("strpos('hello', 'l')", "3"),
@@ -857,6 +899,18 @@ mod tests {
                 "Error during planning: Invalid function 'sg_dat'.\nDid you mean 'sg_date'?"
             ),
             "DataFusion's SQL has no function `sg_dat`"
+        );
+        assert_eq!(
+            clean_sql_error(
+                "This feature is not implemented: Unsupported ast node in sqltorel: RLike { negated: false, expr: Identifier(Ident { value: \"email\", quote_style: None }), regexp: true }"
+            ),
+            "DataFusion's SQL has no `RLIKE` or `REGEXP` operator: write `col ~ 'pattern'` for a regular expression match (`~*` ignores case; `!~` and `!~*` for NOT)"
+        );
+        assert_eq!(
+            clean_sql_error(
+                "This feature is not implemented: Unsupported ast node in sqltorel: Prior(Identifier(Ident { value: \"x\" }))"
+            ),
+            "DataFusion's SQL does not support this construct (`Prior` in its parser's terms): write it another way"
         );
         assert!(
             clean_sql_error("This feature is not implemented: TOP")
