@@ -309,6 +309,15 @@ fn segment_sql_mistakes_are_caught_by_validate_and_said_with_what_to_write() {
             "email RLIKE 'example'",
             "segment `vip`: DataFusion's SQL has no `RLIKE` or `REGEXP` operator: write `col ~ 'pattern'` for a regular expression match (`~*` ignores case; `!~` and `!~*` for NOT)",
         ),
+        // SQL Server's brackets around a name make a list; BigQuery's type names.
+        (
+            "[city] = 'Berlin'",
+            "segment `vip`: `[city]` is a list in DataFusion's SQL, not a column's name (SQL Server writes names in brackets): write `city`, or `\"city\"` in double quotes for a name with spaces or capitals",
+        ),
+        (
+            "CAST(lifetime_value AS INT64) > 5000",
+            "segment `vip`: DataFusion's SQL has no type `INT64`: write BIGINT",
+        ),
         // The same NULL given a type.
         (
             "city = CAST(NULL AS VARCHAR)",

@@ -591,6 +591,32 @@ fn function_advice(message: &str) -> Option<String> {
                 .to_owned(),
         );
     }
+    if let Some((_, rest)) = message.split_once("Unsupported SQL type ") {
+        let written = rest.lines().next().unwrap_or(rest).trim();
+        let base = written
+            .split('(')
+            .next()
+            .unwrap_or(written)
+            .to_ascii_uppercase();
+        let instead = match base.as_str() {
+            "INT64" | "LONG" => "BIGINT",
+            "BYTEINT" => "TINYINT",
+            // Oracle's NUMBER(p) holds whole numbers; NUMBER and NUMBER(p, s) do not.
+            "NUMBER" if written.contains('(') && !written.contains(',') => "BIGINT",
+            "NUMBER" | "MONEY" | "SMALLMONEY" => "DECIMAL(p, s) (`DECIMAL(18, 2)`) or DOUBLE",
+            "FLOAT64" | "FLOAT8" => "DOUBLE",
+            "NVARCHAR" | "NVARCHAR2" | "VARCHAR2" | "NCHAR" | "NTEXT" | "CLOB" => "VARCHAR",
+            "DATETIME" | "DATETIME2" | "SMALLDATETIME" | "TIMESTAMP_NTZ" => "TIMESTAMP",
+            "DATETIMEOFFSET" | "TIMESTAMP_TZ" | "TIMESTAMP_LTZ" => "TIMESTAMPTZ",
+            "BIT" => "BOOLEAN",
+            _ => {
+                "one of its types: BIGINT, INT, DOUBLE, DECIMAL(p, s), VARCHAR, BOOLEAN, DATE, TIMESTAMP"
+            }
+        };
+        return Some(format!(
+            "DataFusion's SQL has no type `{written}`: write {instead}"
+        ));
+    }
     // MySQL's and Spark's `col RLIKE 'x'` / `col REGEXP 'x'`.
     if message.contains("Unsupported ast node in sqltorel: RLike") {
         return Some(
@@ -739,6 +765,13 @@ fn signature_advice(message: &str) -> Option<String> {
 /// column's name, and a text goes in single quotes.
 pub(crate) fn quote_advice(message: String, sql: &str) -> String {
     const NO_FIELD: &str = "No field named \"";
+    if message.contains("List(")
+        && let Some(name) = bracketed_name(sql)
+    {
+        return format!(
+            "`[{name}]` is a list in DataFusion's SQL, not a column's name (SQL Server writes names in brackets): write `{name}`, or `\"{name}\"` in double quotes for a name with spaces or capitals"
+        );
+    }
     let Some((before, rest)) = message.split_once(NO_FIELD) else {
         return unquoted_text_advice(message, sql);
     };
@@ -754,6 +787,35 @@ pub(crate) fn quote_advice(message: String, sql: &str) -> String {
          ('{}').{after}",
         name.replace('\'', "''")
     )
+}
+
+/// A name in brackets, as SQL Server writes column names (`[first_name] = 'Ada'`), which
+/// DataFusion reads as a list of one value: not an index (`tags[1]`) after a value.
+fn bracketed_name(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens: Vec<Token> = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .ok()?
+        .into_iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    tokens.windows(3).enumerate().find_map(|(i, w)| match w {
+        [Token::LBracket, Token::Word(word), Token::RBracket]
+            if word.quote_style.is_none()
+                && !matches!(
+                    i.checked_sub(1).map(|p| &tokens[p]),
+                    Some(Token::RParen | Token::RBracket)
+                ) && !matches!(
+                    i.checked_sub(1).map(|p| &tokens[p]),
+                    Some(Token::Word(before)) if before.keyword == Keyword::NoKeyword || before.quote_style.is_some()
+                ) =>
+        {
+            Some(word.value.clone())
+        }
+        _ => None,
+    })
 }
 
 /// A text written without quotes where a value is compared (`country = US`, `country IN
@@ -850,6 +912,18 @@ mod tests {
             ("'abc' !~ 'z'", "true"),
             ("'abc' ~ '^(a|b)'", "true"),
             ("'WORD' ILIKE '%word%'", "true"),
+            ("CAST(7 AS TINYINT)", "7"),
+            ("CAST(2.5 AS DOUBLE)", "2.5"),
+            ("CAST(2.5 AS DECIMAL(18, 2))", "2.50"),
+            (
+                "CAST('2024-01-02 03:04:05' AS TIMESTAMP)",
+                "2024-01-02T03:04:05",
+            ),
+            (
+                "CAST('2024-01-02T03:04:05+01:00' AS TIMESTAMPTZ)",
+                "2024-01-02T02:04:05",
+            ),
+            ("CAST(1 AS BOOLEAN)", "true"),
             ("substr('hello', 2, 3)", "ell"),
             ("repeat(' ', 3) = '   '", "true"),
             ("strpos('hello', 'l')", "3"),
@@ -912,6 +986,31 @@ mod tests {
             ),
             "DataFusion's SQL does not support this construct (`Prior` in its parser's terms): write it another way"
         );
+        for (written, instead) in [
+            ("INT64", "BIGINT"),
+            ("NUMBER(10)", "BIGINT"),
+            ("NUMBER(10,2)", "DECIMAL(p, s) (`DECIMAL(18, 2)`) or DOUBLE"),
+            ("NVARCHAR(50)", "VARCHAR"),
+            ("DATETIME2", "TIMESTAMP"),
+            ("BIT", "BOOLEAN"),
+            (
+                "GEOGRAPHY",
+                "one of its types: BIGINT, INT, DOUBLE, DECIMAL(p, s), VARCHAR, BOOLEAN, DATE, TIMESTAMP",
+            ),
+        ] {
+            assert_eq!(
+                clean_sql_error(&format!(
+                    "This feature is not implemented: Unsupported SQL type {written}"
+                )),
+                format!("DataFusion's SQL has no type `{written}`: write {instead}")
+            );
+        }
+        assert_eq!(
+            bracketed_name("SELECT * FROM p WHERE [first_name] = 'Ada'").as_deref(),
+            Some("first_name")
+        );
+        assert_eq!(bracketed_name("SELECT tags[1] FROM p WHERE x = 1"), None);
+        assert_eq!(bracketed_name("SELECT * FROM p WHERE f(x)[1] = 2"), None);
         assert!(
             clean_sql_error("This feature is not implemented: TOP")
                 .starts_with("DataFusion's SQL has no `TOP n`: a segment selects every member")
