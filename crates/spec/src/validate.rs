@@ -263,7 +263,17 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
         }
         let mut seen = BTreeSet::new();
         for (j, s) in e.segments.iter().enumerate() {
-            if !file.segments.contains_key(s) {
+            // `segments: vip, high_value` is one name to YAML.
+            let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+            if parts.len() > 1 && parts.iter().all(|p| file.segments.contains_key(*p)) {
+                err(
+                    format!("exports[{i}].segments[{j}]"),
+                    format!(
+                        "`{s}` is one name to YAML: a list of names goes in brackets, `segments: [{}]`",
+                        parts.join(", ")
+                    ),
+                );
+            } else if !file.segments.contains_key(s) {
                 err(
                     format!("exports[{i}].segments[{j}]"),
                     format!(

@@ -282,6 +282,23 @@ fn every_reference_problem_is_reported_at_once() {
 }
 
 #[test]
+fn segment_names_written_without_brackets_are_said_to_be_one_name() {
+    let text = GOOD
+        .replace(
+            "  vip: SELECT",
+            "  lapsed: SELECT * FROM profiles\n  vip: SELECT",
+        )
+        .replace("segments: [vip]", "segments: vip, lapsed");
+    let d = problems(&text);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].path, "exports[0].segments[0]");
+    assert_eq!(
+        d[0].message,
+        "`vip, lapsed` is one name to YAML: a list of names goes in brackets, `segments: [vip, lapsed]`"
+    );
+}
+
+#[test]
 fn wrong_version_and_missing_email_mapping() {
     let d = problems(&GOOD.replace("version: 1", "version: 2"));
     assert_eq!(d[0].path, "version");
