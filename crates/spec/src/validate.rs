@@ -60,6 +60,21 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
                 format!("connections.{name}"),
                 "no API key: write `api_key: ${SENDGRID_API_KEY}` (an environment variable) or `api_key_file: path/to/secret`".into(),
             ),
+            // A shell's `$NAME`: a reference to a variable, not a key (echoing it is safe).
+            (Some(key), None)
+                if key.strip_prefix('$').is_some_and(|name| {
+                    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                }) =>
+            {
+                err(
+                    at("api_key"),
+                    format!(
+                        "`{key}` is not replaced: the file replaces `${{NAME}}` only; write `api_key: ${{{}}}`",
+                        &key[1..]
+                    ),
+                )
+            }
             (Some(key), None) if sole_reference(key).is_none() => err(
                 at("api_key"),
                 "a literal API key in the pipeline file is refused: the file ends up in version control and logs. \

@@ -282,6 +282,17 @@ fn every_reference_problem_is_reported_at_once() {
 }
 
 #[test]
+fn an_api_key_variable_without_braces_is_said_to_want_them() {
+    let d = problems(&GOOD.replace("${SENDGRID_API_KEY}", "$SENDGRID_API_KEY"));
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].path, "connections.marketing.api_key");
+    assert_eq!(
+        d[0].message,
+        "`$SENDGRID_API_KEY` is not replaced: the file replaces `${NAME}` only; write `api_key: ${SENDGRID_API_KEY}`"
+    );
+}
+
+#[test]
 fn segment_names_written_without_brackets_are_said_to_be_one_name() {
     let text = GOOD
         .replace(
