@@ -235,6 +235,7 @@ pub(crate) async fn run(
         .or_else(|| dry_run.map(Path::to_path_buf))
         .unwrap_or_else(|| pipeline.base_dir().join("rejects"));
     let mut summaries = Vec::new();
+    let mut failures = Vec::new();
     for query in &queries {
         let export = pipeline
             .export(&query.export)
@@ -282,8 +283,9 @@ pub(crate) async fn run(
             }
         };
         // Every real run leaves a line in the export's history, failed ones too. A stopped
-        // run's line counts what its journal holds; an upload still finishing is not
-        // journaled after that (the run ends here).
+        // export's line counts what its journal holds; an upload of it still finishing is
+        // not journaled after that (the export ends here; the next export's journal,
+        // opened after, takes records).
         if result.is_err() {
             pipeline_sync::close_journals();
         }
@@ -295,20 +297,44 @@ pub(crate) async fn run(
                 }
             }
         }
-        let summary = result?;
-        tracing::info!(
-            export = %summary.export,
-            contacts = summary.contacts,
-            sent = summary.sent,
-            rejected = summary.rejected,
-            duplicates = summary.duplicates,
-            "Export finished"
-        );
-        summaries.push(summary);
+        let mut failure = match result {
+            Ok(summary) => {
+                tracing::info!(
+                    export = %summary.export,
+                    contacts = summary.contacts,
+                    sent = summary.sent,
+                    rejected = summary.rejected,
+                    duplicates = summary.duplicates,
+                    "Export finished"
+                );
+                summaries.push(summary);
+                continue;
+            }
+            Err(failure) => failure,
+        };
+        let stopped = matches!(failure.exit, Exit::Interrupted | Exit::Terminated);
+        // Which export failed, when the message does not say (a signal stops the run).
+        if !stopped
+            && !failure
+                .message
+                .contains(&format!("export `{}`", query.export))
+        {
+            failure
+                .message
+                .insert_str(0, &format!("export `{}`: ", query.export));
+        }
+        tracing::error!(export = %query.export, "Export failed");
+        failures.push((query.export.clone(), failure));
+        // One export's failure does not stop the others (they share nothing but the
+        // file); a signal stops the run.
+        if stopped {
+            break;
+        }
     }
     let landed = local.map(|l| l.landed(&summaries));
     Ok(output::RunOutcome {
         summaries,
+        failures,
         dry_run: dry_run.is_some(),
         landed,
     })

@@ -10,8 +10,8 @@ use pipeline_spec::Pipeline;
 use pipeline_sync::{RemovalOutcome, SyncedExport};
 use serde_json::{Value, json};
 
-use crate::Exit;
 use crate::text::{cell, indent, mask_emails, sample_json, sample_rows, table};
+use crate::{Exit, Failure};
 
 /// A command's successful result.
 pub trait Outcome {
@@ -127,7 +127,11 @@ pub fn plans(plans: &[Plan]) -> String {
 
 /// `pipeline run`'s result.
 pub struct RunOutcome {
+    /// The exports that ran to their end, in the file's order.
     pub summaries: Vec<SyncedExport>,
+    /// The exports that failed: the others ran all the same (unless a signal stopped the
+    /// run, which is then the last).
+    pub failures: Vec<(String, Failure)>,
     /// The bodies went to files (`--dry-run`), not to SendGrid.
     pub dry_run: bool,
     /// With `--local-emulator`: the emails on each list afterwards.
@@ -170,8 +174,16 @@ fn unfinished_jobs(s: &SyncedExport) -> Vec<String> {
 }
 
 impl Outcome for RunOutcome {
+    /// A signal's, else the first failed export's, else the gravest of the summaries'.
     fn exit(&self) -> Exit {
-        run_exit(&self.summaries)
+        let stopped = self
+            .failures
+            .iter()
+            .find(|(_, f)| matches!(f.exit, Exit::Interrupted | Exit::Terminated));
+        match stopped.or(self.failures.first()) {
+            Some((_, failure)) => failure.exit,
+            None => run_exit(&self.summaries),
+        }
     }
 
     fn to_json(&self, exit: Exit) -> Value {
@@ -180,6 +192,27 @@ impl Outcome for RunOutcome {
             "exit_code": exit.code(),
             "exports": self.summaries,
         });
+        if !self.failures.is_empty() {
+            let messages: Vec<String> = self
+                .failures
+                .iter()
+                .map(|(_, f)| crate::redact_message(&f.message))
+                .collect();
+            doc["error"] = json!(messages.join("\n"));
+            doc["failed"] = self
+                .failures
+                .iter()
+                .zip(&messages)
+                .map(|((export, f), message)| {
+                    json!({
+                        "export": export,
+                        "status": f.exit.status(),
+                        "exit_code": f.exit.code(),
+                        "error": message,
+                    })
+                })
+                .collect();
+        }
         if let Some(landed) = &self.landed {
             doc["landed"] = json!(landed);
         }
@@ -187,7 +220,11 @@ impl Outcome for RunOutcome {
     }
 
     fn problem(&self, exit: Exit) -> Option<String> {
-        run_problem(&self.summaries, exit)
+        let failed = self.failures.iter().map(|(_, f)| f.message.clone());
+        // The summaries' own problems, whatever the exit the failures chose.
+        let verdict = run_problem(&self.summaries, run_exit(&self.summaries));
+        let said: Vec<String> = failed.chain(verdict).collect();
+        (exit != Exit::Success && !said.is_empty()).then(|| said.join("\n"))
     }
 }
 

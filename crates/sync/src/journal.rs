@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::future::BoxFuture;
@@ -131,20 +132,26 @@ pub fn rewrite_journal(path: &Path, batches: &[JournalBatch]) -> Result<(), Stat
     .map_err(io(format!("cannot write {}", path.display())))
 }
 
-/// Whether this process's journals take no more records: set when its run stops early.
-static CLOSED: RwLock<bool> = RwLock::new(false);
+/// The journals opened so far in this process, numbered in turn.
+static OPENED: AtomicU64 = AtomicU64::new(0);
 
-/// Closes this process's journals, once every record being written is whole: an upload
+/// Journals numbered below this take no more records: those open when a run of an export
+/// stopped early. A journal opened after (the next export's) takes them.
+static CLOSED_BELOW: RwLock<u64> = RwLock::new(0);
+
+/// Closes the journals open in this process, once every record being written is whole: an upload
 /// still finishing after its run stopped (a task is cancelled only at its next wait) is
 /// not recorded, so what the stopped run's history counts from the journal is what the
 /// journal holds. Such a body is sent again by the next run, as if it had never been
 /// accepted (an upsert of the same contacts).
 pub fn close_journals() {
-    *CLOSED.write().unwrap_or_else(|e| e.into_inner()) = true;
+    *CLOSED_BELOW.write().unwrap_or_else(|e| e.into_inner()) = OPENED.load(Ordering::SeqCst);
 }
 
 /// Appends accepted bodies to the journal, each synced to disk before the upload goes on.
 pub struct JournalWriter {
+    /// Its number among the journals this process opened.
+    number: u64,
     file: Mutex<File>,
     /// The state in a store each record is also uploaded to.
     remote: Option<Arc<RemoteState>>,
@@ -155,6 +162,7 @@ impl JournalWriter {
         let file = pipeline_sink::private_fs::append_private_file(path)
             .map_err(io(format!("cannot open {}", path.display())))?;
         Ok(Self {
+            number: OPENED.fetch_add(1, Ordering::SeqCst),
             file: Mutex::new(file),
             remote,
         })
@@ -175,8 +183,8 @@ impl JournalWriter {
     /// the cut-short last one.
     fn append(&self, bytes: &[u8]) -> std::io::Result<()> {
         // Held until the line is synced: closing waits for it.
-        let closed = CLOSED.read().unwrap_or_else(|e| e.into_inner());
-        if *closed {
+        let closed_below = CLOSED_BELOW.read().unwrap_or_else(|e| e.into_inner());
+        if self.number < *closed_below {
             return Err(std::io::Error::other(
                 "the run has stopped: its journal takes no more records",
             ));

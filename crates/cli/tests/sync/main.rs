@@ -519,6 +519,110 @@ fn every_run_leaves_a_line_in_the_exports_history() {
 }
 
 #[test]
+fn an_export_that_fails_does_not_stop_the_others_and_the_run_says_both() {
+    let s = Setup::new(0);
+    let data = rows(20);
+    write_profiles(s.dir.path(), &data);
+    // `daily` names a list the account lacks; `weekly`, after it, one it has.
+    let file = s.pipeline(&format!(
+        "    list_ids: [22222222-2222-4222-8222-222222222222]
+    mapping:
+      email: email
+  - name: weekly
+    connection: marketing
+    segments: [subscribed]
+    list_ids: [{LIST}]
+    mapping:
+      email: email
+      first_name: first_name"
+    ));
+    let run = s.run(&["run", file, "--output", "json"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let doc = run.json();
+    let said = "export `daily`: list 22222222-2222-4222-8222-222222222222 does not exist in this SendGrid account: create it, or fix list_ids of export `daily`";
+    assert_eq!(doc["status"], "config_error");
+    assert_eq!(doc["error"], said);
+    assert_eq!(doc["failed"][0]["export"], "daily");
+    assert_eq!(doc["failed"][0]["exit_code"], 2);
+    assert_eq!(doc["failed"].as_array().unwrap().len(), 1);
+    assert!(
+        run.stderr.contains(&format!("error: {said}\n")),
+        "{}",
+        run.stderr
+    );
+    // The other export ran to its end, and its summary is in the document.
+    assert_eq!(doc["exports"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["exports"][0]["export"], "weekly");
+    assert_eq!(doc["exports"][0]["sent"], expected(&data).len());
+    assert_eq!(s.list_names(LIST), expected(&data));
+    // Each export's history says how its run ended.
+    let history = s.run(&["history", file, "--output", "json"]).json();
+    let outcomes: Vec<(&str, &str)> = history["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["export"].as_str().unwrap(),
+                e["runs"][0]["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(outcomes, [("daily", "config_error"), ("weekly", "success")]);
+}
+
+#[test]
+fn an_export_that_fails_while_sending_leaves_the_next_exports_journal_open() {
+    let s = Setup::new(0);
+    let data = rows(120);
+    write_profiles(s.dir.path(), &data);
+    // One body at a time: `daily`'s first body is accepted, its second refused with 500
+    // on both attempts, which fails the export after its journal took the first.
+    let text = s
+        .pipeline_text(
+            "",
+            "{ format: parquet, path: data/profiles.parquet }",
+            &format!(
+                "    list_ids: [{LIST}]
+    mapping:
+      email: email
+  - name: weekly
+    connection: marketing
+    segments: [subscribed]
+    contacts_per_request: 50
+    list_ids: [{LIST}]
+    mapping:
+      email: email
+      first_name: first_name"
+            ),
+        )
+        .replace(
+            "    max_attempts: 2\n",
+            "    max_attempts: 2\n    concurrency: 1\n",
+        );
+    let file = write(s.dir.path(), &text);
+    s.emulator.script(Faults {
+        upserts: [
+            Fault::Delay { ms: 0 },
+            Fault::Status { status: 500 },
+            Fault::Status { status: 500 },
+        ]
+        .into(),
+        ..Faults::default()
+    });
+    let (sent, _) = s.run_sending(&["run", file], 4);
+    // `weekly` sent its three bodies, journaled and folded into its state.
+    assert_eq!(sent.len(), 50 + 120, "{sent:?}");
+    let (again, summary) = s.run_sending(&["run", file, "--export", "weekly"], 0);
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(summary["sync"]["unchanged"], 120);
+    // `daily`'s journal kept its accepted body: its next run sends only the other 70.
+    let (rest, summary) = s.run_sending(&["run", file, "--export", "daily"], 0);
+    assert_eq!(rest.len(), 70, "{rest:?}");
+    assert_eq!(summary["sync"]["unchanged"], 50);
+}
+
+#[test]
 fn two_pipeline_files_beside_each_other_do_not_share_an_exports_state() {
     let s = Setup::new(0);
     let mut data = rows(20);
