@@ -139,11 +139,11 @@ static OPENED: AtomicU64 = AtomicU64::new(0);
 /// stopped early. A journal opened after (the next export's) takes them.
 static CLOSED_BELOW: RwLock<u64> = RwLock::new(0);
 
-/// Closes the journals open in this process, once every record being written is whole: an upload
-/// still finishing after its run stopped (a task is cancelled only at its next wait) is
-/// not recorded, so what the stopped run's history counts from the journal is what the
-/// journal holds. Such a body is sent again by the next run, as if it had never been
-/// accepted (an upsert of the same contacts).
+/// Closes the journals open in this process, once every record being written is whole:
+/// an upload still finishing after its export stopped (a task is cancelled only at its
+/// next wait) is not recorded, so what the stopped export's history counts from the
+/// journal is what the journal holds. Such a body is sent again by the next run, as if it
+/// had never been accepted (an upsert of the same contacts).
 pub fn close_journals() {
     *CLOSED_BELOW.write().unwrap_or_else(|e| e.into_inner()) = OPENED.load(Ordering::SeqCst);
 }
