@@ -181,8 +181,8 @@ pub(crate) fn run_cells(r: &RunRecord) -> Vec<String> {
     ]
 }
 
-/// Why a run of export `export` failed, as its history keeps it: without the export's
-/// name in front (the history is the export's), emails masked.
+/// Why a run of export `export` did not succeed, as its history keeps it: without the
+/// export's name in front (the history is the export's), emails masked.
 pub(crate) fn failure_of(export: &str, r: &RunRecord) -> Option<String> {
     let error = r.error.as_deref()?;
     let error = error
@@ -191,11 +191,11 @@ pub(crate) fn failure_of(export: &str, r: &RunRecord) -> Option<String> {
     Some(crate::text::mask_emails(error))
 }
 
-/// The failures said under an export's table: the newest few (the JSON output has all).
+/// The runs said under an export's table: the newest few (the JSON output has all).
 const FAILURES_SHOWN: usize = 5;
 
-/// The history as tables, one per export, oldest run first; then why the latest failed
-/// runs failed.
+/// The history as tables, one per export, oldest run first; then why the latest runs that
+/// did not succeed did not.
 pub(crate) fn render(h: &History) -> String {
     let mut out = String::new();
     for (name, runs) in &h.exports {
@@ -216,14 +216,14 @@ pub(crate) fn render(h: &History) -> String {
         if failed.is_empty() {
             continue;
         }
-        out.push_str("  why runs failed, newest first:\n");
+        out.push_str("  why runs did not succeed, newest first:\n");
         for (r, why) in failed.iter().take(FAILURES_SHOWN) {
             let why = why.replace('\n', "\n      ");
             out.push_str(&format!("    {}  {why}\n", utc(r.finished_at)));
         }
         if failed.len() > FAILURES_SHOWN {
             out.push_str(&format!(
-                "    and {} more failed run(s) (`--output json` has every run's error)\n",
+                "    and {} more such run(s) (`--output json` has every run's error)\n",
                 failed.len() - FAILURES_SHOWN
             ));
         }

@@ -343,7 +343,7 @@ fn a_run_that_would_add_more_new_contacts_than_allowed_sends_nothing() {
     assert!(
         history
             .stdout
-            .contains("  why runs failed, newest first:\n    ")
+            .contains("  why runs did not succeed, newest first:\n    ")
             && history
                 .stdout
                 .contains(said.strip_prefix("export `daily`: ").unwrap()),
@@ -502,7 +502,7 @@ fn every_run_leaves_a_line_in_the_exports_history() {
     let why = error.strip_prefix("export `daily`: ").unwrap_or(error);
     let (_, under) = table
         .stdout
-        .split_once("  why runs failed, newest first:\n    ")
+        .split_once("  why runs did not succeed, newest first:\n    ")
         .unwrap_or_else(|| panic!("no reason under the table:\n{}", table.stdout));
     assert!(
         under.trim_end().ends_with(&format!("  {why}")),
