@@ -97,52 +97,72 @@ pub(crate) async fn plan(
     only: &[String],
     shown: Shown,
     options: &SyncOptions,
-) -> Result<Vec<output::Plan>, Failure> {
+) -> Result<output::Plans, Failure> {
     folder_argument("--state-dir", options.state_root.as_deref())?;
     let (pipeline, engine) = open(file).await?;
     let (pipeline, engine, named) =
         resolve_lists(pipeline, engine, only, None, remote::Resolve::Preview).await?;
     let queries = engine.plan_exports(only).await?;
     let mut plans = Vec::new();
+    let mut failures = Vec::new();
     for query in &queries {
         progress(&format!("Planning export {}…", query.export));
-        let sync = ExportSync::new(&pipeline, query, options)?;
         let export = pipeline
             .export(&query.export)
             .expect("planned from the pipeline");
-        let mut suppression =
-            remote::suppression_stage(&pipeline, export, None, shown.suppressions).await?;
-        // The sample sees every contact, sent or not; the preview counts what would be sent.
-        let mut sample = Sample::new(shown.rows);
-        let endpoint = remote::endpoint_of(&pipeline, &query.export);
-        let mut tap = (&mut sample, suppression.as_mut());
-        let summary = sync
-            .preview(
-                &engine,
-                &endpoint,
-                Some(&mut tap),
-                &mut PreviewSink,
-                RunOptions::default(),
-            )
-            .await?;
-        let mut summary = summary;
-        note_named_lists(&mut summary, &named);
-        note_suppressions(&mut summary, suppression.as_ref());
-        if shown.suppressions
-            && export.mapping.email.is_none()
-            && let Some(sync) = summary.sync.as_mut()
-        {
-            sync.notes.push(
-                "suppressions not checked: the export maps no email, and SendGrid's suppression lists hold addresses".into(),
-            );
+        let work = async {
+            let sync = ExportSync::new(&pipeline, query, options)?;
+            let mut suppression =
+                remote::suppression_stage(&pipeline, export, None, shown.suppressions).await?;
+            // The sample sees every contact, sent or not; the preview counts what would be
+            // sent.
+            let mut sample = Sample::new(shown.rows);
+            let endpoint = remote::endpoint_of(&pipeline, &query.export);
+            let mut tap = (&mut sample, suppression.as_mut());
+            let mut summary = sync
+                .preview(
+                    &engine,
+                    &endpoint,
+                    Some(&mut tap),
+                    &mut PreviewSink,
+                    RunOptions::default(),
+                )
+                .await?;
+            note_named_lists(&mut summary, &named);
+            note_suppressions(&mut summary, suppression.as_ref());
+            if shown.suppressions
+                && export.mapping.email.is_none()
+                && let Some(sync) = summary.sync.as_mut()
+            {
+                sync.notes.push(
+                    "suppressions not checked: the export maps no email, and SendGrid's suppression lists hold addresses".into(),
+                );
+            }
+            Ok::<_, Failure>(output::Plan {
+                summary,
+                sample: sample.batches(),
+                mask_emails: !shown.show_emails,
+            })
+        };
+        match work.await {
+            Ok(plan) => plans.push(plan),
+            // One export's failure does not hide the others' plans.
+            Err(failure) => {
+                failures.push((query.export.clone(), named_failure(failure, &query.export)))
+            }
         }
-        plans.push(output::Plan {
-            summary,
-            sample: sample.batches(),
-            mask_emails: !shown.show_emails,
-        });
     }
-    Ok(plans)
+    Ok(output::Plans { plans, failures })
+}
+
+/// `failure` of export `export`, its message naming the export if it does not.
+fn named_failure(mut failure: Failure, export: &str) -> Failure {
+    if !failure.message.contains(&format!("export `{export}`")) {
+        failure
+            .message
+            .insert_str(0, &format!("export `{export}`: "));
+    }
+    failure
 }
 
 /// Refuses, before anything runs, a folder argument that names a file (the run would
@@ -314,14 +334,8 @@ pub(crate) async fn run(
         };
         let stopped = matches!(failure.exit, Exit::Interrupted | Exit::Terminated);
         // Which export failed, when the message does not say (a signal stops the run).
-        if !stopped
-            && !failure
-                .message
-                .contains(&format!("export `{}`", query.export))
-        {
-            failure
-                .message
-                .insert_str(0, &format!("export `{}`: ", query.export));
+        if !stopped {
+            failure = named_failure(failure, &query.export);
         }
         tracing::error!(export = %query.export, "Export failed");
         failures.push((query.export.clone(), failure));

@@ -371,7 +371,7 @@ pub async fn execute(command: Command) -> Exit {
                 suppressions,
             };
             let result = plan(&file, &export, shown, &options).await;
-            finish(output, result, |plans| output::plans(plans))
+            finish(output, result, |plans| output::plans(&plans.plans))
         }
         Command::Run {
             file,

@@ -78,11 +78,21 @@ pub struct Plan {
     pub mask_emails: bool,
 }
 
-impl Outcome for Vec<Plan> {
+/// `pipeline plan`'s result: the plans of the exports that could be planned, and the
+/// failures of those that could not.
+pub struct Plans {
+    pub plans: Vec<Plan>,
+    pub failures: Vec<(String, Failure)>,
+}
+
+impl Outcome for Plans {
+    /// The first failed export's, else the gravest verdict.
     fn exit(&self) -> Exit {
-        if self.iter().any(|p| p.summary.cap.exceeded()) {
+        if let Some((_, failure)) = self.failures.first() {
+            failure.exit
+        } else if self.plans.iter().any(|p| p.summary.cap.exceeded()) {
             Exit::CapExceeded
-        } else if self.iter().any(|p| new_contacts_refused(&p.summary)) {
+        } else if self.plans.iter().any(|p| new_contacts_refused(&p.summary)) {
             Exit::NewContactsRefused
         } else {
             Exit::Success
@@ -90,20 +100,55 @@ impl Outcome for Vec<Plan> {
     }
 
     fn to_json(&self, exit: Exit) -> Value {
-        json!({
+        let mut doc = json!({
             "status": exit.status(),
             "exit_code": exit.code(),
-            "exports": self.iter().map(|p| {
+            "exports": self.plans.iter().map(|p| {
                 let mut v = serde_json::to_value(&p.summary).unwrap_or(Value::Null);
                 v["sample"] = Value::Array(sample_json(&p.sample, p.mask_emails));
                 v
             }).collect::<Vec<_>>(),
-        })
+        });
+        add_failures(&mut doc, &self.failures);
+        doc
     }
 
-    fn problem(&self, exit: Exit) -> Option<String> {
-        (exit == Exit::CapExceeded).then(|| cap_problems(self.iter().map(|p| &p.summary)))
+    fn problem(&self, _exit: Exit) -> Option<String> {
+        let summaries = self.plans.iter().map(|p| &p.summary);
+        let capped = self.plans.iter().any(|p| p.summary.cap.exceeded());
+        let said: Vec<String> = self
+            .failures
+            .iter()
+            .map(|(_, f)| f.message.clone())
+            .chain(capped.then(|| cap_problems(summaries)))
+            .collect();
+        (!said.is_empty()).then(|| said.join("\n"))
     }
+}
+
+/// The exports that failed, into a command's JSON document: each under `failed`, their
+/// messages joined under `error`.
+fn add_failures(doc: &mut Value, failures: &[(String, Failure)]) {
+    if failures.is_empty() {
+        return;
+    }
+    let messages: Vec<String> = failures
+        .iter()
+        .map(|(_, f)| crate::redact_message(&f.message))
+        .collect();
+    doc["error"] = json!(messages.join("\n"));
+    doc["failed"] = failures
+        .iter()
+        .zip(&messages)
+        .map(|((export, f), message)| {
+            json!({
+                "export": export,
+                "status": f.exit.status(),
+                "exit_code": f.exit.code(),
+                "error": message,
+            })
+        })
+        .collect();
 }
 
 pub fn plans(plans: &[Plan]) -> String {
@@ -192,27 +237,7 @@ impl Outcome for RunOutcome {
             "exit_code": exit.code(),
             "exports": self.summaries,
         });
-        if !self.failures.is_empty() {
-            let messages: Vec<String> = self
-                .failures
-                .iter()
-                .map(|(_, f)| crate::redact_message(&f.message))
-                .collect();
-            doc["error"] = json!(messages.join("\n"));
-            doc["failed"] = self
-                .failures
-                .iter()
-                .zip(&messages)
-                .map(|((export, f), message)| {
-                    json!({
-                        "export": export,
-                        "status": f.exit.status(),
-                        "exit_code": f.exit.code(),
-                        "error": message,
-                    })
-                })
-                .collect();
-        }
+        add_failures(&mut doc, &self.failures);
         if let Some(landed) = &self.landed {
             doc["landed"] = json!(landed);
         }

@@ -815,6 +815,46 @@ fn data_that_cannot_be_cast_fails_the_run_with_its_code() {
 }
 
 #[test]
+fn an_export_whose_data_fails_does_not_hide_the_next_exports_plan_or_dry_run() {
+    let export = EXPORT.replace(
+        "first_name: first_name",
+        "first_name: first_name\n      custom_fields: { n: \"CAST(first_name AS INT)\" }",
+    ) + &format!(
+        "\n  - name: weekly\n    connection: marketing\n    list_ids: [{LIST}]\n{EXPORT}"
+    );
+    let dir = sample_dir();
+    let file = write(dir.path(), &pipeline_yaml(SEGMENTS, &export));
+    for args in [
+        vec!["plan", file, "--output", "json"],
+        vec!["run", file, "--dry-run", "out", "--output", "json"],
+    ] {
+        let run = pipeline(dir.path(), &args, &[]);
+        assert_eq!(run.code, 4, "{}", run.stderr);
+        let doc = run.json();
+        assert_eq!(doc["failed"][0]["export"], "newsletter", "{doc}");
+        assert!(
+            doc["error"].as_str().unwrap().starts_with(
+                "export `newsletter`: selecting contacts failed: segment `vip`, mapping.custom_fields.n: Cast error"
+            ),
+            "{doc}"
+        );
+        assert_eq!(doc["exports"].as_array().unwrap().len(), 1, "{doc}");
+        assert_eq!(doc["exports"][0]["export"], "weekly");
+        assert!(doc["exports"][0]["contacts"].as_u64().unwrap() > 0, "{doc}");
+        assert!(
+            run.stderr
+                .contains("error: export `newsletter`: selecting contacts failed"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(
+        dir.path().join("out/weekly").is_dir(),
+        "the dry run wrote weekly's bodies"
+    );
+}
+
+#[test]
 fn an_unsigned_number_too_large_to_send_whole_says_what_to_map() {
     let export = EXPORT.replace(
         "first_name: first_name",
