@@ -232,7 +232,8 @@ pub(crate) fn sole_reference(text: &str) -> Option<&str> {
     is_var_name(name).then_some(name)
 }
 
-fn is_var_name(name: &str) -> bool {
+/// An environment variable's name: a letter or `_`, then letters, digits and `_`.
+pub(crate) fn is_var_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

@@ -47,12 +47,13 @@ pub fn unexpanded(path: &Path) -> Option<String> {
                 "`~` is not your home folder here: write `${HOME}/...` or the full path".into(),
             );
         }
+        // The name a shell would read: up to the first character no name has.
         let name: String = part
             .strip_prefix('$')?
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect();
-        name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        crate::interpolate::is_var_name(&name)
             .then(|| format!("`${name}` is not replaced here: write `${{{name}}}`"))
     })
 }

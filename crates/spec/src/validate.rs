@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::Diagnostic;
-use crate::interpolate::sole_reference;
+use crate::interpolate::{is_var_name, sole_reference};
 use crate::model::{ExportMode, Identifier, PipelineFile, SourceFormat};
 
 /// Every problem found, in file order.
@@ -61,12 +61,7 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
                 "no API key: write `api_key: ${SENDGRID_API_KEY}` (an environment variable) or `api_key_file: path/to/secret`".into(),
             ),
             // A shell's `$NAME`: a reference to a variable, not a key (echoing it is safe).
-            (Some(key), None)
-                if key.strip_prefix('$').is_some_and(|name| {
-                    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                }) =>
-            {
+            (Some(key), None) if key.strip_prefix('$').is_some_and(is_var_name) => {
                 err(
                     at("api_key"),
                     format!(
