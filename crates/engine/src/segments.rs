@@ -11,6 +11,8 @@ use datafusion::logical_expr::{BinaryExpr, Expr, JoinType, LogicalPlan, Operator
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::Token;
 use pipeline_spec::Pipeline;
 
 /// Only queries: no DDL, DML, COPY, SET or other statements.
@@ -142,17 +144,24 @@ fn unconditioned_join(plan: &LogicalPlan, sql: &str, pipeline: &Pipeline) -> Opt
     ))
 }
 
+/// The SQL's tokens without blanks and comments; `None` for a text the tokenizer cannot
+/// read (the parser says what is wrong with it). The tokenizer is iterative: any text is
+/// safe to read.
+fn sql_tokens(sql: &str) -> Option<Vec<Token>> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::Tokenizer;
+    let mut tokens = Tokenizer::new(&GenericDialect {}, sql).tokenize().ok()?;
+    tokens.retain(|t| !matches!(t, Token::Whitespace(_)));
+    Some(tokens)
+}
+
 /// The SQL writes the keywords `CROSS JOIN` (not inside a text or a comment).
 fn writes_cross_join(sql: &str) -> bool {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::keywords::Keyword;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+    let Some(tokens) = sql_tokens(sql) else {
         return false;
     };
     let keywords: Vec<Option<Keyword>> = tokens
         .iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
         .map(|t| match t {
             Token::Word(w) if w.quote_style.is_none() => Some(w.keyword),
             _ => None,
@@ -405,10 +414,7 @@ pub(crate) const MAX_BOOLEAN_OPERATORS: usize = 1_000;
 /// Refuses SQL whose `AND`/`OR` chains are too long to plan safely. The tokenizer is
 /// iterative, so counting cannot overflow whatever the text.
 pub(crate) fn check_expression_size(sql: &str) -> Result<(), String> {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::keywords::Keyword;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+    let Some(tokens) = sql_tokens(sql) else {
         // The parser reports what is wrong with the text.
         return Ok(());
     };
@@ -792,15 +798,7 @@ pub(crate) fn quote_advice(message: String, sql: &str) -> String {
 /// A name in brackets, as SQL Server writes column names (`[first_name] = 'Ada'`), which
 /// DataFusion reads as a list of one value: not an index (`tags[1]`) after a value.
 fn bracketed_name(sql: &str) -> Option<String> {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::keywords::Keyword;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    let tokens: Vec<Token> = Tokenizer::new(&GenericDialect {}, sql)
-        .tokenize()
-        .ok()?
-        .into_iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .collect();
+    let tokens = sql_tokens(sql)?;
     tokens.windows(3).enumerate().find_map(|(i, w)| match w {
         [Token::LBracket, Token::Word(word), Token::RBracket]
             if word.quote_style.is_none()
