@@ -25,7 +25,7 @@ pub(crate) async fn record(state: &StateDir, started: i64, result: &Result<Synce
             let exit = run_exit(std::slice::from_ref(summary));
             record.outcome = exit.status().to_owned();
             record.exit_code = exit.code();
-            record.error = crate::output::run_problem(std::slice::from_ref(summary), exit)
+            record.error = crate::output::run_problems(std::slice::from_ref(summary))
                 .map(|problem| crate::redact_message(&problem));
             record.selected = summary.contacts;
             record.sent = summary.sent;

@@ -114,13 +114,14 @@ impl Outcome for Plans {
     }
 
     fn problem(&self, _exit: Exit) -> Option<String> {
-        let summaries = self.plans.iter().map(|p| &p.summary);
-        let capped = self.plans.iter().any(|p| p.summary.cap.exceeded());
-        let said: Vec<String> = self
-            .failures
-            .iter()
-            .map(|(_, f)| f.message.clone())
-            .chain(capped.then(|| cap_problems(summaries)))
+        let summaries: Vec<SyncedExport> = self.plans.iter().map(|p| p.summary.clone()).collect();
+        let failed = self.failures.iter().map(|(_, f)| f.message.clone());
+        // A plan's verdicts: the cap and the new-contact guard.
+        let said: Vec<String> = failed
+            .chain(verdict_problems(
+                &summaries,
+                &[Exit::CapExceeded, Exit::NewContactsRefused],
+            ))
             .collect();
         (!said.is_empty()).then(|| said.join("\n"))
     }
@@ -182,6 +183,15 @@ pub struct RunOutcome {
     /// With `--local-emulator`: the emails on each list afterwards.
     pub landed: Option<BTreeMap<String, Vec<String>>>,
 }
+
+/// The exits a run's summaries can choose, gravest first, as [`run_exit`] weighs them.
+const VERDICTS: [Exit; 5] = [
+    Exit::CapExceeded,
+    Exit::NewContactsRefused,
+    Exit::RunFailed,
+    Exit::RemovalRefused,
+    Exit::Rejects,
+];
 
 /// The exit code of a run with these exports' results, the gravest first.
 pub fn run_exit(summaries: &[SyncedExport]) -> Exit {
@@ -246,16 +256,32 @@ impl Outcome for RunOutcome {
 
     fn problem(&self, exit: Exit) -> Option<String> {
         let failed = self.failures.iter().map(|(_, f)| f.message.clone());
-        // The summaries' own problems, whatever the exit the failures chose.
-        let verdict = run_problem(&self.summaries, run_exit(&self.summaries));
-        let said: Vec<String> = failed.chain(verdict).collect();
+        // The summaries' own problems, every one of them, whatever the exit chosen.
+        let verdicts = verdict_problems(&self.summaries, &VERDICTS);
+        let said: Vec<String> = failed.chain(verdicts).collect();
         (exit != Exit::Success && !said.is_empty()).then(|| said.join("\n"))
     }
 }
 
+/// Every problem the summaries show, gravest first, one line per export and problem;
+/// `None` when they show none.
+pub fn run_problems(summaries: &[SyncedExport]) -> Option<String> {
+    let said = verdict_problems(summaries, &VERDICTS);
+    (!said.is_empty()).then(|| said.join("\n"))
+}
+
+/// What the summaries say went wrong, for each of `verdicts` that some summary shows.
+fn verdict_problems(summaries: &[SyncedExport], verdicts: &[Exit]) -> Vec<String> {
+    verdicts
+        .iter()
+        .filter_map(|&verdict| run_problem(summaries, verdict))
+        .filter(|said| !said.is_empty())
+        .collect()
+}
+
 /// What the exports' summaries say went wrong when their run ends with `exit`, one line
 /// per export; `None` for an exit no summary explains.
-pub fn run_problem(summaries: &[SyncedExport], exit: Exit) -> Option<String> {
+fn run_problem(summaries: &[SyncedExport], exit: Exit) -> Option<String> {
     match exit {
         Exit::CapExceeded => Some(cap_problems(summaries.iter())),
         Exit::RunFailed => Some(

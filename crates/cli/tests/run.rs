@@ -766,3 +766,27 @@ fn files_of_one_table_from_different_writers_are_read_as_one() {
         ]
     );
 }
+
+#[test]
+fn every_export_s_problem_is_said_not_only_the_gravest() {
+    let dir = sample_dir();
+    // `newsletter` is over its cap (exit 3); `rejecting` rejects more than it allows (5).
+    let capped = format!("{EXPORT}\n    max_profiles: 10\n");
+    let rejecting = EXPORT.replace("allowed_rejects: 100", "allowed_rejects: 6");
+    let second = format!(
+        "  - name: rejecting\n    connection: marketing\n    list_ids: [{LIST}]\n{rejecting}\n"
+    );
+    let file = write(
+        dir.path(),
+        &pipeline_yaml(SEGMENTS, &format!("{capped}{second}")),
+    );
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    for said in [
+        "export `newsletter` has 13 contacts after dedupe and validation, 3 over its cap of 10",
+        "export `rejecting`: 7 contact(s) rejected, 6 allowed (allowed_rejects)",
+    ] {
+        assert!(run.stderr.contains(said), "{said}\n{}", run.stderr);
+    }
+    assert_eq!(contacts(&dir.path().join("out/rejecting")).len(), 13);
+}

@@ -327,6 +327,12 @@ fn a_run_that_would_add_more_new_contacts_than_allowed_sends_nothing() {
         "{}",
         plan.stdout
     );
+    assert!(
+        plan.stderr
+            .contains("error: export `daily`: 100 new contact(s), more than max_new_contacts (50)"),
+        "{}",
+        plan.stderr
+    );
     let (run, refused) = s.run_json(&["run", file]);
     assert_eq!(run.code, 8, "{}", run.stderr);
     assert_eq!(refused["sync"]["new_contacts_refused"], true);
