@@ -90,12 +90,8 @@ impl Outcome for Plans {
     fn exit(&self) -> Exit {
         if let Some((_, failure)) = self.failures.first() {
             failure.exit
-        } else if self.plans.iter().any(|p| p.summary.cap.exceeded()) {
-            Exit::CapExceeded
-        } else if self.plans.iter().any(|p| new_contacts_refused(&p.summary)) {
-            Exit::NewContactsRefused
         } else {
-            Exit::Success
+            gravest(self.plans.iter().map(|p| &p.summary), &PLAN_VERDICTS)
         }
     }
 
@@ -116,12 +112,8 @@ impl Outcome for Plans {
     fn problem(&self, _exit: Exit) -> Option<String> {
         let summaries: Vec<SyncedExport> = self.plans.iter().map(|p| p.summary.clone()).collect();
         let failed = self.failures.iter().map(|(_, f)| f.message.clone());
-        // A plan's verdicts: the cap and the new-contact guard.
         let said: Vec<String> = failed
-            .chain(verdict_problems(
-                &summaries,
-                &[Exit::CapExceeded, Exit::NewContactsRefused],
-            ))
+            .chain(verdict_problems(&summaries, &PLAN_VERDICTS))
             .collect();
         (!said.is_empty()).then(|| said.join("\n"))
     }
@@ -184,7 +176,7 @@ pub struct RunOutcome {
     pub landed: Option<BTreeMap<String, Vec<String>>>,
 }
 
-/// The exits a run's summaries can choose, gravest first, as [`run_exit`] weighs them.
+/// The exits a run's summaries can choose, gravest first.
 const VERDICTS: [Exit; 5] = [
     Exit::CapExceeded,
     Exit::NewContactsRefused,
@@ -193,29 +185,38 @@ const VERDICTS: [Exit; 5] = [
     Exit::Rejects,
 ];
 
+/// The exits a plan's summaries can choose, gravest first: the cap and the new-contact
+/// guard (a plan sends nothing, so no import job, removal or reject verdict).
+const PLAN_VERDICTS: [Exit; 2] = [Exit::CapExceeded, Exit::NewContactsRefused];
+
 /// The exit code of a run with these exports' results, the gravest first.
 pub fn run_exit(summaries: &[SyncedExport]) -> Exit {
-    if summaries.iter().any(|s| s.cap.exceeded()) {
-        Exit::CapExceeded
-    } else if summaries.iter().any(new_contacts_refused) {
-        Exit::NewContactsRefused
-    } else if summaries.iter().any(|s| !unfinished_jobs(s).is_empty()) {
-        Exit::RunFailed
-    } else if summaries
-        .iter()
-        .any(|s| s.sync.as_ref().is_some_and(|y| y.removal_refused()))
-    {
-        Exit::RemovalRefused
-    } else if summaries.iter().any(|s| s.rejects_over_threshold()) {
-        Exit::Rejects
-    } else {
-        Exit::Success
-    }
+    gravest(summaries, &VERDICTS)
 }
 
-/// The new-contact guard stopped (or, in a plan, would stop) the export.
-fn new_contacts_refused(s: &SyncedExport) -> bool {
-    s.sync.as_ref().is_some_and(|y| y.new_contacts_refused)
+/// The first of `verdicts` that some summary shows, else success.
+fn gravest<'a>(
+    summaries: impl IntoIterator<Item = &'a SyncedExport> + Clone,
+    verdicts: &[Exit],
+) -> Exit {
+    verdicts
+        .iter()
+        .copied()
+        .find(|&verdict| summaries.clone().into_iter().any(|s| shows(s, verdict)))
+        .unwrap_or(Exit::Success)
+}
+
+/// Whether export `s`'s summary shows `verdict`.
+fn shows(s: &SyncedExport, verdict: Exit) -> bool {
+    match verdict {
+        Exit::CapExceeded => s.cap.exceeded(),
+        // The new-contact guard stopped (or, in a plan, would stop) the export.
+        Exit::NewContactsRefused => s.sync.as_ref().is_some_and(|y| y.new_contacts_refused),
+        Exit::RunFailed => !unfinished_jobs(s).is_empty(),
+        Exit::RemovalRefused => s.sync.as_ref().is_some_and(|y| y.removal_refused()),
+        Exit::Rejects => s.rejects_over_threshold(),
+        _ => false,
+    }
 }
 
 /// Import jobs that failed or had not ended at the timeout.
