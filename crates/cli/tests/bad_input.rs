@@ -1461,3 +1461,84 @@ fn a_home_folder_or_a_variable_a_shell_would_have_replaced_is_refused_as_a_folde
         run.stdout
     );
 }
+
+/// A join's build side that does not fit the segment SQL's share of a small memory limit
+/// cannot spill: the run says how large a limit holds it, and that limit works.
+#[test]
+fn a_join_side_too_large_for_the_memory_limit_says_the_limit_that_holds_it() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::record_batch::RecordBatch;
+
+    let dir = tempfile::tempdir().unwrap();
+    let write_table = |name: &str, columns: Vec<(&str, Vec<String>)>| {
+        let columns = columns
+            .into_iter()
+            .map(|(name, values)| (name, Arc::new(StringArray::from(values)) as ArrayRef));
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let file = std::fs::File::create(dir.path().join(name)).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    };
+    // 500,000 people; 400,000 memberships, the smaller side, which the join holds
+    // (about 14 MB with its hash table): 100 of them are people's.
+    let ids: Vec<String> = (0..500_000).map(|i| format!("c{i:07}")).collect();
+    let emails = (0..500_000).map(|i| format!("p{i}@example.com")).collect();
+    write_table(
+        "people.parquet",
+        vec![("customer_id", ids), ("email", emails)],
+    );
+    let members = (0..400_000)
+        .map(|i| match i < 100 {
+            true => format!("c{:07}", i * 1000),
+            false => format!("x{i:07}"),
+        })
+        .collect();
+    write_table("members.parquet", vec![("customer_id", members)]);
+    let text = |limit: &str| {
+        format!(
+            "version: 1
+engine: {{ memory_limit_mib: {limit} }}
+{}sources:
+  people: {{ format: parquet, path: people.parquet }}
+  members: {{ format: parquet, path: members.parquet }}
+segments:
+  joined: SELECT p.* FROM people p JOIN members m ON m.customer_id = p.customer_id
+exports:
+  - name: newsletter
+    connection: marketing
+    list_ids: [{LIST}]
+    segments: [joined]
+    mapping: {{ email: email }}
+",
+            connections_yaml(None)
+        )
+    };
+
+    let file = write(dir.path(), &text("16"));
+    let run = pipeline(dir.path(), &["run", file, "--dry-run", "out"], &[]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    let said = "error: export `newsletter`: selecting contacts failed: segment `joined`, in its own SQL, before any mapped field: a join in the segment's SQL holds one of its sides in memory, which it cannot spill to disk, and that side needs at least ";
+    assert!(run.stderr.contains(said), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "more than the 8 MiB the segment SQL gets of engine.memory_limit_mib (16 MiB; the export's own sorts get the rest). Set `memory_limit_mib: "
+        ),
+        "{}",
+        run.stderr
+    );
+    let (_, rest) = run.stderr.split_once("Set `memory_limit_mib: ").unwrap();
+    let limit = rest.split('`').next().unwrap();
+    assert!(limit.parse::<u64>().unwrap() > 16, "{limit}");
+
+    let file = write(dir.path(), &text(limit));
+    let run = pipeline(
+        dir.path(),
+        &["run", file, "--dry-run", "out", "--output", "json"],
+        &[],
+    );
+    assert_eq!(run.code, 0, "at the limit said: {}", run.stderr);
+    assert_eq!(run.json()["exports"][0]["sent"], 100);
+}

@@ -4,6 +4,8 @@
 use pipeline_sink::SinkError;
 use pipeline_spec::{Classified, ErrorKind};
 
+use crate::Shares;
+
 /// Why the engine stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -91,6 +93,77 @@ pub(crate) fn failure_text(e: &dyn std::fmt::Display) -> String {
         );
     }
     said
+}
+
+/// A query that ran out of its share of `engine.memory_limit_mib` (`limit_mib`), as users
+/// read it. A join that holds one side in memory cannot spill it, so only a share that
+/// holds the side helps: the message says how large a limit gives one.
+pub(crate) fn memory_advice(message: String, limit_mib: u64) -> String {
+    let Some(need) = held_side_need(&message) else {
+        return format!(
+            "the query needs more memory than engine.memory_limit_mib ({limit_mib} MiB) allows; \
+             raise it in the pipeline file. DataFusion said: {message}"
+        );
+    };
+    let share = |mib: u64| Shares::of((mib as usize) << 20).query;
+    let in_mib = |bytes: usize| bytes.div_ceil(1 << 20);
+    // The smallest multiple of 32 MiB whose share holds the side with a quarter to spare
+    // (what else the segment SQL holds meanwhile), within the largest limit allowed.
+    let wanted = need + need / 4;
+    let suggest = (1..=MAX_MEMORY_LIMIT_MIB / 32)
+        .map(|k| k * 32)
+        .find(|mib| share(*mib) >= wanted)
+        .unwrap_or(MAX_MEMORY_LIMIT_MIB);
+    format!(
+        "a join in the segment's SQL holds one of its sides in memory, which it cannot spill to \
+         disk, and that side needs at least {} MiB: more than the {} MiB the segment SQL gets of \
+         engine.memory_limit_mib ({limit_mib} MiB; the export's own sorts get the rest). Set \
+         `memory_limit_mib: {suggest}` under `engine:` in the pipeline file (the segment SQL \
+         then gets {} MiB), or make that side smaller: DataFusion holds the side it judges the \
+         smaller, so filter it, or select only the join's key, before the join",
+        in_mib(need),
+        in_mib(share(limit_mib)),
+        in_mib(share(suggest)),
+    )
+}
+
+/// The largest `engine.memory_limit_mib` a pipeline file may set.
+const MAX_MEMORY_LIMIT_MIB: u64 = 1 << 20;
+
+/// What a join that holds one side in memory had and asked DataFusion's memory pool for
+/// when the pool refused it (`Failed to allocate additional 68.0 MB for HashJoinInput with
+/// 64.7 MB already allocated ...`), in bytes. None for any other consumer (a sort spills
+/// instead) or message.
+fn held_side_need(message: &str) -> Option<usize> {
+    const HOLDERS: [&str; 4] = [
+        "HashJoinInput",
+        "NestedLoopJoinLoad",
+        "CrossJoinExec",
+        "PiecewiseMergeJoinInput",
+    ];
+    let (_, rest) = message.split_once("Failed to allocate additional ")?;
+    let (more, rest) = rest.split_once(" for ")?;
+    let (consumer, rest) = rest.split_once(" with ")?;
+    let (held, _) = rest.split_once(" already allocated")?;
+    if !HOLDERS.iter().any(|h| consumer.starts_with(h)) {
+        return None;
+    }
+    Some(pool_size(more)? + pool_size(held)?)
+}
+
+/// A size as DataFusion's memory pool writes one: `68.0 MB`, in units of 1024.
+fn pool_size(text: &str) -> Option<usize> {
+    let (value, unit) = text.split_once(' ')?;
+    let value: f64 = value.parse().ok()?;
+    let scale: u64 = match unit {
+        "B" => 1,
+        "KB" => 1 << 10,
+        "MB" => 1 << 20,
+        "GB" => 1 << 30,
+        "TB" => 1 << 40,
+        _ => return None,
+    };
+    Some((value * scale as f64).ceil() as usize)
 }
 
 /// A regular expression that the values a date format reads match: digits for the
@@ -191,6 +264,38 @@ pub(crate) fn hide_data_values(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// DataFusion's words when the 100M-row membership join ran out of a 128 MiB limit's
+    /// share: the side needs 132.7 MiB; a quarter more fits the share of 224 MiB (168).
+    #[test]
+    fn a_join_out_of_memory_is_told_the_limit_that_holds_its_side() {
+        let datafusion = "Resources exhausted: Additional allocation failed for HashJoinInput with top memory consumers (across reservations) as:\n  HashJoinInput#2(can spill: false) consumed 64.7 MB, peak 64.7 MB.\nError: Failed to allocate additional 68.0 MB for HashJoinInput with 64.7 MB already allocated for this reservation - 31.3 MB remain available for the total memory pool: fair(pool_size: 96.0 MB)";
+        assert_eq!(
+            memory_advice(datafusion.into(), 128),
+            "a join in the segment's SQL holds one of its sides in memory, which it cannot spill to disk, and that side needs at least 133 MiB: more than the 96 MiB the segment SQL gets of engine.memory_limit_mib (128 MiB; the export's own sorts get the rest). Set `memory_limit_mib: 224` under `engine:` in the pipeline file (the segment SQL then gets 168 MiB), or make that side smaller: DataFusion holds the side it judges the smaller, so filter it, or select only the join's key, before the join"
+        );
+        // A partitioned join names its partition; below 128 MiB the sorts' 8 MiB floors
+        // leave the segment SQL less than three quarters.
+        let partitioned = "Resources exhausted: Failed to allocate additional 2.0 MB for HashJoinInput[1] with 6.5 MB already allocated for this reservation - 1.5 MB remain available for the total memory pool: fair(pool_size: 8.0 MB)";
+        let said = memory_advice(partitioned.into(), 16);
+        assert!(
+            said.contains("needs at least 9 MiB: more than the 8 MiB the segment SQL gets of engine.memory_limit_mib (16 MiB;"),
+            "{said}"
+        );
+        // At 32 MiB the floors still leave it 8 MiB; at 64 it gets 40.
+        assert!(
+            said.contains("`memory_limit_mib: 64` under `engine:` in the pipeline file (the segment SQL then gets 40 MiB)"),
+            "{said}"
+        );
+        // A sort spills: a larger limit is the only advice, with DataFusion's words.
+        let sort = "Resources exhausted: Failed to allocate additional 9.0 MB for ExternalSorterMerge[0] with 0.0 B already allocated for this reservation - 1.0 MB remain available for the total memory pool: fair(pool_size: 8.0 MB)";
+        assert_eq!(
+            memory_advice(sort.into(), 16),
+            format!(
+                "the query needs more memory than engine.memory_limit_mib (16 MiB) allows; raise it in the pipeline file. DataFusion said: {sort}"
+            )
+        );
+    }
 
     #[test]
     fn values_from_the_data_are_not_shown() {

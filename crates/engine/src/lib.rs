@@ -85,22 +85,8 @@ impl Engine {
         cluster: Option<&dyn Cluster>,
     ) -> Result<Self, EngineError> {
         let settings = &pipeline.file.engine;
-        let limit = (settings.memory_limit_mib as usize) << 20;
-        // The selection's own sorts hold the member rows: the contacts' sort gets an
-        // eighth of the limit, the rejects' and the distinct emails' count a sixteenth
-        // each (at least 8 MiB each, enough for a sort to hold and merge a few batches),
-        // each in a pool of its own so that one sort's merge never starves another's.
-        // The segment SQL keeps the rest
-        // (at least 8 MiB), and its hash joins, which cannot spill, are never starved by
-        // the sorts.
-        const FLOOR: usize = 8 << 20;
-        let sort_limit = (limit / 8).max(FLOOR);
-        let rejects_limit = (limit / 16).max(FLOOR);
-        let count_limit = (limit / 16).max(FLOOR);
-        let query_limit = limit
-            .saturating_sub(sort_limit + rejects_limit + count_limit)
-            .max(FLOOR);
-        let ctx = session(query_limit, settings.batch_size)?;
+        let shares = Shares::of((settings.memory_limit_mib as usize) << 20);
+        let ctx = session(shares.query, settings.batch_size)?;
         let ctx = match (&settings.cluster, cluster) {
             (None, _) => ctx,
             (Some(written), Some(cluster)) => {
@@ -121,9 +107,9 @@ impl Engine {
                 ));
             }
         };
-        let sort_ctx = session(sort_limit, settings.batch_size)?;
-        let rejects_ctx = session(rejects_limit, settings.batch_size)?;
-        let count_ctx = session(count_limit, settings.batch_size)?;
+        let sort_ctx = session(shares.sort, settings.batch_size)?;
+        let rejects_ctx = session(shares.rejects, settings.batch_size)?;
+        let count_ctx = session(shares.count, settings.batch_size)?;
         udf::register(&ctx);
 
         let (footers, mut problems) = sources::register_all(&ctx, pipeline).await;
@@ -142,9 +128,9 @@ impl Engine {
             sort_ctx,
             rejects_ctx,
             count_ctx,
-            sort_share: sort_limit,
-            rejects_share: rejects_limit,
-            cut_budget: sort_limit / 2,
+            sort_share: shares.sort,
+            rejects_share: shares.rejects,
+            cut_budget: shares.sort / 2,
             pipeline: pipeline.clone(),
             segment_schemas,
             footers,
@@ -224,6 +210,36 @@ impl Engine {
         self.pipeline
             .export(name)
             .expect("planned exports come from the pipeline")
+    }
+}
+
+/// How `engine.memory_limit_mib` is shared out, in bytes. The selection's own sorts hold
+/// the member rows: the contacts' sort gets an eighth of the limit, the rejects' and the
+/// distinct emails' count a sixteenth each (at least 8 MiB each, enough for a sort to hold
+/// and merge a few batches), each in a pool of its own so that one sort's merge never
+/// starves another's. The segment SQL keeps the rest (at least 8 MiB), and its hash joins,
+/// which cannot spill, are never starved by the sorts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shares {
+    pub(crate) query: usize,
+    pub(crate) sort: usize,
+    pub(crate) rejects: usize,
+    pub(crate) count: usize,
+}
+
+impl Shares {
+    pub(crate) fn of(limit: usize) -> Self {
+        const FLOOR: usize = 8 << 20;
+        let sort = (limit / 8).max(FLOOR);
+        let rejects = (limit / 16).max(FLOOR);
+        let count = (limit / 16).max(FLOOR);
+        let query = limit.saturating_sub(sort + rejects + count).max(FLOOR);
+        Self {
+            query,
+            sort,
+            rejects,
+            count,
+        }
     }
 }
 

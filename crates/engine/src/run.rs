@@ -244,10 +244,7 @@ impl Engine {
         let memory_limit = self.pipeline().file.engine.memory_limit_mib;
         let mut message = crate::error::failure_text(&e);
         if message.contains("Not enough memory") || message.contains("Resources exhausted") {
-            message = format!(
-                "the query needs more memory than engine.memory_limit_mib ({memory_limit} MiB) allows; \
-                 raise it in the pipeline file. DataFusion said: {message}"
-            );
+            message = crate::error::memory_advice(message, memory_limit);
         }
         EngineError::Execution {
             export: query.export.clone(),
