@@ -710,3 +710,42 @@ fn requests_to_an_endpoint_on_this_machine_never_go_through_the_environments_pro
         Err(std::io::ErrorKind::WouldBlock)
     );
 }
+
+/// One export can end two ways at once: its import job failed, and it rejected more rows
+/// than it allows. The run exits with the graver (4); stderr and the export's history say
+/// both.
+#[test]
+fn an_export_with_a_failed_import_job_and_too_many_rejects_says_both() {
+    let s = Setup::new(0);
+    let mut data = rows(30);
+    data[10].email = "broken".into();
+    data[11].email = "broken-too".into();
+    write_profiles(s.dir.path(), &data);
+    let file = s.pipeline(&format!(
+        "    list_ids: [{LIST}]
+    allowed_rejects: 1
+    mapping:
+      email: email
+      first_name: first_name"
+    ));
+    s.emulator.script(Faults {
+        jobs: [Fault::FailJob].into(),
+        ..Default::default()
+    });
+    let run = s.run(&["run", file]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    let failed = "export `daily`: import jobs did not complete: ";
+    let rejected = "export `daily`: 2 contact(s) rejected, 1 allowed (allowed_rejects)";
+    for said in [failed, rejected] {
+        assert!(run.stderr.contains(said), "{said}\n{}", run.stderr);
+    }
+    let history = s.run(&["history", file, "--output", "json"]).json();
+    let last = &history["exports"][0]["runs"][0];
+    assert_eq!(last["outcome"], "run_failed", "{last}");
+    assert_eq!(last["exit_code"], 4, "{last}");
+    let error = last["error"].as_str().unwrap();
+    let lines: Vec<&str> = error.lines().collect();
+    assert_eq!(lines.len(), 2, "{error}");
+    assert!(lines[0].starts_with(failed), "{error}");
+    assert!(lines[1].starts_with(rejected), "{error}");
+}
