@@ -790,3 +790,56 @@ fn every_export_s_problem_is_said_not_only_the_gravest() {
     }
     assert_eq!(contacts(&dir.path().join("out/rejecting")).len(), 13);
 }
+
+/// A `batch_size` larger than the default is the segment SQL's: the export's own sorts,
+/// which spill past their small shares here, keep batches of the default, and the run
+/// sends what it sends at the default.
+#[test]
+fn a_large_batch_size_does_not_exhaust_the_sorts_that_spill() {
+    let dir = tempfile::tempdir().unwrap();
+    pipeline_datagen::write_realistic(&pipeline_datagen::Realistic {
+        rows: 500_000,
+        out: dir.path().join("data"),
+        member_share: 0.014,
+        seed: 42,
+    })
+    .unwrap();
+    let text = |batch_size: u32| {
+        format!(
+            "version: 1
+engine: {{ memory_limit_mib: 16, batch_size: {batch_size} }}
+{}sources:
+  profiles: {{ format: parquet, path: data/profiles/ }}
+segments:
+  everyone: SELECT * FROM profiles
+exports:
+  - name: everyone
+    connection: marketing
+    list_ids: [{LIST}]
+    segments: [everyone]
+    mapping: {{ email: email, first_name: first_name, city: city }}
+    order_by: customer_id
+    on_cap_exceeded: truncate
+    allowed_rejects: 500000
+",
+            connections_yaml(None)
+        )
+    };
+    let mut sent = Vec::new();
+    for (batch_size, out) in [(32768, "large"), (8192, "default")] {
+        let file = write(dir.path(), &text(batch_size));
+        let run = pipeline(
+            dir.path(),
+            &["run", file, "--dry-run", out, "--output", "json"],
+            &[],
+        );
+        assert_eq!(run.code, 0, "batch_size {batch_size}: {}", run.stderr);
+        assert_eq!(run.json()["exports"][0]["sent"], 100_000);
+        sent.push(contacts(&dir.path().join(out).join("everyone")));
+    }
+    assert_eq!(sent[0].len(), 100_000);
+    assert!(
+        sent[0] == sent[1],
+        "the contacts differ with the batch size"
+    );
+}

@@ -107,9 +107,16 @@ impl Engine {
                 ));
             }
         };
-        let sort_ctx = session(shares.sort, settings.batch_size)?;
-        let rejects_ctx = session(shares.rejects, settings.batch_size)?;
-        let count_ctx = session(shares.count, settings.batch_size)?;
+        // `batch_size` is the segment SQL's. The export's own sorts keep batches of at most
+        // the default: when one spills, DataFusion merges what it holds into a run with
+        // output batches of its batch size that it did not reserve room for, so larger
+        // batches made it fail with "Resources exhausted" at any memory limit (every
+        // profile of 2M at `batch_size: 32768` and 32 MiB; a tenth of 10M at 32768 and
+        // 256 or 512 MiB, where 128 passed).
+        let sort_batch = settings.batch_size.min(pipeline_spec::DEFAULT_BATCH_SIZE);
+        let sort_ctx = session(shares.sort, sort_batch)?;
+        let rejects_ctx = session(shares.rejects, sort_batch)?;
+        let count_ctx = session(shares.count, sort_batch)?;
         udf::register(&ctx);
 
         let (footers, mut problems) = sources::register_all(&ctx, pipeline).await;

@@ -63,7 +63,8 @@ pub struct EngineSettings {
     /// Memory the query engine may use, in MiB; sorts spill to disk beyond it.
     #[serde(default = "default_memory_limit")]
     pub memory_limit_mib: u64,
-    /// Rows per Arrow record batch.
+    /// Rows per Arrow record batch of the segment SQL; the export's own sorts keep at most
+    /// 8192.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// A Ballista scheduler (`df://HOST:PORT`) that runs each export's selection query;
