@@ -100,6 +100,9 @@ pub(crate) fn failure_text(e: &dyn std::fmt::Display) -> String {
 /// holds the side helps: the message says how large a limit gives one.
 pub(crate) fn memory_advice(message: String, limit_mib: u64) -> String {
     let Some(need) = held_side_need(&message) else {
+        // DataFusion's advice names its own settings, which a pipeline file does not set.
+        const ITS_ADVICE: &str = " Consider increasing the memory limit config: 'datafusion.runtime.memory_limit', or decreasing the config: 'datafusion.execution.sort_spill_reservation_bytes'.";
+        let message = message.replace(ITS_ADVICE, "");
         return format!(
             "the query needs more memory than engine.memory_limit_mib ({limit_mib} MiB) allows; \
              raise it in the pipeline file. DataFusion said: {message}"
@@ -293,6 +296,20 @@ mod tests {
             memory_advice(sort.into(), 16),
             format!(
                 "the query needs more memory than engine.memory_limit_mib (16 MiB) allows; raise it in the pipeline file. DataFusion said: {sort}"
+            )
+        );
+        // A sort that cannot go on says so first, then DataFusion's advice on settings a
+        // pipeline file does not have, which is left out.
+        let said = memory_advice(
+            format!(
+                "Not enough memory to continue external sort. Consider increasing the memory limit config: 'datafusion.runtime.memory_limit', or decreasing the config: 'datafusion.execution.sort_spill_reservation_bytes'.\ncaused by\n{sort}"
+            ),
+            16,
+        );
+        assert_eq!(
+            said,
+            format!(
+                "the query needs more memory than engine.memory_limit_mib (16 MiB) allows; raise it in the pipeline file. DataFusion said: Not enough memory to continue external sort.\ncaused by\n{sort}"
             )
         );
     }

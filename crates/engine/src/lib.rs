@@ -86,7 +86,9 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         let settings = &pipeline.file.engine;
         let shares = Shares::of((settings.memory_limit_mib as usize) << 20);
-        let ctx = session(shares.query, settings.batch_size)?;
+        // The segment SQL's sorts (a window function's, say) run one per partition.
+        let partitions = SessionConfig::new().target_partitions();
+        let ctx = session(shares.query, settings.batch_size, partitions)?;
         let ctx = match (&settings.cluster, cluster) {
             (None, _) => ctx,
             (Some(written), Some(cluster)) => {
@@ -114,9 +116,9 @@ impl Engine {
         // profile of 2M at `batch_size: 32768` and 32 MiB; a tenth of 10M at 32768 and
         // 256 or 512 MiB, where 128 passed).
         let sort_batch = settings.batch_size.min(pipeline_spec::DEFAULT_BATCH_SIZE);
-        let sort_ctx = session(shares.sort, sort_batch)?;
-        let rejects_ctx = session(shares.rejects, sort_batch)?;
-        let count_ctx = session(shares.count, sort_batch)?;
+        let sort_ctx = session(shares.sort, sort_batch, 1)?;
+        let rejects_ctx = session(shares.rejects, sort_batch, 1)?;
+        let count_ctx = session(shares.count, sort_batch, 1)?;
         udf::register(&ctx);
 
         let (footers, mut problems) = sources::register_all(&ctx, pipeline).await;
@@ -250,8 +252,9 @@ impl Shares {
     }
 }
 
-/// A session whose operators share `limit` bytes, spilling to disk past their share.
-fn session(limit: usize, batch_size: usize) -> Result<SessionContext, EngineError> {
+/// A session whose operators share `limit` bytes, spilling to disk past their share, with
+/// up to `sorts` sorts running at once.
+fn session(limit: usize, batch_size: usize, sorts: usize) -> Result<SessionContext, EngineError> {
     // A fair pool shares the limit among the sorts, joins and aggregates so one cannot
     // starve another; each spills to disk when it reaches its share.
     let pool = TrackConsumersPool::new(
@@ -262,15 +265,18 @@ fn session(limit: usize, batch_size: usize) -> Result<SessionContext, EngineErro
         .with_memory_pool(Arc::new(pool))
         .build_arc()
         .map_err(|e| EngineError::config(format!("cannot start the query engine: {e}")))?;
-    // Each sort keeps a quarter of its pool back for merging its spills. The merge of
-    // spilled runs takes as many runs as its estimate lets fit in the pool, then needs
-    // more for the sort keys of wide rows (the contacts' order runs over every field): with
-    // DataFusion's 10 MiB (or a thirty-second of the pool) a two-segment export of 1M rows
-    // failed with "Resources exhausted" at every memory limit from 256 MiB to 4 GiB.
+    // The sorts keep a quarter of the pool back for merging their spills, shared among
+    // them: each sort keeps its part from its first batch on, so with a quarter each, four
+    // partitions' sorts (a window function's on a machine of four cores or more) took the
+    // whole pool and the segment failed at any limit. The merge of spilled runs takes as
+    // many runs as its estimate lets fit in the pool, then needs more for the sort keys of
+    // wide rows (the contacts' order runs over every field): with DataFusion's 10 MiB (or a
+    // thirty-second of the pool) a two-segment export of 1M rows failed with "Resources
+    // exhausted" at every memory limit from 256 MiB to 4 GiB.
     let config = SessionConfig::new()
         .set_usize(
             "datafusion.execution.sort_spill_reservation_bytes",
-            limit / 4,
+            limit / 4 / sorts.max(1),
         )
         // Decode the filter columns first and the rest only for the rows that pass (late
         // materialisation): a segment keeps about 1% of a profile table.
@@ -291,4 +297,57 @@ fn session(limit: usize, batch_size: usize) -> Result<SessionContext, EngineErro
         .with_batch_size(batch_size)
         .with_information_schema(false);
     Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Array, AsArray, Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use datafusion::datasource::MemTable;
+
+    use super::*;
+
+    /// A segment whose SQL sorts in every partition (a window function's) on a machine of
+    /// eight cores: the eight sorts' merge room together is the quarter of the share, so
+    /// each one starts, and every row comes back numbered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sort_in_each_of_eight_partitions_fits_the_segment_sql_s_share() {
+        let ctx = session(Shares::of(64 << 20).query, 8192, 8).unwrap();
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .execution
+            .target_partitions = 8;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("g", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let batches: Vec<RecordBatch> = (0..40)
+            .map(|b| {
+                let rows = (b * 8192)..((b + 1) * 8192);
+                let g = Int64Array::from_iter_values(rows.clone().map(|i| i % 64));
+                let v = Int64Array::from_iter_values(rows.map(|i| (i * 7919) % 100_003));
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(g), Arc::new(v)]).unwrap()
+            })
+            .collect();
+        let table = MemTable::try_new(schema, vec![batches]).unwrap();
+        ctx.register_table("t", Arc::new(table)).unwrap();
+        let sql = "SELECT g, row_number() OVER (PARTITION BY g ORDER BY v) AS rk FROM t";
+        let rows = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let ranks: Vec<i64> = rows
+            .iter()
+            .flat_map(|b| {
+                let rk = arrow::compute::cast(b.column(1), &DataType::Int64).unwrap();
+                rk.as_primitive::<Int64Type>().values().to_vec()
+            })
+            .collect();
+        assert_eq!(ranks.len(), 40 * 8192);
+        // 64 groups of 5,120 rows, each numbered from 1 to 5,120.
+        assert_eq!(ranks.iter().filter(|r| **r == 1).count(), 64);
+        assert_eq!(ranks.iter().max(), Some(&5120));
+        assert!(rows.iter().all(|b| b.column(0).null_count() == 0));
+    }
 }

@@ -567,7 +567,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_segment_counts_the_distinct_emails_past_its_memory_share() {
         // 1.2M hashes (19 MiB) in an 8 MiB pool: the count's sort spills.
-        let ctx = crate::session(8 << 20, 8192).unwrap();
+        let ctx = crate::session(8 << 20, 8192, 1).unwrap();
         let batch = rows(vec![], vec![], vec![]);
         let mut count = ContactCount::start(&ctx, 1, &[false], &batch.schema())
             .await
@@ -603,7 +603,7 @@ mod tests {
         // 900k rows in an 8 MiB pool: the sort spills. 400k emails recur in up to three
         // segments, with `order_by` values descending, null last, and ties broken by the
         // segment's position.
-        let ctx = crate::session(8 << 20, 8192).unwrap();
+        let ctx = crate::session(8 << 20, 8192, 1).unwrap();
         let schema = rows(vec![], vec![], vec![]).schema();
         let mut count = ContactCount::start(&ctx, 3, &[true], &schema)
             .await
@@ -659,7 +659,7 @@ mod tests {
         // The count's share at the default memory limit (16 MiB) and about 2M rows of
         // three segments, as in a membership export over 100M profiles: the sort spills
         // tens of runs, and its merge must fit in the same share.
-        let ctx = crate::session(16 << 20, 8192).unwrap();
+        let ctx = crate::session(16 << 20, 8192, 1).unwrap();
         let schema = rows(vec![], vec![], vec![]).schema();
         let mut count = ContactCount::start(&ctx, 3, &[false], &schema)
             .await
@@ -695,7 +695,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_rows_count_no_contacts() {
-        let ctx = crate::session(8 << 20, 8192).unwrap();
+        let ctx = crate::session(8 << 20, 8192, 1).unwrap();
         let schema = rows(vec![], vec![], vec![]).schema();
         let count = ContactCount::start(&ctx, 2, &[false], &schema)
             .await
