@@ -393,6 +393,41 @@ impl ContactCount {
         keys: &[Option<u128>],
         valid: &RecordBatch,
     ) -> Result<bool, DataFusionError> {
+        // A batch of the segment SQL's `batch_size` goes to the sort in parts of the sort's
+        // own batches: whole, 65,536 rows of two segments' keys (6 MB) did not fit the
+        // count's 8 MiB share beside the room it keeps for merging, at any memory limit
+        // up to 128 MiB.
+        let part = self.batch_rows();
+        if keys.len() <= part {
+            return self.add_part(keys, valid).await;
+        }
+        for start in (0..keys.len()).step_by(part) {
+            let rows = part.min(keys.len() - start);
+            if !self
+                .add_part(&keys[start..start + rows], &valid.slice(start, rows))
+                .await?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Rows per batch sent to the sort.
+    fn batch_rows(&self) -> usize {
+        match self.first_rows {
+            Some(_) => ROW_BATCH,
+            None => HASH_BATCH,
+        }
+    }
+
+    /// [`ContactCount::add`] for at most [`ContactCount::batch_rows`] rows: the keys' and
+    /// segments' columns built here hold only these rows.
+    async fn add_part(
+        &mut self,
+        keys: &[Option<u128>],
+        valid: &RecordBatch,
+    ) -> Result<bool, DataFusionError> {
         let hashes = keys.iter().flatten().map(|k| k.to_be_bytes());
         let columns: Vec<ArrayRef> = match &self.first_rows {
             None => match FixedSizeBinaryArray::try_from_iter(hashes) {
@@ -422,11 +457,7 @@ impl ContactCount {
         }
         self.pending_rows += batch.num_rows();
         self.pending.push(batch);
-        let batch_rows = match self.first_rows {
-            Some(_) => ROW_BATCH,
-            None => HASH_BATCH,
-        };
-        if self.pending_rows < batch_rows {
+        if self.pending_rows < self.batch_rows() {
             return Ok(true);
         }
         self.send().await
@@ -649,6 +680,48 @@ mod tests {
             counted,
             Contacts {
                 total: 400_000,
+                by_segment
+            }
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn several_segments_count_batches_larger_than_their_share_holds() {
+        // Batches of 131,072 rows, as a segment SQL with that `batch_size` hands them over:
+        // one batch's keys alone would not fit the count's 8 MiB share beside the room it
+        // keeps for merging, so they go in parts.
+        let ctx = crate::session(8 << 20, 8192, 1).unwrap();
+        let schema = rows(vec![], vec![], vec![]).schema();
+        let mut count = ContactCount::start(&ctx, 3, &[true], &schema)
+            .await
+            .unwrap();
+        let mut first: HashMap<u64, (i64, u32)> = HashMap::new();
+        for chunk in 0..4u64 {
+            let (mut emails, mut order, mut segments) = (vec![], vec![], vec![]);
+            for i in 0..131_072u64 {
+                let n = chunk * 131_072 + i;
+                let email = (n * 7_919) % 300_000;
+                let row = (((n * 104_729) % 1_000_000_007) as i64, (n % 3) as u32);
+                // Descending: the largest value is the email's first row.
+                let kept = first.entry(email).or_insert(row);
+                if (-row.0, row.1) < (-kept.0, kept.1) {
+                    *kept = row;
+                }
+                emails.push(Some(format!("customer-{email}@example.org")));
+                order.push(Some(row.0));
+                segments.push(i64::from(row.1));
+            }
+            add(&mut count, &rows(emails, order, segments)).await;
+        }
+        let mut by_segment = vec![0u64; 3];
+        for (_, segment) in first.values() {
+            by_segment[*segment as usize] += 1;
+        }
+        let counted = count.finish().await.unwrap();
+        assert_eq!(
+            counted,
+            Contacts {
+                total: 300_000,
                 by_segment
             }
         );
