@@ -112,9 +112,9 @@ impl Engine {
         // `batch_size` is the segment SQL's. The export's own sorts keep batches of at most
         // the default: when one spills, DataFusion merges what it holds into a run with
         // output batches of its batch size that it did not reserve room for, so larger
-        // batches made it fail with "Resources exhausted" at any memory limit (every
-        // profile of 2M at `batch_size: 32768` and 32 MiB; a tenth of 10M at 32768 and
-        // 256 or 512 MiB, where 128 passed).
+        // batches made it fail with "Resources exhausted" whatever the memory limit (an
+        // export of all of 2M realistic profiles at `batch_size: 32768` and 32 MiB; of a
+        // tenth of 10M at 32768 and 256 or 512 MiB, where 128 passed).
         let sort_batch = settings.batch_size.min(pipeline_spec::DEFAULT_BATCH_SIZE);
         let sort_ctx = session(shares.sort, sort_batch, 1)?;
         let rejects_ctx = session(shares.rejects, sort_batch, 1)?;
