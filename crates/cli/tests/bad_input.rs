@@ -955,13 +955,14 @@ fn numbers_out_of_range_are_refused_before_anything_runs() {
     )
     .replace(
         "version: 1\n",
-        "version: 1\nengine: { memory_limit_mib: 18446744073709551615 }\n",
+        "version: 1\nengine: { memory_limit_mib: 18446744073709551615, partitions: 0 }\n",
     );
     let (_d, run) = run_file(&text);
     assert_config_error(
         &run,
         &[
             "engine.memory_limit_mib: must be between 16 and 1048576",
+            "engine.partitions: must be between 1 and 1024 (leave it out for one per core)",
             "connections.marketing.request_timeout_secs: must be between 1 and 3600",
             "exports[0].import_timeout_secs: must be between 1 and 604800",
         ],

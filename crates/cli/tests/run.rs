@@ -843,3 +843,24 @@ exports:
         "the contacts differ with the batch size"
     );
 }
+
+/// `engine.partitions` changes how the segment SQL is split, not what it selects.
+#[test]
+fn the_partitions_setting_sends_what_one_per_core_sends() {
+    let dir = sample_dir();
+    let mut sent = Vec::new();
+    for (engine, out) in [
+        ("", "cores"),
+        ("engine: { partitions: 1 }\n", "one"),
+        ("engine: { partitions: 7 }\n", "seven"),
+    ] {
+        let text = pipeline_yaml(SEGMENTS, EXPORT)
+            .replace("version: 1\n", &format!("version: 1\n{engine}"));
+        let file = write(dir.path(), &text);
+        let run = pipeline(dir.path(), &["run", file, "--dry-run", out], &[]);
+        assert_eq!(run.code, 0, "{engine}: {}", run.stderr);
+        sent.push(contacts(&dir.path().join(out).join("newsletter")));
+    }
+    assert_eq!(sent[0].len(), 13);
+    assert!(sent[1] == sent[0] && sent[2] == sent[0], "{sent:?}");
+}

@@ -87,8 +87,16 @@ impl Engine {
         let settings = &pipeline.file.engine;
         let shares = Shares::of((settings.memory_limit_mib as usize) << 20);
         // The segment SQL's sorts (a window function's, say) run one per partition.
-        let partitions = SessionConfig::new().target_partitions();
+        let partitions = settings
+            .partitions
+            .unwrap_or_else(|| SessionConfig::new().target_partitions());
         let ctx = session(shares.query, settings.batch_size, partitions)?;
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .execution
+            .target_partitions = partitions;
         let ctx = match (&settings.cluster, cluster) {
             (None, _) => ctx,
             (Some(written), Some(cluster)) => {
@@ -308,6 +316,51 @@ mod tests {
     use datafusion::datasource::MemTable;
 
     use super::*;
+
+    /// `engine.partitions` is the number of partitions the segment SQL runs in; without
+    /// it, one per core.
+    #[tokio::test]
+    async fn the_segment_sql_runs_in_the_partitions_the_file_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "email",
+            DataType::Utf8,
+            false,
+        )]));
+        let emails = arrow::array::StringArray::from(vec!["a@example.com"]);
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(emails)]).unwrap();
+        let file = std::fs::File::create(dir.path().join("t.parquet")).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        for (setting, partitions) in [
+            ("engine: { partitions: 3 }\n", 3),
+            ("", SessionConfig::new().target_partitions()),
+        ] {
+            let text = format!(
+                r#"version: 1
+{setting}connections:
+  m: {{ type: sendgrid, api_key: "${{K}}", data_privacy_consent: true }}
+sources:
+  t: {{ format: parquet, path: t.parquet }}
+segments:
+  a: SELECT * FROM t
+exports:
+  - name: x
+    connection: m
+    list_ids: [0b7c2a53-0a0f-4c35-9a3e-0f6f1d8f3a11]
+    segments: [a]
+    mapping: {{ email: email }}
+"#
+            );
+            let pipeline =
+                pipeline_spec::parse(&text, &dir.path().join("p.yaml"), &|_| Some("k".into()))
+                    .unwrap();
+            let engine = Engine::open(&pipeline).await.unwrap();
+            let config = engine.context().copied_config();
+            assert_eq!(config.target_partitions(), partitions, "{setting}");
+        }
+    }
 
     /// A segment whose SQL sorts in every partition (a window function's) on a machine of
     /// eight cores: the eight sorts' merge room together is the quarter of the share, so

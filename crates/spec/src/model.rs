@@ -67,6 +67,12 @@ pub struct EngineSettings {
     /// 8192.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Partitions the segment SQL runs in (DataFusion's `target_partitions`, which goes to
+    /// a cluster's scheduler with the query too); none takes one per core. Each partition
+    /// decodes a row group of the scanned columns at a time, outside `memory_limit_mib`,
+    /// so fewer bound the scan's memory on a machine of many cores, at a cost in time.
+    #[serde(default)]
+    pub partitions: Option<usize>,
     /// A Ballista scheduler (`df://HOST:PORT`) that runs each export's selection query;
     /// none runs it in this process. See docs/cluster.md.
     #[serde(default)]
@@ -78,6 +84,7 @@ impl Default for EngineSettings {
         Self {
             memory_limit_mib: DEFAULT_MEMORY_LIMIT_MIB,
             batch_size: DEFAULT_BATCH_SIZE,
+            partitions: None,
             cluster: None,
         }
     }

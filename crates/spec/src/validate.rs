@@ -37,6 +37,15 @@ pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
         );
     }
 
+    if let Some(partitions) = file.engine.partitions
+        && !(1..=1024).contains(&partitions)
+    {
+        err(
+            "engine.partitions".into(),
+            "must be between 1 and 1024 (leave it out for one per core)".into(),
+        );
+    }
+
     if let Some(cluster) = &file.engine.cluster
         && let Err(message) = cluster_address(cluster)
     {
