@@ -685,26 +685,36 @@ mod tests {
         );
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn several_segments_count_batches_larger_than_their_share_holds() {
-        // Batches of 131,072 rows, as a segment SQL with that `batch_size` hands them over:
-        // one batch's keys alone would not fit the count's 8 MiB share beside the room it
-        // keeps for merging, so they go in parts.
-        let ctx = crate::session(8 << 20, 8192, 1).unwrap();
+    /// Counts `chunks` batches of `per_chunk` generated rows of three segments, over
+    /// `distinct` emails, ordered as `descending` says, with a pool of `pool` bytes. The
+    /// distinct emails and, by brute force, each segment's emails whose first row is in
+    /// it; and what the count says.
+    async fn generated_count(
+        pool: usize,
+        descending: bool,
+        chunks: u64,
+        per_chunk: u64,
+        distinct: u64,
+    ) -> (Contacts, Contacts) {
+        let ctx = crate::session(pool, 8192, 1).unwrap();
         let schema = rows(vec![], vec![], vec![]).schema();
-        let mut count = ContactCount::start(&ctx, 3, &[true], &schema)
+        let mut count = ContactCount::start(&ctx, 3, &[descending], &schema)
             .await
             .unwrap();
+        // The export's order of a row: its `order_by` value, then its segment.
+        let rank = |(value, segment): (i64, u32)| match descending {
+            true => (-value, segment),
+            false => (value, segment),
+        };
         let mut first: HashMap<u64, (i64, u32)> = HashMap::new();
-        for chunk in 0..4u64 {
+        for chunk in 0..chunks {
             let (mut emails, mut order, mut segments) = (vec![], vec![], vec![]);
-            for i in 0..131_072u64 {
-                let n = chunk * 131_072 + i;
-                let email = (n * 7_919) % 300_000;
+            for i in 0..per_chunk {
+                let n = chunk * per_chunk + i;
+                let email = (n * 7_919) % distinct;
                 let row = (((n * 104_729) % 1_000_000_007) as i64, (n % 3) as u32);
-                // Descending: the largest value is the email's first row.
                 let kept = first.entry(email).or_insert(row);
-                if (-row.0, row.1) < (-kept.0, kept.1) {
+                if rank(row) < rank(*kept) {
                     *kept = row;
                 }
                 emails.push(Some(format!("customer-{email}@example.org")));
@@ -717,14 +727,21 @@ mod tests {
         for (_, segment) in first.values() {
             by_segment[*segment as usize] += 1;
         }
-        let counted = count.finish().await.unwrap();
-        assert_eq!(
-            counted,
-            Contacts {
-                total: 300_000,
-                by_segment
-            }
-        );
+        let expected = Contacts {
+            total: first.len() as u64,
+            by_segment,
+        };
+        (expected, count.finish().await.unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn several_segments_count_batches_larger_than_their_share_holds() {
+        // Batches of 131,072 rows, as a segment SQL with that `batch_size` hands them over:
+        // one batch's keys alone would not fit the count's 8 MiB share beside the room it
+        // keeps for merging, so they go in parts.
+        let (expected, counted) = generated_count(8 << 20, true, 4, 131_072, 300_000).await;
+        assert_eq!(expected.total, 300_000);
+        assert_eq!(counted, expected);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -732,38 +749,8 @@ mod tests {
         // The count's share at the default memory limit (16 MiB) and about 2M rows of
         // three segments, as in a membership export over 100M profiles: the sort spills
         // tens of runs, and its merge must fit in the same share.
-        let ctx = crate::session(16 << 20, 8192, 1).unwrap();
-        let schema = rows(vec![], vec![], vec![]).schema();
-        let mut count = ContactCount::start(&ctx, 3, &[false], &schema)
-            .await
-            .unwrap();
-        let mut first: HashMap<u64, (i64, u32)> = HashMap::new();
-        for chunk in 0..210u64 {
-            let (mut emails, mut order, mut segments) = (vec![], vec![], vec![]);
-            for i in 0..10_000u64 {
-                let n = chunk * 10_000 + i;
-                let email = (n * 7_919) % 1_800_000;
-                let row = (((n * 104_729) % 1_000_000_007) as i64, (n % 3) as u32);
-                let kept = first.entry(email).or_insert(row);
-                *kept = (*kept).min(row);
-                emails.push(Some(format!("customer-{email}@example.org")));
-                order.push(Some(row.0));
-                segments.push(i64::from(row.1));
-            }
-            add(&mut count, &rows(emails, order, segments)).await;
-        }
-        let mut by_segment = vec![0u64; 3];
-        for (_, segment) in first.values() {
-            by_segment[*segment as usize] += 1;
-        }
-        let counted = count.finish().await.unwrap();
-        assert_eq!(
-            counted,
-            Contacts {
-                total: first.len() as u64,
-                by_segment
-            }
-        );
+        let (expected, counted) = generated_count(16 << 20, false, 210, 10_000, 1_800_000).await;
+        assert_eq!(counted, expected);
     }
 
     #[tokio::test]
