@@ -91,12 +91,6 @@ impl Engine {
             .partitions
             .unwrap_or_else(|| SessionConfig::new().target_partitions());
         let ctx = session(shares.query, settings.batch_size, partitions)?;
-        ctx.state_ref()
-            .write()
-            .config_mut()
-            .options_mut()
-            .execution
-            .target_partitions = partitions;
         let ctx = match (&settings.cluster, cluster) {
             (None, _) => ctx,
             (Some(written), Some(cluster)) => {
@@ -124,6 +118,7 @@ impl Engine {
         // export of all of 2M realistic profiles at `batch_size: 32768` and 32 MiB; of a
         // tenth of 10M at 32768 and 256 or 512 MiB, where 128 passed).
         let sort_batch = settings.batch_size.min(pipeline_spec::DEFAULT_BATCH_SIZE);
+        // Each of the export's own sorts reads one stream and runs as one sort.
         let sort_ctx = session(shares.sort, sort_batch, 1)?;
         let rejects_ctx = session(shares.rejects, sort_batch, 1)?;
         let count_ctx = session(shares.count, sort_batch, 1)?;
@@ -260,9 +255,13 @@ impl Shares {
     }
 }
 
-/// A session whose operators share `limit` bytes, spilling to disk past their share, with
-/// up to `sorts` sorts running at once.
-fn session(limit: usize, batch_size: usize, sorts: usize) -> Result<SessionContext, EngineError> {
+/// A session whose operators share `limit` bytes, spilling to disk past their share, and
+/// run in `partitions` partitions, each of which may run a sort of its own.
+fn session(
+    limit: usize,
+    batch_size: usize,
+    partitions: usize,
+) -> Result<SessionContext, EngineError> {
     // A fair pool shares the limit among the sorts, joins and aggregates so one cannot
     // starve another; each spills to disk when it reaches its share.
     let pool = TrackConsumersPool::new(
@@ -284,8 +283,9 @@ fn session(limit: usize, batch_size: usize, sorts: usize) -> Result<SessionConte
     let config = SessionConfig::new()
         .set_usize(
             "datafusion.execution.sort_spill_reservation_bytes",
-            limit / 4 / sorts.max(1),
+            limit / 4 / partitions.max(1),
         )
+        .with_target_partitions(partitions.max(1))
         // Decode the filter columns first and the rest only for the rows that pass (late
         // materialisation): a segment keeps about 1% of a profile table.
         .set_bool("datafusion.execution.parquet.pushdown_filters", true)
@@ -368,12 +368,6 @@ exports:
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_sort_in_each_of_eight_partitions_fits_the_segment_sql_s_share() {
         let ctx = session(Shares::of(64 << 20).query, 8192, 8).unwrap();
-        ctx.state_ref()
-            .write()
-            .config_mut()
-            .options_mut()
-            .execution
-            .target_partitions = 8;
         let schema = Arc::new(Schema::new(vec![
             Field::new("g", DataType::Int64, false),
             Field::new("v", DataType::Int64, false),
