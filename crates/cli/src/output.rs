@@ -110,10 +110,10 @@ impl Outcome for Plans {
     }
 
     fn problem(&self, _exit: Exit) -> Option<String> {
-        let summaries: Vec<SyncedExport> = self.plans.iter().map(|p| p.summary.clone()).collect();
+        let summaries = self.plans.iter().map(|p| &p.summary);
         let failed = self.failures.iter().map(|(_, f)| f.message.clone());
         let said: Vec<String> = failed
-            .chain(verdict_problems(&summaries, &PLAN_VERDICTS))
+            .chain(verdict_problems(summaries, &PLAN_VERDICTS))
             .collect();
         (!said.is_empty()).then(|| said.join("\n"))
     }
@@ -271,86 +271,70 @@ pub fn run_problems(summaries: &[SyncedExport]) -> Option<String> {
     (!said.is_empty()).then(|| said.join("\n"))
 }
 
-/// What the summaries say went wrong, for each of `verdicts` that some summary shows.
-fn verdict_problems(summaries: &[SyncedExport], verdicts: &[Exit]) -> Vec<String> {
+/// What the summaries say went wrong, for each of `verdicts` that some summary shows: one
+/// line per export that shows it.
+fn verdict_problems<'a>(
+    summaries: impl IntoIterator<Item = &'a SyncedExport> + Clone,
+    verdicts: &[Exit],
+) -> Vec<String> {
     verdicts
         .iter()
-        .filter_map(|&verdict| run_problem(summaries, verdict))
-        .filter(|said| !said.is_empty())
+        .filter_map(|&verdict| {
+            let lines: Vec<String> = summaries
+                .clone()
+                .into_iter()
+                .filter(|s| shows(s, verdict))
+                .filter_map(|s| export_problem(s, verdict))
+                .collect();
+            (!lines.is_empty()).then(|| lines.join("\n"))
+        })
         .collect()
 }
 
-/// What the exports' summaries say went wrong when their run ends with `exit`, one line
-/// per export; `None` for an exit no summary explains.
-fn run_problem(summaries: &[SyncedExport], exit: Exit) -> Option<String> {
-    match exit {
-        Exit::CapExceeded => Some(cap_problems(summaries.iter())),
-        Exit::RunFailed => Some(
-            summaries
-                .iter()
-                .filter_map(|s| {
-                    let jobs = unfinished_jobs(s);
-                    (!jobs.is_empty()).then(|| {
-                        format!(
-                            "export `{}`: import jobs did not complete: {}. Upserts are idempotent: rerun the export",
-                            s.export,
-                            jobs.join(", ")
-                        )
-                    })
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
+/// What export `s` says went wrong when its summary shows `verdict`.
+fn export_problem(s: &SyncedExport, verdict: Exit) -> Option<String> {
+    Some(match verdict {
+        Exit::CapExceeded => format!(
+            "export `{}` has {} contacts after dedupe and validation, {} over its cap of {}; nothing was written or sent. \
+             Narrow the segments, raise max_profiles, or set on_cap_exceeded: truncate",
+            s.export, s.contacts, s.cap.over_by, s.cap.max_profiles
         ),
-        Exit::NewContactsRefused => Some(
-            summaries
-                .iter()
-                .filter_map(|s| Some((s, s.sync.as_ref().filter(|y| y.new_contacts_refused)?)))
-                .map(|(s, y)| {
-                    format!(
-                        "export `{}`: {} new contact(s), more than max_new_contacts ({}): nothing was sent; narrow the segments or raise max_new_contacts",
-                        s.export,
-                        y.counts.new,
-                        y.max_new_contacts.unwrap_or_default()
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
+        Exit::RunFailed => format!(
+            "export `{}`: import jobs did not complete: {}. Upserts are idempotent: rerun the export",
+            s.export,
+            unfinished_jobs(s).join(", ")
         ),
-        Exit::RemovalRefused => Some(
-            summaries
-                .iter()
-                .filter_map(|s| Some((s, s.sync.as_ref().filter(|y| y.removal_refused())?)))
-                .map(|(s, y)| {
-                    format!(
-                        "export `{}`: mirror mode would take {} contact(s), {:.1}% of a list, off its lists; the limit is {:.1}% (max_removal_share). \
-                         The changes were sent, nothing was removed. Check the segments and sources, then rerun with --allow-mass-removal if the removals are right",
-                        s.export,
-                        y.leavers,
-                        y.removal_share * 100.0,
-                        y.max_removal_share * 100.0
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
+        Exit::NewContactsRefused => {
+            let y = s.sync.as_ref()?;
+            format!(
+                "export `{}`: {} new contact(s), more than max_new_contacts ({}): nothing was sent; narrow the segments or raise max_new_contacts",
+                s.export,
+                y.counts.new,
+                y.max_new_contacts.unwrap_or_default()
+            )
+        }
+        Exit::RemovalRefused => {
+            let y = s.sync.as_ref()?;
+            format!(
+                "export `{}`: mirror mode would take {} contact(s), {:.1}% of a list, off its lists; the limit is {:.1}% (max_removal_share). \
+                 The changes were sent, nothing was removed. Check the segments and sources, then rerun with --allow-mass-removal if the removals are right",
+                s.export,
+                y.leavers,
+                y.removal_share * 100.0,
+                y.max_removal_share * 100.0
+            )
+        }
+        Exit::Rejects => format!(
+            "export `{}`: {} contact(s) rejected, {} allowed (allowed_rejects); reasons and rows are in {}",
+            s.export,
+            s.rejected,
+            s.allowed_rejects,
+            s.rejects_file
+                .as_ref()
+                .map_or("the rejects file".into(), |p| p.display().to_string())
         ),
-        Exit::Rejects => Some(
-            summaries
-                .iter()
-                .filter(|s| s.rejects_over_threshold())
-                .map(|s| {
-                    format!(
-                        "export `{}`: {} contact(s) rejected, {} allowed (allowed_rejects); reasons and rows are in {}",
-                        s.export,
-                        s.rejected,
-                        s.allowed_rejects,
-                        s.rejects_file.as_ref().map_or("the rejects file".into(), |p| p.display().to_string())
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ),
-        _ => None,
-    }
+        _ => return None,
+    })
 }
 
 pub fn run(outcome: &RunOutcome) -> String {
@@ -440,20 +424,6 @@ pub fn checks(verdicts: &[Verdict]) -> String {
             )
         })
         .collect()
-}
-
-fn cap_problems<'a>(summaries: impl Iterator<Item = &'a SyncedExport>) -> String {
-    summaries
-        .filter(|s| s.cap.exceeded())
-        .map(|s| {
-            format!(
-                "export `{}` has {} contacts after dedupe and validation, {} over its cap of {}; nothing was written or sent. \
-                 Narrow the segments, raise max_profiles, or set on_cap_exceeded: truncate",
-                s.export, s.contacts, s.cap.over_by, s.cap.max_profiles
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// How far a summary's export went.
